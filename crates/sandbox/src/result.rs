@@ -1,0 +1,140 @@
+//! The one structured result of a run: the contract the CLI's `--report json` prints and the
+//! clients build on. Its JSON Schema is in docs/report.schema.json and snapshot-tested.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Exited with code 0.
+    Ok,
+    /// Exited with a non-zero code (`exit_code`).
+    Exit,
+    /// Killed by a signal it did not get from bunker (`signal`).
+    Signal,
+    /// Killed at the wall-clock timeout.
+    Timeout,
+    /// Killed when it used up its CPU time.
+    CpuTime,
+    /// Killed by the memory limit (OOM in its cgroup).
+    MemoryLimit,
+    /// Hit the pids limit (fork failed for lack of pids) and exited non-zero.
+    PidsLimit,
+    /// Killed because its output exceeded `limits.output` with `kill_on_output_overflow`.
+    OutputLimit,
+    /// The sandbox could not be built; `error` says which step failed.
+    SetupError,
+    /// The policy could not be loaded; `error` says where.
+    PolicyError,
+}
+
+/// How completely a layer was enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerStatus {
+    On,
+    Partial,
+    Off,
+}
+
+/// What was enforced, layer by layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Enforced {
+    pub namespaces: LayerStatus,
+    pub filesystem: LayerStatus,
+    pub landlock: LayerStatus,
+    /// The landlock ABI version the kernel offered (0 when none).
+    pub landlock_abi: u32,
+    pub seccomp: LayerStatus,
+    pub no_new_privs: LayerStatus,
+    pub capabilities_dropped: LayerStatus,
+    pub memory_limit: LayerStatus,
+    pub pids_limit: LayerStatus,
+    pub cpu_limit: LayerStatus,
+    pub rlimits: LayerStatus,
+    pub network: LayerStatus,
+    /// Human-readable notes on anything partial or off.
+    pub notes: Vec<String>,
+}
+
+impl Default for Enforced {
+    fn default() -> Self {
+        Enforced {
+            namespaces: LayerStatus::Off,
+            filesystem: LayerStatus::Off,
+            landlock: LayerStatus::Off,
+            landlock_abi: 0,
+            seccomp: LayerStatus::Off,
+            no_new_privs: LayerStatus::Off,
+            capabilities_dropped: LayerStatus::Off,
+            memory_limit: LayerStatus::Off,
+            pids_limit: LayerStatus::Off,
+            cpu_limit: LayerStatus::Off,
+            rlimits: LayerStatus::Off,
+            network: LayerStatus::Off,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// One output stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StreamResult {
+    /// Bytes the program wrote.
+    pub bytes: u64,
+    /// Bytes delivered to the caller (at most the output limit, shared by both streams).
+    pub kept: u64,
+    /// Whether anything was cut.
+    pub truncated: bool,
+    /// The captured text (lossy UTF-8), when capturing rather than streaming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+/// One decision of the egress proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HttpRecord {
+    /// `connect`, `http` (forwarded), or `socks5`.
+    pub kind: String,
+    pub host: String,
+    pub port: u16,
+    /// The address connected to (absent when denied before resolution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    pub allowed: bool,
+    /// The rule that decided, e.g. `allow.net[0] (*.example.com)` or `private address 127.0.0.1`.
+    pub rule: String,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub duration_ms: f64,
+    /// Set when a limit ended the request (`max_requests`, `max_response_bytes`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+}
+
+/// Everything that happened in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunResult {
+    pub status: Status,
+    /// The program's exit code, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// What went wrong, for setup_error and policy_error (and limit hits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub wall_ms: f64,
+    pub cpu_ms: f64,
+    /// Peak memory of the sandbox's cgroup, when a memory cgroup was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    pub stdout: StreamResult,
+    pub stderr: StreamResult,
+    pub enforced: Enforced,
+    /// Egress proxy decisions, in order.
+    pub http: Vec<HttpRecord>,
+}

@@ -1,0 +1,14 @@
+//! The syscall layer: every `unsafe` block in bunker lives in this crate.
+//!
+//! Each wrapper takes and returns owned Rust types, and every failure is a [`SysError`] naming the
+//! syscall and its arguments, so the layers above can report *which* step of sandbox setup failed.
+
+pub mod error;
+pub mod fd;
+pub mod landlock;
+pub mod mount;
+pub mod process;
+pub mod rlimit;
+pub mod seccomp;
+
+pub use error::{SysError, SysResult};
