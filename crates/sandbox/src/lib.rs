@@ -18,7 +18,7 @@ pub mod supervise;
 
 pub use error::SandboxError;
 pub use result::*;
-pub use spawn::run;
+
 
 use std::ffi::OsString;
 use std::path::PathBuf;
