@@ -10,6 +10,7 @@ pub mod idmap;
 pub mod init;
 pub mod landlock;
 pub mod limits;
+pub mod egress;
 pub mod mounts;
 pub mod result;
 pub mod seccomp;
