@@ -1,0 +1,86 @@
+//! Shared helpers for the integration tests: they run the real `bunker` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of the `bunker` binary cargo built for these tests.
+pub fn bunker_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bunker"))
+}
+
+/// `bunker` as the current user (root in CI).
+pub fn bunker() -> Command {
+    Command::new(bunker_bin())
+}
+
+/// `bunker` as the ordinary user 65534 (nobody), through `setpriv`: the rootless mode.
+pub fn bunker_as_nobody() -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bunker_bin());
+    cmd
+}
+
+/// Both modes, for tests that must hold as root and rootless.
+pub fn modes() -> Vec<(&'static str, fn() -> Command)> {
+    vec![("root", bunker as fn() -> Command), ("rootless", bunker_as_nobody)]
+}
+
+/// Whether the tests run as root (they can then also test the rootless mode).
+pub fn is_root() -> bool {
+    // Reading our own status avoids unsafe code in tests.
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// The JSON report that `--report json` prints as the last line of stderr.
+pub fn report(out: &Output) -> serde_json::Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON report in stderr:\n{stderr}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad report {line}: {e}"))
+}
+
+/// Text of stdout.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Text of stderr.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A temporary directory that the unprivileged user can also read (mode 0755).
+pub fn shared_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::Builder::new().prefix("bunker-test-").tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// Path of bun, if installed (CI installs it; see .ci/run).
+pub fn bun() -> String {
+    which("bun").unwrap_or_else(|| panic!("bun is not installed: run .ci/run or `npm i -g @oven/bun-linux-x64`"))
+}
+
+/// Looks a program up on PATH.
+pub fn which(name: &str) -> Option<String> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .map(|p| p.to_string_lossy().into_owned())
+}
