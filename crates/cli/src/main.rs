@@ -1,1 +1,24 @@
-fn main() {}
+//! `bunker`: run untrusted code under one deny-by-default policy.
+//!
+//! The binary stays single-threaded until the sandbox has been cloned (see
+//! `bunker_sandbox::spawn`): no async runtime or thread may start before `run`.
+
+mod check;
+mod cli;
+mod doctor;
+mod egress;
+mod exit;
+mod run;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    let code = match args.command {
+        cli::Command::Run(opts) => run::main(opts),
+        cli::Command::Check(opts) => check::main(opts),
+        cli::Command::Schema(opts) => check::schema(opts),
+        cli::Command::Doctor(opts) => doctor::main(opts),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,98 @@
+//! `bunker check` and `bunker schema`.
+
+use bunker_policy::{LoadSpec, Policy, PolicyDoc};
+
+use crate::cli::{CheckOpts, SchemaOpts};
+use crate::exit;
+
+pub fn main(opts: CheckOpts) -> i32 {
+    let policy = match (&opts.file, &opts.profile) {
+        (Some(file), _) => bunker_policy::load_file(file),
+        (None, Some(name)) => bunker_policy::builtin(name),
+        (None, None) => unreachable_args(),
+    };
+    let policy = match policy {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bunker: policy error: {e}");
+            return exit::POLICY_ERROR;
+        }
+    };
+    match serde_json::to_string_pretty(&policy) {
+        Ok(text) => println!("{text}"),
+        Err(e) => {
+            eprintln!("bunker: cannot print the policy: {e}");
+            return exit::POLICY_ERROR;
+        }
+    }
+    let Some(parent_file) = &opts.subset_of else {
+        return 0;
+    };
+    let parent = match load_plain(parent_file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bunker: policy error: {e}");
+            return exit::POLICY_ERROR;
+        }
+    };
+    match policy.is_subset_of(&parent) {
+        Ok(()) => {
+            eprintln!(
+                "bunker: {} grants nothing beyond {}",
+                describe(&opts),
+                parent_file.display()
+            );
+            0
+        }
+        Err(widenings) => {
+            eprintln!(
+                "bunker: {} is not a subset of {}:",
+                describe(&opts),
+                parent_file.display()
+            );
+            for w in widenings {
+                eprintln!("  - {w}");
+            }
+            1
+        }
+    }
+}
+
+fn load_plain(file: &std::path::Path) -> Result<Policy, bunker_policy::PolicyError> {
+    bunker_policy::load(&LoadSpec {
+        file: Some(file.to_path_buf()),
+        overlay: PolicyDoc::default(),
+        overlay_base: std::path::PathBuf::from("/"),
+    })
+}
+
+fn describe(opts: &CheckOpts) -> String {
+    match (&opts.file, &opts.profile) {
+        (Some(f), _) => f.display().to_string(),
+        (None, Some(p)) => format!("profile {p}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// clap guarantees FILE or --profile; keep a defined answer rather than panicking.
+fn unreachable_args() -> Result<Policy, bunker_policy::PolicyError> {
+    bunker_policy::builtin("default")
+}
+
+pub fn schema(opts: SchemaOpts) -> i32 {
+    let schema = if opts.report {
+        serde_json::to_value(schemars::schema_for!(bunker_sandbox::RunResult)).unwrap_or_default()
+    } else {
+        bunker_policy::schema()
+    };
+    match serde_json::to_string_pretty(&schema) {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("bunker: cannot print the schema: {e}");
+            1
+        }
+    }
+}

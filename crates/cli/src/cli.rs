@@ -1,0 +1,163 @@
+//! Command-line interface definition.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "Run untrusted code under one deny-by-default policy: namespaces, a fresh root, \
+landlock, seccomp, cgroups and an egress proxy.";
+
+const RUN_EXAMPLES: &str = "Examples:
+  # The built-in default policy: no network, no files beyond the system's, a private /tmp
+  bunker run -- python3 -c 'print(open(\"/etc/hostname\").read())'
+
+  # A policy file, with a tighter timeout and memory limit on top
+  bunker run --policy policy.json --timeout 5s --memory 64MB -- bun run app.ts
+
+  # Allow one host through the egress proxy and one directory to write
+  bunker run --allow-net api.example.com:443 --allow-write ./out -- curl https://api.example.com
+
+  # A machine-readable result on stderr
+  bunker run --report json --timeout 1s -- sleep 10
+
+Exit codes: the program's own code, or 128+N if a signal N killed it; 120 policy error,
+121 setup error, 122 limit hit (memory, pids, CPU time, output), 124 timeout,
+126 cannot execute, 127 not found.";
+
+const CHECK_EXAMPLES: &str = "Examples:
+  bunker check policy.json            # validate and print the effective merged policy
+  bunker check --profile runtime:bun  # print a built-in profile
+  bunker check child.json --subset-of parent.json
+
+Exit codes: 0 valid (and a subset, with --subset-of); 1 not a subset; 120 policy error.";
+
+const SCHEMA_EXAMPLES: &str = "Examples:
+  bunker schema > policy.schema.json   # JSON Schema of policy files, for editors
+  bunker schema --report               # JSON Schema of `bunker run --report json`";
+
+const DOCTOR_EXAMPLES: &str = "Examples:
+  bunker doctor            # what this host can enforce, layer by layer
+  bunker doctor --json     # the same, as JSON
+  bunker doctor --clean    # also remove cgroups left by a killed supervisor
+
+Exit codes: 0 when every layer of the default policy is enforced; 1 otherwise.";
+
+#[derive(Debug, Parser)]
+#[command(name = "bunker", version, about = ABOUT)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command inside a sandbox built from a policy.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunOpts),
+    /// Validate a policy file and print the effective (merged) policy.
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(CheckOpts),
+    /// Print the JSON Schema of policy files (or of the run report).
+    #[command(after_help = SCHEMA_EXAMPLES)]
+    Schema(SchemaOpts),
+    /// Report what this host can enforce.
+    #[command(after_help = DOCTOR_EXAMPLES)]
+    Doctor(DoctorOpts),
+}
+
+/// How the result of a run is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// One JSON object (see docs/report.md).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RunOpts {
+    /// Policy file (default: the built-in `default` profile).
+    #[arg(long, visible_alias = "sandbox", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Built-in profiles to extend, e.g. `runtime:bun` (added to the policy's `extends`).
+    #[arg(long = "profile", value_name = "NAME")]
+    pub profiles: Vec<String>,
+    /// Wall-clock timeout, e.g. 5s, 250ms.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Hard memory limit, e.g. 64MB.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Maximum number of processes and threads.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// CPU share in cores, e.g. 0.5.
+    #[arg(long, value_name = "CORES")]
+    pub cpu: Option<f64>,
+    /// Total CPU time, e.g. 2s.
+    #[arg(long, value_name = "DURATION")]
+    pub cpu_time: Option<String>,
+    /// Bytes of stdout+stderr passed through, e.g. 10KB (default 1MiB).
+    #[arg(long, value_name = "SIZE")]
+    pub output: Option<String>,
+    /// Allow a host (`example.com`, `*.example.com`, `host:port`, an IP or CIDR) through the proxy.
+    #[arg(long = "allow-net", value_name = "HOST")]
+    pub allow_net: Vec<String>,
+    /// Allow reading a path.
+    #[arg(long = "allow-read", value_name = "PATH")]
+    pub allow_read: Vec<String>,
+    /// Allow writing (and reading) a path.
+    #[arg(long = "allow-write", value_name = "PATH")]
+    pub allow_write: Vec<String>,
+    /// Allow executing files under a path.
+    #[arg(long = "allow-exec", value_name = "PATH")]
+    pub allow_exec: Vec<String>,
+    /// Pass an environment variable through from the caller.
+    #[arg(long = "allow-env", value_name = "NAME")]
+    pub allow_env: Vec<String>,
+    /// Pin a host name to an address for the egress proxy (like curl's --resolve), e.g.
+    /// `api.test:127.0.0.1`. The address is still checked against the policy.
+    #[arg(long = "resolve", value_name = "NAME:IP")]
+    pub resolve: Vec<String>,
+    /// Working directory inside the sandbox.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Print the run's result as one JSON line on stderr (or on --report-fd) when it ends.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub report: Option<ReportFormat>,
+    /// Write the report to this file descriptor instead of stderr (implies --report json).
+    #[arg(long, value_name = "N")]
+    pub report_fd: Option<i32>,
+    /// The command to run and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckOpts {
+    /// Policy file to check.
+    #[arg(value_name = "FILE", required_unless_present = "profile")]
+    pub file: Option<PathBuf>,
+    /// Print a built-in profile instead (`default`, `runtime:bun`, `runtime:python`).
+    #[arg(long, value_name = "NAME", conflicts_with = "file")]
+    pub profile: Option<String>,
+    /// Also check that the policy grants nothing beyond this one.
+    #[arg(long, value_name = "FILE")]
+    pub subset_of: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaOpts {
+    /// Print the schema of the `--report json` result instead of the policy.
+    #[arg(long)]
+    pub report: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorOpts {
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Remove cgroups left behind by supervisors that were killed.
+    #[arg(long)]
+    pub clean: bool,
+}

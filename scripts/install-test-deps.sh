@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what bunker's tests run inside sandboxes: Bun (from npm), curl, git, openssl, python3.
+# Idempotent; safe to run on a developer machine. Needs root for apt-get and /usr/local/bin.
+set -euo pipefail
+
+need_apt=()
+for tool in curl git openssl python3 setpriv; do
+  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+done
+[ -x /usr/bin/python3 ] || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  pkgs=()
+  for t in "${need_apt[@]}"; do
+    case "$t" in setpriv) pkgs+=(util-linux) ;; *) pkgs+=("$t") ;; esac
+  done
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+
+# Bun: the npm package ships the binary. Installed outside /root so the rootless tests
+# (uid 65534) can execute it too.
+if ! command -v bun >/dev/null 2>&1; then
+  mkdir -p /opt/bunker-test-deps
+  (cd /opt/bunker-test-deps && npm install --silent --no-audit --no-fund @oven/bun-linux-x64 >/dev/null)
+  ln -sf /opt/bunker-test-deps/node_modules/@oven/bun-linux-x64/bin/bun /usr/local/bin/bun
+fi
+bun --version >/dev/null

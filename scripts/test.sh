@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace (unit, property, snapshot, integration and escape suites)
+# against the real `bunker` binary. Installs the test dependencies first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-test-deps.sh
+# The rootless tests run the binary as uid 65534, so the build tree must be reachable by it.
+chmod o+rx "$PWD" 2>/dev/null || true
+cargo nextest run --workspace --no-fail-fast "$@"
