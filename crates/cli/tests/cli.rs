@@ -1,0 +1,146 @@
+//! Transcript tests of the CLI surface: help, check, schema, errors and exit codes.
+
+mod common;
+
+use common::{bunker, stderr, stdout};
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn docs(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs")
+        .join(name)
+}
+
+#[test]
+fn every_command_has_help_with_examples() {
+    for cmd in ["run", "check", "schema", "doctor"] {
+        let out = bunker().args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{cmd} --help failed");
+        let text = stdout(&out);
+        assert!(text.contains("Examples:"), "{cmd} --help has no examples:\n{text}");
+    }
+}
+
+#[test]
+fn schema_command_matches_the_shipped_schema() {
+    let out = bunker().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shipped: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(docs("policy.schema.json")).unwrap()).unwrap();
+    assert_eq!(printed, shipped, "docs/policy.schema.json is stale: run `bunker schema`");
+}
+
+#[test]
+fn report_schema_matches_the_shipped_schema() {
+    let out = bunker().args(["schema", "--report"]).output().unwrap();
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shipped: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(docs("report.schema.json")).unwrap()).unwrap();
+    assert_eq!(printed, shipped, "docs/report.schema.json is stale: run `bunker schema --report`");
+}
+
+#[test]
+fn check_prints_the_effective_policy() {
+    let out = bunker().arg("check").arg(fixture("app.json")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Machine-specific paths (the fixture's directory, PATH lookups) are replaced for the snapshot.
+    let text = serde_json::to_string_pretty(&policy)
+        .unwrap()
+        .replace(fixture("").to_str().unwrap().trim_end_matches('/'), "<fixtures>");
+    insta::assert_snapshot!("check_app_policy", text);
+}
+
+#[test]
+fn check_subset_of() {
+    let narrow = bunker()
+        .arg("check")
+        .arg(fixture("narrow.json"))
+        .arg("--subset-of")
+        .arg(fixture("app.json"))
+        .output()
+        .unwrap();
+    assert_eq!(narrow.status.code(), Some(0), "{}", stderr(&narrow));
+    let wide = bunker()
+        .arg("check")
+        .arg(fixture("app.json"))
+        .arg("--subset-of")
+        .arg(fixture("narrow.json"))
+        .output()
+        .unwrap();
+    assert_eq!(wide.status.code(), Some(1));
+    assert!(stderr(&wide).contains("is not a subset of"), "{}", stderr(&wide));
+}
+
+#[test]
+fn check_reports_file_path_and_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = common::write_file(dir.path(), "bad.json", r#"{"limits": {"memory": "lots"}}"#);
+    let out = bunker().arg("check").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(120));
+    let err = stderr(&out);
+    assert!(err.contains("bad.json"), "{err}");
+    assert!(err.contains("limits.memory"), "{err}");
+}
+
+#[test]
+fn run_with_a_bad_policy_runs_nothing_and_exits_120() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let bad = common::write_file(dir.path(), "bad.json", r#"{"allow": {"nett": []}}"#);
+    let out = bunker()
+        .arg("run")
+        .arg("--policy")
+        .arg(&bad)
+        .args(["--report", "json", "--", "touch"])
+        .arg(&marker)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(120), "{}", stderr(&out));
+    assert!(!marker.exists());
+    let report = common::report(&out);
+    assert_eq!(report["status"], "policy_error");
+    assert!(report["error"].as_str().unwrap().contains("nett"));
+}
+
+#[test]
+fn run_with_a_bad_flag_value_exits_120() {
+    let out = bunker()
+        .args(["run", "--memory", "12 parsecs", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(120), "{}", stderr(&out));
+    assert!(stderr(&out).contains("limits.memory"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_without_a_command_is_a_usage_error() {
+    let out = bunker().args(["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn report_fd_receives_the_report() {
+    // The shell opens fd 3 on a file; bunker writes the report there and nothing to stderr.
+    let dir = tempfile::tempdir().unwrap();
+    let report_file = dir.path().join("report.json");
+    let script = format!(
+        "exec 3>{} && {} run --report-fd 3 -- /bin/true",
+        report_file.display(),
+        common::bunker_bin().display()
+    );
+    let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&report_file).unwrap();
+    let report: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(report["status"], "ok");
+    assert!(!stderr(&out).contains("\"status\""));
+}
