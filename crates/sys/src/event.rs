@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_killed_child_is_reaped_through_its_pidfd() {
-        let child = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep").arg("100").spawn().unwrap();
         let pidfd = pidfd_open(child.id() as i32).unwrap();
         assert_eq!(wait_pidfd(pidfd.as_fd(), false).unwrap(), None);
         pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL).unwrap();
@@ -345,13 +345,15 @@ mod tests {
         let exit = wait_pidfd(pidfd.as_fd(), true).unwrap().unwrap();
         assert_eq!(exit.signal, Some(libc::SIGKILL));
         assert_eq!(exit.code, None);
+        // Already reaped: std's wait now finds no child.
+        assert!(child.wait().is_err());
         // Signalling a reaped process through its pidfd is not an error.
         pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL).unwrap();
     }
 
     #[test]
     fn an_exit_code_and_cpu_time_come_back() {
-        let child = std::process::Command::new("sh")
+        let mut child = std::process::Command::new("sh")
             .args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exit 7"])
             .spawn()
             .unwrap();
@@ -360,6 +362,7 @@ mod tests {
         assert_eq!(exit.code, Some(7));
         assert!(exit.cpu > Duration::ZERO);
         assert!(exit.max_rss_bytes > 0);
+        assert!(child.wait().is_err());
     }
 
     #[test]

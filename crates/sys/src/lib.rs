@@ -4,6 +4,7 @@
 //! syscall and its arguments, so the layers above can report *which* step of sandbox setup failed.
 
 pub mod error;
+pub mod event;
 pub mod fd;
 pub mod landlock;
 pub mod mount;
