@@ -1,15 +1,337 @@
 //! Path rules: absolute paths for grants; absolute paths or globs for denials.
+//!
+//! Paths are written absolute, as `~` / `~/...` (the caller's HOME), or relative to the policy
+//! file's directory, and normalized lexically: `.` and `..` are resolved without touching the
+//! filesystem (so a symlink never changes what a rule means) and trailing slashes dropped.
+//! A path rule covers the path and everything under it, on component boundaries: `/data`
+//! covers `/data/x` but not `/database`.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
 
-use serde::Serialize;
+use globset::{GlobBuilder, GlobMatcher};
+use serde::{Serialize, Serializer};
+
+use crate::types::Policy;
+use crate::units::quote;
 
 /// One entry of a deny list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+///
+/// Serializes as its text: the absolute path, or the glob.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathPattern {
     /// This path and everything under it.
     Path(PathBuf),
-    /// A glob over absolute paths (`**/*.key`; a bare `.env` means `**/.env`).
+    /// A glob over absolute paths (`**/*.key`; a bare `.env` means `**/.env`). `*` and `?` stay
+    /// within one component, `**` crosses any number. Like a path, a glob that matches a
+    /// directory covers everything under it.
     Glob(String),
+}
+
+impl PathPattern {
+    /// Whether this pattern covers `path` (absolute, normalized): the path itself or one of its
+    /// ancestors is the rule's path or matches its glob.
+    pub fn matches(&self, path: &Path) -> bool {
+        match self {
+            PathPattern::Path(p) => path.starts_with(p),
+            PathPattern::Glob(g) => match compile_glob(g) {
+                Ok(m) => path.ancestors().any(|a| m.is_match(a)),
+                // Globs are validated at load time; a pattern that does not compile matches
+                // everything so that a hand-built policy fails closed.
+                Err(_) => true,
+            },
+        }
+    }
+
+    /// The path, when this is a plain path.
+    pub fn as_path(&self) -> Option<&Path> {
+        match self {
+            PathPattern::Path(p) => Some(p),
+            PathPattern::Glob(_) => None,
+        }
+    }
+
+    /// Whether this is a glob.
+    pub fn is_glob(&self) -> bool {
+        matches!(self, PathPattern::Glob(_))
+    }
+}
+
+impl fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathPattern::Path(p) => write!(f, "{}", p.display()),
+            PathPattern::Glob(g) => f.write_str(g),
+        }
+    }
+}
+
+impl Serialize for PathPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Kinds of file access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Read,
+    /// Writing a path also allows reading it.
+    Write,
+    Exec,
+}
+
+impl Access {
+    fn list(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Exec => "exec",
+        }
+    }
+}
+
+/// The outcome of a path check, with the rule that decided it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathDecision {
+    pub allowed: bool,
+    /// `allow.read[3] (/data)`, `deny.read[0] (**/*.key)` or `no allow.read rule covers /x`.
+    pub rule: String,
+}
+
+const GLOB_CHARS: &[char] = &['*', '?', '[', ']', '{', '}'];
+
+/// Whether `text` uses glob syntax.
+pub fn is_glob(text: &str) -> bool {
+    text.contains(GLOB_CHARS)
+}
+
+pub(crate) fn compile_glob(glob: &str) -> Result<GlobMatcher, String> {
+    GlobBuilder::new(glob)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| format!("invalid glob {}: {}", quote(glob), e.kind()))
+}
+
+/// Resolves `.` and `..` lexically (`..` at the root stays at the root) and drops trailing
+/// slashes. Relative input stays relative.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() && !path.is_absolute() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(if path.is_absolute() { "/" } else { "." });
+    }
+    out
+}
+
+/// Makes `text` absolute: `~` and `~/x` against `home`, relative paths against `base`.
+pub fn resolve(text: &str, base: &Path, home: Option<&Path>) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("expected a path, found an empty string".to_string());
+    }
+    if text.contains('\0') {
+        return Err(format!(
+            "a path cannot contain a NUL byte, found {}",
+            quote(text)
+        ));
+    }
+    let joined = if text == "~" || text.starts_with("~/") {
+        let home = home.filter(|h| h.is_absolute()).ok_or_else(|| {
+            format!(
+                "{} starts with \"~\" but HOME is not set to an absolute path",
+                quote(text)
+            )
+        })?;
+        home.join(text.trim_start_matches('~').trim_start_matches('/'))
+    } else if text.starts_with('~') {
+        return Err(format!(
+            "{}: only \"~\" and \"~/...\" (the caller's HOME) are supported, not \"~user\"",
+            quote(text)
+        ));
+    } else {
+        base.join(text)
+    };
+    let normalized = normalize(&joined);
+    if !normalized.is_absolute() {
+        return Err(format!(
+            "{} is relative and the policy's directory {} is not absolute",
+            quote(text),
+            quote(&base.display().to_string())
+        ));
+    }
+    Ok(normalized)
+}
+
+/// Parses an allow-list entry: a plain path, never a glob.
+pub fn parse_allow(
+    text: &str,
+    list: &str,
+    base: &Path,
+    home: Option<&Path>,
+) -> Result<PathBuf, String> {
+    if is_glob(text) {
+        return Err(format!(
+            "globs are only allowed in deny lists; allow.{list} needs a plain path, found {}",
+            quote(text)
+        ));
+    }
+    resolve(text, base, home)
+}
+
+/// Parses a deny-list entry: a path, or a glob (a bare name like `.env` or `*.pem` means
+/// `**/.env`, `**/*.pem`: anywhere).
+pub fn parse_deny(text: &str, base: &Path, home: Option<&Path>) -> Result<PathPattern, String> {
+    if text.is_empty() {
+        return Err("expected a path or glob, found an empty string".to_string());
+    }
+    let bare_name = !text.contains('/') && !text.starts_with('~') && text != "." && text != "..";
+    if !is_glob(text) && !bare_name {
+        return resolve(text, base, home).map(PathPattern::Path);
+    }
+    let glob = if bare_name || text.starts_with("**/") || text.starts_with('/') {
+        if bare_name {
+            format!("**/{text}")
+        } else {
+            text.to_string()
+        }
+    } else {
+        // Relative or `~` glob: make its literal directory part absolute and escape it, so a
+        // policy directory named `a[1]` does not turn into a character class.
+        let (dir, rest) = split_literal_prefix(text);
+        let dir = resolve(if dir.is_empty() { "." } else { dir }, base, home)?;
+        let dir = globset::escape(&dir.display().to_string());
+        format!("{}/{rest}", dir.trim_end_matches('/'))
+    };
+    let glob = glob.trim_end_matches('/').to_string();
+    compile_glob(&glob)?;
+    Ok(PathPattern::Glob(glob))
+}
+
+/// Splits a glob into its leading components without glob characters and the rest.
+fn split_literal_prefix(text: &str) -> (&str, &str) {
+    let first_glob = text.find(GLOB_CHARS).unwrap_or(text.len());
+    match text[..first_glob].rfind('/') {
+        Some(slash) => (&text[..slash], &text[slash + 1..]),
+        None => ("", text),
+    }
+}
+
+impl Policy {
+    /// May the program access `path` this way? Deny beats allow (`deny.read` hides a path for
+    /// every kind of access; `deny.write`/`deny.exec` refuse only writing/executing); otherwise
+    /// the longest matching allow path grants (`allow.write` also grants reading). `path` is
+    /// normalized lexically; a relative path is taken from `/`.
+    pub fn path_decision(&self, path: &Path, access: Access) -> PathDecision {
+        let path = normalize(&Path::new("/").join(path));
+        let mut deny_lists: Vec<(&str, &[PathPattern])> = vec![("read", &self.deny.read)];
+        match access {
+            Access::Read => {}
+            Access::Write => deny_lists.push(("write", &self.deny.write)),
+            Access::Exec => deny_lists.push(("exec", &self.deny.exec)),
+        }
+        for (name, list) in deny_lists {
+            if let Some((i, rule)) = list.iter().enumerate().find(|(_, r)| r.matches(&path)) {
+                return PathDecision {
+                    allowed: false,
+                    rule: format!("deny.{name}[{i}] ({rule})"),
+                };
+            }
+        }
+        let allow_lists: Vec<(&str, &[PathBuf])> = match access {
+            Access::Read => vec![("read", &self.allow.read), ("write", &self.allow.write)],
+            Access::Write => vec![("write", &self.allow.write)],
+            Access::Exec => vec![("exec", &self.allow.exec)],
+        };
+        let mut best: Option<(usize, String)> = None;
+        for (name, list) in allow_lists {
+            for (i, rule) in list.iter().enumerate() {
+                let depth = rule.components().count();
+                if path.starts_with(rule) && best.as_ref().is_none_or(|(d, _)| depth > *d) {
+                    best = Some((depth, format!("allow.{name}[{i}] ({})", rule.display())));
+                }
+            }
+        }
+        match best {
+            Some((_, rule)) => PathDecision {
+                allowed: true,
+                rule,
+            },
+            None => PathDecision {
+                allowed: false,
+                rule: format!("no allow.{} rule covers {}", access.list(), path.display()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_lexically() {
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d/")),
+            PathBuf::from("/a/c/d")
+        );
+        assert_eq!(normalize(Path::new("/../..")), PathBuf::from("/"));
+        assert_eq!(normalize(Path::new("//a//b")), PathBuf::from("/a/b"));
+    }
+
+    #[test]
+    fn resolves_forms() {
+        let base = Path::new("/etc/bunker");
+        let home = Some(Path::new("/home/u"));
+        assert_eq!(
+            resolve("data", base, home).unwrap(),
+            PathBuf::from("/etc/bunker/data")
+        );
+        assert_eq!(
+            resolve("../x", base, home).unwrap(),
+            PathBuf::from("/etc/x")
+        );
+        assert_eq!(resolve("~", base, home).unwrap(), PathBuf::from("/home/u"));
+        assert_eq!(
+            resolve("~/.cache/", base, home).unwrap(),
+            PathBuf::from("/home/u/.cache")
+        );
+        assert!(resolve("~/x", base, None).is_err());
+        assert!(resolve("~bob/x", base, home).is_err());
+        assert!(parse_allow("*.js", "read", base, home).is_err());
+    }
+
+    #[test]
+    fn deny_globs() {
+        let base = Path::new("/p");
+        let home = Some(Path::new("/home/u"));
+        let g = |t: &str| parse_deny(t, base, home).unwrap();
+        assert_eq!(g(".env"), PathPattern::Glob("**/.env".into()));
+        assert_eq!(g("*.pem"), PathPattern::Glob("**/*.pem".into()));
+        assert_eq!(g("**/*.key"), PathPattern::Glob("**/*.key".into()));
+        assert_eq!(
+            g("secrets/*.key"),
+            PathPattern::Glob("/p/secrets/*.key".into())
+        );
+        assert_eq!(g("~/.ssh/*"), PathPattern::Glob("/home/u/.ssh/*".into()));
+        assert_eq!(g("./.env"), PathPattern::Path("/p/.env".into()));
+        assert!(g("**/*.key").matches(Path::new("/a/b/c.key")));
+        assert!(g("**/*.key").matches(Path::new("/c.key")));
+        assert!(g(".env").matches(Path::new("/srv/app/.env")));
+        assert!(g(".env").matches(Path::new("/srv/app/.env/inner")));
+        assert!(!g(".env").matches(Path::new("/srv/app/.envrc")));
+        assert!(!g("*.pem").matches(Path::new("/srv/pem")));
+    }
 }
