@@ -1,3 +1,167 @@
 //! The egress proxy: HTTP forward, HTTPS CONNECT and SOCKS5, served by the supervisor on listening
 //! sockets created inside the sandbox's network namespace.
+//!
+//! Every request goes through one decision ([`decide`]): the target is parsed (every IPv4
+//! spelling and IPv6 form reduced to one address, [`addr`]), matched against `allow.net` /
+//! `deny.net`, resolved once, and every resolved address is checked against the special-purpose
+//! ranges and `deny.net` CIDRs. The proxy then connects only to an address it checked. Limits from
+//! the policy's `http` section are enforced while the bytes stream; nothing is buffered whole.
 #![forbid(unsafe_code)]
+
+pub mod addr;
+mod decide;
+mod http;
+#[allow(dead_code)]
+mod interim;
+mod record;
+mod socks;
+pub mod socks5;
+pub mod target;
+mod tunnel;
+
+use std::io;
+use std::net::{IpAddr, TcpListener};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bunker_policy::Policy;
+use tokio::sync::oneshot;
+
+#[allow(unused_imports)]
+use crate::interim::InterimPolicy;
+pub use crate::record::RequestRecord;
+use crate::record::Shared;
+
+/// What the proxy enforces.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub policy: Arc<Policy>,
+    /// Pinned names and their addresses (like curl's `--resolve`), consulted before DNS. Their
+    /// addresses are checked like any resolved address.
+    pub resolve: Vec<(String, IpAddr)>,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("egress proxy: preparing the {which} listener: {source}")]
+    Listener { which: &'static str, source: io::Error },
+    #[error("egress proxy: starting its runtime: {0}")]
+    Runtime(io::Error),
+    #[error("egress proxy: starting its thread: {0}")]
+    Thread(io::Error),
+    #[error("egress proxy: pinned name {0:?} is not a valid host name")]
+    PinnedName(String),
+}
+
+/// A running proxy. Dropping it stops the proxy too (the records are then lost).
+pub struct ProxyHandle {
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    records: Arc<Mutex<Vec<RequestRecord>>>,
+}
+
+/// Starts serving `http` (HTTP forward + CONNECT) and `socks` (SOCKS5) on a thread of its own,
+/// with a single-threaded tokio runtime; returns at once.
+pub fn start(config: ProxyConfig, http: TcpListener, socks: TcpListener) -> Result<ProxyHandle, ProxyError> {
+    let mut pins = Vec::with_capacity(config.resolve.len());
+    for (name, ip) in config.resolve {
+        match addr::parse_host(&name) {
+            Ok(addr::HostSpec::Name(normalized)) => pins.push((normalized, ip)),
+            _ => return Err(ProxyError::PinnedName(name)),
+        }
+    }
+    for (which, listener) in [("HTTP", &http), ("SOCKS5", &socks)] {
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| ProxyError::Listener { which, source })?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(ProxyError::Runtime)?;
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let shared = Arc::new(Shared::new(config.policy, pins, Arc::clone(&records)));
+    let (shutdown, stopped) = oneshot::channel::<()>();
+
+    // The listeners become tokio listeners inside the runtime (they need its reactor).
+    let (http, socks) = {
+        let _guard = runtime.enter();
+        let http = tokio::net::TcpListener::from_std(http).map_err(|source| ProxyError::Listener { which: "HTTP", source })?;
+        let socks =
+            tokio::net::TcpListener::from_std(socks).map_err(|source| ProxyError::Listener { which: "SOCKS5", source })?;
+        (http, socks)
+    };
+    let thread = std::thread::Builder::new()
+        .name("bunker-proxy".to_string())
+        .spawn(move || {
+            runtime.block_on(async move {
+                tokio::select! {
+                    _ = stopped => {}
+                    _ = accept_loop(Arc::clone(&shared), http, Kind::Http) => {}
+                    _ = accept_loop(shared, socks, Kind::Socks) => {}
+                }
+            });
+            // Dropping the runtime drops every connection task, which closes the connections
+            // and writes the final counters of requests still in flight into their records.
+            drop(runtime);
+        })
+        .map_err(ProxyError::Thread)?;
+    Ok(ProxyHandle {
+        shutdown: Some(shutdown),
+        thread: Some(thread),
+        records,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Http,
+    Socks,
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener, kind: Kind) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let shared = Arc::clone(&shared);
+                match kind {
+                    Kind::Http => tokio::spawn(http::serve_connection(shared, stream)),
+                    Kind::Socks => tokio::spawn(socks::serve_connection(shared, stream)),
+                };
+            }
+            // Out of descriptors or a connection reset before accept: wait a little, go on.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+impl ProxyHandle {
+    /// The decisions so far (requests in flight show the figures of their last update).
+    pub fn records(&self) -> Vec<RequestRecord> {
+        self.records.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Stops serving, closes every connection and returns every decision, in order.
+    pub fn finish(mut self) -> Vec<RequestRecord> {
+        self.stop();
+        std::mem::take(&mut *self.records.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
