@@ -1,4 +1,21 @@
 //! cgroups for sandboxes, v2 and v1: detection, creation under the supervisor's own cgroup,
 //! limits, accounting and removal. No unsafe code: this is file I/O on cgroupfs, and every function
 //! takes the cgroup filesystem root as a path so tests run against a fake tree.
+//!
+//! - [`Layout`] finds, per controller, the hierarchy (v1 or v2) that holds it and the
+//!   supervisor's own cgroup there, from `/proc/self/cgroup` and `/proc/self/mountinfo`.
+//! - [`SandboxGroup`] is one sandbox's cgroup, spread over the hierarchies it needs
+//!   (`bunker-<supervisor pid>-<n>` in each), with its limits and counters. Dropping it kills
+//!   what is left inside and removes the directories.
+//! - [`clean_stale`] removes what a SIGKILLed supervisor left behind.
 #![forbid(unsafe_code)]
+
+mod error;
+mod group;
+mod layout;
+mod stale;
+
+pub use error::CgroupError;
+pub use group::{MemoryLimitOutcome, MemoryStats, SandboxGroup};
+pub use layout::{Controller, Hierarchy, Layout, Version};
+pub use stale::{clean_stale, clean_stale_in, parse_group_name, CleanReport};

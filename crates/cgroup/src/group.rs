@@ -1,0 +1,741 @@
+//! One sandbox's cgroup: a directory `bunker-<supervisor pid>-<n>` under the supervisor's own
+//! cgroup in each hierarchy it needs (one on v2; one per controller hierarchy on v1).
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::CgroupError;
+use crate::layout::{Controller, Hierarchy, Layout, Version};
+
+/// Distinguishes the sandboxes of one supervisor process.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// v1/v2 CFS period: 100 ms, the kernel's default.
+const CPU_PERIOD_US: u64 = 100_000;
+/// The kernel refuses quotas under 1 ms.
+const CPU_MIN_QUOTA_US: u64 = 1_000;
+/// How long removal keeps retrying a cgroup that is still busy (processes still exiting).
+const REMOVE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// What the memory limit covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimitOutcome {
+    /// Swap is limited too (v2 `memory.swap.max` = 0, v1 `memory.memsw.limit_in_bytes`).
+    pub swap_limited: bool,
+    /// An OOM kills the whole group at once (v2 `memory.oom.group`); on v1 the supervisor
+    /// kills the rest itself.
+    pub group_kill: bool,
+}
+
+/// Memory counters of the group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Processes the kernel OOM-killed in the group.
+    pub oom_kills: u64,
+    /// Peak usage in bytes (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`).
+    pub peak_bytes: Option<u64>,
+}
+
+#[derive(Debug)]
+struct GroupDir {
+    version: Version,
+    /// The supervisor's own cgroup this one was created under (identifies the hierarchy).
+    own_dir: PathBuf,
+    path: PathBuf,
+    controllers: Vec<Controller>,
+}
+
+/// One sandbox's cgroup across hierarchies. Dropping it kills whatever is still inside and
+/// removes the directories.
+#[derive(Debug)]
+pub struct SandboxGroup {
+    name: String,
+    dirs: Vec<GroupDir>,
+}
+
+impl Default for SandboxGroup {
+    fn default() -> Self {
+        SandboxGroup::new()
+    }
+}
+
+impl SandboxGroup {
+    /// A group named `bunker-<our pid>-<n>`, not created anywhere yet.
+    pub fn new() -> SandboxGroup {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        SandboxGroup::with_name(format!("bunker-{}-{n}", std::process::id()))
+    }
+
+    /// A group with an explicit name (tests).
+    pub fn with_name(name: impl Into<String>) -> SandboxGroup {
+        SandboxGroup {
+            name: name.into(),
+            dirs: Vec::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The directories created so far.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.path.clone()).collect()
+    }
+
+    /// The directory that holds `controller`, once enabled.
+    pub fn path_for(&self, controller: Controller) -> Option<&Path> {
+        self.dir(controller).map(|d| d.path.as_path())
+    }
+
+    fn dir(&self, controller: Controller) -> Option<&GroupDir> {
+        self.dirs
+            .iter()
+            .find(|d| d.controllers.contains(&controller))
+    }
+
+    fn require_dir(&self, controller: Controller) -> Result<&GroupDir, CgroupError> {
+        self.dir(controller)
+            .ok_or_else(|| CgroupError::Unavailable {
+                controller: controller.v1_name().to_string(),
+                path: PathBuf::from(&self.name),
+                reason: "not enabled for this sandbox's cgroup".to_string(),
+            })
+    }
+
+    /// Makes `controller` available to the group: creates the group's directory in the
+    /// hierarchy that holds it (once per hierarchy) and, on v2, enables the controller for our
+    /// children in our own `cgroup.subtree_control` when it is not already.
+    pub fn enable(
+        &mut self,
+        layout: &Layout,
+        controller: Controller,
+    ) -> Result<&Path, CgroupError> {
+        if let Some(i) = self
+            .dirs
+            .iter()
+            .position(|d| d.controllers.contains(&controller))
+        {
+            return Ok(&self.dirs[i].path);
+        }
+        let hierarchy = layout.require(controller)?;
+        if hierarchy.version == Version::V2 {
+            enable_in_subtree(hierarchy, controller)?;
+        }
+        if let Some(i) = self
+            .dirs
+            .iter()
+            .position(|d| d.own_dir == hierarchy.own_dir)
+        {
+            self.dirs[i].controllers.push(controller);
+            return Ok(&self.dirs[i].path);
+        }
+        let path = hierarchy.own_dir.join(&self.name);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                // Our names are unique within this process, so this was left by an earlier
+                // process that had our pid and was killed before it could clean up.
+                remove_group_dir(&path)?;
+                std::fs::create_dir(&path).map_err(|e| CgroupError::io("mkdir", &path, e))?;
+            }
+            Err(e) => return Err(CgroupError::io("mkdir", &path, e)),
+        }
+        self.dirs.push(GroupDir {
+            version: hierarchy.version,
+            own_dir: hierarchy.own_dir.clone(),
+            path,
+            controllers: vec![controller],
+        });
+        let last = self.dirs.len() - 1;
+        Ok(&self.dirs[last].path)
+    }
+
+    /// Sets the hard memory limit, with swap limited and the OOM killer taking the whole group
+    /// where the kernel offers it.
+    pub fn set_memory_limit(&self, bytes: u64) -> Result<MemoryLimitOutcome, CgroupError> {
+        let dir = self.require_dir(Controller::Memory)?;
+        let value = bytes.to_string();
+        match dir.version {
+            Version::V1 => {
+                // limit_in_bytes first: memsw must never be below it.
+                write_file(&dir.path.join("memory.limit_in_bytes"), &value)?;
+                let memsw = dir.path.join("memory.memsw.limit_in_bytes");
+                let swap_limited = memsw.exists();
+                if swap_limited {
+                    write_file(&memsw, &value)?;
+                }
+                Ok(MemoryLimitOutcome {
+                    swap_limited,
+                    group_kill: false,
+                })
+            }
+            Version::V2 => {
+                write_file(&dir.path.join("memory.max"), &value)?;
+                let swap = dir.path.join("memory.swap.max");
+                let swap_limited = swap.exists();
+                if swap_limited {
+                    write_file(&swap, "0")?;
+                }
+                let oom_group = dir.path.join("memory.oom.group");
+                let group_kill = oom_group.exists();
+                if group_kill {
+                    write_file(&oom_group, "1")?;
+                }
+                Ok(MemoryLimitOutcome {
+                    swap_limited,
+                    group_kill,
+                })
+            }
+        }
+    }
+
+    /// Sets the maximum number of processes and threads.
+    pub fn set_pids_limit(&self, max: u64) -> Result<(), CgroupError> {
+        let dir = self.require_dir(Controller::Pids)?;
+        write_file(&dir.path.join("pids.max"), &max.to_string())
+    }
+
+    /// Limits CPU bandwidth to `cores` CPUs (0.5 = half of one core) over 100 ms periods.
+    pub fn set_cpu_limit(&self, cores: f64) -> Result<(), CgroupError> {
+        if !cores.is_finite() || cores <= 0.0 {
+            return Err(CgroupError::Invalid {
+                what: "cpu limit".to_string(),
+                detail: format!("{cores} cores (must be a positive number)"),
+            });
+        }
+        let quota = ((cores * CPU_PERIOD_US as f64).round() as u64).max(CPU_MIN_QUOTA_US);
+        let dir = self.require_dir(Controller::Cpu)?;
+        match dir.version {
+            Version::V1 => {
+                write_file(
+                    &dir.path.join("cpu.cfs_period_us"),
+                    &CPU_PERIOD_US.to_string(),
+                )?;
+                write_file(&dir.path.join("cpu.cfs_quota_us"), &quota.to_string())
+            }
+            Version::V2 => write_file(
+                &dir.path.join("cpu.max"),
+                &format!("{quota} {CPU_PERIOD_US}"),
+            ),
+        }
+    }
+
+    /// Moves the process `pid` (with all its threads) into the group, in every hierarchy.
+    pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
+        for dir in &self.dirs {
+            write_file(&dir.path.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// CPU time used by the group so far, when CPU accounting is enabled.
+    pub fn cpu_usage(&self) -> Result<Option<Duration>, CgroupError> {
+        let Some(dir) = self.dir(Controller::CpuAcct) else {
+            return Ok(None);
+        };
+        match dir.version {
+            Version::V1 => {
+                let path = dir.path.join("cpuacct.usage");
+                let ns = parse_u64(&path, read_file(&path)?.trim())?;
+                Ok(Some(Duration::from_nanos(ns)))
+            }
+            Version::V2 => {
+                let path = dir.path.join("cpu.stat");
+                let us = keyed(&path, &read_file(&path)?, "usage_usec")?;
+                Ok(Some(Duration::from_micros(us.unwrap_or(0))))
+            }
+        }
+    }
+
+    /// OOM kills and peak usage, when the memory controller is enabled.
+    pub fn memory_stats(&self) -> Result<Option<MemoryStats>, CgroupError> {
+        let Some(dir) = self.dir(Controller::Memory) else {
+            return Ok(None);
+        };
+        let (events_file, peak_file) = match dir.version {
+            Version::V1 => ("memory.oom_control", "memory.max_usage_in_bytes"),
+            Version::V2 => ("memory.events", "memory.peak"),
+        };
+        let events = dir.path.join(events_file);
+        let oom_kills = keyed(&events, &read_file(&events)?, "oom_kill")?.unwrap_or(0);
+        let peak = dir.path.join(peak_file);
+        // memory.peak is new in Linux 5.19; without it the peak is unknown, not an error.
+        let peak_bytes = match std::fs::read_to_string(&peak) {
+            Ok(text) => Some(parse_u64(&peak, text.trim())?),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(CgroupError::io("read", peak, e)),
+        };
+        Ok(Some(MemoryStats {
+            oom_kills,
+            peak_bytes,
+        }))
+    }
+
+    /// How many times a fork or clone failed because of the pids limit, when enabled.
+    pub fn pids_limit_hits(&self) -> Result<Option<u64>, CgroupError> {
+        let Some(dir) = self.dir(Controller::Pids) else {
+            return Ok(None);
+        };
+        let events = dir.path.join("pids.events");
+        Ok(Some(
+            keyed(&events, &read_file(&events)?, "max")?.unwrap_or(0),
+        ))
+    }
+
+    /// Processes in the group (any hierarchy), host pids.
+    pub fn procs(&self) -> Result<Vec<i32>, CgroupError> {
+        let mut all = Vec::new();
+        for dir in &self.dirs {
+            for pid in read_procs(&dir.path)? {
+                if !all.contains(&pid) {
+                    all.push(pid);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Kills whatever is left in the group and removes its directories. Idempotent; the
+    /// directories that could not be removed are kept for another try (or [`crate::clean_stale`]).
+    pub fn destroy(&mut self) -> Result<(), CgroupError> {
+        let mut first_error = None;
+        let mut kept = Vec::new();
+        while let Some(dir) = self.dirs.pop() {
+            if let Err(e) = remove_group_dir(&dir.path) {
+                first_error.get_or_insert(e);
+                kept.push(dir);
+            }
+        }
+        self.dirs = kept;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for SandboxGroup {
+    fn drop(&mut self) {
+        if !self.dirs.is_empty() {
+            let _ = self.destroy();
+        }
+    }
+}
+
+/// On v2, a child cgroup only has a controller's files when its parent lists the controller in
+/// `cgroup.subtree_control`.
+fn enable_in_subtree(hierarchy: &Hierarchy, controller: Controller) -> Result<(), CgroupError> {
+    let Some(name) = controller.v2_name() else {
+        return Ok(());
+    };
+    let path = hierarchy.own_dir.join("cgroup.subtree_control");
+    let current = read_file(&path)?;
+    if current.split_whitespace().any(|c| c == name) {
+        return Ok(());
+    }
+    std::fs::write(&path, format!("+{name}")).map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::EBUSY) {
+            " (the supervisor's own cgroup has processes in it, and v2 forbids controllers \
+             there: run bunker in a cgroup delegated to it, e.g. `systemd-run --scope -p \
+             Delegate=yes bunker ...`)"
+        } else {
+            ""
+        };
+        CgroupError::Unavailable {
+            controller: name.to_string(),
+            path: path.clone(),
+            reason: format!("cannot write \"+{name}\": {e}{hint}"),
+        }
+    })
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, value).map_err(|e| CgroupError::io(format!("write {value:?} to"), path, e))
+}
+
+fn read_file(path: &Path) -> Result<String, CgroupError> {
+    std::fs::read_to_string(path).map_err(|e| CgroupError::io("read", path, e))
+}
+
+fn parse_u64(path: &Path, text: &str) -> Result<u64, CgroupError> {
+    text.parse().map_err(|_| CgroupError::Parse {
+        path: path.to_path_buf(),
+        detail: format!("expected a number, found {text:?}"),
+    })
+}
+
+/// The value of `key` in a flat-keyed file (`key value` per line).
+fn keyed(path: &Path, text: &str, key: &str) -> Result<Option<u64>, CgroupError> {
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once(' ') {
+            if k == key {
+                return parse_u64(path, v.trim()).map(Some);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Pids listed in `dir/cgroup.procs`; none when the directory is already gone.
+pub(crate) fn read_procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
+    let path = dir.join("cgroup.procs");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(CgroupError::io("read", path, e)),
+    }
+}
+
+/// Kills every process in the cgroup `dir` (and in any cgroup below it), then removes them,
+/// retrying while the kernel still counts dying processes. A missing directory is success.
+pub(crate) fn remove_group_dir(dir: &Path) -> Result<(), CgroupError> {
+    // Children first: rmdir of a cgroup with child cgroups is EBUSY.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_group_dir(&entry.path())?;
+            }
+        }
+    }
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        kill_all(dir)?;
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => {
+                // Only a fake tree in tests holds real files: cgroupfs removes its control
+                // files with the directory and never answers ENOTEMPTY.
+                remove_plain_files(dir);
+                std::fs::remove_dir(dir).map_err(|e| CgroupError::io("rmdir", dir, e))?;
+                return Ok(());
+            }
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY) && started.elapsed() < REMOVE_PATIENCE =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(CgroupError::io("rmdir", dir, e)),
+        }
+    }
+}
+
+fn kill_all(dir: &Path) -> Result<(), CgroupError> {
+    let own = std::process::id() as i32;
+    // v2 can kill the whole group atomically, even while it forks.
+    let kill_file = dir.join("cgroup.kill");
+    if kill_file.exists() && !read_procs(dir)?.is_empty() {
+        let _ = std::fs::write(&kill_file, "1");
+    }
+    for pid in read_procs(dir)? {
+        // Never ourselves, whatever a (fake or odd) tree says.
+        if pid != own {
+            bunker_sys::event::kill(pid, libc::SIGKILL).map_err(|e| CgroupError::Io {
+                op: format!("kill process {pid} in"),
+                path: dir.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(e.errno),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_plain_files(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A fake host: v1 memory (with memsw), pids, cpu and cpuacct, the supervisor in
+    /// `memory:/job` and at the root of the others.
+    struct FakeV1 {
+        root: tempfile::TempDir,
+        layout: Layout,
+    }
+
+    fn fake_v1() -> FakeV1 {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for d in ["memory/job", "pids", "cpu", "cpuacct"] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        let mounts = format!(
+            "32 31 0:29 / {r}/cpu rw - cgroup cgroup rw,cpu\n\
+             33 31 0:30 / {r}/cpuacct rw - cgroup cgroup rw,cpuacct\n\
+             35 31 0:32 / {r}/memory rw - cgroup cgroup rw,memory\n\
+             39 31 0:36 / {r}/pids rw - cgroup cgroup rw,pids\n",
+            r = r.display()
+        );
+        let layout = Layout::parse(
+            "8:pids:/\n4:memory:/job\n2:cpuacct:/\n1:cpu:/\n0::/\n",
+            &mounts,
+        );
+        FakeV1 { root, layout }
+    }
+
+    /// A fake v2 host: everything delegated to `/user/app`.
+    fn fake_v2() -> (tempfile::TempDir, Layout) {
+        let root = tempfile::tempdir().unwrap();
+        let own = root.path().join("user/app");
+        fs::create_dir_all(&own).unwrap();
+        fs::write(own.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        fs::write(own.join("cgroup.subtree_control"), "").unwrap();
+        let mounts = format!(
+            "30 25 0:27 / {} rw - cgroup2 cgroup2 rw\n",
+            root.path().display()
+        );
+        let layout = Layout::parse("0::/user/app\n", &mounts);
+        (root, layout)
+    }
+
+    fn read(p: &Path) -> String {
+        fs::read_to_string(p).unwrap()
+    }
+
+    #[test]
+    fn v1_limits_land_in_each_controllers_hierarchy() {
+        let fake = fake_v1();
+        let mut g = SandboxGroup::with_name("bunker-1-0");
+        let mem = g
+            .enable(&fake.layout, Controller::Memory)
+            .unwrap()
+            .to_path_buf();
+        assert_eq!(mem, fake.root.path().join("memory/job/bunker-1-0"));
+        // The kernel creates memsw when swap accounting is on: simulate it.
+        fs::write(mem.join("memory.memsw.limit_in_bytes"), "").unwrap();
+        let out = g.set_memory_limit(50 << 20).unwrap();
+        assert!(out.swap_limited && !out.group_kill);
+        assert_eq!(read(&mem.join("memory.limit_in_bytes")), "52428800");
+        assert_eq!(read(&mem.join("memory.memsw.limit_in_bytes")), "52428800");
+
+        g.enable(&fake.layout, Controller::Pids).unwrap();
+        g.set_pids_limit(64).unwrap();
+        assert_eq!(
+            read(&fake.root.path().join("pids/bunker-1-0/pids.max")),
+            "64"
+        );
+
+        g.enable(&fake.layout, Controller::Cpu).unwrap();
+        g.set_cpu_limit(0.2).unwrap();
+        let cpu = fake.root.path().join("cpu/bunker-1-0");
+        assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "20000");
+        assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
+
+        let acct = g
+            .enable(&fake.layout, Controller::CpuAcct)
+            .unwrap()
+            .to_path_buf();
+        fs::write(acct.join("cpuacct.usage"), "1500000000\n").unwrap();
+        assert_eq!(g.cpu_usage().unwrap(), Some(Duration::from_millis(1500)));
+
+        fs::write(
+            mem.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        fs::write(mem.join("memory.max_usage_in_bytes"), "52428800\n").unwrap();
+        let stats = g.memory_stats().unwrap().unwrap();
+        assert_eq!(
+            stats,
+            MemoryStats {
+                oom_kills: 2,
+                peak_bytes: Some(52428800)
+            }
+        );
+
+        fs::write(
+            fake.root.path().join("pids/bunker-1-0/pids.events"),
+            "max 17\n",
+        )
+        .unwrap();
+        assert_eq!(g.pids_limit_hits().unwrap(), Some(17));
+
+        assert_eq!(g.paths().len(), 4);
+        g.destroy().unwrap();
+        for d in ["memory/job", "pids", "cpu", "cpuacct"] {
+            assert!(!fake.root.path().join(d).join("bunker-1-0").exists(), "{d}");
+        }
+        // The supervisor's own cgroups are untouched.
+        assert!(fake.root.path().join("memory/job").is_dir());
+    }
+
+    #[test]
+    fn v1_without_memsw_reports_swap_unlimited() {
+        let fake = fake_v1();
+        let mut g = SandboxGroup::with_name("bunker-1-1");
+        g.enable(&fake.layout, Controller::Memory).unwrap();
+        let out = g.set_memory_limit(1 << 20).unwrap();
+        assert!(!out.swap_limited);
+    }
+
+    #[test]
+    fn only_the_needed_hierarchies_are_created() {
+        let fake = fake_v1();
+        let mut g = SandboxGroup::with_name("bunker-1-2");
+        g.enable(&fake.layout, Controller::Pids).unwrap();
+        assert!(fake.root.path().join("pids/bunker-1-2").is_dir());
+        assert!(!fake.root.path().join("memory/job/bunker-1-2").exists());
+        assert!(!fake.root.path().join("cpu/bunker-1-2").exists());
+        assert_eq!(g.memory_stats().unwrap(), None);
+        assert_eq!(g.cpu_usage().unwrap(), None);
+        drop(g);
+        assert!(
+            !fake.root.path().join("pids/bunker-1-2").exists(),
+            "drop removes the group"
+        );
+    }
+
+    #[test]
+    fn v2_uses_one_directory_and_enables_controllers() {
+        let (root, layout) = fake_v2();
+        let own = root.path().join("user/app");
+        let mut g = SandboxGroup::with_name("bunker-1-3");
+        let dir = g.enable(&layout, Controller::Memory).unwrap().to_path_buf();
+        assert_eq!(dir, own.join("bunker-1-3"));
+        // Our fake kernel does not merge writes into subtree_control: the last write wins.
+        assert_eq!(read(&own.join("cgroup.subtree_control")), "+memory");
+        fs::write(own.join("cgroup.subtree_control"), "memory").unwrap();
+        fs::write(dir.join("memory.swap.max"), "max").unwrap();
+        fs::write(dir.join("memory.oom.group"), "0").unwrap();
+        let out = g.set_memory_limit(64 << 20).unwrap();
+        assert!(out.swap_limited && out.group_kill);
+        assert_eq!(read(&dir.join("memory.max")), "67108864");
+        assert_eq!(read(&dir.join("memory.swap.max")), "0");
+        assert_eq!(read(&dir.join("memory.oom.group")), "1");
+
+        g.enable(&layout, Controller::Pids).unwrap();
+        assert_eq!(read(&own.join("cgroup.subtree_control")), "+pids");
+        fs::write(own.join("cgroup.subtree_control"), "memory pids").unwrap();
+        g.enable(&layout, Controller::Cpu).unwrap();
+        g.enable(&layout, Controller::CpuAcct).unwrap();
+        g.set_cpu_limit(1.5).unwrap();
+        assert_eq!(read(&dir.join("cpu.max")), "150000 100000");
+        assert_eq!(g.paths(), vec![dir.clone()]);
+
+        fs::write(dir.join("cpu.stat"), "usage_usec 2500\nuser_usec 2000\n").unwrap();
+        assert_eq!(g.cpu_usage().unwrap(), Some(Duration::from_micros(2500)));
+        fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        fs::write(dir.join("memory.peak"), "67100000\n").unwrap();
+        assert_eq!(
+            g.memory_stats().unwrap(),
+            Some(MemoryStats {
+                oom_kills: 1,
+                peak_bytes: Some(67100000)
+            })
+        );
+        fs::remove_file(dir.join("memory.peak")).unwrap();
+        assert_eq!(g.memory_stats().unwrap().unwrap().peak_bytes, None);
+        g.destroy().unwrap();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn v2_controller_not_delegated_fails_naming_it() {
+        let (root, _) = fake_v2();
+        fs::write(root.path().join("user/app/cgroup.controllers"), "cpu\n").unwrap();
+        let layout = Layout::parse(
+            "0::/user/app\n",
+            &format!(
+                "30 25 0:27 / {} rw - cgroup2 cgroup2 rw\n",
+                root.path().display()
+            ),
+        );
+        let mut g = SandboxGroup::with_name("bunker-1-4");
+        let err = g
+            .enable(&layout, Controller::Memory)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory"), "{err}");
+        assert!(g.paths().is_empty());
+    }
+
+    #[test]
+    fn an_invalid_cpu_share_is_refused() {
+        let fake = fake_v1();
+        let mut g = SandboxGroup::with_name("bunker-1-5");
+        g.enable(&fake.layout, Controller::Cpu).unwrap();
+        assert!(g.set_cpu_limit(0.0).is_err());
+        assert!(g.set_cpu_limit(f64::NAN).is_err());
+        g.set_cpu_limit(0.001).unwrap();
+        assert_eq!(
+            read(&fake.root.path().join("cpu/bunker-1-5/cpu.cfs_quota_us")),
+            "1000"
+        );
+    }
+
+    #[test]
+    fn a_permission_error_names_the_directory() {
+        let fake = fake_v1();
+        let mut g = SandboxGroup::with_name("bunker-1-6");
+        // A file where the hierarchy's own cgroup should be: mkdir below it fails.
+        let own = fake.root.path().join("pids");
+        fs::remove_dir(&own).unwrap();
+        fs::write(&own, "").unwrap();
+        let err = g
+            .enable(&fake.layout, Controller::Pids)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("mkdir ") && err.contains("pids/bunker-1-6"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn destroy_kills_what_is_left_inside() {
+        let fake = fake_v1();
+        let mut g = SandboxGroup::with_name("bunker-1-7");
+        let dir = g
+            .enable(&fake.layout, Controller::Pids)
+            .unwrap()
+            .to_path_buf();
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        g.add_process(child.id() as i32).unwrap();
+        assert_eq!(g.procs().unwrap(), vec![child.id() as i32]);
+        g.destroy().unwrap();
+        assert!(!dir.exists());
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn a_leftover_directory_with_our_name_is_reclaimed() {
+        let fake = fake_v1();
+        let stale = fake.root.path().join("pids/bunker-1-8");
+        fs::create_dir(&stale).unwrap();
+        fs::write(stale.join("pids.max"), "5").unwrap();
+        let mut g = SandboxGroup::with_name("bunker-1-8");
+        g.enable(&fake.layout, Controller::Pids).unwrap();
+        assert!(stale.is_dir());
+        assert!(!stale.join("pids.max").exists(), "recreated fresh");
+    }
+
+    #[test]
+    fn names_are_unique_per_process() {
+        let a = SandboxGroup::new();
+        let b = SandboxGroup::new();
+        assert_ne!(a.name(), b.name());
+        assert!(a
+            .name()
+            .starts_with(&format!("bunker-{}-", std::process::id())));
+    }
+}
