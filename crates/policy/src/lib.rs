@@ -13,6 +13,12 @@ pub mod subset;
 pub mod types;
 pub mod units;
 
-
-
+pub use error::{ErrorKind, PolicyError};
+pub use load::{
+    builtin, builtin_with, load, load_file, load_file_with, load_str, load_str_with, load_with,
+    parse_doc, schema, HostEnv, LoadSpec,
+};
+pub use net::{normalize_host, HostPattern, NetDecision, NetRule};
+pub use path::{Access, PathDecision, PathPattern};
 pub use types::*;
+pub use units::{ByteSize, Span};

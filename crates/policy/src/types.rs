@@ -80,7 +80,11 @@ pub struct LimitsDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<ByteSize>,
     /// Maximum number of live processes and threads (cgroup).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::units::deserialize_opt_count"
+    )]
     pub pids: Option<u64>,
     /// CPU share in cores, e.g. 0.5 (cgroup quota).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,7 +102,11 @@ pub struct LimitsDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_size: Option<ByteSize>,
     /// Maximum open file descriptors (RLIMIT_NOFILE).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::units::deserialize_opt_count"
+    )]
     pub open_files: Option<u64>,
     /// Stack size (RLIMIT_STACK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,7 +124,9 @@ pub struct LimitsDoc {
 }
 
 /// Names of limits that can be marked best-effort.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitName {
     Memory,
@@ -130,7 +140,11 @@ pub enum LimitName {
 #[serde(deny_unknown_fields)]
 pub struct HttpDoc {
     /// Requests (including CONNECT tunnels) allowed per run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::units::deserialize_opt_count"
+    )]
     pub max_requests: Option<u64>,
     /// Time to connect and receive the first response byte.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,7 +188,9 @@ pub struct KernelDoc {
 }
 
 /// Linux namespaces bunker can create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Namespace {
     User,
@@ -237,10 +253,18 @@ pub struct JsDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<bool>,
     /// Maximum call stack depth.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::units::deserialize_opt_count"
+    )]
     pub max_stack_depth: Option<u64>,
     /// Maximum string length in characters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::units::deserialize_opt_count"
+    )]
     pub max_string_length: Option<u64>,
 }
 
@@ -260,6 +284,22 @@ pub struct Policy {
     pub set_env: BTreeMap<String, String>,
     /// The files and profiles this policy was built from, outermost last.
     pub sources: Vec<String>,
+}
+
+impl Default for Policy {
+    /// Nothing allowed, every option at its default (what an empty document `{}` loads to).
+    fn default() -> Self {
+        Policy {
+            allow: Grants::default(),
+            deny: Denials::default(),
+            limits: Limits::default(),
+            http: HttpLimits::default(),
+            kernel: KernelOptions::default(),
+            js: JsOptions::default(),
+            set_env: BTreeMap::new(),
+            sources: Vec::new(),
+        }
+    }
 }
 
 /// What is allowed.
@@ -283,12 +323,14 @@ pub struct Denials {
 }
 
 /// Resource limits, converted. `None` means no limit.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Limits {
     pub memory: Option<u64>,
     pub pids: Option<u64>,
     pub cpu: Option<f64>,
+    #[serde(serialize_with = "crate::units::serialize_opt_duration")]
     pub timeout: Option<Duration>,
+    #[serde(serialize_with = "crate::units::serialize_opt_duration")]
     pub cpu_time: Option<Duration>,
     /// Bytes of stdout+stderr returned; defaults to 1 MiB.
     pub output: u64,
@@ -301,6 +343,26 @@ pub struct Limits {
     pub kill_on_output_overflow: bool,
 }
 
+impl Default for Limits {
+    /// No limits except the output and /tmp defaults.
+    fn default() -> Self {
+        Limits {
+            memory: None,
+            pids: None,
+            cpu: None,
+            timeout: None,
+            cpu_time: None,
+            output: DEFAULT_OUTPUT_LIMIT,
+            file_size: None,
+            open_files: None,
+            stack: None,
+            tmp_size: DEFAULT_TMP_SIZE,
+            best_effort: Vec::new(),
+            kill_on_output_overflow: false,
+        }
+    }
+}
+
 /// Default for `limits.output`.
 pub const DEFAULT_OUTPUT_LIMIT: u64 = 1 << 20;
 /// Default for `limits.tmp_size`.
@@ -310,6 +372,7 @@ pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HttpLimits {
     pub max_requests: Option<u64>,
+    #[serde(serialize_with = "crate::units::serialize_opt_duration")]
     pub request_timeout: Option<Duration>,
     pub max_request_bytes: Option<u64>,
     pub max_response_bytes: Option<u64>,

@@ -187,7 +187,10 @@ pub(crate) fn quote(text: &str) -> String {
 }
 
 /// Serializes an optional duration as `format_duration` text (for the effective policy).
-pub fn serialize_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+pub fn serialize_opt_duration<S: Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => s.serialize_str(&format_duration(*d)),
         None => s.serialize_none(),
@@ -237,7 +240,9 @@ impl<'de> Visitor<'de> for SizeVisitor {
         Err(de::Error::custom(format!("{SIZE_EXPECTED}, found a list")))
     }
     fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<ByteSize, A::Error> {
-        Err(de::Error::custom(format!("{SIZE_EXPECTED}, found an object")))
+        Err(de::Error::custom(format!(
+            "{SIZE_EXPECTED}, found an object"
+        )))
     }
 }
 
@@ -279,7 +284,9 @@ impl<'de> Visitor<'de> for SpanVisitor {
         )))
     }
     fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Span, A::Error> {
-        Err(de::Error::custom(format!("{DURATION_EXPECTED}, found an object")))
+        Err(de::Error::custom(format!(
+            "{DURATION_EXPECTED}, found an object"
+        )))
     }
 }
 
@@ -329,7 +336,9 @@ pub fn deserialize_opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u
             Err(de::Error::custom(format!("{COUNT_EXPECTED}, found a list")))
         }
         fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Option<u64>, A::Error> {
-            Err(de::Error::custom(format!("{COUNT_EXPECTED}, found an object")))
+            Err(de::Error::custom(format!(
+                "{COUNT_EXPECTED}, found an object"
+            )))
         }
     }
     d.deserialize_any(CountVisitor)
@@ -387,7 +396,9 @@ mod tests {
         assert_eq!(parse_size("1 MB"), Ok(1_000_000));
         assert_eq!(parse_size("7B"), Ok(7));
         assert_eq!(parse_size("0"), Ok(0));
-        for bad in ["", "lots", "MB", "1.2.3MB", "-1MB", "1XB", "1 M", "1e9", "."] {
+        for bad in [
+            "", "lots", "MB", "1.2.3MB", "-1MB", "1XB", "1 M", "1e9", ".",
+        ] {
             assert_eq!(
                 parse_size(bad),
                 Err(format!("{SIZE_EXPECTED}, found {}", quote(bad))),
@@ -410,7 +421,10 @@ mod tests {
         for bad in ["", "soon", "5 sec", "-1s", "1S", "1d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-        assert_eq!(Span::Seconds(1.5).duration(), Ok(Duration::from_millis(1500)));
+        assert_eq!(
+            Span::Seconds(1.5).duration(),
+            Ok(Duration::from_millis(1500))
+        );
         assert!(Span::Seconds(-1.0).duration().is_err());
     }
 
@@ -431,11 +445,21 @@ mod tests {
 
     #[test]
     fn deserialize_messages() {
-        let err = serde_json::from_str::<ByteSize>("true").unwrap_err().to_string();
+        let err = serde_json::from_str::<ByteSize>("true")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with(r#"expected a size like "64MB" or a number of bytes, found true"#));
-        let err = serde_json::from_str::<ByteSize>("-3").unwrap_err().to_string();
+        let err = serde_json::from_str::<ByteSize>("-3")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with(r#"expected a size like "64MB" or a number of bytes, found -3"#));
-        assert_eq!(serde_json::from_str::<ByteSize>("1e3").unwrap(), ByteSize::Bytes(1000));
-        assert_eq!(serde_json::from_str::<Span>("2").unwrap(), Span::Seconds(2.0));
+        assert_eq!(
+            serde_json::from_str::<ByteSize>("1e3").unwrap(),
+            ByteSize::Bytes(1000)
+        );
+        assert_eq!(
+            serde_json::from_str::<Span>("2").unwrap(),
+            Span::Seconds(2.0)
+        );
     }
 }
