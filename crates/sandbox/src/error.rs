@@ -12,6 +12,9 @@ pub enum SandboxError {
         #[source]
         source: SysError,
     },
+    /// A setup step inside the sandbox failed without an errno (reported by init).
+    #[error("{step}: {detail}")]
+    Init { step: String, detail: String },
     /// A layer the policy requires cannot be enforced on this host.
     #[error("cannot enforce {layer}: {reason}")]
     Unsupported { layer: String, reason: String },

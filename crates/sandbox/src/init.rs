@@ -1,16 +1,440 @@
 //! The sandbox's pid 1 and the messages it sends the supervisor over the control socket.
-//! (being written — the message type below is the contract with `supervise.rs`)
+//!
+//! Init builds the sandbox from the inside (the order is documented in `spawn.rs`), restricts
+//! *itself* (landlock, no capabilities, seccomp) so no unfiltered helper is left in the sandbox,
+//! then forks the program, reaps every child, forwards signals to the program, and reports how
+//! the program ended. Every failing setup step is reported as [`InitMessage::SetupFailed`].
+
+use std::ffi::{CString, OsStr};
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use bunker_policy::Policy;
+use bunker_sys::process::{self, WaitStatus};
+use bunker_sys::{fd, SysError};
+
+use crate::egress::{HTTP_PROXY_PORT, SOCKS_PROXY_PORT};
+use crate::error::SandboxError;
+use crate::idmap::{IdMode, UNPRIVILEGED_ID};
+use crate::landlock::{self, SandboxPaths};
+use crate::mounts::{self, MountPlan};
+use crate::result::LayerStatus;
+use crate::{limits, seccomp};
 
 /// What init tells the supervisor, one message per datagram on a SOCK_SEQPACKET socket.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum InitMessage {
     /// A setup step failed; nothing of the program ran.
-    SetupFailed { step: String, errno: i32, detail: String },
+    SetupFailed {
+        step: String,
+        errno: i32,
+        detail: String,
+    },
+    /// Setup is complete and init has restricted itself; the program is about to be forked.
+    /// When `allow.net` is non-empty, the datagram carries two fds (SCM_RIGHTS): the HTTP and the
+    /// SOCKS5 proxy listeners, bound inside the sandbox's network namespace.
+    Ready {
+        landlock: LayerStatus,
+        landlock_abi: u32,
+        seccomp: LayerStatus,
+        rlimits: LayerStatus,
+        /// Notes for `enforced.notes` (skipped paths, partial layers).
+        notes: Vec<String>,
+    },
     /// The program could not be executed (not found, not allowed).
-    ExecFailed { program: String, errno: i32, detail: String },
+    ExecFailed {
+        program: String,
+        errno: i32,
+        detail: String,
+    },
     /// The program was executed (its exec succeeded).
     Started,
     /// The program ended (init exits right after sending this).
-    Exited { code: Option<i32>, signal: Option<i32> },
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+}
+
+/// Largest control datagram either side expects.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Signals init passes on to the program.
+pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Everything init needs, prepared by the supervisor before the clone (init reads its copy).
+#[derive(Debug)]
+pub struct InitContext<'a> {
+    pub policy: &'a Policy,
+    pub plan: MountPlan,
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    /// PATH of the program's environment, for looking up `argv[0]`.
+    pub search_path: String,
+    /// Requested working directory (an error if it cannot be entered).
+    pub cwd: Option<PathBuf>,
+    /// The caller's directory, used when it is visible inside; else /tmp.
+    pub caller_cwd: Option<PathBuf>,
+    pub inherit_stdin: bool,
+    pub id_mode: IdMode,
+    pub user_ns: bool,
+    pub net_ns: bool,
+    pub uts_ns: bool,
+    pub cgroup_ns: bool,
+    pub control: RawFd,
+    pub sync: RawFd,
+    pub lifeline: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+}
+
+fn send(control: RawFd, msg: &InitMessage, fds: &[RawFd]) -> Result<(), SysError> {
+    let data = serde_json::to_vec(msg)
+        .map_err(|e| SysError::from_errno(format!("encode init message: {e}"), libc::EINVAL))?;
+    fd::send_with_fds(control, &data, fds)
+}
+
+fn step(name: impl Into<String>) -> impl FnOnce(SysError) -> SandboxError {
+    let step = name.into();
+    move |source| SandboxError::Setup { step, source }
+}
+
+/// Splits an error into the fields of [`InitMessage::SetupFailed`].
+pub fn failure_fields(e: &SandboxError) -> (String, i32, String) {
+    match e {
+        SandboxError::Setup { step, source } => (step.clone(), source.errno, source.call.clone()),
+        SandboxError::Unsupported { layer, reason } => (
+            layer.clone(),
+            0,
+            format!("cannot enforce {layer}: {reason}"),
+        ),
+        SandboxError::Init { step, detail } => (step.clone(), 0, detail.clone()),
+        other => ("setup".to_string(), 0, other.to_string()),
+    }
+}
+
+/// Init's entry point in the cloned child. Never returns.
+pub fn run(ctx: &InitContext) -> ! {
+    let mut listeners = Vec::new();
+    match setup(ctx, &mut listeners) {
+        Ok(ready) => {
+            let fds: Vec<RawFd> = listeners
+                .iter()
+                .map(|l: &TcpListener| l.as_raw_fd())
+                .collect();
+            if send(ctx.control, &ready, &fds).is_err() {
+                process::exit_now(1);
+            }
+            // The supervisor holds the listeners now; init must not keep them open.
+            drop(listeners);
+            supervise_program(ctx)
+        }
+        Err(e) => {
+            let (step, errno, detail) = failure_fields(&e);
+            let _ = send(
+                ctx.control,
+                &InitMessage::SetupFailed {
+                    step,
+                    errno,
+                    detail,
+                },
+                &[],
+            );
+            process::exit_now(1)
+        }
+    }
+}
+
+/// Steps 1–12 of the order in `spawn.rs`: everything between the clone and the program's fork.
+fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMessage, SandboxError> {
+    let policy = ctx.policy;
+    // Wait until the supervisor wrote our id maps and moved us into the cgroup.
+    let mut b = [0u8; 1];
+    match fd::read(ctx.sync, &mut b) {
+        Ok(1) => {}
+        // The supervisor gave up (or died) before releasing us: nobody is left to report to.
+        _ => process::exit_now(1),
+    }
+
+    if ctx.user_ns {
+        process::setresgid(0).map_err(step("become gid 0 in the user namespace"))?;
+        if ctx.id_mode == IdMode::Root {
+            // Root's supplementary groups (e.g. 0) would otherwise stay attached to the sandbox.
+            process::clear_groups().map_err(step("drop supplementary groups"))?;
+        }
+        process::setresuid(0).map_err(step("become uid 0 in the user namespace"))?;
+    }
+    // After the id change, which clears the parent-death signal.
+    process::set_parent_death_signal(libc::SIGKILL).map_err(step("set parent-death signal"))?;
+    if fd::pipe_closed(ctx.lifeline).map_err(step("check supervisor lifeline"))? {
+        // The supervisor died before the death signal was armed.
+        process::exit_now(1);
+    }
+    if ctx.cgroup_ns {
+        // After the supervisor moved us into the sandbox's cgroup: that becomes our cgroup root.
+        process::unshare(libc::CLONE_NEWCGROUP).map_err(step("unshare cgroup namespace"))?;
+    }
+    let last_cap = process::last_cap();
+
+    let mut notes = mounts::build_root(&ctx.plan)?;
+
+    if ctx.net_ns {
+        bunker_sys::net::loopback_up().map_err(step("bring up lo"))?;
+        if !policy.allow.net.is_empty() {
+            for port in [HTTP_PROXY_PORT, SOCKS_PROXY_PORT] {
+                let l =
+                    TcpListener::bind(("127.0.0.1", port)).map_err(|e| SandboxError::Setup {
+                        step: format!("listen on 127.0.0.1:{port} (egress proxy)"),
+                        source: SysError::from_errno(
+                            format!("bind(127.0.0.1:{port}): {e}"),
+                            e.raw_os_error().unwrap_or(0),
+                        ),
+                    })?;
+                listeners.push(l);
+            }
+        }
+    }
+    if ctx.uts_ns {
+        process::sethostname(&policy.kernel.hostname).map_err(step("set hostname"))?;
+    }
+
+    enter_cwd(ctx)?;
+
+    // Init restricts itself before the program exists, so no unrestricted process remains.
+    process::set_dumpable(false).map_err(step("make init non-dumpable"))?;
+    limits::apply_rlimits(&policy.limits)?;
+    // landlock_restrict_self needs no_new_privs when the caller lacks CAP_SYS_ADMIN.
+    process::set_no_new_privs().map_err(step("set no_new_privs"))?;
+    let paths = SandboxPaths {
+        writable: [
+            "/tmp",
+            "/dev/shm",
+            "/dev/null",
+            "/dev/zero",
+            "/dev/full",
+            "/dev/random",
+            "/dev/urandom",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .chain(policy.kernel.tty.then(|| PathBuf::from("/dev/pts")))
+        .collect(),
+        readable: ["/", "/proc", "/dev"].iter().map(PathBuf::from).collect(),
+        connect_ports: if policy.allow.net.is_empty() {
+            Vec::new()
+        } else {
+            vec![HTTP_PROXY_PORT, SOCKS_PROXY_PORT]
+        },
+    };
+    let ll = landlock::apply(policy, &paths)?;
+    notes.extend(ll.notes);
+    // Locking the securebits needs CAP_SETPCAP, so it comes before the drop. NO_SETUID_FIXUP
+    // keeps the uid change below from touching capabilities; the drop clears them all anyway.
+    process::lock_securebits().map_err(step("lock securebits"))?;
+    if !ctx.user_ns {
+        // Without a user namespace (root only), the program runs as the unprivileged host id.
+        process::clear_groups().map_err(step("drop supplementary groups"))?;
+        process::setresgid(UNPRIVILEGED_ID).map_err(step("become gid 65534"))?;
+        process::setresuid(UNPRIVILEGED_ID).map_err(step("become uid 65534"))?;
+    }
+    process::drop_all_capabilities(last_cap).map_err(step("drop capabilities"))?;
+    let sc = seccomp::install(policy)?;
+    Ok(InitMessage::Ready {
+        landlock: ll.status,
+        landlock_abi: ll.abi,
+        seccomp: sc,
+        rlimits: LayerStatus::On,
+        notes,
+    })
+}
+
+/// Enters the working directory: the requested one (an error when impossible), else the
+/// caller's when visible inside, else /tmp.
+fn enter_cwd(ctx: &InitContext) -> Result<(), SandboxError> {
+    if let Some(dir) = &ctx.cwd {
+        return process::chdir(dir).map_err(step(format!("chdir {}", dir.display())));
+    }
+    if let Some(dir) = &ctx.caller_cwd {
+        if process::chdir(dir).is_ok() {
+            return Ok(());
+        }
+    }
+    process::chdir(Path::new("/tmp")).map_err(step("chdir /tmp"))
+}
+
+fn signal_mask() -> libc::sigset_t {
+    let mut sigs = FORWARDED_SIGNALS.to_vec();
+    sigs.push(libc::SIGCHLD);
+    process::sigset(&sigs)
+}
+
+/// Forks the program, reports its exec, forwards signals and reaps until it ends. Never returns.
+fn supervise_program(ctx: &InitContext) -> ! {
+    let mask = signal_mask();
+    let fail = |detail: String| -> ! {
+        let _ = send(
+            ctx.control,
+            &InitMessage::SetupFailed {
+                step: "start the program".into(),
+                errno: 0,
+                detail,
+            },
+            &[],
+        );
+        process::exit_now(1)
+    };
+    // Blocked before the fork so no SIGCHLD or forwarded signal is lost; sigwaitinfo takes them.
+    if let Err(e) = process::set_sigmask(&mask) {
+        fail(e.to_string());
+    }
+    let stdin = if ctx.inherit_stdin {
+        None
+    } else {
+        match fd::open_dev_null() {
+            Ok(f) => Some(f),
+            Err(e) => fail(e.to_string()),
+        }
+    };
+    let (err_r, err_w) = match fd::pipe() {
+        Ok(p) => p,
+        Err(e) => fail(e.to_string()),
+    };
+    // SAFETY: init is single-threaded (it is a fork-like clone of a single-threaded supervisor
+    // and never starts a thread).
+    let program = match unsafe { process::fork() } {
+        Ok(Some(pid)) => pid,
+        Ok(None) => exec_program(ctx, stdin.as_ref(), &err_w),
+        Err(e) => fail(e.to_string()),
+    };
+    drop(err_w);
+    drop(stdin);
+
+    // The error pipe is close-on-exec: end of file means the exec succeeded.
+    let mut buf = [0u8; 4];
+    let n = fd::read(err_r.as_raw_fd(), &mut buf).unwrap_or(0);
+    if n == 4 {
+        let errno = i32::from_ne_bytes(buf);
+        let code = if errno == libc::ENOENT { 127 } else { 126 };
+        let name = ctx
+            .argv
+            .first()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let detail = match errno {
+            libc::ENOENT => format!("{name}: command not found"),
+            _ => format!(
+                "{name}: cannot execute: {} ({})",
+                bunker_sys::error::errno_name(errno),
+                std::io::Error::from_raw_os_error(errno)
+            ),
+        };
+        let _ = send(
+            ctx.control,
+            &InitMessage::ExecFailed {
+                program: name,
+                errno,
+                detail,
+            },
+            &[],
+        );
+        // Reap the failed child before reporting its end.
+        let _ = process::waitpid(program, false);
+        let _ = send(
+            ctx.control,
+            &InitMessage::Exited {
+                code: Some(code),
+                signal: None,
+            },
+            &[],
+        );
+        process::exit_now(code);
+    }
+    let _ = send(ctx.control, &InitMessage::Started, &[]);
+    drop(err_r);
+
+    loop {
+        let sig = match process::sigwait(&mask) {
+            Ok(s) => s,
+            Err(_) => process::exit_now(1),
+        };
+        if sig != libc::SIGCHLD {
+            let _ = process::kill(program, sig);
+            continue;
+        }
+        // Reap everything that ended: the program and any orphan reparented to us.
+        while let Ok(Some((pid, status))) = process::waitpid(-1, true) {
+            if pid != program {
+                continue;
+            }
+            let (code, signal, exit) = match status {
+                WaitStatus::Exited(c) => (Some(c), None, c),
+                WaitStatus::Signaled(s) => (None, Some(s), 128 + s),
+            };
+            let _ = send(ctx.control, &InitMessage::Exited { code, signal }, &[]);
+            // Leaving kills every other process of the pid namespace.
+            process::exit_now(exit);
+        }
+    }
+}
+
+/// The program's side of the fork: stdio, signals, exec. Never returns.
+fn exec_program(ctx: &InitContext, stdin: Option<&OwnedFd>, err_w: &OwnedFd) -> ! {
+    let report = |errno: i32| -> ! {
+        let _ = fd::write_all(err_w.as_raw_fd(), &errno.to_ne_bytes());
+        process::exit_now(127)
+    };
+    process::reset_signal_dispositions();
+    if process::set_sigmask(&process::sigset(&[])).is_err() {
+        report(libc::EINVAL);
+    }
+    if let Some(f) = stdin {
+        if let Err(e) = fd::dup2(f.as_raw_fd(), 0) {
+            report(e.errno);
+        }
+    }
+    for (from, to) in [(ctx.stdout, 1), (ctx.stderr, 2)] {
+        if let Err(e) = fd::dup2(from, to) {
+            report(e.errno);
+        }
+    }
+    // Only 0, 1 and 2 reach the program.
+    if let Err(e) = fd::cloexec_from(3) {
+        report(e.errno);
+    }
+    let Some(arg0) = ctx.argv.first() else {
+        report(libc::ENOENT)
+    };
+    let name = OsStr::from_bytes(arg0.as_bytes());
+    let candidates: Vec<PathBuf> = if name.as_bytes().contains(&b'/') {
+        vec![PathBuf::from(name)]
+    } else {
+        ctx.search_path
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(name))
+            .collect()
+    };
+    let mut errno = libc::ENOENT;
+    for c in candidates {
+        let Ok(path) = fd::cstr("execve", &c) else {
+            continue;
+        };
+        let e = process::execve(&path, &ctx.argv, &ctx.env);
+        match e.errno {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES => errno = libc::EACCES,
+            other => report(other),
+        }
+    }
+    report(errno)
 }

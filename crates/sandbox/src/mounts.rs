@@ -1,1 +1,753 @@
-//! (being written)
+//! The sandbox's new root: a tmpfs holding only bind mounts of what the policy grants, masks for
+//! what it denies, a private /tmp, a minimal /dev and a fresh /proc; then pivot_root.
+//!
+//! [`plan`] is pure (it runs in the supervisor and is unit-tested); [`build_root`] runs in the
+//! sandbox's init, in its own mount namespace, before pivot_root.
+//!
+//! Every policy path is opened with `openat2(RESOLVE_NO_SYMLINKS)` before anything is mounted,
+//! and every mount target inside the new root is opened the same way relative to the new root,
+//! so neither a bind source nor a target can be redirected by a symlink. Binds are made with the
+//! fd-based mount API: the tree is cloned recursively (mounts the kernel locked in a user
+//! namespace stay covered), made read-only/nosuid/nodev *while detached* (`mount_setattr` only
+//! adds flags, so flags locked on the source are kept), then attached.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use bunker_policy::path::PathPattern;
+use bunker_policy::Policy;
+use bunker_sys::fd::{self, FileKind, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
+use bunker_sys::mount::{
+    self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+};
+use bunker_sys::SysError;
+
+use crate::error::SandboxError;
+
+/// Where the new root's tmpfs is mounted before pivot_root (in the sandbox's own mount
+/// namespace, so the host's /tmp is not touched; policy paths are opened before it is hidden).
+const STAGING: &str = "/tmp";
+
+/// Directories that bunker itself provides; policy grants at or under them are skipped.
+const RESERVED: [&str; 2] = ["/proc", "/dev"];
+
+/// Files of the host's /dev bound into the sandbox's /dev.
+const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+
+/// /proc entries made read-only (writes there would reach the host kernel's settings).
+const PROC_READ_ONLY: [&str; 4] = ["sys", "sysrq-trigger", "irq", "bus"];
+
+/// Most directory entries the glob expansion of deny lists visits.
+const GLOB_WALK_BUDGET: usize = 50_000;
+
+/// One granted path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub path: PathBuf,
+    pub write: bool,
+}
+
+/// What a deny entry takes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyKind {
+    /// Masked: an empty read-only directory or file.
+    Read,
+    /// Re-mounted read-only.
+    Write,
+    /// Re-mounted noexec (landlock denies execute too).
+    Exec,
+}
+
+/// The mounts to make, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountPlan {
+    /// Granted paths, shallowest first (a deeper grant overrides a shallower one).
+    pub grants: Vec<Grant>,
+    /// Denied paths, shallowest first.
+    pub denials: Vec<(DenyKind, PathBuf)>,
+    /// Deny globs, expanded inside the sandbox against what is mounted.
+    pub deny_globs: Vec<(DenyKind, String)>,
+    pub tmp_size: u64,
+    pub tty: bool,
+    /// Notes for `enforced.notes` (paths skipped while planning).
+    pub notes: Vec<String>,
+}
+
+fn depth(p: &Path) -> usize {
+    p.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count()
+}
+
+fn reserved(p: &Path) -> bool {
+    RESERVED.iter().any(|r| p.starts_with(r))
+}
+
+/// Turns the policy's grants and denials into a mount plan. Pure.
+pub fn plan(policy: &Policy) -> MountPlan {
+    let mut notes = Vec::new();
+    let mut grants: Vec<Grant> = Vec::new();
+    let mut add = |path: &PathBuf, write: bool, notes: &mut Vec<String>| {
+        if !path.is_absolute() {
+            notes.push(format!("skipped relative path {}", path.display()));
+            return;
+        }
+        let path = normalize(path);
+        if reserved(&path) {
+            notes.push(format!(
+                "{} is provided by bunker (fresh /proc, minimal /dev); the grant is ignored",
+                path.display()
+            ));
+            return;
+        }
+        match grants.iter_mut().find(|g| g.path == path) {
+            Some(g) => g.write |= write,
+            None => grants.push(Grant { path, write }),
+        }
+    };
+    for p in policy.allow.read.iter().chain(&policy.allow.exec) {
+        add(p, false, &mut notes);
+    }
+    for p in &policy.allow.write {
+        add(p, true, &mut notes);
+    }
+    grants.sort_by(|a, b| {
+        depth(&a.path)
+            .cmp(&depth(&b.path))
+            .then(a.path.cmp(&b.path))
+    });
+
+    let mut denials = Vec::new();
+    let mut deny_globs = Vec::new();
+    for (kind, list) in [
+        (DenyKind::Read, &policy.deny.read),
+        (DenyKind::Write, &policy.deny.write),
+        (DenyKind::Exec, &policy.deny.exec),
+    ] {
+        for pat in list {
+            match pat {
+                PathPattern::Path(p) => denials.push((kind, normalize(p))),
+                PathPattern::Glob(g) => deny_globs.push((kind, g.clone())),
+            }
+        }
+    }
+    denials.sort_by(|a, b| depth(&a.1).cmp(&depth(&b.1)).then(a.1.cmp(&b.1)));
+    denials.dedup();
+    MountPlan {
+        grants,
+        denials,
+        deny_globs,
+        tmp_size: policy.limits.tmp_size,
+        tty: policy.kernel.tty,
+        notes,
+    }
+}
+
+/// Removes `.` and resolves `..` lexically (policy paths are absolute already).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `path` relative to `/` (for lookups relative to the new root's fd).
+fn rel(path: &Path) -> PathBuf {
+    path.strip_prefix("/")
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn setup(step: impl Into<String>) -> impl FnOnce(SysError) -> SandboxError {
+    let step = step.into();
+    move |source| SandboxError::Setup { step, source }
+}
+
+/// A policy path opened on the host.
+enum Source {
+    Tree(OwnedFd, FileKind),
+    Symlink(PathBuf),
+}
+
+/// Opens a host path without following any symlink. Ok(None): it does not exist.
+fn open_host(path: &Path) -> Result<Option<Source>, SysError> {
+    match fd::openat2(
+        None,
+        path,
+        libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0,
+        RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    ) {
+        Ok(f) => {
+            let kind = fd::fd_kind(f.as_raw_fd())?;
+            if kind == FileKind::Symlink {
+                return Ok(Some(Source::Symlink(fd::readlinkat(
+                    f.as_raw_fd(),
+                    Path::new(""),
+                )?)));
+            }
+            Ok(Some(Source::Tree(f, kind)))
+        }
+        Err(e) if e.errno == libc::ENOENT => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens `path` inside the new root (never following a symlink). Ok(None): it does not exist.
+fn open_in(root: &OwnedFd, path: &Path) -> Result<Option<OwnedFd>, SysError> {
+    let r = rel(path);
+    let target = if r.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        r.as_path()
+    };
+    match fd::openat2(
+        Some(root.as_raw_fd()),
+        target,
+        libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0,
+        RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | fd::RESOLVE_BENEATH,
+    ) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.errno == libc::ENOENT => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What to create at a mount point that does not exist yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File,
+}
+
+/// Creates the parents of `path` inside the new root (as directories of the root tmpfs) and
+/// the path itself, then opens it. Creating inside a read-only bind fails (EROFS) rather than
+/// writing to the host.
+fn make_node(root: &OwnedFd, path: &Path, node: Node) -> Result<OwnedFd, SysError> {
+    if let Some(f) = open_in(root, path)? {
+        return Ok(f);
+    }
+    let mut dir = PathBuf::from("/");
+    let comps: Vec<_> = rel(path)
+        .components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    for (i, name) in comps.iter().enumerate() {
+        let parent = open_dir(root, &dir)?;
+        let last = i + 1 == comps.len();
+        if last && node == Node::File {
+            fd::touchat(parent.as_raw_fd(), Path::new(name), 0o644)?;
+        } else {
+            fd::mkdirat(parent.as_raw_fd(), Path::new(name), 0o755)?;
+        }
+        dir.push(name);
+    }
+    open_in(root, path)?.ok_or_else(|| {
+        SysError::from_errno(
+            format!("open {} after creating it", path.display()),
+            libc::ENOENT,
+        )
+    })
+}
+
+fn open_dir(root: &OwnedFd, dir: &Path) -> Result<OwnedFd, SysError> {
+    let r = rel(dir);
+    let target = if r.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        r.as_path()
+    };
+    fd::openat2(
+        Some(root.as_raw_fd()),
+        target,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        0,
+        RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | fd::RESOLVE_BENEATH,
+    )
+}
+
+/// Binds the tree held by `source` onto `target` with `attrs` set on every mount in it.
+fn bind(source: &OwnedFd, target: &OwnedFd, attrs: u64, what: &Path) -> Result<(), SysError> {
+    let tree = mount::clone_tree(source.as_raw_fd(), what)?;
+    if attrs != 0 {
+        mount::set_tree_attrs(tree.as_raw_fd(), attrs, 0, what)?;
+    }
+    mount::attach_tree(&tree, target, what)
+}
+
+/// Mounts a tmpfs on the O_PATH fd `target`.
+fn tmpfs(target: &OwnedFd, flags: libc::c_ulong, data: &str) -> Result<(), SysError> {
+    mount::mount(
+        Some("tmpfs"),
+        &fd::proc_fd_path(target),
+        Some("tmpfs"),
+        flags,
+        Some(data),
+    )
+}
+
+const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+
+/// Builds the new root and pivots into it. Returns notes for `enforced.notes`.
+pub fn build_root(plan: &MountPlan) -> Result<Vec<String>, SandboxError> {
+    let mut notes = Vec::new();
+    // Mounts made from now on must not propagate back to the host's namespace.
+    mount::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(setup("make / private"))?;
+
+    // Open every granted path on the host before anything is hidden by the staging mount.
+    let mut sources = Vec::with_capacity(plan.grants.len());
+    for g in &plan.grants {
+        let step = format!(
+            "{} {}",
+            if g.write { "allow.write" } else { "allow.read" },
+            g.path.display()
+        );
+        match open_host(&g.path) {
+            Ok(Some(src)) => sources.push((g, src)),
+            Ok(None) if g.write => {
+                return Err(SandboxError::Setup {
+                    step: format!("bind mount {} → {}", g.path.display(), g.path.display()),
+                    source: SysError::from_errno(
+                        format!("allow.write path {} does not exist", g.path.display()),
+                        libc::ENOENT,
+                    ),
+                });
+            }
+            Ok(None) => notes.push(format!("{step}: does not exist on the host; skipped")),
+            Err(e) if e.errno == libc::ELOOP && !g.write => notes.push(format!(
+                "{step}: a parent directory is a symlink; skipped (grant the real path)"
+            )),
+            Err(e) => return Err(setup(format!("open {step}"))(e)),
+        }
+    }
+    let devices: Vec<(&str, OwnedFd)> = DEVICES
+        .iter()
+        .map(|d| {
+            let p = format!("/dev/{d}");
+            fd::openat2(
+                None,
+                Path::new(&p),
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0,
+                RESOLVE_NO_SYMLINKS,
+            )
+            .map(|f| (*d, f))
+            .map_err(setup(format!("open host {p}")))
+        })
+        .collect::<Result<_, _>>()?;
+
+    mount::mount(
+        Some("tmpfs"),
+        STAGING,
+        Some("tmpfs"),
+        NOSUID_NODEV,
+        Some("size=4m,nr_inodes=16384,mode=0755"),
+    )
+    .map_err(setup("mount tmpfs (new root)"))?;
+    let root = fd::openat2(
+        None,
+        Path::new(STAGING),
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        0,
+        RESOLVE_NO_SYMLINKS,
+    )
+    .map_err(setup("open new root"))?;
+
+    // A grant of "/" itself goes first; bunker's own /tmp, /dev and /proc go on top of it;
+    // every other grant after them, shallowest first.
+    let (top, rest): (Vec<_>, Vec<_>) = sources
+        .into_iter()
+        .partition(|(g, _)| g.path == Path::new("/"));
+    for (g, src) in &top {
+        grant(&root, g, src)?;
+    }
+    if !plan.grants.iter().any(|g| g.path == Path::new("/tmp")) {
+        let t = make_node(&root, Path::new("/tmp"), Node::Dir).map_err(setup("mkdir /tmp"))?;
+        tmpfs(
+            &t,
+            NOSUID_NODEV,
+            &format!("size={},mode=1777", plan.tmp_size.max(4096)),
+        )
+        .map_err(setup("mount tmpfs on /tmp"))?;
+    }
+    build_dev(&root, &devices, plan.tty)?;
+    build_proc(&root)?;
+    for (g, src) in &rest {
+        grant(&root, g, src)?;
+    }
+
+    // Deny lists: explicit paths, then globs expanded against what is now mounted.
+    let mut denials = plan.denials.clone();
+    if !plan.deny_globs.is_empty() {
+        let (found, glob_notes) = expand_globs(plan);
+        notes.extend(glob_notes);
+        denials.extend(found);
+        denials.sort_by(|a, b| depth(&a.1).cmp(&depth(&b.1)).then(a.1.cmp(&b.1)));
+        denials.dedup();
+    }
+    let mut empty_file: Option<OwnedFd> = None;
+    for (kind, path) in &denials {
+        deny(&root, *kind, path, &mut empty_file)?;
+    }
+    if empty_file.is_some() {
+        fd::unlinkat(root.as_raw_fd(), Path::new(EMPTY_FILE)).map_err(setup("remove mask file"))?;
+    }
+    drop(empty_file);
+
+    // pivot_root into the staging tmpfs; the old root is detached, not just hidden.
+    bunker_sys::process::chdir(Path::new(STAGING)).map_err(setup("chdir new root"))?;
+    mount::pivot_root_here().map_err(setup("pivot_root"))?;
+    bunker_sys::process::chdir(Path::new("/")).map_err(setup("chdir /"))?;
+    // The root tmpfs itself holds only mount points: read-only from here on.
+    mount::mount(
+        None,
+        "/",
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | NOSUID_NODEV,
+        None,
+    )
+    .map_err(setup("remount / read-only"))?;
+    Ok(notes)
+}
+
+/// Name (in the new root) of the empty file that masks denied files; removed before pivot.
+const EMPTY_FILE: &str = ".bunker-empty";
+
+fn grant(root: &OwnedFd, g: &Grant, src: &Source) -> Result<(), SandboxError> {
+    let step = format!("bind mount {} → {}", g.path.display(), g.path.display());
+    match src {
+        Source::Symlink(target) => {
+            // Recreate the link, not what it points to: its target is mounted only if granted.
+            if open_in(root, &g.path)
+                .map_err(setup(step.clone()))?
+                .is_none()
+            {
+                let parent = g.path.parent().unwrap_or(Path::new("/"));
+                let dir = make_node(root, parent, Node::Dir).map_err(setup(step.clone()))?;
+                let name = g.path.file_name().map(PathBuf::from).unwrap_or_default();
+                fd::symlinkat(target, dir.as_raw_fd(), &name).map_err(setup(step))?;
+            }
+            Ok(())
+        }
+        Source::Tree(fd, kind) => {
+            let node = if *kind == FileKind::Dir {
+                Node::Dir
+            } else {
+                Node::File
+            };
+            let target = make_node(root, &g.path, node).map_err(setup(step.clone()))?;
+            let attrs = if g.write {
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+            } else {
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+            };
+            bind(fd, &target, attrs, &g.path).map_err(setup(step))
+        }
+    }
+}
+
+fn build_dev(root: &OwnedFd, devices: &[(&str, OwnedFd)], tty: bool) -> Result<(), SandboxError> {
+    let dev = make_node(root, Path::new("/dev"), Node::Dir).map_err(setup("mkdir /dev"))?;
+    tmpfs(
+        &dev,
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "size=64k,nr_inodes=64,mode=0755",
+    )
+    .map_err(setup("mount tmpfs on /dev"))?;
+    let dev = open_in(root, Path::new("/dev"))
+        .map_err(setup("open /dev"))?
+        .ok_or_else(|| setup("open /dev")(SysError::from_errno("openat2(/dev)", libc::ENOENT)))?;
+    for (name, host) in devices {
+        let step = format!("bind mount /dev/{name} → /dev/{name}");
+        fd::touchat(dev.as_raw_fd(), Path::new(name), 0o666).map_err(setup(step.clone()))?;
+        let target = open_in(root, &Path::new("/dev").join(name))
+            .map_err(setup(step.clone()))?
+            .ok_or_else(|| {
+                setup(step.clone())(SysError::from_errno("open target", libc::ENOENT))
+            })?;
+        // Device binds keep their device semantics (no nodev), but may not be setuid or exec.
+        bind(
+            host,
+            &target,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+            &Path::new("/dev").join(name),
+        )
+        .map_err(setup(step))?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        fd::symlinkat(Path::new(target), dev.as_raw_fd(), Path::new(name))
+            .map_err(setup(format!("symlink /dev/{name}")))?;
+    }
+    fd::mkdirat(dev.as_raw_fd(), Path::new("shm"), 0o1777).map_err(setup("mkdir /dev/shm"))?;
+    let shm = open_in(root, Path::new("/dev/shm"))
+        .map_err(setup("open /dev/shm"))?
+        .ok_or_else(|| setup("open /dev/shm")(SysError::from_errno("openat2", libc::ENOENT)))?;
+    tmpfs(&shm, NOSUID_NODEV | libc::MS_NOEXEC, "size=16m,mode=1777")
+        .map_err(setup("mount tmpfs on /dev/shm"))?;
+    if tty {
+        fd::mkdirat(dev.as_raw_fd(), Path::new("pts"), 0o755).map_err(setup("mkdir /dev/pts"))?;
+        let pts = open_in(root, Path::new("/dev/pts"))
+            .map_err(setup("open /dev/pts"))?
+            .ok_or_else(|| setup("open /dev/pts")(SysError::from_errno("openat2", libc::ENOENT)))?;
+        mount::mount(
+            Some("devpts"),
+            &fd::proc_fd_path(&pts),
+            Some("devpts"),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )
+        .map_err(setup("mount devpts on /dev/pts"))?;
+        fd::symlinkat(Path::new("pts/ptmx"), dev.as_raw_fd(), Path::new("ptmx"))
+            .map_err(setup("symlink /dev/ptmx"))?;
+    }
+    Ok(())
+}
+
+fn build_proc(root: &OwnedFd) -> Result<(), SandboxError> {
+    let proc_dir = make_node(root, Path::new("/proc"), Node::Dir).map_err(setup("mkdir /proc"))?;
+    // A fresh procfs shows only this pid namespace's processes.
+    mount::mount(
+        Some("proc"),
+        &fd::proc_fd_path(&proc_dir),
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )
+    .map_err(setup("mount proc on /proc"))?;
+    for name in PROC_READ_ONLY {
+        let path = Path::new("/proc").join(name);
+        let step = format!("mask {} read-only", path.display());
+        let Some(f) = open_in(root, &path).map_err(setup(step.clone()))? else {
+            continue;
+        };
+        bind(
+            &f,
+            &f,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            &path,
+        )
+        .map_err(setup(step))?;
+    }
+    Ok(())
+}
+
+fn deny(
+    root: &OwnedFd,
+    kind: DenyKind,
+    path: &Path,
+    empty_file: &mut Option<OwnedFd>,
+) -> Result<(), SandboxError> {
+    let label = match kind {
+        DenyKind::Read => "deny.read",
+        DenyKind::Write => "deny.write",
+        DenyKind::Exec => "deny.exec",
+    };
+    let step = format!("{label} mask {}", path.display());
+    let Some(target) = open_in(root, path).map_err(setup(step.clone()))? else {
+        // Not visible inside: nothing to hide.
+        return Ok(());
+    };
+    let kind_of = fd::fd_kind(target.as_raw_fd()).map_err(setup(step.clone()))?;
+    match kind {
+        DenyKind::Read => match kind_of {
+            FileKind::Dir => tmpfs(
+                &target,
+                libc::MS_RDONLY | NOSUID_NODEV | libc::MS_NOEXEC,
+                "size=4k,nr_inodes=1,mode=0555",
+            )
+            .map_err(setup(step)),
+            FileKind::Symlink => Ok(()),
+            _ => {
+                if empty_file.is_none() {
+                    fd::touchat(root.as_raw_fd(), Path::new(EMPTY_FILE), 0o444)
+                        .map_err(setup(step.clone()))?;
+                    *empty_file =
+                        open_in(root, Path::new(EMPTY_FILE)).map_err(setup(step.clone()))?;
+                }
+                match empty_file {
+                    Some(e) => bind(
+                        e,
+                        &target,
+                        MOUNT_ATTR_RDONLY
+                            | MOUNT_ATTR_NOSUID
+                            | MOUNT_ATTR_NODEV
+                            | MOUNT_ATTR_NOEXEC,
+                        path,
+                    )
+                    .map_err(setup(step)),
+                    None => Ok(()),
+                }
+            }
+        },
+        DenyKind::Write | DenyKind::Exec if kind_of == FileKind::Symlink => Ok(()),
+        DenyKind::Write => bind(&target, &target, MOUNT_ATTR_RDONLY, path).map_err(setup(step)),
+        DenyKind::Exec => bind(&target, &target, MOUNT_ATTR_NOEXEC, path).map_err(setup(step)),
+    }
+}
+
+/// A compiled deny glob: absolute patterns match whole paths, relative ones (`.env`,
+/// `*.key`) match at any depth.
+pub fn compile_glob(pattern: &str) -> Option<globset::GlobMatcher> {
+    let full = if pattern.starts_with('/') || pattern.starts_with("**/") {
+        pattern.to_string()
+    } else {
+        format!("**/{pattern}")
+    };
+    globset::GlobBuilder::new(&full)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .ok()
+        .map(|g| g.compile_matcher())
+}
+
+/// Walks the granted trees (inside the staging root, before pivot) for paths matching the deny
+/// globs; bounded by [`GLOB_WALK_BUDGET`] entries, with a note when the budget ran out.
+fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>) {
+    let mut notes = Vec::new();
+    let globs: Vec<(DenyKind, &str, globset::GlobMatcher)> = plan
+        .deny_globs
+        .iter()
+        .filter_map(|(k, g)| match compile_glob(g) {
+            Some(m) => Some((*k, g.as_str(), m)),
+            None => {
+                notes.push(format!("deny glob {g:?} is not a valid glob; ignored"));
+                None
+            }
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut budget = GLOB_WALK_BUDGET;
+    let staging = Path::new(STAGING);
+    // Roots to walk: the granted trees, without walking the same tree twice.
+    let mut roots: Vec<&Path> = Vec::new();
+    for g in &plan.grants {
+        if !roots.iter().any(|r| g.path.starts_with(r)) {
+            roots.push(&g.path);
+        }
+    }
+    let mut stack: Vec<PathBuf> = roots.iter().map(|r| r.to_path_buf()).collect();
+    while let Some(dir) = stack.pop() {
+        let real = staging.join(rel(&dir));
+        let Ok(entries) = std::fs::read_dir(&real) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if budget == 0 {
+                notes.push(format!(
+                    "deny globs: stopped after {GLOB_WALK_BUDGET} entries; paths under {} and later were not checked",
+                    dir.display()
+                ));
+                return (found, notes);
+            }
+            budget -= 1;
+            let path = dir.join(entry.file_name());
+            let mut masked = false;
+            for (k, _, m) in &globs {
+                if m.is_match(&path) {
+                    found.push((*k, path.clone()));
+                    masked |= *k == DenyKind::Read;
+                }
+            }
+            // A masked directory is empty inside; file_type() does not follow symlinks, so the
+            // walk never leaves the granted trees.
+            if !masked && entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(path);
+            }
+        }
+    }
+    (found, notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            allow: Default::default(),
+            deny: Default::default(),
+            limits: Default::default(),
+            http: Default::default(),
+            kernel: Default::default(),
+            js: Default::default(),
+            set_env: Default::default(),
+            sources: vec![],
+        }
+    }
+
+    #[test]
+    fn grants_are_merged_sorted_and_reserved_paths_skipped() {
+        let mut p = policy();
+        p.allow.read = vec![
+            "/usr/lib".into(),
+            "/usr".into(),
+            "/proc/self".into(),
+            "/data/".into(),
+        ];
+        p.allow.exec = vec!["/usr".into()];
+        p.allow.write = vec!["/data".into(), "/dev/shm".into()];
+        let plan = plan(&p);
+        let got: Vec<_> = plan
+            .grants
+            .iter()
+            .map(|g| (g.path.to_str().unwrap(), g.write))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("/data", true), ("/usr", false), ("/usr/lib", false)]
+        );
+        assert_eq!(plan.notes.len(), 2, "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn denials_split_paths_and_globs() {
+        let mut p = policy();
+        p.deny.read = vec![
+            PathPattern::Path("/home/u/.ssh".into()),
+            PathPattern::Glob("*.key".into()),
+        ];
+        p.deny.write = vec![PathPattern::Path("/data/ro/../ro".into())];
+        let plan = plan(&p);
+        assert_eq!(
+            plan.denials,
+            vec![
+                (DenyKind::Write, PathBuf::from("/data/ro")),
+                (DenyKind::Read, PathBuf::from("/home/u/.ssh")),
+            ]
+        );
+        assert_eq!(plan.deny_globs, vec![(DenyKind::Read, "*.key".to_string())]);
+    }
+
+    #[test]
+    fn relative_globs_match_at_any_depth_absolute_ones_anchor() {
+        let m = compile_glob(".env").unwrap();
+        assert!(m.is_match("/work/app/.env"));
+        assert!(!m.is_match("/work/app/.envrc"));
+        let k = compile_glob("*.key").unwrap();
+        assert!(k.is_match("/a/b/server.key"));
+        let a = compile_glob("/srv/*.key").unwrap();
+        assert!(a.is_match("/srv/x.key"));
+        assert!(!a.is_match("/srv/sub/x.key"));
+    }
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(normalize(Path::new("/a/./b/../c/")), PathBuf::from("/a/c"));
+        assert_eq!(normalize(Path::new("/../..")), PathBuf::from("/"));
+    }
+}

@@ -1,1 +1,364 @@
-//! (being written)
+//! Builds the sandbox and runs the program: the one place where the setup order is written down.
+//!
+//! **Supervisor** (single-threaded at this point — it clones):
+//! 1. `landlock::probe`: fail closed early when landlock is required and the kernel lacks it.
+//! 2. `SandboxCgroup::prepare`: the sandbox's cgroup under the supervisor's own, limits written.
+//! 3. The mount plan, the program's environment and argv are computed (pure, before the clone).
+//! 4. Pipes for stdout and stderr; a SOCK_SEQPACKET control socket pair; a sync pipe that holds
+//!    the child until step 6; a lifeline pipe whose write end only the supervisor holds.
+//! 5. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS | CLONE_PIDFD)` (as the policy's
+//!    `kernel.namespaces` say), fork-like: the child becomes the sandbox's init (pid 1).
+//! 6. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
+//!    65534, never host root); init moved into the cgroup; init released through the sync pipe.
+//! 7. Wait for init's first message: `SetupFailed` → a setup error naming the step; `Ready` →
+//!    the proxy listeners it carries go to `Egress::start`.
+//! 8. `supervise::supervise` until the sandbox is gone; `Egress::finish` records into the result.
+//!
+//! **Init** (`init.rs`, in the new namespaces):
+//! 1. Wait for the release (the supervisor dying first closes the pipe → exit).
+//! 2. `setresgid(0)`, `setgroups([])` (as root), `setresuid(0)` inside the user namespace.
+//! 3. `PR_SET_PDEATHSIG(SIGKILL)` — after the id change, which clears it — then check the
+//!    lifeline is not at end of file (the supervisor died in between → exit).
+//! 4. `unshare(CLONE_NEWCGROUP)`, now that init sits in its cgroup.
+//! 5. Mounts (`mounts.rs`): / private; policy paths opened without following symlinks; a tmpfs
+//!    root; grants bound (read-only unless in `allow.write`; nosuid, nodev); private /tmp;
+//!    minimal /dev; fresh /proc with /proc/sys & co. read-only; deny masks; pivot_root; old
+//!    root detached; the root tmpfs remounted read-only.
+//! 6. `lo` up; the proxy listeners on 127.0.0.1:3128 and :1080 when `allow.net` is non-empty.
+//! 7. `sethostname(kernel.hostname)`; chdir to the working directory.
+//! 8. Init restricts itself, so no unfiltered helper is left in the sandbox: not dumpable;
+//!    rlimits; no_new_privs; landlock; securebits locked; every capability dropped (bounding,
+//!    ambient, inheritable, effective, permitted); seccomp last.
+//! 9. `Ready` (with the listeners) to the supervisor.
+//! 10. Fork the program: stdio dup'ed (stdin /dev/null unless inherited), only fds 0–2 kept,
+//!     `execve` with the cleared environment, `argv[0]` looked up on the sandbox's PATH. A
+//!     close-on-exec pipe reports an exec failure → `ExecFailed` (127 not found, 126 otherwise).
+//! 11. Reap every child; forward SIGTERM/INT/HUP/QUIT/USR1/USR2 to the program; when it ends,
+//!     `Exited` and exit — which kills whatever else is left in the pid namespace.
+//!
+//! The supervisor dying, even by SIGKILL, sends init SIGKILL (step 3), and the pid namespace
+//! dies with its init.
+
+use std::ffi::{CString, OsString};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::time::Instant;
+
+use bunker_policy::{Namespace, Policy};
+use bunker_sys::process::{self, Forked};
+use bunker_sys::{fd, SysError};
+
+use crate::egress::Egress;
+use crate::error::SandboxError;
+use crate::idmap::{self, IdMode};
+use crate::init::{self, InitContext, InitMessage};
+use crate::limits::SandboxCgroup;
+use crate::result::{Enforced, LayerStatus, RunResult};
+use crate::supervise::{self, Supervised};
+use crate::{env, landlock, mounts, RunRequest};
+
+/// The clone flags for the policy's namespaces (cgroup is unshared later, by init).
+pub fn clone_flags(namespaces: &[Namespace]) -> libc::c_int {
+    namespaces
+        .iter()
+        .map(|ns| match ns {
+            Namespace::User => libc::CLONE_NEWUSER,
+            Namespace::Pid => libc::CLONE_NEWPID,
+            Namespace::Mount => libc::CLONE_NEWNS,
+            Namespace::Net => libc::CLONE_NEWNET,
+            Namespace::Ipc => libc::CLONE_NEWIPC,
+            Namespace::Uts => libc::CLONE_NEWUTS,
+            Namespace::Cgroup => 0,
+        })
+        .fold(0, |a, f| a | f)
+}
+
+fn io_err(context: &str) -> impl FnOnce(SysError) -> SandboxError + '_ {
+    move |e| SandboxError::Setup {
+        step: context.to_string(),
+        source: e,
+    }
+}
+
+fn cstring(what: &str, bytes: Vec<u8>) -> Result<CString, SandboxError> {
+    CString::new(bytes).map_err(|_| SandboxError::Init {
+        step: "prepare the program".into(),
+        detail: format!("{what} contains a NUL byte"),
+    })
+}
+
+/// Builds the sandbox from `req.policy`, runs `req.argv` in it, and returns the result.
+/// Must be called while the process is single-threaded. `egress` serves the proxy listeners
+/// when `allow.net` is non-empty.
+pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResult, SandboxError> {
+    let policy = &req.policy;
+    let ns = &policy.kernel.namespaces;
+    let has = |n: Namespace| ns.contains(&n);
+    // The new root needs a mount namespace, and (unless we are root) a user namespace to make it.
+    if !has(Namespace::Mount) {
+        return Err(SandboxError::Unsupported {
+            layer: "filesystem".into(),
+            reason: "kernel.namespaces must include \"mount\": the new root is built in it".into(),
+        });
+    }
+    let id_mode = IdMode::current();
+    if !has(Namespace::User) && id_mode != IdMode::Root {
+        return Err(SandboxError::Unsupported {
+            layer: "namespaces".into(),
+            reason: "without \"user\" in kernel.namespaces only root can build a sandbox".into(),
+        });
+    }
+    if req.argv.is_empty() {
+        return Err(SandboxError::Exec("no program given".into()));
+    }
+
+    // Step 1–2.
+    let mut enforced = Enforced::default();
+    enforced.landlock_abi = landlock::probe(policy)?;
+    let cgroup = SandboxCgroup::prepare(policy, &mut enforced)?;
+
+    // Step 3.
+    let plan = mounts::plan(policy);
+    let env_vars = env::build(policy, std::env::vars_os());
+    let search_path = env_vars
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let env_c = env_vars
+        .into_iter()
+        .map(|(k, v)| {
+            let mut b = k.into_vec();
+            b.push(b'=');
+            b.extend_from_slice(v.as_bytes());
+            cstring("an environment variable", b)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let argv_c = req
+        .argv
+        .iter()
+        .map(|a| cstring("an argument", a.as_bytes().to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // Step 4.
+    let (stdout_r, stdout_w) = fd::pipe().map_err(io_err("create stdout pipe"))?;
+    let (stderr_r, stderr_w) = fd::pipe().map_err(io_err("create stderr pipe"))?;
+    let (control_sup, control_init) =
+        fd::seqpacket_pair().map_err(io_err("create control socket"))?;
+    let (sync_r, sync_w) = fd::pipe().map_err(io_err("create sync pipe"))?;
+    let (lifeline_r, lifeline_w) = fd::pipe().map_err(io_err("create lifeline pipe"))?;
+
+    let ctx = InitContext {
+        policy,
+        plan,
+        argv: argv_c,
+        env: env_c,
+        search_path,
+        cwd: req.cwd.clone(),
+        caller_cwd: std::env::current_dir().ok(),
+        inherit_stdin: req.inherit_stdin,
+        id_mode,
+        user_ns: has(Namespace::User),
+        net_ns: has(Namespace::Net),
+        uts_ns: has(Namespace::Uts),
+        cgroup_ns: has(Namespace::Cgroup),
+        control: control_init.as_raw_fd(),
+        sync: sync_r.as_raw_fd(),
+        lifeline: lifeline_r.as_raw_fd(),
+        stdout: stdout_w.as_raw_fd(),
+        stderr: stderr_w.as_raw_fd(),
+    };
+
+    // Step 5.
+    let started = Instant::now();
+    // SAFETY: `run` is documented to be called single-threaded (the CLI calls it before any
+    // runtime starts), which is what a fork-like clone requires.
+    let forked =
+        unsafe { process::clone_fork(clone_flags(ns)) }.map_err(io_err("create namespaces"))?;
+    let (pid, pidfd) = match forked {
+        Forked::Child => {
+            // Only the supervisor may hold these: above all the lifeline's write end, whose
+            // closing is how init learns the supervisor is gone.
+            drop((stdout_r, stderr_r, control_sup, sync_w, lifeline_w));
+            init::run(&ctx)
+        }
+        Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(ctx);
+    drop((stdout_w, stderr_w, control_init, sync_r, lifeline_r));
+    // From here on, any early return must not leave init behind.
+    let abort = |e: SandboxError| -> SandboxError {
+        let _ = process::pidfd_kill(pidfd.as_raw_fd(), libc::SIGKILL);
+        let _ = process::waitpid(pid, false);
+        e
+    };
+
+    // Step 6.
+    if has(Namespace::User) {
+        idmap::write_maps(pid, id_mode).map_err(|e| {
+            abort(SandboxError::Setup {
+                step: "write user namespace id maps".into(),
+                source: e,
+            })
+        })?;
+    }
+    cgroup.add_process(pid).map_err(&abort)?;
+    fd::write_all(sync_w.as_raw_fd(), b"1").map_err(|e| abort(io_err("release init")(e)))?;
+    drop(sync_w);
+
+    // Step 7.
+    let (data, fds) = fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE)
+        .map_err(|e| abort(io_err("read init's first message")(e)))?;
+    let message: InitMessage = if data.is_empty() {
+        let status = process::waitpid(pid, false).ok().flatten();
+        return Err(SandboxError::Init {
+            step: "sandbox setup".into(),
+            detail: format!("init ended without reporting ({status:?})"),
+        });
+    } else {
+        serde_json::from_slice(&data).map_err(|e| {
+            abort(SandboxError::Init {
+                step: "read init's first message".into(),
+                detail: e.to_string(),
+            })
+        })?
+    };
+    match message {
+        InitMessage::Ready {
+            landlock,
+            landlock_abi,
+            seccomp,
+            rlimits,
+            notes,
+        } => {
+            enforced.landlock = landlock;
+            enforced.landlock_abi = landlock_abi;
+            enforced.seccomp = seccomp;
+            enforced.rlimits = rlimits;
+            enforced.notes.extend(notes);
+        }
+        InitMessage::SetupFailed {
+            step,
+            errno,
+            detail,
+        } => {
+            let _ = process::waitpid(pid, false);
+            return Err(if errno != 0 {
+                SandboxError::Setup {
+                    step,
+                    source: SysError::from_errno(detail, errno),
+                }
+            } else {
+                SandboxError::Init { step, detail }
+            });
+        }
+        other => {
+            return Err(abort(SandboxError::Init {
+                step: "sandbox setup".into(),
+                detail: format!("unexpected first message from init: {other:?}"),
+            }))
+        }
+    }
+    fill_enforced(&mut enforced, policy);
+
+    let mut egress = egress;
+    if !policy.allow.net.is_empty() && has(Namespace::Net) {
+        let mut fds = fds.into_iter();
+        match (fds.next(), fds.next(), egress.as_mut()) {
+            (Some(http), Some(socks), Some(eg)) => {
+                eg.start(http, socks).map_err(|e| {
+                    abort(SandboxError::Init {
+                        step: "start the egress proxy".into(),
+                        detail: e,
+                    })
+                })?;
+            }
+            (_, _, None) => enforced.notes.push(
+                "allow.net is set but no egress proxy is plugged in: connections are refused"
+                    .into(),
+            ),
+            _ => {
+                return Err(abort(SandboxError::Init {
+                    step: "receive the proxy listeners".into(),
+                    detail: "init's Ready message carried no listeners".into(),
+                }))
+            }
+        }
+    } else {
+        drop(fds);
+    }
+
+    // Step 8. The lifeline's write end lives as long as this frame, i.e. until the sandbox ends.
+    let sandbox = Supervised {
+        init_pid: pid,
+        pidfd,
+        control: control_sup,
+        stdout: stdout_r,
+        stderr: stderr_r,
+        cgroup,
+        started,
+        enforced,
+        stream_output: req.stream_output,
+    };
+    let outcome = supervise::supervise(sandbox, policy);
+    let records = egress.map(|e| e.finish()).unwrap_or_default();
+    drop(lifeline_w);
+    let mut result = outcome?;
+    result.http = records;
+    Ok(result)
+}
+
+/// Layers spawn.rs itself is responsible for (the others come from the cgroup, landlock,
+/// seccomp and rlimit steps).
+fn fill_enforced(enforced: &mut Enforced, policy: &Policy) {
+    let ns = &policy.kernel.namespaces;
+    enforced.namespaces = if bunker_policy::Namespace::ALL.iter().all(|n| ns.contains(n)) {
+        LayerStatus::On
+    } else {
+        let missing: Vec<String> = bunker_policy::Namespace::ALL
+            .iter()
+            .filter(|n| !ns.contains(n))
+            .map(|n| format!("{n:?}").to_lowercase())
+            .collect();
+        enforced
+            .notes
+            .push(format!("namespaces not created: {}", missing.join(", ")));
+        LayerStatus::Partial
+    };
+    enforced.filesystem = LayerStatus::On;
+    enforced.no_new_privs = LayerStatus::On;
+    enforced.capabilities_dropped = LayerStatus::On;
+    enforced.network = if ns.contains(&Namespace::Net) {
+        LayerStatus::On
+    } else {
+        enforced
+            .notes
+            .push("no network namespace: the sandbox shares the host's network".into());
+        LayerStatus::Off
+    };
+}
+
+/// Convenience for callers that only hold argv as strings.
+pub fn argv<I: IntoIterator<Item = S>, S: Into<OsString>>(args: I) -> Vec<OsString> {
+    args.into_iter().map(Into::into).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_namespaces_map_to_clone_flags_except_cgroup() {
+        let f = clone_flags(&Namespace::ALL);
+        assert_eq!(
+            f,
+            libc::CLONE_NEWUSER
+                | libc::CLONE_NEWPID
+                | libc::CLONE_NEWNS
+                | libc::CLONE_NEWNET
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+        );
+        assert_eq!(clone_flags(&[Namespace::Cgroup]), 0);
+    }
+}

@@ -1,1 +1,410 @@
-//! (being written)
+//! File descriptors: pipes, socket pairs, fd passing (SCM_RIGHTS), path resolution that never
+//! follows a symlink, and the small read/write helpers sandbox setup needs.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::error::{SysError, SysResult};
+
+/// Converts a path to a C string; a NUL byte inside is reported as EINVAL naming the call.
+pub fn cstr(call: &str, p: impl AsRef<OsStr>) -> SysResult<CString> {
+    CString::new(p.as_ref().as_bytes()).map_err(|_| {
+        SysError::from_errno(
+            format!("{call}({:?}): path contains NUL", p.as_ref()),
+            libc::EINVAL,
+        )
+    })
+}
+
+/// Retries a call returning -1/EINTR.
+fn retry<F: FnMut() -> libc::c_long>(mut f: F) -> libc::c_long {
+    loop {
+        let r = f();
+        if r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return r;
+    }
+}
+
+/// `pipe2(O_CLOEXEC)`: (read end, write end).
+pub fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if r != 0 {
+        return Err(SysError::last("pipe2(O_CLOEXEC)"));
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: message boundaries are kept.
+pub fn seqpacket_pair() -> SysResult<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(SysError::last("socketpair(AF_UNIX, SOCK_SEQPACKET)"));
+    }
+    // SAFETY: socketpair succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads into `buf`, retrying on EINTR. Returns 0 at end of file.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    let r = retry(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) as libc::c_long });
+    if r < 0 {
+        return Err(SysError::last(format!("read(fd {fd})")));
+    }
+    Ok(r as usize)
+}
+
+/// Writes all of `buf`, retrying on EINTR and short writes.
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> SysResult<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+        let r =
+            retry(|| unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) as libc::c_long });
+        if r < 0 {
+            return Err(SysError::last(format!("write(fd {fd})")));
+        }
+        buf = &buf[r as usize..];
+    }
+    Ok(())
+}
+
+/// Whether a pipe's write side is closed, without blocking: true when a non-blocking read sees
+/// end of file. Data in the pipe (which the lifeline never carries) counts as "open".
+pub fn pipe_closed(fd: RawFd) -> SysResult<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd; timeout 0 never blocks.
+    let r = retry(|| unsafe { libc::poll(&mut pfd, 1, 0) as libc::c_long });
+    if r < 0 {
+        return Err(SysError::last(format!("poll(fd {fd})")));
+    }
+    Ok(pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0)
+}
+
+/// `dup2(old, new)`; the new fd does not have FD_CLOEXEC.
+pub fn dup2(old: RawFd, new: RawFd) -> SysResult<()> {
+    // SAFETY: dup2 only manipulates the fd table; both are plain integers.
+    let r = retry(|| unsafe { libc::dup2(old, new) as libc::c_long });
+    if r < 0 {
+        return Err(SysError::last(format!("dup2({old}, {new})")));
+    }
+    Ok(())
+}
+
+/// Marks every fd from `first` upward close-on-exec (`close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`).
+pub fn cloexec_from(first: u32) -> SysResult<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on the fd table.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(SysError::last(format!(
+            "close_range({first}, ~0, CLOSE_RANGE_CLOEXEC)"
+        )));
+    }
+    Ok(())
+}
+
+/// Clears FD_CLOEXEC on `fd` (used for the fds init keeps across nothing but needs by number).
+pub fn set_cloexec(fd: RawFd, on: bool) -> SysResult<()> {
+    // SAFETY: fcntl(F_SETFD) only changes the fd's flags.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };
+    if r < 0 {
+        return Err(SysError::last(format!("fcntl({fd}, F_SETFD)")));
+    }
+    Ok(())
+}
+
+/// Opens `/dev/null` read-write.
+pub fn open_dev_null() -> SysResult<OwnedFd> {
+    open(Path::new("/dev/null"), libc::O_RDWR | libc::O_CLOEXEC, 0)
+}
+
+/// `open(path, flags, mode)`.
+pub fn open(path: &Path, flags: libc::c_int, mode: libc::mode_t) -> SysResult<OwnedFd> {
+    let c = cstr("open", path)?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let fd =
+        retry(|| unsafe { libc::open(c.as_ptr(), flags, mode as libc::c_uint) as libc::c_long });
+    if fd < 0 {
+        return Err(SysError::last(format!("open({})", path.display())));
+    }
+    // SAFETY: open succeeded; the fd is ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `RESOLVE_*` flags of openat2.
+pub const RESOLVE_NO_XDEV: u64 = 0x01;
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+pub const RESOLVE_BENEATH: u64 = 0x08;
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// `openat2(dirfd, path, flags, resolve)`. `dirfd` None means the cwd (absolute paths start at /).
+pub fn openat2(
+    dirfd: Option<RawFd>,
+    path: &Path,
+    flags: libc::c_int,
+    mode: u64,
+    resolve: u64,
+) -> SysResult<OwnedFd> {
+    let c = cstr("openat2", path)?;
+    // open_how is non-exhaustive in libc: build it from zeroes.
+    // SAFETY: an all-zero open_how is valid (no flags, no mode, no resolve restrictions).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.mode = mode;
+    how.resolve = resolve;
+    let dir = dirfd.unwrap_or(libc::AT_FDCWD);
+    // SAFETY: `c` is NUL-terminated and `how` is a valid open_how of the size passed.
+    let fd = retry(|| unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            c.as_ptr(),
+            &mut how as *mut libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    });
+    if fd < 0 {
+        return Err(SysError::last(format!(
+            "openat2({}, RESOLVE_NO_SYMLINKS)",
+            path.display()
+        )));
+    }
+    // SAFETY: openat2 succeeded; the fd is ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The type of the file an fd refers to (without following anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+/// `fstat(fd)`: the file's kind.
+pub fn fd_kind(fd: RawFd) -> SysResult<FileKind> {
+    // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out pointer.
+    let r = unsafe { libc::fstat(fd, &mut st) };
+    if r < 0 {
+        return Err(SysError::last(format!("fstat(fd {fd})")));
+    }
+    Ok(match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => FileKind::Dir,
+        libc::S_IFLNK => FileKind::Symlink,
+        libc::S_IFREG => FileKind::File,
+        _ => FileKind::Other,
+    })
+}
+
+/// `readlinkat(dirfd, name)`: the target of a symlink (an O_PATH|O_NOFOLLOW fd with "" works).
+pub fn readlinkat(dirfd: RawFd, name: &Path) -> SysResult<std::path::PathBuf> {
+    let c = cstr("readlinkat", name)?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: `buf` is valid for `buf.len()` bytes; `c` is NUL-terminated.
+    let n = unsafe { libc::readlinkat(dirfd, c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(SysError::last(format!(
+            "readlinkat(fd {dirfd}, {})",
+            name.display()
+        )));
+    }
+    buf.truncate(n as usize);
+    let os: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(buf);
+    Ok(std::path::PathBuf::from(os))
+}
+
+/// `mkdirat(dirfd, name, mode)`; EEXIST is success.
+pub fn mkdirat(dirfd: RawFd, name: &Path, mode: libc::mode_t) -> SysResult<()> {
+    let c = cstr("mkdirat", name)?;
+    // SAFETY: `c` is NUL-terminated.
+    let r = unsafe { libc::mkdirat(dirfd, c.as_ptr(), mode) };
+    if r < 0 {
+        let e = SysError::last(format!("mkdirat({})", name.display()));
+        if e.errno != libc::EEXIST {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Creates an empty regular file `name` in `dirfd` (O_EXCL is not used: an existing file is fine).
+pub fn touchat(dirfd: RawFd, name: &Path, mode: libc::mode_t) -> SysResult<()> {
+    let c = cstr("openat", name)?;
+    // SAFETY: `c` is NUL-terminated.
+    let fd = unsafe {
+        libc::openat(
+            dirfd,
+            c.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(SysError::last(format!(
+            "openat({}, O_CREAT)",
+            name.display()
+        )));
+    }
+    // SAFETY: openat succeeded; closing our own fd.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(())
+}
+
+/// `symlinkat(target, dirfd, name)`; EEXIST is success.
+pub fn symlinkat(target: &Path, dirfd: RawFd, name: &Path) -> SysResult<()> {
+    let t = cstr("symlinkat", target)?;
+    let n = cstr("symlinkat", name)?;
+    // SAFETY: both strings are NUL-terminated.
+    let r = unsafe { libc::symlinkat(t.as_ptr(), dirfd, n.as_ptr()) };
+    if r < 0 {
+        let e = SysError::last(format!(
+            "symlinkat({} → {})",
+            name.display(),
+            target.display()
+        ));
+        if e.errno != libc::EEXIST {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// `unlinkat(dirfd, name, 0)`.
+pub fn unlinkat(dirfd: RawFd, name: &Path) -> SysResult<()> {
+    let c = cstr("unlinkat", name)?;
+    // SAFETY: `c` is NUL-terminated.
+    let r = unsafe { libc::unlinkat(dirfd, c.as_ptr(), 0) };
+    if r < 0 {
+        return Err(SysError::last(format!("unlinkat({})", name.display())));
+    }
+    Ok(())
+}
+
+/// `/proc/self/fd/N`: names the exact file an fd holds, for calls that only take paths.
+pub fn proc_fd_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Sends `data` as one datagram with `fds` attached (SCM_RIGHTS).
+pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> SysResult<()> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let fd_bytes = std::mem::size_of_val(fds) as libc::c_uint;
+    let space = if fds.is_empty() {
+        0
+    } else {
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let s = unsafe { libc::CMSG_SPACE(fd_bytes) };
+        s as usize
+    };
+    // u64 storage keeps the control buffer aligned for cmsghdr.
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: an all-zero msghdr is valid; pointers are filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points at `space` bytes, enough for one cmsg holding the fds
+        // (CMSG_SPACE), so CMSG_FIRSTHDR is non-null and CMSG_DATA has room for them.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(fd_bytes) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(c),
+                fd_bytes as usize,
+            );
+        }
+    }
+    // SAFETY: `msg` points at live buffers for the duration of the call.
+    let r = retry(|| unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) as libc::c_long });
+    if r < 0 {
+        return Err(SysError::last(format!(
+            "sendmsg(fd {sock}, {} fds)",
+            fds.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Receives one datagram (up to `max` bytes) and the fds attached to it (all made CLOEXEC).
+/// An empty Vec of bytes with no fds means the peer closed the socket.
+pub fn recv_with_fds(sock: RawFd, max: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut data = vec![0u8; max];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // Room for up to 8 fds.
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space =
+        unsafe { libc::CMSG_SPACE((8 * std::mem::size_of::<RawFd>()) as libc::c_uint) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: an all-zero msghdr is valid; pointers are filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points at live buffers for the duration of the call.
+    let n =
+        retry(|| unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) as libc::c_long });
+    if n < 0 {
+        return Err(SysError::last(format!("recvmsg(fd {sock})")));
+    }
+    data.truncate(n as usize);
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control with valid cmsg headers up to msg_controllen; the
+    // CMSG_* macros walk exactly that buffer, and each SCM_RIGHTS payload holds whole fds.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let payload = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let count = payload / std::mem::size_of::<RawFd>();
+                let p = libc::CMSG_DATA(c).cast::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(p.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((data, fds))
+}

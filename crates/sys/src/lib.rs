@@ -8,6 +8,7 @@ pub mod event;
 pub mod fd;
 pub mod landlock;
 pub mod mount;
+pub mod net;
 pub mod process;
 pub mod rlimit;
 pub mod seccomp;

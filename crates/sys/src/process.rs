@@ -1,1 +1,430 @@
-//! (being written)
+//! Processes: clone into new namespaces, credentials, capabilities, prctl, signals, exec, wait.
+
+use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use crate::error::{SysError, SysResult};
+
+/// Result of [`clone_fork`].
+#[derive(Debug)]
+pub enum Forked {
+    /// In the parent: the child's pid (in the parent's pid namespace) and its pidfd.
+    Parent { pid: i32, pidfd: OwnedFd },
+    /// In the child.
+    Child,
+}
+
+/// The raw `clone` syscall with fork semantics (own copy of memory, no new stack), `flags` plus
+/// `CLONE_PIDFD | SIGCHLD`.
+///
+/// # Safety
+///
+/// The caller must be single-threaded: the child is a copy of only the calling thread, so any
+/// lock another thread held stays locked forever in the child.
+pub unsafe fn clone_fork(flags: libc::c_int) -> SysResult<Forked> {
+    let mut pidfd: libc::c_int = -1;
+    // x86_64/aarch64 argument order: flags, new stack, parent_tid (the pidfd with CLONE_PIDFD),
+    // child_tid, tls. A null stack means "continue on a copy of the current one", like fork.
+    // SAFETY: fork-like clone; `pidfd` is a valid out pointer; the caller guarantees that the
+    // process is single-threaded.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::CLONE_PIDFD | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            &mut pidfd as *mut libc::c_int,
+            std::ptr::null_mut::<libc::c_void>(),
+            0 as libc::c_ulong,
+        )
+    };
+    if r < 0 {
+        return Err(SysError::last(format!("clone({})", clone_flags_str(flags))));
+    }
+    if r == 0 {
+        return Ok(Forked::Child);
+    }
+    // SAFETY: with CLONE_PIDFD the kernel stored a new fd that only we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Forked::Parent {
+        pid: r as i32,
+        pidfd,
+    })
+}
+
+/// Names of the namespace flags in `flags`, for error messages.
+pub fn clone_flags_str(flags: libc::c_int) -> String {
+    let names = [
+        (libc::CLONE_NEWUSER, "CLONE_NEWUSER"),
+        (libc::CLONE_NEWPID, "CLONE_NEWPID"),
+        (libc::CLONE_NEWNS, "CLONE_NEWNS"),
+        (libc::CLONE_NEWNET, "CLONE_NEWNET"),
+        (libc::CLONE_NEWIPC, "CLONE_NEWIPC"),
+        (libc::CLONE_NEWUTS, "CLONE_NEWUTS"),
+        (libc::CLONE_NEWCGROUP, "CLONE_NEWCGROUP"),
+    ];
+    let v: Vec<&str> = names
+        .iter()
+        .filter(|(f, _)| flags & f != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if v.is_empty() {
+        "0".to_string()
+    } else {
+        v.join("|")
+    }
+}
+
+/// Plain `fork()`.
+///
+/// # Safety
+///
+/// Same as [`clone_fork`]: the caller must be single-threaded.
+pub unsafe fn fork() -> SysResult<Option<i32>> {
+    // SAFETY: the caller guarantees single-threadedness.
+    let r = unsafe { libc::fork() };
+    match r {
+        -1 => Err(SysError::last("fork()")),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
+/// `unshare(flags)`.
+pub fn unshare(flags: libc::c_int) -> SysResult<()> {
+    // SAFETY: unshare takes only an integer.
+    if unsafe { libc::unshare(flags) } != 0 {
+        return Err(SysError::last(format!(
+            "unshare({})",
+            clone_flags_str(flags)
+        )));
+    }
+    Ok(())
+}
+
+/// `setresuid(id, id, id)`.
+pub fn setresuid(id: u32) -> SysResult<()> {
+    // SAFETY: integer arguments only. libc's wrapper applies it to every thread (there is one).
+    if unsafe { libc::setresuid(id, id, id) } != 0 {
+        return Err(SysError::last(format!("setresuid({id}, {id}, {id})")));
+    }
+    Ok(())
+}
+
+/// `setresgid(id, id, id)`.
+pub fn setresgid(id: u32) -> SysResult<()> {
+    // SAFETY: integer arguments only.
+    if unsafe { libc::setresgid(id, id, id) } != 0 {
+        return Err(SysError::last(format!("setresgid({id}, {id}, {id})")));
+    }
+    Ok(())
+}
+
+/// `setgroups(0, NULL)`: no supplementary groups.
+pub fn clear_groups() -> SysResult<()> {
+    // SAFETY: a zero-length list with a null pointer is valid.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+        return Err(SysError::last("setgroups([])"));
+    }
+    Ok(())
+}
+
+/// Real uid and gid of the calling process.
+pub fn ids() -> (u32, u32) {
+    // SAFETY: getuid/getgid cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// Effective uid.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn prctl(option: libc::c_int, a: libc::c_ulong, b: libc::c_ulong, what: &str) -> SysResult<()> {
+    // SAFETY: every option used here takes integer arguments only.
+    if unsafe { libc::prctl(option, a, b, 0 as libc::c_ulong, 0 as libc::c_ulong) } != 0 {
+        return Err(SysError::last(what.to_string()));
+    }
+    Ok(())
+}
+
+/// `PR_SET_PDEATHSIG`: `sig` is sent to us when the thread that created us exits.
+pub fn set_parent_death_signal(sig: libc::c_int) -> SysResult<()> {
+    prctl(
+        libc::PR_SET_PDEATHSIG,
+        sig as libc::c_ulong,
+        0,
+        &format!("prctl(PR_SET_PDEATHSIG, {sig})"),
+    )
+}
+
+/// `PR_SET_DUMPABLE`: a non-dumpable process's /proc files and memory are closed to ptrace-style
+/// access from its own uid.
+pub fn set_dumpable(on: bool) -> SysResult<()> {
+    prctl(
+        libc::PR_SET_DUMPABLE,
+        on as libc::c_ulong,
+        0,
+        &format!("prctl(PR_SET_DUMPABLE, {})", on as u8),
+    )
+}
+
+/// `PR_SET_NO_NEW_PRIVS`: execve can never grant privileges again (setuid bits, file caps).
+pub fn set_no_new_privs() -> SysResult<()> {
+    prctl(
+        libc::PR_SET_NO_NEW_PRIVS,
+        1,
+        0,
+        "prctl(PR_SET_NO_NEW_PRIVS, 1)",
+    )
+}
+
+/// `PR_GET_NO_NEW_PRIVS`.
+pub fn no_new_privs() -> SysResult<bool> {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
+    if r < 0 {
+        return Err(SysError::last("prctl(PR_GET_NO_NEW_PRIVS)"));
+    }
+    Ok(r == 1)
+}
+
+/// Highest capability number this kernel knows.
+pub fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Drops every capability from every set: bounding (one by one), ambient, inheritable,
+/// effective and permitted. `last` is the highest capability number (read /proc before
+/// pivot_root, since /proc/sys may not be readable later).
+pub fn drop_all_capabilities(last: u32) -> SysResult<()> {
+    for cap in 0..=last {
+        // SAFETY: integer arguments only.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if r != 0 {
+            let e = SysError::last(format!("prctl(PR_CAPBSET_DROP, {cap})"));
+            // EINVAL: a capability this kernel does not have.
+            if e.errno != libc::EINVAL {
+                return Err(e);
+            }
+        }
+    }
+    prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        0,
+        "prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)",
+    )?;
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and a two-element data array are the layout capset v3 expects.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    if r != 0 {
+        return Err(SysError::last("capset(all sets = 0)"));
+    }
+    Ok(())
+}
+
+/// Effective capability mask of the calling process (from /proc/self/status), for checks.
+pub fn effective_caps() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+}
+
+/// Locks the securebits so that uid 0 never regains capabilities through exec or setuid:
+/// NOROOT, NO_SETUID_FIXUP, KEEP_CAPS off, NO_CAP_AMBIENT_RAISE, each with its lock.
+/// Needs CAP_SETPCAP, so it must run before the capabilities are dropped.
+pub fn lock_securebits() -> SysResult<()> {
+    let bits = libc::SECBIT_NOROOT
+        | libc::SECBIT_NOROOT_LOCKED
+        | libc::SECBIT_NO_SETUID_FIXUP
+        | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
+        | libc::SECBIT_KEEP_CAPS_LOCKED
+        | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+        | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    prctl(
+        libc::PR_SET_SECUREBITS,
+        bits as libc::c_ulong,
+        0,
+        &format!("prctl(PR_SET_SECUREBITS, {bits:#x})"),
+    )
+}
+
+/// `sethostname(name)`.
+pub fn sethostname(name: &str) -> SysResult<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes.
+    if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
+        return Err(SysError::last(format!("sethostname({name:?})")));
+    }
+    Ok(())
+}
+
+/// `chdir(path)`.
+pub fn chdir(path: &std::path::Path) -> SysResult<()> {
+    let c = crate::fd::cstr("chdir", path)?;
+    // SAFETY: `c` is NUL-terminated.
+    if unsafe { libc::chdir(c.as_ptr()) } != 0 {
+        return Err(SysError::last(format!("chdir({})", path.display())));
+    }
+    Ok(())
+}
+
+/// `execve(path, argv, envp)`; returns only on failure.
+pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> SysError {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: all strings are NUL-terminated and both arrays are NULL-terminated; they outlive
+    // the call.
+    unsafe { libc::execve(path.as_ptr(), a.as_ptr(), e.as_ptr()) };
+    SysError::last(format!("execve({})", path.to_string_lossy()))
+}
+
+/// Ends the process at once, without running destructors or atexit handlers (for the child
+/// side of a fork, where the parent's buffers and locks must not be touched).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// `waitpid(pid, WNOHANG?)`: None when nothing changed (WNOHANG) or no child is left (ECHILD
+/// becomes an error).
+pub fn waitpid(pid: i32, nohang: bool) -> SysResult<Option<(i32, WaitStatus)>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, if nohang { libc::WNOHANG } else { 0 }) };
+        if r < 0 {
+            let e = SysError::last(format!("waitpid({pid})"));
+            if e.errno == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        let ws = if libc::WIFSIGNALED(status) {
+            WaitStatus::Signaled(libc::WTERMSIG(status))
+        } else {
+            WaitStatus::Exited(libc::WEXITSTATUS(status))
+        };
+        return Ok(Some((r, ws)));
+    }
+}
+
+/// `kill(pid, sig)`.
+pub fn kill(pid: i32, sig: libc::c_int) -> SysResult<()> {
+    // SAFETY: integer arguments only.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(SysError::last(format!("kill({pid}, {sig})")));
+    }
+    Ok(())
+}
+
+/// `pidfd_send_signal(pidfd, sig)`: signals exactly the process the pidfd names (no pid reuse).
+pub fn pidfd_kill(pidfd: RawFd, sig: libc::c_int) -> SysResult<()> {
+    // SAFETY: integer arguments and a null siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(SysError::last(format!("pidfd_send_signal({sig})")));
+    }
+    Ok(())
+}
+
+/// A set of signals.
+pub fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is valid storage; sigemptyset/sigaddset initialise it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid storage.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        // SAFETY: `set` is initialised; an invalid signal only returns EINVAL.
+        unsafe { libc::sigaddset(&mut set, s) };
+    }
+    set
+}
+
+/// Sets the signal mask to exactly `set`.
+pub fn set_sigmask(set: &libc::sigset_t) -> SysResult<()> {
+    // SAFETY: valid sigset pointer; the old mask is not requested.
+    let r = unsafe { libc::sigprocmask(libc::SIG_SETMASK, set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(SysError::last("sigprocmask(SIG_SETMASK)"));
+    }
+    Ok(())
+}
+
+/// Waits for one of the (blocked) signals in `set`; returns its number.
+pub fn sigwait(set: &libc::sigset_t) -> SysResult<libc::c_int> {
+    loop {
+        // SAFETY: valid sigset; info is not requested.
+        let r = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
+        if r < 0 {
+            let e = SysError::last("sigwaitinfo");
+            if e.errno == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(r);
+    }
+}
+
+/// Resets every catchable signal's disposition to the default (the program must not inherit
+/// ignored signals from the supervisor).
+pub fn reset_signal_dispositions() {
+    for sig in 1..32 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is always a valid disposition; errors (invalid signal) are ignored.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+/// This process's pid.
+pub fn getpid() -> i32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
+}
