@@ -782,12 +782,12 @@ impl Lowering<'_> {
         allow: &Grants,
         deny: &Denials,
     ) -> Result<(), PolicyError> {
-        let lists: [(&str, &[PathBuf], &[PathPattern], &[String]); 3] = [
-            ("read", &allow.read, &deny.read, &doc.deny.read),
-            ("write", &allow.write, &deny.write, &doc.deny.write),
-            ("exec", &allow.exec, &deny.exec, &doc.deny.exec),
+        let lists: [(&str, &[PathBuf], &[PathPattern]); 3] = [
+            ("read", &allow.read, &deny.read),
+            ("write", &allow.write, &deny.write),
+            ("exec", &allow.exec, &deny.exec),
         ];
-        for (name, allowed, denied, _) in lists {
+        for (name, allowed, denied) in lists {
             for denial in denied {
                 let Some(d) = denial.as_path() else { continue };
                 if let Some(a) = allowed.iter().position(|p| p == d) {
