@@ -129,12 +129,52 @@ pub fn schema() -> serde_json::Value {
 
 /// Parses a document, with the JSON path of the first error.
 pub fn parse_doc(text: &str, origin: &str) -> Result<PolicyDoc, PolicyError> {
+    // A first pass catches syntax errors and lists where objects belong (serde would quietly
+    // read `[]` as an empty struct); the second keeps the JSON path of data errors.
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| serde_error(origin, String::new(), e))?;
+    check_objects(&value, origin)?;
     let mut de = serde_json::Deserializer::from_str(text);
     let doc: PolicyDoc = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| serde_error(origin, e.path().to_string(), e.into_inner()))?;
     de.end()
         .map_err(|e| serde_error(origin, String::new(), e))?;
     Ok(doc)
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn check_objects(value: &serde_json::Value, origin: &str) -> Result<(), PolicyError> {
+    let Some(top) = value.as_object() else {
+        return Err(PolicyError::new(
+            ErrorKind::InvalidValue,
+            origin,
+            "",
+            format!("expected a policy object like {{\"allow\": {{...}}}}, found {}", json_kind(value)),
+        ));
+    };
+    for key in ["allow", "deny", "limits", "http", "kernel", "js", "set_env"] {
+        if let Some(v) = top.get(key) {
+            if !v.is_object() {
+                return Err(PolicyError::new(
+                    ErrorKind::InvalidValue,
+                    origin,
+                    key,
+                    format!("expected an object, found {}", json_kind(v)),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn serde_error(origin: &str, path: String, err: serde_json::Error) -> PolicyError {
@@ -507,7 +547,7 @@ fn empty(origin: &str, json_path: &str) -> PolicyError {
 }
 
 fn path_error(origin: &str, json_path: &str, message: String) -> PolicyError {
-    let kind = if message.contains("HOME") {
+    let kind = if message.contains("HOME is not set") {
         ErrorKind::MissingHome
     } else if message.contains("glob") {
         ErrorKind::InvalidGlob
