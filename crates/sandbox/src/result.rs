@@ -53,6 +53,9 @@ pub struct Enforced {
     pub memory_limit: LayerStatus,
     pub pids_limit: LayerStatus,
     pub cpu_limit: LayerStatus,
+    /// `limits.cpu_time`: `on` when the whole sandbox's CPU time is accounted (cgroup) and
+    /// enforced by the supervisor; `partial` when only RLIMIT_CPU bounds each process.
+    pub cpu_time_limit: LayerStatus,
     pub rlimits: LayerStatus,
     pub network: LayerStatus,
     /// Human-readable notes on anything partial or off.
@@ -72,6 +75,7 @@ impl Default for Enforced {
             memory_limit: LayerStatus::Off,
             pids_limit: LayerStatus::Off,
             cpu_limit: LayerStatus::Off,
+            cpu_time_limit: LayerStatus::Off,
             rlimits: LayerStatus::Off,
             network: LayerStatus::Off,
             notes: Vec::new(),

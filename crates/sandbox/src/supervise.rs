@@ -1,14 +1,35 @@
 //! The supervisor's loop: output capture with caps, timeouts, CPU time, OOM detection, and the
-//! final RunResult. (being written by the limits engineer — signatures are the contract)
+//! final RunResult.
+//!
+//! One thread, one `ppoll` over: init's pidfd (readable when init — and with it the whole pid
+//! namespace — is gone), the control socket (init's messages), the program's stdout and stderr,
+//! and the termination self-pipe (SIGTERM/SIGINT/SIGHUP to the supervisor). The poll timeout is
+//! the time left to the wall-clock deadline (nanosecond precision), or the accounting tick
+//! (10 ms) when CPU time or memory must be watched. Every limit is enforced the same way: SIGKILL
+//! to init through its pidfd, which makes the kernel kill every process of the sandbox's pid
+//! namespace — including those that started a new session or double-forked.
 
-use std::os::fd::OwnedFd;
-use std::time::Instant;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
-use bunker_policy::Policy;
+use bunker_policy::{Limits, Policy};
+use bunker_sys::event::{self, ChildExit};
 
 use crate::error::SandboxError;
+use crate::init::{InitMessage, MAX_MESSAGE};
 use crate::limits::SandboxCgroup;
-use crate::result::{Enforced, RunResult};
+use crate::result::{Enforced, RunResult, Status, StreamResult};
+
+/// How often CPU time and OOM kills are checked while the sandbox runs.
+const ACCOUNTING_TICK: Duration = Duration::from_millis(10);
+/// After init is gone, how long to wait for the output pipes to reach end of file. Every writer
+/// died with the pid namespace, so this only matters if a write end leaked somewhere.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// Reads per stream per wake-up: an endless writer must not keep the loop from its deadline.
+const READS_PER_WAKE: usize = 16;
+const READ_CHUNK: usize = 64 * 1024;
 
 /// A started sandbox, handed over by spawn.rs.
 #[derive(Debug)]
@@ -30,8 +51,986 @@ pub struct Supervised {
     pub stream_output: bool,
 }
 
+/// Why bunker killed the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    Timeout,
+    CpuTime,
+    MemoryLimit,
+    OutputLimit,
+    /// The supervisor itself received this signal (SIGTERM, SIGINT, SIGHUP).
+    Terminated(i32),
+}
+
 /// Runs until the sandbox is gone; kills it on timeout or limit; reaps init; returns the result.
+/// Init is always killed and reaped and the cgroup removed before this returns, error or not.
 pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, SandboxError> {
-    let _ = (sandbox, policy);
-    todo!("limits engineer")
+    let Supervised {
+        init_pid,
+        pidfd,
+        control,
+        stdout,
+        stderr,
+        mut cgroup,
+        started,
+        mut enforced,
+        stream_output,
+    } = sandbox;
+    let limits = &policy.limits;
+    let mut run = Run {
+        limits,
+        cgroup: &cgroup,
+        pidfd: pidfd.as_fd(),
+        started,
+        kill: None,
+        messages: Messages::default(),
+        init_gone_at: None,
+        output: Output::new(limits, stream_output),
+    };
+    let looped = run.run(
+        File::from(control),
+        [File::from(stdout), File::from(stderr)],
+    );
+    // Whatever happened above, nothing of the sandbox may outlive this function.
+    if looped.is_err() {
+        let _ = event::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+    }
+    let reaped = event::wait_pidfd(pidfd.as_fd(), true);
+    let Run {
+        kill,
+        messages,
+        init_gone_at,
+        output,
+        ..
+    } = run;
+    let ended = init_gone_at.unwrap_or_else(Instant::now);
+    let memory = cgroup.memory_stats();
+    let pids_hits = cgroup.pids_limit_hits().unwrap_or(0);
+    let cgroup_cpu = cgroup.cpu_usage();
+    if let Err(e) = cgroup.destroy() {
+        enforced.notes.push(e.to_string());
+    }
+    looped?;
+    let init_exit = reaped
+        .map_err(|e| SandboxError::Cgroup(format!("reap sandbox init (pid {init_pid}): {e}")))?
+        .ok_or_else(|| {
+            SandboxError::Cgroup(format!("sandbox init (pid {init_pid}) was not reaped"))
+        })?;
+
+    let cpu = cgroup_cpu.unwrap_or(init_exit.cpu);
+    let observed = Observed {
+        kill,
+        messages,
+        init_exit,
+        oom_kills: memory.map_or(0, |m| m.oom_kills),
+        pids_hits,
+        cpu,
+    };
+    let verdict = classify(&observed, limits);
+    let (stdout, stderr) = output.finish();
+    Ok(RunResult {
+        status: verdict.status,
+        exit_code: verdict.exit_code,
+        signal: verdict.signal,
+        error: verdict.error,
+        wall_ms: ms(ended.saturating_duration_since(started)),
+        cpu_ms: ms(cpu),
+        peak_memory_bytes: memory.and_then(|m| m.peak_bytes),
+        stdout,
+        stderr,
+        enforced,
+        http: Vec::new(),
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// What init reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Messages {
+    pub started: bool,
+    /// `step: detail` of a failed setup step.
+    pub setup_failed: Option<String>,
+    /// The exec failure's message.
+    pub exec_failed: Option<String>,
+    /// The program's end: (exit code, signal).
+    pub exited: Option<(Option<i32>, Option<i32>)>,
+}
+
+impl Messages {
+    fn record(&mut self, msg: InitMessage) {
+        match msg {
+            InitMessage::Started => self.started = true,
+            InitMessage::SetupFailed {
+                step,
+                errno,
+                detail,
+            } => {
+                let errno = if errno != 0 {
+                    format!(" ({})", bunker_sys::error::errno_name(errno))
+                } else {
+                    String::new()
+                };
+                self.setup_failed
+                    .get_or_insert(format!("{step}: {detail}{errno}"));
+            }
+            InitMessage::ExecFailed { detail, .. } => {
+                self.exec_failed.get_or_insert(detail);
+            }
+            InitMessage::Exited { code, signal } => {
+                self.exited.get_or_insert((code, signal));
+            }
+            // Setup-phase messages (Ready) belong to spawn.rs.
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+}
+
+/// Everything the verdict is made of.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub kill: Option<KillReason>,
+    pub messages: Messages,
+    pub init_exit: ChildExit,
+    pub oom_kills: u64,
+    pub pids_hits: u64,
+    pub cpu: Duration,
+}
+
+/// Status, code, signal and message of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGXCPU => "SIGXCPU".into(),
+        libc::SIGXFSZ => "SIGXFSZ".into(),
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        libc::SIGSYS => "SIGSYS".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Decides how the run ended. Order matters: a kill by bunker explains everything after it;
+/// a setup failure means the program never ran; an OOM kill explains a dead program; the pids
+/// limit explains a failing one.
+pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
+    let v = |status, exit_code, signal, error: String| Verdict {
+        status,
+        exit_code,
+        signal,
+        error: Some(error),
+    };
+    if let Some(kill) = o.kill {
+        let killed = Some(libc::SIGKILL);
+        return match kill {
+            KillReason::Timeout => v(
+                Status::Timeout,
+                None,
+                killed,
+                format!(
+                    "killed at the {} timeout",
+                    span(limits.timeout.unwrap_or_default())
+                ),
+            ),
+            KillReason::CpuTime => v(
+                Status::CpuTime,
+                None,
+                killed,
+                format!(
+                    "killed after {} of CPU time (limit {})",
+                    span(o.cpu),
+                    span(limits.cpu_time.unwrap_or_default())
+                ),
+            ),
+            KillReason::MemoryLimit => v(Status::MemoryLimit, None, killed, memory_message(limits)),
+            KillReason::OutputLimit => v(
+                Status::OutputLimit,
+                None,
+                killed,
+                format!(
+                    "killed when its output exceeded {} (limits.output)",
+                    human_bytes(limits.output)
+                ),
+            ),
+            KillReason::Terminated(sig) => v(
+                Status::Signal,
+                None,
+                Some(sig),
+                format!(
+                    "bunker received {}: the sandbox was killed",
+                    signal_name(sig)
+                ),
+            ),
+        };
+    }
+    if let Some(failed) = &o.messages.setup_failed {
+        return v(Status::SetupError, None, None, failed.clone());
+    }
+    let (code, signal) = match o.messages.exited {
+        Some(end) => end,
+        // Init died without reporting: its own end is all there is.
+        None => (o.init_exit.code, o.init_exit.signal),
+    };
+    if o.oom_kills > 0 {
+        return v(Status::MemoryLimit, code, signal, memory_message(limits));
+    }
+    if let Some(detail) = &o.messages.exec_failed {
+        return v(Status::Exit, code, None, detail.clone());
+    }
+    if o.messages.exited.is_none() {
+        let how = match (o.init_exit.code, o.init_exit.signal) {
+            (_, Some(s)) => format!("was killed by {}", signal_name(s)),
+            (Some(c), _) => format!("exited with code {c}"),
+            _ => "ended".to_string(),
+        };
+        let error = format!("the sandbox's init {how} before the program ended");
+        return match signal {
+            Some(s) => v(Status::Signal, None, Some(s), error),
+            None => v(Status::SetupError, code, None, error),
+        };
+    }
+    let cpu_exhausted = limits.cpu_time.is_some_and(|limit| o.cpu >= limit);
+    match (code, signal) {
+        (Some(0), _) => Verdict {
+            status: Status::Ok,
+            exit_code: Some(0),
+            signal: None,
+            error: None,
+        },
+        (_, Some(s)) if s == libc::SIGXCPU || (s == libc::SIGKILL && cpu_exhausted) => v(
+            Status::CpuTime,
+            None,
+            Some(s),
+            format!(
+                "killed by RLIMIT_CPU ({}) after {} of CPU time (limit {})",
+                signal_name(s),
+                span(o.cpu),
+                span(limits.cpu_time.unwrap_or_default())
+            ),
+        ),
+        (code, signal) if o.pids_hits > 0 => v(
+            Status::PidsLimit,
+            code,
+            signal,
+            format!(
+                "the pids limit ({}) refused {} fork(s)",
+                limits
+                    .pids
+                    .map_or_else(|| "?".to_string(), |p| p.to_string()),
+                o.pids_hits
+            ),
+        ),
+        (_, Some(s)) => Verdict {
+            status: Status::Signal,
+            exit_code: None,
+            signal: Some(s),
+            error: None,
+        },
+        (code, None) => Verdict {
+            status: Status::Exit,
+            exit_code: code,
+            signal: None,
+            error: None,
+        },
+    }
+}
+
+fn memory_message(limits: &Limits) -> String {
+    match limits.memory {
+        Some(m) => format!("killed by the memory limit ({})", human_bytes(m)),
+        None => "killed by the out-of-memory killer".to_string(),
+    }
+}
+
+fn span(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+    }
+}
+
+/// The output budget shared by stdout and stderr.
+#[derive(Debug)]
+pub struct Output {
+    limit: u64,
+    kill_on_overflow: bool,
+    stream: bool,
+    delivered: u64,
+    streams: [StreamState; 2],
+}
+
+#[derive(Debug, Default)]
+struct StreamState {
+    result: StreamResult,
+    captured: Vec<u8>,
+    /// Our own stdout/stderr failed (EPIPE): keep counting, stop writing.
+    sink_broken: bool,
+}
+
+impl Output {
+    pub fn new(limits: &Limits, stream: bool) -> Output {
+        Output {
+            limit: limits.output,
+            kill_on_overflow: limits.kill_on_output_overflow,
+            stream,
+            delivered: 0,
+            streams: Default::default(),
+        }
+    }
+
+    /// Takes `data` read from stream `index` (0 stdout, 1 stderr). Returns whether the output
+    /// limit was exceeded (so the caller can kill when asked to). Memory use is bounded by the
+    /// limit: bytes past it are only counted.
+    pub fn accept(&mut self, index: usize, data: &[u8]) -> bool {
+        let room = self.limit.saturating_sub(self.delivered);
+        let keep = (data.len() as u64).min(room) as usize;
+        let stream = self.stream;
+        let s = &mut self.streams[index];
+        s.result.bytes += data.len() as u64;
+        s.result.kept += keep as u64;
+        self.delivered += keep as u64;
+        if keep > 0 {
+            if stream {
+                if !s.sink_broken {
+                    let ok = if index == 0 {
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(&data[..keep]).and_then(|_| out.flush())
+                    } else {
+                        std::io::stderr().lock().write_all(&data[..keep])
+                    };
+                    s.sink_broken = ok.is_err();
+                }
+            } else {
+                s.captured.extend_from_slice(&data[..keep]);
+            }
+        }
+        let overflow = keep < data.len();
+        if overflow {
+            s.result.truncated = true;
+        }
+        overflow
+    }
+
+    /// Whether a cut should kill the sandbox.
+    pub fn kills_on_overflow(&self) -> bool {
+        self.kill_on_overflow
+    }
+
+    pub fn finish(self) -> (StreamResult, StreamResult) {
+        let stream = self.stream;
+        let [out, err] = self.streams;
+        let done = |mut s: StreamState| {
+            if !stream {
+                s.result.data = Some(String::from_utf8_lossy(&s.captured).into_owned());
+            }
+            s.result
+        };
+        (done(out), done(err))
+    }
+}
+
+struct Run<'a> {
+    limits: &'a Limits,
+    cgroup: &'a SandboxCgroup,
+    pidfd: BorrowedFd<'a>,
+    started: Instant,
+    kill: Option<KillReason>,
+    messages: Messages,
+    /// When init's pidfd became readable (the sandbox is gone).
+    init_gone_at: Option<Instant>,
+    output: Output,
+}
+
+/// One input of the loop, open until end of file.
+struct Source {
+    file: File,
+    open: bool,
+}
+
+impl Run<'_> {
+    fn kill(&mut self, reason: KillReason) -> Result<(), SandboxError> {
+        if self.kill.is_none() && self.init_gone_at.is_none() {
+            self.kill = Some(reason);
+            event::pidfd_send_signal(self.pidfd, libc::SIGKILL).map_err(|source| {
+                SandboxError::Setup {
+                    step: "kill the sandbox".to_string(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, control: File, pipes: [File; 2]) -> Result<(), SandboxError> {
+        let io_err = |context: &str| {
+            let context = context.to_string();
+            move |source: bunker_sys::SysError| SandboxError::Setup {
+                step: context,
+                source,
+            }
+        };
+        for f in [&control, &pipes[0], &pipes[1]] {
+            event::set_nonblocking(f.as_fd())
+                .map_err(io_err("make supervisor fds non-blocking"))?;
+        }
+        let mut control = Source {
+            file: control,
+            open: true,
+        };
+        let [out, err] = pipes;
+        let mut pipes = [
+            Source {
+                file: out,
+                open: true,
+            },
+            Source {
+                file: err,
+                open: true,
+            },
+        ];
+        let deadline = self.limits.timeout.map(|t| self.started + t);
+        let watch_cpu = self.limits.cpu_time.is_some() && self.cgroup.cpu_usage().is_some();
+        let watch_oom = self.cgroup.memory_stats().is_some();
+        let tick = (watch_cpu || watch_oom).then_some(ACCOUNTING_TICK);
+        let mut next_tick = Instant::now();
+        let mut buf = vec![0u8; READ_CHUNK.max(MAX_MESSAGE)];
+
+        loop {
+            let now = Instant::now();
+            if let Some(gone) = self.init_gone_at {
+                if !pipes.iter().any(|p| p.open) || now >= gone + DRAIN_GRACE {
+                    // Read what init said last (its Exited message may trail the pidfd).
+                    if control.open {
+                        self.read_control(&mut control, &mut buf)?;
+                    }
+                    return Ok(());
+                }
+            }
+            let alive = self.init_gone_at.is_none() && self.kill.is_none();
+            if alive {
+                if deadline.is_some_and(|d| now >= d) {
+                    self.kill(KillReason::Timeout)?;
+                    continue;
+                }
+                if tick.is_some() && now >= next_tick {
+                    self.check_accounting(watch_cpu, watch_oom)?;
+                    next_tick = now + ACCOUNTING_TICK;
+                    if self.kill.is_some() {
+                        continue;
+                    }
+                }
+            }
+
+            // Wait for the earliest of: the deadline, the next tick, the drain grace.
+            let mut wait: Option<Duration> = None;
+            let mut until = |t: Instant| {
+                let d = t.saturating_duration_since(now);
+                wait = Some(wait.map_or(d, |w: Duration| w.min(d)));
+            };
+            if alive {
+                if let Some(d) = deadline {
+                    until(d);
+                }
+                if tick.is_some() {
+                    until(next_tick);
+                }
+            }
+            if let Some(gone) = self.init_gone_at {
+                until(gone + DRAIN_GRACE);
+            }
+
+            let termination = event::termination_fd().filter(|_| alive);
+            let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(5);
+            let mut roles: Vec<Role> = Vec::with_capacity(5);
+            if self.init_gone_at.is_none() {
+                fds.push(self.pidfd);
+                roles.push(Role::Init);
+            }
+            if control.open {
+                fds.push(control.file.as_fd());
+                roles.push(Role::Control);
+            }
+            for (i, p) in pipes.iter().enumerate() {
+                if p.open {
+                    fds.push(p.file.as_fd());
+                    roles.push(Role::Pipe(i));
+                }
+            }
+            if let Some(t) = termination {
+                fds.push(t);
+                roles.push(Role::Termination);
+            }
+            let ready = event::poll(&fds, wait).map_err(io_err("poll the sandbox"))?;
+            drop(fds);
+
+            for (role, r) in roles.into_iter().zip(ready) {
+                if !r.any() {
+                    continue;
+                }
+                match role {
+                    Role::Init => self.init_gone_at = Some(Instant::now()),
+                    Role::Control => self.read_control(&mut control, &mut buf)?,
+                    Role::Pipe(i) => self.read_pipe(i, &mut pipes[i], &mut buf)?,
+                    Role::Termination => {
+                        if let Some(sig) = event::take_termination_signal() {
+                            self.kill(KillReason::Terminated(sig))?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_accounting(&mut self, watch_cpu: bool, watch_oom: bool) -> Result<(), SandboxError> {
+        if watch_cpu {
+            if let (Some(limit), Some(used)) = (self.limits.cpu_time, self.cgroup.cpu_usage()) {
+                if used >= limit {
+                    return self.kill(KillReason::CpuTime);
+                }
+            }
+        }
+        if watch_oom && self.cgroup.memory_stats().is_some_and(|m| m.oom_kills > 0) {
+            // v1 OOM-kills one process; the rest of the sandbox goes with it.
+            return self.kill(KillReason::MemoryLimit);
+        }
+        Ok(())
+    }
+
+    fn read_control(&mut self, control: &mut Source, buf: &mut [u8]) -> Result<(), SandboxError> {
+        loop {
+            match control.file.read(buf) {
+                Ok(0) => {
+                    control.open = false;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    // A datagram that does not parse is ignored: init is ours, but the
+                    // supervisor must not trust anything that crossed the sandbox boundary
+                    // enough to fail on it.
+                    if let Ok(msg) = serde_json::from_slice::<InitMessage>(&buf[..n]) {
+                        self.messages.record(msg);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    control.open = false;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn read_pipe(
+        &mut self,
+        index: usize,
+        pipe: &mut Source,
+        buf: &mut [u8],
+    ) -> Result<(), SandboxError> {
+        for _ in 0..READS_PER_WAKE {
+            match pipe.file.read(&mut buf[..READ_CHUNK]) {
+                Ok(0) => {
+                    pipe.open = false;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    let overflow = self.output.accept(index, &buf[..n]);
+                    if overflow && self.output.kills_on_overflow() {
+                        self.kill(KillReason::OutputLimit)?;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(SandboxError::Io {
+                        context: format!(
+                            "read the program's {}",
+                            if index == 0 { "stdout" } else { "stderr" }
+                        ),
+                        source: e,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Init,
+    Control,
+    Pipe(usize),
+    Termination,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            output: 10,
+            ..Limits::default()
+        }
+    }
+
+    fn exit(code: Option<i32>, signal: Option<i32>) -> ChildExit {
+        ChildExit {
+            code,
+            signal,
+            cpu: Duration::ZERO,
+            max_rss_bytes: 0,
+        }
+    }
+
+    fn observed(exited: Option<(Option<i32>, Option<i32>)>) -> Observed {
+        Observed {
+            kill: None,
+            messages: Messages {
+                started: true,
+                exited,
+                ..Messages::default()
+            },
+            init_exit: exit(exited.and_then(|e| e.0), exited.and_then(|e| e.1)),
+            oom_kills: 0,
+            pids_hits: 0,
+            cpu: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn plain_exits() {
+        let l = limits();
+        assert_eq!(
+            classify(&observed(Some((Some(0), None))), &l).status,
+            Status::Ok
+        );
+        let v = classify(&observed(Some((Some(3), None))), &l);
+        assert_eq!((v.status, v.exit_code), (Status::Exit, Some(3)));
+        let v = classify(&observed(Some((None, Some(libc::SIGSEGV)))), &l);
+        assert_eq!((v.status, v.signal), (Status::Signal, Some(libc::SIGSEGV)));
+    }
+
+    #[test]
+    fn bunkers_kill_explains_the_end() {
+        let l = Limits {
+            timeout: Some(Duration::from_millis(100)),
+            ..limits()
+        };
+        let mut o = observed(None);
+        o.init_exit = exit(None, Some(libc::SIGKILL));
+        o.kill = Some(KillReason::Timeout);
+        let v = classify(&o, &l);
+        assert_eq!(v.status, Status::Timeout);
+        assert_eq!(v.error.as_deref(), Some("killed at the 100ms timeout"));
+        o.kill = Some(KillReason::Terminated(libc::SIGTERM));
+        let v = classify(&o, &l);
+        assert_eq!((v.status, v.signal), (Status::Signal, Some(libc::SIGTERM)));
+        o.kill = Some(KillReason::OutputLimit);
+        assert_eq!(classify(&o, &l).status, Status::OutputLimit);
+    }
+
+    #[test]
+    fn oom_kill_is_a_memory_limit_even_without_a_kill_by_bunker() {
+        let l = Limits {
+            memory: Some(50 << 20),
+            ..limits()
+        };
+        let mut o = observed(Some((None, Some(libc::SIGKILL))));
+        o.oom_kills = 1;
+        let v = classify(&o, &l);
+        assert_eq!(v.status, Status::MemoryLimit);
+        assert_eq!(
+            v.error.as_deref(),
+            Some("killed by the memory limit (50 MiB)")
+        );
+        // v2 oom.group takes init too: no Exited message at all.
+        let mut o = observed(None);
+        o.init_exit = exit(None, Some(libc::SIGKILL));
+        o.oom_kills = 3;
+        assert_eq!(classify(&o, &l).status, Status::MemoryLimit);
+    }
+
+    #[test]
+    fn pids_limit_explains_a_failure_not_a_success() {
+        let l = Limits {
+            pids: Some(64),
+            ..limits()
+        };
+        let mut o = observed(Some((Some(1), None)));
+        o.pids_hits = 5;
+        let v = classify(&o, &l);
+        assert_eq!((v.status, v.exit_code), (Status::PidsLimit, Some(1)));
+        assert!(v.error.unwrap().contains("64"));
+        let mut o = observed(Some((Some(0), None)));
+        o.pids_hits = 5;
+        assert_eq!(classify(&o, &l).status, Status::Ok);
+    }
+
+    #[test]
+    fn rlimit_cpu_backstop_is_cpu_time() {
+        let l = Limits {
+            cpu_time: Some(Duration::from_secs(1)),
+            ..limits()
+        };
+        let o = observed(Some((None, Some(libc::SIGXCPU))));
+        assert_eq!(classify(&o, &l).status, Status::CpuTime);
+        let mut o = observed(Some((None, Some(libc::SIGKILL))));
+        o.cpu = Duration::from_millis(2500);
+        assert_eq!(classify(&o, &l).status, Status::CpuTime);
+    }
+
+    #[test]
+    fn setup_and_exec_failures() {
+        let l = limits();
+        let mut o = observed(None);
+        o.messages.setup_failed = Some("bind mount /x → /x: ENOENT".into());
+        let v = classify(&o, &l);
+        assert_eq!(v.status, Status::SetupError);
+        let mut o = observed(Some((Some(127), None)));
+        o.messages.exec_failed = Some("nope: command not found".into());
+        let v = classify(&o, &l);
+        assert_eq!((v.status, v.exit_code), (Status::Exit, Some(127)));
+        assert_eq!(v.error.as_deref(), Some("nope: command not found"));
+        // Init died without a word.
+        let mut o = observed(None);
+        o.init_exit = exit(Some(1), None);
+        assert_eq!(classify(&o, &l).status, Status::SetupError);
+    }
+
+    #[test]
+    fn output_is_capped_across_both_streams_and_counted_past_the_cap() {
+        let mut out = Output::new(&limits(), false);
+        assert!(!out.accept(0, b"123456"));
+        assert!(out.accept(1, b"abcdefgh"));
+        for _ in 0..1000 {
+            assert!(out.accept(0, &[b'x'; 1000]));
+        }
+        let (o, e) = out.finish();
+        assert_eq!((o.bytes, o.kept, o.truncated), (1_000_006, 6, true));
+        assert_eq!(o.data.as_deref(), Some("123456"));
+        assert_eq!((e.bytes, e.kept, e.truncated), (8, 4, true));
+        assert_eq!(e.data.as_deref(), Some("abcd"));
+    }
+
+    #[test]
+    fn messages_keep_the_first_report() {
+        let mut m = Messages::default();
+        m.record(InitMessage::Started);
+        m.record(InitMessage::Exited {
+            code: Some(2),
+            signal: None,
+        });
+        m.record(InitMessage::Exited {
+            code: Some(5),
+            signal: None,
+        });
+        assert!(m.started);
+        assert_eq!(m.exited, Some((Some(2), None)));
+        m.record(InitMessage::SetupFailed {
+            step: "start the program".into(),
+            errno: libc::EAGAIN,
+            detail: "fork".into(),
+        });
+        assert_eq!(
+            m.setup_failed.as_deref(),
+            Some("start the program: fork (EAGAIN)")
+        );
+    }
+
+    // ---- The loop against real processes (no sandbox: a plain child stands in for init). ----
+
+    use std::os::unix::net::UnixDatagram;
+    use std::process::{Child, Command, Stdio};
+
+    fn policy(edit: impl FnOnce(&mut Limits)) -> Policy {
+        let mut p = bunker_policy::load_str("{}", std::path::Path::new("/"), "test").unwrap();
+        edit(&mut p.limits);
+        p
+    }
+
+    /// Starts `sh -c script` as a stand-in for init; the returned socket end plays init's side
+    /// of the control socket. The script waits for a line on stdin before it starts, so the
+    /// caller can move it into a cgroup first.
+    #[allow(clippy::zombie_processes)] // supervise reaps it through the pidfd
+    fn start(script: &str, cgroup: SandboxCgroup) -> (Supervised, UnixDatagram, Child) {
+        let mut child = Command::new("sh")
+            .args(["-c", &format!("read go; {script}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        cgroup.add_process(pid).unwrap();
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        let sup = Supervised {
+            init_pid: pid,
+            pidfd: event::pidfd_open(pid).unwrap(),
+            control: OwnedFd::from(ours),
+            stdout: OwnedFd::from(child.stdout.take().unwrap()),
+            stderr: OwnedFd::from(child.stderr.take().unwrap()),
+            cgroup,
+            started: Instant::now(),
+            enforced: Enforced::default(),
+            stream_output: false,
+        };
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        (sup, theirs, child)
+    }
+
+    fn say(sock: &UnixDatagram, msg: &InitMessage) {
+        sock.send(&serde_json::to_vec(msg).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn loop_reports_a_clean_exit_with_captured_output() {
+        let p = policy(|_| {});
+        let (sup, init, _child) = start("echo out; echo err >&2; exit 0", SandboxCgroup::none());
+        say(&init, &InitMessage::Started);
+        say(
+            &init,
+            &InitMessage::Exited {
+                code: Some(0),
+                signal: None,
+            },
+        );
+        drop(init);
+        let r = supervise(sup, &p).unwrap();
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        assert_eq!(r.stdout.data.as_deref(), Some("out\n"));
+        assert_eq!(r.stderr.data.as_deref(), Some("err\n"));
+        assert!(!r.stdout.truncated);
+    }
+
+    #[test]
+    fn loop_kills_at_the_timeout() {
+        let p = policy(|l| l.timeout = Some(Duration::from_millis(150)));
+        let (sup, init, _child) = start("exec sleep 100", SandboxCgroup::none());
+        say(&init, &InitMessage::Started);
+        let r = supervise(sup, &p).unwrap();
+        assert_eq!(r.status, Status::Timeout, "{r:?}");
+        assert_eq!(r.signal, Some(libc::SIGKILL));
+        assert!(r.wall_ms >= 150.0 && r.wall_ms < 5000.0, "{}", r.wall_ms);
+    }
+
+    #[test]
+    fn loop_caps_output_and_counts_the_rest() {
+        let p = policy(|l| l.output = 10_000);
+        let (sup, init, _child) = start(
+            "head -c 1000000 /dev/zero | tr '\\0' x",
+            SandboxCgroup::none(),
+        );
+        say(
+            &init,
+            &InitMessage::Exited {
+                code: Some(0),
+                signal: None,
+            },
+        );
+        let r = supervise(sup, &p).unwrap();
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        assert_eq!((r.stdout.bytes, r.stdout.kept), (1_000_000, 10_000));
+        assert!(r.stdout.truncated);
+        assert_eq!(r.stdout.data.unwrap().len(), 10_000);
+    }
+
+    #[test]
+    fn loop_kills_an_endless_writer_on_overflow() {
+        let p = policy(|l| {
+            l.output = 1000;
+            l.kill_on_output_overflow = true;
+            l.timeout = Some(Duration::from_secs(30));
+        });
+        let (sup, _init, _child) = start("exec yes", SandboxCgroup::none());
+        let r = supervise(sup, &p).unwrap();
+        assert_eq!(r.status, Status::OutputLimit, "{r:?}");
+        assert_eq!(r.stdout.kept, 1000);
+        assert!(r.stdout.bytes > 1000);
+    }
+
+    #[test]
+    fn loop_survives_an_endless_writer_until_the_timeout() {
+        let p = policy(|l| {
+            l.output = 1000;
+            l.timeout = Some(Duration::from_millis(300));
+        });
+        let (sup, _init, _child) = start("exec yes", SandboxCgroup::none());
+        let r = supervise(sup, &p).unwrap();
+        assert_eq!(r.status, Status::Timeout, "{r:?}");
+        assert_eq!(r.stdout.kept, 1000);
+        assert!(r.stdout.bytes > 100_000, "{}", r.stdout.bytes);
+    }
+
+    /// A cgroup for the tests that need the kernel's accounting; None when this host (or user)
+    /// cannot make one.
+    fn cgroup_for(p: &Policy) -> Option<SandboxCgroup> {
+        let mut e = Enforced::default();
+        SandboxCgroup::prepare(p, &mut e).ok()
+    }
+
+    #[test]
+    fn loop_kills_at_the_cpu_time_limit() {
+        let p = policy(|l| {
+            l.cpu_time = Some(Duration::from_millis(300));
+            l.timeout = Some(Duration::from_secs(20));
+        });
+        let Some(cg) = cgroup_for(&p) else {
+            eprintln!("skipped: no cgroup");
+            return;
+        };
+        let (sup, _init, _child) = start("while :; do :; done", cg);
+        let r = supervise(sup, &p).unwrap();
+        assert_eq!(r.status, Status::CpuTime, "{r:?}");
+        assert!(r.cpu_ms >= 300.0 && r.cpu_ms < 2000.0, "{}", r.cpu_ms);
+    }
+
+    #[test]
+    fn loop_reports_an_oom_kill_with_the_peak() {
+        let p = policy(|l| {
+            l.memory = Some(40 << 20);
+            l.timeout = Some(Duration::from_secs(20));
+        });
+        let Some(cg) = cgroup_for(&p) else {
+            eprintln!("skipped: no cgroup");
+            return;
+        };
+        let dirs = cg.paths();
+        let (sup, _init, _child) = start("python3 -c \"x = b'a' * (300 << 20)\"; sleep 100", cg);
+        let r = supervise(sup, &p).unwrap();
+        assert_eq!(r.status, Status::MemoryLimit, "{r:?}");
+        let peak = r.peak_memory_bytes.unwrap();
+        assert!(peak > 20 << 20 && peak <= 40 << 20, "{peak}");
+        for d in dirs {
+            assert!(!d.exists(), "{} left behind", d.display());
+        }
+    }
 }
