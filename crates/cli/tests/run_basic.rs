@@ -1,0 +1,302 @@
+//! `bunker run` end to end, as root and rootless: programs run, read and write what they are
+//! allowed to, see a cleared environment, their own hostname and ids; init reaps and forwards
+//! signals; nothing survives the supervisor; setup errors name the step.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bun, modes, report, shared_tempdir, stderr, stdout, write_file};
+
+/// A directory the sandbox may write to in both modes: as root the sandbox is host uid 65534.
+fn writable_dir(parent: &Path, name: &str) -> PathBuf {
+    let d = parent.join(name);
+    std::fs::create_dir(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    d
+}
+
+fn arg(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn python_reads_allowed_files_writes_the_allowed_dir_and_prints() {
+    for (mode, cmd) in modes() {
+        let tmp = shared_tempdir();
+        let data = tmp.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_file(&data, "input.txt", "forty-two\n");
+        let out_dir = writable_dir(tmp.path(), "out");
+        let code = format!(
+            "import os\n\
+             text = open('{data}/input.txt').read().strip()\n\
+             open('{out}/result.txt', 'w').write(text.upper())\n\
+             print('python read', text, 'as uid', os.getuid())\n",
+            data = data.display(),
+            out = out_dir.display()
+        );
+        let out = cmd()
+            .args(["run", "--report", "json", "--allow-read", &arg(&data), "--allow-write", &arg(&out_dir)])
+            .args(["--", "python3", "-c", &code])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "python read forty-two as uid 0\n", "{mode}");
+        let written = out_dir.join("result.txt");
+        assert_eq!(std::fs::read_to_string(&written).unwrap(), "FORTY-TWO", "{mode}");
+        // Root inside is an unprivileged id outside, in both modes.
+        assert_eq!(std::fs::metadata(&written).unwrap().uid(), 65534, "{mode}");
+        let r = report(&out);
+        assert_eq!(r["status"], "ok", "{mode}");
+        for layer in ["namespaces", "filesystem", "no_new_privs", "capabilities_dropped", "network"] {
+            assert_eq!(r["enforced"][layer], "on", "{mode}: {layer}");
+        }
+    }
+}
+
+#[test]
+fn bun_reads_allowed_files_writes_the_allowed_dir_and_prints() {
+    let bun = bun();
+    for (mode, cmd) in modes() {
+        let tmp = shared_tempdir();
+        let data = tmp.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_file(&data, "input.json", r#"{"n": 21}"#);
+        let out_dir = writable_dir(tmp.path(), "out");
+        let code = format!(
+            "const fs = require('fs');\n\
+             const n = JSON.parse(fs.readFileSync('{data}/input.json', 'utf8')).n;\n\
+             fs.writeFileSync('{out}/double.txt', String(n * 2));\n\
+             console.log('bun computed', n * 2);\n",
+            data = data.display(),
+            out = out_dir.display()
+        );
+        let out = cmd()
+            .args(["run", "--report", "json", "--allow-read", &arg(&data), "--allow-write", &arg(&out_dir)])
+            .args(["--", &bun, "-e", &code])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "bun computed 42\n", "{mode}");
+        assert_eq!(std::fs::read_to_string(out_dir.join("double.txt")).unwrap(), "42", "{mode}");
+        assert_eq!(report(&out)["status"], "ok", "{mode}");
+    }
+}
+
+#[test]
+fn hostname_comes_from_the_policy() {
+    for (mode, cmd) in modes() {
+        let tmp = shared_tempdir();
+        let policy = write_file(
+            tmp.path(),
+            "p.json",
+            r#"{"extends": ["default"], "kernel": {"hostname": "box-under-test"}}"#,
+        );
+        std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = cmd()
+            .args(["run", "--policy", &arg(&policy), "--", "/bin/sh", "-c", "hostname; cat /proc/sys/kernel/hostname"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "box-under-test\nbox-under-test\n", "{mode}");
+    }
+    // And the host's own hostname did not change.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(host.trim(), "box-under-test");
+}
+
+#[test]
+fn environment_is_cleared_except_allowed_names() {
+    for (mode, cmd) in modes() {
+        let out = cmd()
+            .env("BUNKER_TEST_SECRET", "hunter2")
+            .env("BUNKER_TEST_PASSED", "visible")
+            .args(["run", "--allow-env", "BUNKER_TEST_PASSED", "--", "/usr/bin/env"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(!text.contains("hunter2"), "{mode}: secret leaked:\n{text}");
+        assert!(text.contains("BUNKER_TEST_PASSED=visible\n"), "{mode}:\n{text}");
+        assert!(text.contains("PATH=/usr/local/bin:/usr/bin:/bin\n"), "{mode}:\n{text}");
+        let names: Vec<&str> = text.lines().filter_map(|l| l.split('=').next()).collect();
+        for name in &names {
+            assert!(
+                ["BUNKER_TEST_PASSED", "PATH", "HOME", "TMPDIR", "LANG", "PWD", "SHLVL", "_"].contains(name),
+                "{mode}: unexpected variable {name}:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn root_inside_maps_to_an_unprivileged_host_id() {
+    for (mode, cmd) in modes() {
+        let out = cmd()
+            .args(["run", "--", "/bin/sh", "-c", "id -u; id -G; cat /proc/self/uid_map /proc/self/gid_map; grep CapEff /proc/self/status"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        let text = stdout(&out);
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(lines[0], ["0"], "{mode}");
+        assert_eq!(lines[1], ["0"], "{mode}: supplementary groups must be gone");
+        assert_eq!(lines[2], ["0", "65534", "1"], "{mode}: uid map");
+        assert_eq!(lines[3], ["0", "65534", "1"], "{mode}: gid map");
+        assert_eq!(lines[4], ["CapEff:", "0000000000000000"], "{mode}");
+    }
+}
+
+/// Host pids of the direct children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `code` (python) in a sandbox with `dir` writable, in the background.
+fn spawn_python(cmd: fn() -> Command, dir: &Path, code: &str) -> std::process::Child {
+    cmd()
+        .args(["run", "--allow-write", &arg(dir), "--", "python3", "-c", code])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn init_reaps_orphaned_zombies() {
+    for (mode, cmd) in modes() {
+        // The grandchild is orphaned at once and exits 100 ms later: only init can reap it.
+        let code = "import os, time\n\
+                    pid = os.fork()\n\
+                    if pid == 0:\n\
+                    \x20   if os.fork() == 0:\n\
+                    \x20       time.sleep(0.1); os._exit(0)\n\
+                    \x20   os._exit(0)\n\
+                    os.waitpid(pid, 0)\n\
+                    time.sleep(0.6)\n\
+                    states = [open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] for p in os.listdir('/proc') if p.isdigit()]\n\
+                    print('procs', len(states), 'zombies', states.count('Z'))\n";
+        let out = cmd().args(["run", "--", "python3", "-c", code]).output().unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        // init and python itself.
+        assert_eq!(stdout(&out), "procs 2 zombies 0\n", "{mode}");
+    }
+}
+
+#[test]
+fn init_forwards_sigterm_to_the_program() {
+    for (mode, cmd) in modes() {
+        let tmp = shared_tempdir();
+        let dir = writable_dir(tmp.path(), "w");
+        let code = format!(
+            "import signal, sys, time\n\
+             def on_term(sig, frame):\n\
+             \x20   print('got SIGTERM', flush=True); sys.exit(7)\n\
+             signal.signal(signal.SIGTERM, on_term)\n\
+             open('{dir}/ready', 'w').close()\n\
+             time.sleep(20)\n\
+             print('not signalled')\n",
+            dir = dir.display()
+        );
+        let child = spawn_python(cmd, &dir, &code);
+        wait_for("the program to start", Duration::from_secs(10), || dir.join("ready").exists());
+        let inits = children(child.id());
+        assert_eq!(inits.len(), 1, "{mode}: bunker should have exactly one child (init): {inits:?}");
+        let st = Command::new("kill").args(["-TERM", &inits[0].to_string()]).status().unwrap();
+        assert!(st.success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(stdout(&out), "got SIGTERM\n", "{mode}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(7), "{mode}");
+    }
+}
+
+#[test]
+fn supervisor_sigkill_leaves_no_sandbox_process() {
+    for (mode, cmd) in modes() {
+        let tmp = shared_tempdir();
+        let dir = writable_dir(tmp.path(), "w");
+        // The program forks a helper that ignores SIGTERM and SIGHUP, then both wait.
+        let code = format!(
+            "import os, signal, time\n\
+             signal.signal(signal.SIGTERM, signal.SIG_IGN); signal.signal(signal.SIGHUP, signal.SIG_IGN)\n\
+             if os.fork() == 0:\n\
+             \x20   time.sleep(60); os._exit(0)\n\
+             open('{dir}/ready', 'w').close()\n\
+             time.sleep(60)\n",
+            dir = dir.display()
+        );
+        let mut child = spawn_python(cmd, &dir, &code);
+        wait_for("the program to start", Duration::from_secs(10), || dir.join("ready").exists());
+        let init = children(child.id());
+        assert_eq!(init.len(), 1, "{mode}: {init:?}");
+        let program = children(init[0]);
+        assert_eq!(program.len(), 1, "{mode}: init should have one child: {program:?}");
+        wait_for("the helper to fork", Duration::from_secs(10), || children(program[0]).len() == 1);
+        let helper = children(program[0])[0];
+        let sandbox_pids = [init[0], program[0], helper];
+
+        child.kill().unwrap(); // SIGKILL: no cleanup code runs in the supervisor.
+        child.wait().unwrap();
+        wait_for("every sandbox process to die", Duration::from_secs(5), || {
+            sandbox_pids.iter().all(|p| {
+                // Gone, or a zombie waiting for its (dead) parent's reaper.
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                    .unwrap_or(true)
+            })
+        });
+    }
+}
+
+#[test]
+fn a_setup_error_names_the_step() {
+    for (mode, cmd) in modes() {
+        let missing = format!("/nonexistent-bunker-test-{}", std::process::id());
+        let out = cmd()
+            .args(["run", "--report", "json", "--allow-write", &missing, "--", "/bin/true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(121), "{mode}: {}", stderr(&out));
+        let r = report(&out);
+        assert_eq!(r["status"], "setup_error", "{mode}");
+        let error = r["error"].as_str().unwrap();
+        assert!(error.contains(&format!("bind mount {missing} → {missing}")), "{mode}: {error}");
+        assert!(error.contains("ENOENT"), "{mode}: {error}");
+    }
+}
+
+#[test]
+fn a_missing_program_is_127_and_a_missing_read_path_is_a_note() {
+    for (mode, cmd) in modes() {
+        let out = cmd()
+            .args(["run", "--report", "json", "--allow-read", "/nonexistent-read-path", "--", "no-such-program-xyz"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(127), "{mode}: {}", stderr(&out));
+        let ok = cmd()
+            .args(["run", "--report", "json", "--allow-read", "/nonexistent-read-path", "--", "/bin/true"])
+            .output()
+            .unwrap();
+        assert!(ok.status.success(), "{mode}: {}", stderr(&ok));
+        let notes = report(&ok)["enforced"]["notes"].to_string();
+        assert!(notes.contains("/nonexistent-read-path"), "{mode}: {notes}");
+    }
+}
