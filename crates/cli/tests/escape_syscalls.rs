@@ -13,17 +13,43 @@ use common::{modes, report, shared_tempdir, stderr, stdout};
 const ATTACKS: &str = include_str!("../../sandbox/tests/syscall_attacks.py");
 const PYTHON: &str = "/usr/bin/python3";
 
+/// Runs the attack script under the default profile, and again with `kernel.tty` so that TIOCSTI
+/// is tried on a real pseudo-terminal made inside (the default sandbox has no /dev/ptmx).
 fn syscall_attacks(mode: &str, bunker: fn() -> Command) {
-    let out = bunker()
+    let dir = shared_tempdir();
+    let tty_policy = dir.path().join("tty.json");
+    std::fs::write(
+        &tty_policy,
+        r#"{"extends": ["default"], "kernel": {"tty": true}}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&tty_policy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let plain = bunker()
         .args(["run", "--report", "json", "--", PYTHON, "-c", ATTACKS, "/"])
         .output()
         .unwrap();
+    check_attacks(&format!("{mode}, default"), &plain, false);
+    let with_tty = bunker()
+        .args(["run", "--report", "json", "--policy"])
+        .arg(&tty_policy)
+        .args(["--", PYTHON, "-c", ATTACKS, "/"])
+        .output()
+        .unwrap();
+    check_attacks(&format!("{mode}, tty"), &with_tty, true);
+}
+
+fn check_attacks(mode: &str, out: &std::process::Output, need_pty: bool) {
+    let out = out.clone();
     let r = report(&out);
     assert_eq!(r["status"], "ok", "{mode}: {}", stderr(&out));
     assert_eq!(r["enforced"]["seccomp"], "on", "{mode}: {r}");
     let results: BTreeMap<String, String> = serde_json::from_str(stdout(&out).trim())
         .unwrap_or_else(|e| panic!("{mode}: bad attack output ({e}):\n{}", stdout(&out)));
     let pty = results.get("tty").map(String::as_str) == Some("pty");
+    assert!(
+        pty || !need_pty,
+        "{mode}: no pty could be made inside: {results:?}"
+    );
     let mut wrong = Vec::new();
     for (name, got) in &results {
         let want = match name.as_str() {
@@ -54,7 +80,10 @@ fn syscall_attacks(mode: &str, bunker: fn() -> Command) {
         "socket_netlink",
         "socket_packet",
     ] {
-        assert!(results.contains_key(must), "{mode}: attack {must} did not run");
+        assert!(
+            results.contains_key(must),
+            "{mode}: attack {must} did not run"
+        );
     }
 }
 
@@ -86,30 +115,54 @@ fn unshare_and_mount_commands_fail() {
             .output()
             .unwrap();
         let text = stdout(&out);
-        assert!(text.contains("control"), "{mode}: control failed: {text}{}", stderr(&out));
+        assert!(
+            text.contains("control"),
+            "{mode}: control failed: {text}{}",
+            stderr(&out)
+        );
         for bad in ["UNSHARE-OK", "MOUNT-OK", "REMOUNT-OK", "ROOT-WRITE-OK"] {
             assert!(!text.contains(bad), "{mode}: {bad}\n{text}");
         }
     }
 }
 
-/// A setuid-root binary granted for execution, and one made inside: neither changes the euid
-/// (nosuid mounts, no_new_privs, and root unmapped in the user namespace).
+/// Setuid binaries do not raise privileges: a setuid-root `grep` granted for execution reads
+/// its own capabilities (none, though the program is uid 0 inside the user namespace), a setuid
+/// binary of another host user keeps the caller's euid, and one made inside /tmp cannot run
+/// (nosuid mounts, no_new_privs, locked securebits, no execute right on /tmp).
 #[test]
 fn setuid_binaries_do_not_raise_privileges() {
+    use std::os::unix::fs::chown;
     let dir = shared_tempdir();
-    let suid = dir.path().join("suid-id");
-    std::fs::copy("/usr/bin/id", &suid).unwrap();
-    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
     let d = dir.path().display().to_string();
+    let root_grep = dir.path().join("suid-grep");
+    std::fs::copy("/usr/bin/grep", &root_grep).unwrap();
+    std::fs::set_permissions(&root_grep, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let other_id = dir.path().join("suid-other-id");
+    std::fs::copy("/usr/bin/id", &other_id).unwrap();
+    chown(&other_id, Some(1234), Some(1234)).unwrap();
+    std::fs::set_permissions(&other_id, std::fs::Permissions::from_mode(0o6755)).unwrap();
+    let script = format!(
+        "echo plain_uid=$(id -u); \
+         echo plain_cap=$(grep CapEff /proc/self/status | cut -f2); \
+         echo root_suid_cap=$({d}/suid-grep CapEff /proc/self/status | cut -f2); \
+         echo other_suid_uid=$({d}/suid-other-id -u); \
+         cp /usr/bin/id /tmp/id && chmod u+s /tmp/id && ls -l /tmp/id | cut -c1-10; \
+         echo made=$(/tmp/id -u 2>&1)"
+    );
     for (mode, bunker) in modes() {
-        let script = format!(
-            "echo plain=$(id -u); echo granted=$({d}/suid-id -u); \
-             cp /usr/bin/id /tmp/id && chmod u+s /tmp/id && ls -l /tmp/id | cut -c1-10; \
-             echo made=$(/tmp/id -u 2>&1)"
-        );
         let out = bunker()
-            .args(["run", "--report", "json", "--allow-exec", &d, "--", "/bin/sh", "-c", &script])
+            .args([
+                "run",
+                "--report",
+                "json",
+                "--allow-exec",
+                &d,
+                "--",
+                "/bin/sh",
+                "-c",
+                &script,
+            ])
             .output()
             .unwrap();
         let text = stdout(&out);
@@ -119,13 +172,29 @@ fn setuid_binaries_do_not_raise_privileges() {
                 .unwrap_or_else(|| panic!("{mode}: no {key} in {text}{}", stderr(&out)))
                 .to_string()
         };
-        let plain = value("plain");
-        assert!(plain.parse::<u32>().is_ok(), "{mode}: control `id -u` failed: {text}");
-        assert_eq!(value("granted"), plain, "{mode}: setuid-root binary changed the euid");
-        assert!(text.contains("-rwsr"), "{mode}: chmod u+s did not take inside: {text}");
+        let uid = value("plain_uid");
+        assert!(
+            uid.parse::<u32>().is_ok(),
+            "{mode}: control `id -u` failed: {text}"
+        );
+        assert_eq!(value("plain_cap"), "0000000000000000", "{mode}: {text}");
+        assert_eq!(
+            value("root_suid_cap"),
+            "0000000000000000",
+            "{mode}: setuid-root gained caps"
+        );
+        assert_eq!(
+            value("other_suid_uid"),
+            uid,
+            "{mode}: setuid binary changed the euid"
+        );
+        assert!(
+            text.contains("-rwsr"),
+            "{mode}: chmod u+s did not take inside: {text}"
+        );
         let made = value("made");
         assert!(
-            made == plain || made.contains("Permission denied"),
+            made == uid || made.contains("Permission denied"),
             "{mode}: setuid binary made inside: {made}"
         );
     }
@@ -169,7 +238,11 @@ fn deny_exec_holds_for_a_readable_binary() {
             .output()
             .unwrap();
         let text = stdout(&out);
-        assert!(text.contains("ALLOWED-RAN"), "{mode}: control failed: {text}{}", stderr(&out));
+        assert!(
+            text.contains("ALLOWED-RAN"),
+            "{mode}: control failed: {text}{}",
+            stderr(&out)
+        );
         assert!(text.contains("DENIED-READABLE"), "{mode}: {text}");
         for bad in ["DENIED-RAN", "LINK-RAN", "COPY-RAN"] {
             assert!(!text.contains(bad), "{mode}: {bad}\n{text}");
@@ -191,11 +264,17 @@ fn report_names_the_filter_layers() {
     .unwrap();
     std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).unwrap();
     for (mode, bunker) in modes() {
-        let out = bunker().args(["run", "--report", "json", "--", "/bin/true"]).output().unwrap();
+        let out = bunker()
+            .args(["run", "--report", "json", "--", "/bin/true"])
+            .output()
+            .unwrap();
         let r = report(&out);
         assert_eq!(r["enforced"]["seccomp"], "on", "{mode}: {r}");
         assert_eq!(r["enforced"]["landlock"], "on", "{mode}: {r}");
-        assert!(r["enforced"]["landlock_abi"].as_u64().unwrap() >= 6, "{mode}: {r}");
+        assert!(
+            r["enforced"]["landlock_abi"].as_u64().unwrap() >= 6,
+            "{mode}: {r}"
+        );
 
         // Control for the attacks: with seccomp off, the same keyctl call is no longer EPERM
         // from the filter (the kernel answers instead).
@@ -213,6 +292,9 @@ fn report_names_the_filter_layers() {
         assert_eq!(r["enforced"]["seccomp"], "off", "{mode}: {r}");
         let text = stdout(&out);
         assert!(text.starts_with("keyctl"), "{mode}: {text}{}", stderr(&out));
-        assert!(!text.trim().ends_with(" 1"), "{mode}: EPERM without a filter: {text}");
+        assert!(
+            !text.trim().ends_with(" 1"),
+            "{mode}: EPERM without a filter: {text}"
+        );
     }
 }

@@ -22,11 +22,15 @@ fn expect(mode: &str, bunker: fn() -> Command, flags: &[&str], cmd: &[&str], wan
     let r = report(&out);
     let text = stdout(&out);
     assert_eq!(
-        r["status"], "ok",
+        r["status"],
+        "ok",
         "{mode}: {cmd:?} failed\nstdout: {text}\nstderr: {}",
         stderr(&out)
     );
-    assert!(text.contains(want), "{mode}: {cmd:?} printed {text:?}, want {want:?}");
+    assert!(
+        text.contains(want),
+        "{mode}: {cmd:?} printed {text:?}, want {want:?}"
+    );
     assert_eq!(r["enforced"]["seccomp"], "on", "{mode}: {r}");
     assert_eq!(r["enforced"]["landlock"], "on", "{mode}: {r}");
 }
@@ -114,7 +118,13 @@ fn curl_runs_and_reads_a_file_url() {
     let url = format!("file://{}", file.display());
     for (mode, bunker) in modes() {
         expect(mode, bunker, &[], &["curl", "--version"], "curl");
-        expect(mode, bunker, &["--allow-read", &d], &["curl", "-sS", &url], "through file://");
+        expect(
+            mode,
+            bunker,
+            &["--allow-read", &d],
+            &["curl", "-sS", &url],
+            "through file://",
+        );
     }
 }
 
