@@ -159,7 +159,10 @@ fn check_objects(value: &serde_json::Value, origin: &str) -> Result<(), PolicyEr
             ErrorKind::InvalidValue,
             origin,
             "",
-            format!("expected a policy object like {{\"allow\": {{...}}}}, found {}", json_kind(value)),
+            format!(
+                "expected a policy object like {{\"allow\": {{...}}}}, found {}",
+                json_kind(value)
+            ),
         ));
     };
     for key in ["allow", "deny", "limits", "http", "kernel", "js", "set_env"] {

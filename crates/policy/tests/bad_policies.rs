@@ -1,4 +1,6 @@
 //! A table of bad policies, each with the exact message a user sees.
+// Test helpers outside #[test] functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 

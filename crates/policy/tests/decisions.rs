@@ -1,4 +1,6 @@
 //! Path, network and subset decisions on hand-written policies; IDNA; built-in profiles.
+// Test helpers outside #[test] functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -33,24 +35,51 @@ fn path_decisions_name_the_rule() {
     let d = |path: &str, access| p.path_decision(Path::new(path), access);
     assert_eq!(d("/data/x", Access::Read).rule, "allow.read[1] (/data)");
     assert!(d("/data/x", Access::Read).allowed);
-    assert_eq!(d("/data/public/deep/f", Access::Read).rule, "allow.read[2] (/data/public/deep)");
-    assert_eq!(d("/data/tls/a.key", Access::Read).rule, "deny.read[0] (**/*.key)");
+    assert_eq!(
+        d("/data/public/deep/f", Access::Read).rule,
+        "allow.read[2] (/data/public/deep)"
+    );
+    assert_eq!(
+        d("/data/tls/a.key", Access::Read).rule,
+        "deny.read[0] (**/*.key)"
+    );
     assert!(!d("/data/tls/a.key", Access::Read).allowed);
-    assert_eq!(d("/data/private/x", Access::Read).rule, "deny.read[1] (/data/private)");
+    assert_eq!(
+        d("/data/private/x", Access::Read).rule,
+        "deny.read[1] (/data/private)"
+    );
     // /data does not cover /database: prefixes match on component boundaries.
-    assert_eq!(d("/database", Access::Read).rule, "no allow.read rule covers /database");
+    assert_eq!(
+        d("/database", Access::Read).rule,
+        "no allow.read rule covers /database"
+    );
     assert!(!d("/database", Access::Read).allowed);
     // Lexical normalization: no escaping through `..`.
     assert!(!d("/data/../etc/shadow", Access::Read).allowed);
-    assert_eq!(d("/data/./x/../y/", Access::Read).rule, "allow.read[1] (/data)");
+    assert_eq!(
+        d("/data/./x/../y/", Access::Read).rule,
+        "allow.read[1] (/data)"
+    );
     // Write implies read; read does not imply write.
-    assert_eq!(d("/tmp/out/f", Access::Read).rule, "allow.write[0] (/tmp/out)");
+    assert_eq!(
+        d("/tmp/out/f", Access::Read).rule,
+        "allow.write[0] (/tmp/out)"
+    );
     assert!(!d("/data/x", Access::Write).allowed);
-    assert_eq!(d("/tmp/out/locked/f", Access::Write).rule, "deny.write[0] (/tmp/out/locked)");
-    assert!(d("/tmp/out/locked/f", Access::Read).allowed, "deny.write leaves reading alone");
+    assert_eq!(
+        d("/tmp/out/locked/f", Access::Write).rule,
+        "deny.write[0] (/tmp/out/locked)"
+    );
+    assert!(
+        d("/tmp/out/locked/f", Access::Read).allowed,
+        "deny.write leaves reading alone"
+    );
     // Exec.
     assert!(d("/usr/bin/ls", Access::Exec).allowed);
-    assert_eq!(d("/usr/bin/sudo", Access::Exec).rule, "deny.exec[0] (/usr/bin/sudo)");
+    assert_eq!(
+        d("/usr/bin/sudo", Access::Exec).rule,
+        "deny.exec[0] (/usr/bin/sudo)"
+    );
     assert!(d("/usr/bin/sudo", Access::Read).allowed);
     assert!(!d("/usr/lib/x.so", Access::Exec).allowed);
     // deny.read hides a path for every access.
@@ -59,14 +88,19 @@ fn path_decisions_name_the_rule() {
 
 #[test]
 fn bare_names_in_deny_lists_mean_anywhere() {
-    let p = policy(r#"{"allow": {"read": ["/"]}, "deny": {"read": [".env", "*.pem", "secrets/*.txt"]}}"#);
+    let p = policy(
+        r#"{"allow": {"read": ["/"]}, "deny": {"read": [".env", "*.pem", "secrets/*.txt"]}}"#,
+    );
     let read = |path: &str| p.path_decision(Path::new(path), Access::Read).allowed;
     assert!(!read("/srv/app/.env"));
     assert!(!read("/.env"));
     assert!(read("/srv/app/.envrc"));
     assert!(!read("/etc/ssl/private/server.pem"));
     assert!(!read("/srv/app/secrets/a.txt"));
-    assert!(read("/srv/other/secrets/a.txt"), "a relative glob is anchored at the policy's dir");
+    assert!(
+        read("/srv/other/secrets/a.txt"),
+        "a relative glob is anchored at the policy's dir"
+    );
     assert!(read("/srv/app/secrets/sub/a.txt"), "* does not cross /");
 }
 
@@ -81,10 +115,22 @@ fn net_decisions_name_the_rule() {
     let n = |h: &str, port| p.net_decision(h, port);
     assert_eq!(n("example.com", 443).rule, "allow.net[0] (example.com:443)");
     assert!(n("example.com", 443).allowed);
-    assert_eq!(n("example.com", 80).rule, "no allow.net rule matches example.com:80");
-    assert_eq!(n("API.Example.COM.", 1).rule, "allow.net[1] (*.example.com)");
-    assert_eq!(n("ads.example.com", 443).rule, "deny.net[0] (ads.example.com)");
-    assert!(n("x.ads.example.com", 443).allowed, "a deny of one name leaves its subdomains");
+    assert_eq!(
+        n("example.com", 80).rule,
+        "no allow.net rule matches example.com:80"
+    );
+    assert_eq!(
+        n("API.Example.COM.", 1).rule,
+        "allow.net[1] (*.example.com)"
+    );
+    assert_eq!(
+        n("ads.example.com", 443).rule,
+        "deny.net[0] (ads.example.com)"
+    );
+    assert!(
+        n("x.ads.example.com", 443).allowed,
+        "a deny of one name leaves its subdomains"
+    );
     assert!(!n("evilexample.com", 443).allowed);
     assert!(!n("example.com.evil.net", 443).allowed);
     // IP literals go through the address rules.
@@ -96,12 +142,21 @@ fn net_decisions_name_the_rule() {
         p.ip_decision(ip("::ffff:10.1.2.3"), 5).rule,
         "allow.net[2] (10.0.0.0/8)"
     );
-    assert_eq!(p.ip_decision(ip("11.0.0.1"), 5).rule, "no allow.net rule matches 11.0.0.1:5");
-    assert_eq!(p.ip_decision(ip("fe80::1"), 5).rule, "no allow.net rule matches [fe80::1]:5");
+    assert_eq!(
+        p.ip_decision(ip("11.0.0.1"), 5).rule,
+        "no allow.net rule matches 11.0.0.1:5"
+    );
+    assert_eq!(
+        p.ip_decision(ip("fe80::1"), 5).rule,
+        "no allow.net rule matches [fe80::1]:5"
+    );
     assert!(p.ip_explicitly_allowed(ip("127.0.0.1"), 3000));
     assert!(p.ip_explicitly_allowed(ip("::ffff:127.0.0.1"), 3000));
     assert!(!p.ip_explicitly_allowed(ip("127.0.0.2"), 3000));
-    assert!(!p.ip_explicitly_allowed(ip("10.9.0.1"), 3000), "a deny beats the CIDR allow");
+    assert!(
+        !p.ip_explicitly_allowed(ip("10.9.0.1"), 3000),
+        "a deny beats the CIDR allow"
+    );
     // Malformed names are denied with the reason.
     assert!(!n("exa mple.com", 443).allowed);
     assert!(!n("", 443).allowed);
@@ -118,15 +173,24 @@ fn star_allows_names_not_addresses_and_denies_everything() {
 
 #[test]
 fn idna_names_compare_as_punycode() {
-    assert_eq!(normalize_host("bücher.example").unwrap(), "xn--bcher-kva.example");
-    assert_eq!(normalize_host("BÜCHER.example.").unwrap(), "xn--bcher-kva.example");
+    assert_eq!(
+        normalize_host("bücher.example").unwrap(),
+        "xn--bcher-kva.example"
+    );
+    assert_eq!(
+        normalize_host("BÜCHER.example.").unwrap(),
+        "xn--bcher-kva.example"
+    );
     let p = policy(r#"{"allow": {"net": ["*.bücher.example"]}}"#);
     assert!(p.net_decision("shop.xn--bcher-kva.example", 443).allowed);
     assert!(p.net_decision("shop.bücher.example", 443).allowed);
     assert!(!p.net_decision("xn--bcher-kva.example", 443).allowed);
     let q = policy(r#"{"allow": {"net": ["xn--bcher-kva.example"]}}"#);
     assert!(q.net_decision("Bücher.Example", 443).allowed);
-    assert_eq!(NetRule::parse("*.BÜCHER.example:443").unwrap().to_string(), "*.xn--bcher-kva.example:443");
+    assert_eq!(
+        NetRule::parse("*.BÜCHER.example:443").unwrap().to_string(),
+        "*.xn--bcher-kva.example:443"
+    );
 }
 
 #[test]
@@ -187,8 +251,14 @@ fn subset_reports_each_widening() {
 #[test]
 fn subset_across_address_forms() {
     let parent = policy(r#"{"allow": {"net": ["10.0.0.0/8", "::/0"]}}"#);
-    let child = policy(r#"{"allow": {"net": ["::ffff:10.1.0.0/112", "[2001:db8::1]:443", "192.168.1.1"]}}"#);
-    assert_eq!(child.is_subset_of(&parent), Ok(()), "::/0 contains every v4-mapped address");
+    let child = policy(
+        r#"{"allow": {"net": ["::ffff:10.1.0.0/112", "[2001:db8::1]:443", "192.168.1.1"]}}"#,
+    );
+    assert_eq!(
+        child.is_subset_of(&parent),
+        Ok(()),
+        "::/0 contains every v4-mapped address"
+    );
     let narrow_parent = policy(r#"{"allow": {"net": ["10.0.0.0/8"]}}"#);
     assert!(child.is_subset_of(&narrow_parent).is_err());
 }
@@ -203,10 +273,23 @@ fn default_profile_is_minimal() {
     assert!(p.allow.write.is_empty());
     assert!(p.allow.net.is_empty());
     assert!(p.allow.env.is_empty());
-    for secret in ["/etc/shadow", "/etc/passwd", "/root", "/home", "/proc/1/environ", "/var"] {
-        assert!(!p.path_decision(Path::new(secret), Access::Read).allowed, "{secret}");
+    for secret in [
+        "/etc/shadow",
+        "/etc/passwd",
+        "/root",
+        "/home",
+        "/proc/1/environ",
+        "/var",
+    ] {
+        assert!(
+            !p.path_decision(Path::new(secret), Access::Read).allowed,
+            "{secret}"
+        );
     }
-    assert!(!p.path_decision(Path::new("/etc/ld.so.cache"), Access::Exec).allowed);
+    assert!(
+        !p.path_decision(Path::new("/etc/ld.so.cache"), Access::Exec)
+            .allowed
+    );
     assert_eq!(p.limits.pids, Some(512));
     assert_eq!(p.limits.memory, Some(1 << 30));
     assert_eq!(p.limits.output, 1 << 20);
@@ -265,7 +348,10 @@ fn runtime_profiles_resolve_binaries_on_path() {
     let p = builtin_with("runtime:python", &env).unwrap();
     assert!(p.allow.read.contains(&d.join("py/bin")));
     assert!(p.allow.read.contains(&d.join("py/lib")));
-    assert!(p.path_decision(&d.join("py/lib/python3.12/os.py"), Access::Read).allowed);
+    assert!(
+        p.path_decision(&d.join("py/lib/python3.12/os.py"), Access::Read)
+            .allowed
+    );
     assert_eq!(p.set_env["PYTHONDONTWRITEBYTECODE"], "1");
     assert_eq!(p.set_env["PYTHONUNBUFFERED"], "1");
 }
@@ -280,8 +366,14 @@ fn runtime_profiles_on_this_host() {
     let bun = builtin_with("runtime:bun", &env).unwrap();
     let real = std::fs::canonicalize("/usr/local/bin/bun").unwrap();
     assert!(bun.path_decision(&real, Access::Exec).allowed);
-    assert!(bun.path_decision(Path::new("/usr/local/bin/bun"), Access::Exec).allowed);
+    assert!(
+        bun.path_decision(Path::new("/usr/local/bin/bun"), Access::Exec)
+            .allowed
+    );
     let py = builtin_with("runtime:python", &env).unwrap();
-    assert!(py.path_decision(Path::new("/usr/bin/python3"), Access::Exec).allowed);
+    assert!(
+        py.path_decision(Path::new("/usr/bin/python3"), Access::Exec)
+            .allowed
+    );
     assert!(!py.allow.read.iter().any(|p| p.starts_with("/root")));
 }

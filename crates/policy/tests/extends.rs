@@ -1,4 +1,6 @@
 //! `extends`: files in a temporary directory, merge rules, cycles, relative paths, overlays.
+// Test helpers outside #[test] functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,15 +54,33 @@ fn lists_concatenate_scalars_outer_wins_env_merges() {
     // Relative paths resolve against the file that wrote them.
     assert_eq!(
         p.allow.read,
-        vec![d.join("base/data"), PathBuf::from("/shared"), PathBuf::from("/more")]
+        vec![
+            d.join("base/data"),
+            PathBuf::from("/shared"),
+            PathBuf::from("/more")
+        ]
     );
-    assert_eq!(p.deny.read, vec![PathPattern::Path(d.join("base/data/secret"))]);
-    assert_eq!(p.allow.net.len(), 1, "the same host spelled twice is one rule");
+    assert_eq!(
+        p.deny.read,
+        vec![PathPattern::Path(d.join("base/data/secret"))]
+    );
+    assert_eq!(
+        p.allow.net.len(),
+        1,
+        "the same host spelled twice is one rule"
+    );
     assert_eq!(p.deny.net.len(), 1);
     assert_eq!(p.allow.env, vec!["TERM".to_string()]);
     assert_eq!(p.limits.memory, Some(32_000_000), "outer document wins");
-    assert_eq!(p.limits.pids, Some(10), "unset in the outer document: inherited");
-    assert_eq!(p.limits.best_effort, vec![LimitName::Memory, LimitName::Pids]);
+    assert_eq!(
+        p.limits.pids,
+        Some(10),
+        "unset in the outer document: inherited"
+    );
+    assert_eq!(
+        p.limits.best_effort,
+        vec![LimitName::Memory, LimitName::Pids]
+    );
     assert_eq!(p.http.max_requests, Some(5));
     assert_eq!(p.set_env["A"], "base");
     assert_eq!(p.set_env["B"], "top");
@@ -73,9 +93,17 @@ fn lists_concatenate_scalars_outer_wins_env_merges() {
 fn extends_load_depth_first_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write(d, "a.json", r#"{"extends": ["./c.json"], "limits": {"timeout": "1s"}}"#);
+    write(
+        d,
+        "a.json",
+        r#"{"extends": ["./c.json"], "limits": {"timeout": "1s"}}"#,
+    );
     write(d, "b.json", r#"{"limits": {"timeout": "2s", "pids": 7}}"#);
-    write(d, "c.json", r#"{"limits": {"timeout": "3s", "pids": 3, "cpu": 1}}"#);
+    write(
+        d,
+        "c.json",
+        r#"{"limits": {"timeout": "3s", "pids": 3, "cpu": 1}}"#,
+    );
     let top = write(d, "top.json", r#"{"extends": ["a.json", "b.json"]}"#);
     let p = load_file_with(&top, &env()).unwrap();
     // Order: c, a, b, top — b is the outermost to set timeout and pids.
@@ -94,7 +122,11 @@ fn extends_load_depth_first_in_order() {
 fn a_deny_anywhere_survives() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write(d, "base.json", r#"{"deny": {"read": ["**/*.key"], "net": ["evil.com"]}}"#);
+    write(
+        d,
+        "base.json",
+        r#"{"deny": {"read": ["**/*.key"], "net": ["evil.com"]}}"#,
+    );
     // Allowing what a base denies is how narrowing looks from the other side: not an error,
     // and the deny still wins.
     let top = write(
@@ -104,10 +136,17 @@ fn a_deny_anywhere_survives() {
     );
     let p = load_file_with(&top, &env()).unwrap();
     assert!(!p.net_decision("evil.com", 443).allowed);
-    assert!(!p
-        .path_decision(Path::new("/srv/tls/server.key"), bunker_policy::Access::Read)
-        .allowed);
-    assert!(p.path_decision(Path::new("/srv/index.html"), bunker_policy::Access::Read).allowed);
+    assert!(
+        !p.path_decision(
+            Path::new("/srv/tls/server.key"),
+            bunker_policy::Access::Read
+        )
+        .allowed
+    );
+    assert!(
+        p.path_decision(Path::new("/srv/index.html"), bunker_policy::Access::Read)
+            .allowed
+    );
 }
 
 #[test]
@@ -130,10 +169,9 @@ fn cycles_are_errors_naming_the_chain() {
     let selfref = write(d, "self.json", r#"{"extends": ["./self.json"]}"#);
     let err = load_file_with(&selfref, &env()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ExtendsCycle);
-    assert!(err.to_string().ends_with(&format!(
-        "extends cycle: {s} → {s}",
-        s = selfref.display()
-    )));
+    assert!(err
+        .to_string()
+        .ends_with(&format!("extends cycle: {s} → {s}", s = selfref.display())));
 }
 
 #[test]
@@ -143,10 +181,18 @@ fn diamonds_are_not_cycles() {
     write(d, "common.json", r#"{"allow": {"read": ["/common"]}}"#);
     write(d, "x.json", r#"{"extends": ["common.json"]}"#);
     write(d, "y.json", r#"{"extends": ["common.json"]}"#);
-    let top = write(d, "top.json", r#"{"extends": ["x.json", "y.json", "default", "default"]}"#);
+    let top = write(
+        d,
+        "top.json",
+        r#"{"extends": ["x.json", "y.json", "default", "default"]}"#,
+    );
     let p = load_file_with(&top, &env()).unwrap();
     assert_eq!(
-        p.allow.read.iter().filter(|r| r.as_path() == Path::new("/common")).count(),
+        p.allow
+            .read
+            .iter()
+            .filter(|r| r.as_path() == Path::new("/common"))
+            .count(),
         1
     );
     assert!(p.allow.read.contains(&PathBuf::from("/usr")));
@@ -172,7 +218,11 @@ fn errors_in_extended_files_name_that_file() {
 fn home_relative_extends_and_paths() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write(d, "policies/base.json", r#"{"allow": {"read": ["~/data", "~"]}}"#);
+    write(
+        d,
+        "policies/base.json",
+        r#"{"allow": {"read": ["~/data", "~"]}}"#,
+    );
     let top = write(d, "top.json", r#"{"extends": ["~/policies/base.json"]}"#);
     let env = HostEnv {
         home: Some(d.to_path_buf()),

@@ -1,0 +1,460 @@
+//! Property tests: host matching, CIDR matching, path matching, and is_subset_of.
+// Test helpers outside #[test] functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use bunker_policy::{load_str_with, normalize_host, Access, HostEnv, NetRule, Policy};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+fn env() -> HostEnv {
+    HostEnv {
+        home: Some("/home/u".into()),
+        path: None,
+    }
+}
+
+fn load(doc: &Value) -> Policy {
+    load_str_with(&doc.to_string(), Path::new("/"), "prop.json", &env())
+        .unwrap_or_else(|e| panic!("{doc}: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hosts
+// ---------------------------------------------------------------------------------------------
+
+fn label() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9-]{0,6}[a-z0-9]|[a-z]"
+}
+
+fn domain() -> impl Strategy<Value = String> {
+    prop::collection::vec(label(), 1..4).prop_map(|labels| labels.join("."))
+}
+
+/// Random upper-casing and an optional trailing dot.
+fn respell(name: &str, flips: &[bool], dot: bool) -> String {
+    let mut out: String = name
+        .chars()
+        .zip(flips.iter().cycle())
+        .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
+        .collect();
+    if dot {
+        out.push('.');
+    }
+    out
+}
+
+proptest! {
+    #[test]
+    fn wildcard_matches_strict_subdomains_only(
+        d in domain(), sub in prop::collection::vec(label(), 1..3), glue in label(), evil in domain(), port in 1u16..,
+    ) {
+        let rule = NetRule::parse(&format!("*.{d}")).unwrap();
+        let subdomain = format!("{}.{d}", sub.join("."));
+        prop_assert!(rule.matches_name(&subdomain, port));
+        prop_assert!(!rule.matches_name(&d, port), "never the bare domain");
+        let glued = format!("{glue}{d}");
+        prop_assert!(!rule.matches_name(&glued, port), "never a suffix-glued name: {}", glued);
+        let appended = format!("{d}.{evil}");
+        prop_assert!(!rule.matches_name(&appended, port) || appended.ends_with(&format!(".{d}")),
+            "never the domain with more labels after it: {}", appended);
+    }
+
+    #[test]
+    fn names_are_case_and_trailing_dot_insensitive(
+        d in domain(), sub in label(), flips in prop::collection::vec(any::<bool>(), 1..8),
+        dot1 in any::<bool>(), dot2 in any::<bool>(), port in 1u16..,
+    ) {
+        let policy = load(&json!({"allow": {"net": [respell(&d, &flips, dot1), format!("*.{}", respell(&d, &flips, dot2))]}}));
+        let asked = respell(&d, &flips.iter().map(|f| !f).collect::<Vec<_>>(), dot2);
+        prop_assert!(policy.net_decision(&asked, port).allowed);
+        prop_assert_eq!(normalize_host(&asked).unwrap(), d.clone());
+        let sub_asked = respell(&format!("{sub}.{d}"), &flips, dot1);
+        prop_assert!(policy.net_decision(&sub_asked, port).allowed);
+        let glued = format!("x{d}");
+        prop_assert!(!policy.net_decision(&glued, port).allowed);
+    }
+
+    #[test]
+    fn ports_restrict(d in domain(), port in 1u16.., other in 1u16..) {
+        let policy = load(&json!({"allow": {"net": [format!("{d}:{port}")]}}));
+        prop_assert!(policy.net_decision(&d, port).allowed);
+        prop_assert_eq!(policy.net_decision(&d, other).allowed, other == port);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CIDRs
+// ---------------------------------------------------------------------------------------------
+
+fn same_prefix_v4(a: u32, b: u32, len: u8) -> bool {
+    len == 0 || (a >> (32 - len as u32)) == (b >> (32 - len as u32))
+}
+
+fn same_prefix_v6(a: u128, b: u128, len: u8) -> bool {
+    len == 0 || (a >> (128 - len as u32)) == (b >> (128 - len as u32))
+}
+
+fn mask_v4(a: u32, len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        a & (u32::MAX << (32 - len as u32))
+    }
+}
+
+fn mask_v6(a: u128, len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        a & (u128::MAX << (128 - len as u32))
+    }
+}
+
+proptest! {
+    #[test]
+    fn v4_cidr_contains_iff_prefix_bits_equal(net in any::<u32>(), len in 0u8..=32, probe in any::<u32>(), near in any::<bool>()) {
+        let network = mask_v4(net, len);
+        // Half the probes share the prefix, so both outcomes are exercised.
+        let probe = if near { network | (probe & !mask_v4(u32::MAX, len)) } else { probe };
+        let cidr = format!("{}/{len}", Ipv4Addr::from(network));
+        let policy = load(&json!({"allow": {"net": [cidr]}}));
+        let v4 = IpAddr::V4(Ipv4Addr::from(probe));
+        let mapped = IpAddr::V6(Ipv4Addr::from(probe).to_ipv6_mapped());
+        let expected = same_prefix_v4(network, probe, len);
+        prop_assert_eq!(policy.ip_decision(v4, 80).allowed, expected);
+        prop_assert_eq!(policy.ip_decision(mapped, 80).allowed, expected, "v4-mapped v6 is v4");
+        prop_assert_eq!(policy.ip_explicitly_allowed(mapped, 80), expected);
+        // The rule written in its v4-mapped form is the same rule.
+        let mapped_rule = format!("::ffff:{}/{}", Ipv4Addr::from(network), len as u32 + 96);
+        let policy6 = load(&json!({"allow": {"net": [mapped_rule]}}));
+        prop_assert_eq!(policy6.ip_decision(v4, 80).allowed, expected);
+        prop_assert_eq!(policy6.ip_decision(mapped, 80).allowed, expected);
+    }
+
+    #[test]
+    fn v6_cidr_contains_iff_prefix_bits_equal(net in any::<u128>(), len in 0u8..=128, probe in any::<u128>(), near in any::<bool>()) {
+        let network = mask_v6(net, len);
+        let probe = if near { network | (probe & !mask_v6(u128::MAX, len)) } else { probe };
+        let cidr = format!("{}/{len}", Ipv6Addr::from(network));
+        let policy = load(&json!({"allow": {"net": [cidr]}}));
+        let probe_ip = Ipv6Addr::from(probe);
+        prop_assert_eq!(policy.ip_decision(IpAddr::V6(probe_ip), 80).allowed, same_prefix_v6(network, probe, len));
+    }
+
+    #[test]
+    fn single_addresses_match_only_themselves(a in any::<u32>(), b in any::<u32>()) {
+        let policy = load(&json!({"allow": {"net": [Ipv4Addr::from(a).to_string()]}}));
+        prop_assert!(policy.ip_decision(IpAddr::V4(Ipv4Addr::from(a)), 1).allowed);
+        prop_assert_eq!(policy.ip_decision(IpAddr::V4(Ipv4Addr::from(b)), 1).allowed, a == b);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths
+// ---------------------------------------------------------------------------------------------
+
+fn component() -> impl Strategy<Value = String> {
+    "[a-z]{1,5}"
+}
+
+fn abs_path() -> impl Strategy<Value = PathBuf> {
+    prop::collection::vec(component(), 1..5)
+        .prop_map(|c| PathBuf::from(format!("/{}", c.join("/"))))
+}
+
+proptest! {
+    #[test]
+    fn deny_beats_allow(allow in abs_path(), deny_extra in prop::collection::vec(component(), 0..3),
+                        below in prop::collection::vec(component(), 0..3), access in 0usize..3) {
+        let deny = allow.join(deny_extra.join("/"));
+        // The same path in both lists is a contradiction; one level deeper is a valid narrowing.
+        let deny = if deny == allow { allow.join("d") } else { deny };
+        let list = ["read", "write", "exec"][access];
+        let policy = load(&json!({"allow": {list: [allow.clone()]}, "deny": {list: [deny.clone()]}}));
+        let access = [Access::Read, Access::Write, Access::Exec][access];
+        let target = deny.join(below.join("/"));
+        let decision = policy.path_decision(&target, access);
+        prop_assert!(!decision.allowed);
+        prop_assert!(decision.rule.starts_with(&format!("deny.{list}[0]")), "{}", decision.rule);
+        // A deny.read hides the path from every kind of access.
+        let hidden = load(&json!({"allow": {"read": [allow.clone()], "write": [allow.clone()], "exec": [allow.clone()]}, "deny": {"read": [deny.clone()]}}));
+        for a in [Access::Read, Access::Write, Access::Exec] {
+            prop_assert!(!hidden.path_decision(&target, a).allowed);
+        }
+    }
+
+    #[test]
+    fn prefixes_match_on_component_boundaries(allow in abs_path(), glue in "[a-z]{1,4}", below in prop::collection::vec(component(), 0..3)) {
+        let policy = load(&json!({"allow": {"read": [allow.clone()]}}));
+        let inside = allow.join(below.join("/"));
+        prop_assert!(policy.path_decision(&inside, Access::Read).allowed);
+        let glued = PathBuf::from(format!("{}{glue}", allow.display()));
+        prop_assert!(!policy.path_decision(&glued, Access::Read).allowed, "{} must not cover {}", allow.display(), glued.display());
+        let escaped = allow.join("..").join(format!("{glue}x"));
+        prop_assert!(!policy.path_decision(&escaped, Access::Read).allowed || escaped.starts_with(&allow));
+    }
+
+    #[test]
+    fn longest_allow_names_the_rule(outer in abs_path(), inner_extra in prop::collection::vec(component(), 1..3)) {
+        let inner = outer.join(inner_extra.join("/"));
+        let policy = load(&json!({"allow": {"read": [outer.clone(), inner.clone()]}}));
+        let decision = policy.path_decision(&inner.join("f"), Access::Read);
+        prop_assert_eq!(decision.rule, format!("allow.read[1] ({})", inner.display()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// is_subset_of
+// ---------------------------------------------------------------------------------------------
+
+const READ: [&str; 6] = ["/data", "/data/a", "/srv", "/usr", "/usr/lib", "/etc/x"];
+const WRITE: [&str; 3] = ["/tmp/o", "/data/a/w", "/srv/w"];
+const EXEC: [&str; 3] = ["/usr", "/usr/bin", "/opt/tool"];
+const NET: [&str; 7] = [
+    "example.com",
+    "*.example.com",
+    "a.example.com:443",
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "::1",
+    "*",
+];
+const ENV: [&str; 3] = ["A", "B", "C"];
+const DENY_READ: [&str; 3] = ["/data/a/s", "**/*.key", "/srv/private"];
+const DENY_NET: [&str; 2] = ["ads.example.com", "10.1.2.0/24"];
+const SIZES: [u64; 4] = [1 << 20, 2 << 20, 64 << 20, 1 << 30];
+const LANDLOCK: [&str; 3] = ["off", "best-effort", "required"];
+
+/// A generated policy, as choices over small pools (so that overlaps are common).
+#[derive(Debug, Clone)]
+struct Gen {
+    read: Vec<bool>,
+    write: Vec<bool>,
+    exec: Vec<bool>,
+    net: Vec<bool>,
+    env: Vec<bool>,
+    deny_read: Vec<bool>,
+    deny_net: Vec<bool>,
+    memory: Option<usize>,
+    pids: Option<u64>,
+    timeout_ms: Option<u64>,
+    landlock: usize,
+    seccomp_off: bool,
+    eval: bool,
+}
+
+fn gen() -> impl Strategy<Value = Gen> {
+    (
+        (
+            prop::collection::vec(any::<bool>(), READ.len()),
+            prop::collection::vec(any::<bool>(), WRITE.len()),
+            prop::collection::vec(any::<bool>(), EXEC.len()),
+            prop::collection::vec(any::<bool>(), NET.len()),
+            prop::collection::vec(any::<bool>(), ENV.len()),
+            prop::collection::vec(any::<bool>(), DENY_READ.len()),
+            prop::collection::vec(any::<bool>(), DENY_NET.len()),
+        ),
+        (
+            prop::option::of(0..SIZES.len()),
+            prop::option::of(1u64..100),
+            prop::option::of(1u64..10_000),
+            0..LANDLOCK.len(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (read, write, exec, net, env, deny_read, deny_net),
+                (memory, pids, timeout_ms, landlock, seccomp_off, eval),
+            )| Gen {
+                read,
+                write,
+                exec,
+                net,
+                env,
+                deny_read,
+                deny_net,
+                memory,
+                pids,
+                timeout_ms,
+                landlock,
+                seccomp_off,
+                eval,
+            },
+        )
+}
+
+fn pick(pool: &[&str], mask: &[bool]) -> Vec<String> {
+    pool.iter()
+        .zip(mask)
+        .filter(|(_, on)| **on)
+        .map(|(s, _)| s.to_string())
+        .collect()
+}
+
+impl Gen {
+    fn doc(&self) -> Value {
+        let mut limits = serde_json::Map::new();
+        if let Some(m) = self.memory {
+            limits.insert("memory".into(), json!(SIZES[m]));
+        }
+        if let Some(p) = self.pids {
+            limits.insert("pids".into(), json!(p));
+        }
+        if let Some(t) = self.timeout_ms {
+            limits.insert("timeout".into(), json!(format!("{t}ms")));
+        }
+        json!({
+            "allow": {
+                "read": pick(&READ, &self.read), "write": pick(&WRITE, &self.write),
+                "exec": pick(&EXEC, &self.exec), "net": pick(&NET, &self.net), "env": pick(&ENV, &self.env),
+            },
+            "deny": {"read": pick(&DENY_READ, &self.deny_read), "net": pick(&DENY_NET, &self.deny_net)},
+            "limits": limits,
+            "kernel": {"landlock": LANDLOCK[self.landlock], "seccomp": if self.seccomp_off { "off" } else { "default" }},
+            "js": {"eval": self.eval},
+        })
+    }
+
+    fn policy(&self) -> Policy {
+        load(&self.doc())
+    }
+
+    /// A narrowing: grants removed where `drop` says so, denies added where `add` says so,
+    /// limits tightened, kernel options strengthened.
+    fn narrow(&self, drop: &[bool], add: &[bool], tighten: bool) -> Gen {
+        let mut n = self.clone();
+        let mut bits = drop.iter().cycle();
+        for list in [
+            &mut n.read,
+            &mut n.write,
+            &mut n.exec,
+            &mut n.net,
+            &mut n.env,
+        ] {
+            for on in list.iter_mut() {
+                if *bits.next().unwrap_or(&false) {
+                    *on = false;
+                }
+            }
+        }
+        let mut bits = add.iter().cycle();
+        for list in [&mut n.deny_read, &mut n.deny_net] {
+            for on in list.iter_mut() {
+                if *bits.next().unwrap_or(&false) {
+                    *on = true;
+                }
+            }
+        }
+        if tighten {
+            n.memory = Some(n.memory.map_or(0, |m| m.saturating_sub(1)));
+            n.pids = Some(n.pids.map_or(1, |p| (p / 2).max(1)));
+            n.timeout_ms = Some(n.timeout_ms.map_or(1, |t| (t / 2).max(1)));
+            n.landlock = LANDLOCK.len() - 1;
+            n.seccomp_off = false;
+            n.eval = false;
+        }
+        n
+    }
+}
+
+fn bits() -> impl Strategy<Value = Vec<bool>> {
+    prop::collection::vec(any::<bool>(), 1..24)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn subset_is_reflexive(g in gen()) {
+        let p = g.policy();
+        prop_assert_eq!(p.is_subset_of(&p), Ok(()));
+    }
+
+    #[test]
+    fn an_extra_grant_is_never_a_subset(g in gen(), which in 0usize..5, n in 0usize..100) {
+        let base = g.policy();
+        let mut doc = g.doc();
+        // Grants no generated policy has: outside every pool.
+        let (list, value) = [
+            ("read", json!(format!("/extra/{n}"))),
+            ("write", json!("/usr/lib")),
+            ("exec", json!(format!("/extra/bin{n}"))),
+            // Not "h.extra.test": the pool's "*" covers every name. No pool rule covers this address.
+            ("net", json!(format!("192.0.2.{n}"))),
+            ("env", json!(format!("EXTRA_{n}"))),
+        ][which].clone();
+        doc["allow"][list].as_array_mut().unwrap().push(value);
+        let wider = load(&doc);
+        let result = wider.is_subset_of(&base);
+        prop_assert!(result.is_err(), "{}", doc);
+    }
+
+    #[test]
+    fn narrowing_stays_a_subset(g in gen(), drop in bits(), add in bits(), tighten in any::<bool>()) {
+        let base = g.policy();
+        let narrow = g.narrow(&drop, &add, tighten).policy();
+        prop_assert_eq!(narrow.is_subset_of(&base), Ok(()));
+    }
+
+    #[test]
+    fn loosening_a_limit_is_not_a_subset(g in gen()) {
+        let base = g.policy();
+        let mut doc = g.doc();
+        let limits = doc["limits"].as_object_mut().unwrap();
+        match g.pids {
+            Some(p) => limits.insert("pids".into(), json!(p + 1)),
+            None => limits.insert("pids".into(), json!(1)),
+        };
+        let changed = load(&doc);
+        prop_assert_eq!(changed.is_subset_of(&base).is_ok(), g.pids.is_none());
+    }
+
+    #[test]
+    fn subset_is_transitive_on_chains(c in gen(), d1 in bits(), a1 in bits(), t1 in any::<bool>(), d2 in bits(), a2 in bits(), t2 in any::<bool>()) {
+        let b = c.narrow(&d1, &a1, t1);
+        let a = b.narrow(&d2, &a2, t2);
+        let (pa, pb, pc) = (a.policy(), b.policy(), c.policy());
+        prop_assert_eq!(pa.is_subset_of(&pb), Ok(()));
+        prop_assert_eq!(pb.is_subset_of(&pc), Ok(()));
+        prop_assert_eq!(pa.is_subset_of(&pc), Ok(()));
+    }
+
+    #[test]
+    fn subset_is_transitive_on_random_triples(a in gen(), b in gen(), c in gen()) {
+        let (pa, pb, pc) = (a.policy(), b.policy(), c.policy());
+        if pa.is_subset_of(&pb).is_ok() && pb.is_subset_of(&pc).is_ok() {
+            prop_assert_eq!(pa.is_subset_of(&pc), Ok(()));
+        }
+    }
+
+    #[test]
+    fn subset_agrees_with_decisions(a in gen(), b in gen(), probe in 0usize..READ.len(), host in 0usize..4) {
+        // When a ⊆ b, anything a allows, b allows too.
+        let (pa, pb) = (a.policy(), b.policy());
+        if pa.is_subset_of(&pb).is_ok() {
+            let path = Path::new(READ[probe]).join("f");
+            for access in [Access::Read, Access::Write, Access::Exec] {
+                if pa.path_decision(&path, access).allowed {
+                    prop_assert!(pb.path_decision(&path, access).allowed);
+                }
+            }
+            let name = ["example.com", "a.example.com", "ads.example.com", "x.y.example.com"][host];
+            for port in [80, 443] {
+                if pa.net_decision(name, port).allowed {
+                    prop_assert!(pb.net_decision(name, port).allowed);
+                }
+            }
+            for ip in ["10.1.2.3", "10.2.0.1", "::1"] {
+                let ip: IpAddr = ip.parse().unwrap();
+                if pa.ip_decision(ip, 443).allowed {
+                    prop_assert!(pb.ip_decision(ip, 443).allowed);
+                }
+            }
+        }
+    }
+}
