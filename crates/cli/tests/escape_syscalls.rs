@@ -58,6 +58,7 @@ fn check_attacks(mode: &str, out: &std::process::Output, need_pty: bool) {
             "control_tiocgwinsz" if !pty => "ENOTTY",
             n if n.starts_with("control_") => "ok",
             "clone3" => "ENOSYS",
+            "i386_int80_getpid" => "SIGSYS",
             _ => "EPERM",
         };
         if got != want {
@@ -76,6 +77,7 @@ fn check_attacks(mode: &str, out: &std::process::Output, need_pty: bool) {
         "perf_event_open",
         "tiocsti",
         "x32_getpid",
+        "i386_int80_getpid",
         "personality_read_implies_exec",
         "socket_netlink",
         "socket_packet",

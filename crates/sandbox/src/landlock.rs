@@ -71,24 +71,64 @@ pub fn probe(policy: &Policy) -> Result<u32, SandboxError> {
         step: "landlock: query the ABI version".into(),
         source,
     })?;
-    if policy.kernel.landlock == Enforcement::Required && abi < MIN_REQUIRED_ABI {
-        return Err(SandboxError::Unsupported {
-            layer: "landlock".into(),
-            reason: if abi == 0 {
-                "the policy requires it (kernel.landlock = \"required\") and this kernel has no \
-                 landlock (not built in, or not in the lsm= boot list); set kernel.landlock to \
-                 \"best-effort\" to run without it"
-                    .into()
-            } else {
-                format!(
-                    "the policy requires it (kernel.landlock = \"required\") and this kernel \
-                     offers ABI {abi}; bunker needs ABI {MIN_REQUIRED_ABI} (Linux 6.2) to \
-                     control truncation; set kernel.landlock to \"best-effort\" to run with less"
-                )
-            },
-        });
-    }
+    check_abi(policy.kernel.landlock, abi)?;
     Ok(abi)
+}
+
+/// Whether `enforcement` can run on a kernel offering `abi`.
+pub fn check_abi(enforcement: Enforcement, abi: u32) -> Result<(), SandboxError> {
+    if enforcement != Enforcement::Required || abi >= MIN_REQUIRED_ABI {
+        return Ok(());
+    }
+    Err(SandboxError::Unsupported {
+        layer: "landlock".into(),
+        reason: if abi == 0 {
+            "the policy requires it (kernel.landlock = \"required\") and this kernel has no \
+             landlock (not built in, or not in the lsm= boot list); set kernel.landlock to \
+             \"best-effort\" to run without it"
+                .into()
+        } else {
+            format!(
+                "the policy requires it (kernel.landlock = \"required\") and this kernel offers \
+                 ABI {abi}; bunker needs ABI {MIN_REQUIRED_ABI} (Linux 6.2) to control \
+                 truncation; set kernel.landlock to \"best-effort\" to run with less"
+            )
+        },
+    })
+}
+
+/// What a kernel offering `abi` (≥ 1) leaves unenforced, as notes; `true` when anything is.
+pub fn missing_at(abi: u32) -> (Vec<String>, bool) {
+    let mut notes: Vec<String> = Vec::new();
+    if abi < 2 {
+        notes.push("landlock ABI 1: renaming or linking across directories is refused".into());
+    }
+    let gaps = [
+        (
+            3,
+            "truncation is not controlled (read-only mounts still are)",
+        ),
+        (
+            4,
+            "TCP ports not restricted (the network namespace still isolates)",
+        ),
+        (
+            5,
+            "device ioctl not restricted (seccomp still refuses TIOCSTI)",
+        ),
+        (
+            6,
+            "abstract unix sockets and signals not scoped (namespaces still isolate)",
+        ),
+    ];
+    let mut degraded = false;
+    for (needed, what) in gaps {
+        if abi < needed {
+            notes.push(format!("landlock ABI {abi} < {needed}: {what}"));
+            degraded = true;
+        }
+    }
+    (notes, degraded)
 }
 
 /// One planned rule: these rights beneath this path.
@@ -264,34 +304,7 @@ pub fn apply(policy: &Policy, paths: &SandboxPaths) -> Result<LandlockOutcome, S
     let handled_fs = ll::fs_rights_for_abi(abi);
     let handled_net = ll::net_rights_for_abi(abi);
     let scoped = ll::scopes_for_abi(abi);
-    let mut notes = Vec::new();
-    let mut degraded = false;
-    if abi < 2 {
-        notes.push("landlock ABI 1: renaming or linking across directories is refused".into());
-    }
-    if abi < 3 {
-        notes.push(
-            "landlock ABI < 3: truncation is not controlled (read-only mounts still are)".into(),
-        );
-        degraded = true;
-    }
-    if abi < 4 {
-        notes.push(
-            "landlock ABI < 4: TCP ports not restricted (the network namespace still isolates)"
-                .into(),
-        );
-        degraded = true;
-    }
-    if abi < 5 {
-        notes.push(
-            "landlock ABI < 5: device ioctl not restricted (seccomp still refuses TIOCSTI)".into(),
-        );
-        degraded = true;
-    }
-    if abi < 6 {
-        notes.push("landlock ABI < 6: abstract unix sockets and signals not scoped (namespaces still isolate)".into());
-        degraded = true;
-    }
+    let (mut notes, mut degraded) = missing_at(abi);
 
     let ruleset = Ruleset::create(handled_fs, handled_net, scoped)
         .map_err(|e| setup("create the ruleset", e))?;
@@ -429,6 +442,32 @@ mod tests {
         let (rules, notes) = plan(&p, &SandboxPaths::default());
         assert_eq!(rights(&rules, Path::new("/home/u/proj/f")), READ);
         assert_eq!(notes.len(), 1, "{notes:?}");
+    }
+
+    #[test]
+    fn required_fails_closed_below_abi_3_and_best_effort_does_not() {
+        for abi in [0, 1, 2] {
+            let err = check_abi(Enforcement::Required, abi).unwrap_err();
+            assert!(matches!(err, SandboxError::Unsupported { .. }), "{err}");
+            assert!(err.to_string().contains("best-effort"), "{err}");
+            check_abi(Enforcement::BestEffort, abi).unwrap();
+            check_abi(Enforcement::Off, abi).unwrap();
+        }
+        for abi in [3, 6, 7] {
+            check_abi(Enforcement::Required, abi).unwrap();
+        }
+    }
+
+    #[test]
+    fn partial_below_abi_6() {
+        assert_eq!(missing_at(6), (Vec::new(), false));
+        assert_eq!(missing_at(7), (Vec::new(), false));
+        let (notes, degraded) = missing_at(4);
+        assert!(degraded);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        let (notes, degraded) = missing_at(1);
+        assert!(degraded);
+        assert_eq!(notes.len(), 5, "{notes:?}");
     }
 
     #[test]

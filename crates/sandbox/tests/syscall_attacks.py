@@ -84,7 +84,30 @@ out["control_kill_child"] = res(62, child, 0)
 os.kill(child, 9)
 os.waitpid(child, 0)
 
-# Architectures and personality.
+# Architectures and personality. The i386 call goes through `int 0x80` from machine code in an
+# executable page, in a child: the filter kills the process (SIGSYS) for a foreign arch.
+import mmap
+
+
+def run_code(code):
+    m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    m.write(code)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    return ctypes.CFUNCTYPE(ctypes.c_long)(addr)()
+
+
+def in_child(code):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if run_code(code) == os.getpid() else 3)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return "SIGSYS" if os.WTERMSIG(status) == 31 else "signal %d" % os.WTERMSIG(status)
+    return "ok" if os.WEXITSTATUS(status) == 0 else "exit %d" % os.WEXITSTATUS(status)
+
+
+out["i386_int80_getpid"] = in_child(b"\xb8\x14\x00\x00\x00\xcd\x80\xc3")  # mov eax,20; int 0x80
+out["control_native_getpid"] = in_child(b"\xb8\x27\x00\x00\x00\x0f\x05\xc3")  # mov eax,39; syscall
 out["x32_getpid"] = res(0x40000000 | 39)
 out["control_getpid"] = res(39)
 out["personality_read_implies_exec"] = res(135, 0x0400000)

@@ -21,7 +21,7 @@ const OFFSET_ARCH: u32 = 4;
 const OFFSET_ARGS: u32 = 16;
 
 // Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
+const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS (0x20)
 const BPF_ALU_AND_K: u16 = 0x04 | 0x50; // BPF_ALU | BPF_AND | BPF_K
 const BPF_JMP_JA: u16 = 0x05; // BPF_JMP | BPF_JA
 const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
