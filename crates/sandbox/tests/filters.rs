@@ -288,8 +288,12 @@ fn runtimes_run_under_both_layers() {
     let work = child_dir();
     let (mut p, paths) = system_policy(&work);
     // bun is a symlink into its npm package (/opt/bunx/... here): executing checks the target.
-    let bun = std::fs::canonicalize("/usr/local/bin/bun").unwrap();
-    p.allow.exec.push(bun.parent().unwrap().to_path_buf());
+    let bun = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("bun"))
+        .find(|p| p.is_file())
+        .expect("bun on PATH (scripts/install-test-deps.sh)");
+    let bun_real = std::fs::canonicalize(&bun).unwrap();
+    p.allow.exec.push(bun_real.parent().unwrap().to_path_buf());
     apply_both(&p, &paths);
     let rw = work.join("rw");
     let home = rw.display().to_string();
@@ -311,21 +315,17 @@ fn runtimes_run_under_both_layers() {
         &["-c", "import json,sqlite3,ssl; print('py', 6*7)"],
         "py 42",
     );
+    check("node", &["-e", "console.log('node', 6*7)"], "node 42");
     check(
-        "/usr/bin/node",
-        &["-e", "console.log('node', 6*7)"],
-        "node 42",
-    );
-    check(
-        "/usr/local/bin/bun",
+        bun.to_str().unwrap(),
         &["-e", "console.log('bun', 6*7)"],
         "bun 42",
     );
     check("/bin/sh", &["-c", "printf 'b\\na\\n' | sort | tr '\\n' ' '; ls /usr | head -1; cat /etc/hostname >/dev/null"], "a b");
-    check("/usr/bin/curl", &["--version"], "curl");
+    check("curl", &["--version"], "curl");
     std::fs::write(rw.join("f.txt"), "via file url").unwrap();
     check(
-        "/usr/bin/curl",
+        "curl",
         &["-s", &format!("file://{}/f.txt", rw.display())],
         "via file url",
     );
