@@ -160,6 +160,12 @@ impl SandboxCgroup {
                 }
             }
         }
+        if let (Ok(layout), false) = (&layout, group.paths().is_empty()) {
+            // The sandbox has a cgroup anyway: account its CPU time there too, so `cpu_ms`
+            // includes processes bunker killed (their rusage never reaches the supervisor).
+            // Accounting is not a limit: without it cpu_ms falls back to rusage.
+            let _ = group.enable(layout, Controller::CpuAcct);
+        }
         let group = (!group.paths().is_empty()).then_some(group);
         Ok(SandboxCgroup { group })
     }

@@ -225,13 +225,13 @@ fn signal_name(sig: i32) -> String {
 }
 
 fn human_bytes(n: u64) -> String {
-    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
-        format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
-        format!("{} KiB", n >> 10)
-    } else {
-        format!("{n} bytes")
+    let units: [(u64, &str); 4] = [(1 << 20, "MiB"), (1_000_000, "MB"), (1 << 10, "KiB"), (1_000, "kB")];
+    for (size, unit) in units {
+        if n >= size && n.is_multiple_of(size) {
+            return format!("{} {unit}", n / size);
+        }
     }
+    format!("{n} bytes")
 }
 
 /// Decides how the run ended. Order matters: a kill by bunker explains everything after it;
