@@ -234,10 +234,29 @@ fn subtract(rules: Vec<Rule>, denied: &Path, mask: u64, notes: &mut Vec<String>)
             out.push(rule);
             continue;
         }
-        let kept = rule.access & mask;
+        // Splitting a writable grant would leave files created later in it without the split
+        // rights (only the entries present now get them), so only execute is split there; the
+        // mount mask holds the rest.
+        let split = if rule.access & WRITE_ONLY == 0 {
+            mask
+        } else {
+            mask & ll::FS_EXECUTE
+        };
+        if split != mask {
+            notes.push(format!(
+                "landlock: {} lies beneath the writable grant {}: the mount mask enforces it",
+                denied.display(),
+                rule.path.display()
+            ));
+        }
+        if split == 0 {
+            out.push(rule);
+            continue;
+        }
+        let kept = rule.access & split;
         out.push(Rule {
             path: rule.path.clone(),
-            access: rule.access & !mask,
+            access: rule.access & !split,
         });
         let Ok(rest) = denied.strip_prefix(&rule.path) else {
             continue;
@@ -431,6 +450,26 @@ mod tests {
         assert_ne!(rights(&rules, &root.join("bin/ok")) & ll::FS_EXECUTE, 0);
         assert_ne!(rights(&rules, &root.join("lib/x")) & ll::FS_EXECUTE, 0);
         assert_eq!(rights(&rules, root) & ll::FS_EXECUTE, 0);
+    }
+
+    #[test]
+    fn writable_grants_are_only_split_for_exec() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("locked"), "").unwrap();
+        std::fs::write(root.join("tool"), "").unwrap();
+        let mut p = policy();
+        p.allow.write.push(root.to_path_buf());
+        p.allow.exec.push(root.to_path_buf());
+        p.deny.write.push(PathPattern::Path(root.join("locked")));
+        p.deny.exec.push(PathPattern::Path(root.join("tool")));
+        let (rules, notes) = plan(&p, &SandboxPaths::default());
+        // New files stay creatable and writable in the directory...
+        assert_eq!(rights(&rules, &root.join("new")) & WRITE, WRITE);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        // ...while the denied binary loses execute.
+        assert_eq!(rights(&rules, &root.join("tool")) & ll::FS_EXECUTE, 0);
+        assert_ne!(rights(&rules, &root.join("locked")) & ll::FS_EXECUTE, 0);
     }
 
     #[test]

@@ -151,6 +151,7 @@ fn landlock_confines_reads_writes_and_exec() {
     let work = dir.path();
     std::fs::write(work.join("ro/data.txt"), "readable").unwrap();
     std::fs::write(work.join("secret.txt"), "secret").unwrap();
+    std::fs::write(work.join("ro/hidden.txt"), "hidden").unwrap();
     std::fs::copy("/usr/bin/true", work.join("ro/allowed-true")).unwrap();
     std::fs::copy("/usr/bin/true", work.join("ro/denied-true")).unwrap();
     if !in_child("landlock_confines_reads_writes_and_exec", work) {
@@ -169,6 +170,15 @@ fn landlock_confines_reads_writes_and_exec() {
     p.deny
         .exec
         .push(PathPattern::Path(work.join("ro/denied-true")));
+    // A denial beneath a read-only grant: landlock alone holds it here (no mount masks in this
+    // test). Beneath a writable grant only the mount mask can, and the grant must stay whole
+    // (new files in rw/ stay writable despite the deny.write below).
+    p.deny
+        .read
+        .push(PathPattern::Path(work.join("ro/hidden.txt")));
+    p.deny
+        .write
+        .push(PathPattern::Path(work.join("rw/locked.txt")));
     p.kernel.seccomp = SeccompProfile::Default;
     apply_both(&p, &paths);
 
@@ -201,6 +211,11 @@ fn landlock_confines_reads_writes_and_exec() {
     assert!(
         !ok && err.contains("Permission denied"),
         "write to a read-only grant: {err}"
+    );
+    let (ok, _, err) = sh(&format!("cat {w}/ro/hidden.txt"));
+    assert!(
+        !ok && err.contains("Permission denied"),
+        "deny.read beneath allow.read: {err}"
     );
     let (ok, _, err) = sh(&format!("{w}/ro/denied-true"));
     assert!(!ok && err.contains("Permission denied"), "deny.exec: {err}");
