@@ -2,6 +2,9 @@
 //! each must be refused by the seccomp profile (or landlock, for exec), and each has an allowed
 //! counterpart that works, so a broken sandbox cannot pass by refusing everything.
 
+// Test helpers outside #[test] functions panic on purpose: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

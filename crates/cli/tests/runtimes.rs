@@ -2,6 +2,9 @@
 //! rules, as root and rootless, and produces the expected output: Bun, Python 3, Node, sh with
 //! coreutils, curl and git.
 
+// Test helpers outside #[test] functions panic on purpose: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -1001,7 +1001,7 @@ mod tests {
             ("mseal", libc::SYS_mseal),
         ];
         for (name, number) in known {
-            assert_eq!(i64::from(nr(name)), *number as i64, "{name}");
+            assert_eq!(i64::from(nr(name)), *number, "{name}");
         }
         for e in PROFILE {
             assert!(

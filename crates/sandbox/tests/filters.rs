@@ -3,6 +3,9 @@
 //! then starts real programs (inheriting them) and tries real attacks. The parent only checks that
 //! the child passed, so nothing here restricts the test runner itself.
 
+// Test helpers outside #[test] functions panic on purpose: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
