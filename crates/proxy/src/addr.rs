@@ -149,13 +149,14 @@ pub fn parse_ipv4_spelling(s: &str) -> Option<Ipv4Addr> {
 /// One part of an IPv4 spelling. Values are capped well above 2^32 so that long digit strings
 /// cannot overflow.
 fn parse_ipv4_part(part: &str) -> Option<u64> {
-    let (digits, radix) = if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
-        (hex, 16)
-    } else if part.len() > 1 && part.starts_with('0') {
-        (&part[1..], 8)
-    } else {
-        (part, 10)
-    };
+    let (digits, radix) =
+        if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            (hex, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (&part[1..], 8)
+        } else {
+            (part, 10)
+        };
     if digits.is_empty() {
         // "0x" alone is 0 for inet_aton and WHATWG; an empty part ("1..2") is invalid.
         return if radix == 16 { Some(0) } else { None };
@@ -193,7 +194,11 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
 }
 
 fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
     u32::from(ip) & mask == u32::from(Ipv4Addr::from(net)) & mask
 }
 
@@ -224,7 +229,11 @@ fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn in_v6(ip: Ipv6Addr, net: [u16; 8], prefix: u32) -> bool {
-    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - prefix)
+    };
     u128::from(ip) & mask == u128::from(Ipv6Addr::from(net)) & mask
 }
 
@@ -240,10 +249,22 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
         // ::a.b.c.d: deprecated, and some stacks route it to the IPv4 address.
         ([0; 8], 96, "IPv4-compatible IPv6 ::/96"),
         ([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96, "NAT64 64:ff9b::/96"),
-        ([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48, "local NAT64 64:ff9b:1::/48"),
+        (
+            [0x64, 0xff9b, 1, 0, 0, 0, 0, 0],
+            48,
+            "local NAT64 64:ff9b:1::/48",
+        ),
         ([0x100, 0, 0, 0, 0, 0, 0, 0], 64, "discard-only 100::/64"),
-        ([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32, "documentation 2001:db8::/32"),
-        ([0x2001, 0, 0, 0, 0, 0, 0, 0], 23, "IETF protocol assignments 2001::/23"),
+        (
+            [0x2001, 0xdb8, 0, 0, 0, 0, 0, 0],
+            32,
+            "documentation 2001:db8::/32",
+        ),
+        (
+            [0x2001, 0, 0, 0, 0, 0, 0, 0],
+            23,
+            "IETF protocol assignments 2001::/23",
+        ),
         ([0x2002, 0, 0, 0, 0, 0, 0, 0], 16, "6to4 2002::/16"),
         ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, "documentation 3fff::/20"),
         ([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, "unique local fc00::/7"),
@@ -289,18 +310,39 @@ mod tests {
 
     #[test]
     fn numeric_last_label_must_be_ipv4() {
-        for s in ["1.2.3.4.5", "256.1.1.1", "1.2.3.256", "0x1.0x100.1.1", "example.123", "08.1.1.1", "1..1", "4294967296"] {
+        for s in [
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "1.2.3.256",
+            "0x1.0x100.1.1",
+            "example.123",
+            "08.1.1.1",
+            "1..1",
+            "4294967296",
+        ] {
             assert!(matches!(parse_host(s), Err(HostError::BadIpv4(_))), "{s}");
         }
         assert_eq!(parse_host("0x"), Ok(HostSpec::Ip(v4("0.0.0.0"))));
-        assert_eq!(parse_host("4294967295"), Ok(HostSpec::Ip(v4("255.255.255.255"))));
+        assert_eq!(
+            parse_host("4294967295"),
+            Ok(HostSpec::Ip(v4("255.255.255.255")))
+        );
     }
 
     #[test]
     fn names_are_normalized() {
-        assert_eq!(parse_host("Example.COM."), Ok(HostSpec::Name("example.com".into())));
-        assert_eq!(parse_host("1x.example"), Ok(HostSpec::Name("1x.example".into())));
-        assert_eq!(parse_host("bücher.example"), Ok(HostSpec::Name("xn--bcher-kva.example".into())));
+        assert_eq!(
+            parse_host("Example.COM."),
+            Ok(HostSpec::Name("example.com".into()))
+        );
+        assert_eq!(
+            parse_host("1x.example"),
+            Ok(HostSpec::Name("1x.example".into()))
+        );
+        assert_eq!(
+            parse_host("bücher.example"),
+            Ok(HostSpec::Name("xn--bcher-kva.example".into()))
+        );
         for s in ["a..b", "a b", "a%2eb", "evil.com/x", "a@b", "", ".", ".."] {
             assert!(parse_host(s).is_err(), "{s}");
         }
@@ -308,7 +350,10 @@ mod tests {
 
     #[test]
     fn ipv6_forms() {
-        assert_eq!(parse_host("[::1]"), Ok(HostSpec::Ip("::1".parse().unwrap())));
+        assert_eq!(
+            parse_host("[::1]"),
+            Ok(HostSpec::Ip("::1".parse().unwrap()))
+        );
         assert!(parse_host("[fe80::1%25eth0]").is_err());
         assert!(parse_host("[::1").is_err());
         assert!(parse_host("[127.0.0.1]").is_err());
@@ -317,26 +362,63 @@ mod tests {
     #[test]
     fn special_ranges() {
         for s in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254",
-            "169.254.1.1", "100.64.0.1", "100.127.255.255", "0.0.0.0", "0.1.2.3", "224.0.0.1",
-            "255.255.255.255", "240.0.0.1", "192.0.2.1", "198.18.0.1", "::1", "::", "fd00:ec2::254",
-            "fc00::1", "fe80::1", "ff02::1", "64:ff9b::7f00:1", "64:ff9b::808:808", "::7f00:1",
-            "::808:808", "::ffff:10.0.0.1", "2001:db8::1", "2002:7f00:1::",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "169.254.1.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "::1",
+            "::",
+            "fd00:ec2::254",
+            "fc00::1",
+            "fe80::1",
+            "ff02::1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::808:808",
+            "::7f00:1",
+            "::808:808",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+            "2002:7f00:1::",
         ] {
             let ip: IpAddr = s.parse().unwrap();
             assert!(special_range(ip).is_some(), "{s} should be special");
         }
-        for s in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for s in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             let ip: IpAddr = s.parse().unwrap();
             assert_eq!(special_range(ip), None, "{s} should be global");
         }
         assert_eq!(special_range(v4("169.254.169.254")), Some("cloud metadata"));
-        assert_eq!(special_range("fd00:ec2::254".parse().unwrap()), Some("cloud metadata"));
+        assert_eq!(
+            special_range("fd00:ec2::254".parse().unwrap()),
+            Some("cloud metadata")
+        );
     }
 
     #[test]
     fn canonical_unwraps_mapped_only() {
         assert_eq!(canonical("::ffff:1.2.3.4".parse().unwrap()), v4("1.2.3.4"));
-        assert_eq!(canonical("::1.2.3.4".parse().unwrap()), "::1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            canonical("::1.2.3.4".parse().unwrap()),
+            "::1.2.3.4".parse::<IpAddr>().unwrap()
+        );
     }
 }

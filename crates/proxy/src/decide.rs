@@ -22,7 +22,10 @@ pub(crate) enum Verdict {
     /// Connect to one of `addrs` (each checked), in order.
     Allow { rule: String, addrs: Vec<IpAddr> },
     /// Refused by `rule`; `address` is the resolved address that was refused, if any.
-    Deny { rule: String, address: Option<IpAddr> },
+    Deny {
+        rule: String,
+        address: Option<IpAddr>,
+    },
     /// Allowed by `rule`, but the name has no address.
     Unresolved { rule: String, error: String },
 }
@@ -41,7 +44,10 @@ pub(crate) async fn decide(shared: &Shared, host: &HostSpec, port: u16) -> Verdi
                 };
             }
             if let Some(rule) = private_denial(policy, ip, port) {
-                return Verdict::Deny { rule, address: Some(ip) };
+                return Verdict::Deny {
+                    rule,
+                    address: Some(ip),
+                };
             }
             Verdict::Allow {
                 rule: decision.rule,
@@ -69,10 +75,16 @@ pub(crate) async fn decide(shared: &Shared, host: &HostSpec, port: u16) -> Verdi
             // a public and a private address is refused as a whole.
             for &ip in &addrs {
                 if let Some(rule) = denied_by_ip_rule(policy, ip, port) {
-                    return Verdict::Deny { rule, address: Some(ip) };
+                    return Verdict::Deny {
+                        rule,
+                        address: Some(ip),
+                    };
                 }
                 if let Some(rule) = private_denial(policy, ip, port) {
-                    return Verdict::Deny { rule, address: Some(ip) };
+                    return Verdict::Deny {
+                        rule,
+                        address: Some(ip),
+                    };
                 }
             }
             Verdict::Allow {
@@ -123,7 +135,11 @@ async fn resolve(shared: &Shared, name: &str, port: u16) -> Result<Vec<IpAddr>, 
     if !pinned.is_empty() {
         return Ok(pinned);
     }
-    let limit = shared.policy.http.request_timeout.unwrap_or(DEFAULT_RESOLVE_TIMEOUT);
+    let limit = shared
+        .policy
+        .http
+        .request_timeout
+        .unwrap_or(DEFAULT_RESOLVE_TIMEOUT);
     let found = tokio::time::timeout(limit, tokio::net::lookup_host((name, port)))
         .await
         .map_err(|_| format!("resolving {name} timed out after {limit:?}"))?
@@ -139,4 +155,171 @@ async fn resolve(shared: &Shared, name: &str, port: u16) -> Result<Vec<IpAddr>, 
         return Err(format!("resolving {name}: no address"));
     }
     Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use bunker_policy::net::NetRule;
+    use bunker_policy::{Denials, Grants, HttpLimits, JsOptions, KernelOptions, Limits};
+
+    use super::*;
+    use crate::addr::parse_host;
+
+    fn policy(allow: &[&str], deny: &[&str], block_private_ips: bool) -> Policy {
+        let rules = |list: &[&str]| list.iter().map(|r| NetRule::parse(r).unwrap()).collect();
+        Policy {
+            allow: Grants {
+                net: rules(allow),
+                ..Grants::default()
+            },
+            deny: Denials {
+                net: rules(deny),
+                ..Denials::default()
+            },
+            limits: Limits::default(),
+            http: HttpLimits {
+                block_private_ips,
+                ..HttpLimits::default()
+            },
+            kernel: KernelOptions::default(),
+            js: JsOptions::default(),
+            set_env: Default::default(),
+            sources: Vec::new(),
+        }
+    }
+
+    fn shared(policy: Policy, pins: &[(&str, &str)]) -> Shared {
+        let pins = pins
+            .iter()
+            .map(|(n, ip)| (n.to_string(), ip.parse().unwrap()))
+            .collect();
+        Shared::new(Arc::new(policy), pins, Arc::new(Mutex::new(Vec::new())))
+    }
+
+    fn run(shared: &Shared, host: &str, port: u16) -> Verdict {
+        let host = parse_host(host).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(decide(shared, &host, port))
+    }
+
+    const SPECIAL: &[&str] = &[
+        "169.254.169.254",
+        "fd00:ec2::254",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.0.1",
+        "100.64.0.1",
+        "0.0.0.0",
+        "fc00::1",
+        "64:ff9b::7f00:1",
+        "::127.0.0.1",
+        "::ffff:10.0.0.1",
+        "224.0.0.1",
+        "255.255.255.255",
+        "::1",
+        "127.0.0.1",
+        "fe80::1",
+    ];
+
+    #[test]
+    fn special_addresses_behind_an_allowed_name_are_denied() {
+        for ip in SPECIAL {
+            let s = shared(policy(&["inside.test"], &[], true), &[("inside.test", ip)]);
+            match run(&s, "inside.test", 80) {
+                Verdict::Deny { rule, address } => {
+                    assert!(rule.starts_with("http.block_private_ips"), "{ip}: {rule}");
+                    assert_eq!(address, Some(canonical(ip.parse().unwrap())));
+                }
+                other => panic!("{ip}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn special_addresses_need_an_ip_rule() {
+        for ip in SPECIAL {
+            let target = if ip.contains(':') {
+                format!("[{ip}]")
+            } else {
+                ip.to_string()
+            };
+            let s = shared(policy(&["*"], &[], true), &[]);
+            assert!(matches!(run(&s, &target, 80), Verdict::Deny { .. }), "{ip}");
+            let exact = if ip.contains(':') && !ip.starts_with("::ffff:") {
+                format!("[{ip}]:80")
+            } else {
+                format!("{}:80", canonical(ip.parse().unwrap()))
+            };
+            let s = shared(policy(&[&exact], &[], true), &[]);
+            assert!(
+                matches!(run(&s, &target, 80), Verdict::Allow { .. }),
+                "{ip} allowed by {exact}"
+            );
+            // The same address on another port is still refused.
+            assert!(
+                matches!(run(&s, &target, 81), Verdict::Deny { .. }),
+                "{ip}:81"
+            );
+        }
+    }
+
+    #[test]
+    fn block_private_ips_off_lets_allowed_names_reach_private_addresses() {
+        let s = shared(
+            policy(&["inside.test"], &[], false),
+            &[("inside.test", "10.0.0.1")],
+        );
+        assert_eq!(
+            run(&s, "inside.test", 80),
+            Verdict::Allow {
+                rule: "allow.net[0] (inside.test)".into(),
+                addrs: vec!["10.0.0.1".parse().unwrap()]
+            }
+        );
+    }
+
+    #[test]
+    fn deny_cidr_applies_to_resolved_addresses() {
+        let s = shared(
+            policy(
+                &["app.test"],
+                &["203.0.113.0/24", "198.51.100.7:443"],
+                false,
+            ),
+            &[("app.test", "203.0.113.9"), ("other.test", "198.51.100.7")],
+        );
+        assert!(
+            matches!(run(&s, "app.test", 80), Verdict::Deny { rule, .. } if rule == "deny.net[0] (203.0.113.0/24)")
+        );
+        let s2 = shared(
+            policy(&["other.test"], &["198.51.100.7:443"], false),
+            &[("other.test", "198.51.100.7")],
+        );
+        assert!(matches!(run(&s2, "other.test", 443), Verdict::Deny { .. }));
+        assert!(matches!(run(&s2, "other.test", 80), Verdict::Allow { .. }));
+    }
+
+    #[test]
+    fn every_resolved_address_is_checked() {
+        let s = shared(
+            policy(&["mixed.test"], &[], true),
+            &[
+                ("mixed.test", "93.184.215.14"),
+                ("mixed.test", "::ffff:127.0.0.1"),
+            ],
+        );
+        assert!(
+            matches!(run(&s, "mixed.test", 80), Verdict::Deny { address: Some(a), .. } if a.to_string() == "127.0.0.1")
+        );
+        let s = shared(
+            policy(&["public.test"], &[], true),
+            &[("public.test", "93.184.215.14")],
+        );
+        assert!(matches!(run(&s, "public.test", 80), Verdict::Allow { .. }));
+    }
 }

@@ -41,7 +41,10 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
         .await;
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     if req.method() == Method::CONNECT {
         Ok(handle_connect(shared, req).await)
     } else {
@@ -69,20 +72,26 @@ pub(crate) enum Admission {
 }
 
 /// Decides, counts the request against the run's limits, and records the decision.
-pub(crate) async fn admit(shared: &Arc<Shared>, kind: &'static str, method: &str, authority: &Authority) -> Admission {
+pub(crate) async fn admit(
+    shared: &Arc<Shared>,
+    kind: &'static str,
+    method: &str,
+    authority: &Authority,
+) -> Admission {
     let (host, port) = (authority.host.to_string(), authority.port);
-    let base = |allowed: bool, rule: String, address: Option<IpAddr>, limit: Option<&str>| RequestRecord {
-        kind: kind.to_string(),
-        host: host.clone(),
-        port,
-        address: address.map(|a| a.to_string()),
-        allowed,
-        rule,
-        bytes_sent: 0,
-        bytes_received: 0,
-        duration_ms: 0.0,
-        limit: limit.map(str::to_string),
-    };
+    let base =
+        |allowed: bool, rule: String, address: Option<IpAddr>, limit: Option<&str>| RequestRecord {
+            kind: kind.to_string(),
+            host: host.clone(),
+            port,
+            address: address.map(|a| a.to_string()),
+            allowed,
+            rule,
+            bytes_sent: 0,
+            bytes_received: 0,
+            duration_ms: 0.0,
+            limit: limit.map(str::to_string),
+        };
     match decide(shared, &authority.host, port).await {
         Verdict::Deny { rule, address } => {
             let message = format!("bunker: denied {method} {host}:{port} by {rule}");
@@ -117,8 +126,17 @@ pub(crate) async fn admit(shared: &Arc<Shared>, kind: &'static str, method: &str
 }
 
 /// Connects to the first reachable checked address, within the request timeout.
-pub(crate) async fn connect(shared: &Shared, entry: &Entry, addrs: &[IpAddr], port: u16) -> Result<TcpStream, ConnectError> {
-    let limit = shared.policy.http.request_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+pub(crate) async fn connect(
+    shared: &Shared,
+    entry: &Entry,
+    addrs: &[IpAddr],
+    port: u16,
+) -> Result<TcpStream, ConnectError> {
+    let limit = shared
+        .policy
+        .http
+        .request_timeout
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let attempt = async {
         let mut last = None;
         for &ip in addrs {
@@ -132,7 +150,12 @@ pub(crate) async fn connect(shared: &Shared, entry: &Entry, addrs: &[IpAddr], po
         }
         Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
     };
-    match tokio::time::timeout(limit.saturating_sub(Duration::from_millis(entry.elapsed_ms())), attempt).await {
+    match tokio::time::timeout(
+        limit.saturating_sub(Duration::from_millis(entry.elapsed_ms())),
+        attempt,
+    )
+    .await
+    {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(ConnectError::Io(e)),
         Err(_) => {
@@ -154,18 +177,33 @@ pub(crate) enum ConnectError {
 }
 
 fn text_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let mut resp = Response::new(Full::new(Bytes::from(format!("{message}\n"))).map_err(|e| match e {}).boxed_unsync());
+    let mut resp = Response::new(
+        Full::new(Bytes::from(format!("{message}\n")))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
 async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let target = req.uri().authority().map(|a| a.as_str().as_bytes().to_vec()).unwrap_or_default();
+    let target = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().as_bytes().to_vec())
+        .unwrap_or_default();
     let authority = match connect_target(&target) {
         Ok(a) => a,
-        Err(e) => return text_response(StatusCode::BAD_REQUEST, &format!("bunker: bad CONNECT target: {e}")),
+        Err(e) => {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                &format!("bunker: bad CONNECT target: {e}"),
+            )
+        }
     };
     let (entry, addrs) = match admit(&shared, "connect", "CONNECT", &authority).await {
         Admission::Go { entry, addrs } => (entry, addrs),
@@ -178,7 +216,10 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
                 ConnectError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 ConnectError::Io(_) => StatusCode::BAD_GATEWAY,
             };
-            return text_response(status, &format!("bunker: CONNECT {}:{}: {e}", authority.host, authority.port));
+            return text_response(
+                status,
+                &format!("bunker: CONNECT {}:{}: {e}", authority.host, authority.port),
+            );
         }
     };
     let timeouts = timeouts(&shared);
@@ -193,12 +234,21 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
         };
         let _ = relay(client, upstream, &prefix, &entry, timeouts).await;
     });
-    Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed_unsync())
+    Response::new(
+        http_body_util::Empty::new()
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    )
 }
 
 async fn handle_forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
     let target = req.uri().to_string();
-    let host_headers: Vec<&[u8]> = req.headers().get_all(HOST).iter().map(HeaderValue::as_bytes).collect();
+    let host_headers: Vec<&[u8]> = req
+        .headers()
+        .get_all(HOST)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
     let forward = match forward_target(target.as_bytes(), &host_headers) {
         Ok(t) => t,
         Err(e) => return text_response(StatusCode::BAD_REQUEST, &format!("bunker: {e}")),
@@ -214,13 +264,23 @@ async fn handle_forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response
 
     // Build the request for the server: origin-form target, this hop's headers removed, Host
     // set from the checked target.
-    let tokens = connection_tokens(parts.headers.get_all(CONNECTION).iter().map(HeaderValue::as_bytes));
-    let mut upstream_req = Request::builder().method(parts.method).uri(forward.path_and_query.as_str()).version(Version::HTTP_11);
+    let tokens = connection_tokens(
+        parts
+            .headers
+            .get_all(CONNECTION)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
+    let mut upstream_req = Request::builder()
+        .method(parts.method)
+        .uri(forward.path_and_query.as_str())
+        .version(Version::HTTP_11);
     let host_value = match (&authority.host, authority.port) {
         (host, 80) => host.to_string(),
         (host, port) => format!("{host}:{port}"),
     };
-    let mut head_bytes = (method.as_str().len() + forward.path_and_query.len() + 11 + host_value.len() + 8) as u64;
+    let mut head_bytes =
+        (method.as_str().len() + forward.path_and_query.len() + 11 + host_value.len() + 8) as u64;
     if let Some(headers) = upstream_req.headers_mut() {
         for (name, value) in parts.headers.iter() {
             if name == HOST || is_hop_by_hop(name.as_str(), &tokens) {
@@ -244,7 +304,10 @@ async fn handle_forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response
             entry.set_limit("max_request_bytes");
             return text_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("bunker: request to {}:{} exceeds http.max_request_bytes ({max})", authority.host, authority.port),
+                &format!(
+                    "bunker: request to {}:{} exceeds http.max_request_bytes ({max})",
+                    authority.host, authority.port
+                ),
             );
         }
     }
@@ -289,22 +352,47 @@ async fn handle_forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response
                 }
                 _ => StatusCode::BAD_GATEWAY,
             };
-            return text_response(status, &format!("bunker: {method} {}:{}: {e}", authority.host, authority.port));
+            return text_response(
+                status,
+                &format!(
+                    "bunker: {method} {}:{}: {e}",
+                    authority.host, authority.port
+                ),
+            );
         }
     };
 
     let (mut parts, body) = response.into_parts();
-    let tokens = connection_tokens(parts.headers.get_all(CONNECTION).iter().map(HeaderValue::as_bytes));
-    let names: Vec<_> = parts.headers.keys().filter(|n| is_hop_by_hop(n.as_str(), &tokens)).cloned().collect();
+    let tokens = connection_tokens(
+        parts
+            .headers
+            .get_all(CONNECTION)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
+    let names: Vec<_> = parts
+        .headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n.as_str(), &tokens))
+        .cloned()
+        .collect();
     for name in names {
         parts.headers.remove(name);
     }
-    let head_bytes = 17 + parts.headers.iter().map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64).sum::<u64>();
+    let head_bytes = 17
+        + parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64)
+            .sum::<u64>();
     if let Err(hit) = entry.account(Direction::Down, head_bytes) {
         return text_response(StatusCode::BAD_GATEWAY, &hit.to_string());
     }
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, Limited::new(body, entry, Direction::Down, idle).boxed_unsync())
+    Response::from_parts(
+        parts,
+        Limited::new(body, entry, Direction::Down, idle).boxed_unsync(),
+    )
 }
 
 /// Why a forwarded request failed before its response head arrived.
@@ -329,7 +417,12 @@ struct Limited {
 }
 
 impl Limited {
-    fn new(inner: Incoming, entry: Arc<Entry>, direction: Direction, idle: Option<Duration>) -> Limited {
+    fn new(
+        inner: Incoming,
+        entry: Arc<Entry>,
+        direction: Direction,
+        idle: Option<Duration>,
+    ) -> Limited {
         Limited {
             inner,
             entry,
@@ -344,7 +437,10 @@ impl Body for Limited {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -360,7 +456,9 @@ impl Body for Limited {
                 let Some(idle) = this.idle else {
                     return Poll::Pending;
                 };
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         this.entry.set_limit("idle_timeout");

@@ -20,7 +20,11 @@ fn name_matches(rule: &NetRule, host: &str, port: u16) -> bool {
     rule.port.is_none_or(|p| p == port)
         && match &rule.host {
             HostPattern::Name(n) => n == host,
-            HostPattern::Subdomains(s) => host.len() > s.len() + 1 && host.ends_with(s.as_str()) && host.as_bytes()[host.len() - s.len() - 1] == b'.',
+            HostPattern::Subdomains(s) => {
+                host.len() > s.len() + 1
+                    && host.ends_with(s.as_str())
+                    && host.as_bytes()[host.len() - s.len() - 1] == b'.'
+            }
             HostPattern::AnyName => true,
             _ => false,
         }
@@ -37,17 +41,28 @@ fn ip_matches(rule: &NetRule, ip: IpAddr, port: u16) -> bool {
 
 fn decide(p: &Policy, what: &str, m: impl Fn(&NetRule) -> bool) -> InterimDecision {
     if let Some((i, r)) = p.deny.net.iter().enumerate().find(|(_, r)| m(r)) {
-        return InterimDecision { allowed: false, rule: format!("deny.net[{i}] ({})", r.text) };
+        return InterimDecision {
+            allowed: false,
+            rule: format!("deny.net[{i}] ({})", r.text),
+        };
     }
     if let Some((i, r)) = p.allow.net.iter().enumerate().find(|(_, r)| m(r)) {
-        return InterimDecision { allowed: true, rule: format!("allow.net[{i}] ({})", r.text) };
+        return InterimDecision {
+            allowed: true,
+            rule: format!("allow.net[{i}] ({})", r.text),
+        };
     }
-    InterimDecision { allowed: false, rule: format!("allow.net (no rule matches {what})") }
+    InterimDecision {
+        allowed: false,
+        rule: format!("allow.net (no rule matches {what})"),
+    }
 }
 
 impl InterimPolicy for Policy {
     fn net_decision(&self, host: &str, port: u16) -> InterimDecision {
-        decide(self, &format!("{host}:{port}"), |r| name_matches(r, host, port))
+        decide(self, &format!("{host}:{port}"), |r| {
+            name_matches(r, host, port)
+        })
     }
     fn ip_decision(&self, ip: IpAddr, port: u16) -> InterimDecision {
         decide(self, &format!("{ip}:{port}"), |r| ip_matches(r, ip, port))

@@ -46,7 +46,10 @@ pub struct ProxyConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("egress proxy: preparing the {which} listener: {source}")]
-    Listener { which: &'static str, source: io::Error },
+    Listener {
+        which: &'static str,
+        source: io::Error,
+    },
     #[error("egress proxy: starting its runtime: {0}")]
     Runtime(io::Error),
     #[error("egress proxy: starting its thread: {0}")]
@@ -64,7 +67,11 @@ pub struct ProxyHandle {
 
 /// Starts serving `http` (HTTP forward + CONNECT) and `socks` (SOCKS5) on a thread of its own,
 /// with a single-threaded tokio runtime; returns at once.
-pub fn start(config: ProxyConfig, http: TcpListener, socks: TcpListener) -> Result<ProxyHandle, ProxyError> {
+pub fn start(
+    config: ProxyConfig,
+    http: TcpListener,
+    socks: TcpListener,
+) -> Result<ProxyHandle, ProxyError> {
     let mut pins = Vec::with_capacity(config.resolve.len());
     for (name, ip) in config.resolve {
         match addr::parse_host(&name) {
@@ -89,9 +96,16 @@ pub fn start(config: ProxyConfig, http: TcpListener, socks: TcpListener) -> Resu
     // The listeners become tokio listeners inside the runtime (they need its reactor).
     let (http, socks) = {
         let _guard = runtime.enter();
-        let http = tokio::net::TcpListener::from_std(http).map_err(|source| ProxyError::Listener { which: "HTTP", source })?;
+        let http =
+            tokio::net::TcpListener::from_std(http).map_err(|source| ProxyError::Listener {
+                which: "HTTP",
+                source,
+            })?;
         let socks =
-            tokio::net::TcpListener::from_std(socks).map_err(|source| ProxyError::Listener { which: "SOCKS5", source })?;
+            tokio::net::TcpListener::from_std(socks).map_err(|source| ProxyError::Listener {
+                which: "SOCKS5",
+                source,
+            })?;
         (http, socks)
     };
     let thread = std::thread::Builder::new()
@@ -141,7 +155,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener, kin
 impl ProxyHandle {
     /// The decisions so far (requests in flight show the figures of their last update).
     pub fn records(&self) -> Vec<RequestRecord> {
-        self.records.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Stops serving, closes every connection and returns every decision, in order.

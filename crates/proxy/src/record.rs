@@ -55,7 +55,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(policy: Arc<Policy>, pins: Vec<(String, IpAddr)>, records: Arc<Mutex<Vec<RequestRecord>>>) -> Shared {
+    pub fn new(
+        policy: Arc<Policy>,
+        pins: Vec<(String, IpAddr)>,
+        records: Arc<Mutex<Vec<RequestRecord>>>,
+    ) -> Shared {
         Shared {
             policy,
             pins,
@@ -117,7 +121,11 @@ impl Entry {
         let http = &self.shared.policy.http;
         let (counter, max, name) = match direction {
             Direction::Up => (&self.sent, http.max_request_bytes, "max_request_bytes"),
-            Direction::Down => (&self.received, http.max_response_bytes, "max_response_bytes"),
+            Direction::Down => (
+                &self.received,
+                http.max_response_bytes,
+                "max_response_bytes",
+            ),
         };
         let result = (|| {
             if let Some(max) = max {
@@ -154,8 +162,16 @@ impl Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        let limit = self.limit.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let mut records = self.shared.records.lock().unwrap_or_else(PoisonError::into_inner);
+        let limit = self
+            .limit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut records = self
+            .shared
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(record) = records.get_mut(self.index) {
             record.bytes_sent = self.sent.load(Ordering::Relaxed);
             record.bytes_received = self.received.load(Ordering::Relaxed);

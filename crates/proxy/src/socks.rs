@@ -9,7 +9,10 @@ use tokio::net::TcpStream;
 use crate::addr::{canonical, parse_host, HostSpec};
 use crate::http::{admit, connect, timeouts, Admission, ConnectError};
 use crate::record::{RequestRecord, Shared};
-use crate::socks5::{encode_reply, method_reply, parse_greeting, parse_request, reply, Command, Destination, Parsed, Socks5Error};
+use crate::socks5::{
+    encode_reply, method_reply, parse_greeting, parse_request, reply, Command, Destination, Parsed,
+    Socks5Error,
+};
 use crate::target::Authority;
 use crate::tunnel::relay;
 
@@ -75,8 +78,12 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, mut stream: TcpStream)
             Command::Connect => "CONNECT".to_string(),
             Command::Other(c) => format!("command {c:#04x}"),
         };
-        shared.record(refuse(format!("socks5 ({name} is not supported; only CONNECT)")));
-        let _ = stream.write_all(&encode_reply(reply::COMMAND_NOT_SUPPORTED, None)).await;
+        shared.record(refuse(format!(
+            "socks5 ({name} is not supported; only CONNECT)"
+        )));
+        let _ = stream
+            .write_all(&encode_reply(reply::COMMAND_NOT_SUPPORTED, None))
+            .await;
         return;
     }
     let host = match &request.destination {
@@ -87,7 +94,9 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, mut stream: TcpStream)
         Ok(h) => h,
         Err(e) => {
             shared.record(refuse(format!("invalid host ({e})")));
-            let _ = stream.write_all(&encode_reply(reply::NOT_ALLOWED, None)).await;
+            let _ = stream
+                .write_all(&encode_reply(reply::NOT_ALLOWED, None))
+                .await;
             return;
         }
     };
@@ -112,7 +121,9 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, mut stream: TcpStream)
         Err(e) => {
             let code = match e {
                 ConnectError::Timeout(_) => reply::TTL_EXPIRED,
-                ConnectError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => reply::CONNECTION_REFUSED,
+                ConnectError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    reply::CONNECTION_REFUSED
+                }
                 ConnectError::Io(_) => reply::HOST_UNREACHABLE,
             };
             let _ = stream.write_all(&encode_reply(code, None)).await;
@@ -120,7 +131,11 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, mut stream: TcpStream)
         }
     };
     let bound = upstream.local_addr().ok();
-    if stream.write_all(&encode_reply(reply::SUCCEEDED, bound)).await.is_err() {
+    if stream
+        .write_all(&encode_reply(reply::SUCCEEDED, bound))
+        .await
+        .is_err()
+    {
         return;
     }
     let _ = relay(stream, upstream, &buf, &entry, timeouts(&shared)).await;
@@ -143,7 +158,10 @@ async fn read_message<T>(
             return None;
         }
         let mut chunk = [0u8; MAX_MESSAGE];
-        let n = stream.read(&mut chunk[..MAX_MESSAGE - buf.len()]).await.ok()?;
+        let n = stream
+            .read(&mut chunk[..MAX_MESSAGE - buf.len()])
+            .await
+            .ok()?;
         if n == 0 {
             return None;
         }

@@ -124,7 +124,10 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<Request>, Socks5Error> {
     let (destination, addr_end) = match buf[3] {
         0x01 => match buf.get(4..8) {
             None => return Ok(Parsed::Incomplete),
-            Some(b) => (Destination::Ip(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))), 8),
+            Some(b) => (
+                Destination::Ip(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+                8,
+            ),
         },
         0x04 => match buf.get(4..20) {
             None => return Ok(Parsed::Incomplete),
@@ -192,8 +195,14 @@ mod tests {
         assert_eq!(parse_greeting(&[]), Ok(Parsed::Incomplete));
         assert_eq!(parse_greeting(&[5]), Ok(Parsed::Incomplete));
         assert_eq!(parse_greeting(&[5, 2, 0]), Ok(Parsed::Incomplete));
-        assert_eq!(parse_greeting(&[5, 2, 2, 0, 9]), Ok(Parsed::Done(Greeting { no_auth: true }, 4)));
-        assert_eq!(parse_greeting(&[5, 1, 2]), Ok(Parsed::Done(Greeting { no_auth: false }, 3)));
+        assert_eq!(
+            parse_greeting(&[5, 2, 2, 0, 9]),
+            Ok(Parsed::Done(Greeting { no_auth: true }, 4))
+        );
+        assert_eq!(
+            parse_greeting(&[5, 1, 2]),
+            Ok(Parsed::Done(Greeting { no_auth: false }, 3))
+        );
         assert_eq!(parse_greeting(&[4, 1, 0]), Err(Socks5Error::Version(4)));
         assert_eq!(parse_greeting(&[5, 0]), Err(Socks5Error::NoMethods));
     }
@@ -221,20 +230,50 @@ mod tests {
         let Ok(Parsed::Done(req, used)) = parse_request(&dom) else {
             panic!("domain request not parsed");
         };
-        assert_eq!((req.command, req.destination, req.port, used), (Command::UdpAssociate, Destination::Domain("a.com".into()), 80, 12));
+        assert_eq!(
+            (req.command, req.destination, req.port, used),
+            (
+                Command::UdpAssociate,
+                Destination::Domain("a.com".into()),
+                80,
+                12
+            )
+        );
         let mut v6 = vec![5, 2, 0, 4];
         v6.extend_from_slice(&"::1".parse::<Ipv6Addr>().unwrap().octets());
         v6.extend_from_slice(&[1, 0]);
-        assert!(matches!(parse_request(&v6), Ok(Parsed::Done(Request { command: Command::Bind, port: 256, .. }, 22))));
-        assert_eq!(parse_request(&[5, 1, 0, 9, 0, 0]), Err(Socks5Error::AddressType(9)));
-        assert_eq!(parse_request(&[5, 1, 0, 3, 0, 0, 80]), Err(Socks5Error::Domain));
-        assert_eq!(parse_request(&[5, 1, 0, 3, 1, 0xff, 0, 80]), Err(Socks5Error::Domain));
+        assert!(matches!(
+            parse_request(&v6),
+            Ok(Parsed::Done(
+                Request {
+                    command: Command::Bind,
+                    port: 256,
+                    ..
+                },
+                22
+            ))
+        ));
+        assert_eq!(
+            parse_request(&[5, 1, 0, 9, 0, 0]),
+            Err(Socks5Error::AddressType(9))
+        );
+        assert_eq!(
+            parse_request(&[5, 1, 0, 3, 0, 0, 80]),
+            Err(Socks5Error::Domain)
+        );
+        assert_eq!(
+            parse_request(&[5, 1, 0, 3, 1, 0xff, 0, 80]),
+            Err(Socks5Error::Domain)
+        );
         assert_eq!(parse_request(&[4]), Err(Socks5Error::Version(4)));
     }
 
     #[test]
     fn replies() {
-        assert_eq!(encode_reply(reply::NOT_ALLOWED, None), vec![5, 2, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            encode_reply(reply::NOT_ALLOWED, None),
+            vec![5, 2, 0, 1, 0, 0, 0, 0, 0, 0]
+        );
         assert_eq!(encode_reply(0, Some("[::1]:80".parse().unwrap())).len(), 22);
     }
 }

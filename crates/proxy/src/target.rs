@@ -113,10 +113,11 @@ pub fn forward_target(target: &[u8], host_headers: &[&[u8]]) -> Result<ForwardTa
         [] => {}
         [header] => {
             let text = std::str::from_utf8(header).map_err(|_| TargetError::NotUtf8)?;
-            let from_header = parse_authority(text.trim(), Some(80)).map_err(|_| TargetError::HostMismatch {
-                header: text.to_string(),
-                target: format!("{}:{}", authority.host, authority.port),
-            })?;
+            let from_header =
+                parse_authority(text.trim(), Some(80)).map_err(|_| TargetError::HostMismatch {
+                    header: text.to_string(),
+                    target: format!("{}:{}", authority.host, authority.port),
+                })?;
             if from_header != authority {
                 return Err(TargetError::HostMismatch {
                     header: text.to_string(),
@@ -149,7 +150,7 @@ pub fn is_hop_by_hop(name: &str, connection_tokens: &[String]) -> bool {
     let lower = name.to_ascii_lowercase();
     HOP_BY_HOP.contains(&lower.as_str())
         || lower.starts_with("proxy-")
-        || connection_tokens.iter().any(|t| *t == lower)
+        || connection_tokens.contains(&lower)
 }
 
 /// The header names listed in `Connection` header values, lower-cased.
@@ -190,28 +191,70 @@ mod tests {
 
     #[test]
     fn forward_refusals() {
-        assert_eq!(forward_target(b"https://a.com/", &[]), Err(TargetError::Scheme("https".into())));
-        assert!(matches!(forward_target(b"/path", &[]), Err(TargetError::NotAbsolute(_))));
-        assert_eq!(forward_target(b"http://u:p@a.com/", &[]), Err(TargetError::UserInfo));
-        assert!(matches!(forward_target(b"http://a.com/", &[b"b.com"]), Err(TargetError::HostMismatch { .. })));
-        assert!(matches!(forward_target(b"http://a.com/", &[b"a.com:81"]), Err(TargetError::HostMismatch { .. })));
+        assert_eq!(
+            forward_target(b"https://a.com/", &[]),
+            Err(TargetError::Scheme("https".into()))
+        );
+        assert!(matches!(
+            forward_target(b"/path", &[]),
+            Err(TargetError::NotAbsolute(_))
+        ));
+        assert_eq!(
+            forward_target(b"http://u:p@a.com/", &[]),
+            Err(TargetError::UserInfo)
+        );
+        assert!(matches!(
+            forward_target(b"http://a.com/", &[b"b.com"]),
+            Err(TargetError::HostMismatch { .. })
+        ));
+        assert!(matches!(
+            forward_target(b"http://a.com/", &[b"a.com:81"]),
+            Err(TargetError::HostMismatch { .. })
+        ));
         assert!(forward_target(b"http://a.com/", &[b"A.com:80"]).is_ok());
-        assert_eq!(forward_target(b"http://a.com/", &[b"a.com", b"a.com"]), Err(TargetError::DuplicateHost));
-        assert!(matches!(forward_target(b"http://a.com:0/", &[]), Err(TargetError::Port(_))));
-        assert!(matches!(forward_target(b"http://a.com:+80/", &[]), Err(TargetError::Port(_))));
-        assert!(matches!(forward_target(b"http://a.com:65536/", &[]), Err(TargetError::Port(_))));
-        assert!(matches!(forward_target(b"http://1.2.3.4.5/", &[]), Err(TargetError::Host(_))));
-        assert_eq!(forward_target(b"http://\xff/", &[]), Err(TargetError::NotUtf8));
+        assert_eq!(
+            forward_target(b"http://a.com/", &[b"a.com", b"a.com"]),
+            Err(TargetError::DuplicateHost)
+        );
+        assert!(matches!(
+            forward_target(b"http://a.com:0/", &[]),
+            Err(TargetError::Port(_))
+        ));
+        assert!(matches!(
+            forward_target(b"http://a.com:+80/", &[]),
+            Err(TargetError::Port(_))
+        ));
+        assert!(matches!(
+            forward_target(b"http://a.com:65536/", &[]),
+            Err(TargetError::Port(_))
+        ));
+        assert!(matches!(
+            forward_target(b"http://1.2.3.4.5/", &[]),
+            Err(TargetError::Host(_))
+        ));
+        assert_eq!(
+            forward_target(b"http://\xff/", &[]),
+            Err(TargetError::NotUtf8)
+        );
     }
 
     #[test]
     fn connect_targets() {
         assert_eq!(connect_target(b"a.com:443").unwrap().port, 443);
-        assert!(matches!(connect_target(b"a.com"), Err(TargetError::Port(_))));
+        assert!(matches!(
+            connect_target(b"a.com"),
+            Err(TargetError::Port(_))
+        ));
         assert_eq!(connect_target(b"[::1]:443").unwrap().host, ip("::1"));
         assert_eq!(connect_target(b"0x7f.1:443").unwrap().host, ip("127.0.0.1"));
-        assert_eq!(connect_target(b"127.0.0.1.:443").unwrap().host, ip("127.0.0.1"));
-        assert!(matches!(connect_target(b"[::1]x:443"), Err(TargetError::Port(_))));
+        assert_eq!(
+            connect_target(b"127.0.0.1.:443").unwrap().host,
+            ip("127.0.0.1")
+        );
+        assert!(matches!(
+            connect_target(b"[::1]x:443"),
+            Err(TargetError::Port(_))
+        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! counted against the request's and the run's limits, with first-byte and idle timeouts.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -46,14 +46,27 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let last_activity = AtomicU64::new(entry.elapsed_ms());
+    // While the server's first byte is awaited, that deadline governs, not the idle timeout.
+    let awaiting_first_byte = AtomicBool::new(timeouts.first_byte.is_some());
     if !client_prefix.is_empty() {
         entry.account(Direction::Up, client_prefix.len() as u64)?;
         upstream.write_all(client_prefix).await?;
     }
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut upstream_read, mut upstream_write) = upstream.split();
-    let up = pump(&mut client_read, &mut upstream_write, Direction::Up, entry, &last_activity, timeouts);
-    let down = pump(&mut upstream_read, &mut client_write, Direction::Down, entry, &last_activity, timeouts);
+    let clock = Clock {
+        entry,
+        last_activity: &last_activity,
+        awaiting_first_byte: &awaiting_first_byte,
+        timeouts,
+    };
+    let up = pump(&mut client_read, &mut upstream_write, Direction::Up, clock);
+    let down = pump(
+        &mut upstream_read,
+        &mut client_write,
+        Direction::Down,
+        clock,
+    );
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     while !(up_done && down_done) {
@@ -65,19 +78,32 @@ where
     Ok(())
 }
 
+/// The timing state both directions of a tunnel share.
+#[derive(Clone, Copy)]
+struct Clock<'a> {
+    entry: &'a Entry,
+    last_activity: &'a AtomicU64,
+    awaiting_first_byte: &'a AtomicBool,
+    timeouts: Timeouts,
+}
+
 /// Copies one direction until end of stream, then half-closes the writer.
 async fn pump<R, W>(
     reader: &mut R,
     writer: &mut W,
     direction: Direction,
-    entry: &Entry,
-    last_activity: &AtomicU64,
-    timeouts: Timeouts,
+    clock: Clock<'_>,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let Clock {
+        entry,
+        last_activity,
+        timeouts,
+        ..
+    } = clock;
     let mut buf = vec![0u8; BUFFER_SIZE];
     let mut awaiting_first_byte = direction == Direction::Down && timeouts.first_byte.is_some();
     loop {
@@ -88,13 +114,18 @@ where
                 Ok(n) => n?,
                 Err(_) => {
                     entry.set_limit("request_timeout");
-                    return Err(RelayError::Timeout("no first byte from the server within http.request_timeout"));
+                    return Err(RelayError::Timeout(
+                        "no first byte from the server within http.request_timeout",
+                    ));
                 }
             }
         } else {
-            read_until_idle(reader, &mut buf, entry, last_activity, timeouts.idle).await?
+            read_until_idle(reader, &mut buf, clock).await?
         };
-        awaiting_first_byte = false;
+        if awaiting_first_byte {
+            awaiting_first_byte = false;
+            clock.awaiting_first_byte.store(false, Ordering::Relaxed);
+        }
         if n == 0 {
             writer.shutdown().await?;
             return Ok(());
@@ -117,17 +148,21 @@ where
 async fn read_until_idle<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut [u8],
-    entry: &Entry,
-    last_activity: &AtomicU64,
-    idle: Option<Duration>,
+    clock: Clock<'_>,
 ) -> Result<usize, RelayError> {
-    let Some(idle) = idle else {
+    let Some(idle) = clock.timeouts.idle else {
         return Ok(reader.read(buf).await?);
     };
+    let entry = clock.entry;
     loop {
-        let quiet_for = entry.elapsed_ms().saturating_sub(last_activity.load(Ordering::Relaxed));
-        let left = idle.saturating_sub(Duration::from_millis(quiet_for));
-        if left.is_zero() {
+        let quiet_for = entry
+            .elapsed_ms()
+            .saturating_sub(clock.last_activity.load(Ordering::Relaxed));
+        let mut left = idle.saturating_sub(Duration::from_millis(quiet_for));
+        if clock.awaiting_first_byte.load(Ordering::Relaxed) {
+            // The first-byte deadline cuts the tunnel if the server stays silent.
+            left = left.max(idle);
+        } else if left.is_zero() {
             entry.set_limit("idle_timeout");
             return Err(RelayError::Timeout("idle timeout"));
         }
