@@ -34,29 +34,44 @@ pub enum Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LayerStatus {
+    /// Fully enforced by the kernel.
     On,
+    /// Enforced in part (see `notes`).
     Partial,
+    /// Not enforced: not asked for, or best effort and unavailable (see `notes`).
     Off,
 }
 
 /// What was enforced, layer by layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Enforced {
+    /// user, pid, mount, net, ipc, uts and cgroup namespaces (`partial` when some were left
+    /// out by `kernel.namespaces`).
     pub namespaces: LayerStatus,
+    /// The new root built from `allow.read`/`allow.write` and the `deny` masks.
     pub filesystem: LayerStatus,
+    /// landlock rules mirroring read, write and exec.
     pub landlock: LayerStatus,
     /// The landlock ABI version the kernel offered (0 when none).
     pub landlock_abi: u32,
+    /// The seccomp filter.
     pub seccomp: LayerStatus,
+    /// `PR_SET_NO_NEW_PRIVS`.
     pub no_new_privs: LayerStatus,
+    /// Every capability dropped (bounding, ambient, inheritable, effective, permitted).
     pub capabilities_dropped: LayerStatus,
+    /// `limits.memory` as a cgroup limit (`partial` when swap could not be limited).
     pub memory_limit: LayerStatus,
+    /// `limits.pids` as a cgroup limit.
     pub pids_limit: LayerStatus,
+    /// `limits.cpu` as a cgroup CPU quota.
     pub cpu_limit: LayerStatus,
     /// `limits.cpu_time`: `on` when the whole sandbox's CPU time is accounted (cgroup) and
     /// enforced by the supervisor; `partial` when only RLIMIT_CPU bounds each process.
     pub cpu_time_limit: LayerStatus,
+    /// rlimits: file size, open files, stack, core dumps off, RLIMIT_CPU.
     pub rlimits: LayerStatus,
+    /// Network isolation: only loopback, egress through the proxy.
     pub network: LayerStatus,
     /// Human-readable notes on anything partial or off.
     pub notes: Vec<String>,
@@ -121,6 +136,7 @@ pub struct HttpRecord {
 /// Everything that happened in one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunResult {
+    /// How the run ended.
     pub status: Status,
     /// The program's exit code, when it exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,13 +147,18 @@ pub struct RunResult {
     /// What went wrong, for setup_error and policy_error (and limit hits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Wall-clock time from the sandbox's creation until it was gone, in milliseconds.
     pub wall_ms: f64,
+    /// CPU time (user + system) of every process of the sandbox, in milliseconds.
     pub cpu_ms: f64,
     /// Peak memory of the sandbox's cgroup, when a memory cgroup was used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
+    /// The program's standard output.
     pub stdout: StreamResult,
+    /// The program's standard error.
     pub stderr: StreamResult,
+    /// What was enforced, layer by layer.
     pub enforced: Enforced,
     /// Egress proxy decisions, in order.
     pub http: Vec<HttpRecord>,

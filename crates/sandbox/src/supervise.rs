@@ -225,7 +225,12 @@ fn signal_name(sig: i32) -> String {
 }
 
 fn human_bytes(n: u64) -> String {
-    let units: [(u64, &str); 4] = [(1 << 20, "MiB"), (1_000_000, "MB"), (1 << 10, "KiB"), (1_000, "kB")];
+    let units: [(u64, &str); 4] = [
+        (1 << 20, "MiB"),
+        (1_000_000, "MB"),
+        (1 << 10, "KiB"),
+        (1_000, "kB"),
+    ];
     for (size, unit) in units {
         if n >= size && n.is_multiple_of(size) {
             return format!("{} {unit}", n / size);
@@ -246,7 +251,7 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
     };
     if let Some(kill) = o.kill {
         let killed = Some(libc::SIGKILL);
-        return match kill {
+        let mut verdict = match kill {
             KillReason::Timeout => v(
                 Status::Timeout,
                 None,
@@ -286,6 +291,13 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
                 ),
             ),
         };
+        // A fork bomb usually ends at the timeout: say that the pids limit held it.
+        if o.pids_hits > 0 {
+            if let Some(error) = verdict.error.as_mut() {
+                error.push_str(&format!("; {}", pids_message(o, limits)));
+            }
+        }
+        return verdict;
     }
     if let Some(failed) = &o.messages.setup_failed {
         return v(Status::SetupError, None, None, failed.clone());
@@ -332,18 +344,9 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
                 span(limits.cpu_time.unwrap_or_default())
             ),
         ),
-        (code, signal) if o.pids_hits > 0 => v(
-            Status::PidsLimit,
-            code,
-            signal,
-            format!(
-                "the pids limit ({}) refused {} fork(s)",
-                limits
-                    .pids
-                    .map_or_else(|| "?".to_string(), |p| p.to_string()),
-                o.pids_hits
-            ),
-        ),
+        (code, signal) if o.pids_hits > 0 => {
+            v(Status::PidsLimit, code, signal, pids_message(o, limits))
+        }
         (_, Some(s)) => Verdict {
             status: Status::Signal,
             exit_code: None,
@@ -357,6 +360,16 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
             error: None,
         },
     }
+}
+
+fn pids_message(o: &Observed, limits: &Limits) -> String {
+    format!(
+        "the pids limit ({}) refused {} fork(s)",
+        limits
+            .pids
+            .map_or_else(|| "?".to_string(), |p| p.to_string()),
+        o.pids_hits
+    )
 }
 
 fn memory_message(limits: &Limits) -> String {
@@ -756,6 +769,15 @@ mod tests {
         assert_eq!((v.status, v.signal), (Status::Signal, Some(libc::SIGTERM)));
         o.kill = Some(KillReason::OutputLimit);
         assert_eq!(classify(&o, &l).status, Status::OutputLimit);
+        // A contained fork bomb that ran into the timeout.
+        o.kill = Some(KillReason::Timeout);
+        o.pids_hits = 12;
+        let v = classify(&o, &l);
+        assert_eq!(v.status, Status::Timeout);
+        assert!(v
+            .error
+            .unwrap()
+            .ends_with("; the pids limit (?) refused 12 fork(s)"));
     }
 
     #[test]

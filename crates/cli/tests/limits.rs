@@ -1,0 +1,637 @@
+//! Hard limits, hit for real by Bun and Python payloads through the `bunker` binary, and the
+//! report that says so. No timing assertions: where precision matters it is measured in
+//! scripts/bench-limits.sh.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::Value;
+
+/// Exit code when a limit (memory, pids, cpu_time, output) was hit.
+const LIMIT: i32 = 122;
+/// Exit code of a setup error (including a limit the host cannot enforce).
+const SETUP_ERROR: i32 = 121;
+/// Exit code at the wall-clock timeout.
+const TIMEOUT: i32 = 124;
+
+fn run(mut cmd: Command, args: &[&str]) -> (Output, Value) {
+    let out = cmd
+        .arg("run")
+        .arg("--report")
+        .arg("json")
+        .args(args)
+        .output()
+        .unwrap();
+    // The report is the last line of stderr, but the program's own stderr may not have ended
+    // its last line (a cut stream never does): take the last `{"status"` on it.
+    let text = stderr(&out);
+    let at = text
+        .rfind("{\"status\"")
+        .unwrap_or_else(|| panic!("no JSON report in stderr:\n{text}"));
+    let line = text[at..].lines().next().unwrap_or_default();
+    let report = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad report {line}: {e}"));
+    (out, report)
+}
+
+fn status(r: &Value) -> &str {
+    r["status"].as_str().unwrap_or("")
+}
+
+/// Pids of live (non-zombie) processes whose command line contains `marker`.
+fn alive_with(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(marker) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+        if !matches!(state, Some('Z') | Some('X') | None) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A marker unique to this test process, usable as a `sleep` argument.
+fn unique_sleep() -> String {
+    format!(
+        "{}.{}",
+        1000 + std::process::id() % 9000,
+        std::process::id()
+    )
+}
+
+fn policy_file(dir: &Path, json: &str) -> String {
+    write_file(dir, "policy.json", json)
+        .to_string_lossy()
+        .into_owned()
+}
+
+// ---- memory ----------------------------------------------------------------------------------
+
+fn assert_memory_limit(out: &Output, r: &Value, limit: u64) {
+    assert_eq!(status(r), "memory_limit", "{r}\n{}", stderr(out));
+    assert_eq!(out.status.code(), Some(LIMIT));
+    assert_eq!(r["enforced"]["memory_limit"], "on");
+    let peak = r["peak_memory_bytes"].as_u64().unwrap();
+    assert!(
+        peak > limit / 2 && peak <= limit,
+        "peak {peak} vs limit {limit}"
+    );
+    assert!(r["error"].as_str().unwrap().contains("memory limit"), "{r}");
+    assert!(
+        !stdout(out).contains("allocated"),
+        "the allocation finished: {}",
+        stdout(out)
+    );
+}
+
+#[test]
+fn memory_limit_stops_python_allocating_500mb() {
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--memory",
+            "50MB",
+            "--",
+            "python3",
+            "-c",
+            "x = b'a' * (500 << 20); print('allocated')",
+        ],
+    );
+    assert_memory_limit(&out, &r, 50_000_000);
+}
+
+#[test]
+fn memory_limit_stops_bun_allocating_500mb() {
+    let bun = bun();
+    let script = "const a = []; for (let i = 0; i < 100; i++) a.push(Buffer.alloc(5 << 20, 1)); \
+                  console.log('allocated', a.length)";
+    let (out, r) = run(bunker(), &["--memory", "50MB", "--", &bun, "-e", script]);
+    assert_memory_limit(&out, &r, 50_000_000);
+}
+
+#[test]
+fn memory_limit_catches_a_child_not_just_the_main_process() {
+    // The OOM victim is a child; the parent would carry on: bunker kills the rest.
+    let script = "import subprocess, time, sys\n\
+                  subprocess.run([sys.executable, '-c', \"x = b'a' * (300 << 20)\"])\n\
+                  time.sleep(30); print('allocated')";
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--memory",
+            "40MB",
+            "--timeout",
+            "20s",
+            "--",
+            "python3",
+            "-c",
+            script,
+        ],
+    );
+    assert_memory_limit(&out, &r, 40_000_000);
+    assert!(r["wall_ms"].as_f64().unwrap() < 20_000.0);
+}
+
+// ---- pids ------------------------------------------------------------------------------------
+
+#[test]
+fn python_fork_loop_is_stopped_by_the_pids_limit() {
+    let script = "import os, sys, time\n\
+                  n = 0\n\
+                  try:\n\
+                  \x20   while True:\n\
+                  \x20       if os.fork() == 0:\n\
+                  \x20           time.sleep(60); os._exit(0)\n\
+                  \x20       n += 1\n\
+                  except OSError as e:\n\
+                  \x20   print('children', n, e.errno); sys.exit(1)";
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--pids",
+            "64",
+            "--timeout",
+            "30s",
+            "--",
+            "python3",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(status(&r), "pids_limit", "{r}\n{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(LIMIT));
+    assert_eq!(r["exit_code"], 1);
+    assert_eq!(r["enforced"]["pids_limit"], "on");
+    // The sandbox's init and python count too: fewer than 64 children, refused with EAGAIN.
+    let text = stdout(&out);
+    let n: u32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(n < 64 && n > 32, "{text}");
+    assert!(text.trim().ends_with(" 11"), "errno EAGAIN: {text}");
+    assert!(r["error"].as_str().unwrap().contains("pids limit (64)"));
+}
+
+#[test]
+fn shell_fork_bomb_is_contained_and_cleaned_up() {
+    let marker = unique_sleep();
+    let bomb = format!("f(){{ f | f & }}; f; sleep {marker}");
+    let (out, r) = run(
+        bunker(),
+        &["--pids", "64", "--timeout", "2s", "--", "sh", "-c", &bomb],
+    );
+    // Either the shell sleeps while the bomb rages and the timeout ends it, or its own fork of
+    // `sleep` is refused and it fails: both times the report says the pids limit held.
+    match status(&r) {
+        "timeout" => assert_eq!(out.status.code(), Some(TIMEOUT)),
+        "pids_limit" => assert_eq!(out.status.code(), Some(LIMIT)),
+        other => panic!("{other}: {r}"),
+    }
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("pids limit (64) refused"),
+        "{r}"
+    );
+    assert!(stderr(&out).contains("fork"), "the bomb saw fork failures");
+    assert!(alive_with(&marker).is_empty());
+}
+
+// ---- cpu -------------------------------------------------------------------------------------
+
+#[test]
+fn cpu_quota_is_applied_and_reported() {
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--cpu",
+            "0.2",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo done",
+        ],
+    );
+    assert_eq!(status(&r), "ok", "{r}\n{}", stderr(&out));
+    assert_eq!(stdout(&out), "done\n");
+    assert_eq!(r["enforced"]["cpu_limit"], "on");
+    // One-sided and load-proof: a busy loop under a 0.2-core quota cannot use more CPU than
+    // wall time allows (other load only lowers the ratio).
+    let (cpu, wall) = (
+        r["cpu_ms"].as_f64().unwrap(),
+        r["wall_ms"].as_f64().unwrap(),
+    );
+    assert!(cpu > 0.0 && cpu < 0.5 * wall, "cpu {cpu} ms in {wall} ms");
+}
+
+fn assert_cpu_time(out: &Output, r: &Value) {
+    assert_eq!(status(r), "cpu_time", "{r}\n{}", stderr(out));
+    assert_eq!(out.status.code(), Some(LIMIT));
+    assert_eq!(r["enforced"]["cpu_time_limit"], "on");
+    let cpu = r["cpu_ms"].as_f64().unwrap();
+    assert!(cpu >= 1000.0, "killed before its CPU second: {cpu}");
+}
+
+#[test]
+fn cpu_time_limit_stops_a_python_busy_loop() {
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--cpu-time",
+            "1s",
+            "--timeout",
+            "60s",
+            "--",
+            "python3",
+            "-c",
+            "while True: pass",
+        ],
+    );
+    assert_cpu_time(&out, &r);
+}
+
+#[test]
+fn cpu_time_limit_stops_a_bun_busy_loop() {
+    let bun = bun();
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--cpu-time",
+            "1s",
+            "--timeout",
+            "60s",
+            "--",
+            &bun,
+            "-e",
+            "while (true) {}",
+        ],
+    );
+    assert_cpu_time(&out, &r);
+}
+
+#[test]
+fn cpu_time_counts_every_process_of_the_sandbox() {
+    // Two busy children, neither near RLIMIT_CPU on its own: only the cgroup sum can stop them.
+    let script = "(while :; do :; done) & (while :; do :; done) & wait";
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--cpu-time",
+            "1s",
+            "--timeout",
+            "60s",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_cpu_time(&out, &r);
+}
+
+// ---- wall clock ------------------------------------------------------------------------------
+
+#[test]
+fn timeout_kills_a_sleeping_python() {
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--timeout",
+            "1s",
+            "--",
+            "python3",
+            "-c",
+            "import time; time.sleep(100)",
+        ],
+    );
+    assert_eq!(status(&r), "timeout", "{r}");
+    assert_eq!(out.status.code(), Some(TIMEOUT));
+    let wall = r["wall_ms"].as_f64().unwrap();
+    assert!(wall >= 1000.0 && wall < 60_000.0, "{wall}");
+    assert_eq!(r["error"], "killed at the 1s timeout");
+}
+
+#[test]
+fn timeout_kills_a_bun_timer() {
+    let bun = bun();
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--timeout",
+            "1s",
+            "--",
+            &bun,
+            "-e",
+            "setTimeout(() => {}, 100000)",
+        ],
+    );
+    assert_eq!(status(&r), "timeout", "{r}");
+    assert_eq!(out.status.code(), Some(TIMEOUT));
+}
+
+#[test]
+fn timeout_kills_setsid_and_double_forked_children() {
+    let marker = unique_sleep();
+    // A new session, a double fork (the grandchild is orphaned), and the program itself.
+    let script = format!(
+        "setsid sh -c 'sleep {marker} & exit 0' & \
+         (sh -c 'sleep {marker} &') ; \
+         exec sleep {marker}"
+    );
+    let (out, r) = run(bunker(), &["--timeout", "1s", "--", "sh", "-c", &script]);
+    assert_eq!(status(&r), "timeout", "{r}\n{}", stderr(&out));
+    assert!(
+        alive_with(&marker).is_empty(),
+        "left alive: {:?}",
+        alive_with(&marker)
+    );
+}
+
+// ---- output ----------------------------------------------------------------------------------
+
+#[test]
+fn output_is_truncated_at_the_limit_and_counted() {
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--output",
+            "10KB",
+            "--",
+            "python3",
+            "-c",
+            "import sys; sys.stdout.write('x' * 1000000)",
+        ],
+    );
+    assert_eq!(status(&r), "ok", "{r}");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(r["stdout"]["bytes"], 1_000_000);
+    assert_eq!(r["stdout"]["kept"], 10_000);
+    assert_eq!(r["stdout"]["truncated"], true);
+    assert_eq!(r["stderr"]["truncated"], false);
+    assert_eq!(out.stdout.len(), 10_000);
+}
+
+#[test]
+fn output_limit_is_shared_by_stdout_and_stderr() {
+    let bun = bun();
+    let script = "process.stdout.write('o'.repeat(6000)); process.stderr.write('e'.repeat(6000))";
+    let (out, r) = run(bunker(), &["--output", "10KB", "--", &bun, "-e", script]);
+    assert_eq!(status(&r), "ok", "{r}");
+    let kept = r["stdout"]["kept"].as_u64().unwrap() + r["stderr"]["kept"].as_u64().unwrap();
+    assert_eq!(kept, 10_000);
+    assert_eq!(
+        r["stdout"]["bytes"].as_u64().unwrap() + r["stderr"]["bytes"].as_u64().unwrap(),
+        12_000
+    );
+    assert_eq!(
+        out.stdout.len() as u64,
+        r["stdout"]["kept"].as_u64().unwrap()
+    );
+}
+
+fn endless_writer(payload: &[&str]) {
+    let dir = shared_tempdir();
+    let policy = policy_file(
+        dir.path(),
+        r#"{"extends": ["default"], "limits": {"output": "10KB", "kill_on_output_overflow": true}}"#,
+    );
+    let mut args = vec!["--policy", policy.as_str(), "--timeout", "60s", "--"];
+    args.extend_from_slice(payload);
+    let (out, r) = run(bunker(), &args);
+    assert_eq!(status(&r), "output_limit", "{r}\n{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(LIMIT));
+    assert_eq!(r["stdout"]["kept"], 10_000);
+    assert_eq!(r["stdout"]["truncated"], true);
+    assert!(r["wall_ms"].as_f64().unwrap() < 60_000.0);
+}
+
+#[test]
+fn endless_python_writer_is_killed_on_overflow() {
+    endless_writer(&[
+        "python3",
+        "-c",
+        "import sys\nwhile True: sys.stdout.write('y' * 4096)",
+    ]);
+}
+
+#[test]
+fn endless_bun_writer_is_killed_on_overflow() {
+    let bun = bun();
+    endless_writer(&[
+        &bun,
+        "-e",
+        "for (;;) process.stdout.write('y'.repeat(4096))",
+    ]);
+}
+
+#[test]
+fn endless_writer_without_kill_runs_to_the_timeout_with_bounded_output() {
+    let (out, r) = run(
+        bunker(),
+        &["--output", "10KB", "--timeout", "1s", "--", "yes"],
+    );
+    assert_eq!(status(&r), "timeout", "{r}");
+    assert_eq!(out.stdout.len(), 10_000);
+    // Everything past the cap was read and counted, not stored.
+    assert!(r["stdout"]["bytes"].as_u64().unwrap() > 1_000_000, "{r}");
+}
+
+// ---- rlimits ---------------------------------------------------------------------------------
+
+#[test]
+fn file_size_limit_stops_writes() {
+    let dir = shared_tempdir();
+    let policy = policy_file(
+        dir.path(),
+        r#"{"extends": ["default"], "limits": {"file_size": "1MB"}}"#,
+    );
+    // Python ignores SIGXFSZ, so it sees EFBIG.
+    let script = "import errno\n\
+                  try:\n\
+                  \x20   open('/tmp/big', 'wb').write(b'x' * 2000000)\n\
+                  except OSError as e:\n\
+                  \x20   print(errno.errorcode[e.errno])";
+    let (out, r) = run(
+        bunker(),
+        &["--policy", &policy, "--", "python3", "-c", script],
+    );
+    assert_eq!(status(&r), "ok", "{r}\n{}", stderr(&out));
+    assert_eq!(stdout(&out), "EFBIG\n");
+    // A shell's child gets SIGXFSZ.
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--policy",
+            &policy,
+            "--",
+            "sh",
+            "-c",
+            "exec head -c 2000000 /dev/zero > /tmp/big",
+        ],
+    );
+    assert_eq!(status(&r), "signal", "{r}\n{}", stderr(&out));
+    assert_eq!(r["signal"], 25, "SIGXFSZ");
+}
+
+#[test]
+fn open_files_limit_stops_opens() {
+    let dir = shared_tempdir();
+    let policy = policy_file(
+        dir.path(),
+        r#"{"extends": ["default"], "limits": {"open_files": 16}}"#,
+    );
+    let script = "import errno\n\
+                  fs = []\n\
+                  try:\n\
+                  \x20   while True: fs.append(open('/dev/null'))\n\
+                  except OSError as e:\n\
+                  \x20   print(errno.errorcode[e.errno], len(fs) < 16)";
+    let (out, r) = run(
+        bunker(),
+        &["--policy", &policy, "--", "python3", "-c", script],
+    );
+    assert_eq!(status(&r), "ok", "{r}\n{}", stderr(&out));
+    assert_eq!(stdout(&out), "EMFILE True\n");
+}
+
+#[test]
+fn rlimits_are_set_inside_and_core_dumps_are_off() {
+    let dir = shared_tempdir();
+    let policy = policy_file(
+        dir.path(),
+        r#"{"extends": ["default"], "limits": {"open_files": 64, "stack": "4MiB", "file_size": "1MiB"}}"#,
+    );
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--policy",
+            &policy,
+            "--",
+            "sh",
+            "-c",
+            "ulimit -c; ulimit -n; ulimit -s; ulimit -f",
+        ],
+    );
+    assert_eq!(status(&r), "ok", "{r}\n{}", stderr(&out));
+    // dash: -s in KiB, -f in 512-byte blocks.
+    assert_eq!(stdout(&out), "0\n64\n4096\n2048\n");
+    assert_eq!(r["enforced"]["rlimits"], "on");
+}
+
+// ---- rootless --------------------------------------------------------------------------------
+
+#[test]
+fn rootless_memory_limit_without_delegation_fails_closed_naming_memory() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to uid 65534");
+        return;
+    }
+    let dir = shared_tempdir();
+    // No `extends`: the default profile marks memory best-effort.
+    let policy = policy_file(
+        dir.path(),
+        r#"{"allow": {"read": ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"],
+                      "exec": ["/usr", "/bin", "/lib", "/lib64"]},
+            "limits": {"memory": "50MB"}}"#,
+    );
+    let mut cmd = bunker_as_nobody();
+    cmd.current_dir(dir.path());
+    let (out, r) = run(cmd, &["--policy", &policy, "--", "/bin/true"]);
+    assert_eq!(out.status.code(), Some(SETUP_ERROR), "{}", stderr(&out));
+    assert_eq!(status(&r), "setup_error");
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("memory") && error.contains("best_effort"),
+        "{error}"
+    );
+}
+
+#[test]
+fn rootless_memory_limit_best_effort_runs_and_says_so() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to uid 65534");
+        return;
+    }
+    let dir = shared_tempdir();
+    let mut cmd = bunker_as_nobody();
+    cmd.current_dir(dir.path());
+    // The default profile lists memory and pids as best effort.
+    let (out, r) = run(
+        cmd,
+        &["--memory", "50MB", "--", "python3", "-c", "print('ran')"],
+    );
+    assert_eq!(status(&r), "ok", "{r}\n{}", stderr(&out));
+    assert_eq!(stdout(&out), "ran\n");
+    assert_eq!(r["enforced"]["memory_limit"], "off");
+    let notes = r["enforced"]["notes"].to_string();
+    assert!(
+        notes.contains("memory limit (limits.memory) not enforced"),
+        "{notes}"
+    );
+}
+
+// ---- the report contract ---------------------------------------------------------------------
+
+fn docs() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
+}
+
+#[test]
+fn report_schema_in_docs_matches_the_code() {
+    let schema = schemars::schema_for!(bunker_sandbox::RunResult);
+    let generated = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+    let path = docs().join("report.schema.json");
+    let written = std::fs::read_to_string(&path).unwrap_or_default();
+    if written != generated && std::env::var_os("BUNKER_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+        return;
+    }
+    assert!(
+        written == generated,
+        "docs/report.schema.json is out of date: rerun with BUNKER_BLESS=1 and review the diff"
+    );
+}
+
+#[test]
+fn report_doc_describes_every_field_and_status() {
+    let doc = std::fs::read_to_string(docs().join("report.md")).unwrap();
+    let schema = serde_json::to_value(schemars::schema_for!(bunker_sandbox::RunResult)).unwrap();
+    let mut names = Vec::new();
+    collect_names(&schema, &mut names);
+    assert!(names.len() > 30, "{names:?}");
+    for name in names {
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "docs/report.md does not describe `{name}`"
+        );
+    }
+}
+
+/// Property names and enum values anywhere in the schema.
+fn collect_names(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Object(props)) = map.get("properties") {
+                out.extend(props.keys().cloned());
+            }
+            if let Some(Value::Array(values)) = map.get("enum") {
+                out.extend(values.iter().filter_map(|x| x.as_str().map(str::to_string)));
+            }
+            if let Some(Value::String(c)) = map.get("const") {
+                out.push(c.clone());
+            }
+            map.values().for_each(|x| collect_names(x, out));
+        }
+        Value::Array(items) => items.iter().for_each(|x| collect_names(x, out)),
+        _ => {}
+    }
+}
