@@ -336,7 +336,10 @@ mod tests {
 
     #[test]
     fn a_killed_child_is_reaped_through_its_pidfd() {
-        let mut child = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
         let pidfd = pidfd_open(child.id() as i32).unwrap();
         assert_eq!(wait_pidfd(pidfd.as_fd(), false).unwrap(), None);
         pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL).unwrap();
@@ -354,7 +357,10 @@ mod tests {
     #[test]
     fn an_exit_code_and_cpu_time_come_back() {
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exit 7"])
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exit 7",
+            ])
             .spawn()
             .unwrap();
         let pidfd = pidfd_open(child.id() as i32).unwrap();
