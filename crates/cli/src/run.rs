@@ -13,6 +13,11 @@ use crate::egress::ProxyEgress;
 use crate::exit;
 
 pub fn main(opts: RunOpts) -> i32 {
+    // SIGTERM/SIGINT/SIGHUP now tear the sandbox down and remove its cgroup (the supervise
+    // loop polls for them) instead of killing bunker with the sandbox still running.
+    if let Err(e) = bunker_sys::event::install_termination_handler() {
+        eprintln!("bunker: cannot handle termination signals: {e}");
+    }
     let report_to = ReportTarget::from_opts(&opts);
     let policy = match load_policy(&opts) {
         Ok(p) => p,
