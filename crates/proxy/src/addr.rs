@@ -70,23 +70,30 @@ pub fn parse_host(raw: &str) -> Result<HostSpec, HostError> {
     if host.is_empty() {
         return Err(HostError::Empty);
     }
+    // IDNA mapping comes first: full-width digits and dots (`０ｘ７ｆ．１`) map to ASCII ones.
+    let ascii = to_ascii(host)?;
+    let ascii = ascii.strip_suffix('.').unwrap_or(&ascii);
     // WHATWG: a host whose last label is a number must be an IPv4 address, or nothing. This
     // stops `1.2.3.4.5` or `0x7f.1.` from reaching a resolver that might read it its own way.
-    if ends_in_number(host) {
-        return parse_ipv4_spelling(host)
+    if ends_in_number(ascii) {
+        return parse_ipv4_spelling(ascii)
             .map(|ip| HostSpec::Ip(IpAddr::V4(ip)))
             .ok_or_else(|| HostError::BadIpv4(raw.to_string()));
     }
-    normalize_name(host).map(HostSpec::Name)
+    check_name(ascii).map(HostSpec::Name)
 }
 
-/// Lower-cases an ASCII name, converts an IDN to punycode and checks the characters.
-fn normalize_name(host: &str) -> Result<String, HostError> {
-    let ascii = if host.is_ascii() {
-        host.to_ascii_lowercase()
+/// Lower-cases an ASCII name or converts an IDN to punycode (IDNA mapping included).
+fn to_ascii(host: &str) -> Result<String, HostError> {
+    if host.is_ascii() {
+        Ok(host.to_ascii_lowercase())
     } else {
-        idna::domain_to_ascii(host).map_err(|_| HostError::BadName(host.to_string()))?
-    };
+        idna::domain_to_ascii(host).map_err(|_| HostError::BadName(host.to_string()))
+    }
+}
+
+/// Checks the labels of a lower-case ASCII name.
+fn check_name(ascii: &str) -> Result<String, HostError> {
     let valid_label = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
@@ -95,9 +102,9 @@ fn normalize_name(host: &str) -> Result<String, HostError> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if ascii.is_empty() || ascii.len() > MAX_NAME_LEN || !ascii.split('.').all(valid_label) {
-        return Err(HostError::BadName(host.to_string()));
+        return Err(HostError::BadName(ascii.to_string()));
     }
-    Ok(ascii)
+    Ok(ascii.to_string())
 }
 
 /// Whether the last label looks like a number (decimal, or `0x` hex), the WHATWG test for
@@ -303,6 +310,8 @@ mod tests {
             "[::ffff:127.0.0.1]",
             "[::ffff:7f00:1]",
             "::ffff:127.0.0.1",
+            "\u{ff10}\u{ff58}\u{ff17}\u{ff46}\u{ff0e}\u{ff11}",
+            "127\u{3002}0\u{3002}0\u{3002}1",
         ] {
             assert_eq!(parse_host(s), Ok(HostSpec::Ip(v4("127.0.0.1"))), "{s}");
         }
