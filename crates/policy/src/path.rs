@@ -34,7 +34,7 @@ impl PathPattern {
     pub fn matches(&self, path: &Path) -> bool {
         match self {
             PathPattern::Path(p) => path.starts_with(p),
-            PathPattern::Glob(g) => match compile_glob(g) {
+            PathPattern::Glob(g) => match compile_glob(&anchored_glob(g)) {
                 Ok(m) => path.ancestors().any(|a| m.is_match(a)),
                 // Globs are validated at load time; a pattern that does not compile matches
                 // everything so that a hand-built policy fails closed.
@@ -105,6 +105,16 @@ const GLOB_CHARS: &[char] = &['*', '?', '[', ']', '{', '}'];
 /// Whether `text` uses glob syntax.
 pub fn is_glob(text: &str) -> bool {
     text.contains(GLOB_CHARS)
+}
+
+/// Globs match absolute paths; a hand-built relative glob (`*.key`) means "anywhere", as a bare
+/// name in a policy file does.
+fn anchored_glob(glob: &str) -> std::borrow::Cow<'_, str> {
+    if glob.starts_with('/') || glob.starts_with("**") {
+        glob.into()
+    } else {
+        format!("**/{glob}").into()
+    }
 }
 
 pub(crate) fn compile_glob(glob: &str) -> Result<GlobMatcher, String> {
@@ -333,5 +343,7 @@ mod tests {
         assert!(g(".env").matches(Path::new("/srv/app/.env/inner")));
         assert!(!g(".env").matches(Path::new("/srv/app/.envrc")));
         assert!(!g("*.pem").matches(Path::new("/srv/pem")));
+        // Hand-built relative globs mean "anywhere".
+        assert!(PathPattern::Glob("*.key".into()).matches(Path::new("/a/b.key")));
     }
 }
