@@ -134,7 +134,9 @@ pub(crate) fn kind_of_message(message: &str) -> ErrorKind {
         || message.starts_with("duration ")
     {
         ErrorKind::InvalidDuration
-    } else if message.starts_with(crate::units::COUNT_EXPECTED) {
+    } else if message.starts_with(crate::units::COUNT_EXPECTED)
+        || message.starts_with(crate::units::CORES_EXPECTED)
+    {
         ErrorKind::InvalidLimit
     } else {
         ErrorKind::InvalidValue

@@ -87,7 +87,11 @@ pub struct LimitsDoc {
     )]
     pub pids: Option<u64>,
     /// CPU share in cores, e.g. 0.5 (cgroup quota).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::units::deserialize_opt_cores"
+    )]
     pub cpu: Option<f64>,
     /// Wall-clock timeout, e.g. "5s".
     #[serde(default, skip_serializing_if = "Option::is_none")]

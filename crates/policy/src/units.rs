@@ -344,6 +344,48 @@ pub fn deserialize_opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u
     d.deserialize_any(CountVisitor)
 }
 
+/// What a CPU share error says was expected.
+pub const CORES_EXPECTED: &str = "expected a number of cores like 0.5 or 2";
+
+/// Deserializes `limits.cpu` with a message that says what was expected. Zero and negative
+/// values pass here and are refused by validation, which names the limit.
+pub fn deserialize_opt_cores<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct CoresVisitor;
+    impl<'de> Visitor<'de> for CoresVisitor {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(&CORES_EXPECTED["expected ".len()..])
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<f64>, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<f64>, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Option<f64>, E> {
+            Ok(Some(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<f64>, E> {
+            Err(E::custom(format!("{CORES_EXPECTED}, found {}", quote(v))))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Option<f64>, E> {
+            Err(E::custom(format!("{CORES_EXPECTED}, found {v}")))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Option<f64>, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Option<f64>, A::Error> {
+            Err(de::Error::custom(format!("{CORES_EXPECTED}, found a list")))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Option<f64>, A::Error> {
+            Err(de::Error::custom(format!(
+                "{CORES_EXPECTED}, found an object"
+            )))
+        }
+    }
+    d.deserialize_any(CoresVisitor)
+}
+
 // ---------------------------------------------------------------------------------------------
 // JSON Schema: precise patterns so editors flag "64 megs" before bunker does.
 // ---------------------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ const TABLE: &[(&str, &str, ErrorKind)] = &[
      r#"policy.json: limits.pids: expected a whole number greater than zero, found "many""#, ErrorKind::InvalidLimit),
     (r#"{"limits": {"cpu": -1}}"#,
      r#"policy.json: limits.cpu: must be greater than zero, found -1"#, ErrorKind::InvalidLimit),
+    (r#"{"limits": {"cpu": "half"}}"#,
+     r#"policy.json: limits.cpu: expected a number of cores like 0.5 or 2, found "half""#, ErrorKind::InvalidLimit),
     (r#"{"limits": {"timeout": "0s"}}"#,
      r#"policy.json: limits.timeout: must be greater than zero, found "0s""#, ErrorKind::InvalidLimit),
     (r#"{"limits": {"timeout": -2.5}}"#,
