@@ -155,10 +155,10 @@ pub fn run(ctx: &InitContext) -> ! {
     }
 }
 
-/// Steps 1–12 of the order in `spawn.rs`: everything between the clone and the program's fork.
+/// Steps 1–9 of init in `spawn.rs`: everything between the clone and the program's fork.
 fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMessage, SandboxError> {
     let policy = ctx.policy;
-    // Wait until the supervisor wrote our id maps and moved us into the cgroup.
+    // Wait until the supervisor wrote our id maps.
     let mut b = [0u8; 1];
     match fd::read(ctx.sync, &mut b) {
         Ok(1) => {}
@@ -179,10 +179,6 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     if fd::pipe_closed(ctx.lifeline).map_err(step("check supervisor lifeline"))? {
         // The supervisor died before the death signal was armed.
         process::exit_now(1);
-    }
-    if ctx.cgroup_ns {
-        // After the supervisor moved us into the sandbox's cgroup: that becomes our cgroup root.
-        process::unshare(libc::CLONE_NEWCGROUP).map_err(step("unshare cgroup namespace"))?;
     }
     let last_cap = process::last_cap();
 
@@ -209,6 +205,16 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     }
 
     enter_cwd(ctx)?;
+
+    // The supervisor has moved us into the sandbox's cgroup once the second byte arrives.
+    match fd::read(ctx.sync, &mut b) {
+        Ok(1) => {}
+        _ => process::exit_now(1),
+    }
+    if ctx.cgroup_ns {
+        // That cgroup becomes the root of our cgroup namespace.
+        process::unshare(libc::CLONE_NEWCGROUP).map_err(step("unshare cgroup namespace"))?;
+    }
 
     // Init restricts itself before the program exists, so no unrestricted process remains.
     process::set_dumpable(false).map_err(step("make init non-dumpable"))?;

@@ -9,7 +9,8 @@
 //! 5. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS | CLONE_PIDFD)` (as the policy's
 //!    `kernel.namespaces` say), fork-like: the child becomes the sandbox's init (pid 1).
 //! 6. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
-//!    65534, never host root); init moved into the cgroup; init released through the sync pipe.
+//!    65534, never host root); init released (first byte on the sync pipe); init moved into the
+//!    cgroup while it builds its root; second release byte.
 //! 7. Wait for init's first message: `SetupFailed` → a setup error naming the step; `Ready` →
 //!    the proxy listeners it carries go to `Egress::start`.
 //! 8. `supervise::supervise` until the sandbox is gone; `Egress::finish` records into the result.
@@ -19,13 +20,13 @@
 //! 2. `setresgid(0)`, `setgroups([])` (as root), `setresuid(0)` inside the user namespace.
 //! 3. `PR_SET_PDEATHSIG(SIGKILL)` — after the id change, which clears it — then check the
 //!    lifeline is not at end of file (the supervisor died in between → exit).
-//! 4. `unshare(CLONE_NEWCGROUP)`, now that init sits in its cgroup.
-//! 5. Mounts (`mounts.rs`): / private; policy paths opened without following symlinks; a tmpfs
+//! 4. Mounts (`mounts.rs`): / private; policy paths opened without following symlinks; a tmpfs
 //!    root; grants bound (read-only unless in `allow.write`; nosuid, nodev); private /tmp;
 //!    minimal /dev; fresh /proc with /proc/sys & co. read-only; deny masks; pivot_root; old
 //!    root detached; the root tmpfs remounted read-only.
-//! 6. `lo` up; the proxy listeners on 127.0.0.1:3128 and :1080 when `allow.net` is non-empty.
-//! 7. `sethostname(kernel.hostname)`; chdir to the working directory.
+//! 5. `lo` up; the proxy listeners on 127.0.0.1:3128 and :1080 when `allow.net` is non-empty.
+//! 6. `sethostname(kernel.hostname)`; chdir to the working directory.
+//! 7. Wait for the second release (init is in its cgroup now), then `unshare(CLONE_NEWCGROUP)`.
 //! 8. Init restricts itself, so no unfiltered helper is left in the sandbox: not dumpable;
 //!    rlimits; no_new_privs; landlock; securebits locked; every capability dropped (bounding,
 //!    ambient, inheritable, effective, permitted); seccomp last.
@@ -202,8 +203,12 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             })
         })?;
     }
-    cgroup.add_process(pid).map_err(&abort)?;
+    // Two releases: the first lets init build its root while the cgroup attach runs (on cgroup
+    // v1 that write waits for an RCU grace period, ~10 ms); init waits for the second before
+    // its cgroup namespace and before anything of the program can run.
     fd::write_all(sync_w.as_raw_fd(), b"1").map_err(|e| abort(io_err("release init")(e)))?;
+    cgroup.add_process(pid).map_err(&abort)?;
+    fd::write_all(sync_w.as_raw_fd(), b"2").map_err(|e| abort(io_err("release init")(e)))?;
     drop(sync_w);
 
     // Step 7.
