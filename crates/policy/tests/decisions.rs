@@ -377,3 +377,31 @@ fn runtime_profiles_on_this_host() {
     );
     assert!(!py.allow.read.iter().any(|p| p.starts_with("/root")));
 }
+
+#[test]
+fn the_effective_policy_serializes_cleanly() {
+    let p = policy(
+        r#"{
+        "allow": {"net": ["Bücher.example:443", "[::ffff:10.0.0.1]:80"], "read": ["data/../in"]},
+        "deny": {"read": [".env"]},
+        "limits": {"timeout": 1.5, "cpu_time": "250ms", "memory": "64MiB"},
+        "http": {"request_timeout": "2m"}
+    }"#,
+    );
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(
+        json["allow"]["net"],
+        serde_json::json!(["xn--bcher-kva.example:443", "10.0.0.1:80"])
+    );
+    assert_eq!(json["allow"]["read"], serde_json::json!(["/srv/app/in"]));
+    assert_eq!(json["deny"]["read"], serde_json::json!(["**/.env"]));
+    assert_eq!(json["limits"]["timeout"], "1.5s");
+    assert_eq!(json["limits"]["cpu_time"], "250ms");
+    assert_eq!(json["limits"]["memory"], 64 << 20);
+    assert_eq!(json["limits"]["pids"], serde_json::Value::Null);
+    assert_eq!(json["limits"]["output"], 1 << 20);
+    assert_eq!(json["http"]["request_timeout"], "120s");
+    assert_eq!(json["http"]["block_private_ips"], true);
+    assert_eq!(json["kernel"]["landlock"], "required");
+    assert_eq!(json["sources"], serde_json::json!(["test.json"]));
+}
