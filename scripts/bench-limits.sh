@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Cost and precision of bunker's hard limits, measured in one run:
+#   1. `bunker run -- /bin/true` without any cgroup limit, with the default policy (memory + pids
+#      cgroups), and with every cgroup controller bunker uses (memory, pids, cpu quota, cpu_time
+#      accounting) — hyperfine medians and ratios;
+#   2. the timeout kill latency: N runs of `sleep 10` under a 100 ms timeout, latency = the
+#      report's wall_ms − 100 (the time from the deadline until the whole sandbox is gone and
+#      reaped), as p50 / p90 / p99 / max.
+# Prints the figures and writes them into the "Limits" section of docs/benchmarks.md.
+#
+# Usage: scripts/bench-limits.sh [--runs N] [--kills N] [--no-write]
+#   BUNKER=path/to/bunker   use this binary (default: target/release/bunker, built if missing)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+RUNS=200
+KILLS=200
+WRITE=1
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --runs) RUNS="$2"; shift 2 ;;
+        --kills) KILLS="$2"; shift 2 ;;
+        --no-write) WRITE=0; shift ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+BUNKER="${BUNKER:-target/release/bunker}"
+if [[ ! -x "$BUNKER" ]]; then
+    cargo build --release -p bunker
+fi
+BUNKER="$(realpath "$BUNKER")"
+for tool in hyperfine python3; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
+done
+
+OUT="$(mktemp -d)"
+trap 'rm -rf "$OUT"' EXIT
+
+# The default profile's grants without its limits, then the same with every cgroup limit.
+cat > "$OUT/no-limits.json" <<'EOF'
+{"allow": {"read": ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"],
+           "exec": ["/usr", "/bin", "/lib", "/lib64"]}}
+EOF
+cat > "$OUT/all-limits.json" <<'EOF'
+{"extends": ["no-limits.json"],
+ "limits": {"memory": "256MiB", "pids": 256, "cpu": 1, "cpu_time": "10s"}}
+EOF
+
+hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$OUT/startup.json" \
+    -n "no cgroup" "$BUNKER run --policy $OUT/no-limits.json -- /bin/true" \
+    -n "default policy (memory, pids)" "$BUNKER run -- /bin/true" \
+    -n "memory, pids, cpu, cpu_time" "$BUNKER run --policy $OUT/all-limits.json -- /bin/true" \
+    >&2
+
+# Kill latency: one JSON report per run, on fd 3 so stderr stays the program's.
+: > "$OUT/kills.jsonl"
+for _ in $(seq "$KILLS"); do
+    "$BUNKER" run --timeout 100ms --report-fd 3 -- sleep 10 3>>"$OUT/kills.jsonl" >/dev/null 2>&1 || true
+done
+
+python3 - "$OUT" "$RUNS" "$KILLS" "$WRITE" <<'PY'
+import datetime, json, platform, re, sys
+
+out, runs, kills, write = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+data = json.load(open(f"{out}/startup.json"))
+med = {r["command"]: r["median"] * 1000 for r in data["results"]}
+base = med["no cgroup"]
+
+reports = [json.loads(l) for l in open(f"{out}/kills.jsonl") if l.strip()]
+timeouts = [r for r in reports if r["status"] == "timeout"]
+if len(timeouts) != kills:
+    sys.exit(f"expected {kills} timeouts, got {len(timeouts)} of {len(reports)} reports")
+lat = sorted(r["wall_ms"] - 100.0 for r in timeouts)
+def pct(p):
+    return lat[min(len(lat) - 1, round(p / 100 * (len(lat) - 1)))]
+
+lines = [
+    f"Measured {datetime.date.today()} by `scripts/bench-limits.sh` (release build, run as root, "
+    f"kernel {platform.release()}; cgroup v1 for memory, pids, cpu and cpuacct as on this "
+    f"machine).",
+    "",
+    f"`bunker run -- /bin/true` with and without cgroup limits (hyperfine, {runs} runs after 20 "
+    "warm-up, medians):",
+    "",
+    "| limits | median | ratio to no cgroup |",
+    "|---|---|---|",
+]
+lines += [f"| {n} | {m:.2f} ms | {m / base:.2f}× |" for n, m in med.items()]
+lines += [
+    "",
+    f"Timeout kill latency: {kills} runs of `sleep 10` under `--timeout 100ms` (default policy), "
+    "latency = `wall_ms` − 100 ms, i.e. from the deadline until every process of the sandbox is "
+    "dead and init is reaped:",
+    "",
+    "| p50 | p90 | p99 | max | target |",
+    "|---|---|---|---|---|",
+    f"| {pct(50):.2f} ms | {pct(90):.2f} ms | {pct(99):.2f} ms | {lat[-1]:.2f} ms | ≤ 10 ms |",
+]
+text = "\n".join(lines)
+print(text)
+
+if write:
+    path = "docs/benchmarks.md"
+    doc = open(path).read()
+    begin, end = "<!-- limits:begin -->", "<!-- limits:end -->"
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc:
+        doc = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
+    else:
+        doc = doc.replace("(scripts/bench-limits.sh)", "(scripts/bench-limits.sh)\n\n" + block, 1)
+    open(path, "w").write(doc)
+    print(f"\nwrote {path}", file=sys.stderr)
+PY
