@@ -208,7 +208,9 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     // its cgroup namespace and before anything of the program can run.
     fd::write_all(sync_w.as_raw_fd(), b"1").map_err(|e| abort(io_err("release init")(e)))?;
     cgroup.add_process(pid).map_err(&abort)?;
-    fd::write_all(sync_w.as_raw_fd(), b"2").map_err(|e| abort(io_err("release init")(e)))?;
+    // A failed write (EPIPE) means init already gave up building its root: the message it
+    // sent before exiting, read next, says why.
+    let _ = fd::write_all(sync_w.as_raw_fd(), b"2");
     drop(sync_w);
 
     // Step 7.
