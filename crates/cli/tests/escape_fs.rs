@@ -27,7 +27,8 @@ fn mkdir(parent: &Path, name: &str, mode: u32) -> PathBuf {
 
 /// Runs python `code` in the sandbox with extra `flags`.
 fn py(cmd: fn() -> Command, flags: &[String], code: &str) -> Output {
-    cmd().arg("run")
+    cmd()
+        .arg("run")
         .args(flags)
         .args(["--", "python3", "-c", code])
         .output()
@@ -68,11 +69,23 @@ fn try_read(path: &str) -> String {
 fn etc_shadow_cannot_be_read() {
     for (mode, cmd) in modes() {
         // Not granted: not even there.
-        assert_blocked(mode, "/etc/shadow (default policy)", &py(cmd, &[], &try_read("/etc/shadow")));
+        assert_blocked(
+            mode,
+            "/etc/shadow (default policy)",
+            &py(cmd, &[], &try_read("/etc/shadow")),
+        );
         // Granted /etc: the file is there, but host root's file is not readable by the sandbox.
         let flags = ["--allow-read".to_string(), "/etc".to_string()];
-        assert_blocked(mode, "/etc/shadow (/etc granted)", &py(cmd, &flags, &try_read("/etc/shadow")));
-        let control = py(cmd, &flags, "open('/etc/hostname').read(); print('CONTROL-OK')");
+        assert_blocked(
+            mode,
+            "/etc/shadow (/etc granted)",
+            &py(cmd, &flags, &try_read("/etc/shadow")),
+        );
+        let control = py(
+            cmd,
+            &flags,
+            "open('/etc/hostname').read(); print('CONTROL-OK')",
+        );
         assert_control(mode, "/etc/hostname", &control);
     }
 }
@@ -92,7 +105,10 @@ fn a_secret_outside_allow_read_cannot_be_read() {
         let control = py(
             cmd,
             &flags,
-            &format!("assert open('{}/ok.txt').read() == 'public'; print('CONTROL-OK')", public.display()),
+            &format!(
+                "assert open('{}/ok.txt').read() == 'public'; print('CONTROL-OK')",
+                public.display()
+            ),
         );
         assert_control(mode, "reading the granted dir", &control);
     }
@@ -132,7 +148,11 @@ fn nothing_is_written_outside_allow_write() {
             parent = tmp.path().display()
         );
         assert_blocked(mode, "writes outside allow.write", &py(cmd, &flags, &code));
-        for p in [readonly.join("planted"), tmp.path().join("planted"), readonly.join("dir")] {
+        for p in [
+            readonly.join("planted"),
+            tmp.path().join("planted"),
+            readonly.join("dir"),
+        ] {
             assert!(!p.exists(), "{mode}: {} appeared on the host", p.display());
         }
         for p in ["/usr/planted", "/planted", "/etc/planted"] {
@@ -141,10 +161,16 @@ fn nothing_is_written_outside_allow_write() {
         let control = py(
             cmd,
             &flags,
-            &format!("open('{}/allowed', 'w').write('fine'); print('CONTROL-OK')", writable.display()),
+            &format!(
+                "open('{}/allowed', 'w').write('fine'); print('CONTROL-OK')",
+                writable.display()
+            ),
         );
         assert_control(mode, "writing the granted dir", &control);
-        assert_eq!(std::fs::read_to_string(writable.join("allowed")).unwrap(), "fine");
+        assert_eq!(
+            std::fs::read_to_string(writable.join("allowed")).unwrap(),
+            "fine"
+        );
     }
 }
 
@@ -164,11 +190,18 @@ fn host_processes_are_invisible_and_unsignalable() {
              pids = [p for p in os.listdir('/proc') if p.isdigit()]\n\
              print('BLOCKED' if len(pids) <= 2 else 'ESCAPED pids ' + ' '.join(pids))\n"
         );
-        assert_blocked(mode, "seeing/signalling a host process", &py(cmd, &[], &code));
+        assert_blocked(
+            mode,
+            "seeing/signalling a host process",
+            &py(cmd, &[], &code),
+        );
         let control = py(cmd, &[], "import os; os.kill(os.getpid(), 0); assert os.path.exists('/proc/self'); print('CONTROL-OK')");
         assert_control(mode, "signalling itself", &control);
     }
-    assert!(victim.try_wait().unwrap().is_none(), "the host process died");
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the host process died"
+    );
     victim.kill().unwrap();
     victim.wait().unwrap();
 }
@@ -198,8 +231,16 @@ fn proc_mem_of_init_cannot_be_read() {
     for (mode, cmd) in modes() {
         let out = py(cmd, &[], attack);
         assert_blocked(mode, "/proc/1/mem", &out);
-        assert!(stdout(&out).contains("BLOCKED mem 13"), "{mode}: {}", stdout(&out));
-        assert_control(mode, "reading its own /proc/self/mem", &py(cmd, &[], control));
+        assert!(
+            stdout(&out).contains("BLOCKED mem 13"),
+            "{mode}: {}",
+            stdout(&out)
+        );
+        assert_control(
+            mode,
+            "reading its own /proc/self/mem",
+            &py(cmd, &[], control),
+        );
     }
 }
 
@@ -222,7 +263,10 @@ fn a_host_sysv_shared_memory_segment_is_invisible() {
          ctypes.memmove(addr, b'SHM-SECRET', 10)\n\
          print(shmid)\n"
     );
-    let out = Command::new("python3").args(["-c", &create]).output().unwrap();
+    let out = Command::new("python3")
+        .args(["-c", &create])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let shmid = stdout(&out).trim().to_string();
     let attack = format!(
@@ -289,13 +333,20 @@ fn host_unix_sockets_are_unreachable() {
                 assert_blocked(mode, "host unix sockets", &out);
             } else {
                 // The abstract socket stays unreachable whatever the file grants.
-                assert!(stdout(&out).contains(&format!("BLOCKED '\\x00{name}'")), "{mode}: {}", stdout(&out));
+                assert!(
+                    stdout(&out).contains(&format!("BLOCKED '\\x00{name}'")),
+                    "{mode}: {}",
+                    stdout(&out)
+                );
             }
         }
         assert_control(mode, "its own unix sockets", &py(cmd, &[], control));
     }
     // Nothing ever connected to the host listeners.
-    assert!(abstract_listener.accept().is_err(), "abstract socket got a connection");
+    assert!(
+        abstract_listener.accept().is_err(),
+        "abstract socket got a connection"
+    );
     let _ = path_listener;
 }
 
@@ -321,7 +372,11 @@ fn a_host_loopback_tcp_server_is_unreachable() {
     let net = ["--allow-net".to_string(), "example.com".to_string()];
     for (mode, cmd) in modes() {
         assert_blocked(mode, "host loopback TCP", &py(cmd, &[], &attack));
-        assert_blocked(mode, "host loopback TCP (net granted)", &py(cmd, &net, &attack));
+        assert_blocked(
+            mode,
+            "host loopback TCP (net granted)",
+            &py(cmd, &net, &attack),
+        );
         assert_control(mode, "the proxy on loopback", &py(cmd, &net, control));
     }
     let mut buf = [0u8; 1];
@@ -346,7 +401,10 @@ fn proc_sys_and_sysrq_are_not_writable() {
         let control = py(cmd, &[], "assert open('/proc/sys/kernel/hostname').read().strip() == 'bunker'; print('CONTROL-OK')");
         assert_control(mode, "reading /proc/sys", &control);
     }
-    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), host_hostname);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_hostname
+    );
 }
 
 #[test]
@@ -380,8 +438,16 @@ fn symlinks_in_an_allowed_dir_do_not_lead_outside() {
              \x20       print('BLOCKED', path, e.errno)\n",
             g = granted_link.display()
         );
-        assert_blocked(mode, "symlink out of an allowed dir", &py(cmd, &flags, &code));
-        let control = py(cmd, &flags, &format!("assert open('{a}/good-link').read() == 'fine'; print('CONTROL-OK')"));
+        assert_blocked(
+            mode,
+            "symlink out of an allowed dir",
+            &py(cmd, &flags, &code),
+        );
+        let control = py(
+            cmd,
+            &flags,
+            &format!("assert open('{a}/good-link').read() == 'fine'; print('CONTROL-OK')"),
+        );
         assert_control(mode, "a symlink inside the allowed dir", &control);
     }
 }
@@ -401,7 +467,11 @@ fn chdir_dotdot_stays_at_the_new_root() {
     for (mode, cmd) in modes() {
         let out = py(cmd, &[], code);
         assert_blocked(mode, "chdir .. above /", &out);
-        assert!(stdout(&out).contains("'usr'"), "{mode}: control (/usr is in the root): {}", stdout(&out));
+        assert!(
+            stdout(&out).contains("'usr'"),
+            "{mode}: control (/usr is in the root): {}",
+            stdout(&out)
+        );
         let control = py(cmd, &[], "import os; os.chdir('/usr/bin'); os.chdir('..'); assert os.getcwd() == '/usr'; print('CONTROL-OK')");
         assert_control(mode, "chdir .. inside", &control);
     }
@@ -422,14 +492,31 @@ fn the_root_and_bound_paths_cannot_be_remounted_writable() {
             ro = ro.display()
         );
         let out = cmd()
-            .args(["run", "--allow-read", &arg(&ro), "--", "/bin/sh", "-c", &script])
+            .args([
+                "run",
+                "--allow-read",
+                &arg(&ro),
+                "--",
+                "/bin/sh",
+                "-c",
+                &script,
+            ])
             .stdin(Stdio::null())
             .output()
             .unwrap();
         assert_blocked(mode, "remount rw", &out);
-        assert!(!ro.join("planted").exists(), "{mode}: write reached the host");
+        assert!(
+            !ro.join("planted").exists(),
+            "{mode}: write reached the host"
+        );
         let control = cmd()
-            .args(["run", "--", "/bin/sh", "-c", "echo x > /tmp/f && cat /tmp/f >/dev/null && echo CONTROL-OK"])
+            .args([
+                "run",
+                "--",
+                "/bin/sh",
+                "-c",
+                "echo x > /tmp/f && cat /tmp/f >/dev/null && echo CONTROL-OK",
+            ])
             .output()
             .unwrap();
         assert_control(mode, "writing the private /tmp", &control);

@@ -41,19 +41,37 @@ fn python_reads_allowed_files_writes_the_allowed_dir_and_prints() {
             out = out_dir.display()
         );
         let out = cmd()
-            .args(["run", "--report", "json", "--allow-read", &arg(&data), "--allow-write", &arg(&out_dir)])
+            .args([
+                "run",
+                "--report",
+                "json",
+                "--allow-read",
+                &arg(&data),
+                "--allow-write",
+                &arg(&out_dir),
+            ])
             .args(["--", "python3", "-c", &code])
             .output()
             .unwrap();
         assert!(out.status.success(), "{mode}: {}", stderr(&out));
         assert_eq!(stdout(&out), "python read forty-two as uid 0\n", "{mode}");
         let written = out_dir.join("result.txt");
-        assert_eq!(std::fs::read_to_string(&written).unwrap(), "FORTY-TWO", "{mode}");
+        assert_eq!(
+            std::fs::read_to_string(&written).unwrap(),
+            "FORTY-TWO",
+            "{mode}"
+        );
         // Root inside is an unprivileged id outside, in both modes.
         assert_eq!(std::fs::metadata(&written).unwrap().uid(), 65534, "{mode}");
         let r = report(&out);
         assert_eq!(r["status"], "ok", "{mode}");
-        for layer in ["namespaces", "filesystem", "no_new_privs", "capabilities_dropped", "network"] {
+        for layer in [
+            "namespaces",
+            "filesystem",
+            "no_new_privs",
+            "capabilities_dropped",
+            "network",
+        ] {
             assert_eq!(r["enforced"][layer], "on", "{mode}: {layer}");
         }
     }
@@ -78,13 +96,25 @@ fn bun_reads_allowed_files_writes_the_allowed_dir_and_prints() {
             out = out_dir.display()
         );
         let out = cmd()
-            .args(["run", "--report", "json", "--allow-read", &arg(&data), "--allow-write", &arg(&out_dir)])
+            .args([
+                "run",
+                "--report",
+                "json",
+                "--allow-read",
+                &arg(&data),
+                "--allow-write",
+                &arg(&out_dir),
+            ])
             .args(["--", &bun, "-e", &code])
             .output()
             .unwrap();
         assert!(out.status.success(), "{mode}: {}", stderr(&out));
         assert_eq!(stdout(&out), "bun computed 42\n", "{mode}");
-        assert_eq!(std::fs::read_to_string(out_dir.join("double.txt")).unwrap(), "42", "{mode}");
+        assert_eq!(
+            std::fs::read_to_string(out_dir.join("double.txt")).unwrap(),
+            "42",
+            "{mode}"
+        );
         assert_eq!(report(&out)["status"], "ok", "{mode}");
     }
 }
@@ -100,7 +130,15 @@ fn hostname_comes_from_the_policy() {
         );
         std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).unwrap();
         let out = cmd()
-            .args(["run", "--policy", &arg(&policy), "--", "/bin/sh", "-c", "hostname; cat /proc/sys/kernel/hostname"])
+            .args([
+                "run",
+                "--policy",
+                &arg(&policy),
+                "--",
+                "/bin/sh",
+                "-c",
+                "hostname; cat /proc/sys/kernel/hostname",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{mode}: {}", stderr(&out));
@@ -117,18 +155,40 @@ fn environment_is_cleared_except_allowed_names() {
         let out = cmd()
             .env("BUNKER_TEST_SECRET", "hunter2")
             .env("BUNKER_TEST_PASSED", "visible")
-            .args(["run", "--allow-env", "BUNKER_TEST_PASSED", "--", "/usr/bin/env"])
+            .args([
+                "run",
+                "--allow-env",
+                "BUNKER_TEST_PASSED",
+                "--",
+                "/usr/bin/env",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{mode}: {}", stderr(&out));
         let text = stdout(&out);
         assert!(!text.contains("hunter2"), "{mode}: secret leaked:\n{text}");
-        assert!(text.contains("BUNKER_TEST_PASSED=visible\n"), "{mode}:\n{text}");
-        assert!(text.contains("PATH=/usr/local/bin:/usr/bin:/bin\n"), "{mode}:\n{text}");
+        assert!(
+            text.contains("BUNKER_TEST_PASSED=visible\n"),
+            "{mode}:\n{text}"
+        );
+        assert!(
+            text.contains("PATH=/usr/local/bin:/usr/bin:/bin\n"),
+            "{mode}:\n{text}"
+        );
         let names: Vec<&str> = text.lines().filter_map(|l| l.split('=').next()).collect();
         for name in &names {
             assert!(
-                ["BUNKER_TEST_PASSED", "PATH", "HOME", "TMPDIR", "LANG", "PWD", "SHLVL", "_"].contains(name),
+                [
+                    "BUNKER_TEST_PASSED",
+                    "PATH",
+                    "HOME",
+                    "TMPDIR",
+                    "LANG",
+                    "PWD",
+                    "SHLVL",
+                    "_"
+                ]
+                .contains(name),
                 "{mode}: unexpected variable {name}:\n{text}"
             );
         }
@@ -144,7 +204,10 @@ fn root_inside_maps_to_an_unprivileged_host_id() {
             .unwrap();
         assert!(out.status.success(), "{mode}: {}", stderr(&out));
         let text = stdout(&out);
-        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
         assert_eq!(lines[0], ["0"], "{mode}");
         assert_eq!(lines[1], ["0"], "{mode}: supplementary groups must be gone");
         assert_eq!(lines[2], ["0", "65534", "1"], "{mode}: uid map");
@@ -173,7 +236,15 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 /// Runs `code` (python) in a sandbox with `dir` writable, in the background.
 fn spawn_python(cmd: fn() -> Command, dir: &Path, code: &str) -> std::process::Child {
     cmd()
-        .args(["run", "--allow-write", &arg(dir), "--", "python3", "-c", code])
+        .args([
+            "run",
+            "--allow-write",
+            &arg(dir),
+            "--",
+            "python3",
+            "-c",
+            code,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -194,7 +265,10 @@ fn init_reaps_orphaned_zombies() {
                     time.sleep(0.6)\n\
                     states = [open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] for p in os.listdir('/proc') if p.isdigit()]\n\
                     print('procs', len(states), 'zombies', states.count('Z'))\n";
-        let out = cmd().args(["run", "--", "python3", "-c", code]).output().unwrap();
+        let out = cmd()
+            .args(["run", "--", "python3", "-c", code])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{mode}: {}", stderr(&out));
         // init and python itself.
         assert_eq!(stdout(&out), "procs 2 zombies 0\n", "{mode}");
@@ -217,10 +291,19 @@ fn init_forwards_sigterm_to_the_program() {
             dir = dir.display()
         );
         let child = spawn_python(cmd, &dir, &code);
-        wait_for("the program to start", Duration::from_secs(10), || dir.join("ready").exists());
+        wait_for("the program to start", Duration::from_secs(10), || {
+            dir.join("ready").exists()
+        });
         let inits = children(child.id());
-        assert_eq!(inits.len(), 1, "{mode}: bunker should have exactly one child (init): {inits:?}");
-        let st = Command::new("kill").args(["-TERM", &inits[0].to_string()]).status().unwrap();
+        assert_eq!(
+            inits.len(),
+            1,
+            "{mode}: bunker should have exactly one child (init): {inits:?}"
+        );
+        let st = Command::new("kill")
+            .args(["-TERM", &inits[0].to_string()])
+            .status()
+            .unwrap();
         assert!(st.success());
         let out = child.wait_with_output().unwrap();
         assert_eq!(stdout(&out), "got SIGTERM\n", "{mode}: {}", stderr(&out));
@@ -244,25 +327,43 @@ fn supervisor_sigkill_leaves_no_sandbox_process() {
             dir = dir.display()
         );
         let mut child = spawn_python(cmd, &dir, &code);
-        wait_for("the program to start", Duration::from_secs(10), || dir.join("ready").exists());
+        wait_for("the program to start", Duration::from_secs(10), || {
+            dir.join("ready").exists()
+        });
         let init = children(child.id());
         assert_eq!(init.len(), 1, "{mode}: {init:?}");
         let program = children(init[0]);
-        assert_eq!(program.len(), 1, "{mode}: init should have one child: {program:?}");
-        wait_for("the helper to fork", Duration::from_secs(10), || children(program[0]).len() == 1);
+        assert_eq!(
+            program.len(),
+            1,
+            "{mode}: init should have one child: {program:?}"
+        );
+        wait_for("the helper to fork", Duration::from_secs(10), || {
+            children(program[0]).len() == 1
+        });
         let helper = children(program[0])[0];
         let sandbox_pids = [init[0], program[0], helper];
 
         child.kill().unwrap(); // SIGKILL: no cleanup code runs in the supervisor.
         child.wait().unwrap();
-        wait_for("every sandbox process to die", Duration::from_secs(5), || {
-            sandbox_pids.iter().all(|p| {
-                // Gone, or a zombie waiting for its (dead) parent's reaper.
-                std::fs::read_to_string(format!("/proc/{p}/stat"))
-                    .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-                    .unwrap_or(true)
-            })
-        });
+        wait_for(
+            "every sandbox process to die",
+            Duration::from_secs(5),
+            || {
+                sandbox_pids.iter().all(|p| {
+                    // Gone, or a zombie waiting for its (dead) parent's reaper.
+                    std::fs::read_to_string(format!("/proc/{p}/stat"))
+                        .map(|s| {
+                            s.rsplit(')')
+                                .next()
+                                .unwrap_or("")
+                                .trim_start()
+                                .starts_with('Z')
+                        })
+                        .unwrap_or(true)
+                })
+            },
+        );
     }
 }
 
@@ -271,14 +372,25 @@ fn a_setup_error_names_the_step() {
     for (mode, cmd) in modes() {
         let missing = format!("/nonexistent-bunker-test-{}", std::process::id());
         let out = cmd()
-            .args(["run", "--report", "json", "--allow-write", &missing, "--", "/bin/true"])
+            .args([
+                "run",
+                "--report",
+                "json",
+                "--allow-write",
+                &missing,
+                "--",
+                "/bin/true",
+            ])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(121), "{mode}: {}", stderr(&out));
         let r = report(&out);
         assert_eq!(r["status"], "setup_error", "{mode}");
         let error = r["error"].as_str().unwrap();
-        assert!(error.contains(&format!("bind mount {missing} → {missing}")), "{mode}: {error}");
+        assert!(
+            error.contains(&format!("bind mount {missing} → {missing}")),
+            "{mode}: {error}"
+        );
         assert!(error.contains("ENOENT"), "{mode}: {error}");
     }
 }
@@ -287,12 +399,28 @@ fn a_setup_error_names_the_step() {
 fn a_missing_program_is_127_and_a_missing_read_path_is_a_note() {
     for (mode, cmd) in modes() {
         let out = cmd()
-            .args(["run", "--report", "json", "--allow-read", "/nonexistent-read-path", "--", "no-such-program-xyz"])
+            .args([
+                "run",
+                "--report",
+                "json",
+                "--allow-read",
+                "/nonexistent-read-path",
+                "--",
+                "no-such-program-xyz",
+            ])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(127), "{mode}: {}", stderr(&out));
         let ok = cmd()
-            .args(["run", "--report", "json", "--allow-read", "/nonexistent-read-path", "--", "/bin/true"])
+            .args([
+                "run",
+                "--report",
+                "json",
+                "--allow-read",
+                "/nonexistent-read-path",
+                "--",
+                "/bin/true",
+            ])
             .output()
             .unwrap();
         assert!(ok.status.success(), "{mode}: {}", stderr(&ok));

@@ -114,8 +114,10 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     }
 
     // Step 1–2.
-    let mut enforced = Enforced::default();
-    enforced.landlock_abi = landlock::probe(policy)?;
+    let mut enforced = Enforced {
+        landlock_abi: landlock::probe(policy)?,
+        ..Enforced::default()
+    };
     let cgroup = SandboxCgroup::prepare(policy, &mut enforced)?;
 
     // Step 3.
