@@ -5,6 +5,9 @@
 //!
 //! Attack programs print `BLOCKED <why>` or `ESCAPED <what>`; controls print `CONTROL-OK`.
 
+// Helpers outside #[test] functions panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{Read, Write};
