@@ -9,8 +9,6 @@ use bunker_policy::net::HostPattern;
 use bunker_policy::Policy;
 
 use crate::addr::{canonical, special_range, HostSpec};
-#[allow(unused_imports)]
-use crate::interim::InterimPolicy;
 use crate::record::Shared;
 
 /// How long a DNS lookup may take when `http.request_timeout` does not say.

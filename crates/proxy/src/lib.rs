@@ -11,8 +11,6 @@
 pub mod addr;
 mod decide;
 mod http;
-#[allow(dead_code)]
-mod interim;
 mod record;
 mod socks;
 pub mod socks5;
@@ -28,8 +26,6 @@ use std::time::Duration;
 use bunker_policy::Policy;
 use tokio::sync::oneshot;
 
-#[allow(unused_imports)]
-use crate::interim::InterimPolicy;
 pub use crate::record::RequestRecord;
 use crate::record::Shared;
 

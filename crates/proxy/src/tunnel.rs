@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use crate::record::{Direction, Entry, LimitHit};
 
 /// Large enough that loopback transfers are not dominated by syscalls.
-const BUFFER_SIZE: usize = 64 * 1024;
+const BUFFER_SIZE: usize = 256 * 1024;
 
 /// Why a tunnel ended early.
 #[derive(Debug, thiserror::Error)]
