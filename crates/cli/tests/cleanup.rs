@@ -172,14 +172,14 @@ fn two_hundred_runs_alternating_ok_timeout_and_oom_leave_nothing_behind() {
     assert!(shm_new.is_empty(), "shared memory left behind: {shm_new:?}");
 }
 
-/// Starts a supervisor whose sandbox (with cgroup limits) sleeps on `marker`, and waits until
-/// the sleep runs.
+/// Starts a supervisor whose sandbox (with cgroup limits) runs two `sleep`s on `marker`, and
+/// waits until both run. The marker is put together inside the sandbox (`$1$2`), so the
+/// supervisor's own command line (and its clone, init) does not contain it.
 fn start_sleeping(marker: &str) -> Child {
+    let (a, b) = marker.split_at(marker.find('.').unwrap() + 1);
     let child = bunker()
-        .args([
-            "run", "--report", "json", "--memory", "64MB", "--pids", "32", "--", "sh", "-c",
-        ])
-        .arg(format!("sleep {marker} & exec sleep {marker}"))
+        .args(["run", "--report", "json", "--memory", "64MB", "--pids", "32", "--"])
+        .args(["sh", "-c", "sleep \"$1$2\" & exec sleep \"$1$2\"", "sh", a, b])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -445,6 +445,44 @@ fn endless_writer_without_kill_runs_to_the_timeout_with_bounded_output() {
     assert!(r["stdout"]["bytes"].as_u64().unwrap() > 1_000_000, "{r}");
 }
 
+#[test]
+fn timeout_holds_while_nobody_reads_bunkers_output() {
+    use std::io::Read;
+    // The marker is joined inside the sandbox, so only `yes` has it in its command line, not
+    // the supervisor (whose own output is what blocks).
+    let (a, b) = ("unread-output-", std::process::id().to_string());
+    let marker = format!("{a}{b}");
+    // bunker's stdout is a pipe this test does not read yet: the pipe fills at once.
+    let mut child = bunker()
+        .args(["run", "--report", "json", "--timeout", "1s", "--output", "1MB", "--"])
+        .args(["sh", "-c", "exec yes \"$1$2\"", "sh", a, &b])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!alive_with(&marker).is_empty(), "the sandbox should be running");
+    while !alive_with(&marker).is_empty() {
+        assert!(start.elapsed().as_secs() < 30, "the timeout did not fire: the supervisor blocked on its output");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Now drain: bunker delivers what it kept and reports.
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let output = Output {
+        status: output.status,
+        stdout: out,
+        stderr: output.stderr,
+    };
+    let text = stderr(&output);
+    let r: Value = serde_json::from_str(text.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(status(&r), "timeout", "{r}");
+    assert_eq!(output.stdout.len(), 1_000_000);
+    assert_eq!(r["stdout"]["kept"], 1_000_000);
+}
+
 // ---- rlimits ---------------------------------------------------------------------------------
 
 #[test]

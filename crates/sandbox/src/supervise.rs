@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use bunker_policy::{Limits, Policy};
-use bunker_sys::event::{self, ChildExit};
+use bunker_sys::event::{self, ChildExit, Interest};
 
 use crate::error::SandboxError;
 use crate::init::{InitMessage, MAX_MESSAGE};
@@ -389,7 +389,12 @@ fn span(d: Duration) -> String {
     }
 }
 
-/// The output budget shared by stdout and stderr.
+/// The output budget shared by stdout and stderr, and where the kept bytes go.
+///
+/// Streaming never blocks the loop: kept bytes wait in a buffer (bounded by the limit) until our
+/// own stdout/stderr is writable, and are written at most `PIPE_BUF` bytes at a time — a pipe
+/// that polls writable takes that much without blocking. A caller that stops reading bunker's
+/// output therefore cannot stop the timeout (`bunker run --timeout 1s -- yes | sleep 100`).
 #[derive(Debug)]
 pub struct Output {
     limit: u64,
@@ -402,19 +407,42 @@ pub struct Output {
 #[derive(Debug, Default)]
 struct StreamState {
     result: StreamResult,
-    captured: Vec<u8>,
-    /// Our own stdout/stderr failed (EPIPE): keep counting, stop writing.
+    /// Kept bytes: the capture, or (streaming) what is not yet written to the sink.
+    buffer: Vec<u8>,
+    /// Streaming: how much of `buffer` is written.
+    written: usize,
+    /// Streaming: our own stdout/stderr (a duplicate, so no user-space buffering is involved).
+    sink: Option<File>,
+    /// Writing to the sink failed (EPIPE): keep counting, stop writing.
     sink_broken: bool,
 }
 
+/// Largest write that a writable pipe takes without blocking.
+const PIPE_BUF: usize = libc::PIPE_BUF;
+
 impl Output {
     pub fn new(limits: &Limits, stream: bool) -> Output {
+        let mut streams: [StreamState; 2] = Default::default();
+        if stream {
+            // Whatever the caller printed through std's buffers goes first.
+            let _ = std::io::stdout().flush();
+            let sinks = [
+                std::io::stdout().as_fd().try_clone_to_owned(),
+                std::io::stderr().as_fd().try_clone_to_owned(),
+            ];
+            for (state, sink) in streams.iter_mut().zip(sinks) {
+                match sink {
+                    Ok(fd) => state.sink = Some(File::from(fd)),
+                    Err(_) => state.sink_broken = true,
+                }
+            }
+        }
         Output {
             limit: limits.output,
             kill_on_overflow: limits.kill_on_output_overflow,
             stream,
             delivered: 0,
-            streams: Default::default(),
+            streams,
         }
     }
 
@@ -424,25 +452,12 @@ impl Output {
     pub fn accept(&mut self, index: usize, data: &[u8]) -> bool {
         let room = self.limit.saturating_sub(self.delivered);
         let keep = (data.len() as u64).min(room) as usize;
-        let stream = self.stream;
         let s = &mut self.streams[index];
         s.result.bytes += data.len() as u64;
         s.result.kept += keep as u64;
         self.delivered += keep as u64;
-        if keep > 0 {
-            if stream {
-                if !s.sink_broken {
-                    let ok = if index == 0 {
-                        let mut out = std::io::stdout().lock();
-                        out.write_all(&data[..keep]).and_then(|_| out.flush())
-                    } else {
-                        std::io::stderr().lock().write_all(&data[..keep])
-                    };
-                    s.sink_broken = ok.is_err();
-                }
-            } else {
-                s.captured.extend_from_slice(&data[..keep]);
-            }
+        if keep > 0 && !s.sink_broken {
+            s.buffer.extend_from_slice(&data[..keep]);
         }
         let overflow = keep < data.len();
         if overflow {
@@ -456,12 +471,47 @@ impl Output {
         self.kill_on_overflow
     }
 
+    /// The sink of stream `index` when it has bytes waiting to be written.
+    fn waiting(&self, index: usize) -> Option<BorrowedFd<'_>> {
+        let s = &self.streams[index];
+        match &s.sink {
+            Some(sink) if self.stream && !s.sink_broken && s.written < s.buffer.len() => {
+                Some(sink.as_fd())
+            }
+            _ => None,
+        }
+    }
+
+    /// Writes what the writable sink of stream `index` takes without blocking.
+    fn write_waiting(&mut self, index: usize) {
+        let s = &mut self.streams[index];
+        let Some(sink) = s.sink.as_mut() else {
+            return;
+        };
+        let end = s.buffer.len().min(s.written + PIPE_BUF);
+        match sink.write(&s.buffer[s.written..end]) {
+            Ok(n) => s.written += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+            Err(_) => s.sink_broken = true,
+        }
+        if s.written == s.buffer.len() || s.sink_broken {
+            s.buffer.clear();
+            s.written = 0;
+        }
+    }
+
+    /// Delivers what is still waiting (now blocking: the sandbox is gone) and returns the
+    /// stream results.
     pub fn finish(self) -> (StreamResult, StreamResult) {
         let stream = self.stream;
         let [out, err] = self.streams;
         let done = |mut s: StreamState| {
-            if !stream {
-                s.result.data = Some(String::from_utf8_lossy(&s.captured).into_owned());
+            if stream {
+                if let (Some(sink), false) = (s.sink.as_mut(), s.sink_broken) {
+                    let _ = sink.write_all(&s.buffer[s.written..]);
+                }
+            } else {
+                s.result.data = Some(String::from_utf8_lossy(&s.buffer).into_owned());
             }
             s.result
         };
@@ -580,27 +630,31 @@ impl Run<'_> {
             }
 
             let termination = event::termination_fd().filter(|_| alive);
-            let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(5);
-            let mut roles: Vec<Role> = Vec::with_capacity(5);
+            let mut fds: Vec<(BorrowedFd<'_>, Interest)> = Vec::with_capacity(7);
+            let mut roles: Vec<Role> = Vec::with_capacity(7);
             if self.init_gone_at.is_none() {
-                fds.push(self.pidfd);
+                fds.push((self.pidfd, Interest::Read));
                 roles.push(Role::Init);
             }
             if control.open {
-                fds.push(control.file.as_fd());
+                fds.push((control.file.as_fd(), Interest::Read));
                 roles.push(Role::Control);
             }
             for (i, p) in pipes.iter().enumerate() {
                 if p.open {
-                    fds.push(p.file.as_fd());
+                    fds.push((p.file.as_fd(), Interest::Read));
                     roles.push(Role::Pipe(i));
+                }
+                if let Some(sink) = self.output.waiting(i) {
+                    fds.push((sink, Interest::Write));
+                    roles.push(Role::Sink(i));
                 }
             }
             if let Some(t) = termination {
-                fds.push(t);
+                fds.push((t, Interest::Read));
                 roles.push(Role::Termination);
             }
-            let ready = event::poll(&fds, wait).map_err(io_err("poll the sandbox"))?;
+            let ready = event::poll_with(&fds, wait).map_err(io_err("poll the sandbox"))?;
             drop(fds);
 
             for (role, r) in roles.into_iter().zip(ready) {
@@ -611,6 +665,7 @@ impl Run<'_> {
                     Role::Init => self.init_gone_at = Some(Instant::now()),
                     Role::Control => self.read_control(&mut control, &mut buf)?,
                     Role::Pipe(i) => self.read_pipe(i, &mut pipes[i], &mut buf)?,
+                    Role::Sink(i) => self.output.write_waiting(i),
                     Role::Termination => {
                         if let Some(sig) = event::take_termination_signal() {
                             self.kill(KillReason::Terminated(sig))?;
@@ -701,6 +756,8 @@ enum Role {
     Init,
     Control,
     Pipe(usize),
+    /// Our own stdout (0) or stderr (1), writable.
+    Sink(usize),
     Termination,
 }
 

@@ -25,11 +25,20 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> SysResult<()> {
     Ok(())
 }
 
+/// What [`poll_with`] waits for on one fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    Read,
+    Write,
+}
+
 /// Readiness reported by [`poll`] for one fd.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ready {
     /// Data (or EOF) can be read.
     pub readable: bool,
+    /// Data can be written (for a pipe: at least PIPE_BUF bytes without blocking).
+    pub writable: bool,
     /// The peer closed (POLLHUP) or the fd is in error (POLLERR, POLLNVAL).
     pub hangup: bool,
 }
@@ -37,7 +46,7 @@ pub struct Ready {
 impl Ready {
     /// Anything to act on.
     pub fn any(self) -> bool {
-        self.readable || self.hangup
+        self.readable || self.writable || self.hangup
     }
 }
 
@@ -46,11 +55,24 @@ impl Ready {
 /// that interrupts the wait yields an all-not-ready answer rather than an error, so the caller
 /// simply looks again.
 pub fn poll(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> SysResult<Vec<Ready>> {
+    let with: Vec<(BorrowedFd<'_>, Interest)> =
+        fds.iter().map(|fd| (*fd, Interest::Read)).collect();
+    poll_with(&with, timeout)
+}
+
+/// [`poll`] with a choice of reading or writing per fd.
+pub fn poll_with(
+    fds: &[(BorrowedFd<'_>, Interest)],
+    timeout: Option<Duration>,
+) -> SysResult<Vec<Ready>> {
     let mut raw: Vec<libc::pollfd> = fds
         .iter()
-        .map(|fd| libc::pollfd {
+        .map(|(fd, interest)| libc::pollfd {
             fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
+            events: match interest {
+                Interest::Read => libc::POLLIN,
+                Interest::Write => libc::POLLOUT,
+            },
             revents: 0,
         })
         .collect();
@@ -83,6 +105,7 @@ pub fn poll(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> SysResult<Vec<
         .iter()
         .map(|p| Ready {
             readable: p.revents & libc::POLLIN != 0,
+            writable: p.revents & libc::POLLOUT != 0,
             hangup: p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0,
         })
         .collect())
@@ -369,6 +392,20 @@ mod tests {
         assert!(exit.cpu > Duration::ZERO);
         assert!(exit.max_rss_bytes > 0);
         assert!(child.wait().is_err());
+    }
+
+    #[test]
+    fn poll_reports_a_full_pipe_as_not_writable() {
+        let (r, w) = std::io::pipe().unwrap();
+        set_nonblocking(w.as_fd()).unwrap();
+        let ready = poll_with(&[(w.as_fd(), Interest::Write)], Some(Duration::ZERO)).unwrap();
+        assert!(ready[0].writable);
+        use std::io::Write;
+        let mut w = w;
+        while w.write(&[0u8; 4096]).is_ok() {}
+        let ready = poll_with(&[(w.as_fd(), Interest::Write)], Some(Duration::ZERO)).unwrap();
+        assert!(!ready[0].writable);
+        drop(r);
     }
 
     #[test]
