@@ -178,8 +178,17 @@ fn two_hundred_runs_alternating_ok_timeout_and_oom_leave_nothing_behind() {
 fn start_sleeping(marker: &str) -> Child {
     let (a, b) = marker.split_at(marker.find('.').unwrap() + 1);
     let child = bunker()
-        .args(["run", "--report", "json", "--memory", "64MB", "--pids", "32", "--"])
-        .args(["sh", "-c", "sleep \"$1$2\" & exec sleep \"$1$2\"", "sh", a, b])
+        .args([
+            "run", "--report", "json", "--memory", "64MB", "--pids", "32", "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "sleep \"$1$2\" & exec sleep \"$1$2\"",
+            "sh",
+            a,
+            b,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -454,7 +454,16 @@ fn timeout_holds_while_nobody_reads_bunkers_output() {
     let marker = format!("{a}{b}");
     // bunker's stdout is a pipe this test does not read yet: the pipe fills at once.
     let mut child = bunker()
-        .args(["run", "--report", "json", "--timeout", "1s", "--output", "1MB", "--"])
+        .args([
+            "run",
+            "--report",
+            "json",
+            "--timeout",
+            "1s",
+            "--output",
+            "1MB",
+            "--",
+        ])
         .args(["sh", "-c", "exec yes \"$1$2\"", "sh", a, &b])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -462,9 +471,15 @@ fn timeout_holds_while_nobody_reads_bunkers_output() {
         .unwrap();
     let start = std::time::Instant::now();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(!alive_with(&marker).is_empty(), "the sandbox should be running");
+    assert!(
+        !alive_with(&marker).is_empty(),
+        "the sandbox should be running"
+    );
     while !alive_with(&marker).is_empty() {
-        assert!(start.elapsed().as_secs() < 30, "the timeout did not fire: the supervisor blocked on its output");
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the timeout did not fire: the supervisor blocked on its output"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // Now drain: bunker delivers what it kept and reports.
@@ -477,7 +492,8 @@ fn timeout_holds_while_nobody_reads_bunkers_output() {
         stderr: output.stderr,
     };
     let text = stderr(&output);
-    let r: Value = serde_json::from_str(text.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let r: Value =
+        serde_json::from_str(text.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert_eq!(status(&r), "timeout", "{r}");
     assert_eq!(output.stdout.len(), 1_000_000);
     assert_eq!(r["stdout"]["kept"], 1_000_000);
