@@ -181,6 +181,21 @@ fn python_fork_loop_is_stopped_by_the_pids_limit() {
 }
 
 #[test]
+fn bun_spawn_loop_is_stopped_by_the_pids_limit() {
+    let bun = bun();
+    let script = "let n = 0;\n\
+                  try { for (;;) { Bun.spawn(['sleep', '60']); n++; } }\n\
+                  catch (e) { console.log('children', n, e.code); process.exit(1); }";
+    let (out, r) = run(bunker(), &["--pids", "64", "--timeout", "30s", "--", &bun, "-e", script]);
+    assert_eq!(status(&r), "pids_limit", "{r}\n{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(LIMIT));
+    let text = stdout(&out);
+    assert!(text.starts_with("children ") && text.trim().ends_with("EAGAIN"), "{text}");
+    let n: u32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(n < 64, "{text}");
+}
+
+#[test]
 fn shell_fork_bomb_is_contained_and_cleaned_up() {
     let marker = unique_sleep();
     let bomb = format!("f(){{ f | f & }}; f; sleep {marker}");

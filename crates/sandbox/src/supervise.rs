@@ -183,7 +183,6 @@ impl Messages {
                 self.exited.get_or_insert((code, signal));
             }
             // Setup-phase messages (Ready) belong to spawn.rs.
-            #[allow(unreachable_patterns)]
             _ => {}
         }
     }
