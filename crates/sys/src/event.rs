@@ -270,7 +270,8 @@ extern "C" fn on_termination_signal(signal: libc::c_int) {
 
 /// Installs handlers for SIGTERM, SIGINT and SIGHUP that record the signal in a self-pipe, so
 /// the supervisor's loop can tear the sandbox down (and remove its cgroup) instead of dying
-/// with it running. Idempotent. Call it once, early, from the main thread of the binary.
+/// with it running. Signals that are ignored when this is called stay ignored. Idempotent.
+/// Call it once, early, from the main thread of the binary.
 pub fn install_termination_handler() -> SysResult<()> {
     if TERM_READ.load(Ordering::SeqCst) >= 0 {
         return Ok(());
@@ -286,6 +287,18 @@ pub fn install_termination_handler() -> SysResult<()> {
     TERM_WRITE.store(fds[1], Ordering::SeqCst);
     TERM_READ.store(fds[0], Ordering::SeqCst);
     for signal in TERMINATION_SIGNALS {
+        // A signal the caller ignores stays ignored (`nohup bunker ...`, or SIGINT in a
+        // background job of a script): that is how they asked not to be stopped by it.
+        // SAFETY: an all-zero sigaction is a valid value for the kernel to fill in.
+        let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a null new action only reads the current one into `current`.
+        let rc = unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) };
+        if rc < 0 {
+            return Err(SysError::last(format!("sigaction({signal}, NULL)")));
+        }
+        if current.sa_sigaction == libc::SIG_IGN {
+            continue;
+        }
         // SAFETY: an all-zero sigaction is a valid value to fill in.
         let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
         action.sa_sigaction = on_termination_signal as *const () as libc::sighandler_t;
