@@ -2,15 +2,18 @@
 //!
 //! **Supervisor** (single-threaded at this point — it clones):
 //! 1. `landlock::probe`: fail closed early when landlock is required and the kernel lacks it.
-//! 2. `SandboxCgroup::prepare`: the sandbox's cgroup under the supervisor's own, limits written.
-//! 3. The mount plan, the program's environment and argv are computed (pure, before the clone).
-//! 4. Pipes for stdout and stderr; a SOCK_SEQPACKET control socket pair; a sync pipe that holds
-//!    the child until step 6; a lifeline pipe whose write end only the supervisor holds.
-//! 5. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS | CLONE_PIDFD)` (as the policy's
+//! 2. The mount plan, the program's environment and argv are computed (pure, before the clone).
+//! 3. Pipes for stdout and stderr; a SOCK_SEQPACKET control socket pair; a sync pipe that holds
+//!    the child until step 5; a lifeline pipe whose write end only the supervisor holds.
+//! 4. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS | CLONE_PIDFD)` (as the policy's
 //!    `kernel.namespaces` say), fork-like: the child becomes the sandbox's init (pid 1).
-//! 6. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
-//!    65534, never host root); init released (first byte on the sync pipe); init moved into the
-//!    cgroup while it builds its root; second release byte.
+//! 5. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
+//!    65534, never host root); init released (first byte on the sync pipe).
+//! 6. While init builds its root: `SandboxCgroup::prepare` (the cgroup under the supervisor's
+//!    own, limits written) and `add_process(init)`; then the second release byte. Creating and
+//!    joining a cgroup can wait for an RCU grace period (several ms on cgroup v1), so it runs
+//!    beside init's setup rather than before it; nothing of the program runs before init is
+//!    in the cgroup, and a cgroup that cannot be made kills init and fails the run.
 //! 7. Wait for init's first message: `SetupFailed` → a setup error naming the step; `Ready` →
 //!    the proxy listeners it carries go to `Egress::start`.
 //! 8. `supervise::supervise` until the sandbox is gone; `Egress::finish` records into the result.
@@ -113,14 +116,13 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         return Err(SandboxError::Exec("no program given".into()));
     }
 
-    // Step 1–2.
+    // Step 1.
     let mut enforced = Enforced {
         landlock_abi: landlock::probe(policy)?,
         ..Enforced::default()
     };
-    let cgroup = SandboxCgroup::prepare(policy, &mut enforced)?;
 
-    // Step 3.
+    // Step 2.
     let plan = mounts::plan(policy);
     let env_vars = env::build(policy, std::env::vars_os());
     let search_path = env_vars
@@ -143,7 +145,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         .map(|a| cstring("an argument", a.as_bytes().to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
 
-    // Step 4.
+    // Step 3.
     let (stdout_r, stdout_w) = fd::pipe().map_err(io_err("create stdout pipe"))?;
     let (stderr_r, stderr_w) = fd::pipe().map_err(io_err("create stderr pipe"))?;
     let (control_sup, control_init) =
@@ -172,7 +174,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         stderr: stderr_w.as_raw_fd(),
     };
 
-    // Step 5.
+    // Step 4.
     let started = Instant::now();
     // SAFETY: `run` is documented to be called single-threaded (the CLI calls it before any
     // runtime starts), which is what a fork-like clone requires.
@@ -196,7 +198,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         e
     };
 
-    // Step 6.
+    // Step 5.
     if has(Namespace::User) {
         idmap::write_maps(pid, id_mode).map_err(|e| {
             abort(SandboxError::Setup {
@@ -205,11 +207,37 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             })
         })?;
     }
-    // Two releases: the first lets init build its root while the cgroup attach runs (on cgroup
-    // v1 that write waits for an RCU grace period, ~10 ms); init waits for the second before
-    // its cgroup namespace and before anything of the program can run.
+    // Two releases: the first lets init build its root while the cgroup is made and joined
+    // (step 6); init waits for the second before its cgroup namespace and before anything of
+    // the program can run.
     fd::write_all(sync_w.as_raw_fd(), b"1").map_err(|e| abort(io_err("release init")(e)))?;
-    cgroup.add_process(pid).map_err(&abort)?;
+    let joined = SandboxCgroup::prepare(policy, &mut enforced)
+        .map_err(|e| (e, None))
+        .and_then(|cg| match cg.add_process(pid) {
+            Ok(()) => Ok(cg),
+            Err(e) => Err((e, Some(cg))),
+        });
+    let cgroup = match joined {
+        Ok(cg) => cg,
+        Err((e, cg)) => {
+            // Killed and reaped before the cgroup (if any) is removed on drop.
+            let e = abort(e);
+            drop(cg);
+            // Init may have failed first, and its exit made the cgroup step fail: its report
+            // (queued on the socket, which is at end of file now) is the real cause.
+            if let Ok((data, _)) = fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {
+                if let Ok(InitMessage::SetupFailed {
+                    step,
+                    errno,
+                    detail,
+                }) = serde_json::from_slice(&data)
+                {
+                    return Err(setup_failed(step, errno, detail));
+                }
+            }
+            return Err(e);
+        }
+    };
     // A failed write (EPIPE) means init already gave up building its root: the message it
     // sent before exiting, read next, says why.
     let _ = fd::write_all(sync_w.as_raw_fd(), b"2");
@@ -252,14 +280,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             detail,
         } => {
             let _ = process::waitpid(pid, false);
-            return Err(if errno != 0 {
-                SandboxError::Setup {
-                    step,
-                    source: SysError::from_errno(detail, errno),
-                }
-            } else {
-                SandboxError::Init { step, detail }
-            });
+            return Err(setup_failed(step, errno, detail));
         }
         other => {
             return Err(abort(SandboxError::Init {
@@ -315,6 +336,18 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     let mut result = outcome?;
     result.http = records;
     Ok(result)
+}
+
+/// The error for init's `SetupFailed` report.
+fn setup_failed(step: String, errno: i32, detail: String) -> SandboxError {
+    if errno != 0 {
+        SandboxError::Setup {
+            step,
+            source: SysError::from_errno(detail, errno),
+        }
+    } else {
+        SandboxError::Init { step, detail }
+    }
 }
 
 /// Layers spawn.rs itself is responsible for (the others come from the cgroup, landlock,
