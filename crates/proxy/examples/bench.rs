@@ -58,9 +58,12 @@ fn main() {
     let mut direct = 0.0;
     // Rounds interleave the paths so that background load on the machine hits them alike.
     let mut speeds: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    let mut proxy_cpu: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for _ in 0..rounds {
         for (i, (_, extra)) in paths.iter().enumerate() {
+            let cpu_before = proxy_cpu_ms();
             speeds[i].push(download(&url, extra, bytes));
+            proxy_cpu[i].push(proxy_cpu_ms() - cpu_before);
         }
     }
     for (i, (name, _)) in paths.iter().enumerate() {
@@ -68,7 +71,11 @@ fn main() {
         if i == 0 {
             direct = m;
         }
-        println!("  {name:<20} {m:>8.0} MB/s  {:>5.2}x direct", m / direct);
+        let cpu = median(&mut proxy_cpu[i]);
+        println!(
+            "  {name:<20} {m:>8.0} MB/s  {:>5.2}x direct   proxy CPU {cpu:>5.1} ms",
+            m / direct
+        );
     }
 
     println!("latency: {requests} small GETs over one keep-alive connection (ms per request)");
@@ -114,6 +121,27 @@ fn main() {
         "every proxied request is recorded"
     );
     assert!(records.iter().all(|r| r.allowed));
+}
+
+/// CPU time the proxy's thread has used, in ms (from schedstat, nanosecond resolution). Unlike
+/// throughput, this hardly depends on what else the machine is doing.
+fn proxy_cpu_ms() -> f64 {
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "bunker-proxy" {
+            continue;
+        }
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let ns: f64 = schedstat
+            .split_whitespace()
+            .next()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0.0);
+        total += ns / 1e6;
+    }
+    total
 }
 
 /// Downloads `url` with curl (extra args select the proxy path); MB/s.

@@ -1,17 +1,23 @@
-//! Byte relays for CONNECT and SOCKS5 tunnels: both directions at once, 64 KiB at a time,
-//! counted against the request's and the run's limits, with first-byte and idle timeouts.
+//! Byte relays for CONNECT and SOCKS5 tunnels: both directions at once, counted against the
+//! request's and the run's limits, with first-byte and idle timeouts.
+//!
+//! Bytes move with splice(2) through a pipe per direction, so they never enter the proxy's
+//! memory: on a 2-core machine the copies a userspace relay makes cost a third of the
+//! throughput. Readiness comes from tokio; the splices themselves are non-blocking.
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::record::{Direction, Entry, LimitHit};
 
-/// Large enough that loopback transfers are not dominated by syscalls.
-const BUFFER_SIZE: usize = 256 * 1024;
+/// Pipe capacity asked for (the kernel may give less; the relay works with any size).
+const PIPE_SIZE: i32 = 256 * 1024;
 
 /// Why a tunnel ended early.
 #[derive(Debug, thiserror::Error)]
@@ -33,18 +39,24 @@ pub(crate) struct Timeouts {
     pub idle: Option<Duration>,
 }
 
+/// The timing state both directions of a tunnel share.
+#[derive(Clone, Copy)]
+struct Clock<'a> {
+    entry: &'a Entry,
+    last_activity: &'a AtomicU64,
+    awaiting_first_byte: &'a AtomicBool,
+    timeouts: Timeouts,
+}
+
 /// Relays between the program (`client`, after `client_prefix`, bytes it already sent) and the
 /// server until both sides have finished, or a limit or timeout cuts both.
-pub(crate) async fn relay<C>(
-    client: C,
+pub(crate) async fn relay(
+    client: TcpStream,
     mut upstream: TcpStream,
     client_prefix: &[u8],
     entry: &Entry,
     timeouts: Timeouts,
-) -> Result<(), RelayError>
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<(), RelayError> {
     let last_activity = AtomicU64::new(entry.elapsed_ms());
     // While the server's first byte is awaited, that deadline governs, not the idle timeout.
     let awaiting_first_byte = AtomicBool::new(timeouts.first_byte.is_some());
@@ -52,21 +64,14 @@ where
         entry.account(Direction::Up, client_prefix.len() as u64)?;
         upstream.write_all(client_prefix).await?;
     }
-    let (mut client_read, mut client_write) = tokio::io::split(client);
-    let (mut upstream_read, mut upstream_write) = upstream.split();
     let clock = Clock {
         entry,
         last_activity: &last_activity,
         awaiting_first_byte: &awaiting_first_byte,
         timeouts,
     };
-    let up = pump(&mut client_read, &mut upstream_write, Direction::Up, clock);
-    let down = pump(
-        &mut upstream_read,
-        &mut client_write,
-        Direction::Down,
-        clock,
-    );
+    let up = pump(&client, &upstream, Direction::Up, clock);
+    let down = pump(&upstream, &client, Direction::Down, clock);
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     while !(up_done && down_done) {
@@ -78,82 +83,110 @@ where
     Ok(())
 }
 
-/// The timing state both directions of a tunnel share.
-#[derive(Clone, Copy)]
-struct Clock<'a> {
-    entry: &'a Entry,
-    last_activity: &'a AtomicU64,
-    awaiting_first_byte: &'a AtomicBool,
-    timeouts: Timeouts,
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+    // A bigger pipe means fewer splices; refusal (pipe-max-size, per-user limits) is harmless.
+    let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    Ok((read, write))
 }
 
-/// Copies one direction until end of stream, then half-closes the writer.
-async fn pump<R, W>(
-    reader: &mut R,
-    writer: &mut W,
+/// Moves one direction until end of stream, then half-closes the writer.
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
     direction: Direction,
     clock: Clock<'_>,
-) -> Result<(), RelayError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let Clock {
-        entry,
-        last_activity,
-        timeouts,
-        ..
-    } = clock;
-    let mut buf = vec![0u8; BUFFER_SIZE];
-    let mut awaiting_first_byte = direction == Direction::Down && timeouts.first_byte.is_some();
+) -> Result<(), RelayError> {
+    let (pipe_read, pipe_write) = pipe()?;
+    let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+    let mut awaiting_first_byte =
+        direction == Direction::Down && clock.timeouts.first_byte.is_some();
     loop {
-        let n = if awaiting_first_byte {
-            let limit = timeouts.first_byte.unwrap_or_default();
-            let left = limit.saturating_sub(Duration::from_millis(entry.elapsed_ms()));
-            match tokio::time::timeout(left, reader.read(&mut buf)).await {
-                Ok(n) => n?,
-                Err(_) => {
-                    entry.set_limit("request_timeout");
-                    return Err(RelayError::Timeout(
-                        "no first byte from the server within http.request_timeout",
-                    ));
-                }
+        // Fill the pipe from the source.
+        let n = loop {
+            wait_readable(src, clock, awaiting_first_byte).await?;
+            let moved = src.try_io(Interest::READABLE, || {
+                splice(
+                    src.as_fd(),
+                    None,
+                    pipe_write.as_fd(),
+                    None,
+                    PIPE_SIZE as usize,
+                    flags,
+                )
+                .map_err(io::Error::from)
+            });
+            match moved {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
             }
-        } else {
-            read_until_idle(reader, &mut buf, clock).await?
         };
         if awaiting_first_byte {
             awaiting_first_byte = false;
             clock.awaiting_first_byte.store(false, Ordering::Relaxed);
         }
         if n == 0 {
-            writer.shutdown().await?;
+            socket2::SockRef::from(dst)
+                .shutdown(std::net::Shutdown::Write)
+                .or_else(ignore_not_connected)?;
             return Ok(());
         }
-        entry.account(direction, n as u64)?;
-        last_activity.store(entry.elapsed_ms(), Ordering::Relaxed);
-        match timeouts.idle {
-            Some(idle) => tokio::time::timeout(idle, writer.write_all(&buf[..n]))
-                .await
-                .map_err(|_| {
-                    entry.set_limit("idle_timeout");
-                    RelayError::Timeout("the other side stopped reading")
-                })??,
-            None => writer.write_all(&buf[..n]).await?,
+        clock.entry.account(direction, n as u64)?;
+        clock
+            .last_activity
+            .store(clock.entry.elapsed_ms(), Ordering::Relaxed);
+        // Drain the pipe into the destination.
+        let mut left = n;
+        while left > 0 {
+            wait_writable(dst, clock).await?;
+            let moved = dst.try_io(Interest::WRITABLE, || {
+                splice(pipe_read.as_fd(), None, dst.as_fd(), None, left, flags)
+                    .map_err(io::Error::from)
+            });
+            match moved {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Ok(m) => left -= m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 }
 
-/// Reads, giving up only when neither direction has moved for `idle`.
-async fn read_until_idle<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut [u8],
+/// The peer may already be gone when its write side is shut.
+fn ignore_not_connected(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::NotConnected {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// Waits until `src` can be read, within the first-byte deadline or the idle timeout (which
+/// only fires when neither direction has moved for that long).
+async fn wait_readable(
+    src: &TcpStream,
     clock: Clock<'_>,
-) -> Result<usize, RelayError> {
-    let Some(idle) = clock.timeouts.idle else {
-        return Ok(reader.read(buf).await?);
-    };
+    first_byte: bool,
+) -> Result<(), RelayError> {
     let entry = clock.entry;
+    if first_byte {
+        let limit = clock.timeouts.first_byte.unwrap_or_default();
+        let left = limit.saturating_sub(Duration::from_millis(entry.elapsed_ms()));
+        return match tokio::time::timeout(left, src.readable()).await {
+            Ok(ready) => Ok(ready?),
+            Err(_) => {
+                entry.set_limit("request_timeout");
+                Err(RelayError::Timeout(
+                    "no first byte from the server within http.request_timeout",
+                ))
+            }
+        };
+    }
+    let Some(idle) = clock.timeouts.idle else {
+        return Ok(src.readable().await?);
+    };
     loop {
         let quiet_for = entry
             .elapsed_ms()
@@ -166,8 +199,22 @@ async fn read_until_idle<R: AsyncRead + Unpin>(
             entry.set_limit("idle_timeout");
             return Err(RelayError::Timeout("idle timeout"));
         }
-        if let Ok(n) = tokio::time::timeout(left, reader.read(&mut *buf)).await {
-            return Ok(n?);
+        if let Ok(ready) = tokio::time::timeout(left, src.readable()).await {
+            return Ok(ready?);
         }
+    }
+}
+
+/// Waits until `dst` accepts bytes; a peer that stops reading for the idle timeout is cut.
+async fn wait_writable(dst: &TcpStream, clock: Clock<'_>) -> Result<(), RelayError> {
+    match clock.timeouts.idle {
+        Some(idle) => match tokio::time::timeout(idle, dst.writable()).await {
+            Ok(ready) => Ok(ready?),
+            Err(_) => {
+                clock.entry.set_limit("idle_timeout");
+                Err(RelayError::Timeout("the other side stopped reading"))
+            }
+        },
+        None => Ok(dst.writable().await?),
     }
 }
