@@ -302,6 +302,7 @@ async fn handle_forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response
             .unwrap_or(0);
         if head_bytes + declared > max {
             entry.set_limit("max_request_bytes");
+            discard_body(body).await;
             return text_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!(
@@ -393,6 +394,26 @@ async fn handle_forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response
         parts,
         Limited::new(body, entry, Direction::Down, idle).boxed_unsync(),
     )
+}
+
+/// Upper bound on what is read and thrown away before a refusal is sent.
+const DISCARD_LIMIT: u64 = 16 << 20;
+/// How long reading a refused body may take.
+const DISCARD_TIME: Duration = Duration::from_secs(2);
+
+/// Reads (and drops) a refused request's body, within bounds, so that the client, which may
+/// still be sending it, reads the refusal instead of a connection reset.
+async fn discard_body(mut body: Incoming) {
+    let drain = async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > DISCARD_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
 }
 
 /// Why a forwarded request failed before its response head arrived.

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use crate::record::{Direction, Entry, LimitHit};
 
 /// Pipe capacity asked for (the kernel may give less; the relay works with any size).
-const PIPE_SIZE: i32 = 256 * 1024;
+const PIPE_SIZE: i32 = 1024 * 1024;
 
 /// Why a tunnel ended early.
 #[derive(Debug, thiserror::Error)]
@@ -83,72 +83,108 @@ pub(crate) async fn relay(
     Ok(())
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A non-blocking pipe and its capacity.
+fn pipe() -> io::Result<(OwnedFd, OwnedFd, usize)> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
     // A bigger pipe means fewer splices; refusal (pipe-max-size, per-user limits) is harmless.
-    let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-    Ok((read, write))
+    let capacity = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE))
+        .or_else(|_| fcntl(&write, FcntlArg::F_GETPIPE_SZ))
+        .map_err(io::Error::from)?;
+    Ok((
+        read,
+        write,
+        usize::try_from(capacity).unwrap_or(4096).max(4096),
+    ))
 }
 
-/// Moves one direction until end of stream, then half-closes the writer.
+/// What became ready.
+enum Ready {
+    Read,
+    Write,
+}
+
+/// Moves one direction until end of stream, then half-closes the writer. The pipe is a buffer
+/// between the two sockets: it is filled while the source has bytes and drained while the
+/// destination takes them, both at once, so neither side waits for the other.
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
     direction: Direction,
     clock: Clock<'_>,
 ) -> Result<(), RelayError> {
-    let (pipe_read, pipe_write) = pipe()?;
+    let (pipe_read, pipe_write, capacity) = pipe()?;
     let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
     let mut awaiting_first_byte =
         direction == Direction::Down && clock.timeouts.first_byte.is_some();
+    let (mut in_pipe, mut eof) = (0usize, false);
     loop {
-        // Fill the pipe from the source.
-        let n = loop {
-            wait_readable(src, clock, awaiting_first_byte).await?;
-            let moved = src.try_io(Interest::READABLE, || {
-                splice(
-                    src.as_fd(),
-                    None,
-                    pipe_write.as_fd(),
-                    None,
-                    PIPE_SIZE as usize,
-                    flags,
-                )
-                .map_err(io::Error::from)
-            });
-            match moved {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        if awaiting_first_byte {
-            awaiting_first_byte = false;
-            clock.awaiting_first_byte.store(false, Ordering::Relaxed);
-        }
-        if n == 0 {
+        if eof && in_pipe == 0 {
             socket2::SockRef::from(dst)
                 .shutdown(std::net::Shutdown::Write)
                 .or_else(ignore_not_connected)?;
             return Ok(());
         }
-        clock.entry.account(direction, n as u64)?;
-        clock
-            .last_activity
-            .store(clock.entry.elapsed_ms(), Ordering::Relaxed);
-        // Drain the pipe into the destination.
-        let mut left = n;
-        while left > 0 {
-            wait_writable(dst, clock).await?;
-            let moved = dst.try_io(Interest::WRITABLE, || {
-                splice(pipe_read.as_fd(), None, dst.as_fd(), None, left, flags)
+        let (can_fill, can_drain) = (!eof && in_pipe < capacity, in_pipe > 0);
+        let ready = async {
+            tokio::select! {
+                r = src.readable(), if can_fill => r.map(|()| Ready::Read),
+                r = dst.writable(), if can_drain => r.map(|()| Ready::Write),
+            }
+        };
+        let ready = match time_left(clock, awaiting_first_byte)? {
+            Some(left) => match tokio::time::timeout(left, ready).await {
+                Ok(r) => r?,
+                // Look at the clocks again: the other direction may have moved meanwhile.
+                Err(_) => continue,
+            },
+            None => ready.await?,
+        };
+        match ready {
+            Ready::Read => {
+                let moved = src.try_io(Interest::READABLE, || {
+                    splice(
+                        src.as_fd(),
+                        None,
+                        pipe_write.as_fd(),
+                        None,
+                        capacity - in_pipe,
+                        flags,
+                    )
                     .map_err(io::Error::from)
-            });
-            match moved {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
-                Ok(m) => left -= m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e.into()),
+                });
+                match moved {
+                    Ok(0) => eof = true,
+                    Ok(n) => {
+                        if awaiting_first_byte {
+                            awaiting_first_byte = false;
+                            clock.awaiting_first_byte.store(false, Ordering::Relaxed);
+                        }
+                        clock.entry.account(direction, n as u64)?;
+                        clock
+                            .last_activity
+                            .store(clock.entry.elapsed_ms(), Ordering::Relaxed);
+                        in_pipe += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ready::Write => {
+                let moved = dst.try_io(Interest::WRITABLE, || {
+                    splice(pipe_read.as_fd(), None, dst.as_fd(), None, in_pipe, flags)
+                        .map_err(io::Error::from)
+                });
+                match moved {
+                    Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                    Ok(m) => {
+                        in_pipe -= m;
+                        clock
+                            .last_activity
+                            .store(clock.entry.elapsed_ms(), Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }
@@ -163,58 +199,40 @@ fn ignore_not_connected(e: io::Error) -> io::Result<()> {
     }
 }
 
-/// Waits until `src` can be read, within the first-byte deadline or the idle timeout (which
-/// only fires when neither direction has moved for that long).
-async fn wait_readable(
-    src: &TcpStream,
-    clock: Clock<'_>,
-    first_byte: bool,
-) -> Result<(), RelayError> {
+/// How long this direction may still wait: until the server's first byte is due (when it is
+/// awaited here), or until the tunnel has been idle — no byte in either direction — for the
+/// idle timeout. An expired clock ends the tunnel with the limit recorded.
+fn time_left(clock: Clock<'_>, first_byte: bool) -> Result<Option<Duration>, RelayError> {
     let entry = clock.entry;
+    let elapsed = Duration::from_millis(entry.elapsed_ms());
     if first_byte {
-        let limit = clock.timeouts.first_byte.unwrap_or_default();
-        let left = limit.saturating_sub(Duration::from_millis(entry.elapsed_ms()));
-        return match tokio::time::timeout(left, src.readable()).await {
-            Ok(ready) => Ok(ready?),
-            Err(_) => {
-                entry.set_limit("request_timeout");
-                Err(RelayError::Timeout(
-                    "no first byte from the server within http.request_timeout",
-                ))
-            }
-        };
+        let left = clock
+            .timeouts
+            .first_byte
+            .unwrap_or_default()
+            .saturating_sub(elapsed);
+        if left.is_zero() {
+            entry.set_limit("request_timeout");
+            return Err(RelayError::Timeout(
+                "no first byte from the server within http.request_timeout",
+            ));
+        }
+        return Ok(Some(left));
     }
     let Some(idle) = clock.timeouts.idle else {
-        return Ok(src.readable().await?);
+        return Ok(None);
     };
-    loop {
-        let quiet_for = entry
-            .elapsed_ms()
-            .saturating_sub(clock.last_activity.load(Ordering::Relaxed));
-        let mut left = idle.saturating_sub(Duration::from_millis(quiet_for));
-        if clock.awaiting_first_byte.load(Ordering::Relaxed) {
-            // The first-byte deadline cuts the tunnel if the server stays silent.
-            left = left.max(idle);
-        } else if left.is_zero() {
-            entry.set_limit("idle_timeout");
-            return Err(RelayError::Timeout("idle timeout"));
-        }
-        if let Ok(ready) = tokio::time::timeout(left, src.readable()).await {
-            return Ok(ready?);
-        }
+    if clock.awaiting_first_byte.load(Ordering::Relaxed) {
+        // The first-byte deadline cuts the tunnel if the server stays silent.
+        return Ok(Some(idle));
     }
-}
-
-/// Waits until `dst` accepts bytes; a peer that stops reading for the idle timeout is cut.
-async fn wait_writable(dst: &TcpStream, clock: Clock<'_>) -> Result<(), RelayError> {
-    match clock.timeouts.idle {
-        Some(idle) => match tokio::time::timeout(idle, dst.writable()).await {
-            Ok(ready) => Ok(ready?),
-            Err(_) => {
-                clock.entry.set_limit("idle_timeout");
-                Err(RelayError::Timeout("the other side stopped reading"))
-            }
-        },
-        None => Ok(dst.writable().await?),
+    let quiet = elapsed.saturating_sub(Duration::from_millis(
+        clock.last_activity.load(Ordering::Relaxed),
+    ));
+    let left = idle.saturating_sub(quiet);
+    if left.is_zero() {
+        entry.set_limit("idle_timeout");
+        return Err(RelayError::Timeout("idle timeout"));
     }
+    Ok(Some(left))
 }
