@@ -147,6 +147,28 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> SysResult<()> {
     Ok(())
 }
 
+/// The calling thread's timer slack, in nanoseconds: how late the kernel may fire its timers
+/// (poll timeouts included) to batch wake-ups. 50 µs by default.
+pub fn timer_slack() -> SysResult<u64> {
+    // SAFETY: PR_GET_TIMERSLACK takes no pointer and returns the value.
+    let rc = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+    if rc < 0 {
+        return Err(SysError::last("prctl(PR_GET_TIMERSLACK)"));
+    }
+    Ok(rc as u64)
+}
+
+/// Sets the calling thread's timer slack (nanoseconds, at least 1).
+pub fn set_timer_slack(ns: u64) -> SysResult<()> {
+    let ns = ns.max(1) as libc::c_ulong;
+    // SAFETY: PR_SET_TIMERSLACK takes an integer and no pointer.
+    let rc = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns, 0, 0, 0) };
+    if rc < 0 {
+        return Err(SysError::last(format!("prctl(PR_SET_TIMERSLACK, {ns})")));
+    }
+    Ok(())
+}
+
 /// Sends `signal` to `pid`. ESRCH (already gone) is not an error.
 pub fn kill(pid: i32, signal: i32) -> SysResult<()> {
     if pid <= 0 {
@@ -419,6 +441,16 @@ mod tests {
         let ready = poll_with(&[(w.as_fd(), Interest::Write)], Some(Duration::ZERO)).unwrap();
         assert!(!ready[0].writable);
         drop(r);
+    }
+
+    #[test]
+    fn timer_slack_round_trips() {
+        // Each test runs on its own thread: changing its slack touches nothing else.
+        let before = timer_slack().unwrap();
+        set_timer_slack(1).unwrap();
+        assert_eq!(timer_slack().unwrap(), 1);
+        set_timer_slack(before).unwrap();
+        assert_eq!(timer_slack().unwrap(), before);
     }
 
     #[test]
