@@ -4,7 +4,8 @@
 //! loaded first, in order, each with its own `extends` before it; the document itself goes on
 //! top. Lists (allow and deny alike) concatenate with duplicates removed, so a deny anywhere
 //! survives; scalars (limits, http, kernel, js) are taken from the outermost document that sets
-//! them; `set_env` maps merge with the outer value winning; `limits.best_effort` lists union.
+//! them; `set_env` maps merge with the outer value winning; `limits.best_effort` lists union, except
+//! that a layer setting a limit drops an inherited best-effort mark for it.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -318,6 +319,16 @@ impl Layer {
             max_total_bytes,
             block_private_ips
         );
+        // A best-effort mark belongs to the limit value of the layer that wrote it: a layer that
+        // sets the limit itself asks for it to hold, unless it marks it best-effort again.
+        let set_by_outer = [
+            (LimitName::Memory, outer.memory.is_some()),
+            (LimitName::Pids, outer.pids.is_some()),
+            (LimitName::Cpu, outer.cpu.is_some()),
+            (LimitName::CpuTime, outer.cpu_time.is_some()),
+        ];
+        self.best_effort
+            .retain(|name| !set_by_outer.iter().any(|(n, set)| n == name && *set));
         append_unique(&mut self.best_effort, outer.best_effort);
         self.set_env.extend(outer.set_env);
         self.sources.extend(outer.sources);

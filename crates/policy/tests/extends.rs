@@ -296,3 +296,36 @@ fn missing_files_are_named() {
         "/nonexistent/policy.json: cannot read the policy file: No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn setting_a_limit_drops_an_inherited_best_effort_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "base.json",
+        r#"{"limits": {"memory": "1GB", "pids": 100, "best_effort": ["memory", "pids"]}}"#,
+    );
+    let strict = write(
+        d,
+        "strict.json",
+        r#"{"extends": ["base.json"], "limits": {"memory": "64MB"}}"#,
+    );
+    let p = load_file_with(&strict, &env()).unwrap();
+    assert_eq!(p.limits.memory, Some(64_000_000));
+    assert_eq!(
+        p.limits.best_effort,
+        vec![LimitName::Pids],
+        "the memory limit this file sets must hold; the inherited pids limit stays best-effort"
+    );
+    let lenient = write(
+        d,
+        "lenient.json",
+        r#"{"extends": ["base.json"], "limits": {"memory": "64MB", "best_effort": ["memory"]}}"#,
+    );
+    let p = load_file_with(&lenient, &env()).unwrap();
+    assert_eq!(
+        p.limits.best_effort,
+        vec![LimitName::Memory, LimitName::Pids]
+    );
+}
