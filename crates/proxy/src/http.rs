@@ -435,6 +435,8 @@ struct Limited {
     direction: Direction,
     idle: Option<Duration>,
     timer: Option<Pin<Box<Sleep>>>,
+    /// A limit was reached by the last frame; the next poll fails.
+    exceeded: Option<LimitHit>,
 }
 
 impl Limited {
@@ -450,6 +452,7 @@ impl Limited {
             direction,
             idle,
             timer: None,
+            exceeded: None,
         }
     }
 }
@@ -463,13 +466,31 @@ impl Body for Limited {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        if let Some(hit) = this.exceeded.take() {
+            return Poll::Ready(Some(Err(hit.into())));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer = None;
-                if let Some(data) = frame.data_ref() {
-                    this.entry.account(this.direction, data.len() as u64)?;
+                let data = match frame.into_data() {
+                    Ok(data) => data,
+                    Err(other) => return Poll::Ready(Some(Ok(other))),
+                };
+                let (allowance, limit) = this.entry.allowance(this.direction);
+                let len = data.len() as u64;
+                if len <= allowance {
+                    this.entry.account(this.direction, len)?;
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(Some(Ok(frame)))
+                // Deliver exactly what the limit allows; the next poll cuts the stream.
+                this.entry.set_limit(limit);
+                this.exceeded = Some(LimitHit(limit));
+                if allowance == 0 {
+                    return Poll::Ready(Some(Err(LimitHit(limit).into())));
+                }
+                let allowed = usize::try_from(allowance).unwrap_or(usize::MAX);
+                this.entry.account(this.direction, allowance)?;
+                Poll::Ready(Some(Ok(Frame::data(data.slice(..allowed)))))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bunker_policy::Policy;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 pub use crate::record::RequestRecord;
 use crate::record::Shared;
@@ -88,6 +88,7 @@ pub fn start(
     let records = Arc::new(Mutex::new(Vec::new()));
     let shared = Arc::new(Shared::new(config.policy, pins, Arc::clone(&records)));
     let (shutdown, stopped) = oneshot::channel::<()>();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
 
     // The listeners become tokio listeners inside the runtime (they need its reactor).
     let (http, socks) = {
@@ -110,8 +111,8 @@ pub fn start(
             runtime.block_on(async move {
                 tokio::select! {
                     _ = stopped => {}
-                    _ = accept_loop(Arc::clone(&shared), http, Kind::Http) => {}
-                    _ = accept_loop(shared, socks, Kind::Socks) => {}
+                    _ = accept_loop(Arc::clone(&shared), http, Kind::Http, Arc::clone(&slots)) => {}
+                    _ = accept_loop(shared, socks, Kind::Socks, slots) => {}
                 }
             });
             // Dropping the runtime drops every connection task, which closes the connections
@@ -132,15 +133,33 @@ enum Kind {
     Socks,
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener, kind: Kind) {
+/// Connections the sandbox may hold open at once, both listeners together. Each costs the
+/// supervisor up to six descriptors (two sockets, two pipes), so an unbounded number would let
+/// the sandbox exhaust the supervisor's descriptors; past the cap, new connections are closed
+/// at once.
+pub const MAX_CONNECTIONS: usize = 128;
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    kind: Kind,
+    slots: Arc<Semaphore>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let shared = Arc::clone(&shared);
-                match kind {
-                    Kind::Http => tokio::spawn(http::serve_connection(shared, stream)),
-                    Kind::Socks => tokio::spawn(socks::serve_connection(shared, stream)),
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    drop(stream);
+                    continue;
                 };
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    match kind {
+                        Kind::Http => http::serve_connection(shared, stream).await,
+                        Kind::Socks => socks::serve_connection(shared, stream).await,
+                    }
+                    drop(slot);
+                });
             }
             // Out of descriptors or a connection reset before accept: wait a little, go on.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,

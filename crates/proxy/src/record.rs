@@ -148,6 +148,32 @@ impl Entry {
         result
     }
 
+    /// How many more bytes may flow in this direction before a limit is crossed, and the name
+    /// of that limit (`u64::MAX` when none applies). Relays move at most this much, so exactly
+    /// the allowed bytes get through before the cut.
+    pub fn allowance(&self, direction: Direction) -> (u64, &'static str) {
+        let http = &self.shared.policy.http;
+        let (counter, max, name) = match direction {
+            Direction::Up => (&self.sent, http.max_request_bytes, "max_request_bytes"),
+            Direction::Down => (
+                &self.received,
+                http.max_response_bytes,
+                "max_response_bytes",
+            ),
+        };
+        let own = max.map_or(u64::MAX, |m| {
+            m.saturating_sub(counter.load(Ordering::Relaxed))
+        });
+        let total = http.max_total_bytes.map_or(u64::MAX, |m| {
+            m.saturating_sub(self.shared.total_bytes.load(Ordering::Relaxed))
+        });
+        if total < own {
+            (total, "max_total_bytes")
+        } else {
+            (own, name)
+        }
+    }
+
     /// Notes the limit that ended this request (the first one wins).
     pub fn set_limit(&self, limit: &'static str) {
         let mut slot = self.limit.lock().unwrap_or_else(PoisonError::into_inner);

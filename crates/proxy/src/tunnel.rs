@@ -2,8 +2,7 @@
 //! request's and the run's limits, with first-byte and idle timeouts.
 //!
 //! Bytes move with splice(2) through a pipe per direction, so they never enter the proxy's
-//! memory: on a 2-core machine the copies a userspace relay makes cost a third of the
-//! throughput. Readiness comes from tokio; the splices themselves are non-blocking.
+//! memory and cost it no copies. Readiness comes from tokio; the splices are non-blocking.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -124,7 +123,15 @@ async fn pump(
                 .or_else(ignore_not_connected)?;
             return Ok(());
         }
-        let (can_fill, can_drain) = (!eof && in_pipe < capacity, in_pipe > 0);
+        // Read no more than the limits allow, so exactly the allowed bytes get through; with
+        // nothing left, one byte is read (once the pipe is empty) to see whether more comes.
+        let (allowance, _) = clock.entry.allowance(direction);
+        let can_fill = !eof && in_pipe < capacity && (allowance > 0 || in_pipe == 0);
+        let can_drain = in_pipe > 0;
+        let room = capacity.saturating_sub(in_pipe).max(1);
+        let want = usize::try_from(allowance)
+            .unwrap_or(usize::MAX)
+            .clamp(1, room);
         let ready = async {
             tokio::select! {
                 r = src.readable(), if can_fill => r.map(|()| Ready::Read),
@@ -142,15 +149,8 @@ async fn pump(
         match ready {
             Ready::Read => {
                 let moved = src.try_io(Interest::READABLE, || {
-                    splice(
-                        src.as_fd(),
-                        None,
-                        pipe_write.as_fd(),
-                        None,
-                        capacity - in_pipe,
-                        flags,
-                    )
-                    .map_err(io::Error::from)
+                    splice(src.as_fd(), None, pipe_write.as_fd(), None, want, flags)
+                        .map_err(io::Error::from)
                 });
                 match moved {
                     Ok(0) => eof = true,

@@ -657,15 +657,24 @@ fn max_response_bytes_cuts_a_100_mb_body() {
         "%{size_download}",
         &url,
     ]);
-    assert!(!out.status.success());
+    assert!(
+        !out.status.success(),
+        "tunnel: {} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let got: u64 = text(&out.stdout).parse().unwrap();
-    assert!(got <= 1 << 20, "{got} bytes passed");
+    // Exactly the allowed bytes pass (the response head counts too), then the cut.
+    assert!(
+        got <= 1 << 20 && got > (1 << 20) - 1000,
+        "{got} bytes passed"
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
     let records = proxy.finish();
     assert_eq!(records.len(), 2);
     for r in &records {
         assert_eq!(r.limit.as_deref(), Some("max_response_bytes"), "{r:?}");
-        assert!(r.bytes_received <= 1 << 20, "{r:?}");
+        assert_eq!(r.bytes_received, 1 << 20, "{r:?}");
     }
 }
 
@@ -833,4 +842,40 @@ fn finish_closes_open_tunnels_and_keeps_their_records() {
         0,
         "the tunnel is closed"
     );
+}
+
+#[test]
+fn connections_beyond_the_cap_are_closed() {
+    let origin = Origin::start();
+    let mut proxy = Proxy::start(
+        policy(&[&format!("127.0.0.1:{}", origin.port)], &[], no_limits()),
+        &[],
+    );
+    let held: Vec<std::net::TcpStream> = (0..bunker_proxy::MAX_CONNECTIONS)
+        .map(|_| std::net::TcpStream::connect(proxy.http).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // One more, on either listener, is closed without an answer.
+    let mut extra = std::net::TcpStream::connect(proxy.socks).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = extra.write_all(&[5, 1, 0]);
+    let mut buf = [0u8; 2];
+    assert!(
+        matches!(extra.read(&mut buf), Ok(0) | Err(_)),
+        "the extra connection was served"
+    );
+    // Once the program lets go, the proxy serves again.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let url = format!("http://127.0.0.1:{}/hello", origin.port);
+    let out = curl(&["-x", &proxy.url(), &url]);
+    assert_eq!(
+        text(&out.stdout),
+        "hello from origin",
+        "{}",
+        text(&out.stderr)
+    );
+    proxy.finish();
 }
