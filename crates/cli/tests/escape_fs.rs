@@ -457,6 +457,59 @@ fn symlinks_in_an_allowed_dir_do_not_lead_outside() {
 }
 
 #[test]
+fn denied_paths_inside_grants_are_masked() {
+    for (mode, cmd) in modes() {
+        let tmp = shared_tempdir();
+        let data = mkdir(tmp.path(), "data", 0o755);
+        write_file(&data, "public.txt", "public");
+        let secret = write_file(&data, "secret.txt", "SECRET-FILE");
+        let secret_dir = mkdir(&data, "private", 0o755);
+        write_file(&secret_dir, "inner.txt", "SECRET-DIR");
+        let sub = mkdir(&data, "sub", 0o755);
+        write_file(&sub, "server.key", "SECRET-KEY");
+        let out_dir = mkdir(tmp.path(), "out", 0o777);
+        let locked = write_file(&out_dir, "locked.txt", "original");
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let policy = write_file(
+            tmp.path(),
+            "policy.json",
+            &serde_json::json!({
+                "extends": ["default"],
+                "allow": {"read": [data], "write": [out_dir]},
+                "deny": {"read": [secret, secret_dir, "*.key"], "write": [locked]},
+            })
+            .to_string(),
+        );
+        std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let d = data.display();
+        let o = out_dir.display();
+        let attack = format!(
+            "import os\n\
+             for path in ['{d}/secret.txt', '{d}/private/inner.txt', '{d}/sub/server.key']:\n\
+             \x20   try:\n\
+             \x20       text = open(path).read()\n\
+             \x20       print('ESCAPED ' + path if 'SECRET' in text else 'BLOCKED (masked) ' + path)\n\
+             \x20   except OSError as e:\n\
+             \x20       print('BLOCKED', path, e.errno)\n\
+             print('BLOCKED listing' if os.listdir('{d}/private') == [] else 'ESCAPED listing')\n\
+             try:\n\
+             \x20   open('{o}/locked.txt', 'w').write('overwritten'); print('ESCAPED write')\n\
+             except OSError as e:\n\
+             \x20   print('BLOCKED write', e.errno)\n"
+        );
+        let p = ["--policy".to_string(), arg(&policy)];
+        assert_blocked(mode, "denied paths inside grants", &py(cmd, &p, &attack));
+        assert_eq!(std::fs::read_to_string(&locked).unwrap(), "original", "{mode}");
+        let control = format!(
+            "assert open('{d}/public.txt').read() == 'public'\n\
+             open('{o}/free.txt', 'w').write('ok')\n\
+             print('CONTROL-OK')\n"
+        );
+        assert_control(mode, "the rest of the grants", &py(cmd, &p, &control));
+    }
+}
+
+#[test]
 fn chdir_dotdot_stays_at_the_new_root() {
     assert!(Path::new("/work").exists() || Path::new("/root").exists());
     let code = "import os\n\

@@ -41,6 +41,8 @@ pub enum InitMessage {
         landlock_abi: u32,
         seccomp: LayerStatus,
         rlimits: LayerStatus,
+        /// Partial when a deny glob could not be checked everywhere.
+        filesystem: LayerStatus,
         /// Notes for `enforced.notes` (skipped paths, partial layers).
         notes: Vec<String>,
     },
@@ -182,7 +184,8 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     }
     let last_cap = process::last_cap();
 
-    let mut notes = mounts::build_root(&ctx.plan)?;
+    let root = mounts::build_root(&ctx.plan)?;
+    let mut notes = root.notes;
 
     if ctx.net_ns {
         bunker_sys::net::loopback_up().map_err(step("bring up lo"))?;
@@ -260,6 +263,11 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         landlock_abi: ll.abi,
         seccomp: sc,
         rlimits: LayerStatus::On,
+        filesystem: if root.complete {
+            LayerStatus::On
+        } else {
+            LayerStatus::Partial
+        },
         notes,
     })
 }

@@ -309,8 +309,18 @@ fn tmpfs(target: &OwnedFd, flags: libc::c_ulong, data: &str) -> Result<(), SysEr
 
 const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
 
-/// Builds the new root and pivots into it. Returns notes for `enforced.notes`.
-pub fn build_root(plan: &MountPlan) -> Result<Vec<String>, SandboxError> {
+/// What building the root reports.
+#[derive(Debug, Clone, Default)]
+pub struct RootOutcome {
+    /// Notes for `enforced.notes`.
+    pub notes: Vec<String>,
+    /// False when a deny glob could not be checked everywhere (the walk's budget ran out).
+    pub complete: bool,
+}
+
+/// Builds the new root and pivots into it.
+pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
+    let mut complete = true;
     let mut notes = Vec::new();
     // Mounts made from now on must not propagate back to the host's namespace.
     mount::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
@@ -401,8 +411,9 @@ pub fn build_root(plan: &MountPlan) -> Result<Vec<String>, SandboxError> {
     // Deny lists: explicit paths, then globs expanded against what is now mounted.
     let mut denials = plan.denials.clone();
     if !plan.deny_globs.is_empty() {
-        let (found, glob_notes) = expand_globs(plan);
+        let (found, glob_notes, walked_all) = expand_globs(plan);
         notes.extend(glob_notes);
+        complete = walked_all;
         denials.extend(found);
         denials.sort_by(|a, b| depth(&a.1).cmp(&depth(&b.1)).then(a.1.cmp(&b.1)));
         denials.dedup();
@@ -429,7 +440,7 @@ pub fn build_root(plan: &MountPlan) -> Result<Vec<String>, SandboxError> {
         None,
     )
     .map_err(setup("remount / read-only"))?;
-    Ok(notes)
+    Ok(RootOutcome { notes, complete })
 }
 
 /// Name (in the new root) of the empty file that masks denied files; removed before pivot.
@@ -612,6 +623,16 @@ fn deny(
     }
 }
 
+/// Trees of the operating system (binaries, libraries, configuration).
+fn is_system_tree(p: &Path) -> bool {
+    [
+        "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt",
+    ]
+    .iter()
+    .any(|s| p.starts_with(s))
+        || p == Path::new("/")
+}
+
 /// A compiled deny glob: absolute patterns match whole paths, relative ones (`.env`,
 /// `*.key`) match at any depth.
 pub fn compile_glob(pattern: &str) -> Option<globset::GlobMatcher> {
@@ -630,7 +651,7 @@ pub fn compile_glob(pattern: &str) -> Option<globset::GlobMatcher> {
 
 /// Walks the granted trees (inside the staging root, before pivot) for paths matching the deny
 /// globs; bounded by [`GLOB_WALK_BUDGET`] entries, with a note when the budget ran out.
-fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>) {
+fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>, bool) {
     let mut notes = Vec::new();
     let globs: Vec<(DenyKind, &str, globset::GlobMatcher)> = plan
         .deny_globs
@@ -646,14 +667,27 @@ fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>) {
     let mut found = Vec::new();
     let mut budget = GLOB_WALK_BUDGET;
     let staging = Path::new(STAGING);
-    // Roots to walk: the granted trees, without walking the same tree twice.
-    let mut roots: Vec<&Path> = Vec::new();
+    // Roots to walk: the granted trees, without walking the same tree twice; writable grants
+    // first, then the caller's own read grants, the system trees last — if the budget runs out,
+    // it runs out where `.env` and `*.key` files are least likely.
+    let mut roots: Vec<&Grant> = Vec::new();
     for g in &plan.grants {
-        if !roots.iter().any(|r| g.path.starts_with(r)) {
-            roots.push(&g.path);
+        if !roots.iter().any(|r| g.path.starts_with(&r.path)) {
+            roots.push(g);
         }
     }
-    let mut stack: Vec<PathBuf> = roots.iter().map(|r| r.to_path_buf()).collect();
+    roots.sort_by_key(|g| (!g.write, is_system_tree(&g.path)));
+    // Depth-first from a stack: the first root is walked first.
+    // A granted symlink was recreated as a link: its target is walked only if granted itself.
+    let mut stack: Vec<PathBuf> = roots
+        .iter()
+        .rev()
+        .filter(|g| {
+            std::fs::symlink_metadata(staging.join(rel(&g.path)))
+                .is_ok_and(|m| m.file_type().is_dir())
+        })
+        .map(|g| g.path.clone())
+        .collect();
     while let Some(dir) = stack.pop() {
         let real = staging.join(rel(&dir));
         let Ok(entries) = std::fs::read_dir(&real) else {
@@ -665,7 +699,7 @@ fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>) {
                     "deny globs: stopped after {GLOB_WALK_BUDGET} entries; paths under {} and later were not checked",
                     dir.display()
                 ));
-                return (found, notes);
+                return (found, notes, false);
             }
             budget -= 1;
             let path = dir.join(entry.file_name());
@@ -683,7 +717,7 @@ fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>) {
             }
         }
     }
-    (found, notes)
+    (found, notes, true)
 }
 
 #[cfg(test)]

@@ -266,8 +266,10 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             landlock_abi,
             seccomp,
             rlimits,
+            filesystem,
             notes,
         } => {
+            enforced.filesystem = filesystem;
             enforced.landlock = landlock;
             enforced.landlock_abi = landlock_abi;
             enforced.seccomp = seccomp;
@@ -367,7 +369,6 @@ fn fill_enforced(enforced: &mut Enforced, policy: &Policy) {
             .push(format!("namespaces not created: {}", missing.join(", ")));
         LayerStatus::Partial
     };
-    enforced.filesystem = LayerStatus::On;
     enforced.no_new_privs = LayerStatus::On;
     enforced.capabilities_dropped = LayerStatus::On;
     enforced.network = if ns.contains(&Namespace::Net) {
