@@ -12,9 +12,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use bunker_policy::net::NetRule;
-use bunker_policy::{Denials, Grants, HttpLimits, JsOptions, KernelOptions, Limits, Policy};
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let megabytes: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
@@ -23,19 +20,8 @@ fn main() {
     let bytes = megabytes * 1_000_000;
 
     let origin = start_origin();
-    let policy = Policy {
-        allow: Grants {
-            net: vec![NetRule::parse(&format!("127.0.0.1:{}", origin.port())).unwrap()],
-            ..Grants::default()
-        },
-        deny: Denials::default(),
-        limits: Limits::default(),
-        http: HttpLimits::default(),
-        kernel: KernelOptions::default(),
-        js: JsOptions::default(),
-        set_env: Default::default(),
-        sources: vec!["bench".into()],
-    };
+    let doc = format!(r#"{{"allow": {{"net": ["127.0.0.1:{}"]}}}}"#, origin.port());
+    let policy = bunker_policy::load::load_str(&doc, std::path::Path::new("/"), "bench").unwrap();
     let http = TcpListener::bind("127.0.0.1:0").unwrap();
     let socks = TcpListener::bind("127.0.0.1:0").unwrap();
     let (proxy, socks_addr) = (http.local_addr().unwrap(), socks.local_addr().unwrap());

@@ -159,33 +159,16 @@ async fn resolve(shared: &Shared, name: &str, port: u16) -> Result<Vec<IpAddr>, 
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use bunker_policy::net::NetRule;
-    use bunker_policy::{Denials, Grants, HttpLimits, JsOptions, KernelOptions, Limits};
-
     use super::*;
     use crate::addr::parse_host;
 
     fn policy(allow: &[&str], deny: &[&str], block_private_ips: bool) -> Policy {
-        let rules = |list: &[&str]| list.iter().map(|r| NetRule::parse(r).unwrap()).collect();
-        Policy {
-            allow: Grants {
-                net: rules(allow),
-                ..Grants::default()
-            },
-            deny: Denials {
-                net: rules(deny),
-                ..Denials::default()
-            },
-            limits: Limits::default(),
-            http: HttpLimits {
-                block_private_ips,
-                ..HttpLimits::default()
-            },
-            kernel: KernelOptions::default(),
-            js: JsOptions::default(),
-            set_env: Default::default(),
-            sources: Vec::new(),
-        }
+        let doc = serde_json::json!({
+            "allow": {"net": allow},
+            "deny": {"net": deny},
+            "http": {"block_private_ips": block_private_ips},
+        });
+        bunker_policy::load::load_str(&doc.to_string(), std::path::Path::new("/"), "test").unwrap()
     }
 
     fn shared(policy: Policy, pins: &[(&str, &str)]) -> Shared {

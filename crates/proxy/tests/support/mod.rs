@@ -10,33 +10,16 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use bunker_policy::net::NetRule;
-use bunker_policy::{Denials, Grants, HttpLimits, JsOptions, KernelOptions, Limits, Policy};
+use bunker_policy::{HttpLimits, Policy};
 use bunker_proxy::{ProxyConfig, ProxyHandle, RequestRecord};
 
-/// A policy with these `allow.net` / `deny.net` rules and HTTP limits.
+/// A policy with these `allow.net` / `deny.net` rules (loaded like a policy file) and HTTP limits.
 pub fn policy(allow: &[&str], deny: &[&str], http: HttpLimits) -> Policy {
-    let rules = |list: &[&str]| {
-        list.iter()
-            .map(|r| NetRule::parse(r).unwrap())
-            .collect::<Vec<_>>()
-    };
-    Policy {
-        allow: Grants {
-            net: rules(allow),
-            ..Grants::default()
-        },
-        deny: Denials {
-            net: rules(deny),
-            ..Denials::default()
-        },
-        limits: Limits::default(),
-        http,
-        kernel: KernelOptions::default(),
-        js: JsOptions::default(),
-        set_env: Default::default(),
-        sources: vec!["test".to_string()],
-    }
+    let doc = serde_json::json!({"allow": {"net": allow}, "deny": {"net": deny}});
+    let mut policy =
+        bunker_policy::load::load_str(&doc.to_string(), Path::new("/"), "test policy").unwrap();
+    policy.http = http;
+    policy
 }
 
 /// A running proxy on host loopback.
