@@ -176,7 +176,12 @@ mod tests {
             .iter()
             .map(|(n, ip)| (n.to_string(), ip.parse().unwrap()))
             .collect();
-        Shared::new(Arc::new(policy), pins, Arc::new(Mutex::new(Vec::new())))
+        Shared::new(
+            Arc::new(policy),
+            pins,
+            Arc::new(Mutex::new(Vec::new())),
+            usize::MAX,
+        )
     }
 
     fn run(shared: &Shared, host: &str, port: u16) -> Verdict {

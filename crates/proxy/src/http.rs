@@ -92,6 +92,20 @@ pub(crate) async fn admit(
             duration_ms: 0.0,
             limit: limit.map(str::to_string),
         };
+    if shared.saturated() {
+        shared.record(base(
+            false,
+            "too many decisions".into(),
+            None,
+            Some("max_decisions"),
+        ));
+        return Admission::Refused {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "bunker: refused {method} {host}:{port}: too many requests in this run"
+            ),
+        };
+    }
     match decide(shared, &authority.host, port).await {
         Verdict::Deny { rule, address } => {
             let message = format!("bunker: denied {method} {host}:{port} by {rule}");

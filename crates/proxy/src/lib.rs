@@ -19,6 +19,7 @@ mod tunnel;
 
 use std::io;
 use std::net::{IpAddr, TcpListener};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -58,7 +59,7 @@ pub enum ProxyError {
 pub struct ProxyHandle {
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    records: Arc<Mutex<Vec<RequestRecord>>>,
+    shared: Arc<Shared>,
 }
 
 /// Starts serving `http` (HTTP forward + CONNECT) and `socks` (SOCKS5) on a thread of its own,
@@ -67,6 +68,20 @@ pub fn start(
     config: ProxyConfig,
     http: TcpListener,
     socks: TcpListener,
+) -> Result<ProxyHandle, ProxyError> {
+    start_with_record_cap(config, http, socks, MAX_RECORDS)
+}
+
+/// Decisions kept per run by [`start`]. Past it, requests are refused (HTTP 429, SOCKS5 0x02)
+/// and counted in one final record, so the supervisor's memory stays bounded.
+pub const MAX_RECORDS: usize = 100_000;
+
+/// [`start`] with another cap on the decisions kept (see [`MAX_RECORDS`]).
+pub fn start_with_record_cap(
+    config: ProxyConfig,
+    http: TcpListener,
+    socks: TcpListener,
+    max_records: usize,
 ) -> Result<ProxyHandle, ProxyError> {
     let mut pins = Vec::with_capacity(config.resolve.len());
     for (name, ip) in config.resolve {
@@ -86,7 +101,13 @@ pub fn start(
         .build()
         .map_err(ProxyError::Runtime)?;
     let records = Arc::new(Mutex::new(Vec::new()));
-    let shared = Arc::new(Shared::new(config.policy, pins, Arc::clone(&records)));
+    let shared = Arc::new(Shared::new(
+        config.policy,
+        pins,
+        Arc::clone(&records),
+        max_records,
+    ));
+    let handle_shared = Arc::clone(&shared);
     let (shutdown, stopped) = oneshot::channel::<()>();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
 
@@ -123,7 +144,7 @@ pub fn start(
     Ok(ProxyHandle {
         shutdown: Some(shutdown),
         thread: Some(thread),
-        records,
+        shared: handle_shared,
     })
 }
 
@@ -170,16 +191,44 @@ async fn accept_loop(
 impl ProxyHandle {
     /// The decisions so far (requests in flight show the figures of their last update).
     pub fn records(&self) -> Vec<RequestRecord> {
-        self.records
+        self.shared
+            .records
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Stops serving, closes every connection and returns every decision, in order.
+    /// Stops serving, closes every connection and returns every decision, in order. When the
+    /// run made more than the cap of decisions, one last record counts the refused rest.
     pub fn finish(mut self) -> Vec<RequestRecord> {
         self.stop();
-        std::mem::take(&mut *self.records.lock().unwrap_or_else(PoisonError::into_inner))
+        let mut records = std::mem::take(
+            &mut *self
+                .shared
+                .records
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let overflow = self.shared.overflow.load(Ordering::Relaxed);
+        if overflow > 0 {
+            records.push(RequestRecord {
+                kind: "http".to_string(),
+                host: "*".to_string(),
+                port: 0,
+                address: None,
+                allowed: false,
+                rule: format!(
+                    "bunker: {overflow} more requests refused and not recorded one by one \
+                     (more than {} decisions in this run)",
+                    records.len()
+                ),
+                bytes_sent: 0,
+                bytes_received: 0,
+                duration_ms: 0.0,
+                limit: Some("max_decisions".to_string()),
+            });
+        }
+        records
     }
 
     fn stop(&mut self) {

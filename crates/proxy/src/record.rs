@@ -52,6 +52,10 @@ pub(crate) struct Shared {
     pub records: Arc<Mutex<Vec<RequestRecord>>>,
     requests: AtomicU64,
     total_bytes: AtomicU64,
+    /// Most decisions kept; requests past it are refused and only counted in `overflow`, so a
+    /// program cannot grow the supervisor's memory without bound.
+    max_records: usize,
+    pub overflow: AtomicU64,
 }
 
 impl Shared {
@@ -59,6 +63,7 @@ impl Shared {
         policy: Arc<Policy>,
         pins: Vec<(String, IpAddr)>,
         records: Arc<Mutex<Vec<RequestRecord>>>,
+        max_records: usize,
     ) -> Shared {
         Shared {
             policy,
@@ -66,7 +71,18 @@ impl Shared {
             records,
             requests: AtomicU64::new(0),
             total_bytes: AtomicU64::new(0),
+            max_records,
+            overflow: AtomicU64::new(0),
         }
+    }
+
+    /// Whether the record list is full (further requests are refused).
+    pub fn saturated(&self) -> bool {
+        self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+            >= self.max_records
     }
 
     /// Appends a decision and returns the live entry that keeps its counters until dropped.
@@ -74,7 +90,12 @@ impl Shared {
         let limit = record.limit.clone();
         let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         let index = records.len();
-        records.push(record);
+        if index >= self.max_records {
+            // Counted, not kept: the entry's final figures go nowhere.
+            self.overflow.fetch_add(1, Ordering::Relaxed);
+        } else {
+            records.push(record);
+        }
         Arc::new(Entry {
             shared: Arc::clone(self),
             index,

@@ -879,3 +879,37 @@ fn connections_beyond_the_cap_are_closed() {
     );
     proxy.finish();
 }
+
+#[test]
+fn decisions_past_the_record_cap_are_refused_and_counted() {
+    let origin = Origin::start();
+    let mut proxy = Proxy::start_with_record_cap(
+        policy(&[&format!("127.0.0.1:{}", origin.port)], &[], no_limits()),
+        &[],
+        3,
+    );
+    let url = format!("http://127.0.0.1:{}/hello", origin.port);
+    let codes: Vec<String> = (0..5)
+        .map(|_| {
+            text(
+                &curl(&[
+                    "-x",
+                    &proxy.url(),
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    &url,
+                ])
+                .stdout,
+            )
+        })
+        .collect();
+    assert_eq!(codes, ["200", "200", "200", "429", "429"]);
+    assert_eq!(origin.connections(), 3);
+    let records = proxy.finish();
+    assert_eq!(records.len(), 4, "{records:#?}");
+    let last = &records[3];
+    assert_eq!(last.limit.as_deref(), Some("max_decisions"));
+    assert!(last.rule.contains("2 more requests refused"), "{last:?}");
+}

@@ -31,6 +31,10 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(policy: Policy, pins: &[(&str, &str)]) -> Proxy {
+        Proxy::start_with_record_cap(policy, pins, bunker_proxy::MAX_RECORDS)
+    }
+
+    pub fn start_with_record_cap(policy: Policy, pins: &[(&str, &str)], cap: usize) -> Proxy {
         let http = TcpListener::bind("127.0.0.1:0").unwrap();
         let socks = TcpListener::bind("127.0.0.1:0").unwrap();
         let (http_addr, socks_addr) = (http.local_addr().unwrap(), socks.local_addr().unwrap());
@@ -41,7 +45,7 @@ impl Proxy {
                 .map(|(n, ip)| (n.to_string(), ip.parse().unwrap()))
                 .collect(),
         };
-        let handle = bunker_proxy::start(config, http, socks).unwrap();
+        let handle = bunker_proxy::start_with_record_cap(config, http, socks, cap).unwrap();
         Proxy {
             handle: Some(handle),
             http: http_addr,
