@@ -157,6 +157,7 @@ pub(crate) async fn connect(
             match TcpStream::connect((ip, port)).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
+                    entry.set_address(ip);
                     return Ok(stream);
                 }
                 Err(e) => last = Some(e),

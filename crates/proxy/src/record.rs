@@ -195,6 +195,18 @@ impl Entry {
         }
     }
 
+    /// Records the address actually connected to (a name may resolve to several).
+    pub fn set_address(&self, ip: IpAddr) {
+        let mut records = self
+            .shared
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(record) = records.get_mut(self.index) {
+            record.address = Some(ip.to_string());
+        }
+    }
+
     /// Notes the limit that ended this request (the first one wins).
     pub fn set_limit(&self, limit: &'static str) {
         let mut slot = self.limit.lock().unwrap_or_else(PoisonError::into_inner);

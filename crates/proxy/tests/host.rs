@@ -913,3 +913,35 @@ fn decisions_past_the_record_cap_are_refused_and_counted() {
     assert_eq!(last.limit.as_deref(), Some("max_decisions"));
     assert!(last.rule.contains("2 more requests refused"), "{last:?}");
 }
+
+#[test]
+fn the_record_names_the_address_actually_connected_to() {
+    let origin = Origin::start();
+    // 127.0.0.2 is loopback too, but nothing listens there: the proxy falls back to the next
+    // checked address, and never to one it did not check.
+    let mut proxy = Proxy::start(
+        policy(
+            &["two.test", &format!("127.0.0.0/8:{}", origin.port)],
+            &[],
+            no_limits(),
+        ),
+        &[("two.test", "127.0.0.2"), ("two.test", "127.0.0.1")],
+    );
+    let out = curl(&[
+        "-x",
+        &proxy.url(),
+        &format!("http://two.test:{}/hello", origin.port),
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "hello from origin",
+        "{}",
+        text(&out.stderr)
+    );
+    let records = proxy.finish();
+    assert_eq!(
+        records[0].address.as_deref(),
+        Some("127.0.0.1"),
+        "{records:?}"
+    );
+}
