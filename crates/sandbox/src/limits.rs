@@ -1,8 +1,8 @@
 //! Limits: the sandbox's cgroup (memory, pids, CPU) and its rlimits.
 //!
-//! The cgroup is created by the supervisor before the clone, under the supervisor's own cgroup
-//! in each hierarchy a limit needs (`bunker-<supervisor pid>-<n>`), and init is moved into it
-//! before it is released. Every requested limit is enforced by the kernel or the run is refused
+//! The cgroup is created by the supervisor under its own cgroup in each hierarchy a limit needs
+//! (`bunker-<supervisor pid>-<n>`), and init is moved into it before it may fork the program
+//! (spawn.rs does this while init builds its root). Every requested limit is enforced by the kernel or the run is refused
 //! (fail closed), unless the policy lists it in `limits.best_effort`: then the result says
 //! `off` (or `partial`) with a note. The rlimits are applied inside the sandbox by init, before
 //! it forks the program.
@@ -17,7 +17,7 @@ use bunker_sys::rlimit::{self, Resource, Rlimit};
 use crate::error::SandboxError;
 use crate::result::{Enforced, LayerStatus};
 
-/// The sandbox's cgroup, created before the clone and removed on drop (or by [`destroy`]).
+/// The sandbox's cgroup, removed on drop (or by [`destroy`]).
 ///
 /// [`destroy`]: SandboxCgroup::destroy
 #[derive(Debug, Default)]
@@ -98,8 +98,8 @@ impl SandboxCgroup {
         SandboxCgroup { group: None }
     }
 
-    /// Runs in the supervisor before forking. Creates the cgroup under the supervisor's own
-    /// cgroup and writes the limits; records what is enforced into `enforced`. Fails closed when
+    /// Runs in the supervisor (spawn.rs: while init builds its root). Creates the cgroup under
+    /// the supervisor's own cgroup and writes the limits; records what is enforced into `enforced`. Fails closed when
     /// a limit cannot be enforced and is not marked best-effort.
     pub fn prepare(
         policy: &Policy,
