@@ -186,11 +186,17 @@ fn bun_spawn_loop_is_stopped_by_the_pids_limit() {
     let script = "let n = 0;\n\
                   try { for (;;) { Bun.spawn(['sleep', '60']); n++; } }\n\
                   catch (e) { console.log('children', n, e.code); process.exit(1); }";
-    let (out, r) = run(bunker(), &["--pids", "64", "--timeout", "30s", "--", &bun, "-e", script]);
+    let (out, r) = run(
+        bunker(),
+        &["--pids", "64", "--timeout", "30s", "--", &bun, "-e", script],
+    );
     assert_eq!(status(&r), "pids_limit", "{r}\n{}", stderr(&out));
     assert_eq!(out.status.code(), Some(LIMIT));
     let text = stdout(&out);
-    assert!(text.starts_with("children ") && text.trim().ends_with("EAGAIN"), "{text}");
+    assert!(
+        text.starts_with("children ") && text.trim().ends_with("EAGAIN"),
+        "{text}"
+    );
     let n: u32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(n < 64, "{text}");
 }
@@ -605,23 +611,35 @@ fn rootless_memory_limit_without_delegation_fails_closed_naming_memory() {
         return;
     }
     let dir = shared_tempdir();
-    // No `extends`: the default profile marks memory best-effort.
-    let policy = policy_file(
+    // Asked for on the command line, the limit must hold (the default profile's best-effort
+    // mark covers only its own 1GiB); in a policy without any best-effort mark, likewise.
+    let strict = policy_file(
         dir.path(),
         r#"{"allow": {"read": ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"],
                       "exec": ["/usr", "/bin", "/lib", "/lib64"]},
             "limits": {"memory": "50MB"}}"#,
     );
-    let mut cmd = bunker_as_nobody();
-    cmd.current_dir(dir.path());
-    let (out, r) = run(cmd, &["--policy", &policy, "--", "/bin/true"]);
-    assert_eq!(out.status.code(), Some(SETUP_ERROR), "{}", stderr(&out));
-    assert_eq!(status(&r), "setup_error");
-    let error = r["error"].as_str().unwrap();
-    assert!(
-        error.contains("memory") && error.contains("best_effort"),
-        "{error}"
-    );
+    for args in [
+        vec!["--memory", "50MB", "--", "/bin/true"],
+        vec!["--policy", strict.as_str(), "--", "/bin/true"],
+    ] {
+        let mut cmd = bunker_as_nobody();
+        cmd.current_dir(dir.path());
+        let (out, r) = run(cmd, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(SETUP_ERROR),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(status(&r), "setup_error");
+        let error = r["error"].as_str().unwrap();
+        assert!(
+            error.contains("memory limit (limits.memory)") && error.contains("best_effort"),
+            "{error}"
+        );
+        assert!(stderr(&out).contains("memory"));
+    }
 }
 
 #[test]
@@ -631,21 +649,34 @@ fn rootless_memory_limit_best_effort_runs_and_says_so() {
         return;
     }
     let dir = shared_tempdir();
-    let mut cmd = bunker_as_nobody();
-    cmd.current_dir(dir.path());
-    // The default profile lists memory and pids as best effort.
-    let (out, r) = run(
-        cmd,
-        &["--memory", "50MB", "--", "python3", "-c", "print('ran')"],
+    let policy = policy_file(
+        dir.path(),
+        r#"{"extends": ["default"], "limits": {"memory": "50MB", "best_effort": ["memory"]}}"#,
     );
-    assert_eq!(status(&r), "ok", "{r}\n{}", stderr(&out));
-    assert_eq!(stdout(&out), "ran\n");
-    assert_eq!(r["enforced"]["memory_limit"], "off");
-    let notes = r["enforced"]["notes"].to_string();
-    assert!(
-        notes.contains("memory limit (limits.memory) not enforced"),
-        "{notes}"
-    );
+    // An explicit best-effort mark, and the default profile's own (memory and pids).
+    for args in [
+        vec![
+            "--policy",
+            policy.as_str(),
+            "--",
+            "python3",
+            "-c",
+            "print('ran')",
+        ],
+        vec!["--", "python3", "-c", "print('ran')"],
+    ] {
+        let mut cmd = bunker_as_nobody();
+        cmd.current_dir(dir.path());
+        let (out, r) = run(cmd, &args);
+        assert_eq!(status(&r), "ok", "{args:?}: {r}\n{}", stderr(&out));
+        assert_eq!(stdout(&out), "ran\n");
+        assert_eq!(r["enforced"]["memory_limit"], "off");
+        let notes = r["enforced"]["notes"].to_string();
+        assert!(
+            notes.contains("memory limit (limits.memory) not enforced"),
+            "{notes}"
+        );
+    }
 }
 
 // ---- the report contract ---------------------------------------------------------------------
