@@ -125,9 +125,13 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
     }
     looped?;
     let init_exit = reaped
-        .map_err(|e| SandboxError::Cgroup(format!("reap sandbox init (pid {init_pid}): {e}")))?
-        .ok_or_else(|| {
-            SandboxError::Cgroup(format!("sandbox init (pid {init_pid}) was not reaped"))
+        .map_err(|source| SandboxError::Setup {
+            step: format!("reap the sandbox's init (pid {init_pid})"),
+            source,
+        })?
+        .ok_or_else(|| SandboxError::Init {
+            step: format!("reap the sandbox's init (pid {init_pid})"),
+            detail: "waitid found no exited child".to_string(),
         })?;
 
     let cpu = cgroup_cpu.unwrap_or(init_exit.cpu);
