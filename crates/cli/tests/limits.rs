@@ -679,6 +679,109 @@ fn rootless_memory_limit_best_effort_runs_and_says_so() {
     }
 }
 
+#[test]
+fn rootless_timeout_output_and_rlimits_hold_without_cgroups() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to uid 65534");
+        return;
+    }
+    let dir = shared_tempdir();
+    let nobody = || {
+        let mut cmd = bunker_as_nobody();
+        cmd.current_dir(dir.path());
+        cmd
+    };
+    let (a, b) = ("4321.", std::process::id().to_string());
+    let marker = format!("{a}{b}");
+    let (out, r) = run(
+        nobody(),
+        &[
+            "--timeout",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            "setsid sleep \"$1$2\" & exec sleep \"$1$2\"",
+            "sh",
+            a,
+            &b,
+        ],
+    );
+    assert_eq!(status(&r), "timeout", "{r}\n{}", stderr(&out));
+    assert!(alive_with(&marker).is_empty());
+
+    let (out, r) = run(
+        nobody(),
+        &[
+            "--output",
+            "10KB",
+            "--",
+            "python3",
+            "-c",
+            "print('x' * 100000)",
+        ],
+    );
+    assert_eq!(status(&r), "ok", "{r}");
+    assert_eq!(
+        (r["stdout"]["kept"].as_u64(), out.stdout.len()),
+        (Some(10_000), 10_000)
+    );
+
+    let policy = policy_file(
+        dir.path(),
+        r#"{"extends": ["default"], "limits": {"open_files": 32}}"#,
+    );
+    let (out, r) = run(
+        nobody(),
+        &[
+            "--policy",
+            &policy,
+            "--",
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -c",
+        ],
+    );
+    assert_eq!(status(&r), "ok", "{r}");
+    assert_eq!(stdout(&out), "32\n0\n");
+}
+
+#[test]
+fn rootless_cpu_time_best_effort_falls_back_to_rlimit_cpu() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to uid 65534");
+        return;
+    }
+    let dir = shared_tempdir();
+    let policy = policy_file(
+        dir.path(),
+        r#"{"extends": ["default"], "limits": {"cpu_time": "1s", "best_effort": ["cpu_time"]}}"#,
+    );
+    let mut cmd = bunker_as_nobody();
+    cmd.current_dir(dir.path());
+    let (out, r) = run(
+        cmd,
+        &[
+            "--policy",
+            &policy,
+            "--timeout",
+            "60s",
+            "--",
+            "python3",
+            "-c",
+            "while True: pass",
+        ],
+    );
+    // No cgroup to account the tree: RLIMIT_CPU (limit + 1 s) stops the process itself.
+    assert_eq!(status(&r), "cpu_time", "{r}\n{}", stderr(&out));
+    assert_eq!(r["enforced"]["cpu_time_limit"], "partial");
+    assert!(
+        r["enforced"]["notes"].to_string().contains("RLIMIT_CPU"),
+        "{r}"
+    );
+    assert!(r["error"].as_str().unwrap().contains("RLIMIT_CPU"), "{r}");
+}
+
 // ---- the report contract ---------------------------------------------------------------------
 
 fn docs() -> std::path::PathBuf {
