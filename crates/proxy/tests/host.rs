@@ -704,7 +704,7 @@ fn request_timeout_against_a_silent_server() {
     let out = curl(&["-p", "-x", &proxy.url(), &url]);
     assert!(!out.status.success());
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(15),
         "{:?}",
         started.elapsed()
     );
@@ -713,7 +713,7 @@ fn request_timeout_against_a_silent_server() {
     for r in &records {
         assert!(r.allowed);
         assert_eq!(r.limit.as_deref(), Some("request_timeout"), "{r:?}");
-        assert!(r.duration_ms >= 450.0 && r.duration_ms < 3000.0, "{r:?}");
+        assert!(r.duration_ms >= 450.0 && r.duration_ms < 10_000.0, "{r:?}");
     }
 }
 
