@@ -520,6 +520,53 @@ fn timeout_holds_while_nobody_reads_bunkers_output() {
     assert_eq!(r["stdout"]["kept"], 1_000_000);
 }
 
+#[test]
+fn endless_output_does_not_grow_the_supervisor() {
+    let Some(time) = which("time").filter(|t| Path::new(t).starts_with("/usr/bin")) else {
+        eprintln!("skipped: needs GNU time (/usr/bin/time)");
+        return;
+    };
+    let out = Command::new(time)
+        .args(["-f", "maxrss_kb=%M"])
+        .arg(bunker_bin())
+        .args([
+            "run",
+            "--report",
+            "json",
+            "--output",
+            "1MB",
+            "--timeout",
+            "2s",
+            "--",
+            "yes",
+        ])
+        .output()
+        .unwrap();
+    let text = stderr(&out);
+    let r: Value = serde_json::from_str(
+        &text[text.rfind("{\"status\"").unwrap()..]
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status(&r), "timeout", "{r}");
+    let written = r["stdout"]["bytes"].as_u64().unwrap();
+    let rss_kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kb="))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Hundreds of megabytes went through; the supervisor kept its 1 MB and a few buffers.
+    assert!(written > 100_000_000, "only {written} bytes written");
+    assert!(
+        rss_kb < 64 * 1024,
+        "supervisor peak RSS {rss_kb} KiB for {written} bytes of output"
+    );
+}
+
 // ---- rlimits ---------------------------------------------------------------------------------
 
 #[test]
