@@ -335,9 +335,9 @@ fn enable_in_subtree(hierarchy: &Hierarchy, controller: Controller) -> Result<()
     }
     std::fs::write(&path, format!("+{name}")).map_err(|e| {
         let hint = if e.raw_os_error() == Some(libc::EBUSY) {
-            " (the supervisor's own cgroup has processes in it, and v2 forbids controllers \
-             there: run bunker in a cgroup delegated to it, e.g. `systemd-run --scope -p \
-             Delegate=yes bunker ...`)"
+            " (the supervisor's own cgroup has processes in it, and v2 only enables \
+             controllers for the children of a cgroup without processes of its own: start \
+             bunker in a delegated cgroup whose cgroup.subtree_control already lists it)"
         } else {
             ""
         };
