@@ -92,8 +92,9 @@ fn cstring(what: &str, bytes: Vec<u8>) -> Result<CString, SandboxError> {
 }
 
 /// Builds the sandbox from `req.policy`, runs `req.argv` in it, and returns the result.
-/// Must be called while the process is single-threaded. `egress` serves the proxy listeners
-/// when `allow.net` is non-empty.
+/// Must be called while the process is single-threaded, and from a thread that lives until
+/// the sandbox has ended: init's parent-death signal fires when the *thread* that cloned it
+/// exits. `egress` serves the proxy listeners when `allow.net` is non-empty.
 pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResult, SandboxError> {
     let policy = &req.policy;
     let ns = &policy.kernel.namespaces;
