@@ -432,3 +432,70 @@ fn a_missing_program_is_127_and_a_missing_read_path_is_a_note() {
         assert!(notes.contains("/nonexistent-read-path"), "{mode}: {notes}");
     }
 }
+
+fn policy_file(dir: &Path, json: serde_json::Value) -> String {
+    let p = write_file(dir, "policy.json", &json.to_string());
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    arg(&p)
+}
+
+#[test]
+fn a_tty_policy_gets_its_own_devpts_and_others_none() {
+    let code = "import os\n\
+                m, s = os.openpty()\n\
+                print('pty', os.ttyname(s))\n";
+    for (mode, cmd) in modes() {
+        let tmp = shared_tempdir();
+        let tty = policy_file(
+            tmp.path(),
+            serde_json::json!({"extends": ["default"], "kernel": {"tty": true}}),
+        );
+        let out = cmd()
+            .args(["run", "--policy", &tty, "--", "python3", "-c", code])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        // A new devpts instance: the first pty of the sandbox is number 0.
+        assert_eq!(stdout(&out), "pty /dev/pts/0\n", "{mode}");
+        let out = cmd()
+            .args(["run", "--", "python3", "-c", code])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{mode}: a pty without kernel.tty: {}",
+            stdout(&out)
+        );
+    }
+}
+
+#[test]
+fn as_root_without_a_user_namespace_the_program_is_uid_65534() {
+    if !common::is_root() {
+        return;
+    }
+    let tmp = shared_tempdir();
+    let policy = policy_file(
+        tmp.path(),
+        serde_json::json!({
+            "extends": ["default"],
+            "kernel": {"namespaces": ["pid", "mount", "net", "ipc", "uts", "cgroup"]}
+        }),
+    );
+    let out = common::bunker()
+        .args(["run", "--report", "json", "--policy", &policy, "--"])
+        .args([
+            "/bin/sh",
+            "-c",
+            "id -u; id -g; grep -E '^Cap(Eff|Bnd)' /proc/self/status",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "65534\n65534\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n"
+    );
+    let r = report(&out);
+    assert_eq!(r["enforced"]["namespaces"], "partial");
+}
