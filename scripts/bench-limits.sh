@@ -50,11 +50,17 @@ cat > "$OUT/all-limits.json" <<'EOF'
  "limits": {"memory": "1GiB", "pids": 512, "cpu": 1, "cpu_time": "10s"}}
 EOF
 
-hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$OUT/startup.json" \
-    -n "no cgroup" "$BUNKER run --policy $OUT/no-limits.json -- /bin/true" \
-    -n "memory, pids" "$BUNKER run --policy $OUT/memory-pids.json -- /bin/true" \
-    -n "memory, pids, cpu, cpu_time" "$BUNKER run --policy $OUT/all-limits.json -- /bin/true" \
-    >&2
+# In rounds, the three cases one after the other in each, so that load from elsewhere on the
+# machine (it drifts) hits all of them alike; the medians are over every run of every round.
+ROUNDS=10
+PER_ROUND=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
+for round in $(seq "$ROUNDS"); do
+    hyperfine -N --warmup 5 --runs "$PER_ROUND" --export-json "$OUT/startup-$round.json" \
+        -n "no cgroup" "$BUNKER run --policy $OUT/no-limits.json -- /bin/true" \
+        -n "memory, pids" "$BUNKER run --policy $OUT/memory-pids.json -- /bin/true" \
+        -n "memory, pids, cpu, cpu_time" "$BUNKER run --policy $OUT/all-limits.json -- /bin/true" \
+        >&2
+done
 
 # Kill latency: one JSON report per run, on fd 3 so stderr stays the program's.
 : > "$OUT/kills.jsonl"
@@ -65,9 +71,14 @@ done
 python3 - "$OUT" "$RUNS" "$KILLS" "$WRITE" <<'PY'
 import datetime, json, platform, re, sys
 
+import glob, statistics
 out, runs, kills, write = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-data = json.load(open(f"{out}/startup.json"))
-med = {r["command"]: r["median"] * 1000 for r in data["results"]}
+times = {}
+for path in sorted(glob.glob(f"{out}/startup-*.json")):
+    for r in json.load(open(path))["results"]:
+        times.setdefault(r["command"], []).extend(r["times"])
+med = {name: statistics.median(t) * 1000 for name, t in times.items()}
+runs = len(next(iter(times.values())))
 base = med["no cgroup"]
 
 reports = [json.loads(l) for l in open(f"{out}/kills.jsonl") if l.strip()]
@@ -84,7 +95,7 @@ lines = [
     f"machine).",
     "",
     f"`bunker run -- /bin/true` with and without cgroup limits, same grants otherwise (hyperfine, "
-    f"{runs} runs after 20 warm-up, medians, one case after the other). A cgroup costs an "
+    f"{runs} runs of each in 10 interleaved rounds, medians). A cgroup costs an "
     "mkdir, a few writes and an rmdir per hierarchy, and moving init in — on v1 one RCU grace "
     "period per run for the kernel's migration lock, which spawn.rs overlaps with init's setup:",
     "",
