@@ -481,11 +481,31 @@ impl Policy {
         }
     }
 
-    /// Whether an allow rule names this address or a CIDR containing it (and no deny rule
-    /// refuses it). The proxy uses this to let a policy reach e.g. 127.0.0.1 even though private
-    /// and loopback addresses are blocked by default.
-    pub fn ip_explicitly_allowed(&self, ip: IpAddr, port: u16) -> bool {
-        self.ip_decision(ip, port).allowed
+    /// Whether the policy deliberately opens this special-purpose address (loopback, private,
+    /// link-local, ...): an allow rule names the address itself, or a CIDR that lies wholly inside
+    /// `special` — the special-purpose range the address belongs to — and no deny rule refuses it.
+    /// A broad rule such as `0.0.0.0/0` matches the address but does not open it: reaching
+    /// 127.0.0.1 or 169.254.169.254 takes a rule written for that range. The proxy uses this to
+    /// let a policy reach e.g. a test server on 127.0.0.1 while such addresses are blocked by
+    /// default.
+    pub fn ip_explicitly_allowed(&self, ip: IpAddr, port: u16, special: IpNet) -> bool {
+        if !self.ip_decision(ip, port).allowed {
+            return false;
+        }
+        let ip = canonical_ip(ip);
+        let special = match canonical_net(special) {
+            HostPattern::Cidr(net) => net,
+            HostPattern::Ip(addr) => IpNet::from(addr),
+            _ => special,
+        };
+        self.allow.net.iter().any(|rule| {
+            rule.matches_ip(ip, port)
+                && match &rule.host {
+                    HostPattern::Ip(_) => true,
+                    HostPattern::Cidr(net) => special.contains(net),
+                    _ => false,
+                }
+        })
     }
 }
 

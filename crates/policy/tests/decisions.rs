@@ -150,11 +150,14 @@ fn net_decisions_name_the_rule() {
         p.ip_decision(ip("fe80::1"), 5).rule,
         "no allow.net rule matches [fe80::1]:5"
     );
-    assert!(p.ip_explicitly_allowed(ip("127.0.0.1"), 3000));
-    assert!(p.ip_explicitly_allowed(ip("::ffff:127.0.0.1"), 3000));
-    assert!(!p.ip_explicitly_allowed(ip("127.0.0.2"), 3000));
+    let loopback: ipnet::IpNet = "127.0.0.0/8".parse().unwrap();
+    let private10: ipnet::IpNet = "10.0.0.0/8".parse().unwrap();
+    assert!(p.ip_explicitly_allowed(ip("127.0.0.1"), 3000, loopback));
+    assert!(p.ip_explicitly_allowed(ip("::ffff:127.0.0.1"), 3000, loopback));
+    assert!(!p.ip_explicitly_allowed(ip("127.0.0.2"), 3000, loopback));
+    assert!(p.ip_explicitly_allowed(ip("10.1.0.1"), 3000, private10));
     assert!(
-        !p.ip_explicitly_allowed(ip("10.9.0.1"), 3000),
+        !p.ip_explicitly_allowed(ip("10.9.0.1"), 3000, private10),
         "a deny beats the CIDR allow"
     );
     // Malformed names are denied with the reason.
@@ -404,4 +407,23 @@ fn the_effective_policy_serializes_cleanly() {
     assert_eq!(json["http"]["block_private_ips"], true);
     assert_eq!(json["kernel"]["landlock"], "required");
     assert_eq!(json["sources"], serde_json::json!(["test.json"]));
+}
+
+#[test]
+fn broad_cidrs_do_not_open_special_purpose_ranges() {
+    let p = policy(r#"{"allow": {"net": ["0.0.0.0/0", "::/0", "169.0.0.0/8", "127.0.0.1:80"]}}"#);
+    let metadata_range: ipnet::IpNet = "169.254.169.254/32".parse().unwrap();
+    let link_local: ipnet::IpNet = "169.254.0.0/16".parse().unwrap();
+    let loopback: ipnet::IpNet = "127.0.0.0/8".parse().unwrap();
+    let ula: ipnet::IpNet = "fc00::/7".parse().unwrap();
+    // The address matches the broad rules ...
+    assert!(p.ip_decision(ip("169.254.169.254"), 80).allowed);
+    // ... but none of them was written for the special range.
+    assert!(!p.ip_explicitly_allowed(ip("169.254.169.254"), 80, metadata_range));
+    assert!(!p.ip_explicitly_allowed(ip("169.254.1.1"), 80, link_local));
+    assert!(!p.ip_explicitly_allowed(ip("127.0.0.2"), 80, loopback));
+    assert!(!p.ip_explicitly_allowed(ip("fd00::1"), 80, ula));
+    // The exact address written in a rule does open it.
+    assert!(p.ip_explicitly_allowed(ip("127.0.0.1"), 80, loopback));
+    assert!(p.ip_explicitly_allowed(ip("::ffff:127.0.0.1"), 80, loopback));
 }

@@ -126,7 +126,7 @@ proptest! {
         let expected = same_prefix_v4(network, probe, len);
         prop_assert_eq!(policy.ip_decision(v4, 80).allowed, expected);
         prop_assert_eq!(policy.ip_decision(mapped, 80).allowed, expected, "v4-mapped v6 is v4");
-        prop_assert_eq!(policy.ip_explicitly_allowed(mapped, 80), expected);
+        prop_assert_eq!(policy.ip_explicitly_allowed(mapped, 80, "0.0.0.0/0".parse().unwrap()), expected);
         // The rule written in its v4-mapped form is the same rule.
         let mapped_rule = format!("::ffff:{}/{}", Ipv4Addr::from(network), len as u32 + 96);
         let policy6 = load(&json!({"allow": {"net": [mapped_rule]}}));

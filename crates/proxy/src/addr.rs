@@ -9,6 +9,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
 /// A parsed host: an address, or a normalized name (lower-case ASCII, no trailing dot).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HostSpec {
@@ -194,6 +196,11 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// The special-purpose range an address belongs to, or `None` for an ordinary global address.
 /// These are refused unless the policy allows the address by IP or CIDR.
 pub fn special_range(ip: IpAddr) -> Option<&'static str> {
+    special_net(ip).map(|(_, name)| name)
+}
+
+/// The special-purpose range an address belongs to, as a network and a name.
+pub fn special_net(ip: IpAddr) -> Option<(IpNet, &'static str)> {
     match canonical(ip) {
         IpAddr::V4(v4) => special_v4(v4),
         IpAddr::V6(v6) => special_v6(v6),
@@ -209,7 +216,7 @@ fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
     u32::from(ip) & mask == u32::from(Ipv4Addr::from(net)) & mask
 }
 
-fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
+fn special_v4(ip: Ipv4Addr) -> Option<(IpNet, &'static str)> {
     const RANGES: &[([u8; 4], u32, &str)] = &[
         ([169, 254, 169, 254], 32, "cloud metadata"),
         ([255, 255, 255, 255], 32, "broadcast"),
@@ -232,7 +239,10 @@ fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
     RANGES
         .iter()
         .find(|(net, prefix, _)| in_v4(ip, *net, *prefix))
-        .map(|(_, _, name)| *name)
+        .and_then(|(net, prefix, name)| {
+            let net = Ipv4Net::new(Ipv4Addr::from(*net), u8::try_from(*prefix).ok()?).ok()?;
+            Some((IpNet::V4(net), *name))
+        })
 }
 
 fn in_v6(ip: Ipv6Addr, net: [u16; 8], prefix: u32) -> bool {
@@ -244,12 +254,12 @@ fn in_v6(ip: Ipv6Addr, net: [u16; 8], prefix: u32) -> bool {
     u128::from(ip) & mask == u128::from(Ipv6Addr::from(net)) & mask
 }
 
-fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
+fn special_v6(ip: Ipv6Addr) -> Option<(IpNet, &'static str)> {
     if ip.is_unspecified() {
-        return Some("unspecified ::");
+        return Some((IpNet::from(IpAddr::V6(ip)), "unspecified ::"));
     }
     if ip.is_loopback() {
-        return Some("loopback ::1");
+        return Some((IpNet::from(IpAddr::V6(ip)), "loopback ::1"));
     }
     const RANGES: &[([u16; 8], u32, &str)] = &[
         ([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254], 128, "cloud metadata"),
@@ -282,7 +292,10 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
     RANGES
         .iter()
         .find(|(net, prefix, _)| in_v6(ip, *net, *prefix))
-        .map(|(_, _, name)| *name)
+        .and_then(|(net, prefix, name)| {
+            let net = Ipv6Net::new(Ipv6Addr::from(*net), u8::try_from(*prefix).ok()?).ok()?;
+            Some((IpNet::V6(net), *name))
+        })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bunker_policy::net::HostPattern;
 use bunker_policy::Policy;
 
-use crate::addr::{canonical, special_range, HostSpec};
+use crate::addr::{canonical, special_net, HostSpec};
 use crate::record::Shared;
 
 /// How long a DNS lookup may take when `http.request_timeout` does not say.
@@ -98,12 +98,12 @@ fn private_denial(policy: &Policy, ip: IpAddr, port: u16) -> Option<String> {
     if !policy.http.block_private_ips {
         return None;
     }
-    let range = special_range(ip)?;
-    if policy.ip_explicitly_allowed(ip, port) {
+    let (net, range) = special_net(ip)?;
+    if policy.ip_explicitly_allowed(ip, port, net) {
         return None;
     }
     Some(format!(
-        "http.block_private_ips ({ip} is {range}; allow it by IP or CIDR to permit)"
+        "http.block_private_ips ({ip} is {range}; allow it by IP, or by a CIDR inside {net}, to permit)"
     ))
 }
 
@@ -251,6 +251,26 @@ mod tests {
                 matches!(run(&s, &target, 81), Verdict::Deny { .. }),
                 "{ip}:81"
             );
+        }
+    }
+
+    #[test]
+    fn broad_cidrs_do_not_open_special_addresses() {
+        // `0.0.0.0/0` and `::/0` match every address, but reaching loopback, private ranges or
+        // the metadata address takes a rule written for that range.
+        for ip in SPECIAL {
+            let target = if ip.contains(':') {
+                format!("[{ip}]")
+            } else {
+                ip.to_string()
+            };
+            let s = shared(policy(&["0.0.0.0/0", "::/0"], &[], true), &[]);
+            match run(&s, &target, 80) {
+                Verdict::Deny { rule, .. } => {
+                    assert!(rule.starts_with("http.block_private_ips"), "{ip}: {rule}")
+                }
+                other => panic!("{ip}: {other:?}"),
+            }
         }
     }
 
