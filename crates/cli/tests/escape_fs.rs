@@ -499,7 +499,11 @@ fn denied_paths_inside_grants_are_masked() {
         );
         let p = ["--policy".to_string(), arg(&policy)];
         assert_blocked(mode, "denied paths inside grants", &py(cmd, &p, &attack));
-        assert_eq!(std::fs::read_to_string(&locked).unwrap(), "original", "{mode}");
+        assert_eq!(
+            std::fs::read_to_string(&locked).unwrap(),
+            "original",
+            "{mode}"
+        );
         let control = format!(
             "assert open('{d}/public.txt').read() == 'public'\n\
              open('{o}/free.txt', 'w').write('ok')\n\
@@ -579,4 +583,42 @@ fn the_root_and_bound_paths_cannot_be_remounted_writable() {
         assert_control(mode, "writing the private /tmp", &control);
     }
     let _ = std::io::stdout().flush();
+}
+
+#[test]
+fn a_grant_of_the_whole_root_still_gets_private_proc_dev_and_tmp() {
+    let planted = tempfile::Builder::new()
+        .prefix("bunker-host-only-")
+        .tempfile_in("/tmp")
+        .unwrap();
+    let name = planted
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let code = format!(
+        "import os\n\
+         pids = [p for p in os.listdir('/proc') if p.isdigit()]\n\
+         print('BLOCKED proc' if len(pids) <= 2 else 'ESCAPED host pids visible')\n\
+         print('ESCAPED host /dev' if os.path.exists('/dev/vda') or len(os.listdir('/dev')) > 16 else 'BLOCKED dev')\n\
+         print('ESCAPED host /tmp' if os.path.exists('/tmp/{name}') else 'BLOCKED tmp')\n\
+         try:\n\
+         \x20   open('/etc/bunker-planted', 'w'); print('ESCAPED write /etc')\n\
+         except OSError as e:\n\
+         \x20   print('BLOCKED write', e.errno)\n"
+    );
+    let flags = ["--allow-read".to_string(), "/".to_string()];
+    for (mode, cmd) in modes() {
+        let out = py(cmd, &flags, &code);
+        assert_blocked(mode, "host /proc, /dev, /tmp under a grant of /", &out);
+        let control = py(
+            cmd,
+            &flags,
+            "open('/etc/hostname').read(); print('CONTROL-OK')",
+        );
+        assert_control(mode, "reading under the grant of /", &control);
+    }
+    assert!(!Path::new("/etc/bunker-planted").exists());
 }

@@ -499,3 +499,23 @@ fn as_root_without_a_user_namespace_the_program_is_uid_65534() {
     let r = report(&out);
     assert_eq!(r["enforced"]["namespaces"], "partial");
 }
+
+#[test]
+fn a_grant_of_the_host_tmp_writes_through_to_the_host() {
+    for (mode, cmd) in modes() {
+        let name = format!("bunker-tmp-grant-{}-{mode}", std::process::id());
+        let host = Path::new("/tmp").join(&name);
+        let out = cmd()
+            .args(["run", "--allow-write", "/tmp", "--", "/bin/sh", "-c"])
+            .arg(format!("echo through > /tmp/{name} && cat /tmp/{name}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        assert_eq!(
+            std::fs::read_to_string(&host).unwrap(),
+            "through\n",
+            "{mode}"
+        );
+        std::fs::remove_file(&host).unwrap();
+    }
+}

@@ -185,6 +185,7 @@ fn setup(step: impl Into<String>) -> impl FnOnce(SysError) -> SandboxError {
 
 /// A policy path opened on the host.
 enum Source {
+    /// A detached recursive copy of the mount tree at the path (and what the path is).
     Tree(OwnedFd, FileKind),
     Symlink(PathBuf),
 }
@@ -206,7 +207,10 @@ fn open_host(path: &Path) -> Result<Option<Source>, SysError> {
                     Path::new(""),
                 )?)));
             }
-            Ok(Some(Source::Tree(f, kind)))
+            // Cloned now, while nothing of the new root exists: a tree cloned later would
+            // include the staging tmpfs if the grant contains it (a grant of / or /tmp).
+            let tree = mount::clone_tree(f.as_raw_fd(), path)?;
+            Ok(Some(Source::Tree(tree, kind)))
         }
         Err(e) if e.errno == libc::ENOENT => Ok(None),
         Err(e) => Err(e),
@@ -390,8 +394,27 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
     let (top, rest): (Vec<_>, Vec<_>) = sources
         .into_iter()
         .partition(|(g, _)| g.path == Path::new("/"));
+    // The staging tmpfs itself, even once a grant of / covers it: the mask file lives there.
+    let staging_root = fd::openat2(
+        None,
+        Path::new(STAGING),
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        0,
+        RESOLVE_NO_SYMLINKS,
+    )
+    .map_err(setup("open new root"))?;
+    let mut root = root;
     for (g, src) in &top {
         grant(&root, g, src)?;
+        // The grant now covers the staging tmpfs: lookups from the old fd would go beneath it.
+        root = fd::openat2(
+            None,
+            Path::new(STAGING),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+            RESOLVE_NO_SYMLINKS,
+        )
+        .map_err(setup("open new root"))?;
     }
     if !plan.grants.iter().any(|g| g.path == Path::new("/tmp")) {
         let t = make_node(&root, Path::new("/tmp"), Node::Dir).map_err(setup("mkdir /tmp"))?;
@@ -420,10 +443,11 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
     }
     let mut empty_file: Option<OwnedFd> = None;
     for (kind, path) in &denials {
-        deny(&root, *kind, path, &mut empty_file)?;
+        deny(&root, *kind, path, &staging_root, &mut empty_file)?;
     }
     if empty_file.is_some() {
-        fd::unlinkat(root.as_raw_fd(), Path::new(EMPTY_FILE)).map_err(setup("remove mask file"))?;
+        fd::unlinkat(staging_root.as_raw_fd(), Path::new(EMPTY_FILE))
+            .map_err(setup("remove mask file"))?;
     }
     drop(empty_file);
 
@@ -474,7 +498,9 @@ fn grant(root: &OwnedFd, g: &Grant, src: &Source) -> Result<(), SandboxError> {
             } else {
                 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
             };
-            bind(fd, &target, attrs, &g.path).map_err(setup(step))
+            mount::set_tree_attrs(fd.as_raw_fd(), attrs, 0, &g.path)
+                .and_then(|()| mount::attach_tree(fd, &target, &g.path))
+                .map_err(setup(step))
         }
     }
 }
@@ -573,6 +599,7 @@ fn deny(
     root: &OwnedFd,
     kind: DenyKind,
     path: &Path,
+    staging_root: &OwnedFd,
     empty_file: &mut Option<OwnedFd>,
 ) -> Result<(), SandboxError> {
     let label = match kind {
@@ -597,10 +624,10 @@ fn deny(
             FileKind::Symlink => Ok(()),
             _ => {
                 if empty_file.is_none() {
-                    fd::touchat(root.as_raw_fd(), Path::new(EMPTY_FILE), 0o444)
+                    fd::touchat(staging_root.as_raw_fd(), Path::new(EMPTY_FILE), 0o444)
                         .map_err(setup(step.clone()))?;
-                    *empty_file =
-                        open_in(root, Path::new(EMPTY_FILE)).map_err(setup(step.clone()))?;
+                    *empty_file = open_in(staging_root, Path::new(EMPTY_FILE))
+                        .map_err(setup(step.clone()))?;
                 }
                 match empty_file {
                     Some(e) => bind(
