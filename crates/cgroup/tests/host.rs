@@ -1,5 +1,7 @@
 //! Against this host's real cgroupfs (root only; skipped where the hierarchy is missing or not
 //! writable). Everything is created under the test process's own cgroups and removed.
+// Helpers outside #[test] functions panic on failure too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;

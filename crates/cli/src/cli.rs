@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const ABOUT: &str = "Run untrusted code under one deny-by-default policy: namespaces, a fresh root, \
+const ABOUT: &str =
+    "Run untrusted code under one deny-by-default policy: namespaces, a fresh root, \
 landlock, seccomp, cgroups and an egress proxy.";
 
 const RUN_EXAMPLES: &str = "Examples:
@@ -54,7 +55,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a command inside a sandbox built from a policy.
     #[command(after_help = RUN_EXAMPLES)]
-    Run(RunOpts),
+    Run(Box<RunOpts>),
     /// Validate a policy file and print the effective (merged) policy.
     #[command(after_help = CHECK_EXAMPLES)]
     Check(CheckOpts),

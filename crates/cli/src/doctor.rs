@@ -49,7 +49,10 @@ pub fn main(opts: DoctorOpts) -> i32 {
     findings.push(finding(
         "user namespaces",
         userns.as_deref().is_some_and(|v| v != "0"),
-        format!("max_user_namespaces = {}", userns.unwrap_or_else(|| "unknown".into())),
+        format!(
+            "max_user_namespaces = {}",
+            userns.unwrap_or_else(|| "unknown".into())
+        ),
     ));
 
     let mut lenient = default.clone();

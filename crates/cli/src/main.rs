@@ -15,7 +15,7 @@ use clap::Parser;
 fn main() {
     let args = cli::Cli::parse();
     let code = match args.command {
-        cli::Command::Run(opts) => run::main(opts),
+        cli::Command::Run(opts) => run::main(*opts),
         cli::Command::Check(opts) => check::main(opts),
         cli::Command::Schema(opts) => check::schema(opts),
         cli::Command::Doctor(opts) => doctor::main(opts),

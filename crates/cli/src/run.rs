@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bunker_policy::units::{ByteSize, Span};
 use bunker_policy::{LoadSpec, Policy, PolicyDoc};
-use bunker_sandbox::{Enforced, RunRequest, RunResult, SandboxError, Status, StreamResult};
+use bunker_sandbox::{Enforced, RunRequest, RunResult, Status, StreamResult};
 
 use crate::cli::RunOpts;
 use crate::egress::ProxyEgress;
@@ -58,17 +58,17 @@ pub fn main(opts: RunOpts) -> i32 {
         Err(err) => {
             let message = err.to_string();
             eprintln!("bunker: {message}");
-            let status = match err {
-                SandboxError::Exec(_) => Status::SetupError,
-                _ => Status::SetupError,
-            };
-            report_to.emit(&failure(status, message));
+            report_to.emit(&failure(Status::SetupError, message));
             return exit::SETUP_ERROR;
         }
     };
+    // Whatever bunker itself ended or refused (a limit, a missing command) is said on stderr;
+    // the program's own exit needs no comment.
     if let Some(error) = &result.error {
-        if !matches!(result.status, Status::Ok | Status::Exit | Status::Signal) {
-            eprintln!("bunker: {}: {error}", status_name(result.status));
+        match result.status {
+            Status::Ok => {}
+            Status::Exit | Status::Signal => eprintln!("bunker: {error}"),
+            _ => eprintln!("bunker: {}: {error}", status_name(result.status)),
         }
     }
     report_to.emit(&result);
@@ -102,7 +102,8 @@ fn status_name(status: Status) -> String {
 
 /// Loads the policy file (or the default profile) with the command-line flags merged on top.
 fn load_policy(opts: &RunOpts) -> Result<Policy, String> {
-    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     let mut overlay = PolicyDoc {
         extends: opts.profiles.clone(),
         ..PolicyDoc::default()

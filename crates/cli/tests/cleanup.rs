@@ -5,6 +5,8 @@
 //! The host is shared with other tests running at the same time, so nothing here counts "all
 //! cgroups" or "all processes": cgroups are matched by the pids of the supervisors these tests
 //! started (`bunker-<pid>-<n>`), processes by a marker unique to the test.
+// Helpers outside #[test] functions panic on failure too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! Transcript tests of the CLI surface: help, check, schema, errors and exit codes.
+// Helpers outside #[test] functions panic on failure too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -23,7 +25,10 @@ fn every_command_has_help_with_examples() {
         let out = bunker().args([cmd, "--help"]).output().unwrap();
         assert!(out.status.success(), "{cmd} --help failed");
         let text = stdout(&out);
-        assert!(text.contains("Examples:"), "{cmd} --help has no examples:\n{text}");
+        assert!(
+            text.contains("Examples:"),
+            "{cmd} --help has no examples:\n{text}"
+        );
     }
 }
 
@@ -33,8 +38,12 @@ fn schema_command_matches_the_shipped_schema() {
     assert!(out.status.success());
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let shipped: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(docs("policy.schema.json")).unwrap()).unwrap();
-    assert_eq!(printed, shipped, "docs/policy.schema.json is stale: run `bunker schema`");
+        serde_json::from_str(&std::fs::read_to_string(docs("policy.schema.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        printed, shipped,
+        "docs/policy.schema.json is stale: run `bunker schema`"
+    );
 }
 
 #[test]
@@ -43,19 +52,28 @@ fn report_schema_matches_the_shipped_schema() {
     assert!(out.status.success());
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let shipped: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(docs("report.schema.json")).unwrap()).unwrap();
-    assert_eq!(printed, shipped, "docs/report.schema.json is stale: run `bunker schema --report`");
+        serde_json::from_str(&std::fs::read_to_string(docs("report.schema.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        printed, shipped,
+        "docs/report.schema.json is stale: run `bunker schema --report`"
+    );
 }
 
 #[test]
 fn check_prints_the_effective_policy() {
-    let out = bunker().arg("check").arg(fixture("app.json")).output().unwrap();
+    let out = bunker()
+        .arg("check")
+        .arg(fixture("app.json"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // Machine-specific paths (the fixture's directory, PATH lookups) are replaced for the snapshot.
-    let text = serde_json::to_string_pretty(&policy)
-        .unwrap()
-        .replace(fixture("").to_str().unwrap().trim_end_matches('/'), "<fixtures>");
+    let text = serde_json::to_string_pretty(&policy).unwrap().replace(
+        fixture("").to_str().unwrap().trim_end_matches('/'),
+        "<fixtures>",
+    );
     insta::assert_snapshot!("check_app_policy", text);
 }
 
@@ -77,7 +95,11 @@ fn check_subset_of() {
         .output()
         .unwrap();
     assert_eq!(wide.status.code(), Some(1));
-    assert!(stderr(&wide).contains("is not a subset of"), "{}", stderr(&wide));
+    assert!(
+        stderr(&wide).contains("is not a subset of"),
+        "{}",
+        stderr(&wide)
+    );
 }
 
 #[test]
@@ -137,10 +159,32 @@ fn report_fd_receives_the_report() {
         report_file.display(),
         common::bunker_bin().display()
     );
-    let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = std::fs::read_to_string(&report_file).unwrap();
     let report: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(report["status"], "ok");
     assert!(!stderr(&out).contains("\"status\""));
+}
+
+#[test]
+fn missing_and_unexecutable_commands_are_explained() {
+    let out = bunker()
+        .args(["run", "--", "no-such-command-here"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        stderr(&out).contains("no-such-command-here: command not found"),
+        "{}",
+        stderr(&out)
+    );
+    let dir = common::shared_tempdir();
+    let data = common::write_file(dir.path(), "data.txt", "not a program");
+    let out = bunker().arg("run").arg("--").arg(&data).output().unwrap();
+    assert_eq!(out.status.code(), Some(126));
+    assert!(stderr(&out).contains("cannot execute"), "{}", stderr(&out));
 }

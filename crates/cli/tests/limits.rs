@@ -1,6 +1,8 @@
 //! Hard limits, hit for real by Bun and Python payloads through the `bunker` binary, and the
 //! report that says so. No timing assertions: where precision matters it is measured in
 //! scripts/bench-limits.sh.
+// Helpers outside #[test] functions panic on failure too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -337,7 +339,7 @@ fn timeout_kills_a_sleeping_python() {
     assert_eq!(status(&r), "timeout", "{r}");
     assert_eq!(out.status.code(), Some(TIMEOUT));
     let wall = r["wall_ms"].as_f64().unwrap();
-    assert!(wall >= 1000.0 && wall < 60_000.0, "{wall}");
+    assert!((1000.0..60_000.0).contains(&wall), "{wall}");
     assert_eq!(r["error"], "killed at the 1s timeout");
 }
 
@@ -544,7 +546,7 @@ fn endless_output_does_not_grow_the_supervisor() {
         .unwrap();
     let text = stderr(&out);
     let r: Value = serde_json::from_str(
-        &text[text.rfind("{\"status\"").unwrap()..]
+        text[text.rfind("{\"status\"").unwrap()..]
             .lines()
             .next()
             .unwrap(),

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: they run the real `bunker` binary.
-#![allow(dead_code)]
+// Not every test file uses every helper; helpers panic on setup failures like tests do.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -22,27 +23,36 @@ pub fn bunker_as_nobody() -> Command {
     cmd
 }
 
+/// Makes a `bunker` command for one mode.
+pub type CommandMaker = fn() -> Command;
+
 /// Both modes, for tests that must hold as root and rootless.
-pub fn modes() -> Vec<(&'static str, fn() -> Command)> {
-    vec![("root", bunker as fn() -> Command), ("rootless", bunker_as_nobody)]
+pub fn modes() -> Vec<(&'static str, CommandMaker)> {
+    vec![
+        ("root", bunker as fn() -> Command),
+        ("rootless", bunker_as_nobody),
+    ]
 }
 
 /// Whether the tests run as root (they can then also test the rootless mode).
 pub fn is_root() -> bool {
     // Reading our own status avoids unsafe code in tests.
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
-/// The JSON report that `--report json` prints as the last line of stderr.
+/// The JSON report that `--report json` prints as the last line of stderr. The program's own
+/// last stderr line may lack a newline, so the report is found by its first key.
 pub fn report(out: &Output) -> serde_json::Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
+    let start = stderr
+        .rfind("{\"status\"")
         .unwrap_or_else(|| panic!("no JSON report in stderr:\n{stderr}"));
+    let line = stderr[start..].lines().next().unwrap_or_default();
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad report {line}: {e}"))
 }
 
@@ -66,14 +76,19 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// A temporary directory that the unprivileged user can also read (mode 0755).
 pub fn shared_tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
-    let d = tempfile::Builder::new().prefix("bunker-test-").tempdir().unwrap();
+    let d = tempfile::Builder::new()
+        .prefix("bunker-test-")
+        .tempdir()
+        .unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
 }
 
 /// Path of bun, if installed (CI installs it; see .ci/run).
 pub fn bun() -> String {
-    which("bun").unwrap_or_else(|| panic!("bun is not installed: run .ci/run or `npm i -g @oven/bun-linux-x64`"))
+    which("bun").unwrap_or_else(|| {
+        panic!("bun is not installed: run .ci/run or `npm i -g @oven/bun-linux-x64`")
+    })
 }
 
 /// Looks a program up on PATH.
