@@ -106,6 +106,16 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             reason: "kernel.namespaces must include \"mount\": the new root is built in it".into(),
         });
     }
+    // /proc is a fresh procfs of the sandbox's own pid namespace, and killing init kills every
+    // process of the sandbox only because init is that namespace's pid 1.
+    if !has(Namespace::Pid) {
+        return Err(SandboxError::Unsupported {
+            layer: "namespaces".into(),
+            reason: "kernel.namespaces must include \"pid\": the sandbox's /proc and its \
+                     clean-up rely on its own pid namespace"
+                .into(),
+        });
+    }
     let id_mode = IdMode::current();
     if !has(Namespace::User) && id_mode != IdMode::Root {
         return Err(SandboxError::Unsupported {
