@@ -650,6 +650,13 @@ fn deny(
     }
 }
 
+/// The system's programs and libraries, and kernel filesystems: deny globs are not expanded
+/// there (walking /usr costs ~100 ms at every start, and `.env` or `*.key` files of a user do
+/// not live there). A deny *path* still masks anything in them.
+const NOT_GLOB_WALKED: [&str; 9] = [
+    "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/proc", "/dev", "/sys",
+];
+
 /// Trees of the operating system (binaries, libraries, configuration).
 fn is_system_tree(p: &Path) -> bool {
     [
@@ -715,7 +722,16 @@ fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>, boo
         })
         .map(|g| g.path.clone())
         .collect();
+    let mut skipped = false;
     while let Some(dir) = stack.pop() {
+        let writable = plan
+            .grants
+            .iter()
+            .any(|g| g.write && dir.starts_with(&g.path));
+        if !writable && NOT_GLOB_WALKED.iter().any(|t| dir.starts_with(t)) {
+            skipped = true;
+            continue;
+        }
         let real = staging.join(rel(&dir));
         let Ok(entries) = std::fs::read_dir(&real) else {
             continue;
@@ -743,6 +759,13 @@ fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>, boo
                 stack.push(path);
             }
         }
+    }
+    if skipped {
+        notes.push(format!(
+            "deny globs are not expanded inside {} (read-only system trees); name a path there \
+             in the deny list to mask it",
+            NOT_GLOB_WALKED.join(", ")
+        ));
     }
     (found, notes, true)
 }
