@@ -622,3 +622,43 @@ fn a_grant_of_the_whole_root_still_gets_private_proc_dev_and_tmp() {
     }
     assert!(!Path::new("/etc/bunker-planted").exists());
 }
+
+#[test]
+fn descriptors_of_the_caller_do_not_reach_the_program() {
+    let tmp = shared_tempdir();
+    let secret = write_file(tmp.path(), "held-open.txt", "FD-SECRET");
+    let code = "import os\n\
+                try:\n\
+                \x20   print('ESCAPED fd 9', os.pread(9, 64, 0))\n\
+                except OSError as e:\n\
+                \x20   print('BLOCKED fd 9', e.errno)\n\
+                leaked = []\n\
+                for f in range(3, 256):\n\
+                \x20   try:\n\
+                \x20       leaked.append((f, os.readlink(f'/proc/self/fd/{f}')))\n\
+                \x20   except OSError:\n\
+                \x20       pass\n\
+                print('ESCAPED ' + repr(leaked) if leaked else 'BLOCKED no descriptor beyond 2')\n\
+                os.write(1, b'CONTROL-OK\\n')\n";
+    for (mode, cmd) in modes() {
+        let c = cmd();
+        // The shell opens the file on fd 9 without close-on-exec, so bunker inherits it.
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("exec \"$@\" 9<'{}'", secret.display()))
+            .arg("sh")
+            .arg(c.get_program())
+            .args(c.get_args())
+            .args(["run", "--", "python3", "-c", code])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_blocked(mode, "inherited descriptors", &out);
+        assert!(!stdout(&out).contains("FD-SECRET"), "{mode}");
+        assert!(
+            stdout(&out).contains("CONTROL-OK"),
+            "{mode}: {}",
+            stdout(&out)
+        );
+    }
+}
