@@ -12,6 +12,7 @@
 //! adds flags, so flags locked on the source are kept), then attached.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
 use bunker_policy::path::PathPattern;
@@ -36,6 +37,10 @@ const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
 
 /// /proc entries made read-only (writes there would reach the host kernel's settings).
 const PROC_READ_ONLY: [&str; 4] = ["sys", "sysrq-trigger", "irq", "bus"];
+
+/// Most directory entries the scan for unix sockets visits when there are no deny globs (it
+/// runs at every start, so it stays small: about 10 ms at worst).
+const SOCKET_WALK_BUDGET: usize = 10_000;
 
 /// Most directory entries the glob expansion of deny lists visits.
 const GLOB_WALK_BUDGET: usize = 50_000;
@@ -324,7 +329,6 @@ pub struct RootOutcome {
 
 /// Builds the new root and pivots into it.
 pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
-    let mut complete = true;
     let mut notes = Vec::new();
     // Mounts made from now on must not propagate back to the host's namespace.
     mount::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
@@ -433,10 +437,11 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
 
     // Deny lists: explicit paths, then globs expanded against what is now mounted.
     let mut denials = plan.denials.clone();
-    if !plan.deny_globs.is_empty() {
-        let (found, glob_notes, walked_all) = expand_globs(plan);
-        notes.extend(glob_notes);
-        complete = walked_all;
+    // Sockets and deny globs found in the granted trees are masked too.
+    let (found, scan_notes, walked_all) = scan_grants(plan);
+    notes.extend(scan_notes);
+    let complete = walked_all;
+    if !found.is_empty() {
         denials.extend(found);
         denials.sort_by(|a, b| depth(&a.1).cmp(&depth(&b.1)).then(a.1.cmp(&b.1)));
         denials.dedup();
@@ -684,8 +689,11 @@ pub fn compile_glob(pattern: &str) -> Option<globset::GlobMatcher> {
 }
 
 /// Walks the granted trees (inside the staging root, before pivot) for paths matching the deny
-/// globs; bounded by [`GLOB_WALK_BUDGET`] entries, with a note when the budget ran out.
-fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>, bool) {
+/// globs, and for unix sockets: a socket file in a granted tree would let the program connect
+/// to a host service (a read-only mount does not stop `connect`, and landlock up to ABI 7 does
+/// not mediate it), so each one found is masked like a denied file. Bounded by a budget of
+/// entries, with a note (and `complete` false) when it ran out.
+fn scan_grants(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>, bool) {
     let mut notes = Vec::new();
     let globs: Vec<(DenyKind, &str, globset::GlobMatcher)> = plan
         .deny_globs
@@ -698,12 +706,28 @@ fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>, boo
             }
         })
         .collect();
+    let limit = if globs.is_empty() {
+        SOCKET_WALK_BUDGET
+    } else {
+        GLOB_WALK_BUDGET
+    };
+    // Whether a directory is walked at all: never the system trees (unless writable); /etc
+    // only for globs (it holds no sockets).
+    let walked = |dir: &Path| -> bool {
+        let writable = plan
+            .grants
+            .iter()
+            .any(|g| g.write && dir.starts_with(&g.path));
+        writable
+            || !(NOT_GLOB_WALKED.iter().any(|t| dir.starts_with(t))
+                || (globs.is_empty() && dir.starts_with("/etc")))
+    };
     let mut found = Vec::new();
-    let mut budget = GLOB_WALK_BUDGET;
+    let mut budget = limit;
     let staging = Path::new(STAGING);
     // Roots to walk: the granted trees, without walking the same tree twice; writable grants
     // first, then the caller's own read grants, the system trees last — if the budget runs out,
-    // it runs out where `.env` and `*.key` files are least likely.
+    // it runs out where `.env` and `*.key` files and sockets are least likely.
     let mut roots: Vec<&Grant> = Vec::new();
     for g in &plan.grants {
         if !roots.iter().any(|r| g.path.starts_with(&r.path)) {
@@ -724,11 +748,7 @@ fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>, boo
         .collect();
     let mut skipped = false;
     while let Some(dir) = stack.pop() {
-        let writable = plan
-            .grants
-            .iter()
-            .any(|g| g.write && dir.starts_with(&g.path));
-        if !writable && NOT_GLOB_WALKED.iter().any(|t| dir.starts_with(t)) {
+        if !walked(&dir) {
             skipped = true;
             continue;
         }
@@ -739,14 +759,19 @@ fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>, boo
         for entry in entries.flatten() {
             if budget == 0 {
                 notes.push(format!(
-                    "deny globs: stopped after {GLOB_WALK_BUDGET} entries; paths under {} and later were not checked",
+                    "deny globs and unix sockets: stopped after {limit} entries; paths under {} and later were not checked",
                     dir.display()
                 ));
                 return (found, notes, false);
             }
             budget -= 1;
             let path = dir.join(entry.file_name());
+            let kind = entry.file_type().ok();
             let mut masked = false;
+            if kind.is_some_and(|t| t.is_socket()) {
+                found.push((DenyKind::Read, path.clone()));
+                continue;
+            }
             for (k, _, m) in &globs {
                 if m.is_match(&path) {
                     found.push((*k, path.clone()));
@@ -755,12 +780,12 @@ fn expand_globs(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>, boo
             }
             // A masked directory is empty inside; file_type() does not follow symlinks, so the
             // walk never leaves the granted trees.
-            if !masked && entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            if !masked && kind.is_some_and(|t| t.is_dir()) {
                 stack.push(path);
             }
         }
     }
-    if skipped {
+    if skipped && !globs.is_empty() {
         notes.push(format!(
             "deny globs are not expanded inside {} (read-only system trees); name a path there \
              in the deny list to mask it",
