@@ -4,13 +4,13 @@
 //! [`run`] must be called while the process is still single-threaded (before any async runtime
 //! starts): it forks. See `spawn.rs` for the setup order.
 
+pub mod egress;
 pub mod env;
 pub mod error;
 pub mod idmap;
 pub mod init;
 pub mod landlock;
 pub mod limits;
-pub mod egress;
 pub mod mounts;
 pub mod result;
 pub mod seccomp;
@@ -19,7 +19,6 @@ pub mod supervise;
 
 pub use error::SandboxError;
 pub use result::*;
-
 
 use std::ffi::OsString;
 use std::path::PathBuf;
