@@ -347,7 +347,10 @@ fn host_unix_sockets_are_unreachable() {
         abstract_listener.accept().is_err(),
         "abstract socket got a connection"
     );
-    assert!(path_listener.accept().is_err(), "path socket got a connection");
+    assert!(
+        path_listener.accept().is_err(),
+        "path socket got a connection"
+    );
 }
 
 #[test]
