@@ -3,6 +3,8 @@
 //! The binary stays single-threaded until the sandbox has been cloned (see
 //! `bunker_sandbox::spawn`): no async runtime or thread may start before `run`.
 
+#![forbid(unsafe_code)]
+
 mod check;
 mod cli;
 mod doctor;

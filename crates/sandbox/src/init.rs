@@ -323,9 +323,9 @@ fn supervise_program(ctx: &InitContext) -> ! {
         Ok(p) => p,
         Err(e) => fail(e.to_string()),
     };
-    // SAFETY: init is single-threaded (it is a fork-like clone of a single-threaded supervisor
-    // and never starts a thread).
-    let program = match unsafe { process::fork() } {
+    // init is single-threaded (a fork-like clone of a single-threaded supervisor that never
+    // starts a thread); `fork` checks it.
+    let program = match process::fork() {
         Ok(Some(pid)) => pid,
         Ok(None) => exec_program(ctx, stdin.as_ref(), &err_w),
         Err(e) => fail(e.to_string()),

@@ -3,6 +3,7 @@
 //!
 //! [`run`] must be called while the process is still single-threaded (before any async runtime
 //! starts): it forks. See `spawn.rs` for the setup order.
+#![forbid(unsafe_code)]
 
 pub mod egress;
 pub mod env;

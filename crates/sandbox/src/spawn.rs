@@ -187,10 +187,9 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
 
     // Step 4.
     let started = Instant::now();
-    // SAFETY: `run` is documented to be called single-threaded (the CLI calls it before any
-    // runtime starts), which is what a fork-like clone requires.
-    let forked =
-        unsafe { process::clone_fork(clone_flags(ns)) }.map_err(io_err("create namespaces"))?;
+    // `run` is documented to be called single-threaded (the CLI calls it before any runtime
+    // starts); `clone_fork` checks it and refuses otherwise.
+    let forked = process::clone_fork(clone_flags(ns)).map_err(io_err("create namespaces"))?;
     let (pid, pidfd) = match forked {
         Forked::Child => {
             // Only the supervisor may hold these: above all the lifeline's write end, whose

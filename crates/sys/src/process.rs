@@ -14,19 +14,36 @@ pub enum Forked {
     Child,
 }
 
+/// Fails unless the calling process has exactly one thread. A fork-like clone copies only the
+/// calling thread, so a lock another thread held (in malloc, say) would stay locked forever in
+/// the child; checking here is what lets [`clone_fork`] and [`fork`] be safe functions.
+pub fn ensure_single_threaded(call: &str) -> SysResult<()> {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map_err(|e| {
+            SysError::from_errno(
+                format!("{call}: counting threads in /proc/self/task"),
+                e.raw_os_error().unwrap_or(libc::EIO),
+            )
+        })?
+        .count();
+    if threads != 1 {
+        return Err(SysError::from_errno(
+            format!("{call}: refused in a process with {threads} threads (fork needs one)"),
+            libc::EDEADLK,
+        ));
+    }
+    Ok(())
+}
+
 /// The raw `clone` syscall with fork semantics (own copy of memory, no new stack), `flags` plus
-/// `CLONE_PIDFD | SIGCHLD`.
-///
-/// # Safety
-///
-/// The caller must be single-threaded: the child is a copy of only the calling thread, so any
-/// lock another thread held stays locked forever in the child.
-pub unsafe fn clone_fork(flags: libc::c_int) -> SysResult<Forked> {
+/// `CLONE_PIDFD | SIGCHLD`. Refused unless the process is single-threaded.
+pub fn clone_fork(flags: libc::c_int) -> SysResult<Forked> {
+    ensure_single_threaded("clone")?;
     let mut pidfd: libc::c_int = -1;
     // x86_64/aarch64 argument order: flags, new stack, parent_tid (the pidfd with CLONE_PIDFD),
     // child_tid, tls. A null stack means "continue on a copy of the current one", like fork.
-    // SAFETY: fork-like clone; `pidfd` is a valid out pointer; the caller guarantees that the
-    // process is single-threaded.
+    // SAFETY: fork-like clone; `pidfd` is a valid out pointer; the process was just checked to be
+    // single-threaded, so the child inherits no lock held by another thread.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -74,13 +91,10 @@ pub fn clone_flags_str(flags: libc::c_int) -> String {
     }
 }
 
-/// Plain `fork()`.
-///
-/// # Safety
-///
-/// Same as [`clone_fork`]: the caller must be single-threaded.
-pub unsafe fn fork() -> SysResult<Option<i32>> {
-    // SAFETY: the caller guarantees single-threadedness.
+/// Plain `fork()`. Refused unless the process is single-threaded, as [`clone_fork`].
+pub fn fork() -> SysResult<Option<i32>> {
+    ensure_single_threaded("fork")?;
+    // SAFETY: the process was just checked to be single-threaded.
     let r = unsafe { libc::fork() };
     match r {
         -1 => Err(SysError::last("fork()")),
@@ -427,4 +441,24 @@ pub fn reset_signal_dispositions() {
 pub fn getpid() -> i32 {
     // SAFETY: getpid cannot fail.
     unsafe { libc::getpid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fork_is_refused_while_another_thread_runs() {
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || {
+            let _ = stop_rx.recv();
+        });
+        let err = fork().expect_err("fork must be refused with two threads");
+        assert_eq!(err.errno, libc::EDEADLK, "{err}");
+        assert!(err.call.contains("threads"), "{err}");
+        let err = clone_fork(0).expect_err("clone must be refused with two threads");
+        assert_eq!(err.errno, libc::EDEADLK, "{err}");
+        stop_tx.send(()).unwrap();
+        helper.join().unwrap();
+    }
 }
