@@ -32,6 +32,11 @@ fn main() {
     let handle = bunker_proxy::start(config, http, socks).unwrap();
 
     let url = format!("http://{origin}/bytes/{bytes}");
+    // The floor for any proxy process on this machine: a bare TCP relay, two blocking threads
+    // splicing through pipes, no policy and no HTTP. Its ratio to direct shows what the extra
+    // loopback hop itself costs here, which no proxy can avoid.
+    let relay = start_bare_relay(origin);
+    let relay_url = format!("http://{relay}/bytes/{bytes}");
     let proxy_url = format!("http://{proxy}");
     let socks_arg = socks_addr.to_string();
     let paths: [(&str, Vec<&str>); 4] = [
@@ -52,6 +57,11 @@ fn main() {
             proxy_cpu[i].push(proxy_cpu_ms() - cpu_before);
         }
     }
+    let mut bare_relay = Vec::new();
+    for _ in 0..rounds {
+        bare_relay.push(download(&relay_url, &[], bytes));
+    }
+    let relay_speed = median(&mut bare_relay);
     for (i, (name, _)) in paths.iter().enumerate() {
         let m = median(&mut speeds[i]);
         if i == 0 {
@@ -59,10 +69,16 @@ fn main() {
         }
         let cpu = median(&mut proxy_cpu[i]);
         println!(
-            "  {name:<20} {m:>8.0} MB/s  {:>5.2}x direct   proxy CPU {cpu:>5.1} ms",
-            m / direct
+            "  {name:<20} {m:>8.0} MB/s  {:>5.2}x direct  {:>5.2}x bare relay   proxy CPU {cpu:>5.1} ms",
+            m / direct,
+            m / relay_speed
         );
     }
+    println!(
+        "  {:<20} {relay_speed:>8.0} MB/s  {:>5.2}x direct  (two splice threads, no policy)",
+        "bare relay",
+        relay_speed / direct
+    );
 
     println!("latency: {requests} small GETs over one keep-alive connection (ms per request)");
     let mut lat_direct = Vec::new();
@@ -107,6 +123,49 @@ fn main() {
         "every proxied request is recorded"
     );
     assert!(records.iter().all(|r| r.allowed));
+}
+
+/// A plain TCP relay to `origin`: per connection, one blocking thread per direction moving
+/// bytes with splice(2) through a 1 MiB pipe.
+fn start_bare_relay(origin: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let upstream = TcpStream::connect(origin).unwrap();
+            let (c2, u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            thread::spawn(move || splice_all(&client, &upstream));
+            thread::spawn(move || splice_all(&u2, &c2));
+        }
+    });
+    addr
+}
+
+fn splice_all(from: &TcpStream, to: &TcpStream) {
+    use nix::fcntl::{fcntl, splice, FcntlArg, SpliceFFlags};
+    let (pipe_r, pipe_w) = nix::unistd::pipe().unwrap();
+    let _ = fcntl(&pipe_w, FcntlArg::F_SETPIPE_SZ(1 << 20));
+    loop {
+        let n = match splice(
+            from,
+            None,
+            &pipe_w,
+            None,
+            1 << 20,
+            SpliceFFlags::SPLICE_F_MOVE,
+        ) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut left = n;
+        while left > 0 {
+            match splice(&pipe_r, None, to, None, left, SpliceFFlags::SPLICE_F_MOVE) {
+                Ok(0) | Err(_) => return,
+                Ok(m) => left -= m,
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
 /// CPU time the proxy's thread has used, in ms (from schedstat, nanosecond resolution). Unlike
