@@ -203,7 +203,7 @@ fn failure(status: Status, error: String) -> RunResult {
         stdout: StreamResult::default(),
         stderr: StreamResult::default(),
         enforced: Enforced::default(),
-        http: Vec::new(),
+        http: Default::default(),
     }
 }
 

@@ -31,8 +31,30 @@ fn run(mut cmd: Command, args: &[&str]) -> (Output, Value) {
     (out, report)
 }
 
+/// The proxy's decisions; also checks that the report's totals agree with them.
 fn records(report: &Value) -> Vec<Value> {
-    report["http"].as_array().cloned().unwrap_or_default()
+    let requests = report["http"]["requests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let count = |allowed: bool| {
+        requests
+            .iter()
+            .filter(|r| r["allowed"].as_bool() == Some(allowed))
+            .count() as u64
+    };
+    let sum = |key: &str| requests.iter().filter_map(|r| r[key].as_u64()).sum::<u64>();
+    assert_eq!(report["http"]["allowed"].as_u64(), Some(count(true)));
+    assert_eq!(report["http"]["denied"].as_u64(), Some(count(false)));
+    assert_eq!(
+        report["http"]["bytes_sent"].as_u64(),
+        Some(sum("bytes_sent"))
+    );
+    assert_eq!(
+        report["http"]["bytes_received"].as_u64(),
+        Some(sum("bytes_received"))
+    );
+    requests
 }
 
 fn allowed(r: &Value) -> bool {

@@ -160,6 +160,35 @@ pub struct RunResult {
     pub stderr: StreamResult,
     /// What was enforced, layer by layer.
     pub enforced: Enforced,
-    /// Egress proxy decisions, in order.
-    pub http: Vec<HttpRecord>,
+    /// What went through the egress proxy.
+    pub http: HttpReport,
+}
+
+/// The egress proxy's part of the result: every decision, and totals over them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HttpReport {
+    /// Every decision of the egress proxy, in order.
+    pub requests: Vec<HttpRecord>,
+    /// Requests let through.
+    pub allowed: u64,
+    /// Requests refused (by a rule or a limit).
+    pub denied: u64,
+    /// Bytes sent to destinations, over all requests.
+    pub bytes_sent: u64,
+    /// Bytes received from destinations, over all requests.
+    pub bytes_received: u64,
+}
+
+impl HttpReport {
+    /// Totals the decisions.
+    pub fn from_records(requests: Vec<HttpRecord>) -> HttpReport {
+        let allowed = requests.iter().filter(|r| r.allowed).count() as u64;
+        HttpReport {
+            allowed,
+            denied: requests.len() as u64 - allowed,
+            bytes_sent: requests.iter().map(|r| r.bytes_sent).sum(),
+            bytes_received: requests.iter().map(|r| r.bytes_received).sum(),
+            requests,
+        }
+    }
 }

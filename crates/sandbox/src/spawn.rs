@@ -346,7 +346,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     let records = egress.map(|e| e.finish()).unwrap_or_default();
     drop(lifeline_w);
     let mut result = outcome?;
-    result.http = records;
+    result.http = crate::result::HttpReport::from_records(records);
     Ok(result)
 }
 

@@ -156,7 +156,7 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         stdout,
         stderr,
         enforced,
-        http: Vec::new(),
+        http: Default::default(),
     })
 }
 
