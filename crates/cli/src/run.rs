@@ -67,7 +67,16 @@ pub fn main(opts: RunOpts) -> i32 {
     if let Some(error) = &result.error {
         match result.status {
             Status::Ok => {}
-            Status::Exit | Status::Signal => eprintln!("bunker: {error}"),
+            Status::Exit | Status::Signal => {
+                eprintln!("bunker: {error}");
+                if result.exit_code == Some(exit::NOT_FOUND) && !policy.set_env.contains_key("PATH")
+                {
+                    eprintln!(
+                        "bunker: hint: the policy sets no PATH and grants no system directories; \
+                         most policies start with \"extends\": [\"default\"]"
+                    );
+                }
+            }
             _ => eprintln!("bunker: {}: {error}", status_name(result.status)),
         }
     }

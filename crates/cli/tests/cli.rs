@@ -188,3 +188,69 @@ fn missing_and_unexecutable_commands_are_explained() {
     assert_eq!(out.status.code(), Some(126));
     assert!(stderr(&out).contains("cannot execute"), "{}", stderr(&out));
 }
+
+#[test]
+fn audit_modes_that_are_not_built_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    for mode in ["seccomp-unotify", "ebpf"] {
+        let policy = common::write_file(
+            dir.path(),
+            "audit.json",
+            &format!(r#"{{"extends": ["default"], "kernel": {{"audit": "{mode}"}}}}"#),
+        );
+        let out = bunker()
+            .arg("run")
+            .arg("--policy")
+            .arg(&policy)
+            .args(["--", "touch"])
+            .arg(&marker)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(121), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("audit mode \"{mode}\" is not implemented")),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!marker.exists());
+    }
+}
+
+#[test]
+fn js_options_without_the_runtime_layer_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = common::write_file(
+        dir.path(),
+        "js.json",
+        r#"{"extends": ["default"], "js": {"eval": false}}"#,
+    );
+    let out = bunker()
+        .arg("run")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(121), "{}", stderr(&out));
+    assert!(stderr(&out).contains("js.eval"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_policy_without_default_gets_a_hint_when_nothing_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = common::write_file(dir.path(), "bare.json", "{}");
+    let out = bunker()
+        .arg("run")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"extends\": [\"default\"]"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -48,7 +48,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::Instant;
 
-use bunker_policy::{Namespace, Policy};
+use bunker_policy::{AuditMode, Namespace, Policy};
 use bunker_sys::process::{self, Forked};
 use bunker_sys::{fd, SysError};
 
@@ -113,6 +113,30 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             layer: "namespaces".into(),
             reason: "kernel.namespaces must include \"pid\": the sandbox's /proc and its \
                      clean-up rely on its own pid namespace"
+                .into(),
+        });
+    }
+    // Syscall auditing is part of the policy language but not built yet: refusing is the only
+    // answer that does not pretend.
+    if policy.kernel.audit != AuditMode::Off {
+        return Err(SandboxError::Unsupported {
+            layer: "kernel.audit".into(),
+            reason: format!(
+                "audit mode \"{}\" is not implemented by this version of bunker; use \"off\"",
+                match policy.kernel.audit {
+                    AuditMode::Ebpf => "ebpf",
+                    _ => "seccomp-unotify",
+                }
+            ),
+        });
+    }
+    // The `js` options are carried for the JavaScript runtime layer, which is not built yet.
+    if policy.js != bunker_policy::JsOptions::default() {
+        return Err(SandboxError::Unsupported {
+            layer: "js".into(),
+            reason: "js.eval, js.max_stack_depth and js.max_string_length are enforced by the \
+                     JavaScript runtime layer, which this version of bunker does not have yet; \
+                     remove them from the policy"
                 .into(),
         });
     }
