@@ -73,7 +73,7 @@ pub fn main(opts: DoctorOpts) -> i32 {
         "seccomp user notification",
         actions.contains("user_notif"),
         if actions.contains("user_notif") {
-            "available (audit mode seccomp-unotify)".into()
+            "available (kernel.audit seccomp-unotify is not built yet)".into()
         } else {
             "not available".into()
         },

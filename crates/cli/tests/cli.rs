@@ -254,3 +254,43 @@ fn a_policy_without_default_gets_a_hint_when_nothing_is_found() {
         stderr(&out)
     );
 }
+
+#[test]
+fn doctor_reports_every_layer_and_exits_by_the_default_policy() {
+    let out = bunker().args(["doctor", "--json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = &report["default_policy"];
+    for layer in [
+        "namespaces",
+        "filesystem",
+        "landlock",
+        "seccomp",
+        "memory_limit",
+        "network",
+    ] {
+        assert!(layers[layer].is_string(), "no {layer} in {report}");
+    }
+    let enforced = report["default_policy_enforced"].as_bool().unwrap();
+    assert_eq!(out.status.code(), Some(if enforced { 0 } else { 1 }));
+    if common::is_root() {
+        // Root on this machine kind can enforce every layer of the default policy.
+        assert!(enforced, "{report}");
+        // Rootless, the cgroups are not delegated: memory and pids are off, and doctor says so.
+        let out = common::bunker_as_nobody()
+            .args(["doctor", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["default_policy"]["memory_limit"], "off", "{report}");
+        assert_eq!(report["default_policy"]["landlock"], "on", "{report}");
+        let failed: Vec<&str> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["ok"] == false)
+            .filter_map(|f| f["check"].as_str())
+            .collect();
+        assert!(failed.contains(&"cgroup memory limit"), "{failed:?}");
+    }
+}
