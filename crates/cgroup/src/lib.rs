@@ -16,6 +16,6 @@ mod layout;
 mod stale;
 
 pub use error::CgroupError;
-pub use group::{MemoryLimitOutcome, MemoryStats, SandboxGroup};
+pub use group::{join_self, MemoryLimitOutcome, MemoryStats, SandboxGroup};
 pub use layout::{Controller, Hierarchy, Layout, Version};
 pub use stale::{clean_stale, clean_stale_in, parse_group_name, CleanReport};

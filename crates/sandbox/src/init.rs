@@ -209,11 +209,7 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
 
     enter_cwd(ctx)?;
 
-    // The supervisor has moved us into the sandbox's cgroup once the second byte arrives.
-    match fd::read(ctx.sync, &mut b) {
-        Ok(1) => {}
-        _ => process::exit_now(1),
-    }
+    join_cgroup(ctx)?;
     if ctx.cgroup_ns {
         // That cgroup becomes the root of our cgroup namespace.
         process::unshare(libc::CLONE_NEWCGROUP).map_err(step("unshare cgroup namespace"))?;
@@ -270,6 +266,51 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         },
         notes,
     })
+}
+
+/// Prefix of the supervisor's second release (spawn.rs step 6), followed by the number of
+/// `tasks` files the datagram carries.
+const JOIN_PREFIX: &str = "join ";
+
+/// The supervisor's second release: init may join its cgroup through the `count` files sent
+/// with it.
+pub fn join_message(count: usize) -> Vec<u8> {
+    format!("{JOIN_PREFIX}{count}").into_bytes()
+}
+
+/// Waits for the second release and moves init into the sandbox's cgroup through the `tasks`
+/// files it carries (init is single-threaded: moving its thread moves the process).
+fn join_cgroup(ctx: &InitContext) -> Result<(), SandboxError> {
+    let (data, files) = match fd::recv_with_fds(ctx.control, 64) {
+        Ok((data, files)) if !data.is_empty() => (data, files),
+        // The supervisor gave up (or died): nobody is left to report to.
+        _ => process::exit_now(1),
+    };
+    let expected = std::str::from_utf8(&data)
+        .ok()
+        .and_then(|m| m.strip_prefix(JOIN_PREFIX))
+        .and_then(|n| n.parse::<usize>().ok());
+    if expected != Some(files.len()) {
+        return Err(SandboxError::Init {
+            step: "join the sandbox's cgroup".into(),
+            detail: format!(
+                "the release carried {} cgroup file(s), expected {:?}",
+                files.len(),
+                String::from_utf8_lossy(&data)
+            ),
+        });
+    }
+    for f in files {
+        let mut f = std::fs::File::from(f);
+        bunker_cgroup::join_self(&mut f).map_err(|e| SandboxError::Setup {
+            step: "join the sandbox's cgroup".into(),
+            source: SysError::from_errno(
+                format!("write \"0\" to a cgroup tasks file: {e}"),
+                e.raw_os_error().unwrap_or(0),
+            ),
+        })?;
+    }
+    Ok(())
 }
 
 /// Enters the working directory: the requested one (an error when impossible), else the

@@ -1,12 +1,13 @@
 //! Limits: the sandbox's cgroup (memory, pids, CPU) and its rlimits.
 //!
 //! The cgroup is created by the supervisor under its own cgroup in each hierarchy a limit needs
-//! (`bunker-<supervisor pid>-<n>`), and init is moved into it before it may fork the program
-//! (spawn.rs does this while init builds its root). Every requested limit is enforced by the kernel or the run is refused
+//! (`bunker-<supervisor pid>-<n>`), and init moves itself into it before it may fork the program
+//! (spawn.rs prepares this while init builds its root; see [`SandboxCgroup::prepare_join`]). Every requested limit is enforced by the kernel or the run is refused
 //! (fail closed), unless the policy lists it in `limits.best_effort`: then the result says
 //! `off` (or `partial`) with a note. The rlimits are applied inside the sandbox by init, before
 //! it forks the program.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -180,6 +181,30 @@ impl SandboxCgroup {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Prepares init's move into the cgroup (spawn.rs, while init builds its root): init's pid
+    /// is written into the v2 hierarchy if there is one, and the returned `tasks` files of the
+    /// v1 hierarchies go to init, which writes "0" to each to move itself ([`join_self`]) —
+    /// far cheaper on v1 than writing its pid to `cgroup.procs` from here (no RCU grace
+    /// period). Init is single-threaded, so moving its thread moves the process.
+    ///
+    /// [`join_self`]: bunker_cgroup::join_self
+    pub fn prepare_join(&self, pid: i32) -> Result<Vec<OwnedFd>, SandboxError> {
+        let Some(g) = &self.group else {
+            return Ok(Vec::new());
+        };
+        let fail = |e: CgroupError| {
+            SandboxError::Cgroup(format!(
+                "move sandbox init (pid {pid}) into its cgroup: {e}"
+            ))
+        };
+        g.add_process_v2(pid).map_err(fail)?;
+        Ok(g.open_self_join()
+            .map_err(fail)?
+            .into_iter()
+            .map(OwnedFd::from)
+            .collect())
     }
 
     /// The cgroup directories of this sandbox (one per hierarchy used).

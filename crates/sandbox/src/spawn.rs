@@ -8,10 +8,13 @@
 //! 4. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS | CLONE_PIDFD)` (as the policy's
 //!    `kernel.namespaces` say), fork-like: the child becomes the sandbox's init (pid 1).
 //! 5. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
-//!    65534, never host root); init released (first byte on the sync pipe).
+//!    65534, never host root); init released (a byte on the sync pipe).
 //! 6. While init builds its root: `SandboxCgroup::prepare` (the cgroup under the supervisor's
-//!    own, limits written) and `add_process(init)`; then the second release byte. Creating and
-//!    joining a cgroup can wait for an RCU grace period (several ms on cgroup v1), so it runs
+//!    own, limits written) and `prepare_join` (init's pid written to `cgroup.procs` on v2; the
+//!    `tasks` files of the v1 hierarchies opened); then the second release, a datagram on the
+//!    control socket carrying those files, through which init moves *itself* (step 7 of
+//!    init). Writing a pid to a v1 `cgroup.procs` waits for an RCU grace period (5–15 ms
+//!    here); a single-threaded process moving its own thread does not. The cgroup work runs
 //!    beside init's setup rather than before it; nothing of the program runs before init is
 //!    in the cgroup, and a cgroup that cannot be made kills init and fails the run.
 //! 7. Wait for init's first message: `SetupFailed` → a setup error naming the step; `Ready` →
@@ -29,7 +32,9 @@
 //!    root detached; the root tmpfs remounted read-only.
 //! 5. `lo` up; the proxy listeners on 127.0.0.1:3128 and :1080 when `allow.net` is non-empty.
 //! 6. `sethostname(kernel.hostname)`; chdir to the working directory.
-//! 7. Wait for the second release (init is in its cgroup now), then `unshare(CLONE_NEWCGROUP)`.
+//! 7. Wait for the second release and join the cgroup: "0" written to each `tasks` file it
+//!    carries (the count is in the message and checked), the files closed; then
+//!    `unshare(CLONE_NEWCGROUP)`.
 //! 8. Init restricts itself, so no unfiltered helper is left in the sandbox: not dumpable;
 //!    rlimits; no_new_privs; landlock; securebits locked; every capability dropped (bounding,
 //!    ambient, inheritable, effective, permitted); seccomp last.
@@ -44,7 +49,7 @@
 //! dies with its init.
 
 use std::ffi::{CString, OsString};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::Instant;
 
@@ -241,18 +246,20 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             })
         })?;
     }
-    // Two releases: the first lets init build its root while the cgroup is made and joined
-    // (step 6); init waits for the second before its cgroup namespace and before anything of
-    // the program can run.
+    // Two releases: the first (a byte on the sync pipe) lets init build its root while the
+    // cgroup is made (step 6); the second (a datagram on the control socket, carrying the
+    // cgroup's `tasks` files) lets init join the cgroup, before its cgroup namespace and
+    // before anything of the program can run.
     fd::write_all(sync_w.as_raw_fd(), b"1").map_err(|e| abort(io_err("release init")(e)))?;
+    drop(sync_w);
     let joined = SandboxCgroup::prepare(policy, &mut enforced)
         .map_err(|e| (e, None))
-        .and_then(|cg| match cg.add_process(pid) {
-            Ok(()) => Ok(cg),
+        .and_then(|cg| match cg.prepare_join(pid) {
+            Ok(files) => Ok((cg, files)),
             Err(e) => Err((e, Some(cg))),
         });
-    let cgroup = match joined {
-        Ok(cg) => cg,
+    let (cgroup, join_files) = match joined {
+        Ok(joined) => joined,
         Err((e, cg)) => {
             // Killed and reaped before the cgroup (if any) is removed on drop.
             let e = abort(e);
@@ -272,10 +279,15 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             return Err(e);
         }
     };
-    // A failed write (EPIPE) means init already gave up building its root: the message it
+    // A failed send (EPIPE) means init already gave up building its root: the message it
     // sent before exiting, read next, says why.
-    let _ = fd::write_all(sync_w.as_raw_fd(), b"2");
-    drop(sync_w);
+    let raw: Vec<RawFd> = join_files.iter().map(AsRawFd::as_raw_fd).collect();
+    let _ = fd::send_with_fds(
+        control_sup.as_raw_fd(),
+        &init::join_message(raw.len()),
+        &raw,
+    );
+    drop(join_files);
 
     // Step 7.
     let (data, fds) = fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE)
