@@ -8,6 +8,7 @@ for tool in curl git openssl python3 setpriv; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
+[ -x /usr/bin/time ] || need_apt+=(time)  # GNU time: the supervisor-memory test
 if [ ${#need_apt[@]} -gt 0 ]; then
   pkgs=()
   for t in "${need_apt[@]}"; do

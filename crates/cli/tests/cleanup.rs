@@ -51,26 +51,6 @@ fn cgroups_of(supervisors: &BTreeSet<u32>) -> Vec<PathBuf> {
     found
 }
 
-/// Live (non-zombie) processes whose command line contains `marker`.
-fn alive_with(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains(marker) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
-        if !matches!(state, Some('Z') | Some('X') | None) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let t = Instant::now();
     while !done() {

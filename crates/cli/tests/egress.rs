@@ -22,12 +22,7 @@ fn run(mut cmd: Command, args: &[&str]) -> (Output, Value) {
         .args(args)
         .output()
         .unwrap();
-    let text = stderr(&out);
-    let at = text
-        .rfind("{\"status\"")
-        .unwrap_or_else(|| panic!("no JSON report in stderr:\n{text}"));
-    let line = text[at..].lines().next().unwrap_or_default();
-    let report = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad report {line}: {e}"));
+    let report = report(&out);
     (out, report)
 }
 

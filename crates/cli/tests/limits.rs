@@ -27,39 +27,12 @@ fn run(mut cmd: Command, args: &[&str]) -> (Output, Value) {
         .args(args)
         .output()
         .unwrap();
-    // The report is the last line of stderr, but the program's own stderr may not have ended
-    // its last line (a cut stream never does): take the last `{"status"` on it.
-    let text = stderr(&out);
-    let at = text
-        .rfind("{\"status\"")
-        .unwrap_or_else(|| panic!("no JSON report in stderr:\n{text}"));
-    let line = text[at..].lines().next().unwrap_or_default();
-    let report = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad report {line}: {e}"));
+    let report = report(&out);
     (out, report)
 }
 
 fn status(r: &Value) -> &str {
     r["status"].as_str().unwrap_or("")
-}
-
-/// Pids of live (non-zombie) processes whose command line contains `marker`.
-fn alive_with(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains(marker) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
-        if !matches!(state, Some('Z') | Some('X') | None) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 /// A marker unique to this test process, usable as a `sleep` argument.
@@ -514,9 +487,7 @@ fn timeout_holds_while_nobody_reads_bunkers_output() {
         stdout: out,
         stderr: output.stderr,
     };
-    let text = stderr(&output);
-    let r: Value =
-        serde_json::from_str(text.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let r = report(&output);
     assert_eq!(status(&r), "timeout", "{r}");
     assert_eq!(output.stdout.len(), 1_000_000);
     assert_eq!(r["stdout"]["kept"], 1_000_000);
@@ -545,13 +516,7 @@ fn endless_output_does_not_grow_the_supervisor() {
         .output()
         .unwrap();
     let text = stderr(&out);
-    let r: Value = serde_json::from_str(
-        text[text.rfind("{\"status\"").unwrap()..]
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let r = report(&out);
     assert_eq!(status(&r), "timeout", "{r}");
     let written = r["stdout"]["bytes"].as_u64().unwrap();
     let rss_kb: u64 = text

@@ -99,3 +99,23 @@ pub fn which(name: &str) -> Option<String> {
         .find(|p| p.is_file())
         .map(|p| p.to_string_lossy().into_owned())
 }
+
+/// Pids of live (non-zombie) processes on the host whose command line contains `marker`.
+pub fn alive_with(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(marker) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+        if !matches!(state, Some('Z') | Some('X') | None) {
+            found.push(pid);
+        }
+    }
+    found
+}
