@@ -1,4 +1,4 @@
-//! Egress from inside the sandbox: real curl, Python (urllib) and Bun (fetch) reach servers on
+//! Egress from inside the sandbox: real curl, Python (urllib), Bun (fetch), git and pip reach servers on
 //! the host's loopback only through bunker's proxy, and only where the policy allows. Each case
 //! checks what the program saw and what the run's report (`http`) recorded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -589,4 +589,172 @@ fn a_direct_connection_to_host_loopback_fails() {
     );
     assert!(stdout(&out).starts_with("refused"), "{}", stdout(&out));
     assert_eq!(origin.connections(), 0);
+}
+
+/// A static HTTPS file server (python's http.server over TLS) for `dir`, on 127.0.0.1.
+struct TlsFiles {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl TlsFiles {
+    fn start(pki: &TestPki, dir: &std::path::Path) -> TlsFiles {
+        use std::io::BufRead;
+        const SERVER: &str = r#"
+import functools, http.server, ssl, sys
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+handler = functools.partial(Quiet, directory=sys.argv[3])
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+        let d = pki.dir.path();
+        let mut child = Command::new("python3")
+            .args(["-c", SERVER])
+            .arg(d.join("server.pem"))
+            .arg(d.join("server.key"))
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        TlsFiles {
+            port: line.trim().parse().unwrap(),
+            child,
+        }
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sh(dir: &std::path::Path, script: &str) {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {}", stderr(&out));
+}
+
+/// git (libcurl) and pip pick the proxy up from the environment bunker sets, with no option of
+/// their own: a clone and a package download over HTTPS (through CONNECT, with a test CA) from
+/// servers on the host's loopback.
+#[test]
+fn git_and_pip_over_https_use_the_proxy_unchanged() {
+    let pki = TestPki::create();
+    let files = shared_tempdir();
+    let root = files.path();
+    // A repository served by the "dumb" HTTP protocol: plain files.
+    sh(
+        root,
+        "git init -q --bare repo.git && git init -q work && cd work \
+         && git -c user.name=t -c user.email=t@t commit -q --allow-empty -m 'hello over https' \
+         && git push -q ../repo.git HEAD:refs/heads/main && cd .. \
+         && git --git-dir repo.git symbolic-ref HEAD refs/heads/main \
+         && git --git-dir repo.git update-server-info",
+    );
+    // A one-package simple index with a minimal wheel.
+    std::fs::create_dir_all(root.join("simple/tinypkg")).unwrap();
+    let wheel = "tinypkg-1.0-py3-none-any.whl";
+    let make_wheel = format!(
+        "import zipfile\n\
+         with zipfile.ZipFile('simple/tinypkg/{wheel}', 'w') as z:\n\
+         \x20   z.writestr('tinypkg/__init__.py', 'X = 1\\n')\n\
+         \x20   z.writestr('tinypkg-1.0.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: tinypkg\\nVersion: 1.0\\n')\n\
+         \x20   z.writestr('tinypkg-1.0.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\n\
+         \x20   z.writestr('tinypkg-1.0.dist-info/RECORD', '')\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &make_wheel])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(
+        root.join("simple/tinypkg/index.html"),
+        format!("<html><body><a href=\"{wheel}\">{wheel}</a></body></html>\n"),
+    )
+    .unwrap();
+    sh(root, "chmod -R a+rX .");
+    let ca_dir = shared_tempdir();
+    let ca = ca_dir.path().join("ca.pem");
+    std::fs::copy(pki.ca(), &ca).unwrap();
+    let server = TlsFiles::start(&pki, root);
+    let port_rule = format!("127.0.0.1:{}", server.port);
+    let base = format!("https://tls.test:{}", server.port);
+    let (ca_s, ca_dir_s) = (ca.to_str().unwrap(), ca_dir.path().to_str().unwrap());
+    let common_args = [
+        "--allow-net",
+        "tls.test",
+        "--allow-net",
+        &port_rule,
+        "--resolve",
+        "tls.test:127.0.0.1",
+        "--allow-read",
+        ca_dir_s,
+    ];
+
+    let git_script = format!(
+        "git -c http.sslCAInfo={ca_s} clone -q {base}/repo.git /tmp/clone && git -C /tmp/clone log --format=%s"
+    );
+    let mut args = common_args.to_vec();
+    args.extend(["--", "sh", "-c", &git_script]);
+    let (out, report) = run(bunker(), &args);
+    assert_eq!(stdout(&out).trim(), "hello over https", "{}", stderr(&out));
+    let recs = records(&report);
+    assert!(!recs.is_empty() && recs.iter().all(|r| r["kind"] == "connect" && allowed(r)));
+
+    let index = format!("{base}/simple");
+    let mut args = common_args.to_vec();
+    args.extend([
+        "--",
+        "/usr/bin/python3",
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "--retries",
+        "0",
+        "--cert",
+        ca_s,
+        "--index-url",
+        &index,
+        "-d",
+        "/tmp/dl",
+        "tinypkg",
+    ]);
+    let (out, report) = run(bunker(), &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs = records(&report);
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "connect" && r["host"] == "tls.test" && allowed(r)),
+        "{report}"
+    );
+    // The same download without the rule for the name is refused by the proxy.
+    let mut denied = args.clone();
+    denied.drain(0..2);
+    let (out, report) = run(bunker(), &denied);
+    assert!(!out.status.success());
+    let recs = records(&report);
+    assert!(
+        !recs.is_empty() && recs.iter().all(|r| !allowed(r)),
+        "{report}"
+    );
 }
