@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bunker_policy::units::{ByteSize, Span};
 use bunker_policy::{LoadSpec, Policy, PolicyDoc};
-use bunker_sandbox::{Enforced, RunRequest, RunResult, Status, StreamResult};
+use bunker_sandbox::{Enforced, LayerStatus, RunRequest, RunResult, Status, StreamResult};
 
 use crate::cli::RunOpts;
 use crate::egress::ProxyEgress;
@@ -80,8 +80,38 @@ pub fn main(opts: RunOpts) -> i32 {
             _ => eprintln!("bunker: {}: {error}", status_name(result.status)),
         }
     }
+    warn_unenforced_limits(&policy, &result.enforced);
     report_to.emit(&result);
     exit_code(&result)
+}
+
+/// A limit the policy set but marked best-effort, and that this host could not enforce, is said
+/// on stderr (the report carries it as `off`/`partial` with a note).
+fn warn_unenforced_limits(policy: &Policy, enforced: &Enforced) {
+    let limits = &policy.limits;
+    let set = [
+        ("memory", limits.memory.is_some(), enforced.memory_limit),
+        ("pids", limits.pids.is_some(), enforced.pids_limit),
+        ("cpu", limits.cpu.is_some(), enforced.cpu_limit),
+        (
+            "cpu_time",
+            limits.cpu_time.is_some(),
+            enforced.cpu_time_limit,
+        ),
+    ];
+    for (name, is_set, status) in set {
+        if is_set && status != LayerStatus::On {
+            let how = if status == LayerStatus::Partial {
+                "only partly enforced"
+            } else {
+                "not enforced"
+            };
+            eprintln!(
+                "bunker: warning: limits.{name} was {how} on this host (it is marked best-effort; \
+                 see the report's enforced.notes or `bunker doctor`)"
+            );
+        }
+    }
 }
 
 /// The process exit code for a finished run.

@@ -294,3 +294,24 @@ fn doctor_reports_every_layer_and_exits_by_the_default_policy() {
         assert!(failed.contains(&"cgroup memory limit"), "{failed:?}");
     }
 }
+
+#[test]
+fn best_effort_limits_that_do_not_hold_are_warned_about() {
+    let out = bunker().args(["run", "--", "true"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    if common::is_root() {
+        // Rootless there is no cgroup delegation here: the default profile's best-effort memory
+        // and pids limits do not hold, and the run says so.
+        let out = common::bunker_as_nobody()
+            .args(["run", "--", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("warning: limits.memory was not enforced"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
