@@ -7,12 +7,12 @@
 
 use std::ffi::{CString, OsStr};
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use bunker_policy::Policy;
-use bunker_sys::process::{self, WaitStatus};
+use bunker_sys::process::{self, StdioFds, WaitStatus};
 use bunker_sys::{fd, SysError};
 
 use crate::egress::{HTTP_PROXY_PORT, SOCKS_PROXY_PORT};
@@ -333,7 +333,7 @@ fn signal_mask() -> libc::sigset_t {
     process::sigset(&sigs)
 }
 
-/// Forks the program, reports its exec, forwards signals and reaps until it ends. Never returns.
+/// Starts the program, reports its exec, forwards signals and reaps until it ends. Never returns.
 fn supervise_program(ctx: &InitContext) -> ! {
     let mask = signal_mask();
     let fail = |detail: String| -> ! {
@@ -348,7 +348,8 @@ fn supervise_program(ctx: &InitContext) -> ! {
         );
         process::exit_now(1)
     };
-    // Blocked before the fork so no SIGCHLD or forwarded signal is lost; sigwaitinfo takes them.
+    // Blocked before the spawn so no SIGCHLD or forwarded signal is lost; sigwaitinfo takes
+    // them. (The program starts with an empty mask.)
     if let Err(e) = process::set_sigmask(&mask) {
         fail(e.to_string());
     }
@@ -360,62 +361,52 @@ fn supervise_program(ctx: &InitContext) -> ! {
             Err(e) => fail(e.to_string()),
         }
     };
-    let (err_r, err_w) = match fd::pipe() {
-        Ok(p) => p,
-        Err(e) => fail(e.to_string()),
+    let stdio = StdioFds {
+        stdin: stdin.as_ref().map(AsRawFd::as_raw_fd),
+        stdout: ctx.stdout,
+        stderr: ctx.stderr,
     };
-    // init is single-threaded (a fork-like clone of a single-threaded supervisor that never
-    // starts a thread); `fork` checks it.
-    let program = match process::fork() {
-        Ok(Some(pid)) => pid,
-        Ok(None) => exec_program(ctx, stdin.as_ref(), &err_w),
-        Err(e) => fail(e.to_string()),
-    };
-    drop(err_w);
+    let started = start_program(ctx, stdio);
     drop(stdin);
-
-    // The error pipe is close-on-exec: end of file means the exec succeeded.
-    let mut buf = [0u8; 4];
-    let n = fd::read(err_r.as_raw_fd(), &mut buf).unwrap_or(0);
-    if n == 4 {
-        let errno = i32::from_ne_bytes(buf);
-        let code = if errno == libc::ENOENT { 127 } else { 126 };
-        let name = ctx
-            .argv
-            .first()
-            .map(|a| a.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let detail = match errno {
-            libc::ENOENT => format!("{name}: command not found"),
-            _ => format!(
-                "{name}: cannot execute: {} ({})",
-                bunker_sys::error::errno_name(errno),
-                std::io::Error::from_raw_os_error(errno)
-            ),
-        };
-        let _ = send(
-            ctx.control,
-            &InitMessage::ExecFailed {
-                program: name,
-                errno,
-                detail,
-            },
-            &[],
-        );
-        // Reap the failed child before reporting its end.
-        let _ = process::waitpid(program, false);
-        let _ = send(
-            ctx.control,
-            &InitMessage::Exited {
-                code: Some(code),
-                signal: None,
-            },
-            &[],
-        );
-        process::exit_now(code);
-    }
+    let program = match started {
+        Ok(pid) => pid,
+        Err(errno) => {
+            let code = if errno == libc::ENOENT { 127 } else { 126 };
+            let name = ctx
+                .argv
+                .first()
+                .map(|a| a.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let detail = match errno {
+                libc::ENOENT => format!("{name}: command not found"),
+                _ => format!(
+                    "{name}: cannot execute: {} ({})",
+                    bunker_sys::error::errno_name(errno),
+                    std::io::Error::from_raw_os_error(errno)
+                ),
+            };
+            let _ = send(
+                ctx.control,
+                &InitMessage::ExecFailed {
+                    program: name,
+                    errno,
+                    detail,
+                },
+                &[],
+            );
+            // Nothing to reap: a failed spawn's child is reaped by the spawn itself.
+            let _ = send(
+                ctx.control,
+                &InitMessage::Exited {
+                    code: Some(code),
+                    signal: None,
+                },
+                &[],
+            );
+            process::exit_now(code);
+        }
+    };
     let _ = send(ctx.control, &InitMessage::Started, &[]);
-    drop(err_r);
 
     loop {
         let sig = match process::sigwait(&mask) {
@@ -442,32 +433,14 @@ fn supervise_program(ctx: &InitContext) -> ! {
     }
 }
 
-/// The program's side of the fork: stdio, signals, exec. Never returns.
-fn exec_program(ctx: &InitContext, stdin: Option<&OwnedFd>, err_w: &OwnedFd) -> ! {
-    let report = |errno: i32| -> ! {
-        let _ = fd::write_all(err_w.as_raw_fd(), &errno.to_ne_bytes());
-        process::exit_now(127)
-    };
-    process::reset_signal_dispositions();
-    if process::set_sigmask(&process::sigset(&[])).is_err() {
-        report(libc::EINVAL);
-    }
-    if let Some(f) = stdin {
-        if let Err(e) = fd::dup2(f.as_raw_fd(), 0) {
-            report(e.errno);
-        }
-    }
-    for (from, to) in [(ctx.stdout, 1), (ctx.stderr, 2)] {
-        if let Err(e) = fd::dup2(from, to) {
-            report(e.errno);
-        }
-    }
-    // Only 0, 1 and 2 reach the program.
-    if let Err(e) = fd::cloexec_from(3) {
-        report(e.errno);
-    }
+/// Starts the program (`process::spawn`: stdio set up, only fds 0–2 kept, signal mask and
+/// dispositions reset, the cleared environment): `argv[0]` itself when it holds a `/`, else
+/// the first match on the sandbox's PATH. Returns its pid, or the errno that explains why it
+/// could not be executed: ENOENT when no candidate exists, EACCES when one exists but may not
+/// be executed, else the first other error.
+fn start_program(ctx: &InitContext, stdio: StdioFds) -> Result<i32, i32> {
     let Some(arg0) = ctx.argv.first() else {
-        report(libc::ENOENT)
+        return Err(libc::ENOENT);
     };
     let name = OsStr::from_bytes(arg0.as_bytes());
     let candidates: Vec<PathBuf> = if name.as_bytes().contains(&b'/') {
@@ -484,12 +457,14 @@ fn exec_program(ctx: &InitContext, stdin: Option<&OwnedFd>, err_w: &OwnedFd) -> 
         let Ok(path) = fd::cstr("execve", &c) else {
             continue;
         };
-        let e = process::execve(&path, &ctx.argv, &ctx.env);
-        match e.errno {
-            libc::ENOENT | libc::ENOTDIR => {}
-            libc::EACCES => errno = libc::EACCES,
-            other => report(other),
+        match process::spawn(&path, &ctx.argv, &ctx.env, stdio) {
+            Ok(pid) => return Ok(pid),
+            Err(e) => match e.errno {
+                libc::ENOENT | libc::ENOTDIR => {}
+                libc::EACCES => errno = libc::EACCES,
+                other => return Err(other),
+            },
         }
     }
-    report(errno)
+    Err(errno)
 }
