@@ -7,7 +7,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -187,20 +187,23 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     let root = mounts::build_root(&ctx.plan)?;
     let mut notes = root.notes;
 
-    if ctx.net_ns {
-        bunker_sys::net::loopback_up().map_err(step("bring up lo"))?;
-        if !policy.allow.net.is_empty() {
-            for port in [HTTP_PROXY_PORT, SOCKS_PROXY_PORT] {
-                let l =
-                    TcpListener::bind(("127.0.0.1", port)).map_err(|e| SandboxError::Setup {
-                        step: format!("listen on 127.0.0.1:{port} (egress proxy)"),
-                        source: SysError::from_errno(
-                            format!("bind(127.0.0.1:{port}): {e}"),
-                            e.raw_os_error().unwrap_or(0),
-                        ),
-                    })?;
-                listeners.push(l);
-            }
+    let release = second_release(ctx)?;
+    if let Some(netns) = &release.netns {
+        // Made by the supervisor's helper, inside our user namespace, with `lo` up.
+        process::setns(netns.as_raw_fd(), libc::CLONE_NEWNET)
+            .map_err(step("join the network namespace"))?;
+    }
+    drop(release.netns);
+    if ctx.net_ns && !policy.allow.net.is_empty() {
+        for port in [HTTP_PROXY_PORT, SOCKS_PROXY_PORT] {
+            let l = TcpListener::bind(("127.0.0.1", port)).map_err(|e| SandboxError::Setup {
+                step: format!("listen on 127.0.0.1:{port} (egress proxy)"),
+                source: SysError::from_errno(
+                    format!("bind(127.0.0.1:{port}): {e}"),
+                    e.raw_os_error().unwrap_or(0),
+                ),
+            })?;
+            listeners.push(l);
         }
     }
     if ctx.uts_ns {
@@ -209,7 +212,7 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
 
     enter_cwd(ctx)?;
 
-    join_cgroup(ctx)?;
+    join_cgroup(release.cgroup_files)?;
     if ctx.cgroup_ns {
         // That cgroup becomes the root of our cgroup namespace.
         process::unshare(libc::CLONE_NEWCGROUP).map_err(step("unshare cgroup namespace"))?;
@@ -268,38 +271,59 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     })
 }
 
-/// Prefix of the supervisor's second release (spawn.rs step 6), followed by the number of
-/// `tasks` files the datagram carries.
+/// Prefix of the supervisor's second release (spawn.rs step 6), followed by whether it carries
+/// the network namespace and how many cgroup `tasks` files.
 const JOIN_PREFIX: &str = "join ";
 
-/// The supervisor's second release: init may join its cgroup through the `count` files sent
-/// with it.
-pub fn join_message(count: usize) -> Vec<u8> {
-    format!("{JOIN_PREFIX}{count}").into_bytes()
+/// The supervisor's second release: init may join its network namespace (when `netns`, the
+/// first fd sent with it) and its cgroup, through the `cgroup_files` fds that follow.
+pub fn join_message(netns: bool, cgroup_files: usize) -> Vec<u8> {
+    format!("{JOIN_PREFIX}{} {cgroup_files}", u8::from(netns)).into_bytes()
 }
 
-/// Waits for the second release and moves init into the sandbox's cgroup through the `tasks`
-/// files it carries (init is single-threaded: moving its thread moves the process).
-fn join_cgroup(ctx: &InitContext) -> Result<(), SandboxError> {
-    let (data, files) = match fd::recv_with_fds(ctx.control, 64) {
-        Ok((data, files)) if !data.is_empty() => (data, files),
+/// What the second release carries.
+struct SecondRelease {
+    netns: Option<OwnedFd>,
+    cgroup_files: Vec<OwnedFd>,
+}
+
+/// Waits for the second release and checks that it carries what it says.
+fn second_release(ctx: &InitContext) -> Result<SecondRelease, SandboxError> {
+    let (data, mut fds) = match fd::recv_with_fds(ctx.control, 64) {
+        Ok((data, fds)) if !data.is_empty() => (data, fds),
         // The supervisor gave up (or died): nobody is left to report to.
         _ => process::exit_now(1),
     };
-    let expected = std::str::from_utf8(&data)
+    let counts = std::str::from_utf8(&data)
         .ok()
         .and_then(|m| m.strip_prefix(JOIN_PREFIX))
-        .and_then(|n| n.parse::<usize>().ok());
-    if expected != Some(files.len()) {
-        return Err(SandboxError::Init {
-            step: "join the sandbox's cgroup".into(),
+        .and_then(|m| m.split_once(' '))
+        .and_then(|(n, c)| Some((n.parse::<usize>().ok()?, c.parse::<usize>().ok()?)));
+    let netns_expected = ctx.net_ns;
+    match counts {
+        Some((netns, files))
+            if netns == usize::from(netns_expected) && netns + files == fds.len() =>
+        {
+            let netns = netns_expected.then(|| fds.remove(0));
+            Ok(SecondRelease {
+                netns,
+                cgroup_files: fds,
+            })
+        }
+        _ => Err(SandboxError::Init {
+            step: "join the sandbox's namespaces and cgroup".into(),
             detail: format!(
-                "the release carried {} cgroup file(s), expected {:?}",
-                files.len(),
+                "the release carried {} file(s), expected {:?}",
+                fds.len(),
                 String::from_utf8_lossy(&data)
             ),
-        });
+        }),
     }
+}
+
+/// Moves init into the sandbox's cgroup through the `tasks` files of the second release (init
+/// is single-threaded: moving its thread moves the process).
+fn join_cgroup(files: Vec<OwnedFd>) -> Result<(), SandboxError> {
     for f in files {
         let mut f = std::fs::File::from(f);
         bunker_cgroup::join_self(&mut f).map_err(|e| SandboxError::Setup {

@@ -5,15 +5,21 @@
 //! 2. The mount plan, the program's environment and argv are computed (pure, before the clone).
 //! 3. Pipes for stdout and stderr; a SOCK_SEQPACKET control socket pair; a sync pipe that holds
 //!    the child until step 5; a lifeline pipe whose write end only the supervisor holds.
-//! 4. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS | CLONE_PIDFD)` (as the policy's
-//!    `kernel.namespaces` say), fork-like: the child becomes the sandbox's init (pid 1).
+//! 4. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWIPC|NEWUTS | CLONE_PIDFD)` (as the policy's
+//!    `kernel.namespaces` say), fork-like: the child becomes the sandbox's init (pid 1). The
+//!    network namespace is made in step 6 instead.
 //! 5. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
 //!    65534, never host root); init released (a byte on the sync pipe).
-//! 6. While init builds its root: `SandboxCgroup::prepare` (the cgroup under the supervisor's
+//! 6. While init builds its root: with `net` in `kernel.namespaces`, a helper forked from the
+//!    supervisor joins init's user namespace (`setns` on init's pidfd), unshares a network
+//!    namespace — owned by that user namespace, as one made by the clone would be — brings
+//!    `lo` up and hands the namespace back, and is reaped (`NetnsMaker`; making a network
+//!    namespace is the costliest part of the clone, so it runs beside init's mounts rather
+//!    than before them). Meanwhile `SandboxCgroup::prepare` (the cgroup under the supervisor's
 //!    own, limits written) and `prepare_join` (init's pid written to `cgroup.procs` on v2; the
 //!    `tasks` files of the v1 hierarchies opened); then the second release, a datagram on the
-//!    control socket carrying those files, through which init moves *itself* (step 7 of
-//!    init). Writing a pid to a v1 `cgroup.procs` waits for an RCU grace period (5–15 ms
+//!    control socket carrying the network namespace and those files, through which init moves
+//!    *itself* (steps 5 and 7 of init). Writing a pid to a v1 `cgroup.procs` waits for an RCU grace period (5–15 ms
 //!    here); a single-threaded process moving its own thread does not. The cgroup work runs
 //!    beside init's setup rather than before it; nothing of the program runs before init is
 //!    in the cgroup, and a cgroup that cannot be made kills init and fails the run.
@@ -30,18 +36,20 @@
 //!    root; grants bound (read-only unless in `allow.write`; nosuid, nodev); private /tmp;
 //!    minimal /dev; fresh /proc with /proc/sys & co. read-only; deny masks; pivot_root; old
 //!    root detached; the root tmpfs remounted read-only.
-//! 5. `lo` up; the proxy listeners on 127.0.0.1:3128 and :1080 when `allow.net` is non-empty.
+//! 5. Wait for the second release (what it carries is in the message and checked); join the
+//!    network namespace it carries (`lo` is up); the proxy listeners on 127.0.0.1:3128 and
+//!    :1080 when `allow.net` is non-empty.
 //! 6. `sethostname(kernel.hostname)`; chdir to the working directory.
-//! 7. Wait for the second release and join the cgroup: "0" written to each `tasks` file it
-//!    carries (the count is in the message and checked), the files closed; then
-//!    `unshare(CLONE_NEWCGROUP)`.
+//! 7. Join the cgroup: "0" written to each `tasks` file of the second release, the files
+//!    closed; then `unshare(CLONE_NEWCGROUP)`.
 //! 8. Init restricts itself, so no unfiltered helper is left in the sandbox: not dumpable;
 //!    rlimits; no_new_privs; landlock; securebits locked; every capability dropped (bounding,
 //!    ambient, inheritable, effective, permitted); seccomp last.
 //! 9. `Ready` (with the listeners) to the supervisor.
-//! 10. Fork the program: stdio dup'ed (stdin /dev/null unless inherited), only fds 0–2 kept,
-//!     `execve` with the cleared environment, `argv[0]` looked up on the sandbox's PATH. A
-//!     close-on-exec pipe reports an exec failure → `ExecFailed` (127 not found, 126 otherwise).
+//! 10. Start the program with `posix_spawn` (no copy of init's memory): stdio set up (stdin
+//!     /dev/null unless inherited), only fds 0–2 kept, signal mask and dispositions reset, the
+//!     cleared environment, `argv[0]` looked up on the sandbox's PATH. The spawn returns an
+//!     exec failure → `ExecFailed` (127 not found, 126 otherwise).
 //! 11. Reap every child; forward SIGTERM/INT/HUP/QUIT/USR1/USR2 to the program; when it ends,
 //!     `Exited` and exit — which kills whatever else is left in the pid namespace.
 //!
@@ -49,7 +57,7 @@
 //! dies with its init.
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::Instant;
 
@@ -218,7 +226,10 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     let started = Instant::now();
     // `run` is documented to be called single-threaded (the CLI calls it before any runtime
     // starts); `clone_fork` checks it and refuses otherwise.
-    let forked = process::clone_fork(clone_flags(ns)).map_err(io_err("create namespaces"))?;
+    // The network namespace is made beside init's setup instead (`NetnsMaker`): creating one
+    // is the costliest part of the clone.
+    let forked = process::clone_fork(clone_flags(ns) & !libc::CLONE_NEWNET)
+        .map_err(io_err("create namespaces"))?;
     let (pid, pidfd) = match forked {
         Forked::Child => {
             // Only the supervisor may hold these: above all the lifeline's write end, whose
@@ -252,42 +263,63 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     // before anything of the program can run.
     fd::write_all(sync_w.as_raw_fd(), b"1").map_err(|e| abort(io_err("release init")(e)))?;
     drop(sync_w);
+    let netns_maker = if has(Namespace::Net) {
+        Some(NetnsMaker::start(pidfd.as_raw_fd(), has(Namespace::User)).map_err(abort)?)
+    } else {
+        None
+    };
     let joined = SandboxCgroup::prepare(policy, &mut enforced)
         .map_err(|e| (e, None))
         .and_then(|cg| match cg.prepare_join(pid) {
             Ok(files) => Ok((cg, files)),
             Err(e) => Err((e, Some(cg))),
         });
+    // Init may have failed first, and its exit made the step beside it fail (the helper's
+    // setns, a cgroup write): its report, queued on the socket (at end of file once init is
+    // killed and reaped), is then the real cause.
+    let init_report_or = |e: SandboxError| -> SandboxError {
+        if let Ok((data, _)) = fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {
+            if let Ok(InitMessage::SetupFailed {
+                step,
+                errno,
+                detail,
+            }) = serde_json::from_slice(&data)
+            {
+                return setup_failed(step, errno, detail);
+            }
+        }
+        e
+    };
+    let netns = match netns_maker.map(NetnsMaker::finish).transpose() {
+        Ok(netns) => netns,
+        Err(e) => {
+            // Killed and reaped before the cgroup (if any) is removed on drop.
+            let e = abort(e);
+            drop(joined);
+            return Err(init_report_or(e));
+        }
+    };
     let (cgroup, join_files) = match joined {
         Ok(joined) => joined,
         Err((e, cg)) => {
-            // Killed and reaped before the cgroup (if any) is removed on drop.
             let e = abort(e);
             drop(cg);
-            // Init may have failed first, and its exit made the cgroup step fail: its report
-            // (queued on the socket, which is at end of file now) is the real cause.
-            if let Ok((data, _)) = fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {
-                if let Ok(InitMessage::SetupFailed {
-                    step,
-                    errno,
-                    detail,
-                }) = serde_json::from_slice(&data)
-                {
-                    return Err(setup_failed(step, errno, detail));
-                }
-            }
-            return Err(e);
+            return Err(init_report_or(e));
         }
     };
     // A failed send (EPIPE) means init already gave up building its root: the message it
     // sent before exiting, read next, says why.
-    let raw: Vec<RawFd> = join_files.iter().map(AsRawFd::as_raw_fd).collect();
+    let raw: Vec<RawFd> = netns
+        .iter()
+        .chain(&join_files)
+        .map(AsRawFd::as_raw_fd)
+        .collect();
     let _ = fd::send_with_fds(
         control_sup.as_raw_fd(),
-        &init::join_message(raw.len()),
+        &init::join_message(netns.is_some(), join_files.len()),
         &raw,
     );
-    drop(join_files);
+    drop((netns, join_files));
 
     // Step 7.
     let (data, fds) = fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE)
@@ -384,6 +416,78 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     let mut result = outcome?;
     result.http = crate::result::HttpReport::from_records(records);
     Ok(result)
+}
+
+/// Makes the sandbox's network namespace in a short-lived helper process while init builds its
+/// root: creating a network namespace (loopback device, sysctl tables, per-protocol state) is
+/// the costliest namespace to make, and done in the clone it delayed everything after it. The
+/// helper is forked from the supervisor, joins init's user namespace (so the new namespace is
+/// owned by it, exactly as one made by the clone would be), unshares the network namespace,
+/// brings `lo` up, and sends the namespace back; init joins it before it binds anything.
+struct NetnsMaker {
+    pid: i32,
+    socket: OwnedFd,
+}
+
+/// Longest error text the helper sends.
+const NETNS_MAX_MESSAGE: usize = 1024;
+
+impl NetnsMaker {
+    fn start(init_pidfd: RawFd, user_ns: bool) -> Result<NetnsMaker, SandboxError> {
+        let (ours, theirs) =
+            fd::seqpacket_pair().map_err(io_err("create network namespace socket"))?;
+        // The supervisor is still single-threaded here (no proxy yet); `fork` checks it.
+        match process::fork().map_err(io_err("fork the network namespace helper"))? {
+            Some(pid) => Ok(NetnsMaker { pid, socket: ours }),
+            None => {
+                drop(ours);
+                let made = make_netns(init_pidfd, user_ns);
+                let sent = match &made {
+                    Ok(ns) => fd::send_with_fds(theirs.as_raw_fd(), b"ok", &[ns.as_raw_fd()]),
+                    Err(e) => {
+                        let text = format!("{}\n{}", e.errno, e.call);
+                        fd::send_with_fds(theirs.as_raw_fd(), text.as_bytes(), &[])
+                    }
+                };
+                process::exit_now(i32::from(made.is_err() || sent.is_err()))
+            }
+        }
+    }
+
+    /// Waits for the namespace and reaps the helper.
+    fn finish(self) -> Result<OwnedFd, SandboxError> {
+        let received = fd::recv_with_fds(self.socket.as_raw_fd(), NETNS_MAX_MESSAGE);
+        let _ = process::waitpid(self.pid, false);
+        let step = "create the network namespace".to_string();
+        let (data, fds) = received.map_err(io_err(&step))?;
+        if data == b"ok" {
+            if let Some(ns) = fds.into_iter().next() {
+                return Ok(ns);
+            }
+        }
+        let text = String::from_utf8_lossy(&data);
+        let (errno, call) = text
+            .split_once('\n')
+            .unwrap_or(("0", "the helper ended early"));
+        Err(SandboxError::Setup {
+            step,
+            source: SysError::from_errno(call, errno.parse().unwrap_or(0)),
+        })
+    }
+}
+
+/// The helper's work (in the forked child): returns the new network namespace.
+fn make_netns(init_pidfd: RawFd, user_ns: bool) -> Result<OwnedFd, SysError> {
+    if user_ns {
+        process::setns(init_pidfd, libc::CLONE_NEWUSER)?;
+    }
+    process::unshare(libc::CLONE_NEWNET)?;
+    bunker_sys::net::loopback_up()?;
+    fd::open(
+        std::path::Path::new("/proc/thread-self/ns/net"),
+        libc::O_RDONLY | libc::O_CLOEXEC,
+        0,
+    )
 }
 
 /// The error for init's `SetupFailed` report.

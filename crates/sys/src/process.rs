@@ -115,6 +115,19 @@ pub fn unshare(flags: libc::c_int) -> SysResult<()> {
     Ok(())
 }
 
+/// `setns(fd, nstype)`: joins the namespace that `fd` refers to (a namespace file, or a pidfd
+/// for that process's namespace of type `nstype`).
+pub fn setns(fd: RawFd, nstype: libc::c_int) -> SysResult<()> {
+    // SAFETY: integer arguments only; the kernel checks the fd.
+    if unsafe { libc::setns(fd, nstype) } != 0 {
+        return Err(SysError::last(format!(
+            "setns(fd {fd}, {})",
+            clone_flags_str(nstype)
+        )));
+    }
+    Ok(())
+}
+
 /// `setresuid(id, id, id)`.
 pub fn setresuid(id: u32) -> SysResult<()> {
     // SAFETY: integer arguments only. libc's wrapper applies it to every thread (there is one).
