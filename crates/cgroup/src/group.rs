@@ -2,7 +2,7 @@
 //! cgroup in each hierarchy it needs (one on v2; one per controller hierarchy on v1).
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -293,7 +293,7 @@ impl SandboxGroup {
         let oom_kills = keyed(&events, &read_file(&events)?, "oom_kill")?.unwrap_or(0);
         let peak = dir.path.join(peak_file);
         // memory.peak is new in Linux 5.19; without it the peak is unknown, not an error.
-        let peak_bytes = match std::fs::read_to_string(&peak) {
+        let peak_bytes = match read_kernel_file(&peak) {
             Ok(text) => Some(parse_u64(&peak, text.trim())?),
             Err(e) if e.kind() == ErrorKind::NotFound => None,
             Err(e) => return Err(CgroupError::io("read", peak, e)),
@@ -391,7 +391,30 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
 }
 
 fn read_file(path: &Path) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map_err(|e| CgroupError::io("read", path, e))
+    read_kernel_file(path).map_err(|e| CgroupError::io("read", path, e))
+}
+
+/// Reads a small file of a kernel filesystem (cgroupfs, procfs) whole. `read_to_string` asks
+/// for its size first (0 there) and then reads in growing chunks from 32 bytes, each read of
+/// a seq_file regenerating it from the start; one 4 KiB read plus the end-of-file read is all
+/// these files need.
+pub(crate) fn read_kernel_file(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
 }
 
 fn parse_u64(path: &Path, text: &str) -> Result<u64, CgroupError> {
@@ -416,7 +439,7 @@ fn keyed(path: &Path, text: &str, key: &str) -> Result<Option<u64>, CgroupError>
 /// Pids listed in `dir/cgroup.procs`; none when the directory is already gone.
 pub(crate) fn read_procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
     let path = dir.join("cgroup.procs");
-    match std::fs::read_to_string(&path) {
+    match read_kernel_file(&path) {
         Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(CgroupError::io("read", path, e)),

@@ -96,7 +96,7 @@ impl Layout {
     pub fn from_proc(proc_dir: &Path) -> Result<Layout, CgroupError> {
         let read = |name: &str| {
             let path = proc_dir.join(name);
-            std::fs::read_to_string(&path).map_err(|e| CgroupError::io("read", path, e))
+            crate::group::read_kernel_file(&path).map_err(|e| CgroupError::io("read", path, e))
         };
         Ok(Layout::parse(&read("cgroup")?, &read("mountinfo")?))
     }
@@ -124,7 +124,7 @@ impl Layout {
                 else {
                     continue;
                 };
-                let delegated = std::fs::read_to_string(own_dir.join("cgroup.controllers"))
+                let delegated = crate::group::read_kernel_file(&own_dir.join("cgroup.controllers"))
                     .unwrap_or_default()
                     .split_whitespace()
                     .map(str::to_string)
