@@ -21,6 +21,7 @@ use crate::error::SandboxError;
 use crate::init::{InitMessage, MAX_MESSAGE};
 use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, RunResult, Status, StreamResult};
+use bunker_cgroup::MemoryStats;
 
 /// How often CPU time and OOM kills are checked while the sandbox runs.
 const ACCOUNTING_TICK: Duration = Duration::from_millis(10);
@@ -83,10 +84,15 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
     // namespace (unmounting its root waits for an RCU grace period), which would run inside
     // the exit of its last process. Holding a reference moves it to when we drop it, after
     // the reaping. Both are best effort: without them the kill only takes a little longer.
+    // (When the program ends by itself, the reference goes as soon as init reports the end,
+    // so the teardown runs in init's exit while we read the cgroup's counters: see
+    // `Run::program_ended`.)
     let slack = event::timer_slack().ok();
     let _ = event::set_timer_slack(1);
     let mount_ns = File::open(format!("/proc/{init_pid}/ns/mnt")).ok();
     let mut run = Run {
+        mount_ns,
+        early_counters: None,
         limits,
         cgroup: &cgroup,
         pidfd: pidfd.as_fd(),
@@ -105,7 +111,7 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         let _ = event::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
     }
     let reaped = event::wait_pidfd(pidfd.as_fd(), true);
-    drop(mount_ns);
+    drop(run.mount_ns.take());
     if let Some(slack) = slack {
         let _ = event::set_timer_slack(slack);
     }
@@ -114,11 +120,11 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         messages,
         init_gone_at,
         output,
+        early_counters,
         ..
     } = run;
     let ended = init_gone_at.unwrap_or_else(Instant::now);
-    let memory = cgroup.memory_stats();
-    let pids_hits = cgroup.pids_limit_hits().unwrap_or(0);
+    let (memory, pids_hits) = early_counters.unwrap_or_else(|| counters(&cgroup));
     let cgroup_cpu = cgroup.cpu_usage();
     if let Err(e) = cgroup.destroy() {
         enforced.notes.push(e.to_string());
@@ -158,6 +164,11 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         enforced,
         http: Default::default(),
     })
+}
+
+/// The cgroup's memory counters and pids-limit hits.
+fn counters(cgroup: &SandboxCgroup) -> (Option<MemoryStats>, u64) {
+    (cgroup.memory_stats(), cgroup.pids_limit_hits().unwrap_or(0))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -536,6 +547,10 @@ impl Output {
 }
 
 struct Run<'a> {
+    /// The sandbox's mount namespace, held until the end (see `supervise`).
+    mount_ns: Option<File>,
+    /// Memory and pids counters read when the program ended (see `Run::program_ended`).
+    early_counters: Option<(Option<MemoryStats>, u64)>,
     limits: &'a Limits,
     cgroup: &'a SandboxCgroup,
     pidfd: BorrowedFd<'a>,
@@ -707,6 +722,20 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Init reported the program's end and is about to exit (its exit ends the pid namespace).
+    /// Until then the supervisor would only wait, so it does now what needs no wait for the
+    /// reaping: the memory and pids counters are read (nothing of the program is left to
+    /// change them), and the mount namespace's reference is let go, so its teardown runs in
+    /// init's exit beside that instead of after the reaping. A kill by bunker keeps both for
+    /// after the reaping, where the kill's latency is not at stake.
+    fn program_ended(&mut self) {
+        if self.kill.is_some() || self.early_counters.is_some() {
+            return;
+        }
+        self.mount_ns = None;
+        self.early_counters = Some(counters(self.cgroup));
+    }
+
     fn read_control(&mut self, control: &mut Source, buf: &mut [u8]) -> Result<(), SandboxError> {
         loop {
             match control.file.read(buf) {
@@ -720,6 +749,9 @@ impl Run<'_> {
                     // enough to fail on it.
                     if let Ok(msg) = serde_json::from_slice::<InitMessage>(&buf[..n]) {
                         self.messages.record(msg);
+                        if self.messages.exited.is_some() {
+                            self.program_ended();
+                        }
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
