@@ -7,6 +7,7 @@
 //! `off` (or `partial`) with a note. The rlimits are applied inside the sandbox by init, before
 //! it forks the program.
 
+use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub struct SandboxCgroup {
     /// `None` when the policy needs no cgroup (no memory, pids, cpu or cpu_time limit), or when
     /// every limit that needed one was best-effort and could not be had.
     group: Option<SandboxGroup>,
+    /// The layout to look for cgroups left behind by killed supervisors, until that is done
+    /// ([`clean_stale_groups`](Self::clean_stale_groups)).
+    stale_to_clean: RefCell<Option<Box<Layout>>>,
 }
 
 /// One limit that needs a cgroup controller.
@@ -96,7 +100,10 @@ fn wanted(limits: &Limits) -> Vec<Wanted> {
 impl SandboxCgroup {
     /// No cgroup at all.
     pub fn none() -> SandboxCgroup {
-        SandboxCgroup { group: None }
+        SandboxCgroup {
+            group: None,
+            stale_to_clean: RefCell::new(None),
+        }
     }
 
     /// Runs in the supervisor (spawn.rs: while init builds its root). Creates the cgroup under
@@ -116,11 +123,6 @@ impl SandboxCgroup {
             return Ok(SandboxCgroup::none());
         }
         let layout = Layout::detect();
-        if let Ok(layout) = &layout {
-            // What a SIGKILLed supervisor left behind. Failures (rootless) are not ours to fix
-            // here; `bunker doctor --clean` reports them.
-            let _ = clean_stale_in(layout, &pid_alive);
-        }
         let mut group = SandboxGroup::new();
         for want in wanted {
             let outcome = match &layout {
@@ -168,7 +170,21 @@ impl SandboxCgroup {
             let _ = group.enable(layout, Controller::CpuAcct);
         }
         let group = (!group.paths().is_empty()).then_some(group);
-        Ok(SandboxCgroup { group })
+        Ok(SandboxCgroup {
+            group,
+            stale_to_clean: RefCell::new(layout.ok().map(Box::new)),
+        })
+    }
+
+    /// Removes what SIGKILLed supervisors left behind (their `bunker-<pid>-<n>` cgroups), once
+    /// per sandbox that wanted a cgroup. Called when the program has ended (supervise.rs),
+    /// while init exits, rather than at the start, where it competed for the CPU with the
+    /// sandbox's setup. Failures (rootless) are not ours to fix here; `bunker doctor --clean`
+    /// reports them.
+    pub fn clean_stale_groups(&self) {
+        if let Some(layout) = self.stale_to_clean.take() {
+            let _ = clean_stale_in(&layout, &pid_alive);
+        }
     }
 
     /// Moves `pid` (the sandbox's init, still waiting before setup) into the cgroup.

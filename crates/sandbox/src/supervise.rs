@@ -129,6 +129,8 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
     if let Err(e) = cgroup.destroy() {
         enforced.notes.push(e.to_string());
     }
+    // Unless done while init exited (`Run::program_ended`).
+    cgroup.clean_stale_groups();
     looped?;
     let init_exit = reaped
         .map_err(|source| SandboxError::Setup {
@@ -734,6 +736,7 @@ impl Run<'_> {
         }
         self.mount_ns = None;
         self.early_counters = Some(counters(self.cgroup));
+        self.cgroup.clean_stale_groups();
     }
 
     fn read_control(&mut self, control: &mut Source, buf: &mut [u8]) -> Result<(), SandboxError> {
