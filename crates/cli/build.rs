@@ -1,7 +1,7 @@
 //! Links the unwinder (libgcc_eh) statically into `bunker` on glibc targets, so the binary does
 //! not load libgcc_s.so at every start: one shared library less to map and relocate, and no run
-//! of its constructor, which probes the CPU with a dozen `cpuid` instructions — each one exits
-//! to the hypervisor in a VM (about 4.5 µs here). gcc's `-static-libgcc` does the same.
+//! of its constructor, which probes the CPU with `cpuid` instructions — each one exits to the
+//! hypervisor in a VM (about 4.5 µs here). gcc's `-static-libgcc` does the same.
 //! Measured on the project's 2-core VM (medians of 600–1000 interleaved runs): `bunker
 //! --version` 1.25 → 1.12 ms, `bunker run -- /bin/true` 0.1–0.2 ms less.
 //!
