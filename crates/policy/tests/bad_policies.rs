@@ -95,6 +95,8 @@ const TABLE: &[(&str, &str, ErrorKind)] = &[
      r#"policy.json: set_env.LANG: expected a non-empty string, found """#, ErrorKind::EmptyString),
     (r#"{"kernel": {"hostname": ""}}"#,
      r#"policy.json: kernel.hostname: expected a non-empty string, found """#, ErrorKind::EmptyString),
+    (r#"{"allow": {"net": ["XN--0"]}}"#,
+     r#"policy.json: allow.net[0]: invalid host name "XN--0": not a valid internationalized name"#, ErrorKind::InvalidNetRule),
     (r#"{"allow": {"env": ["A=B"]}}"#,
      r#"policy.json: allow.env[0]: expected an environment variable name (no "=" or NUL), found "A=B""#, ErrorKind::InvalidEnvName),
     (r#"{"extends": ["strict"]}"#,
