@@ -86,3 +86,39 @@ pub fn errno_name(errno: i32) -> &'static str {
         _ => "E?",
     }
 }
+
+/// `A|B|C` for the named bits set in `flags` (or `0`), so errors show flags as a reader writes
+/// them: `mount(..., MS_BIND|MS_REC)`.
+pub fn flag_names(flags: u64, names: &[(u64, &str)]) -> String {
+    let set: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if set.is_empty() {
+        "0".to_string()
+    } else {
+        set.join("|")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_names_spell_set_bits_or_zero() {
+        let names = [(1, "A"), (2, "B"), (8, "D")];
+        assert_eq!(flag_names(0, &names), "0");
+        assert_eq!(flag_names(1 | 8, &names), "A|D");
+        assert_eq!(flag_names(4, &names), "0", "unnamed bits are not shown");
+        assert_eq!(
+            crate::process::clone_flags_str(libc::CLONE_NEWUSER | libc::CLONE_NEWNET),
+            "CLONE_NEWUSER|CLONE_NEWNET"
+        );
+        assert_eq!(
+            crate::mount::ms_flags_str(libc::MS_BIND | libc::MS_REC),
+            "MS_BIND|MS_REC"
+        );
+    }
+}

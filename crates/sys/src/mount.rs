@@ -74,16 +74,7 @@ pub fn ms_flags_str(flags: libc::c_ulong) -> String {
         (libc::MS_PRIVATE, "MS_PRIVATE"),
         (libc::MS_SLAVE, "MS_SLAVE"),
     ];
-    let v: Vec<&str> = names
-        .iter()
-        .filter(|(f, _)| flags & f != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    if v.is_empty() {
-        "0".into()
-    } else {
-        v.join("|")
-    }
+    crate::error::flag_names(flags, &names)
 }
 
 /// `open_tree(fd, "", OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH)`: a detached copy of the

@@ -78,17 +78,9 @@ pub fn clone_flags_str(flags: libc::c_int) -> String {
         (libc::CLONE_NEWIPC, "CLONE_NEWIPC"),
         (libc::CLONE_NEWUTS, "CLONE_NEWUTS"),
         (libc::CLONE_NEWCGROUP, "CLONE_NEWCGROUP"),
-    ];
-    let v: Vec<&str> = names
-        .iter()
-        .filter(|(f, _)| flags & f != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    if v.is_empty() {
-        "0".to_string()
-    } else {
-        v.join("|")
-    }
+    ]
+    .map(|(bit, name)| (bit as u32 as u64, name));
+    crate::error::flag_names(flags as u32 as u64, &names)
 }
 
 /// Plain `fork()`. Refused unless the process is single-threaded, as [`clone_fork`].
