@@ -66,16 +66,7 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        Policy {
-            allow: Default::default(),
-            deny: Default::default(),
-            limits: Default::default(),
-            http: Default::default(),
-            kernel: Default::default(),
-            js: Default::default(),
-            set_env: Default::default(),
-            sources: vec![],
-        }
+        Policy::default()
     }
 
     fn get<'a>(env: &'a [(OsString, OsString)], k: &str) -> Option<&'a str> {

@@ -391,16 +391,7 @@ mod tests {
     use bunker_policy::Policy;
 
     fn policy() -> Policy {
-        Policy {
-            allow: Default::default(),
-            deny: Default::default(),
-            limits: Default::default(),
-            http: Default::default(),
-            kernel: Default::default(),
-            js: Default::default(),
-            set_env: Default::default(),
-            sources: Vec::new(),
-        }
+        Policy::default()
     }
 
     fn rights(rules: &[Rule], path: &Path) -> u64 {
