@@ -9,7 +9,7 @@
 # Prints the figures and writes them into the "Limits" section of docs/benchmarks.md.
 #
 # Usage: scripts/bench-limits.sh [--runs N] [--kills N] [--no-write]
-#   BUNKER=path/to/bunker   use this binary (default: target/release/bunker, built if missing)
+#   BUNKER=path/to/bunker   use this binary (default: target/release/bunker, built now)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -25,14 +25,9 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-BUNKER="${BUNKER:-target/release/bunker}"
-if [[ ! -x "$BUNKER" ]]; then
-    cargo build --release -p bunker
-fi
-BUNKER="$(realpath "$BUNKER")"
-for tool in hyperfine python3; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
-done
+source scripts/bench-lib.sh
+bench_bunker
+require_tools hyperfine python3
 
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
@@ -68,7 +63,7 @@ for _ in $(seq "$KILLS"); do
     "$BUNKER" run --timeout 100ms --report-fd 3 -- sleep 10 3>>"$OUT/kills.jsonl" >/dev/null 2>&1 || true
 done
 
-python3 - "$OUT" "$RUNS" "$KILLS" "$WRITE" <<'PY'
+TEXT="$(python3 - "$OUT" "$RUNS" "$KILLS" "$WRITE" <<'PY'
 import datetime, json, platform, re, sys
 
 import glob, statistics
@@ -115,16 +110,9 @@ lines += [
 ]
 text = "\n".join(lines)
 print(text)
-
-if write:
-    path = "docs/benchmarks.md"
-    doc = open(path).read()
-    begin, end = "<!-- limits:begin -->", "<!-- limits:end -->"
-    block = f"{begin}\n{text}\n{end}"
-    if begin in doc:
-        doc = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
-    else:
-        doc = doc.replace("(scripts/bench-limits.sh)", "(scripts/bench-limits.sh)\n\n" + block, 1)
-    open(path, "w").write(doc)
-    print(f"\nwrote {path}", file=sys.stderr)
 PY
+)"
+echo "$TEXT"
+if [[ "$WRITE" == 1 ]]; then
+    write_bench_section limits bench-limits.sh <<<"$TEXT"
+fi

@@ -6,7 +6,7 @@
 # Prints the medians and ratios, and writes them into the "Start-up" section of docs/benchmarks.md.
 #
 # Usage: scripts/bench-startup.sh [--runs N] [--no-write]
-#   BUNKER=path/to/bunker   use this binary (default: target/release/bunker, built if missing)
+#   BUNKER=path/to/bunker   use this binary (default: target/release/bunker, built now)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,15 +20,10 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-BUNKER="${BUNKER:-target/release/bunker}"
-if [[ ! -x "$BUNKER" ]]; then
-    cargo build --release -p bunker
-fi
-BUNKER="$(realpath "$BUNKER")"
+source scripts/bench-lib.sh
+bench_bunker
 BUN="$(command -v bun)"
-for tool in hyperfine bwrap unshare python3; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
-done
+require_tools hyperfine bwrap unshare python3
 
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
@@ -67,7 +62,7 @@ for round in $(seq "$ROUNDS"); do
         --export-json "$OUT/startup-$round.json" "${args[@]}" >&2
 done
 
-python3 - "$OUT" "$WRITE" "$RUNS" "$ROUNDS" <<'PY'
+TEXT="$(python3 - "$OUT" "$WRITE" "$RUNS" "$ROUNDS" <<'PY'
 import glob, json, platform, re, statistics, sys, datetime
 
 samples = {}
@@ -104,17 +99,9 @@ lines += [
 ]
 text = "\n".join(lines)
 print(text)
-
-if write:
-    path = "docs/benchmarks.md"
-    doc = open(path).read()
-    begin = "<!-- startup:begin -->"
-    end = "<!-- startup:end -->"
-    block = f"{begin}\n{text}\n{end}"
-    if begin in doc:
-        doc = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
-    else:
-        doc = doc.replace("(scripts/bench-startup.sh)", "(scripts/bench-startup.sh)\n\n" + block, 1)
-    open(path, "w").write(doc)
-    print(f"\nwrote {path}", file=sys.stderr)
 PY
+)"
+echo "$TEXT"
+if [[ "$WRITE" == 1 ]]; then
+    write_bench_section startup bench-startup.sh <<<"$TEXT"
+fi
