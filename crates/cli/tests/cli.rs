@@ -315,3 +315,22 @@ fn best_effort_limits_that_do_not_hold_are_warned_about() {
         );
     }
 }
+
+#[test]
+fn sandbox_is_an_alias_of_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    // A policy whose hostname shows that this file, not the default profile, was used.
+    let policy = common::write_file(
+        dir.path(),
+        "named.json",
+        r#"{"extends": ["default"], "kernel": {"hostname": "from-sandbox-flag"}}"#,
+    );
+    let out = bunker()
+        .arg("run")
+        .arg(format!("--sandbox={}", policy.display()))
+        .args(["--", "cat", "/proc/sys/kernel/hostname"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "from-sandbox-flag");
+}
