@@ -15,8 +15,11 @@ mod run;
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
-    let code = match args.command {
+    let command = match cli::parse_run_fast() {
+        Some(run) => cli::Command::Run(Box::new(run)),
+        None => cli::Cli::parse().command,
+    };
+    let code = match command {
         cli::Command::Run(opts) => run::main(*opts),
         cli::Command::Check(opts) => check::main(opts),
         cli::Command::Schema(opts) => check::schema(opts),

@@ -187,6 +187,32 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     let root = mounts::build_root(&ctx.plan)?;
     let mut notes = root.notes;
 
+    // Built now, while the supervisor still makes the network namespace and the cgroup;
+    // enforced below, in the order the restrictions need.
+    let paths = SandboxPaths {
+        writable: [
+            "/tmp",
+            "/dev/shm",
+            "/dev/null",
+            "/dev/zero",
+            "/dev/full",
+            "/dev/random",
+            "/dev/urandom",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .chain(policy.kernel.tty.then(|| PathBuf::from("/dev/pts")))
+        .collect(),
+        readable: ["/", "/proc", "/dev"].iter().map(PathBuf::from).collect(),
+        connect_ports: if policy.allow.net.is_empty() {
+            Vec::new()
+        } else {
+            vec![HTTP_PROXY_PORT, SOCKS_PROXY_PORT]
+        },
+    };
+    let landlock = landlock::prepare(policy, &paths)?;
+    let filter = seccomp::prepare(policy)?;
+
     let release = second_release(ctx)?;
     if let Some(netns) = &release.netns {
         // Made by the supervisor's helper, inside our user namespace, with `lo` up.
@@ -223,28 +249,7 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     limits::apply_rlimits(&policy.limits)?;
     // landlock_restrict_self needs no_new_privs when the caller lacks CAP_SYS_ADMIN.
     process::set_no_new_privs().map_err(step("set no_new_privs"))?;
-    let paths = SandboxPaths {
-        writable: [
-            "/tmp",
-            "/dev/shm",
-            "/dev/null",
-            "/dev/zero",
-            "/dev/full",
-            "/dev/random",
-            "/dev/urandom",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .chain(policy.kernel.tty.then(|| PathBuf::from("/dev/pts")))
-        .collect(),
-        readable: ["/", "/proc", "/dev"].iter().map(PathBuf::from).collect(),
-        connect_ports: if policy.allow.net.is_empty() {
-            Vec::new()
-        } else {
-            vec![HTTP_PROXY_PORT, SOCKS_PROXY_PORT]
-        },
-    };
-    let ll = landlock::apply(policy, &paths)?;
+    let ll = landlock.restrict()?;
     notes.extend(ll.notes);
     // Locking the securebits needs CAP_SETPCAP, so it comes before the drop. NO_SETUID_FIXUP
     // keeps the uid change below from touching capabilities; the drop clears them all anyway.
@@ -256,7 +261,7 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         process::setresuid(UNPRIVILEGED_ID).map_err(step("become uid 65534"))?;
     }
     process::drop_all_capabilities(last_cap).map_err(step("drop capabilities"))?;
-    let sc = seccomp::install(policy)?;
+    let sc = seccomp::install_prepared(filter)?;
     Ok(InitMessage::Ready {
         landlock: ll.status,
         landlock_abi: ll.abi,

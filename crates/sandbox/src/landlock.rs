@@ -298,8 +298,44 @@ fn subtract(rules: Vec<Rule>, denied: &Path, mask: u64, notes: &mut Vec<String>)
 /// Runs inside the sandbox after pivot_root and before seccomp; restricts this process and its
 /// future children.
 pub fn apply(policy: &Policy, paths: &SandboxPaths) -> Result<LandlockOutcome, SandboxError> {
+    prepare(policy, paths)?.restrict()
+}
+
+/// A ruleset built and not yet enforced (`None`: landlock is off or the kernel has none).
+pub struct Prepared {
+    ruleset: Option<Ruleset>,
+    outcome: LandlockOutcome,
+}
+
+impl Prepared {
+    /// Restricts the calling thread (and its future children) with the ruleset.
+    pub fn restrict(self) -> Result<LandlockOutcome, SandboxError> {
+        let Some(ruleset) = self.ruleset else {
+            return Ok(self.outcome);
+        };
+        let setup = |what: &str, source: SysError| SandboxError::Setup {
+            step: format!("landlock: {what}"),
+            source,
+        };
+        bunker_sys::seccomp::set_no_new_privs().map_err(|e| setup("no_new_privs", e))?;
+        ruleset
+            .restrict_self()
+            .map_err(|e| setup("restrict the sandbox", e))?;
+        Ok(self.outcome)
+    }
+}
+
+/// Builds the ruleset for `policy` from the paths as they are now (in the new root), without
+/// enforcing it: init does this while it waits for the supervisor, and restricts itself later.
+pub fn prepare(policy: &Policy, paths: &SandboxPaths) -> Result<Prepared, SandboxError> {
+    let off = |outcome: LandlockOutcome| {
+        Ok(Prepared {
+            ruleset: None,
+            outcome,
+        })
+    };
     if policy.kernel.landlock == Enforcement::Off {
-        return Ok(LandlockOutcome {
+        return off(LandlockOutcome {
             status: LayerStatus::Off,
             abi: ll::abi_version().unwrap_or(0),
             notes: vec!["landlock: off by policy (kernel.landlock = \"off\")".into()],
@@ -308,7 +344,7 @@ pub fn apply(policy: &Policy, paths: &SandboxPaths) -> Result<LandlockOutcome, S
     let abi = probe(policy)?;
     let required = policy.kernel.landlock == Enforcement::Required;
     if abi == 0 {
-        return Ok(LandlockOutcome {
+        return off(LandlockOutcome {
             status: LayerStatus::Off,
             abi,
             notes: vec!["landlock: the kernel has none (best-effort: skipped)".into()],
@@ -370,18 +406,17 @@ pub fn apply(policy: &Policy, paths: &SandboxPaths) -> Result<LandlockOutcome, S
                 .map_err(|e| setup(&format!("allow TCP connect to port {port}"), e))?;
         }
     }
-    bunker_sys::seccomp::set_no_new_privs().map_err(|e| setup("no_new_privs", e))?;
-    ruleset
-        .restrict_self()
-        .map_err(|e| setup("restrict the sandbox", e))?;
-    Ok(LandlockOutcome {
-        status: if degraded {
-            LayerStatus::Partial
-        } else {
-            LayerStatus::On
+    Ok(Prepared {
+        ruleset: Some(ruleset),
+        outcome: LandlockOutcome {
+            status: if degraded {
+                LayerStatus::Partial
+            } else {
+                LayerStatus::On
+            },
+            abi,
+            notes,
         },
-        abi,
-        notes,
     })
 }
 

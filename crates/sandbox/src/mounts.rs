@@ -250,47 +250,31 @@ enum Node {
     File,
 }
 
-/// Creates the parents of `path` inside the new root (as directories of the root tmpfs) and
-/// the path itself, then opens it. Creating inside a read-only bind fails (EROFS) rather than
-/// writing to the host.
+/// Creates the missing parents of `path` inside the new root (as directories of the root
+/// tmpfs) and the path itself, then opens it. Each node is made and opened relative to its
+/// parent's fd, so no path is walked from the root twice. Creating inside a read-only bind
+/// fails (EROFS) rather than writing to the host.
 fn make_node(root: &OwnedFd, path: &Path, node: Node) -> Result<OwnedFd, SysError> {
     if let Some(f) = open_in(root, path)? {
         return Ok(f);
     }
-    let mut dir = PathBuf::from("/");
-    let comps: Vec<_> = rel(path)
-        .components()
-        .map(|c| c.as_os_str().to_owned())
-        .collect();
-    for (i, name) in comps.iter().enumerate() {
-        let parent = open_dir(root, &dir)?;
-        let last = i + 1 == comps.len();
-        if last && node == Node::File {
-            fd::touchat(parent.as_raw_fd(), Path::new(name), 0o644)?;
-        } else {
-            fd::mkdirat(parent.as_raw_fd(), Path::new(name), 0o755)?;
-        }
-        dir.push(name);
-    }
-    open_in(root, path)?.ok_or_else(|| {
-        SysError::from_errno(
-            format!("open {} after creating it", path.display()),
-            libc::ENOENT,
-        )
-    })
-}
-
-fn open_dir(root: &OwnedFd, dir: &Path) -> Result<OwnedFd, SysError> {
-    let r = rel(dir);
-    let target = if r.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        r.as_path()
+    // The root itself always opens, so a missing path has a parent and a name.
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(SysError::from_errno(
+            format!("create {}", path.display()),
+            libc::EINVAL,
+        ));
     };
+    let parent = make_node(root, parent, Node::Dir)?;
+    let name = Path::new(name);
+    match node {
+        Node::File => fd::touchat(parent.as_raw_fd(), name, 0o644)?,
+        Node::Dir => fd::mkdirat(parent.as_raw_fd(), name, 0o755)?,
+    }
     fd::openat2(
-        Some(root.as_raw_fd()),
-        target,
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        Some(parent.as_raw_fd()),
+        name,
+        libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         0,
         RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | fd::RESOLVE_BENEATH,
     )

@@ -911,15 +911,27 @@ fn emit_check(asm: &mut Asm, check: &ArgCheck) {
 /// Installs the policy's seccomp profile on the calling thread: the last step before exec.
 /// Sets no_new_privs first (idempotent), which an unprivileged filter needs.
 pub fn install(policy: &Policy) -> Result<LayerStatus, SandboxError> {
+    install_prepared(prepare(policy)?)
+}
+
+/// The filter `policy` asks for, compiled (`None`: seccomp is off). Pure: init compiles it
+/// while it waits for the supervisor, and installs it last.
+pub fn prepare(policy: &Policy) -> Result<Option<Vec<Insn>>, SandboxError> {
     match policy.kernel.seccomp {
-        SeccompProfile::Off => return Ok(LayerStatus::Off),
-        SeccompProfile::Default => {}
+        SeccompProfile::Off => Ok(None),
+        // kernel.audit = seccomp-unotify is a later issue: the filter answers by itself for now.
+        SeccompProfile::Default => compile().map(Some).map_err(|e| SandboxError::Unsupported {
+            layer: "seccomp".into(),
+            reason: e.to_string(),
+        }),
     }
-    // kernel.audit = seccomp-unotify is a later issue: the filter answers by itself for now.
-    let program = compile().map_err(|e| SandboxError::Unsupported {
-        layer: "seccomp".into(),
-        reason: e.to_string(),
-    })?;
+}
+
+/// Installs a filter from `prepare`.
+pub fn install_prepared(program: Option<Vec<Insn>>) -> Result<LayerStatus, SandboxError> {
+    let Some(program) = program else {
+        return Ok(LayerStatus::Off);
+    };
     bunker_sys::seccomp::set_no_new_privs().map_err(|source| SandboxError::Setup {
         step: "seccomp: no_new_privs".into(),
         source,

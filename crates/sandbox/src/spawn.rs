@@ -35,7 +35,9 @@
 //! 4. Mounts (`mounts.rs`): / private; policy paths opened without following symlinks; a tmpfs
 //!    root; grants bound (read-only unless in `allow.write`; nosuid, nodev); private /tmp;
 //!    minimal /dev; fresh /proc with /proc/sys & co. read-only; deny masks; pivot_root; old
-//!    root detached; the root tmpfs remounted read-only.
+//!    root detached; the root tmpfs remounted read-only. Then the landlock ruleset is built
+//!    (paths opened in the new root) and the seccomp filter compiled, both enforced in step 8:
+//!    done here, they overlap the supervisor's work instead of following it.
 //! 5. Wait for the second release (what it carries is in the message and checked); join the
 //!    network namespace it carries (`lo` is up); the proxy listeners on 127.0.0.1:3128 and
 //!    :1080 when `allow.net` is non-empty.
