@@ -3,6 +3,7 @@
 //! Each wrapper takes and returns owned Rust types, and every failure is a [`SysError`] naming the
 //! syscall and its arguments, so the layers above can report *which* step of sandbox setup failed.
 
+pub mod bpf;
 pub mod error;
 pub mod event;
 pub mod fd;
