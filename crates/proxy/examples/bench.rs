@@ -5,8 +5,9 @@
 //! Two baselines bound what any relay process can reach here: a bare splice relay (two threads,
 //! no policy), and a bare in-kernel relay (the two sockets joined in a BPF sockmap by
 //! bunker_sys::bpf::SocketRelay, so no relay thread touches the bytes; needs root, else the line
-//! says why it was not run). On the 2-core development VM both land near 0.3-0.4x direct: the
-//! second TCP hop over loopback, not the copying, is what costs.
+//! says why it was not run). On the 2-core development VM the splice relay lands near 0.2-0.4x
+//! direct and the sockmap relay near 0.3-0.6x: the second TCP hop over loopback and the kernel's
+//! relay worker cost more than the copies a userspace relay makes.
 //!
 //!   cargo run --release -p bunker-proxy --example bench -- [MEGABYTES] [REQUESTS] [ROUNDS]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -178,6 +179,14 @@ fn start_sockmap_relay(origin: SocketAddr) -> Result<SocketAddr, bunker_sys::Sys
     thread::spawn(move || {
         for (n, client) in listener.incoming().flatten().enumerate() {
             let upstream = TcpStream::connect(origin).unwrap();
+            // Big send buffers: when a destination's send buffer is full, the kernel's relay
+            // worker retries a jiffy later instead of on write space, which at default sizes
+            // (autotuned from 16 KB) costs several times the throughput.
+            for sock in [&client, &upstream] {
+                socket2::SockRef::from(sock)
+                    .set_send_buffer_size(4 << 20)
+                    .unwrap();
+            }
             let slot = (n as u32 * 2) % relay.slots();
             let joined = relay
                 .join(client.as_fd(), slot, upstream.as_fd(), slot + 1)

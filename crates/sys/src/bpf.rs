@@ -450,6 +450,11 @@ pub fn kick_receive_queue(sock: BorrowedFd<'_>) -> SysResult<()> {
 
 /// A loaded relay: the sockmap, the peers map and the verdict program attached to the sockmap.
 /// Dropping it frees all three, which also takes every socket still in the map out of it.
+///
+/// Redirected bytes are queued on the destination socket's psock and sent by a kernel worker;
+/// when that socket's send buffer is full, the worker retries a jiffy later rather than on write
+/// space. Give joined sockets large send buffers (`SO_SNDBUF` of a few MB): at 128 KB a 100 MB
+/// loopback transfer measured 21 MB/s, at 8 MB 1.5-1.8 GB/s.
 #[derive(Debug)]
 pub struct SocketRelay {
     sockmap: OwnedFd,
