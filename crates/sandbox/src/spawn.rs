@@ -3,6 +3,8 @@
 //! **Supervisor** (single-threaded at this point — it clones):
 //! 1. `landlock::probe`: fail closed early when landlock is required and the kernel lacks it.
 //! 2. The mount plan, the program's environment and argv are computed (pure, before the clone).
+//!    With `net` in `kernel.namespaces`, the network namespace helper is forked (it waits for
+//!    step 6; forked later, it would start late and compete with init for the CPU).
 //! 3. Pipes for stdout and stderr; a SOCK_SEQPACKET control socket pair; a sync pipe that holds
 //!    the child until step 5; a lifeline pipe whose write end only the supervisor holds.
 //! 4. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWIPC|NEWUTS | CLONE_PIDFD)` (as the policy's
@@ -10,12 +12,12 @@
 //!    network namespace is made in step 6 instead.
 //! 5. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
 //!    65534, never host root); init released (a byte on the sync pipe).
-//! 6. While init builds its root: with `net` in `kernel.namespaces`, a helper forked from the
-//!    supervisor joins init's user namespace (`setns` on init's pidfd), unshares a network
-//!    namespace — owned by that user namespace, as one made by the clone would be — brings
-//!    `lo` up and hands the namespace back, and is reaped (`NetnsMaker`; making a network
-//!    namespace is the costliest part of the clone, so it runs beside init's mounts rather
-//!    than before them). Meanwhile `SandboxCgroup::prepare` (the cgroup under the supervisor's
+//! 6. While init builds its root: with `net` in `kernel.namespaces`, the helper is handed
+//!    init's pidfd, joins init's user namespace (`setns`), unshares a network namespace —
+//!    owned by that user namespace, as one made by the clone would be — brings `lo` up and
+//!    hands the namespace back, and is reaped after the second release (`NetnsMaker`; making a
+//!    network namespace is the costliest part of the clone, so it runs beside init's mounts
+//!    rather than before them). Meanwhile `SandboxCgroup::prepare` (the cgroup under the supervisor's
 //!    own, limits written) and `prepare_join` (init's pid written to `cgroup.procs` on v2; the
 //!    `tasks` files of the v1 hierarchies opened); then the second release, a datagram on the
 //!    control socket carrying the network namespace and those files, through which init moves
@@ -195,6 +197,14 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         .map(|a| cstring("an argument", a.as_bytes().to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
 
+    // The network namespace helper is forked now, while the supervisor is small and nothing
+    // else runs: forked after the clone it started late, competing with init for the CPU.
+    let mut netns_maker = if has(Namespace::Net) {
+        Some(NetnsMaker::start(has(Namespace::User))?)
+    } else {
+        None
+    };
+
     // Step 3.
     let (stdout_r, stdout_w) = fd::pipe().map_err(io_err("create stdout pipe"))?;
     let (stderr_r, stderr_w) = fd::pipe().map_err(io_err("create stderr pipe"))?;
@@ -265,11 +275,9 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     // before anything of the program can run.
     fd::write_all(sync_w.as_raw_fd(), b"1").map_err(|e| abort(io_err("release init")(e)))?;
     drop(sync_w);
-    let netns_maker = if has(Namespace::Net) {
-        Some(NetnsMaker::start(pidfd.as_raw_fd(), has(Namespace::User)).map_err(abort)?)
-    } else {
-        None
-    };
+    if let Some(maker) = &netns_maker {
+        maker.begin(pidfd.as_raw_fd()).map_err(abort)?;
+    }
     let joined = SandboxCgroup::prepare(policy, &mut enforced)
         .map_err(|e| (e, None))
         .and_then(|cg| match cg.prepare_join(pid) {
@@ -292,7 +300,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         }
         e
     };
-    let netns = match netns_maker.map(NetnsMaker::finish).transpose() {
+    let netns = match netns_maker.as_mut().map(NetnsMaker::finish).transpose() {
         Ok(netns) => netns,
         Err(e) => {
             // Killed and reaped before the cgroup (if any) is removed on drop.
@@ -322,10 +330,19 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         &raw,
     );
     drop((netns, join_files));
+    // Reaped only now: its exit is no longer in the way of init's release.
+    drop(netns_maker);
 
     // Step 7.
-    let (data, fds) = fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE)
-        .map_err(|e| abort(io_err("read init's first message")(e)))?;
+    let (data, fds) = match fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {
+        // Init failed and exited with the second release unread in its socket: the kernel
+        // reports that once, then hands over what init sent before it exited.
+        Err(e) if e.errno == libc::ECONNRESET => {
+            fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE)
+        }
+        other => other,
+    }
+    .map_err(|e| abort(io_err("read init's first message")(e)))?;
     let message: InitMessage = if data.is_empty() {
         let status = process::waitpid(pid, false).ok().flatten();
         return Err(SandboxError::Init {
@@ -423,27 +440,36 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
 /// Makes the sandbox's network namespace in a short-lived helper process while init builds its
 /// root: creating a network namespace (loopback device, sysctl tables, per-protocol state) is
 /// the costliest namespace to make, and done in the clone it delayed everything after it. The
-/// helper is forked from the supervisor, joins init's user namespace (so the new namespace is
-/// owned by it, exactly as one made by the clone would be), unshares the network namespace,
-/// brings `lo` up, and sends the namespace back; init joins it before it binds anything.
+/// helper is forked from the supervisor before init's clone and waits; handed init's pidfd, it
+/// joins init's user namespace (so the new namespace is owned by it, exactly as one made by the
+/// clone would be), unshares the network namespace, brings `lo` up, and sends the namespace
+/// back; init joins it before it binds anything. Dropping the maker closes its socket (a helper
+/// still waiting then exits) and reaps the helper.
 struct NetnsMaker {
     pid: i32,
-    socket: OwnedFd,
+    socket: Option<OwnedFd>,
 }
 
 /// Longest error text the helper sends.
 const NETNS_MAX_MESSAGE: usize = 1024;
 
 impl NetnsMaker {
-    fn start(init_pidfd: RawFd, user_ns: bool) -> Result<NetnsMaker, SandboxError> {
+    fn start(user_ns: bool) -> Result<NetnsMaker, SandboxError> {
         let (ours, theirs) =
             fd::seqpacket_pair().map_err(io_err("create network namespace socket"))?;
-        // The supervisor is still single-threaded here (no proxy yet); `fork` checks it.
+        // The supervisor is single-threaded here (no proxy yet); `fork` checks it.
         match process::fork().map_err(io_err("fork the network namespace helper"))? {
-            Some(pid) => Ok(NetnsMaker { pid, socket: ours }),
+            Some(pid) => Ok(NetnsMaker {
+                pid,
+                socket: Some(ours),
+            }),
             None => {
                 drop(ours);
-                let made = make_netns(init_pidfd, user_ns);
+                let made = match fd::recv_with_fds(theirs.as_raw_fd(), 8) {
+                    Ok((data, fds)) if data == b"go" => make_netns(fds.first(), user_ns),
+                    // The supervisor gave up before the clone (or died): nothing to do.
+                    _ => process::exit_now(0),
+                };
                 let sent = match &made {
                     Ok(ns) => fd::send_with_fds(theirs.as_raw_fd(), b"ok", &[ns.as_raw_fd()]),
                     Err(e) => {
@@ -456,12 +482,18 @@ impl NetnsMaker {
         }
     }
 
-    /// Waits for the namespace and reaps the helper.
-    fn finish(self) -> Result<OwnedFd, SandboxError> {
-        let received = fd::recv_with_fds(self.socket.as_raw_fd(), NETNS_MAX_MESSAGE);
-        let _ = process::waitpid(self.pid, false);
+    /// Hands the helper init's pidfd: it starts making the namespace.
+    fn begin(&self, init_pidfd: RawFd) -> Result<(), SandboxError> {
+        let socket = self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        fd::send_with_fds(socket, b"go", &[init_pidfd])
+            .map_err(io_err("start the network namespace helper"))
+    }
+
+    /// Waits for the namespace.
+    fn finish(&mut self) -> Result<OwnedFd, SandboxError> {
+        let socket = self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         let step = "create the network namespace".to_string();
-        let (data, fds) = received.map_err(io_err(&step))?;
+        let (data, fds) = fd::recv_with_fds(socket, NETNS_MAX_MESSAGE).map_err(io_err(&step))?;
         if data == b"ok" {
             if let Some(ns) = fds.into_iter().next() {
                 return Ok(ns);
@@ -478,10 +510,19 @@ impl NetnsMaker {
     }
 }
 
+impl Drop for NetnsMaker {
+    fn drop(&mut self) {
+        drop(self.socket.take());
+        let _ = process::waitpid(self.pid, false);
+    }
+}
+
 /// The helper's work (in the forked child): returns the new network namespace.
-fn make_netns(init_pidfd: RawFd, user_ns: bool) -> Result<OwnedFd, SysError> {
+fn make_netns(init_pidfd: Option<&OwnedFd>, user_ns: bool) -> Result<OwnedFd, SysError> {
     if user_ns {
-        process::setns(init_pidfd, libc::CLONE_NEWUSER)?;
+        let pidfd = init_pidfd
+            .ok_or_else(|| SysError::from_errno("receive init's pidfd".to_string(), libc::EBADF))?;
+        process::setns(pidfd.as_raw_fd(), libc::CLONE_NEWUSER)?;
     }
     process::unshare(libc::CLONE_NEWNET)?;
     bunker_sys::net::loopback_up()?;
