@@ -169,10 +169,19 @@ impl SandboxCgroup {
             // Accounting is not a limit: without it cpu_ms falls back to rusage.
             let _ = group.enable(layout, Controller::CpuAcct);
         }
-        let group = (!group.paths().is_empty()).then_some(group);
+        // Stale groups are looked for only where this run made its own: the hierarchies a run
+        // with this policy uses (`bunker doctor --clean` looks everywhere).
+        let used = group.paths();
+        let stale_to_clean = layout.ok().map(|mut layout| {
+            layout
+                .hierarchies
+                .retain(|h| used.iter().any(|p| p.parent() == Some(h.own_dir.as_path())));
+            Box::new(layout)
+        });
+        let group = (!used.is_empty()).then_some(group);
         Ok(SandboxCgroup {
             group,
-            stale_to_clean: RefCell::new(layout.ok().map(Box::new)),
+            stale_to_clean: RefCell::new(stale_to_clean),
         })
     }
 
@@ -229,6 +238,13 @@ impl SandboxCgroup {
             .as_ref()
             .map(SandboxGroup::paths)
             .unwrap_or_default()
+    }
+
+    /// Whether the sandbox's cgroup has `controller` (without reading anything).
+    pub fn has(&self, controller: Controller) -> bool {
+        self.group
+            .as_ref()
+            .is_some_and(|g| g.path_for(controller).is_some())
     }
 
     /// CPU time the sandbox used so far, when CPU accounting is on.

@@ -14,6 +14,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use bunker_cgroup::Controller;
 use bunker_policy::{Limits, Policy};
 use bunker_sys::event::{self, ChildExit, Interest};
 
@@ -612,10 +613,11 @@ impl Run<'_> {
             },
         ];
         let deadline = self.limits.timeout.map(|t| self.started + t);
-        let watch_cpu = self.limits.cpu_time.is_some() && self.cgroup.cpu_usage().is_some();
-        let watch_oom = self.cgroup.memory_stats().is_some();
+        let watch_cpu = self.limits.cpu_time.is_some() && self.cgroup.has(Controller::CpuAcct);
+        let watch_oom = self.cgroup.has(Controller::Memory);
         let tick = (watch_cpu || watch_oom).then_some(ACCOUNTING_TICK);
-        let mut next_tick = Instant::now();
+        // Nothing can be over a limit before the program has run for a tick.
+        let mut next_tick = Instant::now() + ACCOUNTING_TICK;
         let mut buf = vec![0u8; READ_CHUNK.max(MAX_MESSAGE)];
 
         loop {
