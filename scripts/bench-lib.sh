@@ -1,11 +1,11 @@
 # Shared by the benchmark scripts (sourced, not run).
 
 # Sets BUNKER to the binary to measure: $BUNKER if given, else a release build made now, so a
-# stale target/release/bunker is never measured (cargo does nothing when it is up to date).
+# stale release binary is never measured (cargo does nothing when it is up to date).
 bench_bunker() {
     if [[ -z "${BUNKER:-}" ]]; then
         cargo build --release -q -p bunker
-        BUNKER=target/release/bunker
+        BUNKER=target/x86_64-unknown-linux-gnu/release/bunker
     fi
     BUNKER="$(realpath "$BUNKER")"
 }

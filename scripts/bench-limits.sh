@@ -9,7 +9,7 @@
 # Prints the figures and writes them into the "Limits" section of docs/benchmarks.md.
 #
 # Usage: scripts/bench-limits.sh [--runs N] [--kills N] [--no-write]
-#   BUNKER=path/to/bunker   use this binary (default: target/release/bunker, built now)
+#   BUNKER=path/to/bunker   use this binary (default: target/x86_64-unknown-linux-gnu/release/bunker, built now)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v curl >/dev/null || { echo "bench-proxy: needs curl" >&2; exit 2; }
 cargo build --release -q -p bunker-proxy --example bench
-exec target/release/examples/bench "${1:-100}" "${2:-1000}" "${3:-5}"
+exec target/x86_64-unknown-linux-gnu/release/examples/bench "${1:-100}" "${2:-1000}" "${3:-5}"

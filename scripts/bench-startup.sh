@@ -6,7 +6,7 @@
 # Prints the medians and ratios, and writes them into the "Start-up" section of docs/benchmarks.md.
 #
 # Usage: scripts/bench-startup.sh [--runs N] [--no-write]
-#   BUNKER=path/to/bunker   use this binary (default: target/release/bunker, built now)
+#   BUNKER=path/to/bunker   use this binary (default: target/x86_64-unknown-linux-gnu/release/bunker, built now)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
