@@ -56,7 +56,7 @@ done
 # The machine is shared: load drifts during a run. hyperfine runs each command's samples back to
 # back, so the runs are split into rounds that each measure every command, and the medians are
 # taken over all rounds' samples — a burst of load then hits every command alike.
-ROUNDS=5
+ROUNDS=20
 for round in $(seq "$ROUNDS"); do
     hyperfine -N --warmup 10 --runs "$(( (RUNS + ROUNDS - 1) / ROUNDS ))" \
         --export-json "$OUT/startup-$round.json" "${args[@]}" >&2
