@@ -519,3 +519,35 @@ fn a_grant_of_the_host_tmp_writes_through_to_the_host() {
         std::fs::remove_file(&host).unwrap();
     }
 }
+
+#[test]
+fn dev_is_nosuid_and_noexec_down_to_each_device_node() {
+    for (mode, cmd) in modes() {
+        let out = cmd()
+            .args(["run", "--", "cat", "/proc/self/mountinfo"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        let text = stdout(&out);
+        let mut seen = Vec::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (point, options) = (fields[4], fields[5]);
+            if point != "/dev" && !point.starts_with("/dev/") {
+                continue;
+            }
+            let opts: Vec<&str> = options.split(',').collect();
+            assert!(
+                opts.contains(&"nosuid") && opts.contains(&"noexec"),
+                "{mode}: {point} is mounted {options}"
+            );
+            seen.push(point.to_string());
+        }
+        for node in ["/dev", "/dev/null", "/dev/zero", "/dev/urandom", "/dev/shm"] {
+            assert!(
+                seen.iter().any(|p| p == node),
+                "{mode}: {node} not in {seen:?}"
+            );
+        }
+    }
+}

@@ -513,15 +513,17 @@ fn build_dev(root: &OwnedFd, devices: &[(&str, OwnedFd)], tty: bool) -> Result<(
             .ok_or_else(|| {
                 setup(step.clone())(SysError::from_errno("open target", libc::ENOENT))
             })?;
-        // Device binds keep their device semantics (no nodev), but may not be setuid or exec.
-        bind(
-            host,
-            &target,
-            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
-            &Path::new("/dev").join(name),
-        )
-        .map_err(setup(step))?;
+        bind(host, &target, 0, &Path::new("/dev").join(name)).map_err(setup(step))?;
     }
+    // Device binds keep their device semantics (no nodev), but may not be setuid or exec: set
+    // once for /dev and every bind in it.
+    mount::set_tree_attrs(
+        dev.as_raw_fd(),
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        0,
+        Path::new("/dev"),
+    )
+    .map_err(setup("make /dev nosuid, noexec"))?;
     for (name, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -721,16 +723,21 @@ fn scan_grants(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>, bool
     roots.sort_by_key(|g| (!g.write, is_system_tree(&g.path)));
     // Depth-first from a stack: the first root is walked first.
     // A granted symlink was recreated as a link: its target is walked only if granted itself.
+    let mut skipped = false;
     let mut stack: Vec<PathBuf> = roots
         .iter()
         .rev()
         .filter(|g| {
+            // Trees that are not walked are not even looked at.
+            if !walked(&g.path) {
+                skipped = true;
+                return false;
+            }
             std::fs::symlink_metadata(staging.join(rel(&g.path)))
                 .is_ok_and(|m| m.file_type().is_dir())
         })
         .map(|g| g.path.clone())
         .collect();
-    let mut skipped = false;
     while let Some(dir) = stack.pop() {
         if !walked(&dir) {
             skipped = true;

@@ -257,26 +257,18 @@ pub fn mkdirat(dirfd: RawFd, name: &Path, mode: libc::mode_t) -> SysResult<()> {
     Ok(())
 }
 
-/// Creates an empty regular file `name` in `dirfd` (O_EXCL is not used: an existing file is fine).
+/// Creates an empty regular file `name` in `dirfd`; an existing entry is fine (EEXIST is
+/// success, even on a read-only mount). One `mknodat`, no file opened.
 pub fn touchat(dirfd: RawFd, name: &Path, mode: libc::mode_t) -> SysResult<()> {
-    let c = cstr("openat", name)?;
-    // SAFETY: `c` is NUL-terminated.
-    let fd = unsafe {
-        libc::openat(
-            dirfd,
-            c.as_ptr(),
-            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-            mode as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(SysError::last(format!(
-            "openat({}, O_CREAT)",
-            name.display()
-        )));
+    let c = cstr("mknodat", name)?;
+    // SAFETY: `c` is NUL-terminated; a regular file needs no device number.
+    let r = unsafe { libc::mknodat(dirfd, c.as_ptr(), libc::S_IFREG | mode, 0) };
+    if r != 0 {
+        let e = SysError::last(format!("mknodat({}, S_IFREG)", name.display()));
+        if e.errno != libc::EEXIST {
+            return Err(e);
+        }
     }
-    // SAFETY: openat succeeded; closing our own fd.
-    drop(unsafe { OwnedFd::from_raw_fd(fd) });
     Ok(())
 }
 
