@@ -229,6 +229,39 @@ fn cpu_quota_is_applied_and_reported() {
     assert!(cpu > 0.0 && cpu < 0.5 * wall, "cpu {cpu} ms in {wall} ms");
 }
 
+/// A background process bunker kills at the timeout: it burns a known amount of CPU, says how
+/// much, and waits. Its CPU time must be in `cpu_ms` — with a cgroup (root, which no longer has
+/// a CPU accounting cgroup unless `cpu_time` is set) and without (rootless): init kills and
+/// reaps it, so its time reaches init's rusage.
+#[test]
+fn cpu_ms_counts_what_bunker_killed() {
+    let script = "import os, time\n\
+                  r, w = os.pipe()\n\
+                  if os.fork() == 0:\n\
+                  \x20   t = time.process_time()\n\
+                  \x20   while time.process_time() - t < 0.3: pass\n\
+                  \x20   os.write(w, b'%d\\n' % int(time.process_time() * 1000))\n\
+                  \x20   time.sleep(1000)\n\
+                  os.close(w)\n\
+                  print(os.read(r, 64).decode().strip(), flush=True)\n\
+                  time.sleep(1000)\n";
+    for (mode, cmd) in modes() {
+        let (out, r) = run(cmd(), &["--timeout", "3s", "--", "python3", "-c", script]);
+        assert_eq!(status(&r), "timeout", "{mode}: {r}\n{}", stderr(&out));
+        let child_ms: f64 = stdout(&out).trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "{mode}: the child did not report its CPU time: {}",
+                stderr(&out)
+            )
+        });
+        let cpu = r["cpu_ms"].as_f64().unwrap();
+        assert!(
+            cpu >= child_ms,
+            "{mode}: cpu_ms {cpu} misses the killed child's {child_ms} ms"
+        );
+    }
+}
+
 fn assert_cpu_time(out: &Output, r: &Value) {
     assert_eq!(status(r), "cpu_time", "{r}\n{}", stderr(out));
     assert_eq!(out.status.code(), Some(LIMIT));

@@ -74,6 +74,15 @@ pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [
     libc::SIGUSR2,
 ];
 
+/// The signal by which the supervisor asks init to end the sandbox (a kill for a limit, the
+/// timeout or bunker's own termination): init kills and reaps everything itself, so the CPU
+/// time of what it kills reaches its rusage. (SIGKILL to init would leave that to the kernel,
+/// whose pid-namespace teardown reaps without accounting.) The first real-time signal: no
+/// program convention gives it a meaning, and init never forwards it.
+pub fn teardown_signal() -> libc::c_int {
+    libc::SIGRTMIN()
+}
+
 /// Everything init needs, prepared by the supervisor before the clone (init reads its copy).
 #[derive(Debug)]
 pub struct InitContext<'a> {
@@ -359,7 +368,18 @@ fn enter_cwd(ctx: &InitContext) -> Result<(), SandboxError> {
 fn signal_mask() -> libc::sigset_t {
     let mut sigs = FORWARDED_SIGNALS.to_vec();
     sigs.push(libc::SIGCHLD);
+    sigs.push(teardown_signal());
     process::sigset(&sigs)
+}
+
+/// Ends the sandbox from inside and exits: every other process of the pid namespace is killed
+/// and reaped here, so its CPU time adds up in init's rusage, which the supervisor reads when it
+/// reaps init (`cpu_ms` without a cgroup). A process that cannot die (uninterruptible sleep)
+/// holds init here; the supervisor then kills init itself.
+fn teardown_and_exit(code: i32) -> ! {
+    let _ = process::kill(-1, libc::SIGKILL);
+    while let Ok(Some(_)) = process::waitpid(-1, false) {}
+    process::exit_now(code)
 }
 
 /// Starts the program, reports its exec, forwards signals and reaps until it ends. Never returns.
@@ -442,6 +462,9 @@ fn supervise_program(ctx: &InitContext) -> ! {
             Ok(s) => s,
             Err(_) => process::exit_now(1),
         };
+        if sig == teardown_signal() {
+            teardown_and_exit(128 + libc::SIGKILL);
+        }
         if sig != libc::SIGCHLD {
             let _ = process::kill(program, sig);
             continue;
@@ -456,8 +479,8 @@ fn supervise_program(ctx: &InitContext) -> ! {
                 WaitStatus::Signaled(s) => (None, Some(s), 128 + s),
             };
             let _ = send(ctx.control, &InitMessage::Exited { code, signal }, &[]);
-            // Leaving kills every other process of the pid namespace.
-            process::exit_now(exit);
+            // Whatever the program left behind ends with it.
+            teardown_and_exit(exit);
         }
     }
 }

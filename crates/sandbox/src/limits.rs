@@ -163,12 +163,9 @@ impl SandboxCgroup {
                 }
             }
         }
-        if let (Ok(layout), false) = (&layout, group.paths().is_empty()) {
-            // The sandbox has a cgroup anyway: account its CPU time there too, so `cpu_ms`
-            // includes processes bunker killed (their rusage never reaches the supervisor).
-            // Accounting is not a limit: without it cpu_ms falls back to rusage.
-            let _ = group.enable(layout, Controller::CpuAcct);
-        }
+        // No CPU accounting cgroup unless `cpu_time` needs one to be watched: `cpu_ms` comes
+        // from init's rusage, which holds every process of the sandbox, because init kills and
+        // reaps them itself (init.rs, `teardown_and_exit`).
         // Stale groups are looked for only where this run made its own: the hierarchies a run
         // with this policy uses (`bunker doctor --clean` looks everywhere).
         let used = group.paths();

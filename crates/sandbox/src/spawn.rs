@@ -55,7 +55,9 @@
 //!     cleared environment, `argv[0]` looked up on the sandbox's PATH. The spawn returns an
 //!     exec failure → `ExecFailed` (127 not found, 126 otherwise).
 //! 11. Reap every child; forward SIGTERM/INT/HUP/QUIT/USR1/USR2 to the program; when it ends,
-//!     `Exited` and exit — which kills whatever else is left in the pid namespace.
+//!     `Exited`; then (and on the supervisor's teardown signal, its way of killing the
+//!     sandbox) kill and reap every other process of the pid namespace, so their CPU time is in
+//!     init's rusage, and exit.
 //!
 //! The supervisor dying, even by SIGKILL, sends init SIGKILL (step 3), and the pid namespace
 //! dies with its init.

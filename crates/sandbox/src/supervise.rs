@@ -19,7 +19,7 @@ use bunker_policy::{Limits, Policy};
 use bunker_sys::event::{self, ChildExit, Interest};
 
 use crate::error::SandboxError;
-use crate::init::{InitMessage, MAX_MESSAGE};
+use crate::init::{self, InitMessage, MAX_MESSAGE};
 use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, RunResult, Status, StreamResult};
 use bunker_cgroup::MemoryStats;
@@ -29,6 +29,9 @@ const ACCOUNTING_TICK: Duration = Duration::from_millis(10);
 /// After init is gone, how long to wait for the output pipes to reach end of file. Every writer
 /// died with the pid namespace, so this only matters if a write end leaked somewhere.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// How long init gets to end the sandbox itself (`init::teardown_signal`) before the
+/// supervisor kills it, and the kernel the rest.
+const TEARDOWN_GRACE: Duration = Duration::from_millis(5);
 /// Reads per stream per wake-up: an endless writer must not keep the loop from its deadline.
 const READS_PER_WAKE: usize = 16;
 const READ_CHUNK: usize = 64 * 1024;
@@ -99,6 +102,7 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         pidfd: pidfd.as_fd(),
         started,
         kill: None,
+        kill_deadline: None,
         messages: Messages::default(),
         init_gone_at: None,
         output: Output::new(limits, stream_output),
@@ -559,6 +563,8 @@ struct Run<'a> {
     pidfd: BorrowedFd<'a>,
     started: Instant,
     kill: Option<KillReason>,
+    /// When init is killed outright if it has not ended the sandbox by then.
+    kill_deadline: Option<Instant>,
     messages: Messages,
     /// When init's pidfd became readable (the sandbox is gone).
     init_gone_at: Option<Instant>,
@@ -575,14 +581,28 @@ impl Run<'_> {
     fn kill(&mut self, reason: KillReason) -> Result<(), SandboxError> {
         if self.kill.is_none() && self.init_gone_at.is_none() {
             self.kill = Some(reason);
-            event::pidfd_send_signal(self.pidfd, libc::SIGKILL).map_err(|source| {
-                SandboxError::Setup {
-                    step: "kill the sandbox".to_string(),
-                    source,
-                }
-            })?;
+            // Init kills and reaps everything (so their CPU time is accounted); SIGKILL to init
+            // after TEARDOWN_GRACE if it has not (`kill_overdue`).
+            self.kill_deadline = Some(Instant::now() + TEARDOWN_GRACE);
+            self.signal_init(init::teardown_signal())?;
         }
         Ok(())
+    }
+
+    /// SIGKILL to init once the teardown it was asked for is overdue.
+    fn kill_overdue(&mut self, now: Instant) -> Result<(), SandboxError> {
+        if self.init_gone_at.is_none() && self.kill_deadline.is_some_and(|d| now >= d) {
+            self.kill_deadline = None;
+            self.signal_init(libc::SIGKILL)?;
+        }
+        Ok(())
+    }
+
+    fn signal_init(&self, signal: i32) -> Result<(), SandboxError> {
+        event::pidfd_send_signal(self.pidfd, signal).map_err(|source| SandboxError::Setup {
+            step: "kill the sandbox".to_string(),
+            source,
+        })
     }
 
     fn run(&mut self, control: File, pipes: [File; 2]) -> Result<(), SandboxError> {
@@ -631,6 +651,7 @@ impl Run<'_> {
                     return Ok(());
                 }
             }
+            self.kill_overdue(now)?;
             let alive = self.init_gone_at.is_none() && self.kill.is_none();
             if alive {
                 if deadline.is_some_and(|d| now >= d) {
@@ -662,6 +683,8 @@ impl Run<'_> {
             }
             if let Some(gone) = self.init_gone_at {
                 until(gone + DRAIN_GRACE);
+            } else if let Some(d) = self.kill_deadline {
+                until(d);
             }
 
             let termination = event::termination_fd().filter(|_| alive);

@@ -476,8 +476,10 @@ pub enum WaitStatus {
 pub fn waitpid(pid: i32, nohang: bool) -> SysResult<Option<(i32, WaitStatus)>> {
     let mut status = 0;
     loop {
+        // __WALL: also children whose exit signal is not SIGCHLD (a `clone` without it).
+        let flags = libc::__WALL | if nohang { libc::WNOHANG } else { 0 };
         // SAFETY: `status` is a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, if nohang { libc::WNOHANG } else { 0 }) };
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
         if r < 0 {
             let e = SysError::last(format!("waitpid({pid})"));
             if e.errno == libc::EINTR {
