@@ -458,12 +458,17 @@ fn supervise_program(ctx: &InitContext) -> ! {
     let _ = send(ctx.control, &InitMessage::Started, &[]);
 
     loop {
-        let sig = match process::sigwait(&mask) {
-            Ok(s) => s,
+        let (sig, sender) = match process::sigwait(&mask) {
+            Ok(r) => (r.signal, r.sender),
             Err(_) => process::exit_now(1),
         };
         if sig == teardown_signal() {
-            teardown_and_exit(128 + libc::SIGKILL);
+            // Only from the supervisor, outside the pid namespace (sender 0): from inside it,
+            // the program would end its own sandbox and leave a misleading report.
+            if sender == 0 {
+                teardown_and_exit(128 + libc::SIGKILL);
+            }
+            continue;
         }
         if sig != libc::SIGCHLD {
             let _ = process::kill(program, sig);

@@ -549,11 +549,22 @@ pub fn set_sigmask(set: &libc::sigset_t) -> SysResult<()> {
     Ok(())
 }
 
-/// Waits for one of the (blocked) signals in `set`; returns its number.
-pub fn sigwait(set: &libc::sigset_t) -> SysResult<libc::c_int> {
+/// A signal taken by [`sigwait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub signal: libc::c_int,
+    /// The sender's pid as the receiver's pid namespace sees it: 0 when the sender is outside
+    /// it (in an ancestor namespace) or the kernel.
+    pub sender: libc::pid_t,
+}
+
+/// Waits for one of the (blocked) signals in `set`.
+pub fn sigwait(set: &libc::sigset_t) -> SysResult<Received> {
     loop {
-        // SAFETY: valid sigset; info is not requested.
-        let r = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
+        // SAFETY: all-zero is a valid siginfo_t, filled by the kernel below.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid sigset and a valid out pointer.
+        let r = unsafe { libc::sigwaitinfo(set, &mut info) };
         if r < 0 {
             let e = SysError::last("sigwaitinfo");
             if e.errno == libc::EINTR {
@@ -561,7 +572,9 @@ pub fn sigwait(set: &libc::sigset_t) -> SysResult<libc::c_int> {
             }
             return Err(e);
         }
-        return Ok(r);
+        // SAFETY: si_pid is read as the kernel filled it; for signals without a sender it is 0.
+        let sender = unsafe { info.si_pid() };
+        return Ok(Received { signal: r, sender });
     }
 }
 
