@@ -190,13 +190,24 @@ fn setup(step: impl Into<String>) -> impl FnOnce(SysError) -> SandboxError {
 
 /// A policy path opened on the host.
 enum Source {
-    /// A detached recursive copy of the mount tree at the path (and what the path is).
-    Tree(OwnedFd, FileKind),
+    /// A detached recursive copy of the mount tree at the path, what the path is, and whether
+    /// the grant's mount attributes are already set on the copy.
+    Tree(OwnedFd, FileKind, bool),
     Symlink(PathBuf),
 }
 
-/// Opens a host path without following any symlink. Ok(None): it does not exist.
-fn open_host(path: &Path) -> Result<Option<Source>, SysError> {
+/// The mount attributes of a grant's bind mount.
+fn grant_attrs(g: &Grant) -> u64 {
+    if g.write {
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+    } else {
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+    }
+}
+
+/// Opens a host path without following any symlink and clones its mount tree with `attrs`
+/// set (in one call where the kernel has `open_tree_attr`). Ok(None): it does not exist.
+fn open_host(path: &Path, attrs: u64) -> Result<Option<Source>, SysError> {
     match fd::openat2(
         None,
         path,
@@ -214,8 +225,12 @@ fn open_host(path: &Path) -> Result<Option<Source>, SysError> {
             }
             // Cloned now, while nothing of the new root exists: a tree cloned later would
             // include the staging tmpfs if the grant contains it (a grant of / or /tmp).
-            let tree = mount::clone_tree(f.as_raw_fd(), path)?;
-            Ok(Some(Source::Tree(tree, kind)))
+            Ok(Some(
+                match mount::clone_tree_with_attrs(f.as_raw_fd(), attrs, path)? {
+                    Some(tree) => Source::Tree(tree, kind, true),
+                    None => Source::Tree(mount::clone_tree(f.as_raw_fd(), path)?, kind, false),
+                },
+            ))
         }
         Err(e) if e.errno == libc::ENOENT => Ok(None),
         Err(e) => Err(e),
@@ -326,7 +341,7 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
             if g.write { "allow.write" } else { "allow.read" },
             g.path.display()
         );
-        match open_host(&g.path) {
+        match open_host(&g.path, grant_attrs(g)) {
             Ok(Some(src)) => sources.push((g, src)),
             Ok(None) if g.write => {
                 return Err(SandboxError::Setup {
@@ -475,21 +490,18 @@ fn grant(root: &OwnedFd, g: &Grant, src: &Source) -> Result<(), SandboxError> {
             }
             Ok(())
         }
-        Source::Tree(fd, kind) => {
+        Source::Tree(fd, kind, attrs_set) => {
             let node = if *kind == FileKind::Dir {
                 Node::Dir
             } else {
                 Node::File
             };
             let target = make_node(root, &g.path, node).map_err(setup(step.clone()))?;
-            let attrs = if g.write {
-                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-            } else {
-                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-            };
-            mount::set_tree_attrs(fd.as_raw_fd(), attrs, 0, &g.path)
-                .and_then(|()| mount::attach_tree(fd, &target, &g.path))
-                .map_err(setup(step))
+            if !attrs_set {
+                mount::set_tree_attrs(fd.as_raw_fd(), grant_attrs(g), 0, &g.path)
+                    .map_err(setup(step.clone()))?;
+            }
+            mount::attach_tree(fd, &target, &g.path).map_err(setup(step))
         }
     }
 }

@@ -103,6 +103,49 @@ pub fn clone_tree(fd: RawFd, what: &Path) -> SysResult<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
+/// `open_tree_attr` (Linux 6.15), the syscall number on x86_64.
+const SYS_OPEN_TREE_ATTR: libc::c_long = 467;
+
+/// [`clone_tree`] and [`set_tree_attrs`] (`set` added, nothing cleared) in one call:
+/// `open_tree_attr(fd, "", OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH, attr)`.
+/// `Ok(None)` when the kernel has no `open_tree_attr` (ENOSYS): clone and set apart.
+pub fn clone_tree_with_attrs(fd: RawFd, set: u64, what: &Path) -> SysResult<Option<OwnedFd>> {
+    let empty = c"";
+    let mut attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `empty` is NUL-terminated; `attr` is a valid mount_attr of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            SYS_OPEN_TREE_ATTR,
+            fd,
+            empty.as_ptr(),
+            OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | libc::AT_RECURSIVE as libc::c_uint
+                | libc::AT_EMPTY_PATH as libc::c_uint,
+            &mut attr as *mut MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        let e = SysError::last(format!(
+            "open_tree_attr({}, OPEN_TREE_CLONE|AT_RECURSIVE)",
+            what.display()
+        ));
+        return if e.errno == libc::ENOSYS {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    // SAFETY: open_tree_attr succeeded; the fd is ours.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(r as RawFd) }))
+}
+
 /// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, set, clear)`: changes the flags of
 /// every mount in the tree at `fd`. Only adds or clears what is named, so flags the kernel
 /// locked on mounts from a more privileged namespace are never touched.
