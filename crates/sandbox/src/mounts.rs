@@ -297,10 +297,14 @@ fn make_node(root: &OwnedFd, path: &Path, node: Node) -> Result<OwnedFd, SysErro
 
 /// Binds the tree held by `source` onto `target` with `attrs` set on every mount in it.
 fn bind(source: &OwnedFd, target: &OwnedFd, attrs: u64, what: &Path) -> Result<(), SysError> {
-    let tree = mount::clone_tree(source.as_raw_fd(), what)?;
-    if attrs != 0 {
-        mount::set_tree_attrs(tree.as_raw_fd(), attrs, 0, what)?;
-    }
+    let tree = match mount::clone_tree_with_attrs(source.as_raw_fd(), attrs, what)? {
+        Some(tree) => tree,
+        None => {
+            let tree = mount::clone_tree(source.as_raw_fd(), what)?;
+            mount::set_tree_attrs(tree.as_raw_fd(), attrs, 0, what)?;
+            tree
+        }
+    };
     mount::attach_tree(&tree, target, what)
 }
 
@@ -525,17 +529,15 @@ fn build_dev(root: &OwnedFd, devices: &[(&str, OwnedFd)], tty: bool) -> Result<(
             .ok_or_else(|| {
                 setup(step.clone())(SysError::from_errno("open target", libc::ENOENT))
             })?;
-        bind(host, &target, 0, &Path::new("/dev").join(name)).map_err(setup(step))?;
+        // Device binds keep their device semantics (no nodev), but may not be setuid or exec.
+        bind(
+            host,
+            &target,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+            &Path::new("/dev").join(name),
+        )
+        .map_err(setup(step))?;
     }
-    // Device binds keep their device semantics (no nodev), but may not be setuid or exec: set
-    // once for /dev and every bind in it.
-    mount::set_tree_attrs(
-        dev.as_raw_fd(),
-        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
-        0,
-        Path::new("/dev"),
-    )
-    .map_err(setup("make /dev nosuid, noexec"))?;
     for (name, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
