@@ -91,8 +91,9 @@ lines = [
     "",
     f"`bunker run -- /bin/true` with and without cgroup limits, same grants otherwise (hyperfine, "
     f"{runs} runs of each in 10 interleaved rounds, medians). A cgroup costs an "
-    "mkdir, a few writes and an rmdir per hierarchy, and moving init in — on v1 one RCU grace "
-    "period per run for the kernel's migration lock, which spawn.rs overlaps with init's setup:",
+    "mkdir, a few writes and an rmdir per hierarchy, made beside init's setup (spawn.rs), and "
+    "init moving itself in (\"0\" written to each v1 `tasks` file, which needs no RCU grace "
+    "period):",
     "",
     "| limits | median | ratio to no cgroup |",
     "|---|---|---|",
