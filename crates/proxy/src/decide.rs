@@ -72,13 +72,9 @@ pub(crate) async fn decide(shared: &Shared, host: &HostSpec, port: u16) -> Verdi
             // Every address is checked, not only the one that will be used: a name that mixes
             // a public and a private address is refused as a whole.
             for &ip in &addrs {
-                if let Some(rule) = denied_by_ip_rule(policy, ip, port) {
-                    return Verdict::Deny {
-                        rule,
-                        address: Some(ip),
-                    };
-                }
-                if let Some(rule) = private_denial(policy, ip, port) {
+                let denied = denied_by_ip_rule(policy, ip, port)
+                    .or_else(|| private_denial(policy, ip, port));
+                if let Some(rule) = denied {
                     return Verdict::Deny {
                         rule,
                         address: Some(ip),

@@ -136,18 +136,24 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// Accounts `n` more bytes in one direction, or refuses them when they would exceed the
-    /// request's or the run's limits (the caller then cuts the connection).
-    pub fn account(&self, direction: Direction, n: u64) -> Result<(), LimitHit> {
+    /// The counter of one direction, its per-request limit and that limit's policy key.
+    fn direction_limit(&self, direction: Direction) -> (&AtomicU64, Option<u64>, &'static str) {
         let http = &self.shared.policy.http;
-        let (counter, max, name) = match direction {
+        match direction {
             Direction::Up => (&self.sent, http.max_request_bytes, "max_request_bytes"),
             Direction::Down => (
                 &self.received,
                 http.max_response_bytes,
                 "max_response_bytes",
             ),
-        };
+        }
+    }
+
+    /// Accounts `n` more bytes in one direction, or refuses them when they would exceed the
+    /// request's or the run's limits (the caller then cuts the connection).
+    pub fn account(&self, direction: Direction, n: u64) -> Result<(), LimitHit> {
+        let http = &self.shared.policy.http;
+        let (counter, max, name) = self.direction_limit(direction);
         let result = (|| {
             if let Some(max) = max {
                 if counter.load(Ordering::Relaxed) + n > max {
@@ -174,14 +180,7 @@ impl Entry {
     /// the allowed bytes get through before the cut.
     pub fn allowance(&self, direction: Direction) -> (u64, &'static str) {
         let http = &self.shared.policy.http;
-        let (counter, max, name) = match direction {
-            Direction::Up => (&self.sent, http.max_request_bytes, "max_request_bytes"),
-            Direction::Down => (
-                &self.received,
-                http.max_response_bytes,
-                "max_response_bytes",
-            ),
-        };
+        let (counter, max, name) = self.direction_limit(direction);
         let own = max.map_or(u64::MAX, |m| {
             m.saturating_sub(counter.load(Ordering::Relaxed))
         });

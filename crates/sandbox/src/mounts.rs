@@ -190,9 +190,9 @@ fn setup(step: impl Into<String>) -> impl FnOnce(SysError) -> SandboxError {
 
 /// A policy path opened on the host.
 enum Source {
-    /// A detached recursive copy of the mount tree at the path, what the path is, and whether
-    /// the grant's mount attributes are already set on the copy.
-    Tree(OwnedFd, FileKind, bool),
+    /// A detached recursive copy of the mount tree at the path, with the grant's mount
+    /// attributes set, and what the path is.
+    Tree(OwnedFd, FileKind),
     Symlink(PathBuf),
 }
 
@@ -206,7 +206,7 @@ fn grant_attrs(g: &Grant) -> u64 {
 }
 
 /// Opens a host path without following any symlink and clones its mount tree with `attrs`
-/// set (in one call where the kernel has `open_tree_attr`). Ok(None): it does not exist.
+/// set. Ok(None): it does not exist.
 fn open_host(path: &Path, attrs: u64) -> Result<Option<Source>, SysError> {
     match fd::openat2(
         None,
@@ -225,12 +225,8 @@ fn open_host(path: &Path, attrs: u64) -> Result<Option<Source>, SysError> {
             }
             // Cloned now, while nothing of the new root exists: a tree cloned later would
             // include the staging tmpfs if the grant contains it (a grant of / or /tmp).
-            Ok(Some(
-                match mount::clone_tree_with_attrs(f.as_raw_fd(), attrs, path)? {
-                    Some(tree) => Source::Tree(tree, kind, true),
-                    None => Source::Tree(mount::clone_tree(f.as_raw_fd(), path)?, kind, false),
-                },
-            ))
+            let tree = mount::clone_tree_with_attrs(f.as_raw_fd(), attrs, path)?;
+            Ok(Some(Source::Tree(tree, kind)))
         }
         Err(e) if e.errno == libc::ENOENT => Ok(None),
         Err(e) => Err(e),
@@ -297,14 +293,7 @@ fn make_node(root: &OwnedFd, path: &Path, node: Node) -> Result<OwnedFd, SysErro
 
 /// Binds the tree held by `source` onto `target` with `attrs` set on every mount in it.
 fn bind(source: &OwnedFd, target: &OwnedFd, attrs: u64, what: &Path) -> Result<(), SysError> {
-    let tree = match mount::clone_tree_with_attrs(source.as_raw_fd(), attrs, what)? {
-        Some(tree) => tree,
-        None => {
-            let tree = mount::clone_tree(source.as_raw_fd(), what)?;
-            mount::set_tree_attrs(tree.as_raw_fd(), attrs, 0, what)?;
-            tree
-        }
-    };
+    let tree = mount::clone_tree_with_attrs(source.as_raw_fd(), attrs, what)?;
     mount::attach_tree(&tree, target, what)
 }
 
@@ -317,6 +306,19 @@ fn tmpfs(target: &OwnedFd, flags: libc::c_ulong, data: &str) -> Result<(), SysEr
         flags,
         Some(data),
     )
+}
+
+/// The top of the mount stack at the staging directory (the new root's tmpfs, or what a
+/// grant of `/` put on it).
+fn open_staging() -> Result<OwnedFd, SandboxError> {
+    fd::openat2(
+        None,
+        Path::new(STAGING),
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        0,
+        RESOLVE_NO_SYMLINKS,
+    )
+    .map_err(setup("open new root"))
 }
 
 const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
@@ -387,14 +389,7 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
         Some("size=4m,nr_inodes=16384,mode=0755"),
     )
     .map_err(setup("mount tmpfs (new root)"))?;
-    let root = fd::openat2(
-        None,
-        Path::new(STAGING),
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        0,
-        RESOLVE_NO_SYMLINKS,
-    )
-    .map_err(setup("open new root"))?;
+    let root = open_staging()?;
 
     // A grant of "/" itself goes first; bunker's own /tmp, /dev and /proc go on top of it;
     // every other grant after them, shallowest first.
@@ -402,26 +397,12 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
         .into_iter()
         .partition(|(g, _)| g.path == Path::new("/"));
     // The staging tmpfs itself, even once a grant of / covers it: the mask file lives there.
-    let staging_root = fd::openat2(
-        None,
-        Path::new(STAGING),
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        0,
-        RESOLVE_NO_SYMLINKS,
-    )
-    .map_err(setup("open new root"))?;
+    let staging_root = open_staging()?;
     let mut root = root;
     for (g, src) in &top {
         grant(&root, g, src)?;
         // The grant now covers the staging tmpfs: lookups from the old fd would go beneath it.
-        root = fd::openat2(
-            None,
-            Path::new(STAGING),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            0,
-            RESOLVE_NO_SYMLINKS,
-        )
-        .map_err(setup("open new root"))?;
+        root = open_staging()?;
     }
     if !plan.grants.iter().any(|g| g.path == Path::new("/tmp")) {
         let t = make_node(&root, Path::new("/tmp"), Node::Dir).map_err(setup("mkdir /tmp"))?;
@@ -494,17 +475,13 @@ fn grant(root: &OwnedFd, g: &Grant, src: &Source) -> Result<(), SandboxError> {
             }
             Ok(())
         }
-        Source::Tree(fd, kind, attrs_set) => {
+        Source::Tree(fd, kind) => {
             let node = if *kind == FileKind::Dir {
                 Node::Dir
             } else {
                 Node::File
             };
             let target = make_node(root, &g.path, node).map_err(setup(step.clone()))?;
-            if !attrs_set {
-                mount::set_tree_attrs(fd.as_raw_fd(), grant_attrs(g), 0, &g.path)
-                    .map_err(setup(step.clone()))?;
-            }
             mount::attach_tree(fd, &target, &g.path).map_err(setup(step))
         }
     }

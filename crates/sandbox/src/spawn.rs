@@ -201,7 +201,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
 
     // The network namespace helper is forked now, while the supervisor is small and nothing
     // else runs: forked after the clone it started late, competing with init for the CPU.
-    let mut netns_maker = if has(Namespace::Net) {
+    let netns_maker = if has(Namespace::Net) {
         Some(NetnsMaker::start(has(Namespace::User))?)
     } else {
         None
@@ -302,7 +302,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         }
         e
     };
-    let netns = match netns_maker.as_mut().map(NetnsMaker::finish).transpose() {
+    let netns = match netns_maker.as_ref().map(NetnsMaker::finish).transpose() {
         Ok(netns) => netns,
         Err(e) => {
             // Killed and reaped before the cgroup (if any) is removed on drop.
@@ -484,18 +484,22 @@ impl NetnsMaker {
         }
     }
 
+    /// Our end of the socket to the helper (held until drop).
+    fn socket(&self) -> RawFd {
+        self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
     /// Hands the helper init's pidfd: it starts making the namespace.
     fn begin(&self, init_pidfd: RawFd) -> Result<(), SandboxError> {
-        let socket = self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-        fd::send_with_fds(socket, b"go", &[init_pidfd])
+        fd::send_with_fds(self.socket(), b"go", &[init_pidfd])
             .map_err(io_err("start the network namespace helper"))
     }
 
     /// Waits for the namespace.
-    fn finish(&mut self) -> Result<OwnedFd, SandboxError> {
-        let socket = self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+    fn finish(&self) -> Result<OwnedFd, SandboxError> {
         let step = "create the network namespace".to_string();
-        let (data, fds) = fd::recv_with_fds(socket, NETNS_MAX_MESSAGE).map_err(io_err(&step))?;
+        let (data, fds) =
+            fd::recv_with_fds(self.socket(), NETNS_MAX_MESSAGE).map_err(io_err(&step))?;
         if data == b"ok" {
             if let Some(ns) = fds.into_iter().next() {
                 return Ok(ns);

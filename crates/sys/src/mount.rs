@@ -77,22 +77,19 @@ pub fn ms_flags_str(flags: libc::c_ulong) -> String {
     crate::error::flag_names(flags, &names)
 }
 
+/// The flags of every tree clone: a detached (`OPEN_TREE_CLONE`) recursive copy, so mounts
+/// locked in a user namespace stay covered.
+const CLONE_FLAGS: libc::c_uint = OPEN_TREE_CLONE
+    | libc::O_CLOEXEC as libc::c_uint
+    | libc::AT_RECURSIVE as libc::c_uint
+    | libc::AT_EMPTY_PATH as libc::c_uint;
+
 /// `open_tree(fd, "", OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH)`: a detached copy of the
-/// mount tree at `fd` (recursive, so mounts locked in a user namespace stay covered).
+/// mount tree at `fd`.
 pub fn clone_tree(fd: RawFd, what: &Path) -> SysResult<OwnedFd> {
     let empty = c"";
     // SAFETY: `empty` is NUL-terminated; integer flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            fd,
-            empty.as_ptr(),
-            OPEN_TREE_CLONE
-                | libc::O_CLOEXEC as libc::c_uint
-                | libc::AT_RECURSIVE as libc::c_uint
-                | libc::AT_EMPTY_PATH as libc::c_uint,
-        )
-    };
+    let r = unsafe { libc::syscall(libc::SYS_open_tree, fd, empty.as_ptr(), CLONE_FLAGS) };
     if r < 0 {
         return Err(SysError::last(format!(
             "open_tree({}, OPEN_TREE_CLONE|AT_RECURSIVE)",
@@ -106,10 +103,9 @@ pub fn clone_tree(fd: RawFd, what: &Path) -> SysResult<OwnedFd> {
 /// `open_tree_attr` (Linux 6.15), the syscall number on x86_64.
 const SYS_OPEN_TREE_ATTR: libc::c_long = 467;
 
-/// [`clone_tree`] and [`set_tree_attrs`] (`set` added, nothing cleared) in one call:
-/// `open_tree_attr(fd, "", OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH, attr)`.
-/// `Ok(None)` when the kernel has no `open_tree_attr` (ENOSYS): clone and set apart.
-pub fn clone_tree_with_attrs(fd: RawFd, set: u64, what: &Path) -> SysResult<Option<OwnedFd>> {
+/// [`clone_tree`] with `set` added to every mount of the copy (nothing cleared): one
+/// `open_tree_attr` where the kernel has it, else (ENOSYS) `open_tree` then [`set_tree_attrs`].
+pub fn clone_tree_with_attrs(fd: RawFd, set: u64, what: &Path) -> SysResult<OwnedFd> {
     let empty = c"";
     let mut attr = MountAttr {
         attr_set: set,
@@ -123,27 +119,27 @@ pub fn clone_tree_with_attrs(fd: RawFd, set: u64, what: &Path) -> SysResult<Opti
             SYS_OPEN_TREE_ATTR,
             fd,
             empty.as_ptr(),
-            OPEN_TREE_CLONE
-                | libc::O_CLOEXEC as libc::c_uint
-                | libc::AT_RECURSIVE as libc::c_uint
-                | libc::AT_EMPTY_PATH as libc::c_uint,
+            CLONE_FLAGS,
             &mut attr as *mut MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
-    if r < 0 {
-        let e = SysError::last(format!(
-            "open_tree_attr({}, OPEN_TREE_CLONE|AT_RECURSIVE)",
-            what.display()
-        ));
-        return if e.errno == libc::ENOSYS {
-            Ok(None)
-        } else {
-            Err(e)
-        };
+    if r >= 0 {
+        // SAFETY: open_tree_attr succeeded; the fd is ours.
+        return Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) });
     }
-    // SAFETY: open_tree_attr succeeded; the fd is ours.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(r as RawFd) }))
+    let e = SysError::last(format!(
+        "open_tree_attr({}, OPEN_TREE_CLONE|AT_RECURSIVE)",
+        what.display()
+    ));
+    if e.errno != libc::ENOSYS {
+        return Err(e);
+    }
+    let tree = clone_tree(fd, what)?;
+    if set != 0 {
+        set_tree_attrs(tree.as_raw_fd(), set, 0, what)?;
+    }
+    Ok(tree)
 }
 
 /// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, set, clear)`: changes the flags of
