@@ -3,28 +3,21 @@
 //! **Supervisor** (single-threaded at this point — it clones):
 //! 1. `landlock::probe`: fail closed early when landlock is required and the kernel lacks it.
 //! 2. The mount plan, the program's environment and argv are computed (pure, before the clone).
-//!    With `net` in `kernel.namespaces`, the network namespace helper is forked (it waits for
-//!    step 6; forked later, it would start late and compete with init for the CPU).
 //! 3. Pipes for stdout and stderr; a SOCK_SEQPACKET control socket pair; a sync pipe that holds
 //!    the child until step 5; a lifeline pipe whose write end only the supervisor holds.
-//! 4. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWIPC|NEWUTS | CLONE_PIDFD)` (as the policy's
+//! 4. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWUTS | CLONE_PIDFD)` (as the policy's
 //!    `kernel.namespaces` say), fork-like: the child becomes the sandbox's init (pid 1). The
-//!    network namespace is made in step 6 instead.
+//!    network and IPC namespaces are made by init instead (its step 4).
 //! 5. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
 //!    65534, never host root); init released (a byte on the sync pipe).
-//! 6. While init builds its root: with `net` in `kernel.namespaces`, the helper is handed
-//!    init's pidfd, joins init's user namespace (`setns`), unshares a network namespace —
-//!    owned by that user namespace, as one made by the clone would be — brings `lo` up and
-//!    hands the namespace back, and is reaped after the second release (`NetnsMaker`; making a
-//!    network namespace is the costliest part of the clone, so it runs beside init's mounts
-//!    rather than before them). Meanwhile `SandboxCgroup::prepare` (the cgroup under the supervisor's
+//! 6. While init builds its root: `SandboxCgroup::prepare` (the cgroup under the supervisor's
 //!    own, limits written) and `prepare_join` (init's pid written to `cgroup.procs` on v2; the
 //!    `tasks` files of the v1 hierarchies opened); then the second release, a datagram on the
-//!    control socket carrying the network namespace and those files, through which init moves
-//!    *itself* (steps 5 and 7 of init). Writing a pid to a v1 `cgroup.procs` waits for an RCU grace period (5–15 ms
-//!    here); a single-threaded process moving its own thread does not. The cgroup work runs
-//!    beside init's setup rather than before it; nothing of the program runs before init is
-//!    in the cgroup, and a cgroup that cannot be made kills init and fails the run.
+//!    control socket carrying those files, through which init moves *itself* (its step 7).
+//!    Writing a pid to a v1 `cgroup.procs` waits for an RCU grace period (5–15 ms here); a
+//!    single-threaded process moving its own thread does not. The cgroup work runs beside
+//!    init's setup rather than before it; nothing of the program runs before init is in the
+//!    cgroup, and a cgroup that cannot be made kills init and fails the run.
 //! 7. Wait for init's first message: `SetupFailed` → a setup error naming the step; `Ready` →
 //!    the proxy listeners it carries go to `Egress::start`.
 //! 8. `supervise::supervise` until the sandbox is gone; `Egress::finish` records into the result.
@@ -34,15 +27,20 @@
 //! 2. `setresgid(0)`, `setgroups([])` (as root), `setresuid(0)` inside the user namespace.
 //! 3. `PR_SET_PDEATHSIG(SIGKILL)` — after the id change, which clears it — then check the
 //!    lifeline is not at end of file (the supervisor died in between → exit).
-//! 4. Mounts (`mounts.rs`): / private; policy paths opened without following symlinks; a tmpfs
+//! 4. A thread of init's unshares the network and IPC namespaces (those of them in
+//!    `kernel.namespaces`) — owned by the sandbox's user namespace, as ones made by the clone
+//!    would be — and brings `lo` up, beside the main thread's mounts (`NamespaceThread`: the
+//!    costliest namespaces to make, ~1.5 ms of CPU here, made on the second core rather than
+//!    before the mounts).
+//!    Mounts (`mounts.rs`): / private; policy paths opened without following symlinks; a tmpfs
 //!    root; grants bound (read-only unless in `allow.write`; nosuid, nodev); private /tmp;
 //!    minimal /dev; fresh /proc with /proc/sys & co. read-only; deny masks; pivot_root; old
 //!    root detached; the root tmpfs remounted read-only. Then the landlock ruleset is built
 //!    (paths opened in the new root) and the seccomp filter compiled, both enforced in step 8:
 //!    done here, they overlap the supervisor's work instead of following it.
 //! 5. Wait for the second release (what it carries is in the message and checked); join the
-//!    network namespace it carries (`lo` is up); the proxy listeners on 127.0.0.1:3128 and
-//!    :1080 when `allow.net` is non-empty.
+//!    thread's namespaces (the thread has ended: init is single-threaded again); the
+//!    proxy listeners on 127.0.0.1:3128 and :1080 when `allow.net` is non-empty.
 //! 6. `sethostname(kernel.hostname)`; chdir to the working directory.
 //! 7. Join the cgroup: "0" written to each `tasks` file of the second release, the files
 //!    closed; then `unshare(CLONE_NEWCGROUP)`.
@@ -63,7 +61,7 @@
 //! dies with its init.
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::Instant;
 
@@ -199,14 +197,6 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         .map(|a| cstring("an argument", a.as_bytes().to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
 
-    // The network namespace helper is forked now, while the supervisor is small and nothing
-    // else runs: forked after the clone it started late, competing with init for the CPU.
-    let netns_maker = if has(Namespace::Net) {
-        Some(NetnsMaker::start(has(Namespace::User))?)
-    } else {
-        None
-    };
-
     // Step 3.
     let (stdout_r, stdout_w) = fd::pipe().map_err(io_err("create stdout pipe"))?;
     let (stderr_r, stderr_w) = fd::pipe().map_err(io_err("create stderr pipe"))?;
@@ -240,9 +230,9 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     let started = Instant::now();
     // `run` is documented to be called single-threaded (the CLI calls it before any runtime
     // starts); `clone_fork` checks it and refuses otherwise.
-    // The network namespace is made beside init's setup instead (`NetnsMaker`): creating one
-    // is the costliest part of the clone.
-    let forked = process::clone_fork(clone_flags(ns) & !libc::CLONE_NEWNET)
+    // The network and IPC namespaces are made by a thread of init's beside its mounts instead:
+    // they are the costliest part of the clone.
+    let forked = process::clone_fork(clone_flags(ns) & !init::THREAD_NAMESPACES)
         .map_err(io_err("create namespaces"))?;
     let (pid, pidfd) = match forked {
         Forked::Child => {
@@ -277,17 +267,14 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     // before anything of the program can run.
     fd::write_all(sync_w.as_raw_fd(), b"1").map_err(|e| abort(io_err("release init")(e)))?;
     drop(sync_w);
-    if let Some(maker) = &netns_maker {
-        maker.begin(pidfd.as_raw_fd()).map_err(abort)?;
-    }
     let joined = SandboxCgroup::prepare(policy, &mut enforced)
         .map_err(|e| (e, None))
         .and_then(|cg| match cg.prepare_join(pid) {
             Ok(files) => Ok((cg, files)),
             Err(e) => Err((e, Some(cg))),
         });
-    // Init may have failed first, and its exit made the step beside it fail (the helper's
-    // setns, a cgroup write): its report, queued on the socket (at end of file once init is
+    // Init may have failed first, and its exit made the step beside it fail (a cgroup write):
+    // its report, queued on the socket (at end of file once init is
     // killed and reaped), is then the real cause.
     let init_report_or = |e: SandboxError| -> SandboxError {
         if let Ok((data, _)) = fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {
@@ -302,15 +289,6 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         }
         e
     };
-    let netns = match netns_maker.as_ref().map(NetnsMaker::finish).transpose() {
-        Ok(netns) => netns,
-        Err(e) => {
-            // Killed and reaped before the cgroup (if any) is removed on drop.
-            let e = abort(e);
-            drop(joined);
-            return Err(init_report_or(e));
-        }
-    };
     let (cgroup, join_files) = match joined {
         Ok(joined) => joined,
         Err((e, cg)) => {
@@ -321,19 +299,13 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     };
     // A failed send (EPIPE) means init already gave up building its root: the message it
     // sent before exiting, read next, says why.
-    let raw: Vec<RawFd> = netns
-        .iter()
-        .chain(&join_files)
-        .map(AsRawFd::as_raw_fd)
-        .collect();
+    let raw: Vec<RawFd> = join_files.iter().map(AsRawFd::as_raw_fd).collect();
     let _ = fd::send_with_fds(
         control_sup.as_raw_fd(),
-        &init::join_message(netns.is_some(), join_files.len()),
+        &init::join_message(join_files.len()),
         &raw,
     );
-    drop((netns, join_files));
-    // Reaped only now: its exit is no longer in the way of init's release.
-    drop(netns_maker);
+    drop(join_files);
 
     // Step 7.
     let (data, fds) = match fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {
@@ -437,106 +409,6 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     let mut result = outcome?;
     result.http = crate::result::HttpReport::from_records(records);
     Ok(result)
-}
-
-/// Makes the sandbox's network namespace in a short-lived helper process while init builds its
-/// root: creating a network namespace (loopback device, sysctl tables, per-protocol state) is
-/// the costliest namespace to make, and done in the clone it delayed everything after it. The
-/// helper is forked from the supervisor before init's clone and waits; handed init's pidfd, it
-/// joins init's user namespace (so the new namespace is owned by it, exactly as one made by the
-/// clone would be), unshares the network namespace, brings `lo` up, and sends the namespace
-/// back; init joins it before it binds anything. Dropping the maker closes its socket (a helper
-/// still waiting then exits) and reaps the helper.
-struct NetnsMaker {
-    pid: i32,
-    socket: Option<OwnedFd>,
-}
-
-/// Longest error text the helper sends.
-const NETNS_MAX_MESSAGE: usize = 1024;
-
-impl NetnsMaker {
-    fn start(user_ns: bool) -> Result<NetnsMaker, SandboxError> {
-        let (ours, theirs) =
-            fd::seqpacket_pair().map_err(io_err("create network namespace socket"))?;
-        // The supervisor is single-threaded here (no proxy yet); `fork` checks it.
-        match process::fork().map_err(io_err("fork the network namespace helper"))? {
-            Some(pid) => Ok(NetnsMaker {
-                pid,
-                socket: Some(ours),
-            }),
-            None => {
-                drop(ours);
-                let made = match fd::recv_with_fds(theirs.as_raw_fd(), 8) {
-                    Ok((data, fds)) if data == b"go" => make_netns(fds.first(), user_ns),
-                    // The supervisor gave up before the clone (or died): nothing to do.
-                    _ => process::exit_now(0),
-                };
-                let sent = match &made {
-                    Ok(ns) => fd::send_with_fds(theirs.as_raw_fd(), b"ok", &[ns.as_raw_fd()]),
-                    Err(e) => {
-                        let text = format!("{}\n{}", e.errno, e.call);
-                        fd::send_with_fds(theirs.as_raw_fd(), text.as_bytes(), &[])
-                    }
-                };
-                process::exit_now(i32::from(made.is_err() || sent.is_err()))
-            }
-        }
-    }
-
-    /// Our end of the socket to the helper (held until drop).
-    fn socket(&self) -> RawFd {
-        self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd)
-    }
-
-    /// Hands the helper init's pidfd: it starts making the namespace.
-    fn begin(&self, init_pidfd: RawFd) -> Result<(), SandboxError> {
-        fd::send_with_fds(self.socket(), b"go", &[init_pidfd])
-            .map_err(io_err("start the network namespace helper"))
-    }
-
-    /// Waits for the namespace.
-    fn finish(&self) -> Result<OwnedFd, SandboxError> {
-        let step = "create the network namespace".to_string();
-        let (data, fds) =
-            fd::recv_with_fds(self.socket(), NETNS_MAX_MESSAGE).map_err(io_err(&step))?;
-        if data == b"ok" {
-            if let Some(ns) = fds.into_iter().next() {
-                return Ok(ns);
-            }
-        }
-        let text = String::from_utf8_lossy(&data);
-        let (errno, call) = text
-            .split_once('\n')
-            .unwrap_or(("0", "the helper ended early"));
-        Err(SandboxError::Setup {
-            step,
-            source: SysError::from_errno(call, errno.parse().unwrap_or(0)),
-        })
-    }
-}
-
-impl Drop for NetnsMaker {
-    fn drop(&mut self) {
-        drop(self.socket.take());
-        let _ = process::waitpid(self.pid, false);
-    }
-}
-
-/// The helper's work (in the forked child): returns the new network namespace.
-fn make_netns(init_pidfd: Option<&OwnedFd>, user_ns: bool) -> Result<OwnedFd, SysError> {
-    if user_ns {
-        let pidfd = init_pidfd
-            .ok_or_else(|| SysError::from_errno("receive init's pidfd".to_string(), libc::EBADF))?;
-        process::setns(pidfd.as_raw_fd(), libc::CLONE_NEWUSER)?;
-    }
-    process::unshare(libc::CLONE_NEWNET)?;
-    bunker_sys::net::loopback_up()?;
-    fd::open(
-        std::path::Path::new("/proc/thread-self/ns/net"),
-        libc::O_RDONLY | libc::O_CLOEXEC,
-        0,
-    )
 }
 
 /// The error for init's `SetupFailed` report.
