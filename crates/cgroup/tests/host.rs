@@ -44,7 +44,9 @@ fn memory_limit_oom_kills_and_is_counted() {
         .spawn()
         .unwrap();
     g.add_process(child.id() as i32).unwrap();
-    assert_eq!(g.procs().unwrap(), vec![child.id() as i32]);
+    // `python3` may be a version manager's shim that runs helpers of its own: the child is
+    // among the group's processes, maybe not alone.
+    assert!(g.procs().unwrap().contains(&(child.id() as i32)));
     drop(child.stdin.take());
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
