@@ -103,7 +103,6 @@ pub struct InitContext<'a> {
     pub uts_ns: bool,
     pub cgroup_ns: bool,
     pub control: RawFd,
-    pub sync: RawFd,
     pub lifeline: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
@@ -170,7 +169,7 @@ pub fn run(ctx: &InitContext) -> ! {
 fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMessage, SandboxError> {
     let policy = ctx.policy;
     // Made on a thread of init's, started first so that its ~1.5 ms of CPU overlap the id
-    // change and the mounts; joined after the second release, long before anything is
+    // change and the mounts; joined after the release, long before anything is
     // restricted. The thread keeps the ids it started with (the id syscalls below change the
     // calling thread only): it has every capability in the new user namespace, all it needs.
     let thread_namespaces =
@@ -178,13 +177,8 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     let namespaces = (thread_namespaces != 0)
         .then(|| NamespaceThread::start(thread_namespaces))
         .transpose();
-    // Wait until the supervisor wrote our id maps.
-    let mut b = [0u8; 1];
-    match fd::read(ctx.sync, &mut b) {
-        Ok(1) => {}
-        // The supervisor gave up (or died) before releasing us: nobody is left to report to.
-        _ => process::exit_now(1),
-    }
+    // Wait until the supervisor wrote our id maps and made the cgroup.
+    let cgroup_files = release(ctx)?;
     // Reported only now: the supervisor reads init's reports after the release.
     let namespaces = namespaces?;
 
@@ -206,8 +200,8 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     let root = mounts::build_root(&ctx.plan)?;
     let mut notes = root.notes;
 
-    // Built now, while the supervisor still makes the network namespace and the cgroup;
-    // enforced below, in the order the restrictions need.
+    // Built now, while the namespace thread may still run; enforced below, in the order the
+    // restrictions need.
     let paths = SandboxPaths {
         writable: [
             "/tmp",
@@ -232,7 +226,6 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     let landlock = landlock::prepare(policy, &paths)?;
     let filter = seccomp::prepare(policy)?;
 
-    let cgroup_files = second_release(ctx)?;
     if let Some(thread) = namespaces {
         for (kind, ns) in thread.finish()? {
             process::setns(ns.as_raw_fd(), kind)
@@ -295,19 +288,18 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     })
 }
 
-/// Prefix of the supervisor's second release (spawn.rs step 6), followed by how many cgroup
-/// `tasks` files it carries.
+/// Prefix of the supervisor's release (spawn.rs step 6), followed by how many cgroup `tasks`
+/// files it carries.
 const JOIN_PREFIX: &str = "join ";
 
-/// The supervisor's second release: init may join its cgroup, through the `cgroup_files` fds
-/// sent with it.
+/// The supervisor's release: init may go on (its id maps are written), and join its cgroup
+/// through the `cgroup_files` fds sent with it.
 pub fn join_message(cgroup_files: usize) -> Vec<u8> {
     format!("{JOIN_PREFIX}{cgroup_files}").into_bytes()
 }
 
-/// Waits for the second release and checks that it carries what it says: the cgroup's `tasks`
-/// files.
-fn second_release(ctx: &InitContext) -> Result<Vec<OwnedFd>, SandboxError> {
+/// Waits for the release and checks that it carries what it says: the cgroup's `tasks` files.
+fn release(ctx: &InitContext) -> Result<Vec<OwnedFd>, SandboxError> {
     let (data, fds) = match fd::recv_with_fds(ctx.control, 64) {
         Ok((data, fds)) if !data.is_empty() => (data, fds),
         // The supervisor gave up (or died): nobody is left to report to.
@@ -398,7 +390,7 @@ impl NamespaceThread {
     }
 }
 
-/// Moves init into the sandbox's cgroup through the `tasks` files of the second release (init
+/// Moves init into the sandbox's cgroup through the `tasks` files of the release (init
 /// is single-threaded: moving its thread moves the process).
 fn join_cgroup(files: Vec<OwnedFd>) -> Result<(), SandboxError> {
     for f in files {

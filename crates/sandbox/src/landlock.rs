@@ -326,7 +326,8 @@ impl Prepared {
 }
 
 /// Builds the ruleset for `policy` from the paths as they are now (in the new root), without
-/// enforcing it: init does this while it waits for the supervisor, and restricts itself later.
+/// enforcing it: init does this while its namespace thread may still run, and restricts itself
+/// later.
 pub fn prepare(policy: &Policy, paths: &SandboxPaths) -> Result<Prepared, SandboxError> {
     let off = |outcome: LandlockOutcome| {
         Ok(Prepared {

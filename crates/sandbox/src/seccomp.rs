@@ -915,7 +915,7 @@ pub fn install(policy: &Policy) -> Result<LayerStatus, SandboxError> {
 }
 
 /// The filter `policy` asks for, compiled (`None`: seccomp is off). Pure: init compiles it
-/// while it waits for the supervisor, and installs it last.
+/// while its namespace thread may still run, and installs it last.
 pub fn prepare(policy: &Policy) -> Result<Option<Vec<Insn>>, SandboxError> {
     match policy.kernel.seccomp {
         SeccompProfile::Off => Ok(None),

@@ -3,47 +3,47 @@
 //! **Supervisor** (single-threaded at this point — it clones):
 //! 1. `landlock::probe`: fail closed early when landlock is required and the kernel lacks it.
 //! 2. The mount plan, the program's environment and argv are computed (pure, before the clone).
-//! 3. Pipes for stdout and stderr; a SOCK_SEQPACKET control socket pair; a sync pipe that holds
-//!    the child until step 5; a lifeline pipe whose write end only the supervisor holds.
+//! 3. Pipes for stdout and stderr; a SOCK_SEQPACKET control socket pair; a lifeline pipe whose
+//!    write end only the supervisor holds.
 //! 4. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWUTS | CLONE_PIDFD)` (as the policy's
-//!    `kernel.namespaces` say), fork-like: the child becomes the sandbox's init (pid 1). The
-//!    network and IPC namespaces are made by init instead (its step 4).
+//!    `kernel.namespaces` say), fork-like, onto the supervisor's CPU (both take the caller's
+//!    affinity back right after): the child becomes the sandbox's init (pid 1). The network and
+//!    IPC namespaces are made by init instead (its step 1).
 //! 5. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
-//!    65534, never host root); init released (a byte on the sync pipe).
-//! 6. While init builds its root: `SandboxCgroup::prepare` (the cgroup under the supervisor's
-//!    own, limits written) and `prepare_join` (init's pid written to `cgroup.procs` on v2; the
-//!    `tasks` files of the v1 hierarchies opened); then the second release, a datagram on the
-//!    control socket carrying those files, through which init moves *itself* (its step 7).
-//!    Writing a pid to a v1 `cgroup.procs` waits for an RCU grace period (5–15 ms here); a
-//!    single-threaded process moving its own thread does not. The cgroup work runs beside
-//!    init's setup rather than before it; nothing of the program runs before init is in the
-//!    cgroup, and a cgroup that cannot be made kills init and fails the run.
+//!    65534, never host root).
+//! 6. `SandboxCgroup::prepare` (the cgroup under the supervisor's own, limits written) and
+//!    `prepare_join` (init's pid written to `cgroup.procs` on v2; the `tasks` files of the v1
+//!    hierarchies opened); then the release, a datagram on the control socket carrying those
+//!    files, through which init moves *itself* (its step 7). Writing a pid to a v1
+//!    `cgroup.procs` waits for an RCU grace period (5–15 ms here); a single-threaded process
+//!    moving its own thread does not. The cgroup is made while init waits (its namespace
+//!    thread is busy on the other core meanwhile): made beside init's mounts it held init off
+//!    the CPU instead. Nothing of the program runs before init is in the cgroup, and a cgroup
+//!    that cannot be made kills init and fails the run.
 //! 7. Wait for init's first message: `SetupFailed` → a setup error naming the step; `Ready` →
 //!    the proxy listeners it carries go to `Egress::start`.
 //! 8. `supervise::supervise` until the sandbox is gone; `Egress::finish` records into the result.
 //!
 //! **Init** (`init.rs`, in the new namespaces):
-//! 1. Wait for the release (the supervisor dying first closes the pipe → exit).
+//! 1. A thread of init's unshares the network and IPC namespaces (those of them in
+//!    `kernel.namespaces`) — owned by the sandbox's user namespace, as ones made by the clone
+//!    would be — and brings `lo` up, beside the main thread's steps 2–4 (`NamespaceThread`: the
+//!    costliest namespaces to make, ~1.5 ms of CPU here, made on the second core rather than
+//!    in the clone). Then init waits for the release (the supervisor dying first closes the
+//!    socket → exit).
 //! 2. `setresgid(0)`, `setgroups([])` (as root), `setresuid(0)` inside the user namespace.
 //! 3. `PR_SET_PDEATHSIG(SIGKILL)` — after the id change, which clears it — then check the
 //!    lifeline is not at end of file (the supervisor died in between → exit).
-//! 4. A thread of init's unshares the network and IPC namespaces (those of them in
-//!    `kernel.namespaces`) — owned by the sandbox's user namespace, as ones made by the clone
-//!    would be — and brings `lo` up, beside the main thread's mounts (`NamespaceThread`: the
-//!    costliest namespaces to make, ~1.5 ms of CPU here, made on the second core rather than
-//!    before the mounts).
-//!    Mounts (`mounts.rs`): / private; policy paths opened without following symlinks; a tmpfs
+//! 4. Mounts (`mounts.rs`): / private; policy paths opened without following symlinks; a tmpfs
 //!    root; grants bound (read-only unless in `allow.write`; nosuid, nodev); private /tmp;
 //!    minimal /dev; fresh /proc with /proc/sys & co. read-only; deny masks; pivot_root; old
 //!    root detached; the root tmpfs remounted read-only. Then the landlock ruleset is built
-//!    (paths opened in the new root) and the seccomp filter compiled, both enforced in step 8:
-//!    done here, they overlap the supervisor's work instead of following it.
-//! 5. Wait for the second release (what it carries is in the message and checked); join the
-//!    thread's namespaces (the thread has ended: init is single-threaded again); the
+//!    (paths opened in the new root) and the seccomp filter compiled, both enforced in step 8.
+//! 5. Join the thread's namespaces (the thread has ended: init is single-threaded again); the
 //!    proxy listeners on 127.0.0.1:3128 and :1080 when `allow.net` is non-empty.
 //! 6. `sethostname(kernel.hostname)`; chdir to the working directory.
-//! 7. Join the cgroup: "0" written to each `tasks` file of the second release, the files
-//!    closed; then `unshare(CLONE_NEWCGROUP)`.
+//! 7. Join the cgroup: "0" written to each `tasks` file of the release, the files closed; then
+//!    `unshare(CLONE_NEWCGROUP)`.
 //! 8. Init restricts itself, so no unfiltered helper is left in the sandbox: not dumpable;
 //!    rlimits; no_new_privs; landlock; securebits locked; every capability dropped (bounding,
 //!    ambient, inheritable, effective, permitted); seccomp last.
@@ -202,7 +202,6 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     let (stderr_r, stderr_w) = fd::pipe().map_err(io_err("create stderr pipe"))?;
     let (control_sup, control_init) =
         fd::seqpacket_pair().map_err(io_err("create control socket"))?;
-    let (sync_r, sync_w) = fd::pipe().map_err(io_err("create sync pipe"))?;
     let (lifeline_r, lifeline_w) = fd::pipe().map_err(io_err("create lifeline pipe"))?;
 
     let ctx = InitContext {
@@ -220,7 +219,6 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         uts_ns: has(Namespace::Uts),
         cgroup_ns: has(Namespace::Cgroup),
         control: control_init.as_raw_fd(),
-        sync: sync_r.as_raw_fd(),
         lifeline: lifeline_r.as_raw_fd(),
         stdout: stdout_w.as_raw_fd(),
         stderr: stderr_w.as_raw_fd(),
@@ -246,13 +244,13 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         Forked::Child => {
             // Only the supervisor may hold these: above all the lifeline's write end, whose
             // closing is how init learns the supervisor is gone.
-            drop((stdout_r, stderr_r, control_sup, sync_w, lifeline_w));
+            drop((stdout_r, stderr_r, control_sup, lifeline_w));
             init::run(&ctx)
         }
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
     drop(ctx);
-    drop((stdout_w, stderr_w, control_init, sync_r, lifeline_r));
+    drop((stdout_w, stderr_w, control_init, lifeline_r));
     // From here on, any early return must not leave init behind.
     let abort = |e: SandboxError| -> SandboxError {
         let _ = process::pidfd_kill(pidfd.as_raw_fd(), libc::SIGKILL);
@@ -269,12 +267,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             })
         })?;
     }
-    // Two releases: the first (a byte on the sync pipe) lets init build its root while the
-    // cgroup is made (step 6); the second (a datagram on the control socket, carrying the
-    // cgroup's `tasks` files) lets init join the cgroup, before its cgroup namespace and
-    // before anything of the program can run.
-    fd::write_all(sync_w.as_raw_fd(), b"1").map_err(|e| abort(io_err("release init")(e)))?;
-    drop(sync_w);
+    // Step 6.
     let joined = SandboxCgroup::prepare(policy, &mut enforced)
         .map_err(|e| (e, None))
         .and_then(|cg| match cg.prepare_join(pid) {
@@ -305,8 +298,8 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             return Err(init_report_or(e));
         }
     };
-    // A failed send (EPIPE) means init already gave up building its root: the message it
-    // sent before exiting, read next, says why.
+    // The release. A failed send (EPIPE) means init already gave up: the message it sent
+    // before exiting, read next, says why.
     let raw: Vec<RawFd> = join_files.iter().map(AsRawFd::as_raw_fd).collect();
     let _ = fd::send_with_fds(
         control_sup.as_raw_fd(),
@@ -317,7 +310,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
 
     // Step 7.
     let (data, fds) = match fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {
-        // Init failed and exited with the second release unread in its socket: the kernel
+        // Init failed and exited with the release unread in its socket: the kernel
         // reports that once, then hands over what init sent before it exited.
         Err(e) if e.errno == libc::ECONNRESET => {
             fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE)
