@@ -120,3 +120,26 @@ fn cpu_accounting_counts_a_busy_child() {
     assert!(child.wait().unwrap().success());
     assert!(g.cpu_usage().unwrap().unwrap() > std::time::Duration::from_millis(10));
 }
+
+#[test]
+fn the_statmount_layout_matches_mountinfo_on_this_host() {
+    let all = [
+        Controller::Memory,
+        Controller::Pids,
+        Controller::Cpu,
+        Controller::CpuAcct,
+    ];
+    for wanted in [&all[..], &all[..1], &all[1..2], &all[2..]] {
+        let mut full = Layout::detect().unwrap();
+        full.keep_providers_of(wanted);
+        let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let fast = Layout::at_conventional_mounts(&proc_cgroup, wanted, |p| {
+            bunker_sys::mount::mount_facts(p).ok().flatten()
+        });
+        // Hosts that mount their hierarchies elsewhere get `None` (and `detect` is used).
+        if let Some(fast) = fast {
+            assert_eq!(fast, full, "{wanted:?}");
+        }
+        assert_eq!(Layout::detect_for(wanted).unwrap(), full, "{wanted:?}");
+    }
+}

@@ -122,7 +122,8 @@ impl SandboxCgroup {
         if wanted.is_empty() {
             return Ok(SandboxCgroup::none());
         }
-        let layout = Layout::detect();
+        let controllers: Vec<Controller> = wanted.iter().map(|w| w.controller()).collect();
+        let layout = Layout::detect_for(&controllers);
         let mut group = SandboxGroup::new();
         for want in wanted {
             let outcome = match &layout {

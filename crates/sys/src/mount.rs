@@ -209,3 +209,136 @@ pub fn pivot_root_here() -> SysResult<()> {
     }
     Ok(())
 }
+
+/// `statx` mask bit for the 64-bit mount id that `statmount` takes (Linux 6.8).
+const STATX_MNT_ID_UNIQUE: libc::c_uint = 0x4000;
+const SYS_STATMOUNT: libc::c_long = 457;
+/// `struct mnt_id_req`, first version (no namespace id).
+const MNT_ID_REQ_SIZE_VER0: u32 = 24;
+const STATMOUNT_MNT_ROOT: u64 = 0x08;
+const STATMOUNT_FS_TYPE: u64 = 0x20;
+const STATMOUNT_MNT_OPTS: u64 = 0x80;
+/// Offsets in `struct statmount` (include/uapi/linux/mount.h); its strings follow the 512-byte
+/// fixed part, each field holding an offset into them.
+const SM_MASK: usize = 8;
+const SM_MNT_OPTS: usize = 4;
+const SM_FS_TYPE: usize = 36;
+const SM_MNT_ROOT: usize = 104;
+const SM_STRINGS: usize = 512;
+
+/// What `statmount` says about one mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountFacts {
+    /// `cgroup`, `cgroup2`, `tmpfs`…
+    pub fs_type: String,
+    /// The part of the filesystem mounted (`/` for all of it).
+    pub root: String,
+    /// The filesystem's own options, comma-separated (for a v1 cgroup hierarchy: its
+    /// controllers, among others).
+    pub options: String,
+}
+
+/// The mount whose root `path` is (symlinks followed), from `statx` and `statmount` — one mount
+/// looked up, where `/proc/self/mountinfo` formats every mount of the namespace. `Ok(None)`
+/// when `path` is not the root of a mount. Needs Linux 6.8 (the options: 6.11); older kernels
+/// give an error (ENOSYS, or EINVAL for the statx mask).
+pub fn mount_facts(path: &Path) -> SysResult<Option<MountFacts>> {
+    let c = cstr("statx", path)?;
+    // SAFETY: an all-zero statx is a valid output buffer.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path, `stx` a statx buffer.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_STATX_SYNC_AS_STAT,
+            STATX_MNT_ID_UNIQUE,
+            &mut stx,
+        )
+    };
+    if r != 0 {
+        return Err(SysError::last(format!("statx({})", path.display())));
+    }
+    if stx.stx_mask & STATX_MNT_ID_UNIQUE == 0 {
+        return Err(SysError::from_errno(
+            format!("statx({}): no unique mount id", path.display()),
+            libc::ENOSYS,
+        ));
+    }
+    let mount_root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & mount_root == 0 {
+        return Err(SysError::from_errno(
+            format!("statx({}): no mount-root attribute", path.display()),
+            libc::ENOSYS,
+        ));
+    }
+    if stx.stx_attributes & mount_root == 0 {
+        return Ok(None);
+    }
+    let wanted = STATMOUNT_MNT_ROOT | STATMOUNT_FS_TYPE | STATMOUNT_MNT_OPTS;
+    // struct mnt_id_req { u32 size; u32 spare; u64 mnt_id; u64 param; }
+    let req: [u64; 3] = [u64::from(MNT_ID_REQ_SIZE_VER0), stx.stx_mnt_id, wanted];
+    let mut buf = vec![0u64; 1024];
+    let len = buf.len() * 8;
+    // SAFETY: `req` is a mnt_id_req of the size it states (on little-endian x86_64 its first
+    // word is `size` then `spare`); `buf` is a writable, 8-aligned buffer of `len` bytes.
+    let r = unsafe {
+        libc::syscall(
+            SYS_STATMOUNT,
+            req.as_ptr(),
+            buf.as_mut_ptr(),
+            len,
+            0 as libc::c_uint,
+        )
+    };
+    if r != 0 {
+        return Err(SysError::last(format!(
+            "statmount(mount {} of {})",
+            stx.stx_mnt_id,
+            path.display()
+        )));
+    }
+    let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let u32_at =
+        |at: usize| u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let mask = u64::from(u32_at(SM_MASK)) | (u64::from(u32_at(SM_MASK + 4)) << 32);
+    let string = |field: usize, bit: u64| -> String {
+        if mask & bit == 0 {
+            return String::new();
+        }
+        let start = SM_STRINGS + u32_at(field) as usize;
+        let tail = bytes.get(start..).unwrap_or_default();
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        String::from_utf8_lossy(&tail[..end]).into_owned()
+    };
+    if mask & (STATMOUNT_MNT_ROOT | STATMOUNT_FS_TYPE) != STATMOUNT_MNT_ROOT | STATMOUNT_FS_TYPE {
+        return Err(SysError::from_errno(
+            format!("statmount({}): root or type missing", path.display()),
+            libc::ENOSYS,
+        ));
+    }
+    Ok(Some(MountFacts {
+        fs_type: string(SM_FS_TYPE, STATMOUNT_FS_TYPE),
+        root: string(SM_MNT_ROOT, STATMOUNT_MNT_ROOT),
+        options: string(SM_MNT_OPTS, STATMOUNT_MNT_OPTS),
+    }))
+}
+
+#[cfg(test)]
+mod statmount_tests {
+    use super::*;
+
+    #[test]
+    fn mount_facts_of_the_root_and_of_a_plain_directory() {
+        let root = mount_facts(Path::new("/")).expect("statmount on Linux ≥ 6.8");
+        let root = root.expect("/ is a mount root");
+        assert_eq!(root.root, "/");
+        assert!(!root.fs_type.is_empty());
+        // /proc is always its own mount; a directory inside it is not a mount root.
+        assert_eq!(
+            mount_facts(Path::new("/proc")).unwrap().unwrap().fs_type,
+            "proc"
+        );
+        assert_eq!(mount_facts(Path::new("/proc/self/fd")).unwrap(), None);
+    }
+}
