@@ -59,6 +59,9 @@ pub enum InitMessage {
         code: Option<i32>,
         signal: Option<i32>,
     },
+    /// Init has killed every process of the sandbox at the supervisor's teardown signal and
+    /// reaps them now (then exits).
+    TearingDown,
 }
 
 /// Largest control datagram either side expects.
@@ -521,6 +524,11 @@ fn supervise_program(ctx: &InitContext) -> ! {
             // Only from the supervisor, outside the pid namespace (sender 0): from inside it,
             // the program would end its own sandbox and leave a misleading report.
             if sender == 0 {
+                let _ = process::kill(-1, libc::SIGKILL);
+                // The kill is done; what is left is reaping, which takes the dying processes'
+                // exits (milliseconds on a loaded host): the supervisor waits for it rather
+                // than SIGKILLing init, which would lose their CPU time.
+                let _ = send(ctx.control, &InitMessage::TearingDown, &[]);
                 teardown_and_exit(128 + libc::SIGKILL);
             }
             continue;

@@ -32,6 +32,10 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// How long init gets to end the sandbox itself (`init::teardown_signal`) before the
 /// supervisor kills it, and the kernel the rest.
 const TEARDOWN_GRACE: Duration = Duration::from_millis(5);
+/// Once init reports it has killed everything (`TearingDown`), how long it gets to reap: the
+/// dying processes' exits take milliseconds on a loaded host, and SIGKILL to init would leave
+/// their reaping, and their CPU time, to the kernel.
+const REAP_GRACE: Duration = Duration::from_millis(500);
 /// Reads per stream per wake-up: an endless writer must not keep the loop from its deadline.
 const READS_PER_WAKE: usize = 16;
 const READ_CHUNK: usize = 64 * 1024;
@@ -776,6 +780,11 @@ impl Run<'_> {
                     // supervisor must not trust anything that crossed the sandbox boundary
                     // enough to fail on it.
                     if let Ok(msg) = serde_json::from_slice::<InitMessage>(&buf[..n]) {
+                        if msg == InitMessage::TearingDown {
+                            if let Some(deadline) = &mut self.kill_deadline {
+                                *deadline = Instant::now() + REAP_GRACE;
+                            }
+                        }
                         self.messages.record(msg);
                         if self.messages.exited.is_some() {
                             self.program_ended();
