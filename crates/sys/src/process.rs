@@ -681,9 +681,10 @@ mod tests {
     }
 
     #[test]
-    fn spawned_program_gets_stdio_only_default_signals_and_an_empty_mask() {
+    fn spawned_program_gets_stdio_only_default_signals_an_empty_mask_and_our_cpus() {
         let (r, w) = crate::fd::pipe().unwrap();
-        let script = "grep -E '^Sig(Blk|Ign)' /proc/self/status; ls /proc/self/fd | tr '\\n' ' '";
+        let script = "grep -E '^(Sig(Blk|Ign)|Cpus_allowed_list)' /proc/self/status; \
+                      ls /proc/self/fd | tr '\\n' ' '";
         let pid = spawn(
             &cs("/bin/sh"),
             &[cs("sh"), cs("-c"), cs(script)],
@@ -705,6 +706,16 @@ mod tests {
         // The test harness ignores SIGPIPE and glibc's spawn would leave 32 and 33 ignored.
         assert!(out.contains("SigBlk:\t0000000000000000\n"), "{out}");
         assert!(out.contains("SigIgn:\t0000000000000000\n"), "{out}");
+        // Created on our CPU, it took our whole affinity back before its exec.
+        let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+        let cpus = |status: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with("Cpus_allowed_list"))
+                .map(str::to_string)
+        };
+        assert!(cpus(&ours).is_some());
+        assert_eq!(cpus(&out), cpus(&ours), "{out}");
         // 0, 1, 2 and ls's own directory fd: nothing else of ours leaked.
         assert!(out.ends_with("0 1 2 3 "), "{out}");
     }
