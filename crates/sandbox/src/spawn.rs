@@ -48,14 +48,16 @@
 //!    rlimits; no_new_privs; landlock; securebits locked; every capability dropped (bounding,
 //!    ambient, inheritable, effective, permitted); seccomp last.
 //! 9. `Ready` (with the listeners) to the supervisor.
-//! 10. Start the program with `posix_spawn` (no copy of init's memory): stdio set up (stdin
-//!     /dev/null unless inherited), only fds 0–2 kept, signal mask and dispositions reset, the
-//!     cleared environment, `argv[0]` looked up on the sandbox's PATH. The spawn returns an
-//!     exec failure → `ExecFailed` (127 not found, 126 otherwise).
+//! 10. Start the program with `process::spawn` (a `CLONE_VM|CLONE_VFORK` child, posix_spawn-like:
+//!     no copy of init's memory; created on init's CPU, it takes the caller's affinity back
+//!     before its exec): stdio set up (stdin /dev/null unless inherited), only fds 0–2 kept,
+//!     signal mask and dispositions reset, the cleared environment, `argv[0]` looked up on the
+//!     sandbox's PATH. The spawn returns an exec failure → `ExecFailed` (127 not found, 126
+//!     otherwise).
 //! 11. Reap every child; forward SIGTERM/INT/HUP/QUIT/USR1/USR2 to the program; when it ends,
 //!     `Exited`; then (and on the supervisor's teardown signal, its way of killing the
-//!     sandbox) kill and reap every other process of the pid namespace, so their CPU time is in
-//!     init's rusage, and exit.
+//!     sandbox: `TearingDown` once the kill is done) kill and reap every other process of the
+//!     pid namespace, so their CPU time is in init's rusage, and exit.
 //!
 //! The supervisor dying, even by SIGKILL, sends init SIGKILL (step 3), and the pid namespace
 //! dies with its init.
