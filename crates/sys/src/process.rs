@@ -424,21 +424,28 @@ extern "C" fn spawn_child(arg: *mut libc::c_void) -> libc::c_int {
     if unsafe { libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, 0) } != 0 {
         fail();
     }
-    let empty: u64 = 0;
-    // SAFETY: an 8-byte kernel sigset; the old mask is not asked for.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &empty,
-            std::ptr::null_mut::<u64>(),
-            8,
-        )
-    };
+    set_raw_sigmask(0);
     // SAFETY: NUL-terminated path; NULL-terminated arrays of NUL-terminated strings, all alive
     // in the suspended parent.
     unsafe { libc::execve(args.path, args.argv, args.envp) };
     fail()
+}
+
+/// Sets the calling thread's signal mask to `mask` (the kernel's 64 bits, glibc's two internal
+/// signals included, which its wrappers leave out) with the raw syscall; returns the old mask.
+fn set_raw_sigmask(mask: u64) -> u64 {
+    let mut old: u64 = 0;
+    // SAFETY: 8-byte kernel sigsets, both valid for the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask,
+            &mut old,
+            8,
+        )
+    };
+    old
 }
 
 /// Stack of [`spawn`]'s child until its exec.
@@ -482,18 +489,7 @@ pub fn spawn(
     let top = unsafe { stack.as_mut_ptr().add(SPAWN_STACK) };
     let top = top.wrapping_sub(top as usize % 16).cast::<libc::c_void>();
     // No signal handler may run on the child's stack or in the suspended caller's name.
-    let all: u64 = !0;
-    let mut old: u64 = 0;
-    // SAFETY: 8-byte kernel sigsets.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &all,
-            &mut old,
-            8,
-        )
-    };
+    let old = set_raw_sigmask(!0);
     // SAFETY: `spawn_child` runs on `stack` (alive and unused until this returns, the caller
     // being suspended by CLONE_VFORK until the child execs or exits) with `args`, which
     // outlives the child's use of it for the same reason.
@@ -506,16 +502,7 @@ pub fn spawn(
         )
     };
     let clone_error = SysError::last(format!("clone(CLONE_VM|CLONE_VFORK) for {name}"));
-    // SAFETY: 8-byte kernel sigsets.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &old,
-            std::ptr::null_mut::<u64>(),
-            8,
-        )
-    };
+    set_raw_sigmask(old);
     if let Some(mask) = &args.affinity {
         let _ = set_cpu_affinity(mask);
     }
