@@ -572,3 +572,28 @@ fn the_program_cannot_trigger_inits_teardown() {
         assert_eq!(report(&out)["status"], "ok", "{mode}");
     }
 }
+
+/// Init's namespace thread (network and IPC namespaces) has ended before the program starts:
+/// init is one thread, and that thread is the restricted one (seccomp filter mode, no_new_privs).
+#[test]
+fn init_is_one_restricted_thread_when_the_program_runs() {
+    for (mode, cmd) in modes() {
+        let out = cmd()
+            .args([
+                "run",
+                "--",
+                "grep",
+                "-E",
+                "^(Threads|NoNewPrivs|Seccomp):",
+                "/proc/1/status",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "Threads:\t1\nNoNewPrivs:\t1\nSeccomp:\t2\n",
+            "{mode}"
+        );
+    }
+}
