@@ -394,11 +394,16 @@ extern "C" fn spawn_child(arg: *mut libc::c_void) -> libc::c_int {
         }
     }
     if let Some(mask) = &args.affinity {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
         // SAFETY: `mask.0` is a cpu_set_t of the size passed.
-        if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mask.0) }
-            != 0
-        {
-            fail();
+        if unsafe { libc::sched_setaffinity(0, size, &mask.0) } != 0 {
+            // The caller's set is no longer allowed (its cpuset changed meanwhile): every CPU
+            // the kernel allows rather than the one the child was created on.
+            // SAFETY: an all-ones cpu_set_t of the size passed; the kernel keeps the allowed.
+            unsafe {
+                let all: libc::cpu_set_t = std::mem::transmute([!0u8; 128]);
+                libc::sched_setaffinity(0, size, &all);
+            }
         }
     }
     let dups = [
