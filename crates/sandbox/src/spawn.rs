@@ -233,7 +233,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     // The network and IPC namespaces are made by a thread of init's beside its mounts instead:
     // they are the costliest part of the clone.
     // Init is cloned onto this CPU; both take the caller's affinity back right after the
-    // clone. A new child is otherwise placed on the idlest CPU, and an idle vCPU takes 0.1–0.3
+    // clone. A new child is otherwise placed on the idlest CPU, and an idle vCPU takes 0.1–0.6
     // ms to wake up here (a halt exit to the hypervisor): on this CPU init runs at once, and
     // the other CPU wakes up for init's namespace thread while init goes on. Best effort:
     // without it init only starts later (docs/benchmarks.md, start-up).
@@ -276,9 +276,9 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             Ok(files) => Ok((cg, files)),
             Err(e) => Err((e, Some(cg))),
         });
-    // Init may have failed first, and its exit made the step beside it fail (a cgroup write):
-    // its report, queued on the socket (at end of file once init is
-    // killed and reaped), is then the real cause.
+    // Init may have failed first (it reports a failed namespace thread as soon as it is
+    // released), or died and made a cgroup write fail: its report, queued on the socket (at end
+    // of file once init is killed and reaped), is then the real cause.
     let init_report_or = |e: SandboxError| -> SandboxError {
         if let Ok((data, _)) = fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {
             if let Ok(InitMessage::SetupFailed {

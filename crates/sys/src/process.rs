@@ -466,7 +466,7 @@ const SPAWN_STACK: usize = 64 * 1024;
 ///
 /// Unlike glibc's `posix_spawn`, the child is created on the caller's CPU and takes the
 /// caller's affinity back before anything else: a new child is otherwise placed on the idlest
-/// CPU, and an idle vCPU takes 0.1–0.3 ms to wake up on this project's VMs, while the caller
+/// CPU, and an idle vCPU takes 0.1–0.6 ms to wake up on this project's VMs, while the caller
 /// only waits. For single-threaded callers (init): every signal is blocked in the calling thread
 /// until the child has exec'd, but another thread could still run a handler meanwhile.
 pub fn spawn(
