@@ -597,3 +597,25 @@ fn init_is_one_restricted_thread_when_the_program_runs() {
         );
     }
 }
+
+/// Init is created on the supervisor's CPU and the program on init's (faster on VMs), but both
+/// take the caller's CPU affinity back: the program may run on every CPU the caller may.
+#[test]
+fn the_program_gets_the_callers_cpu_affinity() {
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let cpus = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list"))
+            .map(str::to_string)
+    };
+    assert!(cpus(&ours).is_some());
+    for (mode, cmd) in modes() {
+        let out = cmd()
+            .args(["run", "--", "cat", "/proc/self/status"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        assert_eq!(cpus(&stdout(&out)), cpus(&ours), "{mode}");
+    }
+}

@@ -231,18 +231,11 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     // `run` is documented to be called single-threaded (the CLI calls it before any runtime
     // starts); `clone_fork` checks it and refuses otherwise.
     // The network and IPC namespaces are made by a thread of init's beside its mounts instead:
-    // they are the costliest part of the clone.
-    // Init is cloned onto this CPU; both take the caller's affinity back right after the
-    // clone. A new child is otherwise placed on the idlest CPU, and an idle vCPU takes 0.1–0.6
-    // ms to wake up here (a halt exit to the hypervisor): on this CPU init runs at once, and
-    // the other CPU wakes up for init's namespace thread while init goes on. Best effort:
-    // without it init only starts later (docs/benchmarks.md, start-up).
-    let affinity = process::pin_to_current_cpu().ok();
-    let forked = process::clone_fork(clone_flags(ns) & !init::THREAD_NAMESPACES);
-    if let Some(mask) = &affinity {
-        let _ = process::set_cpu_affinity(mask);
-    }
-    let (pid, pidfd) = match forked.map_err(io_err("create namespaces"))? {
+    // they are the costliest part of the clone. Init is created on this CPU (`clone_fork`): it
+    // runs at once, and the other CPU wakes up for its namespace thread while init goes on.
+    let forked = process::clone_fork(clone_flags(ns) & !init::THREAD_NAMESPACES)
+        .map_err(io_err("create namespaces"))?;
+    let (pid, pidfd) = match forked {
         Forked::Child => {
             // Only the supervisor may hold these: above all the lifeline's write end, whose
             // closing is how init learns the supervisor is gone.
