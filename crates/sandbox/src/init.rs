@@ -231,8 +231,9 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
 
     if let Some(thread) = namespaces {
         for (kind, ns) in thread.finish()? {
+            // The call in the error names the namespace (`setns(fd, CLONE_NEWNET)`).
             process::setns(ns.as_raw_fd(), kind)
-                .map_err(step(format!("join the {} namespace", namespace_name(kind))))?;
+                .map_err(step("join the network and IPC namespaces"))?;
         }
     }
     if ctx.net_ns && !policy.allow.net.is_empty() {
@@ -327,14 +328,6 @@ fn release(ctx: &InitContext) -> Result<Vec<OwnedFd>, SandboxError> {
 
 /// The namespaces [`NamespaceThread`] makes; the clone makes the others.
 pub const THREAD_NAMESPACES: libc::c_int = libc::CLONE_NEWNET | libc::CLONE_NEWIPC;
-
-fn namespace_name(kind: libc::c_int) -> &'static str {
-    if kind == libc::CLONE_NEWNET {
-        "network"
-    } else {
-        "IPC"
-    }
-}
 
 /// The sandbox's network and IPC namespaces, made by a thread of init's beside the main thread's
 /// mounts: creating a network namespace (loopback device, sysctl tables, per-protocol state) and

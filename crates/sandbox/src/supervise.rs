@@ -14,7 +14,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use bunker_cgroup::Controller;
+use bunker_cgroup::{Controller, MemoryStats};
 use bunker_policy::{Limits, Policy};
 use bunker_sys::event::{self, ChildExit, Interest};
 
@@ -22,7 +22,6 @@ use crate::error::SandboxError;
 use crate::init::{self, InitMessage, MAX_MESSAGE};
 use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, RunResult, Status, StreamResult};
-use bunker_cgroup::MemoryStats;
 
 /// How often CPU time and OOM kills are checked while the sandbox runs.
 const ACCOUNTING_TICK: Duration = Duration::from_millis(10);

@@ -298,7 +298,8 @@ pub fn mount_facts(path: &Path) -> SysResult<Option<MountFacts>> {
             path.display()
         )));
     }
-    let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    // SAFETY: the u64 buffer viewed as its `len` bytes, read-only while `buf` lives.
+    let bytes: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
     let u32_at =
         |at: usize| u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let mask = u64::from(u32_at(SM_MASK)) | (u64::from(u32_at(SM_MASK + 4)) << 32);
