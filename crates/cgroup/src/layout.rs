@@ -141,15 +141,10 @@ impl Layout {
         };
         let mut v1 = Vec::new();
         let mut v2 = None;
-        for line in proc_cgroup.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(names), Some(path)) = (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
+        for (names, path) in hierarchy_lines(proc_cgroup) {
             if names.is_empty() {
                 v2 = Some(path);
-            } else if !names.split(',').any(|n| n.starts_with("name=")) {
+            } else {
                 v1.push((names, path));
             }
         }
@@ -178,15 +173,9 @@ impl Layout {
                         .into_iter()
                         .find(|p| facts(p).is_some_and(|m| whole(&m, "cgroup2")))?;
                     let own_dir = below(&mount_point, path)?;
-                    let delegated =
-                        crate::group::read_kernel_file(&own_dir.join("cgroup.controllers"))
-                            .unwrap_or_default()
-                            .split_whitespace()
-                            .map(str::to_string)
-                            .collect();
                     Hierarchy {
                         version: Version::V2,
-                        controllers: delegated,
+                        controllers: delegated(&own_dir),
                         mount_point,
                         own_dir,
                     }
@@ -221,13 +210,7 @@ impl Layout {
     pub fn parse(proc_cgroup: &str, mountinfo: &str) -> Layout {
         let mounts: Vec<Mount> = mountinfo.lines().filter_map(Mount::parse).collect();
         let mut hierarchies = Vec::new();
-        for line in proc_cgroup.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (Some(_id), Some(controllers), Some(path)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
+        for (controllers, path) in hierarchy_lines(proc_cgroup) {
             if controllers.is_empty() {
                 // The v2 hierarchy.
                 let Some((mount, own_dir)) = mounts
@@ -237,23 +220,14 @@ impl Layout {
                 else {
                     continue;
                 };
-                let delegated = crate::group::read_kernel_file(&own_dir.join("cgroup.controllers"))
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect();
                 hierarchies.push(Hierarchy {
                     version: Version::V2,
-                    controllers: delegated,
+                    controllers: delegated(&own_dir),
                     mount_point: mount.mount_point.clone(),
                     own_dir,
                 });
             } else {
                 let names: Vec<&str> = controllers.split(',').collect();
-                if names.iter().any(|n| n.starts_with("name=")) {
-                    // Named hierarchies (systemd's) carry no controller.
-                    continue;
-                }
                 let found = mounts
                     .iter()
                     .filter(|m| m.fstype == "cgroup")
@@ -320,7 +294,27 @@ impl Layout {
 /// Where hosts conventionally mount cgroup hierarchies.
 const CONVENTIONAL_ROOT: &str = "/sys/fs/cgroup";
 
-/// `mount_point` joined with a cgroup path from `/proc/self/cgroup`, unless it climbs out.
+/// The lines of `/proc/<pid>/cgroup` as (controllers, path) — controllers empty for the v2
+/// hierarchy — without named hierarchies (systemd's), which carry no controller.
+fn hierarchy_lines(proc_cgroup: &str) -> impl Iterator<Item = (&str, &str)> {
+    proc_cgroup.lines().filter_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        (!controllers.split(',').any(|n| n.starts_with("name="))).then_some((controllers, path))
+    })
+}
+
+/// The controllers listed in a v2 cgroup's `cgroup.controllers` (those its parent delegates).
+fn delegated(own_dir: &Path) -> Vec<String> {
+    crate::group::read_kernel_file(&own_dir.join("cgroup.controllers"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `mount_point` joined with a cgroup path relative to the mount's root, unless it climbs out
+/// (a path with `..` lies outside our cgroup namespace's root: not reachable).
 fn below(mount_point: &Path, cgroup_path: &str) -> Option<PathBuf> {
     let rel = cgroup_path.trim_start_matches('/');
     if rel.split('/').any(|c| c == "..") {
@@ -373,16 +367,7 @@ impl Mount {
                 .strip_prefix(root)
                 .filter(|r| r.starts_with('/'))?
         };
-        let rel = rel.trim_start_matches('/');
-        // A path with `..` (outside our cgroup namespace's root) is not reachable.
-        if rel.split('/').any(|c| c == "..") {
-            return None;
-        }
-        Some(if rel.is_empty() {
-            self.mount_point.clone()
-        } else {
-            self.mount_point.join(rel)
-        })
+        below(&self.mount_point, rel)
     }
 }
 
