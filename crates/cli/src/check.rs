@@ -1,18 +1,34 @@
 //! `bunker check` and `bunker schema`.
 
-use bunker_policy::{LoadSpec, Policy, PolicyDoc};
+use bunker_policy::{HostEnv, LoadSpec, Policy, PolicyDoc, PolicySource};
 
 use crate::cli::{CheckOpts, SchemaOpts};
 use crate::exit;
+use crate::source;
 
 pub fn main(opts: CheckOpts) -> i32 {
-    let policy = match (&opts.file, &opts.profile) {
-        (Some(file), _) => bunker_policy::load_file(file),
-        (None, Some(name)) => bunker_policy::builtin(name),
+    let loaded = match (&opts.file, &opts.profile) {
+        (Some(file), _) => source::policy_source(Some(file), None).and_then(|source| {
+            let spec = LoadSpec {
+                source,
+                ..LoadSpec::default()
+            };
+            bunker_policy::load_with_origins(&spec, &HostEnv::from_process())
+                .map_err(|e| e.to_string())
+        }),
+        (None, Some(name)) => bunker_policy::builtin(name)
+            .map(|p| (p, Vec::new()))
+            .map_err(|e| e.to_string()),
         (None, None) => unreachable_args(),
     };
-    let policy = match policy {
-        Ok(p) => p,
+    let policy = match loaded {
+        Ok((policy, origins)) => {
+            // What `run` would refuse is an error here too; what it would skip, a warning.
+            if source::say_grant_findings(&policy, &origins, opts.strict, true).is_some() {
+                return exit::POLICY_ERROR;
+            }
+            policy
+        }
         Err(e) => {
             eprintln!("bunker: policy error: {e}");
             return exit::POLICY_ERROR;
@@ -60,7 +76,7 @@ pub fn main(opts: CheckOpts) -> i32 {
 
 fn load_plain(file: &std::path::Path) -> Result<Policy, bunker_policy::PolicyError> {
     bunker_policy::load(&LoadSpec {
-        file: Some(file.to_path_buf()),
+        source: PolicySource::File(file.to_path_buf()),
         overlay: PolicyDoc::default(),
         overlay_base: std::path::PathBuf::from("/"),
     })
@@ -75,8 +91,8 @@ fn describe(opts: &CheckOpts) -> String {
 }
 
 /// clap guarantees FILE or --profile; keep a defined answer rather than panicking.
-fn unreachable_args() -> Result<Policy, bunker_policy::PolicyError> {
-    bunker_policy::builtin("default")
+fn unreachable_args() -> Result<(Policy, Vec<bunker_policy::GrantOrigin>), String> {
+    Err("give a policy FILE or --profile NAME".to_string())
 }
 
 pub fn schema(opts: SchemaOpts) -> i32 {

@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use bunker_policy::LimitName;
 use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 const ABOUT: &str =
@@ -22,6 +23,10 @@ const RUN_EXAMPLES: &str = "Examples:
   # A machine-readable result on stderr
   bunker run --report json --timeout 1s -- sleep 10
 
+  # A policy from stdin, or inline; relative paths resolve against the current directory
+  generate-policy | bunker run --policy - -- python3 agent.py
+  bunker run --policy-json '{\"extends\": [\"default\"], \"allow\": {\"read\": [\"./agent.py\"]}}' -- python3 agent.py
+
 Exit codes: the program's own code, or 128+N if a signal N killed it; 120 policy error,
 121 setup error, 122 limit hit (memory, pids, CPU time, output), 124 timeout,
 126 cannot execute, 127 not found.";
@@ -30,6 +35,11 @@ const CHECK_EXAMPLES: &str = "Examples:
   bunker check policy.json            # validate and print the effective merged policy
   bunker check --profile runtime:bun  # print a built-in profile
   bunker check child.json --subset-of parent.json
+  bunker check --strict policy.json   # a granted path that does not exist is an error too
+
+Grants that `run` would refuse (an allow.write path that does not exist or is reached through a
+symlink) are errors; a missing allow.read/allow.exec path (skipped by `run`) and a symlinked
+grant are warnings on stderr.
 
 Exit codes: 0 valid (and a subset, with --subset-of); 1 not a subset; 120 policy error.";
 
@@ -97,9 +107,13 @@ pub enum ReportFormat {
 
 #[derive(Debug, Args)]
 pub struct RunOpts {
-    /// Policy file (default: the built-in `default` profile).
+    /// Policy file, or `-` to read it from stdin (default: the built-in `default` profile).
+    /// Relative paths in a policy from stdin resolve against the current directory.
     #[arg(long, visible_alias = "sandbox", value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// The policy as a JSON string (relative paths against the current directory).
+    #[arg(long, value_name = "JSON", conflicts_with = "policy")]
+    pub policy_json: Option<String>,
     /// Built-in profiles to extend, e.g. `runtime:bun` (added to the policy's `extends`).
     #[arg(long = "profile", value_name = "NAME")]
     pub profiles: Vec<String>,
@@ -136,6 +150,13 @@ pub struct RunOpts {
     /// Pass an environment variable through from the caller.
     #[arg(long = "allow-env", value_name = "NAME")]
     pub allow_env: Vec<String>,
+    /// Set an environment variable inside the sandbox (like the policy's `set_env`).
+    #[arg(long = "set-env", value_name = "NAME=VALUE")]
+    pub set_env: Vec<String>,
+    /// Limits that may be skipped, with a warning, where the host cannot enforce them:
+    /// memory, pids, cpu, cpu_time (comma-separated; added to `limits.best_effort`).
+    #[arg(long = "best-effort", value_name = "LIMITS", value_delimiter = ',', value_parser = parse_limit_name)]
+    pub best_effort: Vec<LimitName>,
     /// Pin a host name to an address for the egress proxy (like curl's --resolve), e.g.
     /// `api.test:127.0.0.1`. The address is still checked against the policy.
     #[arg(long = "resolve", value_name = "NAME:IP")]
@@ -156,15 +177,24 @@ pub struct RunOpts {
 
 #[derive(Debug, Args)]
 pub struct CheckOpts {
-    /// Policy file to check.
+    /// Policy file to check, or `-` to read it from stdin.
     #[arg(value_name = "FILE", required_unless_present = "profile")]
     pub file: Option<PathBuf>,
+    /// Treat warnings (a granted path that does not exist) as errors.
+    #[arg(long)]
+    pub strict: bool,
     /// Print a built-in profile instead (`default`, `runtime:bun`, `runtime:python`).
     #[arg(long, value_name = "NAME", conflicts_with = "file")]
     pub profile: Option<String>,
     /// Also check that the policy grants nothing beyond this one.
     #[arg(long, value_name = "FILE")]
     pub subset_of: Option<PathBuf>,
+}
+
+/// A `--best-effort` name, spelled as in `limits.best_effort`.
+fn parse_limit_name(name: &str) -> Result<LimitName, String> {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .map_err(|_| "expected one of memory, pids, cpu, cpu_time".to_string())
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ mod doctor;
 mod egress;
 mod exit;
 mod run;
+mod source;
 
 use clap::Parser;
 

@@ -5,12 +5,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bunker_policy::units::{ByteSize, Span};
-use bunker_policy::{LoadSpec, Policy, PolicyDoc};
+use bunker_policy::{GrantOrigin, HostEnv, LoadSpec, Policy, PolicyDoc};
+use bunker_sandbox::preflight;
 use bunker_sandbox::{Enforced, LayerStatus, RunRequest, RunResult, Status, StreamResult};
 
 use crate::cli::RunOpts;
 use crate::egress::ProxyEgress;
 use crate::exit;
+use crate::source;
 
 pub fn main(opts: RunOpts) -> i32 {
     // SIGTERM/SIGINT/SIGHUP now tear the sandbox down and remove its cgroup (the supervise
@@ -20,7 +22,14 @@ pub fn main(opts: RunOpts) -> i32 {
     }
     let report_to = ReportTarget::from_opts(&opts);
     let policy = match load_policy(&opts) {
-        Ok(p) => p,
+        Ok((policy, origins)) => {
+            // A grant the mounts would refuse is a policy error, as in `bunker check`.
+            if let Some(message) = source::say_grant_findings(&policy, &origins, false, false) {
+                report_to.emit(&failure(Status::PolicyError, message));
+                return exit::POLICY_ERROR;
+            }
+            policy
+        }
         Err(message) => {
             eprintln!("bunker: policy error: {message}");
             report_to.emit(&failure(Status::PolicyError, message));
@@ -36,6 +45,16 @@ pub fn main(opts: RunOpts) -> i32 {
         }
     };
     let policy = with_program_binary(policy, &opts.command);
+    // Where the program starts, when that may surprise: said before its output (the `-v`-only
+    // ones go to the report's notes).
+    let start_notes = preflight::start_notes(
+        &policy,
+        opts.cwd.as_deref(),
+        std::env::current_dir().ok().as_deref(),
+    );
+    for note in start_notes.iter().filter(|n| !n.verbose_only) {
+        eprintln!("bunker: note: {}", note.text);
+    }
     let request = RunRequest {
         policy: policy.clone(),
         argv: opts.command.clone(),
@@ -53,7 +72,7 @@ pub fn main(opts: RunOpts) -> i32 {
             None
         },
     );
-    let result = match outcome {
+    let mut result = match outcome {
         Ok(result) => result,
         Err(err) => {
             let message = err.to_string();
@@ -62,6 +81,10 @@ pub fn main(opts: RunOpts) -> i32 {
             return exit::SETUP_ERROR;
         }
     };
+    result
+        .enforced
+        .notes
+        .extend(start_notes.into_iter().map(|n| n.text));
     // Whatever bunker itself ended or refused (a limit, a missing command) is said on stderr;
     // the program's own exit needs no comment.
     if let Some(error) = &result.error {
@@ -78,6 +101,16 @@ pub fn main(opts: RunOpts) -> i32 {
                 }
             }
             _ => eprintln!("bunker: {}: {error}", status_name(result.status)),
+        }
+    }
+    // A program that could not start, or that failed, may have lacked a grant for its ELF
+    // interpreter or its script.
+    let exec_failed = result.status == Status::Exit && result.error.is_some();
+    let failed = result.status == Status::Exit && result.exit_code != Some(0);
+    if failed {
+        for hint in preflight::exec_hints(&policy, &opts.command, opts.cwd.as_deref(), exec_failed)
+        {
+            eprintln!("bunker: hint: {hint}");
         }
     }
     warn_unenforced_limits(&policy, &result.enforced);
@@ -139,8 +172,9 @@ fn status_name(status: Status) -> String {
         .unwrap_or_default()
 }
 
-/// Loads the policy file (or the default profile) with the command-line flags merged on top.
-fn load_policy(opts: &RunOpts) -> Result<Policy, String> {
+/// Loads the policy file (or the default profile) with the command-line flags merged on top,
+/// and where each grant was written.
+fn load_policy(opts: &RunOpts) -> Result<(Policy, Vec<GrantOrigin>), String> {
     let cwd =
         std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     let mut overlay = PolicyDoc {
@@ -158,12 +192,19 @@ fn load_policy(opts: &RunOpts) -> Result<Policy, String> {
     overlay.limits.output = opts.output.clone().map(ByteSize::Text);
     overlay.limits.pids = opts.pids;
     overlay.limits.cpu = opts.cpu;
+    overlay.limits.best_effort = opts.best_effort.clone();
+    for entry in &opts.set_env {
+        let (name, value) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("--set-env {entry:?}: expected NAME=VALUE"))?;
+        overlay.set_env.insert(name.to_string(), value.to_string());
+    }
     let spec = LoadSpec {
-        file: opts.policy.clone(),
+        source: source::policy_source(opts.policy.as_deref(), opts.policy_json.as_deref())?,
         overlay,
         overlay_base: cwd,
     };
-    bunker_policy::load(&spec).map_err(|e| e.to_string())
+    bunker_policy::load_with_origins(&spec, &HostEnv::from_process()).map_err(|e| e.to_string())
 }
 
 /// `NAME:IP` pairs for the proxy's pinned resolution.
@@ -191,12 +232,8 @@ fn with_program_binary(mut policy: Policy, argv: &[OsString]) -> Policy {
     let Some(program) = argv.first() else {
         return policy;
     };
-    let sandbox_path = policy
-        .set_env
-        .get("PATH")
-        .cloned()
-        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_string());
-    let Some(found) = find_program(Path::new(program), &sandbox_path) else {
+    let sandbox_path = preflight::sandbox_search_path(&policy);
+    let Some(found) = preflight::find_program(Path::new(program), &sandbox_path) else {
         return policy;
     };
     let mut paths = vec![found.clone()];
@@ -215,18 +252,6 @@ fn with_program_binary(mut policy: Policy, argv: &[OsString]) -> Policy {
         }
     }
     policy
-}
-
-fn find_program(program: &Path, search_path: &str) -> Option<PathBuf> {
-    if program.components().count() > 1 || program.is_absolute() {
-        let absolute = std::env::current_dir().ok()?.join(program);
-        return absolute.is_file().then_some(absolute);
-    }
-    search_path
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(program))
-        .find(|p| p.is_file())
 }
 
 /// A result for runs that never started.

@@ -44,6 +44,8 @@ pub enum ErrorKind {
     UnknownProfile,
     /// A runtime profile whose program is not on PATH.
     RuntimeNotFound,
+    /// A setting no layer of this version enforces (see `unenforced`).
+    NotEnforced,
 }
 
 impl ErrorKind {
@@ -67,6 +69,7 @@ impl ErrorKind {
             ErrorKind::ExtendsCycle => "extends_cycle",
             ErrorKind::UnknownProfile => "unknown_profile",
             ErrorKind::RuntimeNotFound => "runtime_not_found",
+            ErrorKind::NotEnforced => "not_enforced",
         }
     }
 }

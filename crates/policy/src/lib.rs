@@ -11,12 +11,13 @@ pub mod path;
 pub mod profiles;
 pub mod subset;
 pub mod types;
+pub mod unenforced;
 pub mod units;
 
 pub use error::{ErrorKind, PolicyError};
 pub use load::{
     builtin, builtin_with, load, load_file, load_file_with, load_str, load_str_with, load_with,
-    parse_doc, schema, HostEnv, LoadSpec,
+    load_with_origins, parse_doc, schema, GrantOrigin, HostEnv, LoadSpec, PolicySource,
 };
 pub use net::{normalize_host, HostPattern, NetDecision, NetRule};
 pub use path::{Access, PathDecision, PathPattern};

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::error::{kind_of_message, ErrorKind, PolicyError};
 use crate::net::NetRule;
-use crate::path::{self, PathPattern};
+use crate::path::{self, Access, PathPattern};
 use crate::profiles;
 use crate::types::*;
 use crate::units::{format_number, quote, ByteSize, Span};
@@ -22,13 +22,46 @@ use crate::units::{format_number, quote, ByteSize, Span};
 /// Where a policy comes from, and the command-line flags to put on top.
 #[derive(Debug, Clone, Default)]
 pub struct LoadSpec {
-    /// The policy file; `None` loads `{"extends": ["default"]}`.
-    pub file: Option<PathBuf>,
+    /// The policy document.
+    pub source: PolicySource,
     /// A document merged on top of the file (the CLI's flags: `--allow-read`, `--memory`, ...).
     /// Its errors name the file `command line`.
     pub overlay: PolicyDoc,
     /// The directory relative paths in `overlay` are resolved against (the caller's cwd).
     pub overlay_base: PathBuf,
+}
+
+/// The policy document a [`LoadSpec`] loads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PolicySource {
+    /// `{"extends": ["default"]}`.
+    #[default]
+    Default,
+    /// A policy file; its relative paths resolve against its directory.
+    File(PathBuf),
+    /// A document given as text (`--policy -`, `--policy-json`): it has no directory of its own,
+    /// so its relative paths and `extends` resolve against `base` (the caller's cwd).
+    Text {
+        text: String,
+        /// What errors call it, e.g. `stdin`.
+        name: String,
+        base: PathBuf,
+    },
+}
+
+/// Where an `allow` path of the effective policy was written: the first document, in merge
+/// order, that grants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantOrigin {
+    pub access: Access,
+    /// As in the effective policy (absolute, normalized).
+    pub path: PathBuf,
+    /// The document, named as in errors.
+    pub file: String,
+    /// `allow.write[0]`.
+    pub json_path: String,
+    /// Written by a built-in profile (which grants only what exists), not by the user.
+    pub builtin: bool,
 }
 
 /// What loading reads from the host besides policy files: HOME for `~` paths and PATH for the
@@ -63,16 +96,27 @@ pub fn load(spec: &LoadSpec) -> Result<Policy, PolicyError> {
 
 /// [`load`] with an explicit host environment.
 pub fn load_with(spec: &LoadSpec, env: &HostEnv) -> Result<Policy, PolicyError> {
+    load_with_origins(spec, env).map(|(policy, _)| policy)
+}
+
+/// [`load_with`], also saying where each `allow` path was written (for checks that look at the
+/// host, which loading itself does not).
+pub fn load_with_origins(
+    spec: &LoadSpec,
+    env: &HostEnv,
+) -> Result<(Policy, Vec<GrantOrigin>), PolicyError> {
     let mut loader = Loader::new(env);
-    let mut layer = match &spec.file {
-        Some(file) => loader.load_file(file, &file.display().to_string())?,
-        None => loader.load_profile("default")?,
+    let mut layer = match &spec.source {
+        PolicySource::File(file) => loader.load_file(file, &file.display().to_string())?,
+        PolicySource::Default => loader.load_profile("default")?,
+        PolicySource::Text { text, name, base } => loader.load_text(text, name, base)?,
     };
     if spec.overlay != PolicyDoc::default() {
-        let overlay = loader.load_doc(&spec.overlay, OVERLAY_ORIGIN, &spec.overlay_base)?;
+        let overlay = loader.load_doc(&spec.overlay, OVERLAY_ORIGIN, &spec.overlay_base, false)?;
         layer.merge(overlay);
     }
-    Ok(layer.finish())
+    let origins = std::mem::take(&mut layer.origins);
+    Ok((layer.finish(), origins))
 }
 
 /// Loads one policy file (errors name it as given).
@@ -100,14 +144,8 @@ pub fn load_str_with(
     origin_name: &str,
     env: &HostEnv,
 ) -> Result<Policy, PolicyError> {
-    let doc = parse_doc(text, origin_name)?;
-    let mut loader = Loader::new(env);
-    loader.stack.push(Frame {
-        key: format!("text:{origin_name}"),
-        name: origin_name.to_string(),
-    });
-    loader
-        .load_doc(&doc, origin_name, base_dir)
+    Loader::new(env)
+        .load_text(text, origin_name, base_dir)
         .map(Layer::finish)
 }
 
@@ -239,6 +277,7 @@ struct Layer {
     max_string_length: Option<u64>,
     set_env: BTreeMap<String, String>,
     sources: Vec<String>,
+    origins: Vec<GrantOrigin>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -332,6 +371,15 @@ impl Layer {
         append_unique(&mut self.best_effort, outer.best_effort);
         self.set_env.extend(outer.set_env);
         self.sources.extend(outer.sources);
+        for origin in outer.origins {
+            if !self
+                .origins
+                .iter()
+                .any(|o| o.access == origin.access && o.path == origin.path)
+            {
+                self.origins.push(origin);
+            }
+        }
     }
 
     /// Applies defaults.
@@ -460,7 +508,16 @@ impl<'a> Loader<'a> {
                 format!("cannot read the policy file: {e}"),
             )
         })?;
-        let doc = parse_doc(&text, name)?;
+        self.load_file_text(file, name, &text)
+    }
+
+    fn load_file_text(
+        &mut self,
+        file: &Path,
+        name: &str,
+        text: &str,
+    ) -> Result<Layer, PolicyError> {
+        let doc = parse_doc(text, name)?;
         let absolute = if file.is_absolute() {
             file.to_path_buf()
         } else {
@@ -476,7 +533,19 @@ impl<'a> Loader<'a> {
             key: Self::file_key(&absolute),
             name: name.to_string(),
         });
-        let layer = self.load_doc(&doc, name, &base);
+        let layer = self.load_doc(&doc, name, &base, false);
+        self.stack.pop();
+        layer
+    }
+
+    /// A document given as text, with no directory of its own: relative paths against `base`.
+    fn load_text(&mut self, text: &str, name: &str, base: &Path) -> Result<Layer, PolicyError> {
+        let doc = parse_doc(text, name)?;
+        self.stack.push(Frame {
+            key: format!("text:{name}"),
+            name: name.to_string(),
+        });
+        let layer = self.load_doc(&doc, name, base, false);
         self.stack.pop();
         layer
     }
@@ -494,17 +563,19 @@ impl<'a> Loader<'a> {
             key: format!("profile:{name}"),
             name: name.to_string(),
         });
-        let layer = self.load_doc(&doc, name, Path::new("/"));
+        let layer = self.load_doc(&doc, name, Path::new("/"), true);
         self.stack.pop();
         layer
     }
 
-    /// Loads `doc` (named `origin`, relative paths against `base`) with its `extends` below it.
+    /// Loads `doc` (named `origin`, relative paths against `base`; `builtin` for a profile) with
+    /// its `extends` below it.
     fn load_doc(
         &mut self,
         doc: &PolicyDoc,
         origin: &str,
         base: &Path,
+        builtin: bool,
     ) -> Result<Layer, PolicyError> {
         let mut layer = Layer::default();
         for (i, entry) in doc.extends.iter().enumerate() {
@@ -517,7 +588,16 @@ impl<'a> Loader<'a> {
                     .map_err(|m| path_error(origin, &json_path, m))?;
                 let name = file.display().to_string();
                 self.check_cycle(&Self::file_key(&file), &name, origin, &json_path)?;
-                self.load_file(&file, &name)?
+                // A file that cannot be read is named with the key that referenced it.
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    PolicyError::new(
+                        ErrorKind::Io,
+                        origin,
+                        &json_path,
+                        format!("cannot read the extended policy file {}: {e}", quote(&name)),
+                    )
+                })?;
+                self.load_file_text(&file, &name, &text)?
             } else {
                 if !profiles::NAMES.contains(&entry.as_str()) {
                     return Err(PolicyError::new(
@@ -536,6 +616,7 @@ impl<'a> Loader<'a> {
             origin,
             base,
             home: self.home(),
+            builtin,
         }
         .lower(doc)?;
         layer.merge(own);
@@ -585,6 +666,7 @@ struct Lowering<'a> {
     origin: &'a str,
     base: &'a Path,
     home: Option<&'a Path>,
+    builtin: bool,
 }
 
 impl Lowering<'_> {
@@ -730,6 +812,7 @@ impl Lowering<'_> {
             env: self.env(&doc.deny.env, "deny")?,
         };
         self.contradictions(doc, &allow, &deny)?;
+        let origins = self.origins(doc);
 
         let l = &doc.limits;
         if let Some(cpu) = l.cpu {
@@ -754,6 +837,7 @@ impl Lowering<'_> {
         if let Some(hostname) = &k.hostname {
             self.hostname(hostname)?;
         }
+        self.refuse_unenforced(doc)?;
         let namespaces = k.namespaces.as_ref().map(|list| {
             let mut list = list.clone();
             list.sort();
@@ -803,7 +887,59 @@ impl Lowering<'_> {
             max_string_length: self.count(doc.js.max_string_length, "js.max_string_length")?,
             set_env: doc.set_env.clone(),
             sources: vec![self.origin.to_string()],
+            origins,
         })
+    }
+
+    /// Where each `allow` path of `doc` is written (the lists were validated already).
+    fn origins(&self, doc: &PolicyDoc) -> Vec<GrantOrigin> {
+        let mut out = Vec::new();
+        for (access, list) in [
+            (Access::Read, &doc.allow.read),
+            (Access::Write, &doc.allow.write),
+            (Access::Exec, &doc.allow.exec),
+        ] {
+            for (i, text) in list.iter().enumerate() {
+                let Ok(path) = path::parse_allow(text, access.list(), self.base, self.home) else {
+                    continue;
+                };
+                if !out
+                    .iter()
+                    .any(|o: &GrantOrigin| o.access == access && o.path == path)
+                {
+                    out.push(GrantOrigin {
+                        access,
+                        path,
+                        file: self.origin.to_string(),
+                        json_path: format!("allow.{}[{i}]", access.list()),
+                        builtin: self.builtin,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Settings no layer enforces are refused here, with this document's name and the key.
+    fn refuse_unenforced(&self, doc: &PolicyDoc) -> Result<(), PolicyError> {
+        let k = &doc.kernel;
+        let kernel = KernelOptions {
+            namespaces: k
+                .namespaces
+                .clone()
+                .unwrap_or_else(|| Namespace::ALL.to_vec()),
+            audit: k.audit.unwrap_or(AuditMode::Off),
+            ..KernelOptions::default()
+        };
+        let js = JsOptions {
+            eval: doc.js.eval.unwrap_or(JsOptions::default().eval),
+            max_stack_depth: doc.js.max_stack_depth,
+            max_string_length: doc.js.max_string_length,
+        };
+        match crate::unenforced::refusal(&kernel, &js) {
+            Some(r) => Err(self.err(ErrorKind::NotEnforced, r.json_path, r.message)),
+            None => Ok(()),
+        }
     }
 
     fn hostname(&self, hostname: &str) -> Result<(), PolicyError> {

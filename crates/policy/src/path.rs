@@ -83,7 +83,8 @@ pub enum Access {
 }
 
 impl Access {
-    fn list(self) -> &'static str {
+    /// The name of its allow/deny list: `read`, `write`, `exec`.
+    pub fn list(self) -> &'static str {
         match self {
             Access::Read => "read",
             Access::Write => "write",

@@ -104,7 +104,17 @@ const TABLE: &[(&str, &str, ErrorKind)] = &[
     (r#"{"extends": ["runtime:bun"]}"#,
      "runtime:bun: no bun binary was found on PATH (/nonexistent-bin; wrapper scripts such as pyenv shims are skipped); install it, or write a policy that allows its files", ErrorKind::RuntimeNotFound),
     (r#"{"extends": ["./missing.json"]}"#,
-     "/srv/app/missing.json: cannot read the policy file: No such file or directory (os error 2)", ErrorKind::Io),
+     r#"policy.json: extends[0]: cannot read the extended policy file "/srv/app/missing.json": No such file or directory (os error 2)"#, ErrorKind::Io),
+    (r#"{"kernel": {"audit": "ebpf"}}"#,
+     r#"policy.json: kernel.audit: audit mode "ebpf" is not built in this version of bunker (no layer would enforce it); expected "off" or no kernel.audit key"#, ErrorKind::NotEnforced),
+    (r#"{"kernel": {"audit": "seccomp-unotify"}}"#,
+     r#"policy.json: kernel.audit: audit mode "seccomp-unotify" is not built in this version of bunker (no layer would enforce it); expected "off" or no kernel.audit key"#, ErrorKind::NotEnforced),
+    (r#"{"js": {"eval": false}}"#,
+     "policy.json: js.eval: the js options are enforced by the JavaScript runtime layer, which is not built in this version of bunker (nothing would enforce them); remove the key", ErrorKind::NotEnforced),
+    (r#"{"js": {"max_stack_depth": 100}}"#,
+     "policy.json: js.max_stack_depth: the js options are enforced by the JavaScript runtime layer, which is not built in this version of bunker (nothing would enforce them); remove the key", ErrorKind::NotEnforced),
+    (r#"{"kernel": {"namespaces": ["user", "pid", "net"]}}"#,
+     r#"policy.json: kernel.namespaces: must include "mount": the sandbox's new root is built in it"#, ErrorKind::NotEnforced),
     (r#"{"limits": {"memory": "64MB",}}"#,
      "policy.json: invalid JSON: trailing comma at line 1 column 30", ErrorKind::Syntax),
     (r#"{"limits": {}} {}"#,
@@ -158,6 +168,8 @@ fn good_policies_still_load() {
         r#"{"allow": {"read": ["/data"]}, "deny": {"read": ["/data/secret", "**/*.key", ".env"]}}"#,
         r#"{"allow": {"net": ["example.com:443"]}, "deny": {"net": ["example.com:80"]}}"#,
         r#"{"extends": ["default"], "set_env": {"LANG": "C"}}"#,
+        // The defaults of the settings no layer enforces yet are accepted, written out or not.
+        r#"{"kernel": {"audit": "off", "namespaces": ["mount", "pid"]}, "js": {"eval": true}}"#,
     ] {
         load_str_with(text, Path::new("/srv/app"), "policy.json", &env())
             .unwrap_or_else(|e| panic!("{text}: {e}"));

@@ -40,7 +40,7 @@ fn examples_in_policy_md_load() {
     for block in &blocks {
         let p = load_str_with(block, Path::new("/srv/app"), "policy.md", &env)
             .unwrap_or_else(|e| panic!("{block}\n{e}"));
-        // The first example: bun, ./src readable, keys hidden, eval off.
+        // The first example: bun, ./src readable, keys hidden.
         if block.contains("runtime:bun") {
             assert!(
                 p.path_decision(Path::new("/srv/app/src/index.ts"), Access::Read)
@@ -53,7 +53,6 @@ fn examples_in_policy_md_load() {
             assert!(p.net_decision("api.example.com", 443).allowed);
             assert!(!p.net_decision("api.example.com", 80).allowed);
             assert!(p.net_decision("img.cdn.example.com", 443).allowed);
-            assert!(!p.js.eval);
             assert_eq!(p.limits.memory, Some(256_000_000));
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bunker_policy::{
     load_file_with, load_with, ByteSize, ErrorKind, HostEnv, LimitName, LoadSpec, PathPattern,
-    PolicyDoc,
+    PolicyDoc, PolicySource,
 };
 
 fn env() -> HostEnv {
@@ -246,7 +246,7 @@ fn overlay_goes_on_top_with_its_own_base() {
     overlay.allow.net.push("api.example.com:443".to_string());
     overlay.limits.memory = Some(ByteSize::Text("64MB".to_string()));
     let spec = LoadSpec {
-        file: Some(file.clone()),
+        source: PolicySource::File(file.clone()),
         overlay,
         overlay_base: PathBuf::from("/work/cwd"),
     };
@@ -262,7 +262,7 @@ fn overlay_goes_on_top_with_its_own_base() {
     bad.limits.memory = Some(ByteSize::Text("huge".to_string()));
     let err = load_with(
         &LoadSpec {
-            file: None,
+            source: PolicySource::Default,
             overlay: bad,
             overlay_base: PathBuf::from("/"),
         },
@@ -278,7 +278,7 @@ fn overlay_goes_on_top_with_its_own_base() {
 #[test]
 fn no_file_means_the_default_profile() {
     let spec = LoadSpec {
-        file: None,
+        source: PolicySource::Default,
         overlay: PolicyDoc::default(),
         overlay_base: PathBuf::from("/"),
     };

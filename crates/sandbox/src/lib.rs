@@ -13,6 +13,7 @@ pub mod init;
 pub mod landlock;
 pub mod limits;
 pub mod mounts;
+pub mod preflight;
 pub mod result;
 pub mod seccomp;
 pub mod spawn;

@@ -67,7 +67,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::Instant;
 
-use bunker_policy::{AuditMode, Namespace, Policy};
+use bunker_policy::{Namespace, Policy};
 use bunker_sys::process::{self, Forked};
 use bunker_sys::{fd, SysError};
 
@@ -118,45 +118,12 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     let policy = &req.policy;
     let ns = &policy.kernel.namespaces;
     let has = |n: Namespace| ns.contains(&n);
-    // The new root needs a mount namespace, and (unless we are root) a user namespace to make it.
-    if !has(Namespace::Mount) {
+    // Settings no layer enforces (a mount and pid namespace missing, audit, js): the loader
+    // refuses them already; a policy built by hand gets the same answer here.
+    if let Some(refusal) = bunker_policy::unenforced::refusal(&policy.kernel, &policy.js) {
         return Err(SandboxError::Unsupported {
-            layer: "filesystem".into(),
-            reason: "kernel.namespaces must include \"mount\": the new root is built in it".into(),
-        });
-    }
-    // /proc is a fresh procfs of the sandbox's own pid namespace, and killing init kills every
-    // process of the sandbox only because init is that namespace's pid 1.
-    if !has(Namespace::Pid) {
-        return Err(SandboxError::Unsupported {
-            layer: "namespaces".into(),
-            reason: "kernel.namespaces must include \"pid\": the sandbox's /proc and its \
-                     clean-up rely on its own pid namespace"
-                .into(),
-        });
-    }
-    // Syscall auditing is part of the policy language but not built yet: refusing is the only
-    // answer that does not pretend.
-    if policy.kernel.audit != AuditMode::Off {
-        return Err(SandboxError::Unsupported {
-            layer: "kernel.audit".into(),
-            reason: format!(
-                "audit mode \"{}\" is not implemented by this version of bunker; use \"off\"",
-                match policy.kernel.audit {
-                    AuditMode::Ebpf => "ebpf",
-                    _ => "seccomp-unotify",
-                }
-            ),
-        });
-    }
-    // The `js` options are carried for the JavaScript runtime layer, which is not built yet.
-    if policy.js != bunker_policy::JsOptions::default() {
-        return Err(SandboxError::Unsupported {
-            layer: "js".into(),
-            reason: "js.eval, js.max_stack_depth and js.max_string_length are enforced by the \
-                     JavaScript runtime layer, which this version of bunker does not have yet; \
-                     remove them from the policy"
-                .into(),
+            layer: refusal.json_path.into(),
+            reason: refusal.message,
         });
     }
     let id_mode = IdMode::current();
