@@ -72,11 +72,15 @@ pub fn main(opts: DoctorOpts) -> i32 {
     findings.push(finding(
         "seccomp user notification",
         actions.contains("user_notif"),
-        if actions.contains("user_notif") {
-            "available (kernel.audit seccomp-unotify is not built yet)".into()
-        } else {
-            "not available".into()
-        },
+        format!(
+            "{} in this kernel; no layer of bunker uses it yet: kernel.audit accepts only \"off\" \
+             (\"seccomp-unotify\" and \"ebpf\" are policy errors until they are built)",
+            if actions.contains("user_notif") {
+                "available"
+            } else {
+                "not available"
+            }
+        ),
     ));
 
     for (name, limit) in [

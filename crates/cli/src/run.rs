@@ -196,7 +196,13 @@ fn load_policy(opts: &RunOpts) -> Result<(Policy, Vec<GrantOrigin>), String> {
     for entry in &opts.set_env {
         let (name, value) = entry
             .split_once('=')
-            .ok_or_else(|| format!("--set-env {entry:?}: expected NAME=VALUE"))?;
+            .filter(|(name, _)| is_env_name(name))
+            .ok_or_else(|| {
+                format!(
+                    "--set-env {entry:?}: expected NAME=VALUE, NAME of letters, digits and \"_\" \
+                     not starting with a digit"
+                )
+            })?;
         overlay.set_env.insert(name.to_string(), value.to_string());
     }
     let spec = LoadSpec {
@@ -205,6 +211,15 @@ fn load_policy(opts: &RunOpts) -> Result<(Policy, Vec<GrantOrigin>), String> {
         overlay_base: cwd,
     };
     bunker_policy::load_with_origins(&spec, &HostEnv::from_process()).map_err(|e| e.to_string())
+}
+
+/// A portable environment variable name (POSIX): what a shell can read back.
+fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `NAME:IP` pairs for the proxy's pinned resolution.
