@@ -832,17 +832,14 @@ mod tests {
         // The real kernel: a cgroup under our own in the pids hierarchy, joined by a shell that
         // only inherits the opened `tasks` file (as the sandbox's init does).
         let Ok(layout) = Layout::detect() else {
-            eprintln!("skipped: no cgroup layout");
-            return;
+            return crate::skip::skip("no cgroup layout");
         };
         let mut g = SandboxGroup::new();
         let Ok(dir) = g.enable(&layout, Controller::Pids).map(Path::to_path_buf) else {
-            eprintln!("skipped: cannot create a pids cgroup here");
-            return;
+            return crate::skip::skip("cannot create a pids cgroup here");
         };
         if g.open_self_join().map_or(true, |f| f.is_empty()) {
-            eprintln!("skipped: pids is not on cgroup v1 here");
-            return;
+            return crate::skip::skip("pids is not on cgroup v1 here");
         }
         let tasks = g.open_self_join().unwrap().remove(0);
         let out = std::process::Command::new("sh")

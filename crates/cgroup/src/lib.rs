@@ -13,6 +13,9 @@
 mod error;
 mod group;
 mod layout;
+#[cfg(test)]
+#[path = "../../test-support/skip.rs"]
+mod skip;
 mod stale;
 
 pub use error::CgroupError;

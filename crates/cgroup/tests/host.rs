@@ -8,9 +8,12 @@ use std::process::Command;
 
 use bunker_cgroup::{Controller, Layout, SandboxGroup};
 
+#[path = "../../test-support/skip.rs"]
+mod skip;
+
 fn usable(layout: &Layout, c: Controller) -> bool {
     let Some(h) = layout.hierarchy_for(c) else {
-        eprintln!("skipped: no {c:?} hierarchy");
+        skip::skip(&format!("no {c:?} hierarchy"));
         return false;
     };
     let probe = h
@@ -19,7 +22,7 @@ fn usable(layout: &Layout, c: Controller) -> bool {
     let ok = std::fs::create_dir(&probe).is_ok();
     let _ = std::fs::remove_dir(&probe);
     if !ok {
-        eprintln!("skipped: {} not writable", h.own_dir.display());
+        skip::skip(&format!("{} not writable", h.own_dir.display()));
     }
     ok
 }

@@ -529,8 +529,7 @@ fn timeout_holds_while_nobody_reads_bunkers_output() {
 #[test]
 fn endless_output_does_not_grow_the_supervisor() {
     let Some(time) = which("time").filter(|t| Path::new(t).starts_with("/usr/bin")) else {
-        eprintln!("skipped: needs GNU time (/usr/bin/time)");
-        return;
+        return skip("needs GNU time (/usr/bin/time)");
     };
     let out = Command::new(time)
         .args(["-f", "maxrss_kb=%M"])
@@ -654,8 +653,7 @@ fn rlimits_are_set_inside_and_core_dumps_are_off() {
 #[test]
 fn rootless_memory_limit_without_delegation_fails_closed_naming_memory() {
     if !is_root() {
-        eprintln!("skipped: needs root to switch to uid 65534");
-        return;
+        return skip("needs root to switch to uid 65534");
     }
     let dir = shared_tempdir();
     // Asked for on the command line, the limit must hold (the default profile's best-effort
@@ -692,8 +690,7 @@ fn rootless_memory_limit_without_delegation_fails_closed_naming_memory() {
 #[test]
 fn rootless_memory_limit_best_effort_runs_and_says_so() {
     if !is_root() {
-        eprintln!("skipped: needs root to switch to uid 65534");
-        return;
+        return skip("needs root to switch to uid 65534");
     }
     let dir = shared_tempdir();
     let policy = policy_file(
@@ -729,8 +726,7 @@ fn rootless_memory_limit_best_effort_runs_and_says_so() {
 #[test]
 fn rootless_timeout_output_and_rlimits_hold_without_cgroups() {
     if !is_root() {
-        eprintln!("skipped: needs root to switch to uid 65534");
-        return;
+        return skip("needs root to switch to uid 65534");
     }
     let dir = shared_tempdir();
     let nobody = || {
@@ -796,8 +792,7 @@ fn rootless_timeout_output_and_rlimits_hold_without_cgroups() {
 #[test]
 fn rootless_cpu_time_best_effort_falls_back_to_rlimit_cpu() {
     if !is_root() {
-        eprintln!("skipped: needs root to switch to uid 65534");
-        return;
+        return skip("needs root to switch to uid 65534");
     }
     let dir = shared_tempdir();
     let policy = policy_file(

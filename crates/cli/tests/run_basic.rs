@@ -380,7 +380,7 @@ fn a_setup_error_names_the_step() {
                 "run",
                 "--report",
                 "json",
-                "--allow-write",
+                "--cwd",
                 &missing,
                 "--",
                 "/bin/true",
@@ -392,10 +392,33 @@ fn a_setup_error_names_the_step() {
         assert_eq!(r["status"], "setup_error", "{mode}");
         let error = r["error"].as_str().unwrap();
         assert!(
-            error.contains(&format!("bind mount {missing} → {missing}")),
+            error.contains(&format!("chdir {missing}")),
             "{mode}: {error}"
         );
         assert!(error.contains("ENOENT"), "{mode}: {error}");
+        // A missing write grant is known before the sandbox is built: a policy error.
+        let out = cmd()
+            .args([
+                "run",
+                "--report",
+                "json",
+                "--allow-write",
+                &missing,
+                "--",
+                "/bin/true",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(120), "{mode}: {}", stderr(&out));
+        let r = report(&out);
+        assert_eq!(r["status"], "policy_error", "{mode}");
+        let error = r["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!(
+                "command line: allow.write[0]: \"{missing}\" does not exist"
+            )),
+            "{mode}: {error}"
+        );
     }
 }
 
@@ -472,7 +495,7 @@ fn a_tty_policy_gets_its_own_devpts_and_others_none() {
 #[test]
 fn as_root_without_a_user_namespace_the_program_is_uid_65534() {
     if !common::is_root() {
-        return;
+        return common::skip("needs root (the case is root without a user namespace)");
     }
     let tmp = shared_tempdir();
     let policy = policy_file(

@@ -16,6 +16,9 @@ pub mod mounts;
 pub mod preflight;
 pub mod result;
 pub mod seccomp;
+#[cfg(test)]
+#[path = "../../test-support/skip.rs"]
+mod skip;
 pub mod spawn;
 pub mod supervise;
 

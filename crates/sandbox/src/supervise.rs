@@ -1167,8 +1167,7 @@ mod tests {
             l.timeout = Some(Duration::from_secs(20));
         });
         let Some(cg) = cgroup_for(&p) else {
-            eprintln!("skipped: no cgroup");
-            return;
+            return crate::skip::skip("no cgroup");
         };
         let (sup, _init, _child) = start("while :; do :; done", cg);
         let r = supervise(sup, &p).unwrap();
@@ -1183,8 +1182,7 @@ mod tests {
             l.timeout = Some(Duration::from_secs(20));
         });
         let Some(cg) = cgroup_for(&p) else {
-            eprintln!("skipped: no cgroup");
-            return;
+            return crate::skip::skip("no cgroup");
         };
         let dirs = cg.paths();
         let (sup, _init, _child) = start("python3 -c \"x = b'a' * (300 << 20)\"; sleep 100", cg);

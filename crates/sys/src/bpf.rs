@@ -590,8 +590,7 @@ mod tests {
     #[test]
     fn relay_moves_bytes_between_joined_sockets_in_the_kernel() {
         if !is_root() {
-            eprintln!("skipped: loading a BPF program needs root");
-            return;
+            return crate::skip::skip("loading a BPF program needs root");
         }
         let relay = SocketRelay::new(8).unwrap();
         // client <-> a ... b <-> server: a and b are the relay's two sockets.

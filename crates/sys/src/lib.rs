@@ -13,5 +13,8 @@ pub mod net;
 pub mod process;
 pub mod rlimit;
 pub mod seccomp;
+#[cfg(test)]
+#[path = "../../test-support/skip.rs"]
+mod skip;
 
 pub use error::{SysError, SysResult};

@@ -5,6 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "../../../test-support/skip.rs"]
+mod skip_rule;
+#[allow(unused_imports)] // not every test file skips
+pub use skip_rule::skip;
+
 /// Path of the `bunker` binary cargo built for these tests.
 pub fn bunker_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bunker"))
