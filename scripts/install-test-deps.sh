@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what bunker's tests run inside sandboxes: Bun (from npm), curl, git, openssl, python3.
-# Idempotent; safe to run on a developer machine. Needs root for apt-get and /usr/local/bin.
+# Installs what bunker's tests need when it is missing: the system packages curl, git, openssl,
+# python3, util-linux (setpriv) and time (apt-get), Bun (from npm) and the test runner
+# cargo-nextest (`cargo install --locked`). Idempotent; safe to run on a developer machine.
+# Needs root for apt-get and /usr/local/bin.
 set -euo pipefail
 
 need_apt=()
@@ -26,3 +28,8 @@ if ! command -v bun >/dev/null 2>&1; then
   ln -sf /opt/bunker-test-deps/node_modules/@oven/bun-linux-x64/bin/bun /usr/local/bin/bun
 fi
 bun --version >/dev/null
+
+# The test runner scripts/test.sh uses.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi

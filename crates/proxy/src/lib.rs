@@ -1,7 +1,7 @@
 //! The egress proxy: HTTP forward, HTTPS CONNECT and SOCKS5, served by the supervisor on listening
 //! sockets created inside the sandbox's network namespace.
 //!
-//! Every request goes through one decision ([`decide`]): the target is parsed (every IPv4
+//! Every request goes through one decision (the `decide` module): the target is parsed (every IPv4
 //! spelling and IPv6 form reduced to one address, [`addr`]), matched against `allow.net` /
 //! `deny.net`, resolved once, and every resolved address is checked against the special-purpose
 //! ranges and `deny.net` CIDRs. The proxy then connects only to an address it checked. Limits from

@@ -326,7 +326,7 @@ fn release(ctx: &InitContext) -> Result<Vec<OwnedFd>, SandboxError> {
     })
 }
 
-/// The namespaces [`NamespaceThread`] makes; the clone makes the others.
+/// The namespaces init's namespace thread (`NamespaceThread`) makes; the clone makes the others.
 pub const THREAD_NAMESPACES: libc::c_int = libc::CLONE_NEWNET | libc::CLONE_NEWIPC;
 
 /// The sandbox's network and IPC namespaces, made by a thread of init's beside the main thread's

@@ -1,7 +1,7 @@
 //! Builds a kernel sandbox from a [`bunker_policy::Policy`], runs a program in it, enforces the
 //! limits, and returns one structured [`RunResult`].
 //!
-//! [`run`] must be called while the process is still single-threaded (before any async runtime
+//! [`spawn::run`] must be called while the process is still single-threaded (before any async runtime
 //! starts): it forks. See `spawn.rs` for the setup order.
 #![forbid(unsafe_code)]
 

@@ -91,7 +91,8 @@ struct PeerEntry {
     forwarded: u64,
 }
 
-/// The verdict program over `peers` (cookie → [`PeerEntry`]) and `sockmap` (slot → socket).
+/// The verdict program over `peers` (socket cookie → the peer slot and the bytes forwarded) and
+/// `sockmap` (slot → socket).
 pub fn relay_program(peers: RawFd, sockmap: RawFd) -> Vec<Insn> {
     vec![
         Insn::new(MOV64_REG, 6, 1, 0, 0), // r6 = skb

@@ -16,7 +16,7 @@ pub enum Forked {
 
 /// Fails unless the calling process has exactly one thread. A fork-like clone copies only the
 /// calling thread, so a lock another thread held (in malloc, say) would stay locked forever in
-/// the child; checking here is what lets [`clone_fork`] and [`fork`] be safe functions.
+/// the child; checking here is what lets [`clone_fork`] be a safe function.
 pub fn ensure_single_threaded(call: &str) -> SysResult<()> {
     let threads = std::fs::read_dir("/proc/self/task")
         .map_err(|e| {
