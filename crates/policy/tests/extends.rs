@@ -329,3 +329,66 @@ fn setting_a_limit_drops_an_inherited_best_effort_mark() {
         vec![LimitName::Memory, LimitName::Pids]
     );
 }
+
+#[test]
+fn a_policy_given_as_text_resolves_against_its_base_and_names_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "base.json", r#"{"allow": {"read": ["shared"]}}"#);
+    let spec = LoadSpec {
+        source: PolicySource::Text {
+            text:
+                r#"{"extends": ["./base.json"], "allow": {"read": ["./data"], "write": ["out"]}}"#
+                    .to_string(),
+            name: "stdin".to_string(),
+            base: d.to_path_buf(),
+        },
+        ..LoadSpec::default()
+    };
+    let (p, origins) = bunker_policy::load_with_origins(&spec, &env()).unwrap();
+    // Relative to the base given (the caller's cwd), not to some /dev/fd path.
+    assert_eq!(p.allow.read, vec![d.join("shared"), d.join("data")]);
+    assert_eq!(p.allow.write, vec![d.join("out")]);
+    assert_eq!(p.sources.last().unwrap(), "stdin");
+    // Each grant is traced to the document and key that wrote it.
+    let origin_of = |path: &Path| origins.iter().find(|o| o.path == path).unwrap();
+    let shared = origin_of(&d.join("shared"));
+    assert_eq!(
+        (shared.file.as_str(), shared.json_path.as_str()),
+        (d.join("base.json").to_str().unwrap(), "allow.read[0]")
+    );
+    let out = origin_of(&d.join("out"));
+    assert_eq!(
+        (out.file.as_str(), out.json_path.as_str()),
+        ("stdin", "allow.write[0]")
+    );
+    assert_eq!(out.access, bunker_policy::Access::Write);
+    assert!(!out.builtin);
+    // The built-in profiles' grants are marked as theirs.
+    let spec = LoadSpec {
+        source: PolicySource::Default,
+        ..LoadSpec::default()
+    };
+    let (_, origins) = bunker_policy::load_with_origins(&spec, &env()).unwrap();
+    assert!(!origins.is_empty() && origins.iter().all(|o| o.builtin));
+
+    // Errors name the text's name; a missing extends file is named with the key.
+    let spec = LoadSpec {
+        source: PolicySource::Text {
+            text: r#"{"extends": ["./gone.json"]}"#.to_string(),
+            name: "--policy-json".to_string(),
+            base: d.to_path_buf(),
+        },
+        ..LoadSpec::default()
+    };
+    let err = load_with(&spec, &env()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert_eq!(
+        (err.file.as_str(), err.json_path.as_str()),
+        ("--policy-json", "extends[0]")
+    );
+    assert!(
+        err.message.contains(d.join("gone.json").to_str().unwrap()),
+        "{err}"
+    );
+}

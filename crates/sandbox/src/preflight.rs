@@ -385,8 +385,68 @@ mod tests {
     fn the_interpreter_of_a_dynamic_binary_is_read() {
         let sh = find_program(Path::new("sh"), "/usr/bin:/bin").unwrap();
         let interp = elf_interpreter(&std::fs::canonicalize(sh).unwrap()).unwrap();
-        assert!(interp.starts_with("/lib"), "{}", interp.display());
+        assert!(
+            interp.to_string_lossy().starts_with("/lib"),
+            "{}",
+            interp.display()
+        );
         // Not an ELF file: no interpreter.
         assert_eq!(elf_interpreter(Path::new("/etc/hostname")), None);
+    }
+
+    fn policy(text: &str) -> Policy {
+        bunker_policy::load_str(text, Path::new("/"), "test").unwrap()
+    }
+
+    #[test]
+    fn start_notes_say_when_the_directory_is_private_or_not_visible() {
+        let bare = policy("{}");
+        let tmp = Path::new("/tmp/proj");
+        let notes = start_notes(&bare, None, Some(tmp));
+        assert_eq!(notes.len(), 1);
+        assert!(!notes[0].verbose_only);
+        assert!(notes[0]
+            .text
+            .contains("starts in the sandbox's private /tmp"));
+        // A grant beneath it: the directory exists inside, but in the private /tmp.
+        let below = policy(r#"{"allow": {"write": ["/tmp/proj/out"]}}"#);
+        let notes = start_notes(&below, None, Some(tmp));
+        assert!(notes[0].text.contains("inside the sandbox's private /tmp"));
+        // Granted, or /tmp itself granted: nothing to say.
+        for granted in [
+            r#"{"allow": {"write": ["/tmp/proj"]}}"#,
+            r#"{"allow": {"read": ["/tmp"]}}"#,
+        ] {
+            assert_eq!(start_notes(&policy(granted), None, Some(tmp)), vec![]);
+        }
+        // Elsewhere and not visible: a note for -v only.
+        let notes = start_notes(&bare, None, Some(Path::new("/work/proj")));
+        assert!(notes[0].verbose_only, "{notes:?}");
+        // An explicit --cwd outside /tmp is the caller's choice: nothing to say.
+        assert_eq!(start_notes(&bare, Some(Path::new("/work")), None), vec![]);
+    }
+
+    #[test]
+    fn grants_from_the_user_are_checked_and_the_profiles_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let origin = |access, builtin| GrantOrigin {
+            access,
+            path: missing.clone(),
+            file: "p.json".into(),
+            json_path: "allow.x[0]".into(),
+            builtin,
+        };
+        let p = policy("{}");
+        let found = check_grants(&p, &[origin(Access::Write, false)]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].severity, Severity::Error);
+        assert!(found[0].to_string().starts_with("p.json: allow.x[0]: "));
+        let found = check_grants(&p, &[origin(Access::Read, false)]);
+        assert_eq!(
+            (found[0].severity, found[0].missing),
+            (Severity::Warning, true)
+        );
+        assert!(check_grants(&p, &[origin(Access::Write, true)]).is_empty());
     }
 }
