@@ -27,6 +27,10 @@ pub fn main(opts: CheckOpts) -> i32 {
             if source::say_grant_findings(&policy, &origins, opts.strict, true).is_some() {
                 return exit::POLICY_ERROR;
             }
+            if let Some(refusal) = bunker_sandbox::spawn::caller_refusal(&policy) {
+                eprintln!("bunker: policy error: {refusal}");
+                return exit::POLICY_ERROR;
+            }
             policy
         }
         Err(e) => {

@@ -238,6 +238,34 @@ fn settings_no_layer_enforces_are_policy_errors_in_check_and_run() {
         transcript.push_str(&masked(&check, dir.path()));
     }
     insta::assert_snapshot!("unenforced_settings", transcript);
+
+    // What only root can build: check refuses it for an ordinary user, as run would.
+    let shared = common::shared_tempdir();
+    let no_user = common::write_file(
+        shared.path(),
+        "no-user.json",
+        r#"{"extends": ["default"], "kernel": {"namespaces": ["pid", "mount", "net"]}}"#,
+    );
+    if common::is_root() {
+        let out = bunker().arg("check").arg(&no_user).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        for args in [vec!["check"], vec!["run", "--policy"]] {
+            let mut cmd = common::bunker_as_nobody();
+            cmd.args(&args).arg(&no_user);
+            if args[0] == "run" {
+                cmd.args(["--", "true"]);
+            }
+            let out = cmd.output().unwrap();
+            assert_ne!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains(
+                    "without \"user\" in kernel.namespaces only root can build a sandbox"
+                ),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+        }
+    }
 }
 
 #[test]

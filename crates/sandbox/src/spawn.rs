@@ -110,6 +110,16 @@ fn cstring(what: &str, bytes: Vec<u8>) -> Result<CString, SandboxError> {
     })
 }
 
+/// What this caller can never build under `policy`, whatever else the host offers (`bunker
+/// check` asks too): without a user namespace only root can make the sandbox's new root.
+pub fn caller_refusal(policy: &Policy) -> Option<SandboxError> {
+    (!policy.kernel.namespaces.contains(&Namespace::User) && IdMode::current() != IdMode::Root)
+        .then(|| SandboxError::Unsupported {
+            layer: "kernel.namespaces".into(),
+            reason: "without \"user\" in kernel.namespaces only root can build a sandbox".into(),
+        })
+}
+
 /// Builds the sandbox from `req.policy`, runs `req.argv` in it, and returns the result.
 /// Must be called while the process is single-threaded, and from a thread that lives until
 /// the sandbox has ended: init's parent-death signal fires when the *thread* that cloned it
@@ -127,11 +137,8 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         });
     }
     let id_mode = IdMode::current();
-    if !has(Namespace::User) && id_mode != IdMode::Root {
-        return Err(SandboxError::Unsupported {
-            layer: "namespaces".into(),
-            reason: "without \"user\" in kernel.namespaces only root can build a sandbox".into(),
-        });
+    if let Some(refusal) = caller_refusal(policy) {
+        return Err(refusal);
     }
     if req.argv.is_empty() {
         return Err(SandboxError::Exec("no program given".into()));
