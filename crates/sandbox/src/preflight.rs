@@ -363,7 +363,12 @@ pub fn exec_hints(
         return hints;
     }
     let absolute = bunker_policy::path::normalize(&host_file);
-    if !visible(policy, &absolute) {
+    // A denied file is the policy's intent, and no grant would change it (deny wins).
+    let denied = policy
+        .path_decision(&absolute, Access::Read)
+        .rule
+        .starts_with("deny.");
+    if !denied && !visible(policy, &absolute) {
         let dir = absolute.parent().unwrap_or(Path::new("/"));
         hints.push(format!(
             "{} is a file on the host, but the policy grants no read of {}, so the program \
