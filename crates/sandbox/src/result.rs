@@ -164,31 +164,84 @@ pub struct RunResult {
     pub http: HttpReport,
 }
 
-/// The egress proxy's part of the result: every decision, and totals over them.
+/// Decisions listed one by one in [`HttpReport::requests`]; the rest are only counted, so the
+/// report stays small whatever the program does (see docs/report.md, "Size").
+pub const MAX_REPORTED_REQUESTS: usize = 100;
+/// Distinct rules listed in [`HttpReport::denied_by`] and [`HttpReport::limits_hit`].
+pub const MAX_REPORTED_RULES: usize = 16;
+
+/// The egress proxy's part of the result: the first decisions, and totals over all of them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HttpReport {
-    /// Every decision of the egress proxy, in order.
+    /// The first decisions of the egress proxy (at most `MAX_REPORTED_REQUESTS`), in order.
     pub requests: Vec<HttpRecord>,
+    /// Whether decisions were left out of `requests` (the totals still count them).
+    #[serde(default)]
+    pub truncated: bool,
     /// Requests let through.
     pub allowed: u64,
     /// Requests refused (by a rule or a limit).
     pub denied: u64,
+    /// The rules that refused requests, in the order they first did, with how many each
+    /// (at most `MAX_REPORTED_RULES` rules; `denied` counts every refusal).
+    #[serde(default)]
+    pub denied_by: Vec<RuleCount>,
+    /// The HTTP limits that ended requests (`max_requests`, `max_response_bytes`, ...), with how
+    /// many each.
+    #[serde(default)]
+    pub limits_hit: Vec<RuleCount>,
     /// Bytes sent to destinations, over all requests.
     pub bytes_sent: u64,
     /// Bytes received from destinations, over all requests.
     pub bytes_received: u64,
 }
 
+/// A rule (or limit) and how many requests it decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RuleCount {
+    pub rule: String,
+    pub requests: u64,
+}
+
 impl HttpReport {
-    /// Totals the decisions.
-    pub fn from_records(requests: Vec<HttpRecord>) -> HttpReport {
+    /// Totals the decisions and keeps the first [`MAX_REPORTED_REQUESTS`] of them.
+    pub fn from_records(mut requests: Vec<HttpRecord>) -> HttpReport {
         let allowed = requests.iter().filter(|r| r.allowed).count() as u64;
+        let mut denied_by = Vec::new();
+        let mut limits_hit = Vec::new();
+        for r in &requests {
+            if !r.allowed {
+                tally(&mut denied_by, &r.rule);
+            }
+            if let Some(limit) = &r.limit {
+                tally(&mut limits_hit, &format!("http.{limit}"));
+            }
+        }
         HttpReport {
             allowed,
             denied: requests.len() as u64 - allowed,
             bytes_sent: requests.iter().map(|r| r.bytes_sent).sum(),
             bytes_received: requests.iter().map(|r| r.bytes_received).sum(),
-            requests,
+            truncated: requests.len() > MAX_REPORTED_REQUESTS,
+            denied_by,
+            limits_hit,
+            requests: {
+                requests.truncate(MAX_REPORTED_REQUESTS);
+                requests
+            },
         }
+    }
+}
+
+/// Counts one more request for `rule`; a rule beyond the first [`MAX_REPORTED_RULES`] is left
+/// out (the totals count it).
+fn tally(counts: &mut Vec<RuleCount>, rule: &str) {
+    if let Some(c) = counts.iter_mut().find(|c| c.rule == rule) {
+        c.requests += 1;
+    } else if counts.len() < MAX_REPORTED_RULES {
+        counts.push(RuleCount {
+            rule: rule.to_owned(),
+            requests: 1,
+        });
     }
 }
