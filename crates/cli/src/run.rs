@@ -445,7 +445,7 @@ impl ReportTargets {
     /// [`exit::REPORT_ERROR`] when a write failed (the caller would otherwise read nothing and
     /// take the exit code for the run's).
     fn emit(&self, console: &Console, result: &RunResult, code: i32) -> i32 {
-        let line = match serde_json::to_string(result) {
+        let line = match result.to_report_line() {
             Ok(line) => line,
             Err(e) => {
                 console.notice(&format!("bunker: cannot serialize the report: {e}"));
