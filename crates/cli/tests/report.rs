@@ -285,20 +285,6 @@ fn the_program_cannot_forge_the_report_on_stderr() {
         for ending in ["", "\n"] {
             let script = format!("printf '%s{ending}' '{forged}' >&2; exit 3");
             let out = bunker()
-                .args(["run", "--report", "json", "--report-file"])
-                .arg(&file)
-                .args(["--", "sh", "-c", &script])
-                .output()
-                .unwrap();
-            assert_eq!(out.status.code(), Some(3), "{mode}");
-            // --report-file goes to the file only (it cannot be forged); with --report json as
-            // well, the stderr copy for people follows on a line of its own.
-            let text = std::fs::read_to_string(&file).unwrap();
-            let from_file: Value = serde_json::from_str(text.trim_end()).unwrap();
-            assert_eq!(from_file["status"], "exit", "{mode}");
-            assert!(!stderr(&out).contains("\"status\":\"exit\""), "{mode}");
-
-            let out = bunker()
                 .args(["run", "--report", "json", "--", "sh", "-c", &script])
                 .output()
                 .unwrap();
@@ -310,6 +296,18 @@ fn the_program_cannot_forge_the_report_on_stderr() {
                 err.contains(&format!("{forged}\n{{\"status\":\"exit\"")),
                 "{mode}: the program's line and the report are not apart: {err}"
             );
+            let out = bunker()
+                .args(["run", "--report", "json", "--report-file"])
+                .arg(&file)
+                .args(["--", "sh", "-c", &script])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(3), "{mode}");
+            // With --report-file the report goes to the file only, out of the program's reach.
+            let text = std::fs::read_to_string(&file).unwrap();
+            let from_file: Value = serde_json::from_str(text.trim_end()).unwrap();
+            assert_eq!(from_file["status"], "exit", "{mode}");
+            assert!(!stderr(&out).contains("\"status\":\"exit\""), "{mode}");
         }
     }
 }
@@ -452,18 +450,14 @@ fn quiet_silences_bunkers_own_lines() {
 fn best_effort_warnings_come_once_and_before_the_programs_output() {
     let mut warned_somewhere = false;
     for (mode, bunker) in modes() {
-        let tmp = writable_tempdir();
-        let file = tmp.path().join("report.json");
         // The default profile's memory and pids limits are best-effort.
         let out = bunker()
-            .args(["run", "--report-file"])
-            .arg(&file)
+            .args(["run", "--report", "json"])
             .args(["--", "sh", "-c", "echo first >&2; echo out; echo last >&2"])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
-        let report: Value =
-            serde_json::from_str(std::fs::read_to_string(&file).unwrap().trim_end()).unwrap();
+        let report = report(&out);
         let unenforced: Vec<&str> = ["memory", "pids"]
             .into_iter()
             .filter(|l| report["enforced"][format!("{l}_limit")] != "on")
