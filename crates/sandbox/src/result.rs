@@ -296,7 +296,7 @@ mod tests {
             bytes_sent: 0,
             bytes_received: 0,
             duration_ms: 0.0,
-            limit: (i % 2 == 0).then(|| "max_requests".to_string()),
+            limit: i.is_multiple_of(2).then(|| "max_requests".to_string()),
         }
     }
 

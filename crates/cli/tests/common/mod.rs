@@ -46,20 +46,16 @@ pub fn is_root() -> bool {
 }
 
 /// The JSON report that `--report json` prints as the last line of stderr. bunker starts it
-/// on a line of its own, so it is exactly the last line: a JSON object the program printed
-/// earlier (or glued to an unfinished line) is never taken for it.
+/// on a line of its own, so it is the last line that starts with `{"status"` (a wrapper such as
+/// GNU time may add lines after it): an object the program printed earlier, or one glued to
+/// an unfinished line, is never taken for it.
 pub fn report(out: &Output) -> serde_json::Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stderr
-        .strip_suffix('\n')
-        .unwrap_or_else(|| panic!("stderr does not end with the report's newline:\n{stderr}"))
-        .rsplit('\n')
-        .next()
-        .unwrap_or_default();
-    assert!(
-        line.starts_with("{\"status\""),
-        "the last line of stderr is not the report:\n{stderr}"
-    );
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("{\"status\""))
+        .unwrap_or_else(|| panic!("no JSON report line in stderr:\n{stderr}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad report {line}: {e}"))
 }
 
