@@ -418,7 +418,7 @@ struct ReportTargets {
 
 impl ReportTargets {
     fn open(opts: &RunOpts) -> Result<ReportTargets, String> {
-        let fd = match opts.report_fd {
+        let mut fd = match opts.report_fd {
             Some(n) => {
                 let owned = bunker_sys::fd::dup_cloexec(n)
                     .map_err(|e| format!("--report-fd {n}: not an open descriptor ({e})"))?;
@@ -426,6 +426,14 @@ impl ReportTargets {
             }
             None => None,
         };
+        // `--report-fd 2` (or a descriptor on the same pipe or file as stderr) is stderr: the
+        // report then goes through the console, which starts it on a fresh line.
+        let fd_is_stderr = fd
+            .as_ref()
+            .is_some_and(|(_, f)| same_file(f, &std::io::stderr()));
+        if fd_is_stderr {
+            fd = None;
+        }
         let file = match &opts.report_file {
             Some(path) => {
                 let f = File::create(path)
@@ -435,7 +443,8 @@ impl ReportTargets {
             None => None,
         };
         Ok(ReportTargets {
-            stderr: opts.report.is_some() && fd.is_none() && file.is_none(),
+            stderr: fd_is_stderr
+                || (opts.report.is_some() && opts.report_fd.is_none() && file.is_none()),
             fd,
             file,
         })
@@ -477,6 +486,16 @@ impl ReportTargets {
             status_name(result.status)
         ));
         exit::REPORT_ERROR
+    }
+}
+
+/// Whether two descriptors refer to the same file (or pipe, or socket).
+fn same_file(a: &File, b: &impl AsFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let b = b.as_fd().try_clone_to_owned().map(File::from);
+    match (a.metadata(), b.and_then(|b| b.metadata())) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 

@@ -284,18 +284,23 @@ fn the_program_cannot_forge_the_report_on_stderr() {
         let file = tmp.path().join("report.json");
         for ending in ["", "\n"] {
             let script = format!("printf '%s{ending}' '{forged}' >&2; exit 3");
-            let out = bunker()
-                .args(["run", "--report", "json", "--", "sh", "-c", &script])
-                .output()
-                .unwrap();
-            let err = stderr(&out);
-            let r = report(&out);
-            assert_eq!(r["status"], "exit", "{mode}: {err}");
-            assert!(r.get("forged").is_none(), "{mode}: {err}");
-            assert!(
-                err.contains(&format!("{forged}\n{{\"status\":\"exit\"")),
-                "{mode}: the program's line and the report are not apart: {err}"
-            );
+            // `--report-fd 2` is stderr too.
+            for to_stderr in [["--report", "json"], ["--report-fd", "2"]] {
+                let out = bunker()
+                    .arg("run")
+                    .args(to_stderr)
+                    .args(["--", "sh", "-c", &script])
+                    .output()
+                    .unwrap();
+                let err = stderr(&out);
+                let r = report(&out);
+                assert_eq!(r["status"], "exit", "{mode}: {err}");
+                assert!(r.get("forged").is_none(), "{mode}: {err}");
+                assert!(
+                    err.contains(&format!("{forged}\n{{\"status\":\"exit\"")),
+                    "{mode} {to_stderr:?}: the program's line and the report are not apart: {err}"
+                );
+            }
             let out = bunker()
                 .args(["run", "--report", "json", "--report-file"])
                 .arg(&file)
