@@ -94,6 +94,8 @@ pub fn main(opts: RunOpts) -> i32 {
             None
         },
     );
+    // A run that failed midway may have left bunker's lines in the console's relay.
+    console.end_relay(false);
     let result = match outcome {
         Ok(result) => result,
         Err(err) => {

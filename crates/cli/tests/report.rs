@@ -373,6 +373,22 @@ fn the_end_of_a_run_says_what_was_denied_and_cut() {
                 .all(|l| l.starts_with("bunker: ")),
             "{mode}: {err}"
         );
+        // The case of the issue: pip's proxy tunnel refused five times, for an allowed name
+        // that resolves to a documentation address.
+        let out = bunker()
+            .args(["run", "--allow-net", "pypi.test", "--resolve", "pypi.test:203.0.113.80"])
+            .args(["--", "sh", "-c"])
+            .arg("for i in 1 2 3 4 5; do curl -s -o /dev/null -x \"$HTTP_PROXY\" https://pypi.test/; done")
+            .output()
+            .unwrap();
+        let lines = bunker_lines(&out);
+        assert!(
+            lines.iter().any(|l| l.starts_with(
+                "bunker: denied 5 network requests: http.block_private_ips (203.0.113.80 is \
+                 documentation 203.0.113.0/24;"
+            ) && l.contains(") ×5 (-v shows each")),
+            "{mode}: {lines:?}"
+        );
         // The control: a run with nothing denied or cut says nothing.
         let quiet_run = bunker()
             .args(["run", "--", "sh", "-c", "echo fine"])

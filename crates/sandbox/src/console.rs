@@ -140,6 +140,7 @@ impl Console {
     }
 
     /// The supervisor takes the caller's stderr over: lines go through the relay from now on.
+    /// Idempotent.
     pub(crate) fn start_relay(&self) {
         self.lock().relaying = true;
     }
@@ -168,9 +169,13 @@ impl Console {
     }
 
     /// The run is over: whatever is still in the relay is written now, and later lines are
-    /// written directly, after a newline if the stream ended mid-line.
-    pub(crate) fn end_relay(&self, mid_line: bool) {
+    /// written directly, after a newline if the stream ended mid-line. A no-op unless relaying
+    /// (the supervisor ends it; a caller may too, after a run that failed).
+    pub fn end_relay(&self, mid_line: bool) {
         let mut state = self.lock();
+        if !state.relaying {
+            return;
+        }
         state.relaying = false;
         state.mid_line = mid_line;
         let mut rest = Vec::new();

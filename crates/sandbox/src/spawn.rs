@@ -391,7 +391,11 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
 
     // Step 8. The lifeline's write end lives as long as this frame, i.e. until the sandbox ends.
     // The observer hears what is enforced before the supervisor relays any of the program's
-    // output, so what it says comes first.
+    // output, so what it says comes first. The program may already be writing: its lines go
+    // through the relay, never blocking on a stderr the caller does not read.
+    if let (Some(console), true) = (&req.console, req.stream_output) {
+        console.start_relay();
+    }
     if let Some(observer) = &req.observer {
         observer.event(&Event::Ready {
             enforced: &enforced,

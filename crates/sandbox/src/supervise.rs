@@ -499,6 +499,7 @@ impl Output {
         if let Some(console) = &console {
             console.start_relay();
         }
+        let relay_partial = Vec::new();
         let shared_sink = match (&streams[0].sink, &streams[1].sink) {
             (Some(out), Some(err)) => match (out.metadata(), err.metadata()) {
                 (Ok(a), Ok(b)) => {
@@ -509,16 +510,19 @@ impl Output {
             },
             _ => false,
         };
-        Output {
+        let mut output = Output {
             limit: limits.output,
             kill_on_overflow: limits.kill_on_output_overflow,
             stream,
             delivered: 0,
             streams,
             console,
-            relay_partial: Vec::new(),
+            relay_partial,
             shared_sink,
-        }
+        };
+        // Lines said before the loop (the best-effort warnings at `Event::Ready`) go first.
+        output.take_relay();
+        output
     }
 
     /// The console's relay, to poll while the run streams.
