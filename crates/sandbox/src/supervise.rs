@@ -474,8 +474,8 @@ struct StreamState {
 
 /// Largest write that a writable pipe takes without blocking.
 const PIPE_BUF: usize = libc::PIPE_BUF;
-/// bunker lines waiting for a stderr that is not read are dropped (and counted) past this, so
-/// the supervisor's memory stays bounded by the output limit plus this.
+/// bunker lines waiting for a stderr that is not read are dropped (and counted) once the stderr
+/// backlog is past the output limit plus this: the supervisor's memory stays bounded by that.
 const MAX_CONSOLE_BACKLOG: usize = 256 * 1024;
 
 impl Output {
@@ -543,7 +543,10 @@ impl Output {
         let lines: Vec<u8> = self.relay_partial.drain(..=end).collect();
         let err = &self.streams[1];
         let backlog = err.buffer.len() - err.written;
-        if err.sink_broken || backlog + lines.len() > MAX_CONSOLE_BACKLOG {
+        let bound = usize::try_from(self.limit)
+            .unwrap_or(usize::MAX)
+            .saturating_add(MAX_CONSOLE_BACKLOG);
+        if err.sink_broken || backlog + lines.len() > bound {
             let count = lines.iter().filter(|&&b| b == b'\n').count() as u64;
             console.count_dropped(count);
             return;
