@@ -177,7 +177,9 @@ pub const MAX_REPORT_BYTES: usize = 60 * 1024;
 impl RunResult {
     /// The report as one JSON line (no newline), under [`MAX_REPORT_BYTES`]: notes past half
     /// of it are left out (the last note says how many), then request records are dropped from
-    /// the end (`http.truncated`) until it fits. The totals and rule counts always stay.
+    /// the end (`http.truncated`) until it fits. The totals and rule counts always stay. The
+    /// streams' captured `data` (library callers that capture) is kept as it is: the CLI
+    /// streams the output and never has any.
     pub fn to_report_line(&self) -> serde_json::Result<String> {
         let line = serde_json::to_string(self)?;
         if line.len() <= MAX_REPORT_BYTES {
