@@ -373,6 +373,35 @@ fn the_end_of_a_run_says_what_was_denied_and_cut() {
                 .all(|l| l.starts_with("bunker: ")),
             "{mode}: {err}"
         );
+        // stdout and stderr on one pipe (`2>&1`): the summary still starts on a line of its own
+        // after the program's unfinished stdout line.
+        let (mut read, write) = std::io::pipe().unwrap();
+        let mut cmd = bunker();
+        cmd.args(["run", "-q", "--allow-net", "api.test", "--", "sh", "-c"])
+            .arg("curl -s -o /dev/null -x \"$HTTP_PROXY\" http://203.0.113.80/; printf unfinished")
+            .stdout(write.try_clone().unwrap())
+            .stderr(write);
+        let mut child = cmd.spawn().unwrap();
+        drop(cmd);
+        let mut both = String::new();
+        std::io::Read::read_to_string(&mut read, &mut both).unwrap();
+        child.wait().unwrap();
+        assert_eq!(both, "unfinished", "{mode}: -q");
+        let (mut read, write) = std::io::pipe().unwrap();
+        let mut cmd = bunker();
+        cmd.args(["run", "--allow-net", "api.test", "--", "sh", "-c"])
+            .arg("curl -s -o /dev/null -x \"$HTTP_PROXY\" http://203.0.113.80/; printf unfinished")
+            .stdout(write.try_clone().unwrap())
+            .stderr(write);
+        let mut child = cmd.spawn().unwrap();
+        drop(cmd);
+        let mut both = String::new();
+        std::io::Read::read_to_string(&mut read, &mut both).unwrap();
+        child.wait().unwrap();
+        assert!(
+            both.contains("unfinished\nbunker: denied 1 network request: "),
+            "{mode}: {both}"
+        );
         // The case of the issue: pip's proxy tunnel refused five times, for an allowed name
         // that resolves to a documentation address.
         let out = bunker()
@@ -426,6 +455,21 @@ fn verbose_says_each_decision_as_it_happens() {
             "{mode}: not in the order they happened:\n{err}"
         );
         assert!(second < summary && cut < summary, "{mode}:\n{err}");
+        // A decision said while the program's stderr line is unfinished starts a line of its own.
+        let out = bunker()
+            .args(["run", "-v", "--allow-net", "api.test", "--", "sh", "-c"])
+            .arg(
+                "printf unfinished >&2; curl -s -o /dev/null -x \"$HTTP_PROXY\" \
+                 http://203.0.113.80/; echo ' line' >&2",
+            )
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(
+            err.contains("unfinished\nbunker: net: denied http 203.0.113.80:80:")
+                && err.contains("\n line\n"),
+            "{mode}: {err}"
+        );
         // The control: without -v, none of the decisions.
         let plain = denied_and_cut(bunker(), &["--allow-read", "/no/such/grant"]);
         assert!(
