@@ -201,3 +201,59 @@ fn write_direct(state: &mut State, line: &str) -> io::Result<()> {
     err.write_all(line.as_bytes())?;
     err.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relayed(console: &Console) -> String {
+        let mut bytes = Vec::new();
+        console.read_relay(&mut bytes);
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn during_a_run_lines_go_through_the_relay_whole() {
+        let console = Console::new(Verbosity::Verbose).unwrap();
+        console.start_relay();
+        console.notice("bunker: one");
+        console.verbose("bunker: two\n");
+        assert_eq!(relayed(&console), "bunker: one\nbunker: two\n");
+        // A line longer than an atomic pipe write is cut, never split.
+        console.verbose(&"é".repeat(MAX_LINE));
+        let long = relayed(&console);
+        assert!(
+            long.len() <= MAX_LINE && long.ends_with("…\n"),
+            "{}",
+            long.len()
+        );
+        assert_eq!(console.dropped(), 0);
+    }
+
+    #[test]
+    fn a_full_relay_drops_and_counts_instead_of_blocking() {
+        let console = Console::new(Verbosity::Normal).unwrap();
+        console.start_relay();
+        let line = "x".repeat(1000);
+        for _ in 0..200 {
+            console.notice(&line);
+        }
+        // 200 KB do not fit in a 64 KiB pipe: the writer went on.
+        assert!(console.dropped() > 0);
+        assert!(relayed(&console).len() < 200 * 1001);
+    }
+
+    #[test]
+    fn verbosity_filters() {
+        let quiet = Console::new(Verbosity::Quiet).unwrap();
+        quiet.start_relay();
+        quiet.notice("bunker: a");
+        quiet.verbose("bunker: b");
+        assert_eq!(relayed(&quiet), "");
+        let normal = Console::new(Verbosity::Normal).unwrap();
+        normal.start_relay();
+        normal.notice("bunker: a");
+        normal.verbose("bunker: b");
+        assert_eq!(relayed(&normal), "bunker: a\n");
+    }
+}
