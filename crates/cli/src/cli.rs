@@ -20,16 +20,19 @@ const RUN_EXAMPLES: &str = "Examples:
   # Allow one host through the egress proxy and one directory to write
   bunker run --allow-net api.example.com:443 --allow-write ./out -- curl https://api.example.com
 
-  # A machine-readable result on stderr
-  bunker run --report json --timeout 1s -- sleep 10
+  # A machine-readable result in a file (or on a descriptor: --report-fd 3)
+  bunker run --report-file result.json --timeout 1s -- sleep 10
+
+  # Each proxy decision as it happens
+  bunker run -v --allow-net example.com -- curl -sI https://example.com
 
   # A policy from stdin, or inline; relative paths resolve against the current directory
   generate-policy | bunker run --policy - -- python3 agent.py
   bunker run --policy-json '{\"extends\": [\"default\"], \"allow\": {\"read\": [\"./agent.py\"]}}' -- python3 agent.py
 
 Exit codes: the program's own code, or 128+N if a signal N killed it; 120 policy error,
-121 setup error, 122 limit hit (memory, pids, CPU time, output), 124 timeout,
-126 cannot execute, 127 not found.";
+121 setup error, 122 limit hit (memory, pids, CPU time, output), 123 the report could not be
+written, 124 timeout, 126 cannot execute, 127 not found.";
 
 const CHECK_EXAMPLES: &str = "Examples:
   bunker check policy.json            # validate and print the effective merged policy
@@ -164,12 +167,23 @@ pub struct RunOpts {
     /// Working directory inside the sandbox.
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
-    /// Print the run's result as one JSON line on stderr (or on --report-fd) when it ends.
+    // What bunker says, and where the report goes (docs/cli.md, "Messages and the report").
+    /// Print each decision as it happens: proxy requests, skipped grants, layers enforced.
+    #[arg(short = 'v', long, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print none of bunker's own lines (a report asked for is still written).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Print the run's result as one JSON line on stderr when it ends (for people and old
+    /// callers; programs should use --report-fd or --report-file, which the sandbox cannot forge).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub report: Option<ReportFormat>,
-    /// Write the report to this file descriptor instead of stderr (implies --report json).
+    /// Write the report to this file descriptor (pipe, FIFO, socket or file) instead of stderr.
     #[arg(long, value_name = "N")]
     pub report_fd: Option<i32>,
+    /// Write the report to this file (created or truncated before the run) instead of stderr.
+    #[arg(long, value_name = "PATH")]
+    pub report_file: Option<PathBuf>,
     /// The command to run and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,

@@ -180,6 +180,8 @@ fn probe_default_run(default: &Policy) -> Result<Enforced, String> {
         cwd: None,
         inherit_stdin: false,
         stream_output: false,
+        console: None,
+        observer: None,
     };
     let result = bunker_sandbox::spawn::run(&request, None).map_err(|e| e.to_string())?;
     if result.status != Status::Ok {

@@ -5,7 +5,8 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use bunker_policy::Policy;
-use bunker_proxy::{ProxyConfig, ProxyHandle};
+use bunker_proxy::{ProxyConfig, ProxyHandle, RequestRecord};
+use bunker_sandbox::console::{Console, Verbosity};
 use bunker_sandbox::egress::Egress;
 use bunker_sandbox::HttpRecord;
 
@@ -16,15 +17,41 @@ pub struct ProxyEgress {
 }
 
 impl ProxyEgress {
-    pub fn new(policy: &Policy, resolve: Vec<(String, IpAddr)>) -> ProxyEgress {
+    /// With `-v`, each decision is said on `console` as the proxy makes it.
+    pub fn new(policy: &Policy, resolve: Vec<(String, IpAddr)>, console: &Console) -> ProxyEgress {
+        let on_decision = (console.verbosity() >= Verbosity::Verbose).then(|| {
+            let console = console.clone();
+            Arc::new(move |r: &RequestRecord| console.verbose(&decision_line(r)))
+                as bunker_proxy::DecisionHook
+        });
         ProxyEgress {
             config: Some(ProxyConfig {
                 policy: Arc::new(policy.clone()),
                 resolve,
+                on_decision,
             }),
             handle: None,
         }
     }
+}
+
+/// `bunker: net: denied connect 203.0.113.80:443: http.block_private_ips (...)`
+fn decision_line(r: &RequestRecord) -> String {
+    let verdict = if r.allowed { "allowed" } else { "denied" };
+    let host = if r.host.contains(':') {
+        format!("[{}]", r.host)
+    } else {
+        r.host.clone()
+    };
+    let limit = r
+        .limit
+        .as_deref()
+        .map(|l| format!(" (http.{l})"))
+        .unwrap_or_default();
+    format!(
+        "bunker: net: {verdict} {} {host}:{}: {}{limit}",
+        r.kind, r.port, r.rule
+    )
 }
 
 impl Egress for ProxyEgress {

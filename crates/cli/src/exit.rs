@@ -7,6 +7,9 @@ pub const POLICY_ERROR: i32 = 120;
 pub const SETUP_ERROR: i32 = 121;
 /// A limit was hit: memory, pids, CPU time or output.
 pub const LIMIT: i32 = 122;
+/// The report (`--report-fd`, `--report-file`, `--report json`) could not be written, or its
+/// destination could not be opened before the run.
+pub const REPORT_ERROR: i32 = 123;
 /// The wall-clock timeout was hit.
 pub const TIMEOUT: i32 = 124;
 /// The command was found but could not be executed.

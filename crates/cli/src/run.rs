@@ -1,13 +1,19 @@
 //! `bunker run`: load the policy, build the sandbox, run the command, report.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bunker_policy::units::{ByteSize, Span};
 use bunker_policy::{GrantOrigin, HostEnv, LoadSpec, Policy, PolicyDoc};
+use bunker_sandbox::console::{Console, Verbosity};
+use bunker_sandbox::events::{Event, Observer};
 use bunker_sandbox::preflight;
 use bunker_sandbox::{Enforced, LayerStatus, RunRequest, RunResult, Status, StreamResult};
+use bunker_sys::event::Interest;
 
 use crate::cli::RunOpts;
 use crate::egress::ProxyEgress;
@@ -15,33 +21,68 @@ use crate::exit;
 use crate::source;
 
 pub fn main(opts: RunOpts) -> i32 {
+    let verbosity = if opts.quiet {
+        Verbosity::Quiet
+    } else if opts.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    // The report's destination is taken first: a descriptor number given by the caller must
+    // be checked before bunker opens descriptors of its own, which could take that number.
+    let report_to = match ReportTargets::open(&opts) {
+        Ok(targets) => targets,
+        Err(message) => {
+            if verbosity > Verbosity::Quiet {
+                eprintln!("bunker: {message}; nothing was run");
+            }
+            return exit::REPORT_ERROR;
+        }
+    };
+    let console = match Console::new(verbosity) {
+        Ok(console) => console,
+        Err(e) => {
+            eprintln!("bunker: cannot set up bunker's own output: {e}");
+            return exit::SETUP_ERROR;
+        }
+    };
     // SIGTERM/SIGINT/SIGHUP now tear the sandbox down and remove its cgroup (the supervise
     // loop polls for them) instead of killing bunker with the sandbox still running.
     if let Err(e) = bunker_sys::event::install_termination_handler() {
-        eprintln!("bunker: cannot handle termination signals: {e}");
+        console.notice(&format!("bunker: cannot handle termination signals: {e}"));
     }
-    let report_to = ReportTarget::from_opts(&opts);
     let policy = match load_policy(&opts) {
         Ok((policy, origins)) => {
             // A grant the mounts would refuse is a policy error, as in `bunker check`.
-            if let Some(message) = source::say_grant_findings(&policy, &origins, false, false) {
-                report_to.emit(&failure(Status::PolicyError, message));
-                return exit::POLICY_ERROR;
+            let say = |line: &str| console.notice(line);
+            if let Some(message) = source::say_grant_findings(&policy, &origins, false, false, &say)
+            {
+                return report_to.emit(
+                    &console,
+                    &failure(Status::PolicyError, message),
+                    exit::POLICY_ERROR,
+                );
             }
             policy
         }
         Err(message) => {
-            eprintln!("bunker: policy error: {message}");
-            report_to.emit(&failure(Status::PolicyError, message));
-            return exit::POLICY_ERROR;
+            console.notice(&format!("bunker: policy error: {message}"));
+            return report_to.emit(
+                &console,
+                &failure(Status::PolicyError, message),
+                exit::POLICY_ERROR,
+            );
         }
     };
     let resolve = match parse_resolve(&opts.resolve) {
         Ok(r) => r,
         Err(message) => {
-            eprintln!("bunker: {message}");
-            report_to.emit(&failure(Status::PolicyError, message));
-            return exit::POLICY_ERROR;
+            console.notice(&format!("bunker: {message}"));
+            return report_to.emit(
+                &console,
+                &failure(Status::PolicyError, message),
+                exit::POLICY_ERROR,
+            );
         }
     };
     let policy = with_program_binary(policy, &opts.command);
@@ -52,8 +93,13 @@ pub fn main(opts: RunOpts) -> i32 {
         opts.cwd.as_deref(),
         std::env::current_dir().ok().as_deref(),
     );
-    for note in start_notes.iter().filter(|n| !n.verbose_only) {
-        eprintln!("bunker: note: {}", note.text);
+    for note in &start_notes {
+        let line = format!("bunker: note: {}", note.text);
+        if note.verbose_only {
+            console.verbose(&line);
+        } else {
+            console.notice(&line);
+        }
     }
     let request = RunRequest {
         policy: policy.clone(),
@@ -61,8 +107,13 @@ pub fn main(opts: RunOpts) -> i32 {
         cwd: opts.cwd.clone(),
         inherit_stdin: true,
         stream_output: true,
+        console: Some(console.clone()),
+        observer: Some(Arc::new(Narrator {
+            console: console.clone(),
+            limits: policy.limits.clone(),
+        })),
     };
-    let mut egress = ProxyEgress::new(&policy, resolve);
+    let mut egress = ProxyEgress::new(&policy, resolve, &console);
     let wants_egress = !policy.allow.net.is_empty();
     let outcome = bunker_sandbox::spawn::run(
         &request,
@@ -72,13 +123,18 @@ pub fn main(opts: RunOpts) -> i32 {
             None
         },
     );
+    // A run that failed midway may have left bunker's lines in the console's relay.
+    console.end_relay(false);
     let mut result = match outcome {
         Ok(result) => result,
         Err(err) => {
             let message = err.to_string();
-            eprintln!("bunker: {message}");
-            report_to.emit(&failure(Status::SetupError, message));
-            return exit::SETUP_ERROR;
+            console.notice(&format!("bunker: {message}"));
+            return report_to.emit(
+                &console,
+                &failure(Status::SetupError, message),
+                exit::SETUP_ERROR,
+            );
         }
     };
     result
@@ -91,16 +147,16 @@ pub fn main(opts: RunOpts) -> i32 {
         match result.status {
             Status::Ok => {}
             Status::Exit | Status::Signal => {
-                eprintln!("bunker: {error}");
+                console.notice(&format!("bunker: {error}"));
                 if result.exit_code == Some(exit::NOT_FOUND) && !policy.set_env.contains_key("PATH")
                 {
-                    eprintln!(
+                    console.notice(
                         "bunker: hint: the policy sets no PATH and grants no system directories; \
-                         most policies start with \"extends\": [\"default\"]"
+                         most policies start with \"extends\": [\"default\"]",
                     );
                 }
             }
-            _ => eprintln!("bunker: {}: {error}", status_name(result.status)),
+            _ => console.notice(&format!("bunker: {}: {error}", status_name(result.status))),
         }
     }
     // A program that could not start, or that failed, may have lacked a grant for its ELF
@@ -110,18 +166,136 @@ pub fn main(opts: RunOpts) -> i32 {
     if failed {
         for hint in preflight::exec_hints(&policy, &opts.command, opts.cwd.as_deref(), exec_failed)
         {
-            eprintln!("bunker: hint: {hint}");
+            console.notice(&format!("bunker: hint: {hint}"));
         }
     }
-    warn_unenforced_limits(&policy, &result.enforced);
-    report_to.emit(&result);
-    exit_code(&result)
+    summarize(&console, &policy, &result);
+    report_to.emit(&console, &result, exit_code(&result))
+}
+
+/// Turns the run's events into bunker's lines: warnings for best-effort limits this host could
+/// not enforce (before the program's output, once), and with `-v` each decision.
+#[derive(Debug)]
+struct Narrator {
+    console: Console,
+    limits: bunker_policy::Limits,
+}
+
+impl Observer for Narrator {
+    fn event(&self, event: &Event<'_>) {
+        match event {
+            Event::Ready { enforced } => {
+                warn_unenforced_limits(&self.console, &self.limits, enforced);
+                if self.console.verbosity() >= Verbosity::Verbose {
+                    self.console
+                        .verbose(&format!("bunker: enforced: {}", layers_line(enforced)));
+                    for note in &enforced.notes {
+                        self.console.verbose(&format!("bunker: note: {note}"));
+                    }
+                }
+            }
+            Event::OutputCut { stream, limit } => self.console.verbose(&format!(
+                "bunker: {stream} reached limits.output ({limit} bytes, both streams together): \
+                 the rest is counted, not delivered"
+            )),
+        }
+    }
+}
+
+/// `namespaces on, filesystem on, landlock on (ABI 7), ...`
+fn layers_line(e: &Enforced) -> String {
+    let name = |s: LayerStatus| match s {
+        LayerStatus::On => "on",
+        LayerStatus::Partial => "partial",
+        LayerStatus::Off => "off",
+    };
+    let layers = [
+        ("namespaces", e.namespaces),
+        ("filesystem", e.filesystem),
+        ("landlock", e.landlock),
+        ("seccomp", e.seccomp),
+        ("no_new_privs", e.no_new_privs),
+        ("capabilities_dropped", e.capabilities_dropped),
+        ("memory_limit", e.memory_limit),
+        ("pids_limit", e.pids_limit),
+        ("cpu_limit", e.cpu_limit),
+        ("cpu_time_limit", e.cpu_time_limit),
+        ("rlimits", e.rlimits),
+        ("network", e.network),
+    ];
+    layers
+        .iter()
+        .map(|(layer, status)| {
+            if *layer == "landlock" && e.landlock_abi > 0 {
+                format!("{layer} {} (ABI {})", name(*status), e.landlock_abi)
+            } else {
+                format!("{layer} {}", name(*status))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rules named in the end-of-run line about denied requests.
+const SUMMARY_RULES: usize = 3;
+
+/// The end of a run, said concisely: what the proxy denied, what limits cut.
+fn summarize(console: &Console, policy: &Policy, result: &RunResult) {
+    let http = &result.http;
+    if http.denied > 0 {
+        let mut rules: Vec<String> = http
+            .denied_by
+            .iter()
+            .take(SUMMARY_RULES)
+            .map(|c| match c.requests {
+                1 => c.rule.clone(),
+                n => format!("{} ×{n}", c.rule),
+            })
+            .collect();
+        let named: u64 = http
+            .denied_by
+            .iter()
+            .take(SUMMARY_RULES)
+            .map(|c| c.requests)
+            .sum();
+        if named < http.denied {
+            rules.push(format!("{} more", http.denied - named));
+        }
+        console.notice(&format!(
+            "bunker: denied {} network request{}: {} (-v shows each; the report lists them)",
+            http.denied,
+            if http.denied == 1 { "" } else { "s" },
+            rules.join("; ")
+        ));
+    }
+    for hit in &http.limits_hit {
+        console.notice(&format!(
+            "bunker: {} ended {} request{}",
+            hit.rule,
+            hit.requests,
+            if hit.requests == 1 { "" } else { "s" }
+        ));
+    }
+    for (name, stream) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
+        if stream.truncated {
+            console.notice(&format!(
+                "bunker: {name} was cut at limits.output ({} bytes for both streams): {} of {} \
+                 bytes delivered",
+                policy.limits.output, stream.kept, stream.bytes
+            ));
+        }
+    }
+    let dropped = console.dropped();
+    if dropped > 0 {
+        console.notice(&format!(
+            "bunker: {dropped} of bunker's own lines were dropped: stderr was not read fast enough"
+        ));
+    }
 }
 
 /// A limit the policy set but marked best-effort, and that this host could not enforce, is said
 /// on stderr (the report carries it as `off`/`partial` with a note).
-fn warn_unenforced_limits(policy: &Policy, enforced: &Enforced) {
-    let limits = &policy.limits;
+fn warn_unenforced_limits(console: &Console, limits: &bunker_policy::Limits, enforced: &Enforced) {
     let set = [
         ("memory", limits.memory.is_some(), enforced.memory_limit),
         ("pids", limits.pids.is_some(), enforced.pids_limit),
@@ -139,10 +313,10 @@ fn warn_unenforced_limits(policy: &Policy, enforced: &Enforced) {
             } else {
                 "not enforced"
             };
-            eprintln!(
-                "bunker: warning: limits.{name} was {how} on this host (it is marked best-effort; \
+            console.notice(&format!(
+                "bunker: warning: limits.{name} is {how} on this host (it is marked best-effort; \
                  see the report's enforced.notes or `bunker doctor`)"
-            );
+            ));
         }
     }
 }
@@ -286,40 +460,113 @@ fn failure(status: Status, error: String) -> RunResult {
     }
 }
 
-/// Where `--report json` goes.
-enum ReportTarget {
-    None,
-    Stderr,
-    Fd(i32),
+/// Where the report goes: any of stderr (`--report json` alone), a descriptor, a file.
+struct ReportTargets {
+    stderr: bool,
+    /// A duplicate of `--report-fd N`, taken before the run, written whatever the fd is.
+    fd: Option<(i32, File)>,
+    file: Option<(PathBuf, File)>,
 }
 
-impl ReportTarget {
-    fn from_opts(opts: &RunOpts) -> ReportTarget {
-        match (opts.report_fd, opts.report) {
-            (Some(fd), _) => ReportTarget::Fd(fd),
-            (None, Some(_)) => ReportTarget::Stderr,
-            (None, None) => ReportTarget::None,
+impl ReportTargets {
+    fn open(opts: &RunOpts) -> Result<ReportTargets, String> {
+        let mut fd = match opts.report_fd {
+            Some(n) => {
+                let owned = bunker_sys::fd::dup_cloexec(n)
+                    .map_err(|e| format!("--report-fd {n}: not an open descriptor ({e})"))?;
+                Some((n, File::from(owned)))
+            }
+            None => None,
+        };
+        // `--report-fd 2` (or a descriptor on the same pipe or file as stderr) is stderr: the
+        // report then goes through the console, which starts it on a fresh line.
+        let fd_is_stderr = fd
+            .as_ref()
+            .is_some_and(|(_, f)| same_file(f, &std::io::stderr()));
+        if fd_is_stderr {
+            fd = None;
         }
+        let file = match &opts.report_file {
+            Some(path) => {
+                let f = File::create(path)
+                    .map_err(|e| format!("--report-file {}: {e}", path.display()))?;
+                Some((path.clone(), f))
+            }
+            None => None,
+        };
+        Ok(ReportTargets {
+            stderr: fd_is_stderr
+                || (opts.report.is_some() && opts.report_fd.is_none() && file.is_none()),
+            fd,
+            file,
+        })
     }
 
-    fn emit(&self, result: &RunResult) {
-        let Ok(mut line) = serde_json::to_string(result) else {
-            return;
-        };
-        line.push('\n');
-        let written = match self {
-            ReportTarget::None => return,
-            ReportTarget::Stderr => std::io::stderr().write_all(line.as_bytes()),
-            ReportTarget::Fd(fd) => {
-                // Reopening through /proc keeps this safe code: no raw descriptor is adopted.
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(format!("/proc/self/fd/{fd}"))
-                    .and_then(|mut f| f.write_all(line.as_bytes()))
+    /// Writes the report everywhere it was asked for and returns the exit code: `code`, or
+    /// [`exit::REPORT_ERROR`] when a write failed (the caller would otherwise read nothing and
+    /// take the exit code for the run's).
+    fn emit(&self, console: &Console, result: &RunResult, code: i32) -> i32 {
+        let line = match result.to_report_line() {
+            Ok(line) => line,
+            Err(e) => {
+                console.notice(&format!("bunker: cannot serialize the report: {e}"));
+                return exit::REPORT_ERROR;
             }
         };
-        if let Err(e) = written {
-            eprintln!("bunker: cannot write the report: {e}");
+        let mut failed = Vec::new();
+        if self.stderr {
+            if let Err(e) = console.write_line(&line) {
+                failed.push(format!("stderr: {e}"));
+            }
+        }
+        if let Some((n, f)) = &self.fd {
+            if let Err(e) = write_report(f, &line) {
+                failed.push(format!("--report-fd {n}: {e}"));
+            }
+        }
+        if let Some((path, f)) = &self.file {
+            if let Err(e) = write_report(f, &line) {
+                failed.push(format!("--report-file {}: {e}", path.display()));
+            }
+        }
+        if failed.is_empty() {
+            return code;
+        }
+        console.notice(&format!(
+            "bunker: cannot write the report ({}); the run itself ended with {}, exit code {code}",
+            failed.join("; "),
+            status_name(result.status)
+        ));
+        exit::REPORT_ERROR
+    }
+}
+
+/// Whether two descriptors refer to the same file (or pipe, or socket).
+fn same_file(a: &File, b: &impl AsFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let b = b.as_fd().try_clone_to_owned().map(File::from);
+    match (a.metadata(), b.and_then(|b| b.metadata())) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Writes the report line whole, also on a descriptor the caller made non-blocking (a socket
+/// or FIFO): a full buffer is waited out, not taken for an error.
+fn write_report(mut f: &File, line: &str) -> std::io::Result<()> {
+    let bytes = format!("{line}\n").into_bytes();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        match f.write(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                bunker_sys::event::poll_with(&[(f.as_fd(), Interest::Write)], None)
+                    .map_err(std::io::Error::other)?;
+            }
+            Err(e) => return Err(e),
         }
     }
+    f.flush()
 }

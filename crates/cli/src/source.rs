@@ -32,7 +32,7 @@ pub fn policy_source(file: Option<&Path>, json: Option<&str>) -> Result<PolicySo
     }
 }
 
-/// Says on stderr what is wrong with the policy's grants on this host: warnings as
+/// Says through `say` what is wrong with the policy's grants on this host: warnings as
 /// `bunker: warning: ...` (a missing path only when `missing_too`: `run` reports those in
 /// `enforced.notes`), errors as `bunker: policy error: ...`. Returns the first error, for the
 /// report, when `run` would refuse the policy (with `strict`, a missing path is one too).
@@ -41,15 +41,16 @@ pub fn say_grant_findings(
     origins: &[GrantOrigin],
     strict: bool,
     missing_too: bool,
+    say: &dyn Fn(&str),
 ) -> Option<String> {
     let mut first_error = None;
     for finding in preflight::check_grants(policy, origins) {
         let error = finding.severity == Severity::Error || (strict && finding.missing);
         if error {
-            eprintln!("bunker: policy error: {finding}");
+            say(&format!("bunker: policy error: {finding}"));
             first_error.get_or_insert(finding.to_string());
         } else if missing_too || !finding.missing {
-            eprintln!("bunker: warning: {finding}");
+            say(&format!("bunker: warning: {finding}"));
         }
     }
     first_error

@@ -469,7 +469,7 @@ fn best_effort_limits_that_do_not_hold_are_warned_about() {
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(
-            stderr(&out).contains("warning: limits.memory was not enforced"),
+            stderr(&out).contains("warning: limits.memory is not enforced"),
             "{}",
             stderr(&out)
         );

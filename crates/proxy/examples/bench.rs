@@ -35,6 +35,7 @@ fn main() {
     let config = bunker_proxy::ProxyConfig {
         policy: Arc::new(policy),
         resolve: Vec::new(),
+        on_decision: None,
     };
     let handle = bunker_proxy::start(config, http, socks).unwrap();
 

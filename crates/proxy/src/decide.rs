@@ -177,6 +177,7 @@ mod tests {
             pins,
             Arc::new(Mutex::new(Vec::new())),
             usize::MAX,
+            None,
         )
     }
 

@@ -31,12 +31,28 @@ pub use crate::record::RequestRecord;
 use crate::record::Shared;
 
 /// What the proxy enforces.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProxyConfig {
     pub policy: Arc<Policy>,
     /// Pinned names and their addresses (like curl's `--resolve`), consulted before DNS. Their
     /// addresses are checked like any resolved address.
     pub resolve: Vec<(String, IpAddr)>,
+    /// Called on the proxy's thread with each decision as it is made (before any byte flows:
+    /// the record's counters are still zero). It must not block.
+    pub on_decision: Option<DecisionHook>,
+}
+
+/// See [`ProxyConfig::on_decision`].
+pub type DecisionHook = Arc<dyn Fn(&RequestRecord) + Send + Sync>;
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("policy", &self.policy)
+            .field("resolve", &self.resolve)
+            .field("on_decision", &self.on_decision.is_some())
+            .finish()
+    }
 }
 
 /// Why the proxy could not start.
@@ -106,6 +122,7 @@ pub fn start_with_record_cap(
         pins,
         Arc::clone(&records),
         max_records,
+        config.on_decision,
     ));
     let handle_shared = Arc::clone(&shared);
     let (shutdown, stopped) = oneshot::channel::<()>();

@@ -56,6 +56,7 @@ pub(crate) struct Shared {
     /// program cannot grow the supervisor's memory without bound.
     max_records: usize,
     pub overflow: AtomicU64,
+    on_decision: Option<crate::DecisionHook>,
 }
 
 impl Shared {
@@ -64,6 +65,7 @@ impl Shared {
         pins: Vec<(String, IpAddr)>,
         records: Arc<Mutex<Vec<RequestRecord>>>,
         max_records: usize,
+        on_decision: Option<crate::DecisionHook>,
     ) -> Shared {
         Shared {
             policy,
@@ -73,6 +75,7 @@ impl Shared {
             total_bytes: AtomicU64::new(0),
             max_records,
             overflow: AtomicU64::new(0),
+            on_decision,
         }
     }
 
@@ -88,6 +91,9 @@ impl Shared {
     /// Appends a decision and returns the live entry that keeps its counters until dropped.
     pub fn record(self: &Arc<Self>, record: RequestRecord) -> Arc<Entry> {
         let limit = record.limit.clone();
+        if let Some(hook) = &self.on_decision {
+            hook(&record);
+        }
         let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         let index = records.len();
         if index >= self.max_records {

@@ -5,9 +5,11 @@
 //! starts): it forks. See `spawn.rs` for the setup order.
 #![forbid(unsafe_code)]
 
+pub mod console;
 pub mod egress;
 pub mod env;
 pub mod error;
+pub mod events;
 pub mod idmap;
 pub mod init;
 pub mod landlock;
@@ -27,6 +29,7 @@ pub use result::*;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bunker_policy::Policy;
 
@@ -45,4 +48,9 @@ pub struct RunRequest {
     /// Copy the program's output to the supervisor's own stdout/stderr as it arrives (the CLI);
     /// otherwise it is only captured into the result (the clients).
     pub stream_output: bool,
+    /// Where bunker's own lines go while the output streams (see [`console`]); `None` for
+    /// callers that capture.
+    pub console: Option<console::Console>,
+    /// Told of each decision as it happens ([`events::Event`]).
+    pub observer: Option<Arc<dyn events::Observer>>,
 }

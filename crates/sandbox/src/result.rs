@@ -164,31 +164,201 @@ pub struct RunResult {
     pub http: HttpReport,
 }
 
-/// The egress proxy's part of the result: every decision, and totals over them.
+/// Decisions listed one by one in [`HttpReport::requests`]; the rest are only counted, so the
+/// report stays small whatever the program does (see docs/report.md, "Size").
+pub const MAX_REPORTED_REQUESTS: usize = 100;
+/// Distinct rules listed in [`HttpReport::denied_by`] and [`HttpReport::limits_hit`].
+pub const MAX_REPORTED_RULES: usize = 16;
+
+/// Bytes the report's JSON line stays under: it fits in a default pipe buffer (64 KiB), so a
+/// caller that reads `--report-fd` only after bunker exits cannot deadlock with it.
+pub const MAX_REPORT_BYTES: usize = 60 * 1024;
+
+impl RunResult {
+    /// The report as one JSON line (no newline), under [`MAX_REPORT_BYTES`]: notes past half
+    /// of it are left out (the last note says how many), then request records are dropped from
+    /// the end (`http.truncated`) until it fits. The totals and rule counts always stay. The
+    /// streams' captured `data` (library callers that capture) is kept as it is: the CLI
+    /// streams the output and never has any.
+    pub fn to_report_line(&self) -> serde_json::Result<String> {
+        let line = serde_json::to_string(self)?;
+        if line.len() <= MAX_REPORT_BYTES {
+            return Ok(line);
+        }
+        let mut bounded = self.clone();
+        let notes = &mut bounded.enforced.notes;
+        let total = notes.len();
+        while notes.len() > 1 && serde_json::to_string(&*notes)?.len() > MAX_REPORT_BYTES / 2 {
+            let keep = (notes.len() - 1) / 2;
+            notes.truncate(keep);
+            notes.push(format!(
+                "{} more notes left out of the report",
+                total - keep
+            ));
+        }
+        let mut line = serde_json::to_string(&bounded)?;
+        while line.len() > MAX_REPORT_BYTES && !bounded.http.requests.is_empty() {
+            let keep = bounded.http.requests.len() / 2;
+            bounded.http.requests.truncate(keep);
+            bounded.http.truncated = true;
+            line = serde_json::to_string(&bounded)?;
+        }
+        Ok(line)
+    }
+}
+
+/// The egress proxy's part of the result: the first decisions, and totals over all of them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HttpReport {
-    /// Every decision of the egress proxy, in order.
+    /// The first decisions of the egress proxy (at most `MAX_REPORTED_REQUESTS`), in order.
     pub requests: Vec<HttpRecord>,
+    /// Whether decisions were left out of `requests` (the totals still count them).
+    #[serde(default)]
+    pub truncated: bool,
     /// Requests let through.
     pub allowed: u64,
     /// Requests refused (by a rule or a limit).
     pub denied: u64,
+    /// The rules that refused requests, in the order they first did, with how many each
+    /// (at most `MAX_REPORTED_RULES` rules; `denied` counts every refusal).
+    #[serde(default)]
+    pub denied_by: Vec<RuleCount>,
+    /// The HTTP limits that ended requests (`max_requests`, `max_response_bytes`, ...), with how
+    /// many each.
+    #[serde(default)]
+    pub limits_hit: Vec<RuleCount>,
     /// Bytes sent to destinations, over all requests.
     pub bytes_sent: u64,
     /// Bytes received from destinations, over all requests.
     pub bytes_received: u64,
 }
 
+/// A rule (or limit) and how many requests it decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RuleCount {
+    pub rule: String,
+    pub requests: u64,
+}
+
 impl HttpReport {
-    /// Totals the decisions.
-    pub fn from_records(requests: Vec<HttpRecord>) -> HttpReport {
+    /// Totals the decisions and keeps the first [`MAX_REPORTED_REQUESTS`] of them.
+    pub fn from_records(mut requests: Vec<HttpRecord>) -> HttpReport {
         let allowed = requests.iter().filter(|r| r.allowed).count() as u64;
+        let mut denied_by = Vec::new();
+        let mut limits_hit = Vec::new();
+        for r in &requests {
+            if !r.allowed {
+                tally(&mut denied_by, &r.rule);
+            }
+            if let Some(limit) = &r.limit {
+                tally(&mut limits_hit, &format!("http.{limit}"));
+            }
+        }
         HttpReport {
             allowed,
             denied: requests.len() as u64 - allowed,
             bytes_sent: requests.iter().map(|r| r.bytes_sent).sum(),
             bytes_received: requests.iter().map(|r| r.bytes_received).sum(),
-            requests,
+            truncated: requests.len() > MAX_REPORTED_REQUESTS,
+            denied_by,
+            limits_hit,
+            requests: {
+                requests.truncate(MAX_REPORTED_REQUESTS);
+                requests
+            },
         }
+    }
+}
+
+/// Counts one more request for `rule`; a rule beyond the first [`MAX_REPORTED_RULES`] is left
+/// out (the totals count it).
+fn tally(counts: &mut Vec<RuleCount>, rule: &str) {
+    if let Some(c) = counts.iter_mut().find(|c| c.rule == rule) {
+        c.requests += 1;
+    } else if counts.len() < MAX_REPORTED_RULES {
+        counts.push(RuleCount {
+            rule: rule.to_owned(),
+            requests: 1,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denied(i: usize, host_len: usize) -> HttpRecord {
+        HttpRecord {
+            kind: "connect".into(),
+            host: format!("{i}{}", "h".repeat(host_len)),
+            port: 443,
+            address: None,
+            allowed: false,
+            rule: format!("no allow.net rule matches host{}", i % 20),
+            bytes_sent: 0,
+            bytes_received: 0,
+            duration_ms: 0.0,
+            limit: i.is_multiple_of(2).then(|| "max_requests".to_string()),
+        }
+    }
+
+    fn result(http: HttpReport, notes: Vec<String>) -> RunResult {
+        RunResult {
+            status: Status::Ok,
+            exit_code: Some(0),
+            signal: None,
+            error: None,
+            wall_ms: 0.0,
+            cpu_ms: 0.0,
+            peak_memory_bytes: None,
+            stdout: StreamResult::default(),
+            stderr: StreamResult::default(),
+            enforced: Enforced {
+                notes,
+                ..Enforced::default()
+            },
+            http,
+        }
+    }
+
+    #[test]
+    fn records_are_kept_first_and_counted_all() {
+        let http = HttpReport::from_records((0..20_000).map(|i| denied(i, 10)).collect());
+        assert_eq!(http.requests.len(), MAX_REPORTED_REQUESTS);
+        assert_eq!(http.requests[0].host, "0hhhhhhhhhh");
+        assert!(http.truncated);
+        assert_eq!((http.denied, http.allowed), (20_000, 0));
+        assert_eq!(http.denied_by.len(), MAX_REPORTED_RULES);
+        assert_eq!(http.denied_by[0].requests, 1000);
+        assert_eq!(http.limits_hit.len(), 1);
+        assert_eq!(http.limits_hit[0].rule, "http.max_requests");
+        assert_eq!(http.limits_hit[0].requests, 10_000);
+        let few = HttpReport::from_records((0..3).map(|i| denied(i, 1)).collect());
+        assert!(!few.truncated);
+    }
+
+    #[test]
+    fn the_report_line_fits_its_bound() {
+        let http = HttpReport::from_records((0..500).map(|i| denied(i, 250)).collect());
+        let notes = (0..500)
+            .map(|i| format!("note {i} {}", "n".repeat(300)))
+            .collect();
+        let line = result(http, notes).to_report_line().unwrap();
+        assert!(line.len() <= MAX_REPORT_BYTES, "{}", line.len());
+        let back: RunResult = serde_json::from_str(&line).unwrap();
+        assert!(back.http.truncated);
+        assert_eq!(back.http.denied, 500);
+        assert!(!back.http.requests.is_empty());
+        assert!(back
+            .enforced
+            .notes
+            .last()
+            .unwrap()
+            .contains("more notes left out"));
+        let small = result(HttpReport::default(), vec!["one".into()]);
+        assert_eq!(
+            small.to_report_line().unwrap(),
+            serde_json::to_string(&small).unwrap()
+        );
     }
 }

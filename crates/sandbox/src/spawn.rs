@@ -22,7 +22,8 @@
 //!    that cannot be made kills init and fails the run.
 //! 7. Wait for init's first message: `SetupFailed` → a setup error naming the step; `Ready` →
 //!    the proxy listeners it carries go to `Egress::start`.
-//! 8. `supervise::supervise` until the sandbox is gone; `Egress::finish` records into the result.
+//! 8. The observer hears `Event::Ready` (what is enforced, before any output is relayed);
+//!    `supervise::supervise` until the sandbox is gone; `Egress::finish` records into the result.
 //!
 //! **Init** (`init.rs`, in the new namespaces):
 //! 1. A thread of init's unshares the network and IPC namespaces (those of them in
@@ -73,6 +74,7 @@ use bunker_sys::{fd, SysError};
 
 use crate::egress::Egress;
 use crate::error::SandboxError;
+use crate::events::Event;
 use crate::idmap::{self, IdMode};
 use crate::init::{self, InitContext, InitMessage};
 use crate::limits::SandboxCgroup;
@@ -362,6 +364,17 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     }
 
     // Step 8. The lifeline's write end lives as long as this frame, i.e. until the sandbox ends.
+    // The observer hears what is enforced before the supervisor relays any of the program's
+    // output, so what it says comes first. The program may already be writing: its lines go
+    // through the relay, never blocking on a stderr the caller does not read.
+    if let (Some(console), true) = (&req.console, req.stream_output) {
+        console.start_relay();
+    }
+    if let Some(observer) = &req.observer {
+        observer.event(&Event::Ready {
+            enforced: &enforced,
+        });
+    }
     let sandbox = Supervised {
         init_pid: pid,
         pidfd,
@@ -372,6 +385,8 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         started,
         enforced,
         stream_output: req.stream_output,
+        console: req.console.clone(),
+        observer: req.observer.clone(),
     };
     let outcome = supervise::supervise(sandbox, policy);
     let records = egress.map(|e| e.finish()).unwrap_or_default();

@@ -12,13 +12,16 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bunker_cgroup::{Controller, MemoryStats};
 use bunker_policy::{Limits, Policy};
 use bunker_sys::event::{self, ChildExit, Interest};
 
+use crate::console::Console;
 use crate::error::SandboxError;
+use crate::events::{Event, Observer};
 use crate::init::{self, InitMessage, MAX_MESSAGE};
 use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, RunResult, Status, StreamResult};
@@ -57,6 +60,9 @@ pub struct Supervised {
     pub enforced: Enforced,
     /// Copy output to the supervisor's stdout/stderr as it arrives (else capture into the result).
     pub stream_output: bool,
+    /// bunker's own lines, relayed into the streamed stderr (see `console.rs`).
+    pub console: Option<Console>,
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 /// Why bunker killed the sandbox.
@@ -83,6 +89,8 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         started,
         mut enforced,
         stream_output,
+        console,
+        observer,
     } = sandbox;
     let limits = &policy.limits;
     // Two things that would otherwise sit between the deadline and the moment init is seen
@@ -108,7 +116,8 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         kill_deadline: None,
         messages: Messages::default(),
         init_gone_at: None,
-        output: Output::new(limits, stream_output),
+        output: Output::new(limits, stream_output, console),
+        observer: observer.as_deref(),
     };
     let looped = run.run(
         File::from(control),
@@ -439,6 +448,13 @@ pub struct Output {
     stream: bool,
     delivered: u64,
     streams: [StreamState; 2],
+    /// bunker's own lines go into the stderr stream, each on a fresh line (streaming only).
+    console: Option<Console>,
+    /// Relayed bytes after the last complete line.
+    relay_partial: Vec<u8>,
+    /// Our stdout and stderr are the same file (`2>&1`, a terminal): a line of bunker's
+    /// then also needs a fresh line after the program's unfinished stdout line.
+    shared_sink: bool,
 }
 
 #[derive(Debug, Default)]
@@ -452,13 +468,18 @@ struct StreamState {
     sink: Option<File>,
     /// Writing to the sink failed (EPIPE): keep counting, stop writing.
     sink_broken: bool,
+    /// The last byte put into `buffer` was not a newline.
+    mid_line: bool,
 }
 
 /// Largest write that a writable pipe takes without blocking.
 const PIPE_BUF: usize = libc::PIPE_BUF;
+/// bunker lines waiting for a stderr that is not read are dropped (and counted) once the stderr
+/// backlog is past the output limit plus this: the supervisor's memory stays bounded by that.
+const MAX_CONSOLE_BACKLOG: usize = 256 * 1024;
 
 impl Output {
-    pub fn new(limits: &Limits, stream: bool) -> Output {
+    pub fn new(limits: &Limits, stream: bool, console: Option<Console>) -> Output {
         let mut streams: [StreamState; 2] = Default::default();
         if stream {
             // Whatever the caller printed through std's buffers goes first.
@@ -474,13 +495,77 @@ impl Output {
                 }
             }
         }
-        Output {
+        let console = console.filter(|_| stream);
+        if let Some(console) = &console {
+            console.start_relay();
+        }
+        let relay_partial = Vec::new();
+        let shared_sink = match (&streams[0].sink, &streams[1].sink) {
+            (Some(out), Some(err)) => match (out.metadata(), err.metadata()) {
+                (Ok(a), Ok(b)) => {
+                    use std::os::unix::fs::MetadataExt;
+                    (a.dev(), a.ino()) == (b.dev(), b.ino())
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        let mut output = Output {
             limit: limits.output,
             kill_on_overflow: limits.kill_on_output_overflow,
             stream,
             delivered: 0,
             streams,
+            console,
+            relay_partial,
+            shared_sink,
+        };
+        // Lines said before the loop (the best-effort warnings at `Event::Ready`) go first.
+        output.take_relay();
+        output
+    }
+
+    /// The console's relay, to poll while the run streams.
+    fn relay(&self) -> Option<BorrowedFd<'_>> {
+        self.console.as_ref().map(Console::relay_fd)
+    }
+
+    /// Moves bunker's relayed lines into the stderr stream, each starting on a fresh line.
+    /// They are not the program's output: not counted in its bytes, not under its limit.
+    fn take_relay(&mut self) {
+        let Some(console) = &self.console else {
+            return;
+        };
+        console.read_relay(&mut self.relay_partial);
+        let Some(end) = self.relay_partial.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
+        let lines: Vec<u8> = self.relay_partial.drain(..=end).collect();
+        let err = &self.streams[1];
+        let backlog = err.buffer.len() - err.written;
+        let bound = usize::try_from(self.limit)
+            .unwrap_or(usize::MAX)
+            .saturating_add(MAX_CONSOLE_BACKLOG);
+        if err.sink_broken || backlog + lines.len() > bound {
+            let count = lines.iter().filter(|&&b| b == b'\n').count() as u64;
+            console.count_dropped(count);
+            return;
         }
+        let fresh = self.streams[1].mid_line || (self.shared_sink && self.streams[0].mid_line);
+        let err = &mut self.streams[1];
+        if fresh {
+            err.buffer.push(b'\n');
+        }
+        err.buffer.extend_from_slice(&lines);
+        err.mid_line = false;
+        if self.shared_sink {
+            self.streams[0].mid_line = false;
+        }
+    }
+
+    /// Whether stream `index` has been cut.
+    fn truncated(&self, index: usize) -> bool {
+        self.streams[index].result.truncated
     }
 
     /// Takes `data` read from stream `index` (0 stdout, 1 stderr). Returns whether the output
@@ -495,6 +580,7 @@ impl Output {
         self.delivered += keep as u64;
         if keep > 0 && !s.sink_broken {
             s.buffer.extend_from_slice(&data[..keep]);
+            s.mid_line = data[keep - 1] != b'\n';
         }
         let overflow = keep < data.len();
         if overflow {
@@ -539,8 +625,12 @@ impl Output {
 
     /// Delivers what is still waiting (now blocking: the sandbox is gone) and returns the
     /// stream results.
-    pub fn finish(self) -> (StreamResult, StreamResult) {
+    pub fn finish(mut self) -> (StreamResult, StreamResult) {
+        self.take_relay();
         let stream = self.stream;
+        let ends_mid_line =
+            self.streams[1].mid_line || (self.shared_sink && self.streams[0].mid_line);
+        let console = self.console.take();
         let [out, err] = self.streams;
         let done = |mut s: StreamState| {
             if stream {
@@ -552,7 +642,11 @@ impl Output {
             }
             s.result
         };
-        (done(out), done(err))
+        let results = (done(out), done(err));
+        if let Some(console) = console {
+            console.end_relay(ends_mid_line);
+        }
+        results
     }
 }
 
@@ -572,6 +666,7 @@ struct Run<'a> {
     /// When init's pidfd became readable (the sandbox is gone).
     init_gone_at: Option<Instant>,
     output: Output,
+    observer: Option<&'a dyn Observer>,
 }
 
 /// One input of the loop, open until end of file.
@@ -711,6 +806,10 @@ impl Run<'_> {
                     roles.push(Role::Sink(i));
                 }
             }
+            if let Some(relay) = self.output.relay() {
+                fds.push((relay, Interest::Read));
+                roles.push(Role::Relay);
+            }
             if let Some(t) = termination {
                 fds.push((t, Interest::Read));
                 roles.push(Role::Termination);
@@ -727,6 +826,7 @@ impl Run<'_> {
                     Role::Control => self.read_control(&mut control, &mut buf)?,
                     Role::Pipe(i) => self.read_pipe(i, &mut pipes[i], &mut buf)?,
                     Role::Sink(i) => self.output.write_waiting(i),
+                    Role::Relay => self.output.take_relay(),
                     Role::Termination => {
                         if let Some(sig) = event::take_termination_signal() {
                             self.kill(KillReason::Terminated(sig))?;
@@ -813,7 +913,16 @@ impl Run<'_> {
                     return Ok(());
                 }
                 Ok(n) => {
+                    let was_cut = self.output.truncated(index);
                     let overflow = self.output.accept(index, &buf[..n]);
+                    if overflow && !was_cut {
+                        if let Some(observer) = self.observer {
+                            observer.event(&Event::OutputCut {
+                                stream: if index == 0 { "stdout" } else { "stderr" },
+                                limit: self.limits.output,
+                            });
+                        }
+                    }
                     if overflow && self.output.kills_on_overflow() {
                         self.kill(KillReason::OutputLimit)?;
                     }
@@ -842,6 +951,8 @@ enum Role {
     Pipe(usize),
     /// Our own stdout (0) or stderr (1), writable.
     Sink(usize),
+    /// bunker's own lines waiting in the console's relay.
+    Relay,
     Termination,
 }
 
@@ -991,7 +1102,7 @@ mod tests {
 
     #[test]
     fn output_is_capped_across_both_streams_and_counted_past_the_cap() {
-        let mut out = Output::new(&limits(), false);
+        let mut out = Output::new(&limits(), false, None);
         assert!(!out.accept(0, b"123456"));
         assert!(out.accept(1, b"abcdefgh"));
         for _ in 0..1000 {
@@ -1065,6 +1176,8 @@ mod tests {
             started: Instant::now(),
             enforced: Enforced::default(),
             stream_output: false,
+            console: None,
+            observer: None,
         };
         child.stdin.take().unwrap().write_all(b"go\n").unwrap();
         (sup, theirs, child)

@@ -400,3 +400,15 @@ pub fn recv_with_fds(sock: RawFd, max: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd
     }
     Ok((data, fds))
 }
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, 3)`: a close-on-exec duplicate of a descriptor the caller
+/// was handed by number (e.g. `--report-fd N`), owned from here on. EBADF when `fd` is not open.
+pub fn dup_cloexec(fd: RawFd) -> SysResult<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only manipulates the fd table; `fd` is a plain integer.
+    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if r < 0 {
+        return Err(SysError::last(format!("fcntl({fd}, F_DUPFD_CLOEXEC, 3)")));
+    }
+    // SAFETY: fcntl returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}

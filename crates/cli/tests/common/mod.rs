@@ -50,14 +50,17 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// The JSON report that `--report json` prints as the last line of stderr. The program's own
-/// last stderr line may lack a newline, so the report is found by its first key.
+/// The JSON report that `--report json` prints as the last line of stderr. bunker starts it
+/// on a line of its own, so it is the last line that starts with `{"status"` (a wrapper such as
+/// GNU time may add lines after it): an object the program printed earlier, or one glued to
+/// an unfinished line, is never taken for it.
 pub fn report(out: &Output) -> serde_json::Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let start = stderr
-        .rfind("{\"status\"")
-        .unwrap_or_else(|| panic!("no JSON report in stderr:\n{stderr}"));
-    let line = stderr[start..].lines().next().unwrap_or_default();
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("{\"status\""))
+        .unwrap_or_else(|| panic!("no JSON report line in stderr:\n{stderr}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad report {line}: {e}"))
 }
 

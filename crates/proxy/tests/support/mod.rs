@@ -44,6 +44,7 @@ impl Proxy {
                 .iter()
                 .map(|(n, ip)| (n.to_string(), ip.parse().unwrap()))
                 .collect(),
+            on_decision: None,
         };
         let handle = bunker_proxy::start_with_record_cap(config, http, socks, cap).unwrap();
         Proxy {
