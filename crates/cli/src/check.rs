@@ -26,7 +26,9 @@ pub fn main(opts: CheckOpts) -> i32 {
             // What `run` would refuse is an error here too; what it would skip, a warning.
             if source::say_grant_findings(&policy, &origins, opts.strict, true, &|line| {
                 eprintln!("{line}")
-            }).is_some() {
+            })
+            .is_some()
+            {
                 return exit::POLICY_ERROR;
             }
             if let Some(refusal) = bunker_sandbox::spawn::caller_refusal(&policy) {
