@@ -649,7 +649,7 @@ fn best_effort_flag_lets_a_run_go_on_without_a_limit_the_host_lacks() {
             .unwrap();
         assert_eq!(lenient.status.code(), Some(0), "{}", stderr(&lenient));
         assert!(
-            stderr(&lenient).contains("warning: limits.memory was not enforced"),
+            stderr(&lenient).contains("warning: limits.memory is not enforced"),
             "{}",
             stderr(&lenient)
         );
