@@ -200,8 +200,8 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         process::exit_now(1);
     }
 
-    let root = mounts::build_root(&ctx.plan)?;
-    let mut notes = root.notes;
+    let mut root = mounts::build_root(&ctx.plan)?;
+    let mut notes = std::mem::take(&mut root.notes);
 
     // Built now, while the namespace thread may still run; enforced below, in the order the
     // restrictions need.
@@ -258,6 +258,12 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     if ctx.cgroup_ns {
         // That cgroup becomes the root of our cgroup namespace.
         process::unshare(libc::CLONE_NEWCGROUP).map_err(step("unshare cgroup namespace"))?;
+    }
+    // Every namespace of the sandbox exists now: no object of a counter is made by init after
+    // this, and the program may make none (the namespace maxima are 0).
+    if let Some(sys_user) = root.user_counters {
+        crate::user_counters::bound(&sys_user)
+            .map_err(step("bound the per-user kernel counters (/proc/sys/user)"))?;
     }
 
     // Init restricts itself before the program exists, so no unrestricted process remains.
@@ -509,14 +515,16 @@ fn supervise_program(ctx: &InitContext) -> ! {
     let _ = send(ctx.control, &InitMessage::Started, &[]);
 
     loop {
-        let (sig, sender) = match process::sigwait(&mask) {
-            Ok(r) => (r.signal, r.sender),
+        let received = match process::sigwait(&mask) {
+            Ok(r) => r,
             Err(_) => process::exit_now(1),
         };
+        let sig = received.signal;
         if sig == teardown_signal() {
-            // Only from the supervisor, outside the pid namespace (sender 0): from inside it,
-            // the program would end its own sandbox and leave a misleading report.
-            if sender == 0 {
+            // Only from the supervisor, outside the pid namespace (`kill` with sender 0): from
+            // inside it (any signal call, any forged siginfo), the program would end its own
+            // sandbox and leave a misleading report.
+            if received.from_outside_pid_namespace() {
                 let _ = process::kill(-1, libc::SIGKILL);
                 // The kill is done; what is left is reaping, which takes the dying processes'
                 // exits (milliseconds on a loaded host): the supervisor waits for it rather

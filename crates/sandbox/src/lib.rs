@@ -17,6 +17,7 @@ pub mod result;
 pub mod seccomp;
 pub mod spawn;
 pub mod supervise;
+pub mod user_counters;
 
 pub use error::SandboxError;
 pub use result::*;
