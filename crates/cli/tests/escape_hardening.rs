@@ -38,7 +38,8 @@ fn assert_outcome(mode: &str, out: &Output, attacks: &[&str], controls: &[&str])
     assert!(!text.contains("ESCAPED"), "{context}");
     for a in attacks {
         assert!(
-            text.lines().any(|l| l == format!("BLOCKED {a}") || l.starts_with(&format!("BLOCKED {a}:"))),
+            text.lines()
+                .any(|l| l == format!("BLOCKED {a}") || l.starts_with(&format!("BLOCKED {a}:"))),
             "{a} did not report BLOCKED; {context}"
         );
     }
@@ -278,7 +279,12 @@ print("still here after", sent, "signals", flush=True)
             .args(["sleep", "30"])
             .output()
             .unwrap();
-        assert_eq!(report(&out)["status"], "timeout", "{mode}: {}", stderr(&out));
+        assert_eq!(
+            report(&out)["status"],
+            "timeout",
+            "{mode}: {}",
+            stderr(&out)
+        );
     }
 }
 
@@ -320,8 +326,9 @@ fn inotify_exhaustion_in_the_sandbox_does_not_reach_the_host() {
                 print('HOLDING', len(fds), os.strerror(ctypes.get_errno()), flush=True)\n\
                 time.sleep(60)\n";
     for ((mode, bunker), host_uid) in modes().into_iter().zip([0u32, 65534]) {
-        host_inotify_as(host_uid)
-            .unwrap_or_else(|e| panic!("{mode}: host uid {host_uid} has no inotify left before the run: {e}"));
+        host_inotify_as(host_uid).unwrap_or_else(|e| {
+            panic!("{mode}: host uid {host_uid} has no inotify left before the run: {e}")
+        });
         let mut child = bunker()
             .args(["run", "--timeout", "120s", "--", "python3", "-c", code])
             .stdout(Stdio::piped())
@@ -340,11 +347,17 @@ fn inotify_exhaustion_in_the_sandbox_does_not_reach_the_host() {
             .nth(1)
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{mode}: the sandbox printed {line:?}"));
-        assert!(held >= 1, "{mode}: control: the sandbox made no inotify instance: {line}");
+        assert!(
+            held >= 1,
+            "{mode}: control: the sandbox made no inotify instance: {line}"
+        );
         host.unwrap_or_else(|e| {
             panic!("{mode}: host uid {host_uid} starved while the sandbox held {held}: {e}")
         });
-        assert!(held <= 16, "{mode}: the sandbox held {held} inotify instances (bound 16)");
+        assert!(
+            held <= 16,
+            "{mode}: the sandbox held {held} inotify instances (bound 16)"
+        );
     }
 }
 
@@ -378,7 +391,11 @@ fn privileged_files(dir: &Path) -> Vec<String> {
         .output()
         .unwrap();
     assert!(out.status.success(), "xattr walk: {}", stderr(&out));
-    found.extend(stdout(&out).lines().map(|l| format!("{l} has security.capability")));
+    found.extend(
+        stdout(&out)
+            .lines()
+            .map(|l| format!("{l} has security.capability")),
+    );
     found
 }
 
@@ -457,15 +474,36 @@ attempt("security.capability", lambda: os.setxattr(p, "security.capability", cap
         let dir = shared_tempdir();
         let rw = writable_dir(dir.path(), "rw");
         let out = bunker()
-            .args(["run", "--allow-write", &arg(&rw), "--", "python3", "-c", code])
+            .args([
+                "run",
+                "--allow-write",
+                &arg(&rw),
+                "--",
+                "python3",
+                "-c",
+                code,
+            ])
             .arg(&rw)
             .output()
             .unwrap();
         let mut attacks = vec!["security.capability".to_string()];
         for bits in ["4755", "2755"] {
             for call in [
-                "chmod", "fchmod", "fchmodat", "fchmodat2", "open", "openat", "os.open", "creat",
-                "mkdir", "mkdirat", "os.mkdir", "mknod", "mknodat", "o_tmpfile", "openat2",
+                "chmod",
+                "fchmod",
+                "fchmodat",
+                "fchmodat2",
+                "open",
+                "openat",
+                "os.open",
+                "creat",
+                "mkdir",
+                "mkdirat",
+                "os.mkdir",
+                "mknod",
+                "mknodat",
+                "o_tmpfile",
+                "openat2",
             ] {
                 attacks.push(format!("{call}-{bits}"));
             }
@@ -487,7 +525,10 @@ attempt("security.capability", lambda: os.setxattr(p, "security.capability", cap
 fn host_identifiers_in_proc_are_hidden() {
     let host_boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     let host_cmdline = std::fs::read_to_string("/proc/cmdline").unwrap();
-    assert!(!host_cmdline.trim().is_empty(), "the host has a command line");
+    assert!(
+        !host_cmdline.trim().is_empty(),
+        "the host has a command line"
+    );
     let script = "cat /proc/sys/kernel/random/boot_id; \
                   for f in cmdline partitions diskstats swaps; do echo \"$f=$(wc -c < /proc/$f)\"; done; \
                   grep -q '^Name:' /proc/self/status && echo CONTROL-OK status";
@@ -498,14 +539,28 @@ fn host_identifiers_in_proc_are_hidden() {
             .output()
             .unwrap();
         let text = stdout(&out);
-        assert!(text.contains("CONTROL-OK status"), "{mode}: {text}{}", stderr(&out));
+        assert!(
+            text.contains("CONTROL-OK status"),
+            "{mode}: {text}{}",
+            stderr(&out)
+        );
         let boot_id = text.lines().next().unwrap_or_default().to_string();
         assert_eq!(boot_id.len(), 36, "{mode}: boot id {boot_id:?}");
-        assert_ne!(boot_id, host_boot_id.trim(), "{mode}: the host's boot id is visible");
+        assert_ne!(
+            boot_id,
+            host_boot_id.trim(),
+            "{mode}: the host's boot id is visible"
+        );
         for f in ["cmdline", "partitions", "diskstats", "swaps"] {
-            assert!(text.lines().any(|l| l == format!("{f}=0")), "{mode}: /proc/{f} is not empty: {text}");
+            assert!(
+                text.lines().any(|l| l == format!("{f}=0")),
+                "{mode}: /proc/{f} is not empty: {text}"
+            );
         }
         boot_ids.push(boot_id);
     }
-    assert_ne!(boot_ids[0], boot_ids[1], "each run has a boot id of its own");
+    assert_ne!(
+        boot_ids[0], boot_ids[1],
+        "each run has a boot id of its own"
+    );
 }

@@ -171,7 +171,7 @@ const PERSONALITY_QUERY: ArgCheck = ArgCheck::OneOf {
 /// run as its owner for any host user who can reach it (the host does not see the sandbox's
 /// nosuid mounts), so no call may set them. Every mode argument is a `umode_t`, which the
 /// kernel truncates to 16 bits: the low 32 bits the filter reads hold all of it.
-const SETID_BITS: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
+const SETID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
 
 /// A mode argument (`chmod`, `mkdir`, `mknod`, `creat`) without the setuid/setgid bits.
 const fn no_setid(arg: u32) -> ArgCheck {
