@@ -8,7 +8,7 @@
 //! and every mount target inside the new root is opened the same way relative to the new root,
 //! so neither a bind source nor a target can be redirected by a symlink. Binds are made with the
 //! fd-based mount API: the tree is cloned recursively (mounts the kernel locked in a user
-//! namespace stay covered), made read-only/nosuid/nodev *while detached* (`mount_setattr` only
+//! namespace stay covered), made read-only/nosuid/nodev/noexec *while detached* (`mount_setattr` only
 //! adds flags, so flags locked on the source are kept), then attached.
 
 use std::os::fd::{AsRawFd, OwnedFd};
