@@ -213,7 +213,8 @@ else:
 }
 
 /// Signals the program sends to init through every signal API, with forged siginfo where the
-/// API takes one (`si_code` SI_QUEUE, SI_USER, SI_KERNEL, SI_TKILL with `si_pid` 0): none ends
+/// API takes one (`si_code` SI_QUEUE, SI_USER, SI_KERNEL, SI_TKILL with `si_pid` 0), and a
+/// `kill` with the signal queue full (delivered without siginfo: SI_USER from pid 0): none ends
 /// the run or changes its status. Control: bunker's own teardown (the timeout) still ends it.
 #[test]
 fn no_signal_api_lets_the_program_end_the_run() {
@@ -250,6 +251,16 @@ for sig in signals:
     for call in calls:
         if call() == 0:
             sent += 1
+# With the signal queue full, the kernel delivers a kill() without its siginfo: init then reads
+# SI_USER from pid 0, what the supervisor's own signal looks like.
+blocked = SIGRTMIN + 5
+signal.pthread_sigmask(signal.SIG_BLOCK, [blocked])
+mine = info(blocked, SI_QUEUE, os.getpid())
+while libc.syscall(129, os.getpid(), blocked, mine) == 0:
+    pass
+for call in (lambda: libc.kill(1, SIGRTMIN), lambda: libc.syscall(424, pidfd, SIGRTMIN, None, 0)):
+    if call() == 0:
+        sent += 1
 time.sleep(0.5)
 print("still here after", sent, "signals", flush=True)
 "#;
@@ -288,11 +299,24 @@ print("still here after", sent, "signals", flush=True)
     }
 }
 
-/// A host python that can create one inotify instance as `uid`, or the error.
-fn host_inotify_as(uid: u32) -> Result<(), String> {
-    let probe = "import ctypes, os\n\
-                 fd = ctypes.CDLL(None, use_errno=True).inotify_init1(0)\n\
-                 print('ok' if fd >= 0 else os.strerror(ctypes.get_errno()))\n";
+/// Host python that makes one inotify instance and prints `ok`, or the error.
+const HOST_INOTIFY: &str = "import ctypes, os\n\
+                            fd = ctypes.CDLL(None, use_errno=True).inotify_init1(0)\n\
+                            print('ok' if fd >= 0 else os.strerror(ctypes.get_errno()))\n";
+
+/// Python that queues real-time signals to itself (blocked) up to `LIMIT`, prints the count.
+const QUEUE_SIGNALS: &str = "import ctypes, os, signal, struct, sys, time\n\
+                             libc = ctypes.CDLL(None, use_errno=True)\n\
+                             sig = signal.SIGRTMIN + 5\n\
+                             signal.pthread_sigmask(signal.SIG_BLOCK, [sig])\n\
+                             info = ctypes.create_string_buffer(128)\n\
+                             struct.pack_into('iiiii', info, 0, sig, 0, -1, 0, os.getpid())\n\
+                             n = 0\n\
+                             while n < LIMIT and libc.syscall(129, os.getpid(), sig, info) == 0:\n\
+                             \x20   n += 1\n";
+
+/// Runs the host python `probe` as `uid`: Ok when it printed `ok`, else what it printed.
+fn host_probe_as(uid: u32, probe: &str) -> Result<(), String> {
     let id = uid.to_string();
     let out = Command::new("setpriv")
         .args([
@@ -311,6 +335,40 @@ fn host_inotify_as(uid: u32) -> Result<(), String> {
     }
 }
 
+/// Runs `code` (python that takes as much of a per-user counter as it can, prints `HOLDING <n>`
+/// and sleeps) in the sandbox and, while it holds, the host `probe` as `host_uid`. Returns how
+/// much the sandbox held and the probe's result.
+fn hold_and_probe(
+    mode: &str,
+    bunker: common::CommandMaker,
+    code: &str,
+    host_uid: u32,
+    probe: &str,
+) -> (u64, Result<(), String>) {
+    host_probe_as(host_uid, probe).unwrap_or_else(|e| {
+        panic!("{mode}: host uid {host_uid} fails the probe before the run: {e}")
+    });
+    let mut child = bunker()
+        .args(["run", "--timeout", "120s", "--", "python3", "-c", code])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let host = host_probe_as(host_uid, probe);
+    let _ = child.kill();
+    let _ = child.wait();
+    let held = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{mode}: the sandbox printed {line:?}"));
+    (held, host)
+}
+
 /// A sandbox holding as many inotify instances as it can does not starve the host uid its user
 /// namespace is charged to (root as root, the caller rootless): the host uid can still make one.
 /// The sandbox's own maximum is the documented bound (16). Control: the sandbox can make some.
@@ -326,30 +384,10 @@ fn inotify_exhaustion_in_the_sandbox_does_not_reach_the_host() {
                 print('HOLDING', len(fds), os.strerror(ctypes.get_errno()), flush=True)\n\
                 time.sleep(60)\n";
     for ((mode, bunker), host_uid) in modes().into_iter().zip([0u32, 65534]) {
-        host_inotify_as(host_uid).unwrap_or_else(|e| {
-            panic!("{mode}: host uid {host_uid} has no inotify left before the run: {e}")
-        });
-        let mut child = bunker()
-            .args(["run", "--timeout", "120s", "--", "python3", "-c", code])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let host = host_inotify_as(host_uid);
-        let _ = child.kill();
-        let _ = child.wait();
-        let held: u32 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{mode}: the sandbox printed {line:?}"));
+        let (held, host) = hold_and_probe(mode, bunker, code, host_uid, HOST_INOTIFY);
         assert!(
             held >= 1,
-            "{mode}: control: the sandbox made no inotify instance: {line}"
+            "{mode}: control: the sandbox made no inotify instance"
         );
         host.unwrap_or_else(|e| {
             panic!("{mode}: host uid {host_uid} starved while the sandbox held {held}: {e}")
@@ -357,6 +395,32 @@ fn inotify_exhaustion_in_the_sandbox_does_not_reach_the_host() {
         assert!(
             held <= 16,
             "{mode}: the sandbox held {held} inotify instances (bound 16)"
+        );
+    }
+}
+
+/// A sandbox that fills its signal queue (real-time signals queued to itself, blocked) does not
+/// starve the host uid its user namespace is charged to: the host uid can still queue one. The
+/// sandbox holds at most its RLIMIT_SIGPENDING (1024). Control: the sandbox can queue some.
+#[test]
+fn a_full_signal_queue_in_the_sandbox_does_not_reach_the_host() {
+    let code = format!(
+        "{}print('HOLDING', n, os.strerror(ctypes.get_errno()), flush=True)\ntime.sleep(60)\n",
+        QUEUE_SIGNALS.replace("LIMIT", "10000000")
+    );
+    let probe = format!(
+        "{}print('ok' if n == 1 else os.strerror(ctypes.get_errno()))\n",
+        QUEUE_SIGNALS.replace("LIMIT", "1")
+    );
+    for ((mode, bunker), host_uid) in modes().into_iter().zip([0u32, 65534]) {
+        let (held, host) = hold_and_probe(mode, bunker, &code, host_uid, &probe);
+        assert!(held >= 1, "{mode}: control: the sandbox queued no signal");
+        host.unwrap_or_else(|e| {
+            panic!("{mode}: host uid {host_uid} starved while the sandbox queued {held}: {e}")
+        });
+        assert!(
+            held <= 1024,
+            "{mode}: the sandbox queued {held} signals (bound 1024)"
         );
     }
 }

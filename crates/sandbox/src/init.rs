@@ -82,8 +82,24 @@ pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [
 /// time of what it kills reaches its rusage. (SIGKILL to init would leave that to the kernel,
 /// whose pid-namespace teardown reaps without accounting.) The first real-time signal: no
 /// program convention gives it a meaning, and init never forwards it.
+///
+/// The signal only wakes init: the request itself is [`TEARDOWN_REQUEST`] on the control
+/// socket, which the supervisor writes first. The program can signal init too, and no siginfo
+/// field tells the two apart reliably: with the signal queue full, the kernel delivers a `kill`
+/// without its siginfo, and init reads `SI_USER` from pid 0 — what a sender outside the pid
+/// namespace looks like.
 pub fn teardown_signal() -> libc::c_int {
     libc::SIGRTMIN()
+}
+
+/// The supervisor's teardown request on the control socket (the only datagram it sends after
+/// the release). Only init and the supervisor hold the socket.
+pub const TEARDOWN_REQUEST: &[u8] = b"teardown";
+
+/// Whether the supervisor asked for the teardown: its request waits on the control socket.
+fn teardown_requested(control: RawFd) -> bool {
+    matches!(fd::readable(control), Ok(true))
+        && matches!(fd::recv_with_fds(control, 64), Ok((data, _)) if data == TEARDOWN_REQUEST)
 }
 
 /// Everything init needs, prepared by the supervisor before the clone (init reads its copy).
@@ -269,6 +285,8 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     // Init restricts itself before the program exists, so no unrestricted process remains.
     process::set_dumpable(false).map_err(step("make init non-dumpable"))?;
     limits::apply_rlimits(&policy.limits)?;
+    crate::user_counters::cap_pending_signals()
+        .map_err(step("bound the queued signals (RLIMIT_SIGPENDING)"))?;
     // landlock_restrict_self needs no_new_privs when the caller lacks CAP_SYS_ADMIN.
     process::set_no_new_privs().map_err(step("set no_new_privs"))?;
     let ll = landlock.restrict()?;
@@ -515,16 +533,15 @@ fn supervise_program(ctx: &InitContext) -> ! {
     let _ = send(ctx.control, &InitMessage::Started, &[]);
 
     loop {
-        let received = match process::sigwait(&mask) {
-            Ok(r) => r,
+        let sig = match process::sigwait(&mask) {
+            Ok(r) => r.signal,
             Err(_) => process::exit_now(1),
         };
-        let sig = received.signal;
         if sig == teardown_signal() {
-            // Only from the supervisor, outside the pid namespace (`kill` with sender 0): from
-            // inside it (any signal call, any forged siginfo), the program would end its own
-            // sandbox and leave a misleading report.
-            if received.from_outside_pid_namespace() {
+            // Only at the supervisor's request: the same signal from inside the sandbox (any
+            // signal call, any forged siginfo) would let the program end its own sandbox and
+            // leave a misleading report.
+            if teardown_requested(ctx.control) {
                 let _ = process::kill(-1, libc::SIGKILL);
                 // The kill is done; what is left is reaping, which takes the dying processes'
                 // exits (milliseconds on a loaded host): the supervisor waits for it rather

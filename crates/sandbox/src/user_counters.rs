@@ -10,12 +10,14 @@
 //! own user namespace, where it still has `CAP_SYS_RESOURCE`, through a directory fd opened
 //! before /proc/sys was made read-only (and closed before the program starts); the program
 //! cannot raise them (it has no capabilities, and /proc/sys is
-//! read-only). Without a user namespace (root with `kernel.namespaces` lacking `user`) the files
+//! read-only). Queued signals are such a counter too, bounded by the receiver's
+//! RLIMIT_SIGPENDING instead ([`cap_pending_signals`]). Without a user namespace (root with `kernel.namespaces` lacking `user`) the files
 //! are the host's, and nothing is written.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
+use bunker_sys::rlimit::{self, Resource};
 use bunker_sys::{fd, SysError};
 
 /// Every `/proc/sys/user` counter of Linux 6.18, with the sandbox's maximum and why.
@@ -90,4 +92,17 @@ pub fn bound(sys_user: &OwnedFd) -> Result<(), SysError> {
         })?;
     }
     Ok(())
+}
+
+/// Most signals the sandbox may have queued at once (RLIMIT_SIGPENDING). The kernel counts
+/// queued signals per uid at every level of the user-namespace chain too, and checks a real-time
+/// signal against the *receiver's* RLIMIT_SIGPENDING and its own level's count: with the host's
+/// default (about 96 000 here, the same as the host uid's own), a sandbox queueing real-time
+/// signals to itself left host root none (`sigqueue`: EAGAIN). Every process of the sandbox
+/// inherits this from init, and none can raise it (no CAP_SYS_RESOURCE).
+pub const PENDING_SIGNALS: u64 = 1024;
+
+/// Lowers RLIMIT_SIGPENDING to [`PENDING_SIGNALS`] (never raises it).
+pub fn cap_pending_signals() -> Result<(), SysError> {
+    rlimit::cap_rlimit(Resource::PendingSignals, PENDING_SIGNALS)
 }

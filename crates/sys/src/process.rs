@@ -624,20 +624,8 @@ pub fn set_sigmask(set: &libc::sigset_t) -> SysResult<()> {
 pub struct Received {
     pub signal: libc::c_int,
     /// The sender's pid as the receiver's pid namespace sees it: 0 when the sender is outside
-    /// it (in an ancestor namespace) or the kernel. `rt_sigqueueinfo` can claim any value.
+    /// it (in an ancestor namespace) or the kernel.
     pub sender: libc::pid_t,
-    /// `si_code`: `SI_USER` (0) for `kill`/`pidfd_send_signal` without a siginfo. The kernel
-    /// lets a process put only negative codes (other than `SI_TKILL`) in a siginfo it queues
-    /// to another process, so `SI_USER` with sender 0 comes from outside the pid namespace.
-    pub code: libc::c_int,
-}
-
-impl Received {
-    /// Whether the signal was sent by `kill`/`pidfd_send_signal` from outside the receiver's
-    /// pid namespace: neither field can be forged from inside (see [`Received::code`]).
-    pub fn from_outside_pid_namespace(&self) -> bool {
-        self.code == libc::SI_USER && self.sender == 0
-    }
 }
 
 /// Waits for one of the (blocked) signals in `set`.
@@ -656,11 +644,7 @@ pub fn sigwait(set: &libc::sigset_t) -> SysResult<Received> {
         }
         // SAFETY: si_pid is read as the kernel filled it; for signals without a sender it is 0.
         let sender = unsafe { info.si_pid() };
-        return Ok(Received {
-            signal: r,
-            sender,
-            code: info.si_code,
-        });
+        return Ok(Received { signal: r, sender });
     }
 }
 
