@@ -57,8 +57,8 @@
 //!     sandbox's PATH. The spawn returns an exec failure → `ExecFailed` (127 not found, 126
 //!     otherwise).
 //! 11. Reap every child; forward SIGTERM/INT/HUP/QUIT/USR1/USR2 to the program; when it ends,
-//!     `Exited`; then (and on the supervisor's teardown signal — `SI_USER` from outside the pid
-//!     namespace, which the program cannot forge — its way of killing the
+//!     `Exited`; then (and on the supervisor's teardown signal with its request waiting on the
+//!     control socket, which the program cannot forge — its way of killing the
 //!     sandbox: `TearingDown` once the kill is done) kill and reap every other process of the
 //!     pid namespace, so their CPU time is in init's rusage, and exit.
 //!
