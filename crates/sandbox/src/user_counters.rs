@@ -1,18 +1,18 @@
 //! Bounds on the per-user kernel counters of the sandbox's user namespace
-//! (`/proc/sys/user/max_*`).
+//! (`/proc/sys/user/max_*`, and queued signals).
 //!
 //! The kernel charges an inotify instance, a fanotify group or a namespace to the uid that made
 //! it in its user namespace *and*, one level up, to the uid that created that user namespace:
 //! host root when bunker runs as root, the caller when rootless. Each level has its own maximum,
-//! and a new user namespace starts with all of them at `INT_MAX`, so only the host's own per-user
-//! limit (128 inotify instances by default) bounded a sandbox — and a sandbox reaching it left
-//! that host user none (`inotify_init: Too many open files`). Init writes these maxima in its
-//! own user namespace, where it still has `CAP_SYS_RESOURCE`, through a directory fd opened
-//! before /proc/sys was made read-only (and closed before the program starts); the program
-//! cannot raise them (it has no capabilities, and /proc/sys is
-//! read-only). Queued signals are such a counter too, bounded by the receiver's
-//! RLIMIT_SIGPENDING instead ([`cap_pending_signals`]). Without a user namespace (root with `kernel.namespaces` lacking `user`) the files
-//! are the host's, and nothing is written.
+//! and a new user namespace starts with all of them at `INT_MAX`, so only the host's own
+//! per-user limit (128 inotify instances by default) bounded a sandbox — and a sandbox reaching
+//! it left that host user none (`inotify_init: Too many open files`). Init writes these maxima
+//! in its own user namespace, where it still has `CAP_SYS_RESOURCE`, through a directory fd
+//! opened before /proc/sys was made read-only (and closed before the program starts); the
+//! program cannot raise them (no capabilities, read-only /proc/sys). Queued signals are counted
+//! the same way, but bounded by the receiver's RLIMIT_SIGPENDING ([`cap_pending_signals`]).
+//! Without a user namespace (root with `kernel.namespaces` lacking `user`) the sysctl files are
+//! the host's, and nothing is written there.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -70,9 +70,9 @@ pub const USER_COUNTERS: [(&str, u64, &str); 12] = [
 
 /// Writes [`USER_COUNTERS`] into `sys_user`, the sandbox procfs's `sys/user` directory opened
 /// while it was writable ([`crate::mounts::RootOutcome::user_counters`]). Called once init has
-/// made every namespace the sandbox lives in: a maximum applies to new objects only, and the
-/// sandbox's own namespaces (and the mount API's short-lived anonymous mount namespaces, one
-/// per bind while the root is built) are made. A counter the kernel does not have (built
+/// made every namespace it needs: a maximum applies to new objects only, so the sandbox's own
+/// namespaces (and the anonymous mount namespaces that `open_tree` clones count as, one per
+/// bind while the root is built) are not refused. A counter the kernel does not have (built
 /// without fanotify) is skipped.
 pub fn bound(sys_user: &OwnedFd) -> Result<(), SysError> {
     for (name, max, _) in USER_COUNTERS {
@@ -105,4 +105,18 @@ pub const PENDING_SIGNALS: u64 = 1024;
 /// Lowers RLIMIT_SIGPENDING to [`PENDING_SIGNALS`] (never raises it).
 pub fn cap_pending_signals() -> Result<(), SysError> {
     rlimit::cap_rlimit(Resource::PendingSignals, PENDING_SIGNALS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_of_the_running_kernel_is_bounded() {
+        let names: Vec<&str> = USER_COUNTERS.iter().map(|(n, _, _)| *n).collect();
+        for entry in std::fs::read_dir("/proc/sys/user").unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(names.contains(&name.as_str()), "{name} is not bounded");
+        }
+    }
 }
