@@ -114,7 +114,9 @@ def maps_exec(path):
     fd = os.open(path, os.O_RDONLY)
     try:
         p = libc.mmap(None, 4096, mmap.PROT_READ | mmap.PROT_EXEC, mmap.MAP_PRIVATE, fd, 0)
-        return p not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        if p in (None, ctypes.c_void_p(-1).value):
+            return False, os.strerror(ctypes.get_errno())
+        return True, "mapped executable"
     finally:
         os.close(fd)
 
