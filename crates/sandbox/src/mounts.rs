@@ -940,6 +940,36 @@ mod tests {
     }
 
     #[test]
+    fn only_grants_at_or_beneath_an_exec_grant_may_execute() {
+        let mut p = policy();
+        p.allow.read = vec!["/".into(), "/usr/share".into(), "/data".into()];
+        p.allow.exec = vec!["/usr".into()];
+        p.allow.write = vec!["/usr/local/scratch".into(), "/work".into()];
+        let plan = plan(&p);
+        let got: Vec<_> = plan
+            .grants
+            .iter()
+            .map(|g| (g.path.to_str().unwrap(), g.write, g.exec))
+            .collect();
+        // /usr/share adds nothing beside /usr (same access); /data is inside / (same access).
+        assert_eq!(
+            got,
+            vec![
+                ("/", false, false),
+                ("/usr", false, true),
+                ("/work", true, false),
+                ("/usr/local/scratch", true, true),
+            ]
+        );
+        let noexec = |path: &str| {
+            let g = plan.grants.iter().find(|g| g.path == Path::new(path));
+            grant_attrs(g.unwrap()) & MOUNT_ATTR_NOEXEC != 0
+        };
+        assert!(noexec("/") && noexec("/work"));
+        assert!(!noexec("/usr") && !noexec("/usr/local/scratch"));
+    }
+
+    #[test]
     fn denials_split_paths_and_globs() {
         let mut p = policy();
         p.deny.read = vec![
