@@ -286,10 +286,15 @@ print("still here after", sent, "signals", flush=True)
         assert_eq!(r["status"], "ok", "{mode}: {r}");
         assert_eq!(r["exit_code"], 0, "{mode}: {r}");
 
-        // Control: the supervisor's teardown still ends a run.
+        // Control: the supervisor's teardown still ends a run, even one whose signal queue is
+        // full (its signal then reaches init without a siginfo).
+        let full_queue = format!(
+            "{}import time\ntime.sleep(30)\n",
+            QUEUE_SIGNALS.replace("LIMIT", "10000000")
+        );
         let out = bunker()
-            .args(["run", "--report", "json", "--timeout", "300ms", "--"])
-            .args(["sleep", "30"])
+            .args(["run", "--report", "json", "--timeout", "1s", "--"])
+            .args(["python3", "-c", &full_queue])
             .output()
             .unwrap();
         assert_eq!(
