@@ -82,8 +82,24 @@ pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [
 /// time of what it kills reaches its rusage. (SIGKILL to init would leave that to the kernel,
 /// whose pid-namespace teardown reaps without accounting.) The first real-time signal: no
 /// program convention gives it a meaning, and init never forwards it.
+///
+/// The signal only wakes init: the request itself is [`TEARDOWN_REQUEST`] on the control
+/// socket, which the supervisor writes first. The program can signal init too, and no siginfo
+/// field tells the two apart reliably: with the signal queue full, the kernel delivers a `kill`
+/// without its siginfo, and init reads `SI_USER` from pid 0 — what a sender outside the pid
+/// namespace looks like.
 pub fn teardown_signal() -> libc::c_int {
     libc::SIGRTMIN()
+}
+
+/// The supervisor's teardown request on the control socket (the only datagram it sends after
+/// the release). Only init and the supervisor hold the socket.
+pub const TEARDOWN_REQUEST: &[u8] = b"teardown";
+
+/// Whether the supervisor asked for the teardown: its request waits on the control socket.
+fn teardown_requested(control: RawFd) -> bool {
+    matches!(fd::readable(control), Ok(true))
+        && matches!(fd::recv_with_fds(control, 64), Ok((data, _)) if data == TEARDOWN_REQUEST)
 }
 
 /// Everything init needs, prepared by the supervisor before the clone (init reads its copy).
@@ -200,8 +216,8 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         process::exit_now(1);
     }
 
-    let root = mounts::build_root(&ctx.plan)?;
-    let mut notes = root.notes;
+    let mut root = mounts::build_root(&ctx.plan)?;
+    let mut notes = std::mem::take(&mut root.notes);
 
     // Built now, while the namespace thread may still run; enforced below, in the order the
     // restrictions need.
@@ -259,10 +275,18 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         // That cgroup becomes the root of our cgroup namespace.
         process::unshare(libc::CLONE_NEWCGROUP).map_err(step("unshare cgroup namespace"))?;
     }
+    // Every namespace of the sandbox exists now: no object of a counter is made by init after
+    // this, and the program may make none (the namespace maxima are 0).
+    if let Some(sys_user) = root.user_counters {
+        crate::user_counters::bound(&sys_user)
+            .map_err(step("bound the per-user kernel counters (/proc/sys/user)"))?;
+    }
 
     // Init restricts itself before the program exists, so no unrestricted process remains.
     process::set_dumpable(false).map_err(step("make init non-dumpable"))?;
     limits::apply_rlimits(&policy.limits)?;
+    crate::user_counters::cap_pending_signals()
+        .map_err(step("bound the queued signals (RLIMIT_SIGPENDING)"))?;
     // landlock_restrict_self needs no_new_privs when the caller lacks CAP_SYS_ADMIN.
     process::set_no_new_privs().map_err(step("set no_new_privs"))?;
     let ll = landlock.restrict()?;
@@ -509,14 +533,15 @@ fn supervise_program(ctx: &InitContext) -> ! {
     let _ = send(ctx.control, &InitMessage::Started, &[]);
 
     loop {
-        let (sig, sender) = match process::sigwait(&mask) {
-            Ok(r) => (r.signal, r.sender),
+        let sig = match process::sigwait(&mask) {
+            Ok(r) => r.signal,
             Err(_) => process::exit_now(1),
         };
         if sig == teardown_signal() {
-            // Only from the supervisor, outside the pid namespace (sender 0): from inside it,
-            // the program would end its own sandbox and leave a misleading report.
-            if sender == 0 {
+            // Only at the supervisor's request: the same signal from inside the sandbox (any
+            // signal call, any forged siginfo) would let the program end its own sandbox and
+            // leave a misleading report.
+            if teardown_requested(ctx.control) {
                 let _ = process::kill(-1, libc::SIGKILL);
                 // The kill is done; what is left is reaping, which takes the dying processes'
                 // exits (milliseconds on a loaded host): the supervisor waits for it rather

@@ -23,6 +23,7 @@ pub mod seccomp;
 mod skip;
 pub mod spawn;
 pub mod supervise;
+pub mod user_counters;
 
 pub use error::SandboxError;
 pub use result::*;

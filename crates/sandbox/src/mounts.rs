@@ -8,7 +8,7 @@
 //! and every mount target inside the new root is opened the same way relative to the new root,
 //! so neither a bind source nor a target can be redirected by a symlink. Binds are made with the
 //! fd-based mount API: the tree is cloned recursively (mounts the kernel locked in a user
-//! namespace stay covered), made read-only/nosuid/nodev *while detached* (`mount_setattr` only
+//! namespace stay covered), made read-only/nosuid/nodev/noexec *while detached* (`mount_setattr` only
 //! adds flags, so flags locked on the source are kept), then attached.
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -38,6 +38,13 @@ const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
 /// /proc entries made read-only (writes there would reach the host kernel's settings).
 const PROC_READ_ONLY: [&str; 4] = ["sys", "sysrq-trigger", "irq", "bus"];
 
+/// /proc files that are the same in every pid namespace and identify the host: its kernel
+/// command line (root device UUIDs), its disks and swap. Masked with an empty file.
+const PROC_HOST_IDENTITY: [&str; 4] = ["cmdline", "partitions", "diskstats", "swaps"];
+
+/// The host's boot id (the same in every namespace): replaced by one of the sandbox's own.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
 /// Most directory entries the scan for unix sockets visits when there are no deny globs (it
 /// runs at every start, so it stays small: about 10 ms at worst).
 const SOCKET_WALK_BUDGET: usize = 10_000;
@@ -50,6 +57,9 @@ const GLOB_WALK_BUDGET: usize = 50_000;
 pub struct Grant {
     pub path: PathBuf,
     pub write: bool,
+    /// At or beneath an `allow.exec` path. Every other bind is `noexec`, so nothing there can
+    /// be executed or mapped executable (the dynamic loader run on a copy only maps it).
+    pub exec: bool,
 }
 
 /// What a deny entry takes away.
@@ -74,6 +84,9 @@ pub struct MountPlan {
     pub deny_globs: Vec<(DenyKind, String)>,
     pub tmp_size: u64,
     pub tty: bool,
+    /// The sandbox has its own user namespace, whose per-user counters init bounds
+    /// ([`crate::user_counters`]).
+    pub user_namespace: bool,
     /// Notes for `enforced.notes` (paths skipped while planning).
     pub notes: Vec<String>,
 }
@@ -107,7 +120,11 @@ pub fn plan(policy: &Policy) -> MountPlan {
         }
         match grants.iter_mut().find(|g| g.path == path) {
             Some(g) => g.write |= write,
-            None => grants.push(Grant { path, write }),
+            None => grants.push(Grant {
+                path,
+                write,
+                exec: false,
+            }),
         }
     };
     for p in policy.allow.read.iter().chain(&policy.allow.exec) {
@@ -115,6 +132,18 @@ pub fn plan(policy: &Policy) -> MountPlan {
     }
     for p in &policy.allow.write {
         add(p, true, &mut notes);
+    }
+    // Execution is granted on a tree (as landlock's EXECUTE is): a read or write grant beneath
+    // an exec grant may execute too.
+    let exec_roots: Vec<PathBuf> = policy
+        .allow
+        .exec
+        .iter()
+        .filter(|p| p.is_absolute())
+        .map(|p| normalize(p))
+        .collect();
+    for g in &mut grants {
+        g.exec = exec_roots.iter().any(|e| g.path.starts_with(e));
     }
     grants.sort_by(|a, b| {
         depth(&a.path)
@@ -129,7 +158,7 @@ pub fn plan(policy: &Policy) -> MountPlan {
             .iter()
             .filter(|k| g.path.starts_with(&k.path))
             .max_by_key(|k| depth(&k.path));
-        if nearest.is_none_or(|k| k.write != g.write) {
+        if nearest.is_none_or(|k| k.write != g.write || k.exec != g.exec) {
             kept.push(g);
         }
     }
@@ -157,6 +186,10 @@ pub fn plan(policy: &Policy) -> MountPlan {
         deny_globs,
         tmp_size: policy.limits.tmp_size,
         tty: policy.kernel.tty,
+        user_namespace: policy
+            .kernel
+            .namespaces
+            .contains(&bunker_policy::Namespace::User),
         notes,
     }
 }
@@ -198,11 +231,9 @@ enum Source {
 
 /// The mount attributes of a grant's bind mount.
 fn grant_attrs(g: &Grant) -> u64 {
-    if g.write {
-        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-    } else {
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-    }
+    let write = if g.write { 0 } else { MOUNT_ATTR_RDONLY };
+    let exec = if g.exec { 0 } else { MOUNT_ATTR_NOEXEC };
+    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | write | exec
 }
 
 /// Opens a host path without following any symlink and clones its mount tree with `attrs`
@@ -324,12 +355,16 @@ fn open_staging() -> Result<OwnedFd, SandboxError> {
 const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
 
 /// What building the root reports.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RootOutcome {
     /// Notes for `enforced.notes`.
     pub notes: Vec<String>,
     /// False when a deny glob could not be checked everywhere (the walk's budget ran out).
     pub complete: bool,
+    /// The sandbox procfs's `sys/user` directory, opened before /proc/sys was made read-only
+    /// (files opened from it are writable), when the sandbox has its own user namespace: init
+    /// bounds the counters there once it has made its namespaces ([`crate::user_counters`]).
+    pub user_counters: Option<OwnedFd>,
 }
 
 /// Builds the new root and pivots into it.
@@ -406,15 +441,17 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
     }
     if !plan.grants.iter().any(|g| g.path == Path::new("/tmp")) {
         let t = make_node(&root, Path::new("/tmp"), Node::Dir).map_err(setup("mkdir /tmp"))?;
+        // noexec: landlock gives /tmp no EXECUTE, and noexec also refuses mapping a file there
+        // executable (`ld.so /tmp/copy`).
         tmpfs(
             &t,
-            NOSUID_NODEV,
+            NOSUID_NODEV | libc::MS_NOEXEC,
             &format!("size={},mode=1777", plan.tmp_size.max(4096)),
         )
         .map_err(setup("mount tmpfs on /tmp"))?;
     }
     build_dev(&root, &devices, plan.tty)?;
-    build_proc(&root)?;
+    let user_counters = build_proc(&root, &staging_root, plan.user_namespace)?;
     for (g, src) in &rest {
         grant(&root, g, src)?;
     }
@@ -449,11 +486,15 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
         None,
         "/",
         None,
-        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | NOSUID_NODEV,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | NOSUID_NODEV | libc::MS_NOEXEC,
         None,
     )
     .map_err(setup("remount / read-only"))?;
-    Ok(RootOutcome { notes, complete })
+    Ok(RootOutcome {
+        notes,
+        complete,
+        user_counters,
+    })
 }
 
 /// Name (in the new root) of the empty file that masks denied files; removed before pivot.
@@ -549,7 +590,12 @@ fn build_dev(root: &OwnedFd, devices: &[(&str, OwnedFd)], tty: bool) -> Result<(
     Ok(())
 }
 
-fn build_proc(root: &OwnedFd) -> Result<(), SandboxError> {
+/// Mounts the sandbox's procfs; returns its `sys/user` directory when `user_namespace`.
+fn build_proc(
+    root: &OwnedFd,
+    staging_root: &OwnedFd,
+    user_namespace: bool,
+) -> Result<Option<OwnedFd>, SandboxError> {
     let proc_dir = make_node(root, Path::new("/proc"), Node::Dir).map_err(setup("mkdir /proc"))?;
     // A fresh procfs shows only this pid namespace's processes.
     mount::mount(
@@ -560,6 +606,21 @@ fn build_proc(root: &OwnedFd) -> Result<(), SandboxError> {
         None,
     )
     .map_err(setup("mount proc on /proc"))?;
+    let proc_fs = open_in(root, Path::new("/proc"))
+        .map_err(setup("open /proc"))?
+        .ok_or_else(|| setup("open /proc")(SysError::from_errno("openat2(/proc)", libc::ENOENT)))?;
+    // Opened before /proc/sys is bound read-only over itself: lookups from this fd stay on
+    // the writable procfs mount beneath that bind.
+    let user_counters = if user_namespace {
+        let step = "open /proc/sys/user";
+        Some(
+            open_in(root, Path::new("/proc/sys/user"))
+                .map_err(setup(step))?
+                .ok_or_else(|| setup(step)(SysError::from_errno("openat2", libc::ENOENT)))?,
+        )
+    } else {
+        None
+    };
     for name in PROC_READ_ONLY {
         let path = Path::new("/proc").join(name);
         let step = format!("mask {} read-only", path.display());
@@ -574,7 +635,61 @@ fn build_proc(root: &OwnedFd) -> Result<(), SandboxError> {
         )
         .map_err(setup(step))?;
     }
-    Ok(())
+    mask_host_identity(root, &proc_fs, staging_root)?;
+    Ok(user_counters)
+}
+
+/// Binds a read-only file holding `contents` over `target` (a file of /proc), through a file
+/// made on the staging tmpfs and removed again (the bind keeps it).
+fn bind_file_over(
+    root: &OwnedFd,
+    staging_root: &OwnedFd,
+    contents: &[u8],
+    target: &Path,
+) -> Result<(), SandboxError> {
+    let step = format!("mask {}", target.display());
+    let Some(target_fd) = open_in(root, target).map_err(setup(step.clone()))? else {
+        return Ok(());
+    };
+    let name = Path::new(".bunker-proc-mask");
+    let path = Path::new(&fd::proc_fd_path(staging_root)).join(name);
+    let file = fd::open(
+        &path,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+        0o444,
+    )
+    .map_err(setup(step.clone()))?;
+    fd::write_all(file.as_raw_fd(), contents).map_err(setup(step.clone()))?;
+    drop(file);
+    let source = open_in(staging_root, name)
+        .map_err(setup(step.clone()))?
+        .ok_or_else(|| setup(step.clone())(SysError::from_errno("openat2", libc::ENOENT)))?;
+    bind(
+        &source,
+        &target_fd,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        target,
+    )
+    .map_err(setup(step.clone()))?;
+    fd::unlinkat(staging_root.as_raw_fd(), name).map_err(setup(step))
+}
+
+/// Hides what identifies the host in /proc: [`PROC_HOST_IDENTITY`] become empty, and the boot
+/// id is a fresh random UUID (the kernel's `random/uuid` gives a new one at each read).
+fn mask_host_identity(
+    root: &OwnedFd,
+    proc_fs: &OwnedFd,
+    staging_root: &OwnedFd,
+) -> Result<(), SandboxError> {
+    for name in PROC_HOST_IDENTITY {
+        bind_file_over(root, staging_root, b"", &Path::new("/proc").join(name))?;
+    }
+    let uuid_path = Path::new(&fd::proc_fd_path(proc_fs)).join("sys/kernel/random/uuid");
+    let step = "make a boot id for the sandbox";
+    let uuid = fd::open(&uuid_path, libc::O_RDONLY | libc::O_CLOEXEC, 0).map_err(setup(step))?;
+    let mut boot_id = [0u8; 64];
+    let n = fd::read(uuid.as_raw_fd(), &mut boot_id).map_err(setup(step))?;
+    bind_file_over(root, staging_root, &boot_id[..n], Path::new(BOOT_ID))
 }
 
 fn deny(
@@ -822,6 +937,36 @@ mod tests {
             got,
             vec![("/", false), ("/data", true), ("/data/ro", false)]
         );
+    }
+
+    #[test]
+    fn only_grants_at_or_beneath_an_exec_grant_may_execute() {
+        let mut p = policy();
+        p.allow.read = vec!["/".into(), "/usr/share".into(), "/data".into()];
+        p.allow.exec = vec!["/usr".into()];
+        p.allow.write = vec!["/usr/local/scratch".into(), "/work".into()];
+        let plan = plan(&p);
+        let got: Vec<_> = plan
+            .grants
+            .iter()
+            .map(|g| (g.path.to_str().unwrap(), g.write, g.exec))
+            .collect();
+        // /usr/share adds nothing beside /usr (same access); /data is inside / (same access).
+        assert_eq!(
+            got,
+            vec![
+                ("/", false, false),
+                ("/usr", false, true),
+                ("/work", true, false),
+                ("/usr/local/scratch", true, true),
+            ]
+        );
+        let noexec = |path: &str| {
+            let g = plan.grants.iter().find(|g| g.path == Path::new(path));
+            grant_attrs(g.unwrap()) & MOUNT_ATTR_NOEXEC != 0
+        };
+        assert!(noexec("/") && noexec("/work"));
+        assert!(!noexec("/usr") && !noexec("/usr/local/scratch"));
     }
 
     #[test]

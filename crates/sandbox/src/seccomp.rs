@@ -9,8 +9,9 @@
 //!    name (syscalls newer than it, or holes) → ENOSYS, so libc falls back to older calls.
 //!
 //! Argument checks read only the low 32 bits of an argument, and only for arguments the kernel
-//! itself truncates to 32 bits (`clone` flags, `ioctl` cmd, `personality`, socket family), so the
-//! high half cannot smuggle a value past the check. docs/seccomp.md is generated from the table
+//! itself truncates to 32 bits or fewer (`clone` flags, `ioctl` cmd, `personality`, socket
+//! family, `open` flags, the `umode_t` modes), so the high half cannot smuggle a value past the
+//! check. docs/seccomp.md is generated from the table
 //! (`cargo test -p bunker-sandbox seccomp` checks it; `BUNKER_BLESS=1` rewrites it).
 
 use bunker_policy::{Policy, SeccompProfile};
@@ -54,6 +55,16 @@ pub enum ArgCheck {
         values: &'static [u32],
         names: &'static str,
     },
+    /// None of `mask`'s bits set in `args[arg]` when `args[when_arg]` has any of `when_mask`'s
+    /// bits: a creation mode, which the kernel reads only when the flags create a file.
+    NoBitsWhen {
+        when_arg: u32,
+        when_mask: u32,
+        when_names: &'static str,
+        arg: u32,
+        mask: u32,
+        names: &'static str,
+    },
 }
 
 impl ArgCheck {
@@ -63,6 +74,13 @@ impl ArgCheck {
             ArgCheck::NoBits { arg, names, .. } => format!("arg{arg} has none of {names}"),
             ArgCheck::OneOf { arg, names, .. } => format!("arg{arg} is {names}"),
             ArgCheck::NoneOf { arg, names, .. } => format!("arg{arg} is not {names}"),
+            ArgCheck::NoBitsWhen {
+                when_arg,
+                when_names,
+                arg,
+                names,
+                ..
+            } => format!("arg{arg} has none of {names} when arg{when_arg} has {when_names}"),
         }
     }
 }
@@ -149,14 +167,46 @@ const PERSONALITY_QUERY: ArgCheck = ArgCheck::OneOf {
     names: "PER_LINUX (0) or the query 0xffffffff",
 };
 
+/// The setuid and setgid mode bits. A file the sandbox made with them in a writable grant would
+/// run as its owner for any host user who can reach it (the host does not see the sandbox's
+/// nosuid mounts), so no call may set them. Every mode argument is a `umode_t`, which the
+/// kernel truncates to 16 bits: the low 32 bits the filter reads hold all of it.
+const SETID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
+
+/// A mode argument (`chmod`, `mkdir`, `mknod`, `creat`) without the setuid/setgid bits.
+const fn no_setid(arg: u32) -> ArgCheck {
+    ArgCheck::NoBits {
+        arg,
+        mask: SETID_BITS,
+        names: "S_ISUID/S_ISGID",
+    }
+}
+
+/// `__O_TMPFILE` alone (libc's `O_TMPFILE` adds `O_DIRECTORY`, which opening a directory sets).
+const O_TMPFILE_BIT: u32 = 0o20_000_000;
+
+/// The creation mode of `open`/`openat` without the setuid/setgid bits, when the flags (an
+/// `int`) create a file: O_CREAT or O_TMPFILE. Without them the kernel ignores the mode.
+const fn no_setid_on_create(flags: u32, mode: u32) -> ArgCheck {
+    ArgCheck::NoBitsWhen {
+        when_arg: flags,
+        when_mask: libc::O_CREAT as u32 | O_TMPFILE_BIT,
+        when_names: "O_CREAT/O_TMPFILE",
+        arg: mode,
+        mask: SETID_BITS,
+        names: "S_ISUID/S_ISGID",
+    }
+}
+
 /// The default profile: every x86-64 syscall up to Linux 6.18, in number order.
 pub const PROFILE: &[Entry] = &[
     allow("read", 0, "read from a descriptor"),
     allow("write", 1, "write to a descriptor"),
-    allow(
+    allow_if(
         "open",
         2,
-        "open files (landlock and the mounts decide which)",
+        no_setid_on_create(1, 2),
+        "open files (landlock and the mounts decide which); no setuid/setgid file",
     ),
     allow("close", 3, "close a descriptor"),
     allow("stat", 4, "file metadata"),
@@ -274,19 +324,20 @@ pub const PROFILE: &[Entry] = &[
     allow("chdir", 80, "change directory"),
     allow("fchdir", 81, "change directory"),
     allow("rename", 82, "rename a file"),
-    allow("mkdir", 83, "create a directory"),
+    allow_if("mkdir", 83, no_setid(1), "create a directory, not setgid"),
     allow("rmdir", 84, "remove a directory"),
-    allow("creat", 85, "create a file"),
+    allow_if("creat", 85, no_setid(1), "create a file, not setuid/setgid"),
     allow("link", 86, "hard link"),
     allow("unlink", 87, "remove a file"),
     allow("symlink", 88, "create a symlink"),
     allow("readlink", 89, "read a symlink"),
-    allow(
+    allow_if(
         "chmod",
         90,
-        "file mode (nosuid mounts and no_new_privs make setuid bits inert)",
+        no_setid(1),
+        "file mode, without setuid/setgid (the host would honour them)",
     ),
-    allow("fchmod", 91, "file mode"),
+    allow_if("fchmod", 91, no_setid(1), "file mode, without setuid/setgid"),
     allow("chown", 92, "file owner (no capabilities: own files only)"),
     allow("fchown", 93, "file owner"),
     allow("lchown", 94, "file owner"),
@@ -372,7 +423,12 @@ pub const PROFILE: &[Entry] = &[
     allow("rt_sigsuspend", 130, "wait for a signal"),
     allow("sigaltstack", 131, "signal stack"),
     allow("utime", 132, "file times"),
-    allow("mknod", 133, "FIFOs (device nodes need CAP_MKNOD: none)"),
+    allow_if(
+        "mknod",
+        133,
+        no_setid(1),
+        "FIFOs and files (device nodes need CAP_MKNOD: none), not setuid/setgid",
+    ),
     nosys("uselib", 134, "a.out loader, not built on x86-64 kernels"),
     allow_if(
         "personality",
@@ -561,13 +617,19 @@ pub const PROFILE: &[Entry] = &[
     allow("inotify_add_watch", 254, "file change notification"),
     allow("inotify_rm_watch", 255, "file change notification"),
     deny("migrate_pages", 256, "moves another process's memory"),
-    allow(
+    allow_if(
         "openat",
         257,
-        "open files (landlock and the mounts decide which)",
+        no_setid_on_create(2, 3),
+        "open files (landlock and the mounts decide which); no setuid/setgid file",
     ),
-    allow("mkdirat", 258, "create a directory"),
-    allow("mknodat", 259, "FIFOs (device nodes need CAP_MKNOD: none)"),
+    allow_if("mkdirat", 258, no_setid(2), "create a directory, not setgid"),
+    allow_if(
+        "mknodat",
+        259,
+        no_setid(2),
+        "FIFOs and files (device nodes need CAP_MKNOD: none), not setuid/setgid",
+    ),
     allow("fchownat", 260, "file owner"),
     allow("futimesat", 261, "file times"),
     allow("newfstatat", 262, "file metadata"),
@@ -576,7 +638,7 @@ pub const PROFILE: &[Entry] = &[
     allow("linkat", 265, "hard link"),
     allow("symlinkat", 266, "create a symlink"),
     allow("readlinkat", 267, "read a symlink"),
-    allow("fchmodat", 268, "file mode"),
+    allow_if("fchmodat", 268, no_setid(2), "file mode, without setuid/setgid"),
     allow("faccessat", 269, "check file access"),
     allow("pselect6", 270, "wait for descriptors"),
     allow("ppoll", 271, "wait for descriptors"),
@@ -651,7 +713,11 @@ pub const PROFILE: &[Entry] = &[
         "add filters (they can only narrow this one)",
     ),
     allow("getrandom", 318, "random bytes"),
-    allow("memfd_create", 319, "anonymous files (JITs, shared memory)"),
+    nosys(
+        "memfd_create",
+        319,
+        "an anonymous file is on no noexec mount: the dynamic loader would run it (ENOSYS: callers fall back)",
+    ),
     deny("kexec_file_load", 320, "loading a new kernel"),
     deny("bpf", 321, "eBPF: kernel attack surface"),
     allow(
@@ -705,10 +771,10 @@ pub const PROFILE: &[Entry] = &[
         "its flags sit in memory the filter cannot read: ENOSYS makes libc use clone",
     ),
     allow("close_range", 436, "close many descriptors"),
-    allow(
+    nosys(
         "openat2",
         437,
-        "open files (landlock and the mounts decide which)",
+        "its creation mode sits in memory the filter cannot read: ENOSYS makes callers use openat",
     ),
     deny(
         "pidfd_getfd",
@@ -752,7 +818,7 @@ pub const PROFILE: &[Entry] = &[
     allow("futex_waitv", 449, "thread synchronisation"),
     allow("set_mempolicy_home_node", 450, "NUMA policy of own memory"),
     allow("cachestat", 451, "page cache statistics of own files"),
-    allow("fchmodat2", 452, "file mode"),
+    allow_if("fchmodat2", 452, no_setid(2), "file mode, without setuid/setgid"),
     allow("map_shadow_stack", 453, "CET shadow stacks"),
     allow("futex_wake", 454, "thread synchronisation"),
     allow("futex_wait", 455, "thread synchronisation"),
@@ -900,6 +966,20 @@ fn emit_check(asm: &mut Asm, check: &ArgCheck) {
                 asm.bind(no);
             }
             asm.goto(pass);
+        }
+        ArgCheck::NoBitsWhen {
+            when_arg,
+            when_mask,
+            arg,
+            mask,
+            ..
+        } => {
+            let creates = asm.label();
+            asm.load_arg_low(when_arg);
+            asm.jump(Cond::Set, when_mask, creates, pass);
+            asm.bind(creates);
+            asm.load_arg_low(arg);
+            asm.jump(Cond::Set, mask, fail, pass);
         }
     }
     asm.bind(pass);
@@ -1135,6 +1215,56 @@ mod tests {
             );
         }
         assert_eq!(call(&prog, nr("socket"), &[(1u64 << 32) | 16, 1]), EPERM);
+    }
+
+    #[test]
+    fn setuid_and_setgid_modes_are_refused_in_every_mode_argument() {
+        let prog = compile().unwrap();
+        // (call, index of the mode argument)
+        for (name, mode) in [
+            ("chmod", 1),
+            ("fchmod", 1),
+            ("mkdir", 1),
+            ("creat", 1),
+            ("mknod", 1),
+            ("mkdirat", 2),
+            ("mknodat", 2),
+            ("fchmodat", 2),
+            ("fchmodat2", 2),
+        ] {
+            for bits in [0o4755u64, 0o2755, 0o6777, 0o104755, 0x1_0000_4755] {
+                let mut args = [0u64; 4];
+                args[mode] = bits;
+                assert_eq!(call(&prog, nr(name), &args), EPERM, "{name} {bits:#o}");
+            }
+            let mut args = [0u64; 4];
+            args[mode] = 0o1777;
+            assert_eq!(call(&prog, nr(name), &args), Verdict::Allow, "{name}");
+        }
+        let creat = libc::O_CREAT as u64 | libc::O_WRONLY as u64;
+        let tmpfile = libc::O_TMPFILE as u64 | libc::O_RDWR as u64;
+        for (name, flags) in [("open", 1), ("openat", 2)] {
+            let mut args = [0u64; 4];
+            for (f, bits, want) in [
+                (creat, 0o4755, EPERM),
+                (tmpfile, 0o2700, EPERM),
+                (creat | (1 << 32), 0o6000, EPERM),
+                (creat, 0o755, Verdict::Allow),
+                // Without O_CREAT/O_TMPFILE the kernel ignores the mode.
+                (libc::O_RDONLY as u64, 0o4755, Verdict::Allow),
+                (libc::O_DIRECTORY as u64, 0o6777, Verdict::Allow),
+            ] {
+                args[flags] = f;
+                args[flags + 1] = bits;
+                assert_eq!(
+                    call(&prog, nr(name), &args),
+                    want,
+                    "{name} {f:#o} {bits:#o}"
+                );
+            }
+        }
+        assert_eq!(call(&prog, nr("openat2"), &[]), UNKNOWN);
+        assert_eq!(call(&prog, nr("memfd_create"), &[]), UNKNOWN);
     }
 
     #[test]

@@ -36,15 +36,17 @@
 //! 3. `PR_SET_PDEATHSIG(SIGKILL)` — after the id change, which clears it — then check the
 //!    lifeline is not at end of file (the supervisor died in between → exit).
 //! 4. Mounts (`mounts.rs`): / private; policy paths opened without following symlinks; a tmpfs
-//!    root; grants bound (read-only unless in `allow.write`; nosuid, nodev); private /tmp;
-//!    minimal /dev; fresh /proc with /proc/sys & co. read-only; deny masks; pivot_root; old
-//!    root detached; the root tmpfs remounted read-only. Then the landlock ruleset is built
+//!    root; grants bound (read-only unless in `allow.write`; nosuid, nodev; noexec unless in
+//!    `allow.exec`); private /tmp (noexec); minimal /dev; fresh /proc with /proc/sys & co.
+//!    read-only and the host's identifiers masked; deny masks; pivot_root; old root detached;
+//!    the root tmpfs remounted read-only. Then the landlock ruleset is built
 //!    (paths opened in the new root) and the seccomp filter compiled, both enforced in step 8.
 //! 5. Join the thread's namespaces (the thread has ended: init is single-threaded again); the
 //!    proxy listeners on 127.0.0.1:3128 and :1080 when `allow.net` is non-empty.
 //! 6. `sethostname(kernel.hostname)`; chdir to the working directory.
 //! 7. Join the cgroup: "0" written to each `tasks` file of the release, the files closed; then
-//!    `unshare(CLONE_NEWCGROUP)`.
+//!    `unshare(CLONE_NEWCGROUP)`. Every namespace exists now: the per-user kernel counters of
+//!    the user namespace are bounded (`user_counters.rs`).
 //! 8. Init restricts itself, so no unfiltered helper is left in the sandbox: not dumpable;
 //!    rlimits; no_new_privs; landlock; securebits locked; every capability dropped (bounding,
 //!    ambient, inheritable, effective, permitted); seccomp last.
@@ -56,7 +58,8 @@
 //!     sandbox's PATH. The spawn returns an exec failure → `ExecFailed` (127 not found, 126
 //!     otherwise).
 //! 11. Reap every child; forward SIGTERM/INT/HUP/QUIT/USR1/USR2 to the program; when it ends,
-//!     `Exited`; then (and on the supervisor's teardown signal, its way of killing the
+//!     `Exited`; then (and on the supervisor's teardown signal with its request waiting on the
+//!     control socket, which the program cannot forge — its way of killing the
 //!     sandbox: `TearingDown` once the kill is done) kill and reap every other process of the
 //!     pid namespace, so their CPU time is in init's rusage, and exit.
 //!

@@ -11,13 +11,14 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bunker_cgroup::{Controller, MemoryStats};
 use bunker_policy::{Limits, Policy};
 use bunker_sys::event::{self, ChildExit, Interest};
+use bunker_sys::fd;
 
 use crate::console::Console;
 use crate::error::SandboxError;
@@ -106,6 +107,7 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
     let _ = event::set_timer_slack(1);
     let mount_ns = File::open(format!("/proc/{init_pid}/ns/mnt")).ok();
     let mut run = Run {
+        control: control.as_fd(),
         mount_ns,
         early_counters: None,
         limits,
@@ -119,10 +121,16 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         output: Output::new(limits, stream_output, console),
         observer: observer.as_deref(),
     };
-    let looped = run.run(
-        File::from(control),
-        [File::from(stdout), File::from(stderr)],
-    );
+    let looped = match control.try_clone() {
+        Ok(reader) => run.run(File::from(reader), [File::from(stdout), File::from(stderr)]),
+        Err(e) => Err(SandboxError::Setup {
+            step: "duplicate the control socket".to_string(),
+            source: bunker_sys::SysError::from_errno(
+                format!("fcntl(F_DUPFD_CLOEXEC): {e}"),
+                e.raw_os_error().unwrap_or(libc::EMFILE),
+            ),
+        }),
+    };
     // Whatever happened above, nothing of the sandbox may outlive this function.
     if looped.is_err() {
         let _ = event::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
@@ -651,6 +659,8 @@ impl Output {
 }
 
 struct Run<'a> {
+    /// The control socket, for the teardown request ([`init::TEARDOWN_REQUEST`]).
+    control: BorrowedFd<'a>,
     /// The sandbox's mount namespace, held until the end (see `supervise`).
     mount_ns: Option<File>,
     /// Memory and pids counters read when the program ended (see `Run::program_ended`).
@@ -682,6 +692,9 @@ impl Run<'_> {
             // Init kills and reaps everything (so their CPU time is accounted); SIGKILL to init
             // after TEARDOWN_GRACE if it has not (`kill_overdue`).
             self.kill_deadline = Some(Instant::now() + TEARDOWN_GRACE);
+            // The request first: the signal only wakes init, which then reads it. If init is
+            // past reading it (gone, or its socket broken), the SIGKILL after the grace ends it.
+            let _ = fd::send_with_fds(self.control.as_raw_fd(), init::TEARDOWN_REQUEST, &[]);
             self.signal_init(init::teardown_signal())?;
         }
         Ok(())

@@ -15,6 +15,8 @@ pub enum Resource {
     Core,
     /// CPU seconds per process (RLIMIT_CPU): SIGXCPU at the soft limit, SIGKILL at the hard one.
     CpuSeconds,
+    /// Queued signals of the receiver's uid (RLIMIT_SIGPENDING), counted per user namespace.
+    PendingSignals,
 }
 
 impl Resource {
@@ -25,6 +27,7 @@ impl Resource {
             Resource::Stack => libc::RLIMIT_STACK,
             Resource::Core => libc::RLIMIT_CORE,
             Resource::CpuSeconds => libc::RLIMIT_CPU,
+            Resource::PendingSignals => libc::RLIMIT_SIGPENDING,
         }
     }
 
@@ -36,6 +39,7 @@ impl Resource {
             Resource::Stack => "RLIMIT_STACK",
             Resource::Core => "RLIMIT_CORE",
             Resource::CpuSeconds => "RLIMIT_CPU",
+            Resource::PendingSignals => "RLIMIT_SIGPENDING",
         }
     }
 }
