@@ -16,6 +16,7 @@ pub mod mounts;
 pub mod result;
 pub mod seccomp;
 pub mod spawn;
+pub mod stdin;
 pub mod supervise;
 
 pub use error::SandboxError;

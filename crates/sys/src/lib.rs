@@ -13,5 +13,6 @@ pub mod net;
 pub mod process;
 pub mod rlimit;
 pub mod seccomp;
+pub mod tty;
 
 pub use error::{SysError, SysResult};
