@@ -502,15 +502,16 @@ fn process_group_and_user_calls_do_not_reach_host_processes() {
         let after: Vec<_> = watched.iter().map(|(_, p)| priority(*p)).collect();
         drop(child.stdin.take());
         let status = child.wait().unwrap();
+        let bystander_alive = Path::new(&format!("/proc/{bystander}")).exists();
+        let _ = Command::new("kill").arg(bystander.to_string()).status();
         let r: Value = serde_json::from_str(&result).unwrap();
         for (((name, pid), b), a) in watched.iter().zip(&before).zip(&after) {
             assert_eq!(b, a, "{mode}: the {name} (pid {pid}) was reniced: {r}");
         }
         assert!(
-            Path::new(&format!("/proc/{bystander}")).exists(),
+            bystander_alive,
             "{mode}: the bystander died of the sandbox's group signal: {r}"
         );
-        let _ = Command::new("kill").arg(bystander.to_string()).status();
         assert!(status.success(), "{mode}: bunker ended with {status}: {r}");
         // Controls: inside the sandbox each call worked.
         for name in [
