@@ -25,7 +25,7 @@
 //!    that cannot be made kills init and fails the run.
 //! 7. Wait for init's first message: `SetupFailed` → a setup error naming the step; `Ready` →
 //!    the proxy listeners it carries go to `Egress::start`.
-//! 8. `supervise::supervise` until the sandbox is gone; `Egress::finish` records into the result.
+//! 8. `supervise::supervise` until the sandbox is gone (relaying the stdin of step 3); `Egress::finish` records into the result.
 //!
 //! **Init** (`init.rs`, in the new namespaces):
 //! 1. `setsid`: the sandbox leaves the caller's session and process group, so no process-group
