@@ -49,6 +49,16 @@ fn policy(dir: &Path, name: &str, json: Value) -> String {
 /// session and says `BUNKER-DONE <exit code>` when bunker is gone, then waits for a line (so
 /// the terminal is looked at while its session still exists). `input`: (trigger, text typed).
 fn on_terminal(mode: &str, args: &[&str], input: &[(&str, &str)]) -> Value {
+    on_terminal_with(
+        mode,
+        args,
+        input.iter().map(|(t, s)| json!([t, s])).collect(),
+    )
+}
+
+/// [`on_terminal`] with the harness's steps as they are: `[trigger, text]` or
+/// `[trigger, text, [rows, cols]]` (the terminal is resized before the text is typed).
+fn on_terminal_with(mode: &str, args: &[&str], mut steps: Vec<Value>) -> Value {
     let mut argv: Vec<String> = vec![
         "sh".into(),
         "-c".into(),
@@ -57,9 +67,8 @@ fn on_terminal(mode: &str, args: &[&str], input: &[(&str, &str)]) -> Value {
     ];
     argv.extend(bunker_argv(mode));
     argv.extend(args.iter().map(|s| s.to_string()));
-    let mut typed: Vec<Value> = input.iter().map(|(t, s)| json!([t, s])).collect();
-    typed.push(json!(["BUNKER-DONE", "\n"]));
-    let spec = json!({"argv": argv, "input": typed});
+    steps.push(json!(["BUNKER-DONE", "\n"]));
+    let spec = json!({"argv": argv, "input": steps});
     let out = Command::new(PYTHON)
         .args(["-c", HARNESS, &spec.to_string()])
         .output()
@@ -333,6 +342,33 @@ fn the_terminal_comes_back_after_the_timeout_and_ctrl_c_reaches_the_program() {
             run["output"]
         );
         assert_terminal_unchanged(&what, &run);
+    }
+}
+
+#[test]
+fn a_resized_terminal_resizes_bunkers_pty() {
+    let dir = shared_tempdir();
+    let p = policy(
+        dir.path(),
+        "p.json",
+        json!({"extends": ["default"], "kernel": {"tty": true}, "limits": {"timeout": "60s"}}),
+    );
+    let code = "import os, signal\n\
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})\n\
+                print('READY', tuple(os.get_terminal_size(0)), flush=True)\n\
+                signal.sigwait({signal.SIGWINCH})\n\
+                print('RESIZED', tuple(os.get_terminal_size(0)), flush=True)";
+    for (mode, _) in modes() {
+        // Typed nothing: the resize alone must reach the program, as SIGWINCH and a new size.
+        let run = on_terminal_with(
+            mode,
+            &["run", "--policy", &p, "--", PYTHON, "-c", code],
+            vec![json!(["READY", "", [40, 120]])],
+        );
+        let output = run["output"].as_str().unwrap();
+        assert!(output.contains("READY (97, 31)"), "{mode}: {output}");
+        assert!(output.contains("RESIZED (120, 40)"), "{mode}: {output}");
+        assert_terminal_unchanged(mode, &run);
     }
 }
 

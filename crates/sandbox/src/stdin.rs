@@ -194,6 +194,18 @@ impl Relay {
         if tty::set_termios(terminal.as_fd(), &tty::raw_mode(&modes)).is_ok() {
             self.restore = Some((terminal, modes));
         }
+        // Best effort: without it the pty keeps the size it started with.
+        let _ = event::watch_window_changes();
+    }
+
+    /// The caller's terminal was resized: the pty takes its new size (and the kernel sends the
+    /// program SIGWINCH).
+    pub fn window_changed(&mut self) {
+        if let (Some((terminal, _)), Some(master)) = (self.restore.as_ref(), self.sink.as_ref()) {
+            if let Ok(size) = tty::window_size(terminal.as_fd()) {
+                let _ = tty::set_window_size(master.as_fd(), &size);
+            }
+        }
     }
 
     /// Pty mode: the master, to be read as the program's stdout.

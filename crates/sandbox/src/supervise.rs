@@ -2,10 +2,12 @@
 //! final RunResult.
 //!
 //! One thread, one `ppoll` over: init's pidfd (readable when init — and with it the whole pid
-//! namespace — is gone), the control socket (init's messages), the program's stdout and stderr,
-//! and the termination self-pipe (SIGTERM/SIGINT/SIGHUP to the supervisor). The poll timeout is
-//! the time left to the wall-clock deadline (nanosecond precision), or the accounting tick
-//! (10 ms) when CPU time or memory must be watched. Every limit is enforced the same way: SIGKILL
+//! namespace — is gone), the control socket (init's messages), the program's stdout and stderr
+//! (or the pty's master, `stdin.rs`), the caller's stdin and the relay's pipe when stdin is
+//! relayed, and the termination self-pipe (SIGTERM/SIGINT/SIGHUP to the supervisor; SIGWINCH
+//! too when bunker's pty follows the caller's window size). The poll timeout is the time left
+//! to the wall-clock deadline (nanosecond precision), or the accounting tick (10 ms) when CPU
+//! time or memory must be watched. Every limit is enforced the same way: SIGKILL
 //! to init through its pidfd, which makes the kernel kill every process of the sandbox's pid
 //! namespace — including those that started a new session or double-forked.
 
@@ -781,6 +783,11 @@ impl Run<'_> {
                     Role::Termination => {
                         if let Some(sig) = event::take_termination_signal() {
                             self.kill(KillReason::Terminated(sig))?;
+                        }
+                        if event::take_window_change() {
+                            if let Some(relay) = self.stdin.as_mut() {
+                                relay.window_changed();
+                            }
                         }
                     }
                 }
