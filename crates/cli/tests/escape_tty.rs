@@ -455,6 +455,17 @@ for i, pid in enumerate(host_pids):
 call("ioprio_pgrp", lambda: libc.syscall(SYS_ioprio_set, WHO_PGRP, 0, IDLE))
 call("ioprio_user", lambda: libc.syscall(SYS_ioprio_set, WHO_USER, 0, IDLE))
 call("ioprio_process", lambda: libc.syscall(SYS_ioprio_set, WHO_PROCESS, 0, IDLE))
+# The scheduler autogroup (a session's): its nice value is the whole group's.
+try:
+    res["autogroup"] = open("/proc/self/autogroup").read().split()[0]
+except OSError:
+    res["autogroup"] = None
+try:
+    with open("/proc/self/autogroup", "w") as f:
+        f.write("19")
+    res["autogroup_nice"] = "ok"
+except OSError as e:
+    res["autogroup_nice"] = errno.errorcode.get(e.errno, str(e.errno))
 # Controls: the calls took effect inside.
 res["nice_inside"] = os.getpriority(os.PRIO_PROCESS, 0)
 res["ioprio_inside"] = libc.syscall(SYS_ioprio_get, WHO_PROCESS, 0)
@@ -479,8 +490,9 @@ print("RESULT " + json.dumps(res), flush=True)
 sys.stdin.readline()
 "#;
 
-/// Nice value (field 19 of /proc/PID/stat) and I/O priority (`ionice -p`) of a host process.
-fn priority(pid: u32) -> (i64, String) {
+/// Nice value (field 19 of /proc/PID/stat), I/O priority (`ionice -p`) and scheduler
+/// autogroup (`/proc/PID/autogroup`, when the kernel has them) of a host process.
+fn priority(pid: u32) -> (i64, String, Option<String>) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .unwrap_or_else(|e| panic!("process {pid} is gone: {e}"));
     let nice = stat
@@ -495,7 +507,12 @@ fn priority(pid: u32) -> (i64, String) {
         .output()
         .unwrap();
     assert!(io.status.success(), "ionice: {}", stderr(&io));
-    (nice.parse().unwrap(), stdout(&io).trim().to_string())
+    let autogroup = std::fs::read_to_string(format!("/proc/{pid}/autogroup")).ok();
+    (
+        nice.parse().unwrap(),
+        stdout(&io).trim().to_string(),
+        autogroup.map(|a| a.trim().to_string()),
+    )
 }
 
 #[test]
@@ -565,6 +582,15 @@ fn process_group_and_user_calls_do_not_reach_host_processes() {
         }
         assert_eq!(r["nice_inside"], 19, "{mode}: {r}");
         assert_eq!(r["ioprio_inside"], 3 << 13, "{mode}: {r}");
+        // The sandbox is a session of its own, so its autogroup is too: whatever nice value the
+        // program may give it is not bunker's (checked above).
+        if let Some(host) = &before[0].2 {
+            let host_group = host.split_whitespace().next().unwrap();
+            assert_ne!(
+                r["autogroup"], host_group,
+                "{mode}: shares bunker's autogroup: {r}"
+            );
+        }
         for name in ["kill_0", "kill_own_pgrp", "kill_minus_1"] {
             assert_eq!(
                 r[format!("{name}_reached_child")],

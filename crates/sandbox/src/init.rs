@@ -175,8 +175,6 @@ pub fn run(ctx: &InitContext) -> ! {
 /// Steps 1–9 of init in `spawn.rs`: everything between the clone and the program's fork.
 fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMessage, SandboxError> {
     let policy = ctx.policy;
-    // A session and process group of the sandbox's own, before anything of it runs.
-    process::setsid().map_err(step("start the sandbox's own session"))?;
     take_program_stdio(ctx)?;
     // Made on a thread of init's, started first so that its ~1.5 ms of CPU overlap the id
     // change and the mounts; joined after the release, long before anything is
@@ -471,6 +469,11 @@ fn supervise_program(ctx: &InitContext) -> ! {
     // Blocked before the spawn so no SIGCHLD or forwarded signal is lost; sigwaitinfo takes
     // them. (The program starts with an empty mask.)
     if let Err(e) = process::set_sigmask(&mask) {
+        fail(e.to_string());
+    }
+    // A session and process group of the sandbox's own (spawn.rs init step 10), before
+    // anything of the program runs.
+    if let Err(e) = process::setsid() {
         fail(e.to_string());
     }
     // Init's own fds 0–2 are the program's (`take_program_stdio`).
