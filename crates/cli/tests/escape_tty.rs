@@ -293,7 +293,7 @@ fcntl.ioctl(0, termios.TIOCSETD, struct.pack("i", 27))
 }
 
 #[test]
-fn the_terminal_comes_back_after_the_timeout_and_ctrl_c_reaches_the_program() {
+fn the_terminal_comes_back_after_a_timeout_or_a_setup_error_and_ctrl_c_reaches_the_program() {
     let dir = shared_tempdir();
     let timeout = policy(
         dir.path(),
@@ -317,6 +317,29 @@ fn the_terminal_comes_back_after_the_timeout_and_ctrl_c_reaches_the_program() {
         );
         let r = terminal_report(&what, run["output"].as_str().unwrap());
         assert_eq!(r["status"], "timeout", "{what}: {r}");
+        assert_terminal_unchanged(&what, &run);
+
+        // A setup error, after the terminal went raw: it comes back too.
+        let what = format!("{mode}, setup error");
+        let run = on_terminal(
+            mode,
+            &[
+                "run",
+                "--report",
+                "json",
+                "--policy",
+                &long,
+                "--cwd",
+                "/nonexistent",
+                "--",
+            ]
+            .into_iter()
+            .chain([PYTHON, "-c", code])
+            .collect::<Vec<_>>(),
+            &[],
+        );
+        let r = terminal_report(&what, run["output"].as_str().unwrap());
+        assert_eq!(r["status"], "setup_error", "{what}: {r}");
         assert_terminal_unchanged(&what, &run);
 
         // ^C, typed into the raw terminal, is the pty's interrupt key: SIGINT to the program,
@@ -431,7 +454,8 @@ fn pipes_files_and_sockets_as_stdin_keep_working() {
 }
 
 /// Priority, I/O-priority and signal calls aimed at the caller's process group and user, from
-/// inside. The program then waits for a line on stdin, so the host can look while it runs.
+/// inside, once a line on stdin says the host has looked; then it waits for end of file, so the
+/// host can look again while it runs.
 const GROUP_ATTACKS: &str = r#"
 import ctypes, errno, json, os, signal, subprocess, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -446,6 +470,7 @@ WHO_PROCESS, WHO_PGRP, WHO_USER = 1, 2, 3
 IDLE = 3 << 13
 SYS_ioprio_set, SYS_ioprio_get = 251, 252
 host_pids = [int(p) for p in sys.argv[1:]]
+sys.stdin.readline()
 call("prio_pgrp", lambda: libc.setpriority(PRIO_PGRP, 0, 19))
 call("prio_user", lambda: libc.setpriority(PRIO_USER, 0, 19))
 call("prio_process", lambda: libc.setpriority(PRIO_PROCESS, 0, 19))
@@ -487,7 +512,7 @@ for i, pid in enumerate(host_pids):
     call(f"kill_host_pid_{i}", lambda: libc.kill(pid, signal.SIGUSR1))
     call(f"kill_host_pgrp_{i}", lambda: libc.kill(-pid, signal.SIGUSR1))
 print("RESULT " + json.dumps(res), flush=True)
-sys.stdin.readline()
+sys.stdin.read()
 "#;
 
 /// Nice value (field 19 of /proc/PID/stat), I/O priority (`ionice -p`) and scheduler
@@ -545,6 +570,8 @@ fn process_group_and_user_calls_do_not_reach_host_processes() {
             ("test", test_pid),
         ];
         let before: Vec<_> = watched.iter().map(|(_, p)| priority(*p)).collect();
+        let mut go = child.stdin.take().unwrap();
+        go.write_all(b"go\n").unwrap();
         // The host pids, passed as arguments, are the program's to aim at too.
         let result = lines
             .find_map(|l| {
@@ -553,7 +580,7 @@ fn process_group_and_user_calls_do_not_reach_host_processes() {
             })
             .unwrap_or_else(|| panic!("{mode}: no RESULT from the program"));
         let after: Vec<_> = watched.iter().map(|(_, p)| priority(*p)).collect();
-        drop(child.stdin.take());
+        drop(go);
         let status = child.wait().unwrap();
         let bystander_alive = Path::new(&format!("/proc/{bystander}")).exists();
         let _ = Command::new("kill").arg(bystander.to_string()).status();

@@ -257,7 +257,10 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         Forked::Child => {
             // Only the supervisor may hold these: above all the lifeline's write end, whose
             // closing is how init learns the supervisor is gone.
-            drop((stdout_r, stderr_r, control_sup, lifeline_w, stdin_relay));
+            drop((stdout_r, stderr_r, control_sup, lifeline_w));
+            if let Some(relay) = stdin_relay {
+                relay.close_in_child();
+            }
             init::run(&ctx)
         }
         Forked::Parent { pid, pidfd } => (pid, pidfd),

@@ -15,9 +15,10 @@
 //!
 //! With `kernel.tty`, the program's fd 0 (and its fd 1 and 2 when the caller's are terminals)
 //! is the slave of a pseudo-terminal from the host's `/dev/ptmx`, with the caller's termios and
-//! window size, and the program leads a session whose controlling terminal it is (^C signals the
-//! program, not bunker). The caller's terminal is put in raw mode for the run, so keys pass to
-//! the pty unchanged, and restored when the relay is dropped: after the run, however it ended.
+//! window size (resizes follow), and the program leads a session whose controlling terminal it
+//! is (^C signals the program, not bunker). The caller's terminal is put in raw mode before the
+//! clone, so keys pass to the pty unchanged, and restored when the relay is dropped: after the
+//! run, however it ended, and on every setup error.
 //! What the program writes to the pty comes out of the master and is read as its stdout, through
 //! the output cap.
 
@@ -145,8 +146,6 @@ pub struct Relay {
     /// Pty mode: the master's duplicate the program's output is read from, until handed to the
     /// loop.
     pty_output: Option<File>,
-    /// Pty mode: the caller's terminal modes, until raw mode starts.
-    modes_before_run: Option<libc::termios>,
     /// Pty mode, once raw mode is on: the caller's terminal and the modes to put back.
     restore: Option<(File, libc::termios)>,
 }
@@ -161,11 +160,11 @@ impl Relay {
         let step = "set up the stdin relay";
         let source = File::from(fd::dup_above_stdio(caller.as_raw_fd()).map_err(setup(step))?);
         event::set_nonblocking(sink.as_fd()).map_err(setup(step))?;
-        let (modes_before_run, pty_output) = match pty {
+        let (modes, pty_output) = match pty {
             Some((modes, output)) => (Some(modes), Some(output)),
             None => (None, None),
         };
-        Ok(Relay {
+        let mut relay = Relay {
             source: Some(source),
             source_is_terminal,
             sink: Some(sink),
@@ -173,15 +172,18 @@ impl Relay {
             paused_until: None,
             pty: pty_output.is_some(),
             pty_output,
-            modes_before_run,
             restore: None,
-        })
+        };
+        if let Some(modes) = modes {
+            relay.raw_mode(modes);
+        }
+        Ok(relay)
     }
 
-    /// The program runs: in pty mode the caller's terminal goes raw (restored on drop).
-    pub fn start(&mut self) {
-        let (Some(modes), Some(source)) = (self.modes_before_run.take(), self.source.as_ref())
-        else {
+    /// Pty mode: the caller's terminal goes raw, before the sandbox exists (so before the program
+    /// can print a prompt), until the relay is dropped.
+    fn raw_mode(&mut self, modes: libc::termios) {
+        let Some(source) = self.source.as_ref() else {
             return;
         };
         // From the background, changing the terminal's modes would stop bunker (SIGTTOU).
@@ -196,6 +198,12 @@ impl Relay {
         }
         // Best effort: without it the pty keeps the size it started with.
         let _ = event::watch_window_changes();
+    }
+
+    /// Init's copy, after the clone: closes its descriptors — the caller's terminal among them —
+    /// without touching the terminal's modes, which are the supervisor's to restore.
+    pub fn close_in_child(mut self) {
+        self.restore = None;
     }
 
     /// The caller's terminal was resized: the pty takes its new size (and the kernel sends the

@@ -656,9 +656,6 @@ impl Run<'_> {
             event::set_nonblocking(p.source.file.as_fd())
                 .map_err(io_err("make supervisor fds non-blocking"))?;
         }
-        if let Some(relay) = self.stdin.as_mut() {
-            relay.start();
-        }
         let deadline = self.limits.timeout.map(|t| self.started + t);
         let watch_cpu = self.limits.cpu_time.is_some() && self.cgroup.has(Controller::CpuAcct);
         let watch_oom = self.cgroup.has(Controller::Memory);
