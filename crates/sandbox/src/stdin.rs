@@ -131,7 +131,8 @@ fn prepare_pty(caller: BorrowedFd<'_>) -> Result<ProgramStdin, SandboxError> {
 /// the pty's master) as the program takes it.
 #[derive(Debug)]
 pub struct Relay {
-    /// The caller's stdin (a duplicate: the same open file description, never modified).
+    /// The caller's stdin (a duplicate: the same open file description, whose status flags are
+    /// never changed).
     source: Option<File>,
     source_is_terminal: bool,
     /// The pipe's write end, or the pty's master; non-blocking (our own open file).
