@@ -115,7 +115,10 @@ pub struct InitContext<'a> {
     pub cwd: Option<PathBuf>,
     /// The caller's directory, used when it is visible inside; else /tmp.
     pub caller_cwd: Option<PathBuf>,
-    pub inherit_stdin: bool,
+    /// Becomes init's fd 0, and so the program's stdin (`stdin.rs`).
+    pub stdin: RawFd,
+    /// The program leads a session whose controlling terminal is its stdin (a pty of bunker's).
+    pub terminal_session: bool,
     pub id_mode: IdMode,
     pub user_ns: bool,
     pub net_ns: bool,
@@ -123,6 +126,7 @@ pub struct InitContext<'a> {
     pub cgroup_ns: bool,
     pub control: RawFd,
     pub lifeline: RawFd,
+    /// Become init's fds 1 and 2, and so the program's.
     pub stdout: RawFd,
     pub stderr: RawFd,
 }
@@ -187,6 +191,7 @@ pub fn run(ctx: &InitContext) -> ! {
 /// Steps 1–9 of init in `spawn.rs`: everything between the clone and the program's fork.
 fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMessage, SandboxError> {
     let policy = ctx.policy;
+    take_program_stdio(ctx)?;
     // Made on a thread of init's, started first so that its ~1.5 ms of CPU overlap the id
     // change and the mounts; joined after the release, long before anything is
     // restricted. The thread keeps the ids it started with (the id syscalls below change the
@@ -314,6 +319,19 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         },
         notes,
     })
+}
+
+/// Makes the program's stdin and output init's fds 0–2 (spawn.rs init step 1): the caller's
+/// own, its terminal above all, are not kept open in the sandbox.
+fn take_program_stdio(ctx: &InitContext) -> Result<(), SandboxError> {
+    let step_name = "set up the program's stdin, stdout and stderr";
+    for (fd_number, from) in [(0, ctx.stdin), (1, ctx.stdout), (2, ctx.stderr)] {
+        // Through a copy numbered above 2: `from` may itself be 0–2 when the caller had those
+        // closed.
+        let copy = fd::dup_above_stdio(from).map_err(step(step_name))?;
+        fd::dup2(copy.as_raw_fd(), fd_number).map_err(step(step_name))?;
+    }
+    Ok(())
 }
 
 /// Prefix of the supervisor's release (spawn.rs step 6), followed by how many cgroup `tasks`
@@ -477,21 +495,19 @@ fn supervise_program(ctx: &InitContext) -> ! {
     if let Err(e) = process::set_sigmask(&mask) {
         fail(e.to_string());
     }
-    let stdin = if ctx.inherit_stdin {
-        None
-    } else {
-        match fd::open_dev_null() {
-            Ok(f) => Some(f),
-            Err(e) => fail(e.to_string()),
-        }
-    };
+    // A session and process group of the sandbox's own (spawn.rs init step 10), before
+    // anything of the program runs.
+    if let Err(e) = process::setsid() {
+        fail(e.to_string());
+    }
+    // Init's own fds 0–2 are the program's (`take_program_stdio`).
     let stdio = StdioFds {
-        stdin: stdin.as_ref().map(AsRawFd::as_raw_fd),
-        stdout: ctx.stdout,
-        stderr: ctx.stderr,
+        stdin: None,
+        stdout: 1,
+        stderr: 2,
+        terminal_session: ctx.terminal_session,
     };
     let started = start_program(ctx, stdio);
-    drop(stdin);
     let program = match started {
         Ok(pid) => pid,
         Err(errno) => {

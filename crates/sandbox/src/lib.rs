@@ -22,6 +22,7 @@ pub mod seccomp;
 #[path = "../../test-support/skip.rs"]
 mod skip;
 pub mod spawn;
+pub mod stdin;
 pub mod supervise;
 pub mod user_counters;
 
@@ -44,7 +45,8 @@ pub struct RunRequest {
     /// Working directory inside the sandbox (default: the caller's, when it is visible inside;
     /// otherwise `/tmp`).
     pub cwd: Option<PathBuf>,
-    /// Whether the program gets the caller's stdin (otherwise /dev/null).
+    /// Whether the caller's stdin is offered to the program: passed on, relayed through a pipe
+    /// or a pty of bunker's, as `stdin.rs` decides (otherwise /dev/null).
     pub inherit_stdin: bool,
     /// Copy the program's output to the supervisor's own stdout/stderr as it arrives (the CLI);
     /// otherwise it is only captured into the result (the clients).

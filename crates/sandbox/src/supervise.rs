@@ -2,10 +2,12 @@
 //! final RunResult.
 //!
 //! One thread, one `ppoll` over: init's pidfd (readable when init — and with it the whole pid
-//! namespace — is gone), the control socket (init's messages), the program's stdout and stderr,
-//! and the termination self-pipe (SIGTERM/SIGINT/SIGHUP to the supervisor). The poll timeout is
-//! the time left to the wall-clock deadline (nanosecond precision), or the accounting tick
-//! (10 ms) when CPU time or memory must be watched. Every limit is enforced the same way: SIGKILL
+//! namespace — is gone), the control socket (init's messages), the program's stdout and stderr
+//! (or the pty's master, `stdin.rs`), the caller's stdin and the relay's pipe when stdin is
+//! relayed, and the termination self-pipe (SIGTERM/SIGINT/SIGHUP to the supervisor; SIGWINCH
+//! too when bunker's pty follows the caller's window size). The poll timeout is the time left
+//! to the wall-clock deadline (nanosecond precision), or the accounting tick (10 ms) when CPU
+//! time or memory must be watched. Every limit is enforced the same way: SIGKILL
 //! to init through its pidfd, which makes the kernel kill every process of the sandbox's pid
 //! namespace — including those that started a new session or double-forked.
 
@@ -26,6 +28,7 @@ use crate::events::{Event, Observer};
 use crate::init::{self, InitMessage, MAX_MESSAGE};
 use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, RunResult, Status, StreamResult};
+use crate::stdin::Relay;
 
 /// How often CPU time and OOM kills are checked while the sandbox runs.
 const ACCOUNTING_TICK: Duration = Duration::from_millis(10);
@@ -64,6 +67,8 @@ pub struct Supervised {
     /// bunker's own lines, relayed into the streamed stderr (see `console.rs`).
     pub console: Option<Console>,
     pub observer: Option<Arc<dyn Observer>>,
+    /// The relay of the caller's stdin, when the program does not read it directly.
+    pub stdin: Option<Relay>,
 }
 
 /// Why bunker killed the sandbox.
@@ -92,6 +97,7 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         stream_output,
         console,
         observer,
+        stdin,
     } = sandbox;
     let limits = &policy.limits;
     // Two things that would otherwise sit between the deadline and the moment init is seen
@@ -120,6 +126,7 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         init_gone_at: None,
         output: Output::new(limits, stream_output, console),
         observer: observer.as_deref(),
+        stdin,
     };
     let looped = match control.try_clone() {
         Ok(reader) => run.run(File::from(reader), [File::from(stdout), File::from(stderr)]),
@@ -146,8 +153,11 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         init_gone_at,
         output,
         early_counters,
+        stdin,
         ..
     } = run;
+    // Pty mode: the caller's terminal gets its modes back.
+    drop(stdin);
     let ended = init_gone_at.unwrap_or_else(Instant::now);
     let (memory, pids_hits) = early_counters.unwrap_or_else(|| counters(&cgroup));
     let cgroup_cpu = cgroup.cpu_usage();
@@ -677,12 +687,22 @@ struct Run<'a> {
     init_gone_at: Option<Instant>,
     output: Output,
     observer: Option<&'a dyn Observer>,
+    /// The caller's stdin relayed to the program (`stdin.rs`).
+    stdin: Option<Relay>,
 }
 
 /// One input of the loop, open until end of file.
 struct Source {
     file: File,
     open: bool,
+}
+
+/// One of the program's output streams: its pipe, or (pty mode) the pty's master, counted as
+/// its stdout.
+struct OutputSource {
+    source: Source,
+    /// 0 stdout, 1 stderr.
+    stream: usize,
 }
 
 impl Run<'_> {
@@ -724,25 +744,26 @@ impl Run<'_> {
                 source,
             }
         };
-        for f in [&control, &pipes[0], &pipes[1]] {
-            event::set_nonblocking(f.as_fd())
-                .map_err(io_err("make supervisor fds non-blocking"))?;
-        }
+        event::set_nonblocking(control.as_fd())
+            .map_err(io_err("make supervisor fds non-blocking"))?;
         let mut control = Source {
             file: control,
             open: true,
         };
-        let [out, err] = pipes;
-        let mut pipes = [
-            Source {
-                file: out,
-                open: true,
-            },
-            Source {
-                file: err,
-                open: true,
-            },
-        ];
+        let pty_output = self.stdin.as_mut().and_then(Relay::take_output);
+        let mut pipes: Vec<OutputSource> = pipes
+            .into_iter()
+            .enumerate()
+            .chain(pty_output.map(|master| (0, master)))
+            .map(|(stream, file)| OutputSource {
+                source: Source { file, open: true },
+                stream,
+            })
+            .collect();
+        for p in &pipes {
+            event::set_nonblocking(p.source.file.as_fd())
+                .map_err(io_err("make supervisor fds non-blocking"))?;
+        }
         let deadline = self.limits.timeout.map(|t| self.started + t);
         let watch_cpu = self.limits.cpu_time.is_some() && self.cgroup.has(Controller::CpuAcct);
         let watch_oom = self.cgroup.has(Controller::Memory);
@@ -754,7 +775,7 @@ impl Run<'_> {
         loop {
             let now = Instant::now();
             if let Some(gone) = self.init_gone_at {
-                if !pipes.iter().any(|p| p.open) || now >= gone + DRAIN_GRACE {
+                if !pipes.iter().any(|p| p.source.open) || now >= gone + DRAIN_GRACE {
                     // Read what init said last (its Exited message may trail the pidfd).
                     if control.open {
                         self.read_control(&mut control, &mut buf)?;
@@ -797,10 +818,14 @@ impl Run<'_> {
             } else if let Some(d) = self.kill_deadline {
                 until(d);
             }
+            let relay = self.stdin.as_ref().filter(|_| alive);
+            if let Some(t) = relay.and_then(Relay::wake_at) {
+                until(t);
+            }
 
             let termination = event::termination_fd().filter(|_| alive);
-            let mut fds: Vec<(BorrowedFd<'_>, Interest)> = Vec::with_capacity(7);
-            let mut roles: Vec<Role> = Vec::with_capacity(7);
+            let mut fds: Vec<(BorrowedFd<'_>, Interest)> = Vec::with_capacity(10);
+            let mut roles: Vec<Role> = Vec::with_capacity(10);
             if self.init_gone_at.is_none() {
                 fds.push((self.pidfd, Interest::Read));
                 roles.push(Role::Init);
@@ -810,10 +835,12 @@ impl Run<'_> {
                 roles.push(Role::Control);
             }
             for (i, p) in pipes.iter().enumerate() {
-                if p.open {
-                    fds.push((p.file.as_fd(), Interest::Read));
+                if p.source.open {
+                    fds.push((p.source.file.as_fd(), Interest::Read));
                     roles.push(Role::Pipe(i));
                 }
+            }
+            for i in 0..2 {
                 if let Some(sink) = self.output.waiting(i) {
                     fds.push((sink, Interest::Write));
                     roles.push(Role::Sink(i));
@@ -822,6 +849,16 @@ impl Run<'_> {
             if let Some(relay) = self.output.relay() {
                 fds.push((relay, Interest::Read));
                 roles.push(Role::Relay);
+            }
+            if let Some(relay) = relay {
+                if let Some(source) = relay.wants_read(now) {
+                    fds.push((source, Interest::Read));
+                    roles.push(Role::StdinSource);
+                }
+                if let Some(sink) = relay.wants_write() {
+                    fds.push((sink, Interest::Write));
+                    roles.push(Role::StdinSink);
+                }
             }
             if let Some(t) = termination {
                 fds.push((t, Interest::Read));
@@ -837,12 +874,30 @@ impl Run<'_> {
                 match role {
                     Role::Init => self.init_gone_at = Some(Instant::now()),
                     Role::Control => self.read_control(&mut control, &mut buf)?,
-                    Role::Pipe(i) => self.read_pipe(i, &mut pipes[i], &mut buf)?,
+                    Role::Pipe(i) => {
+                        let p = &mut pipes[i];
+                        self.read_pipe(p.stream, &mut p.source, &mut buf)?
+                    }
                     Role::Sink(i) => self.output.write_waiting(i),
                     Role::Relay => self.output.take_relay(),
+                    Role::StdinSource => {
+                        if let Some(relay) = self.stdin.as_mut() {
+                            relay.read_source();
+                        }
+                    }
+                    Role::StdinSink => {
+                        if let Some(relay) = self.stdin.as_mut() {
+                            relay.write_sink();
+                        }
+                    }
                     Role::Termination => {
                         if let Some(sig) = event::take_termination_signal() {
                             self.kill(KillReason::Terminated(sig))?;
+                        }
+                        if event::take_window_change() {
+                            if let Some(relay) = self.stdin.as_mut() {
+                                relay.window_changed();
+                            }
                         }
                     }
                 }
@@ -942,6 +997,11 @@ impl Run<'_> {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // A pty's master once no slave is open: the end of the program's output.
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                    pipe.open = false;
+                    return Ok(());
+                }
                 Err(e) => {
                     return Err(SandboxError::Io {
                         context: format!(
@@ -961,11 +1021,16 @@ impl Run<'_> {
 enum Role {
     Init,
     Control,
+    /// An output source, by its place in the loop's list.
     Pipe(usize),
     /// Our own stdout (0) or stderr (1), writable.
     Sink(usize),
     /// bunker's own lines waiting in the console's relay.
     Relay,
+    /// The caller's stdin is readable (the relay).
+    StdinSource,
+    /// The relay's pipe or pty master is writable.
+    StdinSink,
     Termination,
 }
 
@@ -1191,6 +1256,7 @@ mod tests {
             stream_output: false,
             console: None,
             observer: None,
+            stdin: None,
         };
         child.stdin.take().unwrap().write_all(b"go\n").unwrap();
         (sup, theirs, child)

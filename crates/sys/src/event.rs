@@ -1,10 +1,10 @@
 //! What the supervisor's event loop needs from the kernel: ppoll with a precise timeout,
 //! non-blocking fds, pidfd signals and reaping (with the rusage of the whole reaped tree), plain
-//! `kill` for processes found in a cgroup, and a self-pipe that turns SIGTERM/SIGINT/SIGHUP to the
-//! supervisor into an event the loop can poll.
+//! `kill` for processes found in a cgroup, and a self-pipe that turns SIGTERM/SIGINT/SIGHUP (and,
+//! when watched, SIGWINCH) to the supervisor into an event the loop can poll.
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use crate::error::{SysError, SysResult};
@@ -270,6 +270,9 @@ static TERM_READ: AtomicI32 = AtomicI32::new(-1);
 /// pipe — and in the child the fd number may even have been reused for something else.
 static TERM_OWNER: AtomicI32 = AtomicI32::new(0);
 
+/// SIGWINCH arrived since [`take_window_change`] last looked (see [`watch_window_changes`]).
+static WINDOW_CHANGED: AtomicBool = AtomicBool::new(false);
+
 /// The signals [`install_termination_handler`] catches.
 pub const TERMINATION_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
@@ -281,6 +284,9 @@ extern "C" fn on_termination_signal(signal: libc::c_int) {
     let me = unsafe { libc::getpid() };
     let fd = TERM_WRITE.load(Ordering::Relaxed);
     if fd >= 0 && me == TERM_OWNER.load(Ordering::Relaxed) {
+        if signal == libc::SIGWINCH {
+            WINDOW_CHANGED.store(true, Ordering::Relaxed);
+        }
         let byte = signal as u8;
         // SAFETY: writes one byte from a live stack variable to the non-blocking pipe; a full
         // pipe (EAGAIN) just drops the byte, which is fine: one pending byte is enough.
@@ -336,15 +342,41 @@ pub fn install_termination_handler() -> SysResult<()> {
     Ok(())
 }
 
+/// Also wakes the loop polling [`termination_fd`] on SIGWINCH (the caller's terminal was
+/// resized), which [`take_window_change`] then reports. Needs [`install_termination_handler`]
+/// first (without it, window changes are not watched: `Ok(false)`).
+pub fn watch_window_changes() -> SysResult<bool> {
+    if TERM_READ.load(Ordering::SeqCst) < 0 {
+        return Ok(false);
+    }
+    // SAFETY: an all-zero sigaction is a valid value to fill in.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_termination_signal as *const () as libc::sighandler_t;
+    action.sa_flags = libc::SA_RESTART;
+    // SAFETY: sa_mask is a valid sigset_t inside `action`.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: `action` is fully initialised; the handler only makes async-signal-safe calls.
+    if unsafe { libc::sigaction(libc::SIGWINCH, &action, std::ptr::null_mut()) } < 0 {
+        return Err(SysError::last("sigaction(SIGWINCH)"));
+    }
+    Ok(true)
+}
+
+/// Whether SIGWINCH arrived since the last call.
+pub fn take_window_change() -> bool {
+    WINDOW_CHANGED.swap(false, Ordering::SeqCst)
+}
+
 /// The read end of the termination self-pipe, once the handler is installed: it becomes
-/// readable when the supervisor got SIGTERM, SIGINT or SIGHUP.
+/// readable when the supervisor got SIGTERM, SIGINT or SIGHUP (or SIGWINCH, when watched).
 pub fn termination_fd() -> Option<BorrowedFd<'static>> {
     let fd = TERM_READ.load(Ordering::SeqCst);
     // SAFETY: the pipe's read end is created once and never closed for the life of the process.
     (fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
-/// The termination signal received since the last call, if any (drains the self-pipe).
+/// The termination signal received since the last call, if any (drains the self-pipe; a
+/// SIGWINCH byte is no termination).
 pub fn take_termination_signal() -> Option<i32> {
     let fd = TERM_READ.load(Ordering::SeqCst);
     if fd < 0 {
@@ -359,7 +391,13 @@ pub fn take_termination_signal() -> Option<i32> {
         if n <= 0 {
             return last;
         }
-        last = Some(i32::from(buf[n as usize - 1]));
+        if let Some(&sig) = buf[..n as usize]
+            .iter()
+            .rev()
+            .find(|&&b| i32::from(b) != libc::SIGWINCH)
+        {
+            last = Some(i32::from(sig));
+        }
     }
 }
 

@@ -125,6 +125,18 @@ pub fn dup2(old: RawFd, new: RawFd) -> SysResult<()> {
     Ok(())
 }
 
+/// A duplicate of `fd` numbered 3 or above, close-on-exec (`fcntl(F_DUPFD_CLOEXEC, 3)`): it
+/// cannot collide with a standard descriptor being replaced.
+pub fn dup_above_stdio(fd: RawFd) -> SysResult<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes integers and returns a new fd.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(SysError::last(format!("fcntl({fd}, F_DUPFD_CLOEXEC, 3)")));
+    }
+    // SAFETY: the kernel returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
 /// Marks every fd from `first` upward close-on-exec (`close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`).
 pub fn cloexec_from(first: u32) -> SysResult<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on the fd table.
@@ -154,9 +166,9 @@ pub fn set_cloexec(fd: RawFd, on: bool) -> SysResult<()> {
     Ok(())
 }
 
-/// Opens `/dev/null` read-write.
+/// Opens `/dev/null` read-only (a program's stdin when it gets none).
 pub fn open_dev_null() -> SysResult<OwnedFd> {
-    open(Path::new("/dev/null"), libc::O_RDWR | libc::O_CLOEXEC, 0)
+    open(Path::new("/dev/null"), libc::O_RDONLY | libc::O_CLOEXEC, 0)
 }
 
 /// `open(path, flags, mode)`.

@@ -16,5 +16,6 @@ pub mod seccomp;
 #[cfg(test)]
 #[path = "../../test-support/skip.rs"]
 mod skip;
+pub mod tty;
 
 pub use error::{SysError, SysResult};

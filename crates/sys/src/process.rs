@@ -307,6 +307,17 @@ pub fn sethostname(name: &str) -> SysResult<()> {
     Ok(())
 }
 
+/// `setsid()`: a new session and process group led by the caller, with no controlling terminal.
+/// Returns the new session's id.
+pub fn setsid() -> SysResult<i32> {
+    // SAFETY: setsid takes no arguments and has no memory effects.
+    let sid = unsafe { libc::setsid() };
+    if sid < 0 {
+        return Err(SysError::last("setsid()"));
+    }
+    Ok(sid)
+}
+
 /// `chdir(path)`.
 pub fn chdir(path: &std::path::Path) -> SysResult<()> {
     let c = crate::fd::cstr("chdir", path)?;
@@ -338,6 +349,9 @@ pub struct StdioFds {
     pub stdout: RawFd,
     /// Becomes fd 2.
     pub stderr: RawFd,
+    /// The child leads a session of its own whose controlling terminal is its fd 0 (`setsid`,
+    /// then `TIOCSCTTY`), as a login shell's is: keys like ^C signal its foreground group.
+    pub terminal_session: bool,
 }
 
 /// What the spawned child needs, in the parent's memory (the child shares it until its exec).
@@ -426,6 +440,12 @@ extern "C" fn spawn_child(arg: *mut libc::c_void) -> libc::c_int {
             }
         };
         if r < 0 {
+            fail();
+        }
+    }
+    if args.stdio.terminal_session {
+        // SAFETY: setsid takes nothing; TIOCSCTTY takes an integer argument.
+        if unsafe { libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 } {
             fail();
         }
     }
@@ -739,6 +759,7 @@ mod tests {
                 stdin: None,
                 stdout: w.as_raw_fd(),
                 stderr: w.as_raw_fd(),
+                terminal_session: false,
             },
         )
         .unwrap();
@@ -772,6 +793,7 @@ mod tests {
             stdin: None,
             stdout: 1,
             stderr: 2,
+            terminal_session: false,
         };
         let err = spawn(&cs("/nonexistent/x"), &[cs("x")], &[], stdio).unwrap_err();
         assert_eq!(err.errno, libc::ENOENT, "{err}");
