@@ -14,7 +14,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use bunker_cgroup::{Controller, MemoryStats};
+use bunker_cgroup::{Controller, MemoryStats, ThrashWatch};
 use bunker_policy::{Limits, Policy};
 use bunker_sys::event::{self, ChildExit, Interest};
 
@@ -107,6 +107,7 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         kill: None,
         kill_deadline: None,
         messages: Messages::default(),
+        thrash: ThrashWatch::new(),
         init_gone_at: None,
         output: Output::new(limits, stream_output),
     };
@@ -569,6 +570,8 @@ struct Run<'a> {
     /// When init is killed outright if it has not ended the sandbox by then.
     kill_deadline: Option<Instant>,
     messages: Messages,
+    /// Whether the sandbox thrashes at its memory limit instead of being OOM-killed.
+    thrash: ThrashWatch,
     /// When init's pidfd became readable (the sandbox is gone).
     init_gone_at: Option<Instant>,
     output: Output,
@@ -745,11 +748,33 @@ impl Run<'_> {
                 }
             }
         }
-        if watch_oom && self.cgroup.memory_stats().is_some_and(|m| m.oom_kills > 0) {
-            // v1 OOM-kills one process; the rest of the sandbox goes with it.
-            return self.kill(KillReason::MemoryLimit);
+        if watch_oom {
+            if self.cgroup.memory_stats().is_some_and(|m| m.oom_kills > 0) {
+                // v1 OOM-kills one process; the rest of the sandbox goes with it.
+                return self.kill(KillReason::MemoryLimit);
+            }
+            if self.thrashing() {
+                return self.kill(KillReason::MemoryLimit);
+            }
         }
         Ok(())
+    }
+
+    /// Whether the sandbox is at its memory limit and thrashing there (see [`ThrashWatch`]):
+    /// the kernel would keep it at 100% CPU in reclaim for seconds before its OOM killer
+    /// comes. `memory.stat` is read only on ticks at the limit.
+    fn thrashing(&mut self) -> bool {
+        let (Some(limit), Some(usage)) = (self.limits.memory, self.cgroup.memory_usage()) else {
+            return false;
+        };
+        if !ThrashWatch::at_limit(usage, limit) {
+            self.thrash.below_limit();
+            return false;
+        }
+        match self.cgroup.memory_sample() {
+            Some(sample) => self.thrash.at_limit_tick(sample),
+            None => false,
+        }
     }
 
     /// Init reported the program's end and is about to exit (its exit ends the pid namespace).
