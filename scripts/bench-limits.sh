@@ -62,6 +62,7 @@ own = line.strip().split(":", 2)[2]
 v1 = line.split(":")[1] == "memory"
 base = ("/sys/fs/cgroup/memory" if v1 else "/sys/fs/cgroup") + own
 usage_file = "memory.usage_in_bytes" if v1 else "memory.current"
+prefix = "total_" if v1 else ""  # v1's hierarchical counters
 slack = max(LIMIT // 16, 2 << 20)
 
 def one(binary, cold):
@@ -73,20 +74,36 @@ def one(binary, cold):
                           "--report-fd", str(w), "--", bun, "-e", SCRIPT],
                          pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(w)
-    reached = None
+    at_limit = over = None
+    last = None
     while p.poll() is None:
-        if reached is None:
-            for d in glob.glob(f"{base}/bunker-{p.pid}-*"):
-                try:
-                    if int(open(f"{d}/{usage_file}").read()) + slack >= LIMIT:
-                        reached = time.monotonic()
-                except (OSError, ValueError):
-                    pass
+        for d in glob.glob(f"{base}/bunker-{p.pid}-*"):
+            try:
+                usage = int(open(f"{d}/{usage_file}").read())
+                if usage + slack < LIMIT:
+                    last = None
+                    continue
+                now = time.monotonic()
+                at_limit = at_limit or now
+                stat = dict(l.split() for l in open(f"{d}/memory.stat"))
+            except (OSError, ValueError):
+                continue
+            get = lambda k: int(stat.get(f"{prefix}{k}", 0))
+            file = get("active_file") + get("inactive_file")
+            counts = (get("workingset_refault_file") + get("workingset_refault_anon"),
+                      get("pgmajfault"))
+            # Over: what reclaim cannot free fills the limit (the kernel's OOM point), or the
+            # sandbox refaults and waits on major faults at it (its working set does not fit).
+            thrash = last is not None and all(c > l for c, l in zip(counts, last))
+            if over is None and (usage - file + slack >= LIMIT or thrash):
+                over = now
+            last = counts
         time.sleep(0.0005)
     end = time.monotonic()
     report = json.loads(os.read(r, 1 << 20).decode().strip().splitlines()[-1])
     os.close(r)
-    return report["status"], None if reached is None else (end - reached) * 1000
+    ms = lambda t: None if t is None else (end - t) * 1000
+    return report["status"], ms(at_limit), ms(over)
 
 binaries = [("after", after)] + ([("before", before)] if before else [])
 results = {}
@@ -99,23 +116,28 @@ lines = [
     f"Memory kill latency, measured {datetime.date.today()} by `scripts/bench-limits.sh "
     f"--memory-kill` (release build, root, kernel {platform.release()}, cgroup "
     f"{'v1' if v1 else 'v2'} memory): Bun allocating 500 MB in 5 MB steps under "
-    f"`--memory 50MB --timeout {TIMEOUT_S}s`, {rounds} runs of each case interleaved. Latency = "
-    "from the first poll (every 0.5 ms) that finds the sandbox's cgroup at its limit (within a "
-    "sixteenth of it, at least 2 MiB) until bunker has exited; \"cold\" runs after "
-    "`echo 3 > /proc/sys/vm/drop_caches`. \"before\" is the binary without the thrash watch "
-    "(supervise.rs: only the kernel's OOM kill ended such a run).",
+    f"`--memory 50MB --timeout {TIMEOUT_S}s`, {rounds} runs of each case interleaved; \"cold\" "
+    "runs after `echo 3 > /proc/sys/vm/drop_caches`. A poller reads the sandbox's cgroup every "
+    "0.5 ms. *At limit*: from the first poll that finds usage at the limit (within a sixteenth "
+    "of it, at least 2 MiB) until bunker has exited; this includes the time the program still "
+    "fits, displacing its page cache. *Over limit*: from the first poll at the limit where "
+    "what reclaim cannot free (usage minus the file LRU) fills the limit, or where refaults "
+    "and major faults both rose since the last poll, until bunker has exited. \"before\" is "
+    "the binary without the thrash watch (only the kernel's OOM kill ended such a run). "
+    "Medians, max in brackets.",
     "",
-    "| binary | page cache | statuses | median | max |",
+    "| binary | page cache | statuses | at limit → exit | over limit → exit |",
     "|---|---|---|---|---|",
 ]
+fmt = lambda ms: f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
+def cell(values):
+    values = sorted(v for v in values if v is not None)
+    return f"{fmt(statistics.median(values))} ({fmt(values[-1])})" if values else "—"
 for (name, cold), runs in results.items():
-    lat = sorted(l for _, l in runs if l is not None)
     statuses = ", ".join(f"{n}× {s}" for s, n in
-                         sorted({s: sum(1 for x, _ in runs if x == s) for s, _ in runs}.items()))
-    fmt = lambda ms: f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
-    med = fmt(statistics.median(lat)) if lat else "—"
-    mx = fmt(lat[-1]) if lat else "—"
-    lines.append(f"| {name} | {'cold' if cold else 'warm'} | {statuses} | {med} | {mx} |")
+                         sorted({s: sum(1 for x, *_ in runs if x == s) for s, *_ in runs}.items()))
+    lines.append(f"| {name} | {'cold' if cold else 'warm'} | {statuses} | "
+                 f"{cell(r[1] for r in runs)} | {cell(r[2] for r in runs)} |")
 print("\n".join(lines))
 PY
 )"
