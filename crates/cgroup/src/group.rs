@@ -49,6 +49,9 @@ pub struct MemorySample {
     pub refaults: u64,
     /// Faults that waited for the disk (`pgmajfault` in `memory.stat`).
     pub major_faults: u64,
+    /// Page cache on the LRU lists, all reclaim can still free without swap
+    /// (`active_file` + `inactive_file`).
+    pub file_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -354,10 +357,15 @@ impl SandboxGroup {
             refaults += keyed(&path, &text, &format!("{prefix}{kind}"))?.unwrap_or(0);
         }
         let major_faults = keyed(&path, &text, &format!("{prefix}pgmajfault"))?.unwrap_or(0);
+        let mut file_bytes = 0;
+        for list in ["active_file", "inactive_file"] {
+            file_bytes += keyed(&path, &text, &format!("{prefix}{list}"))?.unwrap_or(0);
+        }
         Ok(Some(MemorySample {
             usage,
             refaults,
             major_faults,
+            file_bytes,
         }))
     }
 
@@ -783,7 +791,7 @@ mod tests {
             mem.join("memory.stat"),
             "cache 10\nworkingset_refault_file 1\npgmajfault 1\n\
              total_workingset_refault_anon 5\ntotal_workingset_refault_file 3000\n\
-             total_pgmajfault 7\n",
+             total_pgmajfault 7\ntotal_active_file 4096\ntotal_inactive_file 8192\n",
         )
         .unwrap();
         assert_eq!(g.memory_usage().unwrap(), Some(49999872));
@@ -792,7 +800,8 @@ mod tests {
             Some(MemorySample {
                 usage: 49999872,
                 refaults: 3005,
-                major_faults: 7
+                major_faults: 7,
+                file_bytes: 12288
             })
         );
 
@@ -802,8 +811,8 @@ mod tests {
         fs::write(dir.join("memory.current"), "1048576\n").unwrap();
         fs::write(
             dir.join("memory.stat"),
-            "anon 4096\nfile 8192\nworkingset_refault_anon 2\n\
-             workingset_refault_file 40\npgmajfault 3\n",
+            "anon 4096\nfile 8192\nactive_file 4096\ninactive_file 4096\n\
+             workingset_refault_anon 2\nworkingset_refault_file 40\npgmajfault 3\n",
         )
         .unwrap();
         assert_eq!(
@@ -811,7 +820,8 @@ mod tests {
             Some(MemorySample {
                 usage: 1048576,
                 refaults: 42,
-                major_faults: 3
+                major_faults: 3,
+                file_bytes: 8192
             })
         );
         // Before Linux 5.9: one refault counter.

@@ -7,10 +7,16 @@
 //! 100% CPU before the OOM killer came. A program that writes or reads files through the page
 //! cache is also at its limit, but it neither waits on major faults nor (writing) refaults.
 //!
-//! So the sandbox is over its limit when, on consecutive accounting ticks, it is at the limit
-//! and, within those ticks, it both refaulted pages it had before ([`REFAULT_PAGES`]) and waited
-//! on major faults ([`MAJOR_FAULTS`]). The kernel's OOM kill is counted beside this
-//! ([`crate::MemoryStats::oom_kills`]).
+//! So the sandbox is over its limit when, at the limit, either
+//! - reclaim has next to nothing left to free: what it cannot free (usage minus the page cache
+//!   on the LRU lists: anonymous, shmem and kernel memory, which without swap only the OOM
+//!   killer frees) is within a [`NOTHING_LEFT_DIVISOR`]th of the limit; the kernel gets to its
+//!   OOM kill only after evicting the program's last code pages, or
+//! - on consecutive accounting ticks at the limit it both refaulted pages it had before
+//!   ([`REFAULT_PAGES`]) and waited on major faults ([`MAJOR_FAULTS`]): its working set does not
+//!   fit.
+//!
+//! The kernel's OOM kill is counted beside this ([`crate::MemoryStats::oom_kills`]).
 
 use crate::group::MemorySample;
 
@@ -26,6 +32,9 @@ pub const REFAULT_PAGES: u64 = 256;
 /// Bun thrashing at 50 MB with cold caches takes 2 to 10 per 10 ms tick; `cat` re-reading a
 /// 300 MB file at the same limit (refaulting as fast) takes 0 to 2 in 300 ms; writing files, 0.
 pub const MAJOR_FAULTS: u64 = 4;
+/// When what reclaim cannot free is within limit / this of the limit, nothing the program could
+/// use is left to reclaim: a 50 MB limit leaves 780 KB, less than any runtime's code.
+pub const NOTHING_LEFT_DIVISOR: u64 = 64;
 /// How many ticks at the limit the counts may be spread over.
 pub const WINDOW_TICKS: usize = 8;
 
@@ -53,9 +62,14 @@ impl ThrashWatch {
         self.window.clear();
     }
 
-    /// A tick at the limit, with its counters. True when the sandbox is thrashing: over the
-    /// ticks at the limit in the window it refaulted and waited on major faults.
-    pub fn at_limit_tick(&mut self, sample: MemorySample) -> bool {
+    /// A tick at `limit`, with its counters. True when the sandbox is over it: nothing is left
+    /// to reclaim, or over the ticks at the limit in the window it refaulted and waited on major
+    /// faults.
+    pub fn at_limit_tick(&mut self, sample: MemorySample, limit: u64) -> bool {
+        let unreclaimable = sample.usage.saturating_sub(sample.file_bytes);
+        if unreclaimable.saturating_add(limit / NOTHING_LEFT_DIVISOR) >= limit {
+            return true;
+        }
         if self.window.len() > WINDOW_TICKS {
             self.window.remove(0);
         }
@@ -73,31 +87,46 @@ impl ThrashWatch {
 mod tests {
     use super::*;
 
+    const LIMIT: u64 = 50 << 20;
+
+    /// At the limit with 10 MiB of page cache.
     fn s(refaults: u64, major_faults: u64) -> MemorySample {
         MemorySample {
-            usage: 50 << 20,
+            usage: LIMIT,
             refaults,
             major_faults,
+            file_bytes: 10 << 20,
         }
     }
 
     #[test]
-    fn at_limit_allows_for_batched_usage() {
-        let limit = 50_000_000;
-        assert!(ThrashWatch::at_limit(limit, limit));
-        assert!(ThrashWatch::at_limit(limit - (1 << 20), limit));
-        assert!(!ThrashWatch::at_limit(limit / 2, limit));
-        // Large limits: a sixteenth.
-        assert!(ThrashWatch::at_limit((1 << 30) - (60 << 20), 1 << 30));
-        assert!(!ThrashWatch::at_limit((1 << 30) - (70 << 20), 1 << 30));
+    fn nothing_left_to_reclaim_is_over_the_limit_at_once() {
+        let mut w = ThrashWatch::new();
+        let full = MemorySample {
+            usage: LIMIT - (64 << 10),
+            file_bytes: 256 << 10,
+            ..s(0, 0)
+        };
+        assert!(w.at_limit_tick(full, LIMIT));
+        // Room left, or cache left to reclaim: not over. (A warm cache may be charged to
+        // another cgroup: no page cache of its own does not mean it is full.)
+        let mut w = ThrashWatch::new();
+        for (usage, file_bytes) in [(LIMIT - (2 << 20), 0), (LIMIT, 2 << 20)] {
+            let sample = MemorySample {
+                usage,
+                file_bytes,
+                ..s(0, 0)
+            };
+            assert!(!w.at_limit_tick(sample, LIMIT), "{usage} {file_bytes}");
+        }
     }
 
     #[test]
     fn refaults_with_major_faults_at_the_limit_are_thrashing() {
         let mut w = ThrashWatch::new();
-        assert!(!w.at_limit_tick(s(0, 0)), "one tick has no deltas");
-        assert!(!w.at_limit_tick(s(3000, 2)));
-        assert!(w.at_limit_tick(s(6000, 4)));
+        assert!(!w.at_limit_tick(s(0, 0), LIMIT), "one tick has no deltas");
+        assert!(!w.at_limit_tick(s(3000, 2), LIMIT));
+        assert!(w.at_limit_tick(s(6000, 4), LIMIT));
     }
 
     #[test]
@@ -105,7 +134,7 @@ mod tests {
         // `cat big; cat big` at the limit: refaults at disk speed, its own code resident.
         let mut w = ThrashWatch::new();
         for i in 0..50 {
-            assert!(!w.at_limit_tick(s(i * 8000, i / 20)), "tick {i}");
+            assert!(!w.at_limit_tick(s(i * 8000, i / 20), LIMIT), "tick {i}");
         }
     }
 
@@ -113,7 +142,7 @@ mod tests {
     fn major_faults_without_refaults_are_a_first_load() {
         let mut w = ThrashWatch::new();
         for i in 0..50 {
-            assert!(!w.at_limit_tick(s(i, i * 10)), "tick {i}");
+            assert!(!w.at_limit_tick(s(i, i * 10), LIMIT), "tick {i}");
         }
     }
 
@@ -122,13 +151,13 @@ mod tests {
         let mut w = ThrashWatch::new();
         // A few major faults long ago do not add up with later ones.
         for i in 0..100 {
-            assert!(!w.at_limit_tick(s(i * 1000, i / 3)), "tick {i}");
+            assert!(!w.at_limit_tick(s(i * 1000, i / 3), LIMIT), "tick {i}");
         }
         let mut w = ThrashWatch::new();
-        w.at_limit_tick(s(0, 0));
-        w.at_limit_tick(s(5000, 3));
+        w.at_limit_tick(s(0, 0), LIMIT);
+        w.at_limit_tick(s(5000, 3), LIMIT);
         w.below_limit();
-        assert!(!w.at_limit_tick(s(5000, 3)));
-        assert!(!w.at_limit_tick(s(5100, 4)));
+        assert!(!w.at_limit_tick(s(5000, 3), LIMIT));
+        assert!(!w.at_limit_tick(s(5100, 4), LIMIT));
     }
 }

@@ -760,9 +760,10 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Whether the sandbox is at its memory limit and thrashing there (see [`ThrashWatch`]):
-    /// the kernel would keep it at 100% CPU in reclaim for seconds before its OOM killer
-    /// comes. `memory.stat` is read only on ticks at the limit.
+    /// Whether the sandbox is over its memory limit (see [`ThrashWatch`]): at it with nothing
+    /// left to reclaim, or thrashing there, where the kernel would keep it at 100% CPU in
+    /// reclaim for seconds before its OOM killer comes. `memory.stat` is read only on ticks at
+    /// the limit.
     fn thrashing(&mut self) -> bool {
         let (Some(limit), Some(usage)) = (self.limits.memory, self.cgroup.memory_usage()) else {
             return false;
@@ -772,7 +773,7 @@ impl Run<'_> {
             return false;
         }
         match self.cgroup.memory_sample() {
-            Some(sample) => self.thrash.at_limit_tick(sample),
+            Some(sample) => self.thrash.at_limit_tick(sample, limit),
             None => false,
         }
     }
