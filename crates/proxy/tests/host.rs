@@ -922,6 +922,54 @@ fn a_request_head_past_the_bound_is_refused_with_431() {
     proxy.finish();
 }
 
+/// A server whose response head is longer than MAX_HEAD_BYTES gets no more of the proxy's
+/// memory than a program's would: the program gets a 502.
+#[test]
+fn a_response_head_past_the_bound_is_a_502() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in server.incoming().take(2) {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let pad = if buf.starts_with(b"GET /huge") {
+                bunker_proxy::MAX_HEAD_BYTES * 4
+            } else {
+                16
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nX-Pad: {}\r\nContent-Length: 2\r\n\r\nok",
+                "a".repeat(pad)
+            );
+            let _ = stream.write_all(head.as_bytes());
+        }
+    });
+    let mut proxy = Proxy::start(
+        policy(&[&format!("127.0.0.1:{port}")], &[], no_limits()),
+        &[],
+    );
+    let code = |path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        text(
+            &curl(&[
+                "-x",
+                &proxy.url(),
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &url,
+            ])
+            .stdout,
+        )
+    };
+    assert_eq!(code("/small"), "200");
+    assert_eq!(code("/huge"), "502");
+    proxy.finish();
+}
+
 #[test]
 fn decisions_past_the_record_cap_are_refused_and_counted() {
     let origin = Origin::start();
