@@ -21,4 +21,4 @@ pub use error::CgroupError;
 pub use group::{join_self, MemoryLimitOutcome, MemorySample, MemoryStats, SandboxGroup};
 pub use layout::{Controller, Hierarchy, Layout, Version};
 pub use stale::{clean_stale, clean_stale_in, parse_group_name, CleanReport};
-pub use thrash::ThrashWatch;
+pub use thrash::{Over, ThrashWatch};

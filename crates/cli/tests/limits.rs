@@ -105,43 +105,43 @@ fn drop_page_cache() {
 /// With a cold page cache, Bun's own code (it reads its 100 MB binary at startup) is charged to
 /// the sandbox: at the limit the kernel evicted and refaulted it for 5 to 150 s at 100% CPU
 /// before its OOM killer came, and the 10 s timeout struck first. bunker sees the thrashing
-/// (refaults and major faults at the limit) and kills it as `memory_limit`.
+/// (refaults and major faults at the limit) and kills it as `memory_limit`. Python, whose code
+/// is small, is held the same way.
 #[test]
-fn memory_limit_stops_bun_with_cold_caches_before_the_timeout() {
+fn memory_limit_stops_bun_and_python_with_cold_caches_before_the_timeout() {
     if !is_root() {
         assert!(std::env::var_os("CI").is_none(), "CI runs as root");
         eprintln!("skipped: needs root to drop the page cache and create cgroups");
         return;
     }
     let bun = bun();
-    // Says how far it got after each 5 MB.
-    let script =
-        "const a = []; for (let i = 1; i <= 100; i++) { a.push(Buffer.alloc(5 << 20, 1)); \
-                  console.log(i * 5) } console.log('allocated')";
-    for round in 0..3 {
-        drop_page_cache();
-        let (out, r) = run(
-            bunker(),
-            &[
-                "--memory",
-                "50MB",
-                "--timeout",
-                "10s",
-                "--",
-                &bun,
-                "-e",
-                script,
-            ],
-        );
-        assert_memory_limit(&out, &r, 50_000_000);
-        let reached: u64 = stdout(&out)
-            .lines()
-            .last()
-            .map_or(0, |l| l.trim().parse().unwrap());
-        assert!(
-            reached <= 50,
-            "round {round}: allocated {reached} MB under 50 MB"
-        );
+    // Each says how far it got after each 5 MB.
+    let bun_script = "const a = []; for (let i = 1; i <= 100; i++) { \
+                      a.push(Buffer.alloc(5 << 20, 1)); console.log(i * 5) } \
+                      console.log('allocated')";
+    let python_script = "a = []\nfor i in range(1, 101):\n    a.append(b'a' * (5 << 20))\n    \
+                         print(i * 5, flush=True)\nprint('allocated')";
+    let programs: [&[&str]; 2] = [
+        &[bun.as_str(), "-e", bun_script],
+        &["python3", "-c", python_script],
+    ];
+    for round in 0..2 {
+        for program in programs {
+            drop_page_cache();
+            let mut args = vec!["--memory", "50MB", "--timeout", "10s", "--"];
+            args.extend_from_slice(program);
+            let (out, r) = run(bunker(), &args);
+            assert_memory_limit(&out, &r, 50_000_000);
+            let reached: u64 = stdout(&out)
+                .lines()
+                .last()
+                .map_or(0, |l| l.trim().parse().unwrap());
+            assert!(
+                reached <= 50,
+                "round {round}, {}: allocated {reached} MB under 50 MB",
+                program[0]
+            );
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use bunker_cgroup::{Controller, MemoryStats, ThrashWatch};
+use bunker_cgroup::{Controller, MemoryStats, Over, ThrashWatch};
 use bunker_policy::{Limits, Policy};
 use bunker_sys::event::{self, ChildExit, Interest};
 
@@ -65,6 +65,8 @@ pub enum KillReason {
     Timeout,
     CpuTime,
     MemoryLimit,
+    /// At the memory limit, the sandbox kept faulting back in what it lost (`ThrashWatch`).
+    MemoryThrash,
     OutputLimit,
     /// The supervisor itself received this signal (SIGTERM, SIGINT, SIGHUP).
     Terminated(i32),
@@ -310,6 +312,16 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
                 ),
             ),
             KillReason::MemoryLimit => v(Status::MemoryLimit, None, killed, memory_message(limits)),
+            KillReason::MemoryThrash => v(
+                Status::MemoryLimit,
+                None,
+                killed,
+                format!(
+                    "{}: its working set does not fit (at the limit it kept faulting back in the \
+                     pages it lost; a cold page cache charges a runtime's own code to it too)",
+                    memory_message(limits)
+                ),
+            ),
             KillReason::OutputLimit => v(
                 Status::OutputLimit,
                 None,
@@ -753,8 +765,10 @@ impl Run<'_> {
                 // v1 OOM-kills one process; the rest of the sandbox goes with it.
                 return self.kill(KillReason::MemoryLimit);
             }
-            if self.thrashing() {
-                return self.kill(KillReason::MemoryLimit);
+            match self.over_memory_limit() {
+                Some(Over::NothingToReclaim) => return self.kill(KillReason::MemoryLimit),
+                Some(Over::WorkingSetDoesNotFit) => return self.kill(KillReason::MemoryThrash),
+                None => {}
             }
         }
         Ok(())
@@ -764,18 +778,16 @@ impl Run<'_> {
     /// left to reclaim, or thrashing there, where the kernel would keep it at 100% CPU in
     /// reclaim for seconds before its OOM killer comes. `memory.stat` is read only on ticks at
     /// the limit.
-    fn thrashing(&mut self) -> bool {
+    fn over_memory_limit(&mut self) -> Option<Over> {
         let (Some(limit), Some(usage)) = (self.limits.memory, self.cgroup.memory_usage()) else {
-            return false;
+            return None;
         };
         if !ThrashWatch::at_limit(usage, limit) {
             self.thrash.below_limit();
-            return false;
+            return None;
         }
-        match self.cgroup.memory_sample() {
-            Some(sample) => self.thrash.at_limit_tick(sample, limit),
-            None => false,
-        }
+        self.thrash
+            .at_limit_tick(self.cgroup.memory_sample()?, limit)
     }
 
     /// Init reported the program's end and is about to exit (its exit ends the pid namespace).
@@ -966,6 +978,23 @@ mod tests {
         o.init_exit = exit(None, Some(libc::SIGKILL));
         o.oom_kills = 3;
         assert_eq!(classify(&o, &l).status, Status::MemoryLimit);
+    }
+
+    #[test]
+    fn a_thrash_kill_is_a_memory_limit_that_says_the_working_set_does_not_fit() {
+        let l = Limits {
+            memory: Some(50 << 20),
+            ..limits()
+        };
+        let mut o = observed(Some((None, Some(libc::SIGKILL))));
+        o.kill = Some(KillReason::MemoryThrash);
+        let v = classify(&o, &l);
+        assert_eq!(v.status, Status::MemoryLimit);
+        let error = v.error.unwrap();
+        assert!(
+            error.starts_with("killed by the memory limit (50 MiB): its working set does not fit"),
+            "{error}"
+        );
     }
 
     #[test]
