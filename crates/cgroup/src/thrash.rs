@@ -3,9 +3,10 @@
 //! At its limit, a cgroup without swap is reclaimed rather than OOM-killed for as long as
 //! reclaim frees anything. When the program's own mapped pages (a runtime's code, read back from
 //! disk) are what gets freed, it refaults them at once, evicts them again, and the kernel calls
-//! that progress: Bun allocating past a 50 MB limit with a cold page cache spun 5 to 41 s at
-//! 100% CPU before the OOM killer came. A program that writes or reads files through the page
-//! cache is also at its limit, but it neither waits on major faults nor (writing) refaults.
+//! that progress: Bun allocating past a 50 MB limit with a cold page cache spun seconds (up to
+//! 41 s) at 100% CPU before the OOM killer came. A program that writes or reads files through
+//! the page cache is also at its limit, but it refaults nothing (writing) or hardly ever waits on
+//! a major fault (reading: its own code stays resident).
 //!
 //! So the sandbox is over its limit when, at the limit, either
 //! - reclaim has next to nothing left to free: what it cannot free (usage minus the page cache
