@@ -8,7 +8,16 @@
 #      reaped), as p50 / p90 / p99 / max.
 # Prints the figures and writes them into the "Limits" section of docs/benchmarks.md.
 #
+# With --memory-kill, only this instead (root: it creates memory cgroups and drops the page cache):
+#   3. the memory kill latency: Bun allocating 500 MB in 5 MB steps under a 50 MB limit, with a
+#      warm page cache and after `echo 3 > /proc/sys/vm/drop_caches` (which affects only caches),
+#      latency = from the first moment the sandbox's cgroup is at its limit (a poller reads its
+#      usage every 0.5 ms; "at" = within a sixteenth of it, at least 2 MiB, as bunker's own watch)
+#      until bunker has exited. --baseline PATH measures a second binary beside it (before/after).
+#      Written into the "limits-memory" block of docs/benchmarks.md.
+#
 # Usage: scripts/bench-limits.sh [--runs N] [--kills N] [--no-write]
+#        scripts/bench-limits.sh --memory-kill [--rounds N] [--baseline PATH] [--no-write]
 #   BUNKER=path/to/bunker   use this binary (default: target/x86_64-unknown-linux-gnu/release/bunker, built now)
 set -euo pipefail
 
@@ -16,10 +25,16 @@ cd "$(dirname "$0")/.."
 RUNS=200
 KILLS=200
 WRITE=1
+MEMORY_KILL=0
+ROUNDS_MEM=5
+BASELINE=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --runs) RUNS="$2"; shift 2 ;;
         --kills) KILLS="$2"; shift 2 ;;
+        --memory-kill) MEMORY_KILL=1; shift ;;
+        --rounds) ROUNDS_MEM="$2"; shift 2 ;;
+        --baseline) BASELINE="$(realpath "$2")"; shift 2 ;;
         --no-write) WRITE=0; shift ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
@@ -27,10 +42,111 @@ done
 
 source scripts/bench-lib.sh
 bench_bunker
-require_tools hyperfine python3
+if [[ "$MEMORY_KILL" == 1 ]]; then require_tools python3; else require_tools hyperfine python3; fi
 
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
+
+if [[ "$MEMORY_KILL" == 1 ]]; then
+    require_tools bun
+    [[ "$(id -u)" == 0 ]] || { echo "--memory-kill needs root (memory cgroups, drop_caches)" >&2; exit 1; }
+    TEXT="$(python3 - "$BUNKER" "$BASELINE" "$ROUNDS_MEM" "$(command -v bun)" <<'PY'
+import datetime, glob, json, os, platform, statistics, subprocess, sys, time
+
+after, before, rounds, bun = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+LIMIT, TIMEOUT_S = 50_000_000, 20
+SCRIPT = ("const a = []; for (let i = 0; i < 100; i++) a.push(Buffer.alloc(5 << 20, 1)); "
+          "console.log('allocated', a.length)")
+line = next(l for l in open("/proc/self/cgroup") if l.split(":")[1] in ("memory", ""))
+own = line.strip().split(":", 2)[2]
+v1 = line.split(":")[1] == "memory"
+base = ("/sys/fs/cgroup/memory" if v1 else "/sys/fs/cgroup") + own
+usage_file = "memory.usage_in_bytes" if v1 else "memory.current"
+prefix = "total_" if v1 else ""  # v1's hierarchical counters
+slack = max(LIMIT // 16, 2 << 20)
+
+def one(binary, cold):
+    if cold:
+        os.sync()
+        open("/proc/sys/vm/drop_caches", "w").write("3")
+    r, w = os.pipe()
+    p = subprocess.Popen([binary, "run", "--memory", "50MB", "--timeout", f"{TIMEOUT_S}s",
+                          "--report-fd", str(w), "--", bun, "-e", SCRIPT],
+                         pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
+    at_limit = over = None
+    last = None
+    while p.poll() is None:
+        for d in glob.glob(f"{base}/bunker-{p.pid}-*"):
+            try:
+                usage = int(open(f"{d}/{usage_file}").read())
+                if usage + slack < LIMIT:
+                    last = None
+                    continue
+                now = time.monotonic()
+                at_limit = at_limit or now
+                stat = dict(l.split() for l in open(f"{d}/memory.stat"))
+            except (OSError, ValueError):
+                continue
+            get = lambda k: int(stat.get(f"{prefix}{k}", 0))
+            file = get("active_file") + get("inactive_file")
+            counts = (get("workingset_refault_file") + get("workingset_refault_anon"),
+                      get("pgmajfault"))
+            # Over: what reclaim cannot free fills the limit (the kernel's OOM point), or the
+            # sandbox refaults and waits on major faults at it (its working set does not fit).
+            thrash = last is not None and all(c > l for c, l in zip(counts, last))
+            if over is None and (usage - file + slack >= LIMIT or thrash):
+                over = now
+            last = counts
+        time.sleep(0.0005)
+    end = time.monotonic()
+    report = json.loads(os.read(r, 1 << 20).decode().strip().splitlines()[-1])
+    os.close(r)
+    ms = lambda t: None if t is None else (end - t) * 1000
+    return report["status"], ms(at_limit), ms(over)
+
+binaries = [("after", after)] + ([("before", before)] if before else [])
+results = {}
+for _ in range(rounds):  # interleaved, so drift on the machine hits every case alike
+    for name, binary in binaries:
+        for cold in (False, True):
+            results.setdefault((name, cold), []).append(one(binary, cold))
+
+lines = [
+    f"Memory kill latency, measured {datetime.date.today()} by `scripts/bench-limits.sh "
+    f"--memory-kill` (release build, root, kernel {platform.release()}, cgroup "
+    f"{'v1' if v1 else 'v2'} memory): Bun allocating 500 MB in 5 MB steps under "
+    f"`--memory 50MB --timeout {TIMEOUT_S}s`, {rounds} runs of each case interleaved; \"cold\" "
+    "runs after `echo 3 > /proc/sys/vm/drop_caches`. A poller reads the sandbox's cgroup every "
+    "0.5 ms. *At limit*: from the first poll that finds usage at the limit (within a sixteenth "
+    "of it, at least 2 MiB) until bunker has exited; this includes the time the program still "
+    "fits, displacing its page cache. *Over limit*: from the first poll at the limit where "
+    "what reclaim cannot free (usage minus the file LRU) fills the limit, or where refaults "
+    "and major faults both rose since the last poll, until bunker has exited. \"before\" is "
+    "the binary without the thrash watch (only the kernel's OOM kill ended such a run). "
+    "Medians, max in brackets.",
+    "",
+    "| binary | page cache | statuses | at limit → exit | over limit → exit |",
+    "|---|---|---|---|---|",
+]
+fmt = lambda ms: f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
+def cell(values):
+    values = sorted(v for v in values if v is not None)
+    return f"{fmt(statistics.median(values))} ({fmt(values[-1])})" if values else "—"
+for (name, cold), runs in results.items():
+    statuses = ", ".join(f"{n}× {s}" for s, n in
+                         sorted({s: sum(1 for x, *_ in runs if x == s) for s, *_ in runs}.items()))
+    lines.append(f"| {name} | {'cold' if cold else 'warm'} | {statuses} | "
+                 f"{cell(r[1] for r in runs)} | {cell(r[2] for r in runs)} |")
+print("\n".join(lines))
+PY
+)"
+    echo "$TEXT"
+    if [[ "$WRITE" == 1 ]]; then
+        write_bench_section limits-memory bench-limits.sh <<<"$TEXT"
+    fi
+    exit 0
+fi
 
 # The default profile's grants without its limits, then the same with every cgroup limit.
 cat > "$OUT/no-limits.json" <<'EOF'

@@ -39,6 +39,21 @@ pub struct MemoryStats {
     pub peak_bytes: Option<u64>,
 }
 
+/// What the memory watch reads each tick at the limit ([`crate::ThrashWatch`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemorySample {
+    /// Charged bytes (v1 `memory.usage_in_bytes`, v2 `memory.current`).
+    pub usage: u64,
+    /// Pages faulted back after eviction, file and anonymous (`workingset_refault_*` in
+    /// `memory.stat`).
+    pub refaults: u64,
+    /// Faults that waited for the disk (`pgmajfault` in `memory.stat`).
+    pub major_faults: u64,
+    /// Page cache on the LRU lists, all reclaim can still free without swap
+    /// (`active_file` + `inactive_file`).
+    pub file_bytes: u64,
+}
+
 #[derive(Debug)]
 struct GroupDir {
     version: Version,
@@ -301,6 +316,56 @@ impl SandboxGroup {
         Ok(Some(MemoryStats {
             oom_kills,
             peak_bytes,
+        }))
+    }
+
+    /// Charged memory in bytes, when the memory controller is enabled: the watch's cheap read
+    /// on every tick.
+    pub fn memory_usage(&self) -> Result<Option<u64>, CgroupError> {
+        let Some(dir) = self.dir(Controller::Memory) else {
+            return Ok(None);
+        };
+        let path = dir.path.join(match dir.version {
+            Version::V1 => "memory.usage_in_bytes",
+            Version::V2 => "memory.current",
+        });
+        parse_u64(&path, read_file(&path)?.trim()).map(Some)
+    }
+
+    /// Usage with the refault and major-fault counters, when the memory controller is enabled.
+    pub fn memory_sample(&self) -> Result<Option<MemorySample>, CgroupError> {
+        let Some(usage) = self.memory_usage()? else {
+            return Ok(None);
+        };
+        let Some(dir) = self.dir(Controller::Memory) else {
+            return Ok(None);
+        };
+        let path = dir.path.join("memory.stat");
+        let text = read_file(&path)?;
+        // v1 prefixes the counters of the cgroup and its descendants with `total_`; v2's are
+        // hierarchical already. Before Linux 5.9 one `workingset_refault` counted both kinds.
+        let prefix = match dir.version {
+            Version::V1 => "total_",
+            Version::V2 => "",
+        };
+        let mut refaults = 0;
+        for kind in [
+            "workingset_refault_file",
+            "workingset_refault_anon",
+            "workingset_refault",
+        ] {
+            refaults += keyed(&path, &text, &format!("{prefix}{kind}"))?.unwrap_or(0);
+        }
+        let major_faults = keyed(&path, &text, &format!("{prefix}pgmajfault"))?.unwrap_or(0);
+        let mut file_bytes = 0;
+        for list in ["active_file", "inactive_file"] {
+            file_bytes += keyed(&path, &text, &format!("{prefix}{list}"))?.unwrap_or(0);
+        }
+        Ok(Some(MemorySample {
+            usage,
+            refaults,
+            major_faults,
+            file_bytes,
         }))
     }
 
@@ -710,6 +775,66 @@ mod tests {
         assert_eq!(g.memory_stats().unwrap().unwrap().peak_bytes, None);
         g.destroy().unwrap();
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn memory_samples_read_usage_refaults_and_major_faults() {
+        let fake = fake_v1();
+        let mut g = SandboxGroup::with_name("bunker-1-11");
+        let mem = g
+            .enable(&fake.layout, Controller::Memory)
+            .unwrap()
+            .to_path_buf();
+        fs::write(mem.join("memory.usage_in_bytes"), "49999872\n").unwrap();
+        // The cgroup's own counters beside the hierarchical `total_` ones: v1 reads the latter.
+        fs::write(
+            mem.join("memory.stat"),
+            "cache 10\nworkingset_refault_file 1\npgmajfault 1\n\
+             total_workingset_refault_anon 5\ntotal_workingset_refault_file 3000\n\
+             total_pgmajfault 7\ntotal_active_file 4096\ntotal_inactive_file 8192\n",
+        )
+        .unwrap();
+        assert_eq!(g.memory_usage().unwrap(), Some(49999872));
+        assert_eq!(
+            g.memory_sample().unwrap(),
+            Some(MemorySample {
+                usage: 49999872,
+                refaults: 3005,
+                major_faults: 7,
+                file_bytes: 12288
+            })
+        );
+
+        let (_root, layout) = fake_v2();
+        let mut g = SandboxGroup::with_name("bunker-1-12");
+        let dir = g.enable(&layout, Controller::Memory).unwrap().to_path_buf();
+        fs::write(dir.join("memory.current"), "1048576\n").unwrap();
+        fs::write(
+            dir.join("memory.stat"),
+            "anon 4096\nfile 8192\nactive_file 4096\ninactive_file 4096\n\
+             workingset_refault_anon 2\nworkingset_refault_file 40\npgmajfault 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            g.memory_sample().unwrap(),
+            Some(MemorySample {
+                usage: 1048576,
+                refaults: 42,
+                major_faults: 3,
+                file_bytes: 8192
+            })
+        );
+        // Before Linux 5.9: one refault counter.
+        fs::write(
+            dir.join("memory.stat"),
+            "workingset_refault 9\npgmajfault 1\n",
+        )
+        .unwrap();
+        assert_eq!(g.memory_sample().unwrap().unwrap().refaults, 9);
+
+        let mut g = SandboxGroup::with_name("bunker-1-13");
+        g.enable(&fake.layout, Controller::Pids).unwrap();
+        assert_eq!(g.memory_sample().unwrap(), None);
     }
 
     #[test]

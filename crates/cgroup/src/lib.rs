@@ -7,6 +7,7 @@
 //! - [`SandboxGroup`] is one sandbox's cgroup, spread over the hierarchies it needs
 //!   (`bunker-<supervisor pid>-<n>` in each), with its limits and counters. Dropping it kills
 //!   what is left inside and removes the directories.
+//! - [`ThrashWatch`] tells a sandbox thrashing at its memory limit from one filling page cache.
 //! - [`clean_stale`] removes what a SIGKILLed supervisor left behind.
 #![forbid(unsafe_code)]
 
@@ -17,8 +18,10 @@ mod layout;
 #[path = "../../test-support/skip.rs"]
 mod skip;
 mod stale;
+mod thrash;
 
 pub use error::CgroupError;
-pub use group::{join_self, MemoryLimitOutcome, MemoryStats, SandboxGroup};
+pub use group::{join_self, MemoryLimitOutcome, MemorySample, MemoryStats, SandboxGroup};
 pub use layout::{Controller, Hierarchy, Layout, Version};
 pub use stale::{clean_stale, clean_stale_in, parse_group_name, CleanReport};
+pub use thrash::{Over, ThrashWatch};

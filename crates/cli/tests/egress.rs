@@ -758,3 +758,81 @@ fn git_and_pip_over_https_use_the_proxy_unchanged() {
         "{report}"
     );
 }
+
+/// The supervisor's resident memory, from /proc/<pid>/status: (VmRSS, VmHWM) in KiB.
+fn supervisor_memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// 120 connections each send 390 KiB of an unfinished request head, then hold still. hyper
+/// buffered up to 408 KiB of each: the supervisor reached 51 MiB. Now a head is bounded
+/// (MAX_HEAD_BYTES, refused with 431), so the supervisor's peak stays near its idle size.
+#[test]
+fn unfinished_huge_request_heads_do_not_grow_the_supervisor() {
+    // Sends, waits for the proxy to take it in, says so (the test reads the supervisor's memory
+    // then), and collects the answers within 3 s.
+    let script = "import select, socket, time\n\
+        conns, codes = [], {}\n\
+        pad = b'a' * (390 << 10)\n\
+        for i in range(120):\n\
+        \x20   s = socket.create_connection(('127.0.0.1', 3128))\n\
+        \x20   s.settimeout(5)\n\
+        \x20   try:\n\
+        \x20       s.sendall(b'GET http://app.test/ HTTP/1.1\\r\\nHost: app.test\\r\\nX-Pad: ' + pad)\n\
+        \x20   except OSError:\n\
+        \x20       pass\n\
+        \x20   conns.append(s)\n\
+        time.sleep(1)\n\
+        print('sent', flush=True)\n\
+        deadline = time.time() + 3\n\
+        waiting = list(conns)\n\
+        while waiting and time.time() < deadline:\n\
+        \x20   ready, _, _ = select.select(waiting, [], [], 0.1)\n\
+        \x20   for s in ready:\n\
+        \x20       try:\n\
+        \x20           head = s.recv(64).split(b' ')\n\
+        \x20           code = head[1].decode() if len(head) > 1 else 'closed'\n\
+        \x20       except OSError as e:\n\
+        \x20           code = type(e).__name__\n\
+        \x20       codes[code] = codes.get(code, 0) + 1\n\
+        \x20       waiting.remove(s)\n\
+        codes['no answer'] = len(waiting)\n\
+        print('answers', sorted(codes.items()), flush=True)\n\
+        time.sleep(30)\n";
+    for (mode, bunker) in modes() {
+        let mut child = bunker()
+            .args(["run", "--timeout", "60s", "--allow-net", "app.test", "--"])
+            .args(["python3", "-c", script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let sent = lines.next().unwrap().unwrap();
+        // Read while every connection is still open.
+        let (rss, hwm) = supervisor_memory_kib(pid);
+        let line = lines.next().unwrap().unwrap();
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        eprintln!("{mode}: supervisor VmRSS {rss} KiB, VmHWM {hwm} KiB; {line}");
+        assert_eq!(sent, "sent", "{mode}: {}", stderr(&out));
+        assert!(
+            hwm < 24 << 10,
+            "{mode}: supervisor peak {hwm} KiB (now {rss} KiB): {line}"
+        );
+        assert!(
+            line.contains("'431'"),
+            "{mode}: the heads were refused: {line}"
+        );
+    }
+}

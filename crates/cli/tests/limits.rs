@@ -94,6 +94,108 @@ fn memory_limit_stops_bun_allocating_500mb() {
     assert_memory_limit(&out, &r, 50_000_000);
 }
 
+/// Empties the host's page cache (root only: CI runs as root), so that the runtime's own code is
+/// read from disk and charged to the sandbox's cgroup. It affects only caches.
+fn drop_page_cache() {
+    assert!(is_root(), "dropping the page cache needs root");
+    Command::new("sync").status().unwrap();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+}
+
+/// With a cold page cache, Bun's own code (it reads its 100 MB binary at startup) is charged to
+/// the sandbox: at the limit the kernel evicted and refaulted it for 5 to 150 s at 100% CPU
+/// before its OOM killer came, and the 10 s timeout struck first. bunker sees the thrashing
+/// (refaults and major faults at the limit) and kills it as `memory_limit`. Python, whose code
+/// is small, is held the same way.
+#[test]
+fn memory_limit_stops_bun_and_python_with_cold_caches_before_the_timeout() {
+    if !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("skipped: needs root to drop the page cache and create cgroups");
+        return;
+    }
+    let bun = bun();
+    // Each says how far it got after each 5 MB.
+    let bun_script = "const a = []; for (let i = 1; i <= 100; i++) { \
+                      a.push(Buffer.alloc(5 << 20, 1)); console.log(i * 5) } \
+                      console.log('allocated')";
+    let python_script = "a = []\nfor i in range(1, 101):\n    a.append(b'a' * (5 << 20))\n    \
+                         print(i * 5, flush=True)\nprint('allocated')";
+    let programs: [&[&str]; 2] = [
+        &[bun.as_str(), "-e", bun_script],
+        &["python3", "-c", python_script],
+    ];
+    for round in 0..2 {
+        for program in programs {
+            drop_page_cache();
+            let mut args = vec!["--memory", "50MB", "--timeout", "10s", "--"];
+            args.extend_from_slice(program);
+            let (out, r) = run(bunker(), &args);
+            assert_memory_limit(&out, &r, 50_000_000);
+            let reached: u64 = stdout(&out)
+                .lines()
+                .last()
+                .map_or(0, |l| l.trim().parse().unwrap());
+            assert!(
+                reached <= 50,
+                "round {round}, {}: allocated {reached} MB under 50 MB",
+                program[0]
+            );
+        }
+    }
+}
+
+/// The control: a program that writes files far past its limit through the page cache, and
+/// reads them back twice (refaulting all of it), with cold caches, is not a memory kill.
+#[test]
+fn filling_page_cache_by_writing_and_rereading_files_is_not_a_memory_kill() {
+    if !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("skipped: needs root to drop the page cache and create cgroups");
+        return;
+    }
+    // On disk (not the sandbox's private /tmp, which is memory); writable for any sandbox uid.
+    let dir = tempfile::Builder::new()
+        .prefix("bunker-pagecache-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let d = dir.path().display().to_string();
+    let script = format!(
+        "import os\n\
+         for i in range(6):\n\
+         \twith open('{d}/f%d' % i, 'wb') as f:\n\
+         \t\tfor _ in range(50): f.write(b'x' * (1 << 20))\n\
+         for _ in range(2):\n\
+         \tfor i in range(6):\n\
+         \t\twith open('{d}/f%d' % i, 'rb') as f:\n\
+         \t\t\twhile f.read(1 << 20): pass\n\
+         print('done', sum(os.path.getsize('{d}/f%d' % i) for i in range(6)))"
+    );
+    drop_page_cache();
+    let (out, r) = run(
+        bunker(),
+        &[
+            "--memory",
+            "50MB",
+            "--allow-write",
+            &d,
+            "--timeout",
+            "60s",
+            "--",
+            "python3",
+            "-c",
+            &script,
+        ],
+    );
+    assert_eq!(status(&r), "ok", "{r}\n{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), format!("done {}", 300 << 20));
+    assert_eq!(r["enforced"]["memory_limit"], "on");
+    // It did fill its limit: the page cache was charged to it.
+    assert!(r["peak_memory_bytes"].as_u64().unwrap() > 40_000_000, "{r}");
+}
+
 #[test]
 fn memory_limit_catches_a_child_not_just_the_main_process() {
     // The OOM victim is a child; the parent would carry on: bunker kills the rest.

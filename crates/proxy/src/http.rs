@@ -31,11 +31,20 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle timeout of tunnels and response bodies when `http.request_timeout` is not set.
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Bytes one HTTP connection may make the proxy hold: hyper's read buffer, where a request or
+/// response head must fit whole (a longer one is refused: 431 to the program, a 502 for a
+/// server's), and its write buffer, each at most this. hyper's default, 408 KiB, let 120
+/// unfinished heads hold 51 MiB of the supervisor; with [`crate::MAX_CONNECTIONS`] this bounds
+/// the heads of all connections together to 128 × 2 × 64 KiB = 16 MiB. 64 KiB is four times
+/// what common servers accept in a head (nginx 32 KiB at most, Node.js 16 KiB).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Serves one connection from the program.
 pub(crate) async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
     let _ = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await;
@@ -340,7 +349,9 @@ async fn handle_forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response
     // Connect and wait for the response head within http.request_timeout.
     let exchange = async {
         let stream = connect(&shared, &entry, &addrs, authority.port).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(MAX_HEAD_BYTES)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ForwardError::Upstream(e.to_string()))?;
         tokio::spawn(conn);

@@ -27,6 +27,7 @@ use std::time::Duration;
 use bunker_policy::Policy;
 use tokio::sync::{oneshot, Semaphore};
 
+pub use crate::http::MAX_HEAD_BYTES;
 pub use crate::record::RequestRecord;
 use crate::record::Shared;
 
@@ -172,10 +173,16 @@ enum Kind {
 }
 
 /// Connections the sandbox may hold open at once, both listeners together. Each costs the
-/// supervisor up to six descriptors (two sockets, two pipes), so an unbounded number would let
-/// the sandbox exhaust the supervisor's descriptors; past the cap, new connections are closed
-/// at once.
+/// supervisor up to six descriptors (two sockets, two pipes) and up to twice
+/// [`MAX_HEAD_BYTES`] of buffers, so an unbounded number would let the sandbox exhaust the
+/// supervisor's descriptors and memory; past the cap, a new HTTP connection gets a 503 and is
+/// closed, a new SOCKS5 one is closed at once.
 pub const MAX_CONNECTIONS: usize = 128;
+
+/// What a connection past [`MAX_CONNECTIONS`] on the HTTP listener is told before it is closed.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    Content-Type: text/plain\r\nConnection: close\r\nContent-Length: 76\r\n\r\n\
+    bunker: refused: 128 connections to the egress proxy are open at once (max)\n";
 
 async fn accept_loop(
     shared: Arc<Shared>,
@@ -187,6 +194,10 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, _)) => {
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    if matches!(kind, Kind::Http) {
+                        // Best effort and never waiting: the refusal fits any socket buffer.
+                        let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                    }
                     drop(stream);
                     continue;
                 };
@@ -261,5 +272,24 @@ impl ProxyHandle {
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_too_many_connections_refusal_is_a_whole_response_naming_the_cap() {
+        let text = std::str::from_utf8(TOO_MANY_CONNECTIONS).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{head}"
+        );
+        assert!(
+            body.contains(&format!("{MAX_CONNECTIONS} connections")),
+            "{body}"
+        );
     }
 }

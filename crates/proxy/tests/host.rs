@@ -866,6 +866,17 @@ fn connections_beyond_the_cap_are_closed() {
         matches!(extra.read(&mut buf), Ok(0) | Err(_)),
         "the extra connection was served"
     );
+    // On the HTTP listener it is told why first (nothing sent, so no reset loses the answer).
+    let mut extra = std::net::TcpStream::connect(proxy.http).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = extra.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503 ") && answer.contains("128 connections"),
+        "{answer:?}"
+    );
     // Once the program lets go, the proxy serves again.
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
@@ -877,6 +888,85 @@ fn connections_beyond_the_cap_are_closed() {
         "{}",
         text(&out.stderr)
     );
+    proxy.finish();
+}
+
+/// A request head longer than MAX_HEAD_BYTES is refused with 431 once that much has arrived,
+/// not buffered further; one within it goes through.
+#[test]
+fn a_request_head_past_the_bound_is_refused_with_431() {
+    let origin = Origin::start();
+    let mut proxy = Proxy::start(
+        policy(&[&format!("127.0.0.1:{}", origin.port)], &[], no_limits()),
+        &[],
+    );
+    let url = format!("http://127.0.0.1:{}/hello", origin.port);
+    let ask = |pad: usize| {
+        let mut s = std::net::TcpStream::connect(proxy.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = format!(
+            "GET {url} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            origin.port,
+            "a".repeat(pad)
+        );
+        // The proxy may answer and close before it has read everything.
+        let _ = s.write_all(head.as_bytes());
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let small = ask(bunker_proxy::MAX_HEAD_BYTES / 2);
+    assert!(small.starts_with("HTTP/1.1 200 "), "{small:?}");
+    let huge = ask(bunker_proxy::MAX_HEAD_BYTES * 6);
+    assert!(huge.starts_with("HTTP/1.1 431 "), "{huge:?}");
+    proxy.finish();
+}
+
+/// A server whose response head is longer than MAX_HEAD_BYTES gets no more of the proxy's
+/// memory than a program's would: the program gets a 502.
+#[test]
+fn a_response_head_past_the_bound_is_a_502() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in server.incoming().take(2) {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let pad = if buf.starts_with(b"GET /huge") {
+                bunker_proxy::MAX_HEAD_BYTES * 4
+            } else {
+                16
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nX-Pad: {}\r\nContent-Length: 2\r\n\r\nok",
+                "a".repeat(pad)
+            );
+            let _ = stream.write_all(head.as_bytes());
+        }
+    });
+    let mut proxy = Proxy::start(
+        policy(&[&format!("127.0.0.1:{port}")], &[], no_limits()),
+        &[],
+    );
+    let code = |path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        text(
+            &curl(&[
+                "-x",
+                &proxy.url(),
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &url,
+            ])
+            .stdout,
+        )
+    };
+    assert_eq!(code("/small"), "200");
+    assert_eq!(code("/huge"), "502");
     proxy.finish();
 }
 

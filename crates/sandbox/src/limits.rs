@@ -12,7 +12,9 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bunker_cgroup::{clean_stale_in, CgroupError, Controller, Layout, MemoryStats, SandboxGroup};
+use bunker_cgroup::{
+    clean_stale_in, CgroupError, Controller, Layout, MemorySample, MemoryStats, SandboxGroup,
+};
 use bunker_policy::{LimitName, Limits, Policy};
 use bunker_sys::rlimit::{self, Resource, Rlimit};
 
@@ -253,6 +255,16 @@ impl SandboxCgroup {
     /// OOM kills and peak memory, when the memory controller is on.
     pub fn memory_stats(&self) -> Option<MemoryStats> {
         self.group.as_ref()?.memory_stats().ok().flatten()
+    }
+
+    /// Charged memory, when the memory controller is on.
+    pub fn memory_usage(&self) -> Option<u64> {
+        self.group.as_ref()?.memory_usage().ok().flatten()
+    }
+
+    /// Usage with refault and major-fault counters, when the memory controller is on.
+    pub fn memory_sample(&self) -> Option<MemorySample> {
+        self.group.as_ref()?.memory_sample().ok().flatten()
     }
 
     /// Forks refused by the pids limit, when the pids controller is on.

@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bunker_cgroup::{Controller, MemoryStats};
+use bunker_cgroup::{Controller, MemoryStats, Over, ThrashWatch};
 use bunker_policy::{Limits, Policy};
 use bunker_sys::event::{self, ChildExit, Interest};
 use bunker_sys::fd;
@@ -77,6 +77,8 @@ pub enum KillReason {
     Timeout,
     CpuTime,
     MemoryLimit,
+    /// At the memory limit, the sandbox kept faulting back in what it lost (`ThrashWatch`).
+    MemoryThrash,
     OutputLimit,
     /// The supervisor itself received this signal (SIGTERM, SIGINT, SIGHUP).
     Terminated(i32),
@@ -123,6 +125,7 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         kill: None,
         kill_deadline: None,
         messages: Messages::default(),
+        thrash: ThrashWatch::new(),
         init_gone_at: None,
         output: Output::new(limits, stream_output, console),
         observer: observer.as_deref(),
@@ -336,6 +339,16 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
                 ),
             ),
             KillReason::MemoryLimit => v(Status::MemoryLimit, None, killed, memory_message(limits)),
+            KillReason::MemoryThrash => v(
+                Status::MemoryLimit,
+                None,
+                killed,
+                format!(
+                    "{}: its working set does not fit (at the limit it kept faulting back in the \
+                     pages it lost; a cold page cache charges a runtime's own code to it too)",
+                    memory_message(limits)
+                ),
+            ),
             KillReason::OutputLimit => v(
                 Status::OutputLimit,
                 None,
@@ -683,6 +696,8 @@ struct Run<'a> {
     /// When init is killed outright if it has not ended the sandbox by then.
     kill_deadline: Option<Instant>,
     messages: Messages,
+    /// Whether the sandbox thrashes at its memory limit instead of being OOM-killed.
+    thrash: ThrashWatch,
     /// When init's pidfd became readable (the sandbox is gone).
     init_gone_at: Option<Instant>,
     output: Output,
@@ -913,11 +928,34 @@ impl Run<'_> {
                 }
             }
         }
-        if watch_oom && self.cgroup.memory_stats().is_some_and(|m| m.oom_kills > 0) {
-            // v1 OOM-kills one process; the rest of the sandbox goes with it.
-            return self.kill(KillReason::MemoryLimit);
+        if watch_oom {
+            if self.cgroup.memory_stats().is_some_and(|m| m.oom_kills > 0) {
+                // v1 OOM-kills one process; the rest of the sandbox goes with it.
+                return self.kill(KillReason::MemoryLimit);
+            }
+            match self.over_memory_limit() {
+                Some(Over::NothingToReclaim) => return self.kill(KillReason::MemoryLimit),
+                Some(Over::WorkingSetDoesNotFit) => return self.kill(KillReason::MemoryThrash),
+                None => {}
+            }
         }
         Ok(())
+    }
+
+    /// Whether the sandbox is over its memory limit (see [`ThrashWatch`]): at it with nothing
+    /// left to reclaim, or thrashing there, where the kernel would keep it at 100% CPU in
+    /// reclaim for seconds before its OOM killer comes. `memory.stat` is read only on ticks at
+    /// the limit.
+    fn over_memory_limit(&mut self) -> Option<Over> {
+        let (Some(limit), Some(usage)) = (self.limits.memory, self.cgroup.memory_usage()) else {
+            return None;
+        };
+        if !ThrashWatch::at_limit(usage, limit) {
+            self.thrash.below_limit();
+            return None;
+        }
+        self.thrash
+            .at_limit_tick(self.cgroup.memory_sample()?, limit)
     }
 
     /// Init reported the program's end and is about to exit (its exit ends the pid namespace).
@@ -1129,6 +1167,23 @@ mod tests {
         o.init_exit = exit(None, Some(libc::SIGKILL));
         o.oom_kills = 3;
         assert_eq!(classify(&o, &l).status, Status::MemoryLimit);
+    }
+
+    #[test]
+    fn a_thrash_kill_is_a_memory_limit_that_says_the_working_set_does_not_fit() {
+        let l = Limits {
+            memory: Some(50 << 20),
+            ..limits()
+        };
+        let mut o = observed(Some((None, Some(libc::SIGKILL))));
+        o.kill = Some(KillReason::MemoryThrash);
+        let v = classify(&o, &l);
+        assert_eq!(v.status, Status::MemoryLimit);
+        let error = v.error.unwrap();
+        assert!(
+            error.starts_with("killed by the memory limit (50 MiB): its working set does not fit"),
+            "{error}"
+        );
     }
 
     #[test]
