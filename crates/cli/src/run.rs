@@ -81,6 +81,14 @@ pub fn main(opts: RunOpts) -> i32 {
         }
     }
     warn_unenforced_limits(&policy, &result.enforced);
+    for hint in result
+        .enforced
+        .notes
+        .iter()
+        .filter(|n| n.starts_with(bunker_sandbox::grants::HINT))
+    {
+        eprintln!("bunker: {hint}");
+    }
     report_to.emit(&result);
     exit_code(&result)
 }

@@ -17,6 +17,7 @@ use bunker_sys::{fd, SysError};
 
 use crate::egress::{HTTP_PROXY_PORT, SOCKS_PROXY_PORT};
 use crate::error::SandboxError;
+use crate::grants::OpenedGrants;
 use crate::idmap::{IdMode, UNPRIVILEGED_ID};
 use crate::landlock::{self, SandboxPaths};
 use crate::mounts::{self, MountPlan};
@@ -91,6 +92,8 @@ pub fn teardown_signal() -> libc::c_int {
 pub struct InitContext<'a> {
     pub policy: &'a Policy,
     pub plan: MountPlan,
+    /// The grants the supervisor opened (as root; rootless, init opens them).
+    pub grants: Option<&'a OpenedGrants>,
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
     /// PATH of the program's environment, for looking up `argv[0]`.
@@ -200,7 +203,7 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         process::exit_now(1);
     }
 
-    let root = mounts::build_root(&ctx.plan)?;
+    let root = mounts::build_root(&ctx.plan, ctx.grants, ctx.id_mode)?;
     let mut notes = root.notes;
 
     // Built now, while the namespace thread may still run; enforced below, in the order the

@@ -24,6 +24,8 @@ use bunker_sys::mount::{
 use bunker_sys::SysError;
 
 use crate::error::SandboxError;
+use crate::grants::{self, OpenedGrants, Source};
+use crate::idmap::IdMode;
 
 /// Where the new root's tmpfs is mounted before pivot_root (in the sandbox's own mount
 /// namespace, so the host's /tmp is not touched; policy paths are opened before it is hidden).
@@ -188,51 +190,6 @@ fn setup(step: impl Into<String>) -> impl FnOnce(SysError) -> SandboxError {
     move |source| SandboxError::Setup { step, source }
 }
 
-/// A policy path opened on the host.
-enum Source {
-    /// A detached recursive copy of the mount tree at the path, with the grant's mount
-    /// attributes set, and what the path is.
-    Tree(OwnedFd, FileKind),
-    Symlink(PathBuf),
-}
-
-/// The mount attributes of a grant's bind mount.
-fn grant_attrs(g: &Grant) -> u64 {
-    if g.write {
-        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-    } else {
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-    }
-}
-
-/// Opens a host path without following any symlink and clones its mount tree with `attrs`
-/// set. Ok(None): it does not exist.
-fn open_host(path: &Path, attrs: u64) -> Result<Option<Source>, SysError> {
-    match fd::openat2(
-        None,
-        path,
-        libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        0,
-        RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    ) {
-        Ok(f) => {
-            let kind = fd::fd_kind(f.as_raw_fd())?;
-            if kind == FileKind::Symlink {
-                return Ok(Some(Source::Symlink(fd::readlinkat(
-                    f.as_raw_fd(),
-                    Path::new(""),
-                )?)));
-            }
-            // Cloned now, while nothing of the new root exists: a tree cloned later would
-            // include the staging tmpfs if the grant contains it (a grant of / or /tmp).
-            let tree = mount::clone_tree_with_attrs(f.as_raw_fd(), attrs, path)?;
-            Ok(Some(Source::Tree(tree, kind)))
-        }
-        Err(e) if e.errno == libc::ENOENT => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// Opens `path` inside the new root (never following a symlink). Ok(None): it does not exist.
 fn open_in(root: &OwnedFd, path: &Path) -> Result<Option<OwnedFd>, SysError> {
     let r = rel(path);
@@ -332,39 +289,31 @@ pub struct RootOutcome {
     pub complete: bool,
 }
 
-/// Builds the new root and pivots into it.
-pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
+/// Builds the new root and pivots into it. `opened`: the grants the supervisor opened (as
+/// root); `None` opens them here, as the sandbox (rootless: the caller's uid), whose ids
+/// `id_mode` gives.
+pub fn build_root(
+    plan: &MountPlan,
+    opened: Option<&OpenedGrants>,
+    id_mode: IdMode,
+) -> Result<RootOutcome, SandboxError> {
     let mut notes = Vec::new();
     // Mounts made from now on must not propagate back to the host's namespace.
     mount::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(setup("make / private"))?;
 
-    // Open every granted path on the host before anything is hidden by the staging mount.
-    let mut sources = Vec::with_capacity(plan.grants.len());
-    for g in &plan.grants {
-        let step = format!(
-            "{} {}",
-            if g.write { "allow.write" } else { "allow.read" },
-            g.path.display()
-        );
-        match open_host(&g.path, grant_attrs(g)) {
-            Ok(Some(src)) => sources.push((g, src)),
-            Ok(None) if g.write => {
-                return Err(SandboxError::Setup {
-                    step: format!("bind mount {} → {}", g.path.display(), g.path.display()),
-                    source: SysError::from_errno(
-                        format!("allow.write path {} does not exist", g.path.display()),
-                        libc::ENOENT,
-                    ),
-                });
-            }
-            Ok(None) => notes.push(format!("{step}: does not exist on the host; skipped")),
-            Err(e) if e.errno == libc::ELOOP && !g.write => notes.push(format!(
-                "{step}: a parent directory is a symlink; skipped (grant the real path)"
-            )),
-            Err(e) => return Err(setup(format!("open {step}"))(e)),
+    // Every granted path is opened on the host before anything is hidden by the staging
+    // mount: as root by the supervisor already (with root's rights), rootless here.
+    let opened_here;
+    let opened = match opened {
+        Some(o) => o,
+        None => {
+            opened_here = grants::open(plan)?;
+            notes.extend(opened_here.notes.iter().cloned());
+            notes.extend(grants::write_hints(&opened_here, id_mode));
+            &opened_here
         }
-    }
+    };
     let devices: Vec<(&str, OwnedFd)> = DEVICES
         .iter()
         .map(|d| {
@@ -393,14 +342,15 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
 
     // A grant of "/" itself goes first; bunker's own /tmp, /dev and /proc go on top of it;
     // every other grant after them, shallowest first.
-    let (top, rest): (Vec<_>, Vec<_>) = sources
-        .into_iter()
-        .partition(|(g, _)| g.path == Path::new("/"));
+    let (top, rest): (Vec<_>, Vec<_>) = opened
+        .grants
+        .iter()
+        .partition(|og| og.grant.path == Path::new("/"));
     // The staging tmpfs itself, even once a grant of / covers it: the mask file lives there.
     let staging_root = open_staging()?;
     let mut root = root;
-    for (g, src) in &top {
-        grant(&root, g, src)?;
+    for og in &top {
+        grant(&root, &og.grant, &og.source)?;
         // The grant now covers the staging tmpfs: lookups from the old fd would go beneath it.
         root = open_staging()?;
     }
@@ -415,8 +365,8 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
     }
     build_dev(&root, &devices, plan.tty)?;
     build_proc(&root)?;
-    for (g, src) in &rest {
-        grant(&root, g, src)?;
+    for og in &rest {
+        grant(&root, &og.grant, &og.source)?;
     }
 
     // Deny lists: explicit paths, then globs expanded against what is now mounted.
@@ -475,14 +425,14 @@ fn grant(root: &OwnedFd, g: &Grant, src: &Source) -> Result<(), SandboxError> {
             }
             Ok(())
         }
-        Source::Tree(fd, kind) => {
+        Source::Tree { tree, kind, .. } => {
             let node = if *kind == FileKind::Dir {
                 Node::Dir
             } else {
                 Node::File
             };
             let target = make_node(root, &g.path, node).map_err(setup(step.clone()))?;
-            mount::attach_tree(fd, &target, &g.path).map_err(setup(step))
+            mount::attach_tree(tree, &target, &g.path).map_err(setup(step))
         }
     }
 }

@@ -78,7 +78,7 @@ use crate::init::{self, InitContext, InitMessage};
 use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, LayerStatus, RunResult};
 use crate::supervise::{self, Supervised};
-use crate::{env, landlock, mounts, RunRequest};
+use crate::{env, grants, landlock, mounts, RunRequest};
 
 /// The clone flags for the policy's namespaces (cgroup is unshared later, by init).
 pub fn clone_flags(namespaces: &[Namespace]) -> libc::c_int {
@@ -205,10 +205,16 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     let (control_sup, control_init) =
         fd::seqpacket_pair().map_err(io_err("create control socket"))?;
     let (lifeline_r, lifeline_w) = fd::pipe().map_err(io_err("create lifeline pipe"))?;
+    // As root, the grants are opened here, with root's rights (see `grants.rs`).
+    let mut opened = match id_mode {
+        IdMode::Root => Some(grants::open(&plan)?),
+        IdMode::Rootless { .. } => None,
+    };
 
     let ctx = InitContext {
         policy,
         plan,
+        grants: opened.as_ref(),
         argv: argv_c,
         env: env_c,
         search_path,
@@ -262,6 +268,20 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             })
         })?;
     }
+    // Step 5b. As root, grants are mapped to their owners while still detached.
+    if let Some(opened) = opened.as_mut() {
+        let mapped = if has(Namespace::User) {
+            idmap::namespace_of(pid)
+                .map_err(io_err("open the sandbox's user namespace"))
+                .and_then(|ns| grants::map_to_owners(opened, &ns))
+        } else {
+            Ok(Vec::new())
+        };
+        let mut notes = mapped.map_err(abort)?;
+        notes.extend(grants::write_hints(opened, id_mode));
+        enforced.notes.append(&mut opened.notes);
+        enforced.notes.extend(notes);
+    }
     // Step 6.
     let joined = SandboxCgroup::prepare(policy, &mut enforced)
         .map_err(|e| (e, None))
@@ -302,6 +322,8 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         &raw,
     );
     drop(join_files);
+    // Init holds its own copies of the detached trees now.
+    drop(opened);
 
     // Step 7.
     let (data, fds) = match fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {

@@ -226,6 +226,31 @@ pub fn fd_kind(fd: RawFd) -> SysResult<FileKind> {
     })
 }
 
+/// Who owns a file, and its permission bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid: u32,
+    pub gid: u32,
+    /// The permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+/// `fstat(fd)`: the file's owner, group and permission bits, as the caller's namespaces see them.
+pub fn ownership(fd: RawFd) -> SysResult<Ownership> {
+    // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out pointer.
+    let r = unsafe { libc::fstat(fd, &mut st) };
+    if r < 0 {
+        return Err(SysError::last(format!("fstat(fd {fd})")));
+    }
+    Ok(Ownership {
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mode: st.st_mode & 0o7777,
+    })
+}
+
 /// `readlinkat(dirfd, name)`: the target of a symlink (an O_PATH|O_NOFOLLOW fd with "" works).
 pub fn readlinkat(dirfd: RawFd, name: &Path) -> SysResult<std::path::PathBuf> {
     let c = cstr("readlinkat", name)?;

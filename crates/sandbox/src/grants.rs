@@ -1,0 +1,386 @@
+//! The policy's grants opened on the host, and (as root) mapped to their owner.
+//!
+//! **Who opens them.** A grant means "the sandbox may use this path": whether it can be
+//! granted depends on the *caller's* rights, not the sandbox's. As root the supervisor opens
+//! every grant in the host's mount namespace before the sandbox exists, with root's rights
+//! (a path under a 0700 directory opens), and clones its mount tree detached
+//! (`open_tree(OPEN_TREE_CLONE)`); init inherits the fds over its fork-like clone and attaches
+//! the trees with `move_mount` (a detached tree can be attached in any mount namespace whose
+//! owner the attaching process has `CAP_SYS_ADMIN` over). Rootless, the caller and the sandbox
+//! are the same uid, and init opens them itself (an unprivileged supervisor cannot clone mount
+//! trees). Either way: `openat2(RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`, and the copies are
+//! made private, so no mount event crosses between the host and the sandbox.
+//!
+//! **Idmapping (as root only).** The sandbox runs as host uid/gid 65534. A grant outside the
+//! system trees ([`NOT_IDMAPPED`]) is an idmapped mount (`MOUNT_ATTR_IDMAP`) whose map sends its
+//! owner's uid and gid to 65534: inside it, the sandbox is the owner (it reads and writes what
+//! the owner may, and sees those files as its own uid 0), and what it creates is stored as
+//! owned by the owner. For a grant owned by root the sandbox's own user namespace is that map
+//! (0 → 65534); any other owner gets a small user namespace of its own, made by a short-lived
+//! child ([`crate::idmap::owner_namespace`]). Setting an idmap needs `CAP_SYS_ADMIN` over the
+//! filesystem's user namespace — the initial one — so the supervisor does it, on the detached
+//! trees, after writing the sandbox's id maps and before releasing init. Rootless there is
+//! nothing to map: the sandbox is the caller.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use bunker_sys::fd::{self, FileKind, Ownership, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
+use bunker_sys::mount::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+use bunker_sys::SysError;
+
+use crate::error::SandboxError;
+use crate::idmap::{self, IdMode, UNPRIVILEGED_ID};
+use crate::mounts::{Grant, MountPlan};
+
+/// Trees of the operating system that are never idmapped, nor is a grant of `/` itself: the
+/// default and runtime profiles grant them, and idmapped they would show root's private files
+/// (`/etc/shadow`, root-only keys and logs) as the sandbox's own. There the sandbox stays the
+/// host's uid 65534 and sees what any unprivileged user sees.
+pub const NOT_IDMAPPED: [&str; 9] = [
+    "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/boot", "/sys",
+];
+
+/// Prefix of the notes that are worth telling the caller on stderr (the CLI prints them).
+pub const HINT: &str = "hint: ";
+
+/// Whether a grant of `path` is mapped to its owner (as root).
+pub fn idmapped_path(path: &Path) -> bool {
+    path != Path::new("/") && !NOT_IDMAPPED.iter().any(|t| path.starts_with(t))
+}
+
+/// A directory anyone may create in and only owners may delete from (mode `o+w` and sticky:
+/// /tmp, /var/tmp, /dev/shm): it is shared, not owned, and is never mapped to its owner (root),
+/// which would make the sandbox the owner of every root file in it.
+fn shared_scratch(owner: &Ownership) -> bool {
+    owner.mode & 0o1002 == 0o1002
+}
+
+/// A policy path opened on the host.
+#[derive(Debug)]
+pub enum Source {
+    /// A detached recursive copy of the mount tree at the path, with the grant's mount
+    /// attributes set, what the path is, and who owns it.
+    Tree {
+        tree: OwnedFd,
+        kind: FileKind,
+        owner: Ownership,
+    },
+    /// The path is a symlink: it is recreated as the link.
+    Symlink(PathBuf),
+}
+
+/// One opened grant.
+#[derive(Debug)]
+pub struct OpenedGrant {
+    pub grant: Grant,
+    pub source: Source,
+    /// The owner's ids that the mount maps to the sandbox, when it is idmapped.
+    pub mapped_owner: Option<(u32, u32)>,
+}
+
+/// Every grant of a plan that exists on the host, opened.
+#[derive(Debug, Default)]
+pub struct OpenedGrants {
+    pub grants: Vec<OpenedGrant>,
+    /// Grants skipped (missing, behind a symlink) or not mapped, and hints.
+    pub notes: Vec<String>,
+}
+
+/// The mount attributes of a grant's bind mount.
+fn grant_attrs(g: &Grant) -> u64 {
+    if g.write {
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+    } else {
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+    }
+}
+
+fn label(g: &Grant) -> String {
+    format!(
+        "{} {}",
+        if g.write { "allow.write" } else { "allow.read" },
+        g.path.display()
+    )
+}
+
+/// Opens every grant of `plan` with the calling process's rights, without following any
+/// symlink, and clones its mount tree (private, with the grant's attributes). A missing or
+/// symlink-parented read grant is skipped with a note; a missing write grant is an error.
+pub fn open(plan: &MountPlan) -> Result<OpenedGrants, SandboxError> {
+    let mut opened = OpenedGrants::default();
+    for g in &plan.grants {
+        match open_host(&g.path, grant_attrs(g)) {
+            Ok(Some(source)) => opened.grants.push(OpenedGrant {
+                grant: g.clone(),
+                source,
+                mapped_owner: None,
+            }),
+            Ok(None) if g.write => {
+                return Err(SandboxError::Setup {
+                    step: format!("bind mount {} → {}", g.path.display(), g.path.display()),
+                    source: SysError::from_errno(
+                        format!("allow.write path {} does not exist", g.path.display()),
+                        libc::ENOENT,
+                    ),
+                });
+            }
+            Ok(None) => opened
+                .notes
+                .push(format!("{}: does not exist on the host; skipped", label(g))),
+            Err(e) if e.errno == libc::ELOOP && !g.write => opened.notes.push(format!(
+                "{}: a parent directory is a symlink; skipped (grant the real path)",
+                label(g)
+            )),
+            Err(e) => {
+                return Err(SandboxError::Setup {
+                    step: format!("open {}", label(g)),
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(opened)
+}
+
+/// Opens a host path without following any symlink and clones its mount tree with `attrs`
+/// set. Ok(None): it does not exist.
+fn open_host(path: &Path, attrs: u64) -> Result<Option<Source>, SysError> {
+    let f = match fd::openat2(
+        None,
+        path,
+        libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0,
+        RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    ) {
+        Ok(f) => f,
+        Err(e) if e.errno == libc::ENOENT => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let kind = fd::fd_kind(f.as_raw_fd())?;
+    if kind == FileKind::Symlink {
+        return Ok(Some(Source::Symlink(fd::readlinkat(
+            f.as_raw_fd(),
+            Path::new(""),
+        )?)));
+    }
+    let owner = fd::ownership(f.as_raw_fd())?;
+    // Cloned now, while nothing of the new root exists: a tree cloned later in init would
+    // include the staging tmpfs if the grant contains it (a grant of / or /tmp).
+    let tree = mount::clone_private_tree(f.as_raw_fd(), attrs, path)?;
+    Ok(Some(Source::Tree { tree, kind, owner }))
+}
+
+/// As root: maps every grant outside [`NOT_IDMAPPED`] to its owner (see the module's doc).
+/// `sandbox_userns` is the sandbox's user namespace, its maps written (0 → 65534): the map for
+/// grants owned by root. A filesystem that refuses idmapped mounts leaves its grant as it was,
+/// with a note. Returns the notes (and hints for write grants the sandbox still cannot write).
+pub fn map_to_owners(
+    opened: &mut OpenedGrants,
+    sandbox_userns: &OwnedFd,
+) -> Result<Vec<String>, SandboxError> {
+    let mut notes = Vec::new();
+    // One user namespace per distinct owner, made only when needed.
+    let mut owner_namespaces: Vec<((u32, u32), OwnedFd)> = Vec::new();
+    for og in &mut opened.grants {
+        let Source::Tree { tree, owner, .. } = &og.source else {
+            continue;
+        };
+        let ids = (owner.uid, owner.gid);
+        if !idmapped_path(&og.grant.path)
+            || ids == (UNPRIVILEGED_ID, UNPRIVILEGED_ID)
+            || shared_scratch(owner)
+        {
+            continue;
+        }
+        let userns = if ids == (0, 0) {
+            sandbox_userns.as_raw_fd()
+        } else {
+            match owner_namespaces.iter().find(|(k, _)| *k == ids) {
+                Some((_, ns)) => ns.as_raw_fd(),
+                None => {
+                    let ns = idmap::owner_namespace(owner.uid, owner.gid).map_err(|e| {
+                        SandboxError::Setup {
+                            step: format!(
+                                "map {} to its owner {}:{}",
+                                label(&og.grant),
+                                owner.uid,
+                                owner.gid
+                            ),
+                            source: e,
+                        }
+                    })?;
+                    let raw = ns.as_raw_fd();
+                    owner_namespaces.push((ids, ns));
+                    raw
+                }
+            }
+        };
+        match mount::idmap_tree(tree.as_raw_fd(), userns, &og.grant.path) {
+            Ok(()) => og.mapped_owner = Some(ids),
+            // The filesystem (or one mounted inside the grant) does not support idmapped
+            // mounts, or is not the initial namespace's: the grant stays as it was.
+            Err(e) if matches!(e.errno, libc::EINVAL | libc::EPERM | libc::EOPNOTSUPP) => notes
+                .push(format!(
+                    "{}: not mapped to its owner {}:{} ({e}); the sandbox uses it as host uid \
+                     {UNPRIVILEGED_ID}",
+                    label(&og.grant),
+                    owner.uid,
+                    owner.gid
+                )),
+            Err(e) => {
+                return Err(SandboxError::Setup {
+                    step: format!("map {} to its owner", label(&og.grant)),
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(notes)
+}
+
+/// Hints for write grants the sandbox cannot write at their top (which is what a user who
+/// granted a directory expects to do). The sandbox runs as the host ids of `mode`; inside an
+/// idmapped grant, as its owner.
+pub fn write_hints(opened: &OpenedGrants, mode: IdMode) -> Vec<String> {
+    let (uid, gid) = mode.host_ids();
+    let mut hints = Vec::new();
+    for og in opened.grants.iter().filter(|og| og.grant.write) {
+        let Source::Tree { kind, owner, .. } = &og.source else {
+            continue;
+        };
+        let (as_uid, as_gid) = og.mapped_owner.unwrap_or((uid, gid));
+        let bits = if owner.uid == as_uid {
+            owner.mode >> 6
+        } else if owner.gid == as_gid {
+            owner.mode >> 3
+        } else {
+            owner.mode
+        } & 0o7;
+        // A directory needs write and search to create in it; a file, write.
+        let needed = if *kind == FileKind::Dir { 0o3 } else { 0o2 };
+        if bits & needed == needed {
+            continue;
+        }
+        let why = match (og.mapped_owner, mode) {
+            (Some(_), _) => format!(
+                "even its owner may not (mode {:04o}); the sandbox acts as its owner {}:{} there",
+                owner.mode, owner.uid, owner.gid
+            ),
+            (None, IdMode::Rootless { .. }) => format!(
+                "it is owned by {}:{} with mode {:04o}, and the sandbox is you ({uid}:{gid})",
+                owner.uid, owner.gid, owner.mode
+            ),
+            (None, IdMode::Root) if !idmapped_path(&og.grant.path) => format!(
+                "it is owned by {}:{} with mode {:04o}, and in a system tree ({}, or / itself) \
+                 the sandbox is host uid {uid}, not mapped to the owner",
+                owner.uid,
+                owner.gid,
+                owner.mode,
+                NOT_IDMAPPED.join(", ")
+            ),
+            (None, IdMode::Root) => format!(
+                "it is owned by {}:{} with mode {:04o}, and the sandbox is host uid {uid} there \
+                 (it could not be mapped to its owner: see the notes)",
+                owner.uid, owner.gid, owner.mode
+            ),
+        };
+        hints.push(format!(
+            "{HINT}{} is not writable by the sandbox: {why}",
+            label(&og.grant)
+        ));
+    }
+    hints
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_trees_and_the_root_are_not_idmapped() {
+        for p in [
+            "/",
+            "/usr",
+            "/usr/lib/x",
+            "/etc",
+            "/etc/ssl/certs",
+            "/lib64",
+            "/bin",
+        ] {
+            assert!(!idmapped_path(Path::new(p)), "{p}");
+        }
+        for p in [
+            "/root/proj",
+            "/home/u/app",
+            "/tmp/x",
+            "/opt/python",
+            "/var/lib/ci",
+            "/usrx",
+        ] {
+            assert!(idmapped_path(Path::new(p)), "{p}");
+        }
+    }
+
+    fn opened(write: bool, owner: Ownership, mapped: bool) -> OpenedGrants {
+        let tree = fd::open_dev_null().unwrap();
+        OpenedGrants {
+            grants: vec![OpenedGrant {
+                grant: Grant {
+                    path: "/srv/out".into(),
+                    write,
+                },
+                source: Source::Tree {
+                    tree,
+                    kind: FileKind::Dir,
+                    owner,
+                },
+                mapped_owner: mapped.then_some((owner.uid, owner.gid)),
+            }],
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_hint_names_a_write_grant_the_sandbox_cannot_write() {
+        let root_0755 = Ownership {
+            uid: 0,
+            gid: 0,
+            mode: 0o755,
+        };
+        // Mapped to its owner: root may write a 0755 directory.
+        assert!(write_hints(&opened(true, root_0755, true), IdMode::Root).is_empty());
+        // Not mapped: host uid 65534 may not.
+        let h = write_hints(&opened(true, root_0755, false), IdMode::Root);
+        assert_eq!(h.len(), 1);
+        assert!(
+            h[0].starts_with("hint: allow.write /srv/out is not writable"),
+            "{h:?}"
+        );
+        // Read grants get no hint.
+        assert!(write_hints(&opened(false, root_0755, false), IdMode::Root).is_empty());
+        // Owner without write permission, mapped or not.
+        let ro = Ownership {
+            mode: 0o555,
+            ..root_0755
+        };
+        assert_eq!(write_hints(&opened(true, ro, true), IdMode::Root).len(), 1);
+        // Rootless: the caller's own directory is writable; another's 0755 one is not.
+        let me = IdMode::Rootless {
+            uid: 1000,
+            gid: 1000,
+        };
+        let mine = Ownership {
+            uid: 1000,
+            gid: 1000,
+            mode: 0o755,
+        };
+        assert!(write_hints(&opened(true, mine, false), me).is_empty());
+        assert_eq!(write_hints(&opened(true, root_0755, false), me).len(), 1);
+        let world = Ownership {
+            mode: 0o1777,
+            ..root_0755
+        };
+        assert!(write_hints(&opened(true, world, false), me).is_empty());
+    }
+}
