@@ -240,10 +240,15 @@ pub fn map_to_owners(
 }
 
 /// Hints for write grants the sandbox cannot write at their top (which is what a user who
-/// granted a directory expects to do). The sandbox runs as the host ids of `mode`; inside an
-/// idmapped grant, as its owner.
+/// granted a directory expects to do). As root the grants were opened by the supervisor: their
+/// owners are host ids, and the sandbox is host uid 65534, or the owner inside an idmapped
+/// grant. Rootless they were opened by init, inside the sandbox's user namespace: the caller's
+/// own files show as 0:0 (the sandbox's ids there), anyone else's as unmapped.
 pub fn write_hints(opened: &OpenedGrants, mode: IdMode) -> Vec<String> {
-    let (uid, gid) = mode.host_ids();
+    let (uid, gid) = match mode {
+        IdMode::Root => (UNPRIVILEGED_ID, UNPRIVILEGED_ID),
+        IdMode::Rootless { .. } => (0, 0),
+    };
     let mut hints = Vec::new();
     for og in opened.grants.iter().filter(|og| og.grant.write) {
         let Source::Tree { kind, owner, .. } = &og.source else {
@@ -267,9 +272,13 @@ pub fn write_hints(opened: &OpenedGrants, mode: IdMode) -> Vec<String> {
                 "even its owner may not (mode {:04o}); the sandbox acts as its owner {}:{} there",
                 owner.mode, owner.uid, owner.gid
             ),
+            (None, IdMode::Rootless { .. }) if owner.uid == 0 => format!(
+                "it is yours, but its mode ({:04o}) does not let you write it",
+                owner.mode
+            ),
             (None, IdMode::Rootless { .. }) => format!(
-                "it is owned by {}:{} with mode {:04o}, and the sandbox is you ({uid}:{gid})",
-                owner.uid, owner.gid, owner.mode
+                "it belongs to another user (mode {:04o}), and the sandbox has only your rights",
+                owner.mode
             ),
             (None, IdMode::Root) if !idmapped_path(&og.grant.path) => format!(
                 "it is owned by {}:{} with mode {:04o}, and in a system tree ({}, or / itself) \
@@ -365,21 +374,22 @@ mod tests {
             ..root_0755
         };
         assert_eq!(write_hints(&opened(true, ro, true), IdMode::Root).len(), 1);
-        // Rootless: the caller's own directory is writable; another's 0755 one is not.
+        // Rootless (owners as init sees them: the caller is 0, anyone else unmapped): the
+        // caller's own directory is writable; another's 0755 one is not.
         let me = IdMode::Rootless {
             uid: 1000,
             gid: 1000,
         };
-        let mine = Ownership {
-            uid: 1000,
-            gid: 1000,
+        assert!(write_hints(&opened(true, root_0755, false), me).is_empty());
+        let others = Ownership {
+            uid: 65534,
+            gid: 65534,
             mode: 0o755,
         };
-        assert!(write_hints(&opened(true, mine, false), me).is_empty());
-        assert_eq!(write_hints(&opened(true, root_0755, false), me).len(), 1);
+        assert_eq!(write_hints(&opened(true, others, false), me).len(), 1);
         let world = Ownership {
             mode: 0o1777,
-            ..root_0755
+            ..others
         };
         assert!(write_hints(&opened(true, world, false), me).is_empty());
     }

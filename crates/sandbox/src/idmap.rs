@@ -56,14 +56,9 @@ impl IdMode {
 
     /// The host uid the sandbox runs as.
     pub fn host_uid(self) -> u32 {
-        self.host_ids().0
-    }
-
-    /// The host uid and gid the sandbox runs as.
-    pub fn host_ids(self) -> (u32, u32) {
         match self {
-            IdMode::Root => (UNPRIVILEGED_ID, UNPRIVILEGED_ID),
-            IdMode::Rootless { uid, gid } => (uid, gid),
+            IdMode::Root => UNPRIVILEGED_ID,
+            IdMode::Rootless { uid, .. } => uid,
         }
     }
 }
