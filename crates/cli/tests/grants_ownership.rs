@@ -132,7 +132,10 @@ fn a_file_under_a_0700_directory_can_be_granted_and_read() {
     for (mode, cmd) in modes() {
         let tmp = shared_tempdir();
         let uid = caller_uid(mode);
-        let proj = project(tmp.path(), uid, uid);
+        // The project lives under a 0700 directory of its owner, like /root/proj.
+        let home = mkdir(tmp.path(), "home", 0o700);
+        let proj = project(&home, uid, uid);
+        chown(&home, Some(uid), Some(uid)).unwrap();
         let secret = proj.join("notes.txt");
         // The 0600 file under the 0700 directory, granted by itself and through its directory.
         for granted in [&proj, &secret] {

@@ -4,12 +4,13 @@
 //! [`plan`] is pure (it runs in the supervisor and is unit-tested); [`build_root`] runs in the
 //! sandbox's init, in its own mount namespace, before pivot_root.
 //!
-//! Every policy path is opened with `openat2(RESOLVE_NO_SYMLINKS)` before anything is mounted,
-//! and every mount target inside the new root is opened the same way relative to the new root,
-//! so neither a bind source nor a target can be redirected by a symlink. Binds are made with the
-//! fd-based mount API: the tree is cloned recursively (mounts the kernel locked in a user
-//! namespace stay covered), made read-only/nosuid/nodev *while detached* (`mount_setattr` only
-//! adds flags, so flags locked on the source are kept), then attached.
+//! Every policy path is opened with `openat2(RESOLVE_NO_SYMLINKS)` before anything is mounted
+//! ([`crate::grants`]: as root by the supervisor, rootless here), and every mount target inside
+//! the new root is opened the same way relative to the new root, so neither a bind source nor a
+//! target can be redirected by a symlink. Binds are made with the fd-based mount API: the tree
+//! is cloned recursively (mounts the kernel locked in a user namespace stay covered), made
+//! read-only/nosuid/nodev *while detached* (`mount_setattr` only adds flags, so flags locked on
+//! the source are kept), then attached.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;

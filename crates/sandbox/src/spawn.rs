@@ -4,13 +4,15 @@
 //! 1. `landlock::probe`: fail closed early when landlock is required and the kernel lacks it.
 //! 2. The mount plan, the program's environment and argv are computed (pure, before the clone).
 //! 3. Pipes for stdout and stderr; a SOCK_SEQPACKET control socket pair; a lifeline pipe whose
-//!    write end only the supervisor holds.
+//!    write end only the supervisor holds. As root, the grants are opened here, with root's
+//!    rights, and their trees cloned detached (`grants::open`): init inherits them.
 //! 4. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWUTS | CLONE_PIDFD)` (as the policy's
 //!    `kernel.namespaces` say), fork-like, onto the supervisor's CPU (both take the caller's
 //!    affinity back right after): the child becomes the sandbox's init (pid 1). The network and
 //!    IPC namespaces are made by init instead (its step 1).
 //! 5. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
-//!    65534, never host root).
+//!    65534, never host root). As root, the detached grant trees are then idmapped to their
+//!    owners (`grants::map_to_owners`), and write grants the sandbox cannot write are noted.
 //! 6. `SandboxCgroup::prepare` (the cgroup under the supervisor's own, limits written) and
 //!    `prepare_join` (init's pid written to `cgroup.procs` on v2; the `tasks` files of the v1
 //!    hierarchies opened); then the release, a datagram on the control socket carrying those
@@ -34,8 +36,8 @@
 //! 2. `setresgid(0)`, `setgroups([])` (as root), `setresuid(0)` inside the user namespace.
 //! 3. `PR_SET_PDEATHSIG(SIGKILL)` — after the id change, which clears it — then check the
 //!    lifeline is not at end of file (the supervisor died in between → exit).
-//! 4. Mounts (`mounts.rs`): / private; policy paths opened without following symlinks; a tmpfs
-//!    root; grants bound (read-only unless in `allow.write`; nosuid, nodev); private /tmp;
+//! 4. Mounts (`mounts.rs`): / private; policy paths opened without following symlinks
+//!    (rootless; as root the supervisor's trees are used); a tmpfs root; grants attached (read-only unless in `allow.write`; nosuid, nodev); private /tmp;
 //!    minimal /dev; fresh /proc with /proc/sys & co. read-only; deny masks; pivot_root; old
 //!    root detached; the root tmpfs remounted read-only. Then the landlock ruleset is built
 //!    (paths opened in the new root) and the seccomp filter compiled, both enforced in step 8.
@@ -268,7 +270,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             })
         })?;
     }
-    // Step 5b. As root, grants are mapped to their owners while still detached.
+    // As root, grants are mapped to their owners while still detached (step 5).
     if let Some(opened) = opened.as_mut() {
         let mapped = if has(Namespace::User) {
             idmap::namespace_of(pid)
