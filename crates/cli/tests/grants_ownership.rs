@@ -378,3 +378,96 @@ fn a_write_grant_the_sandbox_cannot_write_is_named_on_stderr() {
         );
     }
 }
+
+/// Unmounts the host mount a test made, whatever the test's outcome.
+struct HostMount(PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Mount points at or under `dir` in the host's mount table.
+fn host_mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .collect()
+}
+
+#[test]
+fn masks_mounted_inside_a_grant_never_reach_a_shared_host_mount() {
+    if !needs_root() {
+        return;
+    }
+    for (mode, cmd) in modes() {
+        let tmp = shared_tempdir();
+        let uid = caller_uid(mode);
+        let proj = project(tmp.path(), uid, uid);
+        let hidden = mkdir(&proj, "hidden", 0o755);
+        chown(&hidden, Some(uid), Some(uid)).unwrap();
+        // A shared host mount (as systemd makes /): a copy that joined its peer group would
+        // carry the sandbox's mounts back to the host.
+        for args in [&["--bind"][..], &["--make-shared"]] {
+            let how = Command::new("mount")
+                .args(args)
+                .args(if args == ["--bind"] {
+                    vec![&proj, &proj]
+                } else {
+                    vec![&proj]
+                })
+                .status()
+                .unwrap();
+            assert!(how.success(), "mount {args:?}");
+        }
+        let _guard = HostMount(proj.clone());
+        let policy = tmp.path().join("policy.json");
+        std::fs::write(
+            &policy,
+            format!(
+                r#"{{"extends": ["default"], "allow": {{"write": ["{p}"]}},
+                    "deny": {{"read": ["{p}/hidden"]}}}}"#,
+                p = arg(&proj)
+            ),
+        )
+        .unwrap();
+        let ready = proj.join("out/ready");
+        let done = proj.join("out/done");
+        // The program says it is ready (its masks are mounted) and waits for the host's look.
+        let script = format!(
+            "grep -c ' {p}/hidden ' /proc/self/mountinfo && : > {r} && \
+             i=0; while [ ! -e {d} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
+            p = arg(&proj),
+            r = arg(&ready),
+            d = arg(&done)
+        );
+        let mut child = cmd()
+            .args(["run", "--policy", &arg(&policy), "--", "sh", "-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut seen = None;
+        for _ in 0..600 {
+            if ready.exists() {
+                seen = Some(host_mounts_under(&proj));
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::fs::write(&done, "").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        // Control: the mask is mounted inside.
+        assert_eq!(stdout(&out), "1\n", "{mode}");
+        let seen = seen.unwrap_or_else(|| panic!("{mode}: the program never got ready"));
+        assert_eq!(
+            seen,
+            vec![arg(&proj)],
+            "{mode}: host mounts under the grant"
+        );
+    }
+}
