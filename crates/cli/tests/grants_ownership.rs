@@ -444,7 +444,7 @@ fn masks_mounted_inside_a_grant_never_reach_a_shared_host_mount() {
             r = arg(&ready),
             d = arg(&done)
         );
-        let mut child = cmd()
+        let child = cmd()
             .args(["run", "--policy", &arg(&policy), "--", "sh", "-c", &script])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
