@@ -471,3 +471,28 @@ fn masks_mounted_inside_a_grant_never_reach_a_shared_host_mount() {
         );
     }
 }
+
+#[test]
+fn a_nested_grant_of_another_owner_is_mapped_to_its_own_owner() {
+    if !needs_root() {
+        return;
+    }
+    let tmp = shared_tempdir();
+    let proj = project(tmp.path(), 0, 0);
+    let alice = mkdir(&proj, "alice", 0o700);
+    chown(&alice, Some(1000), Some(1000)).unwrap();
+    let script = format!(
+        "echo p > {p}/out/by-root-grant && echo a > {a}/by-alice-grant && echo ok",
+        p = arg(&proj),
+        a = arg(&alice)
+    );
+    let out = run(
+        bunker,
+        &[("--allow-write", &proj), ("--allow-write", &alice)],
+        &["sh", "-c", &script],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ok\n");
+    assert_created_safely(&[proj.join("out/by-root-grant")], 0, 0, "outer grant");
+    assert_created_safely(&[alice.join("by-alice-grant")], 1000, 1000, "inner grant");
+}

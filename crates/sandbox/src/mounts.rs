@@ -124,15 +124,17 @@ pub fn plan(policy: &Policy) -> MountPlan {
             .cmp(&depth(&b.path))
             .then(a.path.cmp(&b.path))
     });
-    // A grant inside another of the same kind adds nothing: the outer bind is recursive and has
-    // the same flags. (Each bind costs a few syscalls at every start.)
+    // A grant inside another of the same kind adds nothing in the system trees: the outer bind
+    // is recursive and has the same flags. (Each bind costs a few syscalls at every start.)
+    // Elsewhere it is kept: as root each grant is mapped to its own owner, and the inner path
+    // may belong to another user than the outer one.
     let mut kept: Vec<Grant> = Vec::with_capacity(grants.len());
     for g in grants {
         let nearest = kept
             .iter()
             .filter(|k| g.path.starts_with(&k.path))
             .max_by_key(|k| depth(&k.path));
-        if nearest.is_none_or(|k| k.write != g.write) {
+        if nearest.is_none_or(|k| k.write != g.write || grants::idmapped_path(&g.path)) {
             kept.push(g);
         }
     }
@@ -759,9 +761,14 @@ mod tests {
     }
 
     #[test]
-    fn nested_grants_are_kept_only_when_their_access_differs() {
+    fn nested_grants_are_kept_when_their_access_or_owner_may_differ() {
         let mut p = policy();
-        p.allow.read = vec!["/".into(), "/data/ro".into(), "/data/ro/deeper".into()];
+        p.allow.read = vec![
+            "/".into(),
+            "/etc".into(),
+            "/data/ro".into(),
+            "/data/ro/deeper".into(),
+        ];
         p.allow.write = vec!["/data".into(), "/data/rw-again".into()];
         let plan = plan(&p);
         let got: Vec<_> = plan
@@ -769,9 +776,17 @@ mod tests {
             .iter()
             .map(|g| (g.path.to_str().unwrap(), g.write))
             .collect();
+        // /etc adds nothing to /; the nested grants outside the system trees may have another
+        // owner (each is mapped to its own as root).
         assert_eq!(
             got,
-            vec![("/", false), ("/data", true), ("/data/ro", false)]
+            vec![
+                ("/", false),
+                ("/data", true),
+                ("/data/ro", false),
+                ("/data/rw-again", true),
+                ("/data/ro/deeper", false)
+            ]
         );
     }
 
