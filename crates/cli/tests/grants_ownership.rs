@@ -496,3 +496,52 @@ fn a_nested_grant_of_another_owner_is_mapped_to_its_own_owner() {
     assert_created_safely(&[proj.join("out/by-root-grant")], 0, 0, "outer grant");
     assert_created_safely(&[alice.join("by-alice-grant")], 1000, 1000, "inner grant");
 }
+
+#[test]
+fn a_filesystem_without_idmapped_mounts_leaves_the_grant_unmapped_and_says_so() {
+    if !needs_root() {
+        return;
+    }
+    let tmp = shared_tempdir();
+    // ramfs does not support idmapped mounts (tmpfs and ext4 do).
+    let ram = mkdir(tmp.path(), "ram", 0o755);
+    let mounted = Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&ram)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount ramfs");
+    let _guard = HostMount(ram.clone());
+    std::fs::set_permissions(&ram, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = ram.join("x");
+    let out = bunker()
+        .args(["run", "--report", "json", "--allow-write", &arg(&ram)])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &format!("echo x > {} || echo refused", arg(&file)),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The sandbox is host uid 65534 there, as before: root's 0755 directory is not writable.
+    assert_eq!(stdout(&out), "refused\n");
+    assert!(!file.exists());
+    let notes = common::report(&out)["enforced"]["notes"].to_string();
+    assert!(
+        notes.contains(&format!(
+            "allow.write {}: not mapped to its owner 0:0",
+            arg(&ram)
+        )),
+        "{notes}"
+    );
+    assert!(
+        stderr(&out).contains(&format!(
+            "bunker: hint: allow.write {} is not writable by the sandbox",
+            arg(&ram)
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
