@@ -8,9 +8,9 @@
 //! ([`crate::grants`]: as root by the supervisor, rootless here), and every mount target inside
 //! the new root is opened the same way relative to the new root, so neither a bind source nor a
 //! target can be redirected by a symlink. Binds are made with the fd-based mount API: the tree
-//! is cloned recursively (mounts the kernel locked in a user namespace stay covered), made
-//! read-only/nosuid/nodev *while detached* (`mount_setattr` only adds flags, so flags locked on
-//! the source are kept), then attached.
+//! is cloned recursively (sub-mounts stay covered; rootless, where init clones them in its own
+//! user namespace, the kernel also locks them), made read-only/nosuid/nodev *while detached*
+//! (`mount_setattr` only adds flags, so flags locked on the source are kept), then attached.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
