@@ -22,12 +22,12 @@
 //! trees, after writing the sandbox's id maps and before releasing init. Rootless there is
 //! nothing to map: the sandbox is the caller.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use bunker_sys::fd::{self, FileKind, Ownership, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
 use bunker_sys::mount::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
-use bunker_sys::SysError;
+use bunker_sys::{process, SysError};
 
 use crate::error::SandboxError;
 use crate::idmap::{self, IdMode, UNPRIVILEGED_ID};
@@ -139,6 +139,140 @@ pub fn open(plan: &MountPlan) -> Result<OpenedGrants, SandboxError> {
                 })
             }
         }
+    }
+    Ok(opened)
+}
+
+/// As root: [`open`] in the mount namespace of the sandbox's `init` (made by its clone, a copy
+/// of the host's, untouched while init waits for its release), with the supervisor's rights.
+/// Clones made there keep the locks the kernel put on the copy's mounts (`MNT_LOCKED`: a
+/// sub-mount of a grant cannot be unmounted from inside to uncover what is under it), which a
+/// clone made in the host's namespace would not have. `setns` moves the caller's root and
+/// working directory to that namespace's root; both are back when this returns.
+pub fn open_in_namespace_of(plan: &MountPlan, init: i32) -> Result<OpenedGrants, SandboxError> {
+    let step = |what: &'static str| {
+        move |source| SandboxError::Setup {
+            step: format!("open the grants in the sandbox's mount namespace ({what})"),
+            source,
+        }
+    };
+    let dir = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let ns = libc::O_RDONLY | libc::O_CLOEXEC;
+    let own = fd::open(Path::new("/proc/self/ns/mnt"), ns, 0).map_err(step("open own"))?;
+    let cwd = fd::open(Path::new("."), dir, 0).map_err(step("open the working directory"))?;
+    let theirs =
+        fd::open(Path::new(&format!("/proc/{init}/ns/mnt")), ns, 0).map_err(step("open init's"))?;
+    process::setns(theirs.as_raw_fd(), libc::CLONE_NEWNS).map_err(step("enter"))?;
+    let opened = open(plan);
+    process::setns(own.as_raw_fd(), libc::CLONE_NEWNS).map_err(step("leave"))?;
+    process::fchdir(cwd.as_raw_fd()).map_err(step("restore the working directory"))?;
+    opened
+}
+
+/// One grant as the supervisor sends it to init (the tree travels as an fd beside it).
+#[derive(serde::Serialize, serde::Deserialize)]
+enum SentGrant {
+    Tree {
+        path: PathBuf,
+        write: bool,
+        dir: bool,
+    },
+    Symlink {
+        path: PathBuf,
+        write: bool,
+        target: PathBuf,
+    },
+}
+
+/// The datagram that hands init the grants the supervisor opened, and its fds (the trees, in
+/// order). Fails when there are more trees than one datagram carries.
+pub fn message(opened: &OpenedGrants) -> Result<(Vec<u8>, Vec<RawFd>), SandboxError> {
+    let mut fds = Vec::new();
+    let sent: Vec<SentGrant> = opened
+        .grants
+        .iter()
+        .map(|og| match &og.source {
+            Source::Tree { tree, kind, .. } => {
+                fds.push(tree.as_raw_fd());
+                SentGrant::Tree {
+                    path: og.grant.path.clone(),
+                    write: og.grant.write,
+                    dir: *kind == FileKind::Dir,
+                }
+            }
+            Source::Symlink(target) => SentGrant::Symlink {
+                path: og.grant.path.clone(),
+                write: og.grant.write,
+                target: target.clone(),
+            },
+        })
+        .collect();
+    if fds.len() > fd::MAX_FDS_PER_MESSAGE {
+        return Err(SandboxError::Init {
+            step: "hand the grants to init".into(),
+            detail: format!(
+                "{} granted trees; at most {} can be bound (grant fewer, wider directories)",
+                fds.len(),
+                fd::MAX_FDS_PER_MESSAGE
+            ),
+        });
+    }
+    let data = serde_json::to_vec(&sent).map_err(|e| SandboxError::Init {
+        step: "hand the grants to init".into(),
+        detail: e.to_string(),
+    })?;
+    Ok((data, fds))
+}
+
+/// Init's side of [`message`]: the grants, their trees from `fds`. (The owners are the
+/// supervisor's business: init only attaches.)
+pub fn from_message(data: &[u8], fds: Vec<OwnedFd>) -> Result<OpenedGrants, SandboxError> {
+    let bad = |detail: String| SandboxError::Init {
+        step: "receive the grants from the supervisor".into(),
+        detail,
+    };
+    let sent: Vec<SentGrant> = serde_json::from_slice(data).map_err(|e| bad(e.to_string()))?;
+    let announced = sent
+        .iter()
+        .filter(|g| matches!(g, SentGrant::Tree { .. }))
+        .count();
+    if announced != fds.len() {
+        return Err(bad(format!(
+            "{announced} trees announced, {} fds received",
+            fds.len()
+        )));
+    }
+    let mut trees = fds.into_iter();
+    let mut opened = OpenedGrants::default();
+    for g in sent {
+        let (grant, source) = match g {
+            SentGrant::Tree { path, write, dir } => {
+                let Some(tree) = trees.next() else {
+                    return Err(bad("fewer fds than trees".into()));
+                };
+                let source = Source::Tree {
+                    tree,
+                    kind: if dir { FileKind::Dir } else { FileKind::File },
+                    // Not sent: init only attaches.
+                    owner: Ownership {
+                        uid: u32::MAX,
+                        gid: u32::MAX,
+                        mode: 0,
+                    },
+                };
+                (Grant { path, write }, source)
+            }
+            SentGrant::Symlink {
+                path,
+                write,
+                target,
+            } => (Grant { path, write }, Source::Symlink(target)),
+        };
+        opened.grants.push(OpenedGrant {
+            grant,
+            source,
+            mapped_owner: None,
+        });
     }
     Ok(opened)
 }

@@ -91,9 +91,7 @@ pub fn teardown_signal() -> libc::c_int {
 #[derive(Debug)]
 pub struct InitContext<'a> {
     pub policy: &'a Policy,
-    pub plan: MountPlan,
-    /// The grants the supervisor opened (as root; rootless, init opens them).
-    pub grants: Option<&'a OpenedGrants>,
+    pub plan: &'a MountPlan,
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
     /// PATH of the program's environment, for looking up `argv[0]`.
@@ -203,7 +201,13 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         process::exit_now(1);
     }
 
-    let root = mounts::build_root(&ctx.plan, ctx.grants, ctx.id_mode)?;
+    // As root, the supervisor opened the grants (with root's rights) and sends their trees
+    // right after the release; rootless, build_root opens them.
+    let granted = match ctx.id_mode {
+        IdMode::Root => Some(receive_grants(ctx)?),
+        IdMode::Rootless { .. } => None,
+    };
+    let root = mounts::build_root(ctx.plan, granted.as_ref(), ctx.id_mode)?;
     let mut notes = root.notes;
 
     // Built now, while the namespace thread may still run; enforced below, in the order the
@@ -327,6 +331,15 @@ fn release(ctx: &InitContext) -> Result<Vec<OwnedFd>, SandboxError> {
             String::from_utf8_lossy(&data)
         ),
     })
+}
+
+/// The grants the supervisor opened, and their trees (`grants::message`).
+fn receive_grants(ctx: &InitContext) -> Result<OpenedGrants, SandboxError> {
+    match fd::recv_with_fds(ctx.control, MAX_MESSAGE) {
+        Ok((data, fds)) if !data.is_empty() => crate::grants::from_message(&data, fds),
+        // The supervisor gave up (or died): nobody is left to report to.
+        _ => process::exit_now(1),
+    }
 }
 
 /// The namespaces [`NamespaceThread`] makes; the clone makes the others.

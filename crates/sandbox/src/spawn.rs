@@ -4,19 +4,21 @@
 //! 1. `landlock::probe`: fail closed early when landlock is required and the kernel lacks it.
 //! 2. The mount plan, the program's environment and argv are computed (pure, before the clone).
 //! 3. Pipes for stdout and stderr; a SOCK_SEQPACKET control socket pair; a lifeline pipe whose
-//!    write end only the supervisor holds. As root, the grants are opened here, with root's
-//!    rights, and their trees cloned detached (`grants::open`): init inherits them.
+//!    write end only the supervisor holds.
 //! 4. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWUTS | CLONE_PIDFD)` (as the policy's
 //!    `kernel.namespaces` say), fork-like, onto the supervisor's CPU (both take the caller's
 //!    affinity back right after): the child becomes the sandbox's init (pid 1). The network and
 //!    IPC namespaces are made by init instead (its step 1).
 //! 5. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
-//!    65534, never host root). As root, the detached grant trees are then idmapped to their
-//!    owners (`grants::map_to_owners`), and write grants the sandbox cannot write are noted.
+//!    65534, never host root). As root, the grants are then opened with root's rights in init's
+//!    mount namespace and their trees cloned detached (`grants::open_in_namespace_of`), idmapped
+//!    to their owners (`grants::map_to_owners`), and write grants the sandbox cannot write are
+//!    noted.
 //! 6. `SandboxCgroup::prepare` (the cgroup under the supervisor's own, limits written) and
 //!    `prepare_join` (init's pid written to `cgroup.procs` on v2; the `tasks` files of the v1
 //!    hierarchies opened); then the release, a datagram on the control socket carrying those
-//!    files, through which init moves *itself* (its step 7). Writing a pid to a v1
+//!    files, through which init moves *itself* (its step 7); as root, a second datagram carries
+//!    the grant trees (init's step 4). Writing a pid to a v1
 //!    `cgroup.procs` waits for an RCU grace period (5–15 ms here); a single-threaded process
 //!    moving its own thread does not. The cgroup is made while init waits (its namespace
 //!    thread is busy on the other core meanwhile): made beside init's mounts it held init off
@@ -207,16 +209,10 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     let (control_sup, control_init) =
         fd::seqpacket_pair().map_err(io_err("create control socket"))?;
     let (lifeline_r, lifeline_w) = fd::pipe().map_err(io_err("create lifeline pipe"))?;
-    // As root, the grants are opened here, with root's rights (see `grants.rs`).
-    let mut opened = match id_mode {
-        IdMode::Root => Some(grants::open(&plan)?),
-        IdMode::Rootless { .. } => None,
-    };
 
     let ctx = InitContext {
         policy,
-        plan,
-        grants: opened.as_ref(),
+        plan: &plan,
         argv: argv_c,
         env: env_c,
         search_path,
@@ -270,20 +266,30 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             })
         })?;
     }
-    // As root, grants are mapped to their owners while still detached (step 5).
-    if let Some(opened) = opened.as_mut() {
-        let mapped = if has(Namespace::User) {
-            idmap::namespace_of(pid)
-                .map_err(io_err("open the sandbox's user namespace"))
-                .and_then(|ns| grants::map_to_owners(opened, &ns))
-        } else {
-            Ok(Vec::new())
-        };
-        let mut notes = mapped.map_err(abort)?;
-        notes.extend(grants::write_hints(opened, id_mode));
-        enforced.notes.append(&mut opened.notes);
-        enforced.notes.extend(notes);
-    }
+    // As root, the grants are opened here, with root's rights, in init's mount namespace, and
+    // mapped to their owners while still detached (step 5).
+    let granted = match id_mode {
+        IdMode::Root => {
+            let mut opened = grants::open_in_namespace_of(&plan, pid).map_err(abort)?;
+            let mapped = if has(Namespace::User) {
+                idmap::namespace_of(pid)
+                    .map_err(io_err("open the sandbox's user namespace"))
+                    .and_then(|ns| grants::map_to_owners(&mut opened, &ns))
+            } else {
+                Ok(Vec::new())
+            };
+            let mut notes = mapped.map_err(abort)?;
+            notes.extend(grants::write_hints(&opened, id_mode));
+            enforced.notes.append(&mut opened.notes);
+            enforced.notes.extend(notes);
+            Some(
+                grants::message(&opened)
+                    .map(|m| (opened, m))
+                    .map_err(abort)?,
+            )
+        }
+        IdMode::Rootless { .. } => None,
+    };
     // Step 6.
     let joined = SandboxCgroup::prepare(policy, &mut enforced)
         .map_err(|e| (e, None))
@@ -324,8 +330,12 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         &raw,
     );
     drop(join_files);
-    // Init holds its own copies of the detached trees now.
-    drop(opened);
+    // Then the grants (as root), which init reads before building its root. Once sent, init
+    // holds its own copies of the detached trees.
+    if let Some((opened, (data, fds))) = granted {
+        let _ = fd::send_with_fds(control_sup.as_raw_fd(), &data, &fds);
+        drop(opened);
+    }
 
     // Step 7.
     let (data, fds) = match fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {

@@ -380,6 +380,10 @@ pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> SysResult<()> {
     Ok(())
 }
 
+/// Most fds one datagram carries (the kernel's `SCM_MAX_FD`); [`recv_with_fds`] has room for
+/// them all.
+pub const MAX_FDS_PER_MESSAGE: usize = 253;
+
 /// Receives one datagram (up to `max` bytes) and the fds attached to it (all made CLOEXEC).
 /// An empty Vec of bytes with no fds means the peer closed the socket.
 pub fn recv_with_fds(sock: RawFd, max: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd>)> {
@@ -388,10 +392,10 @@ pub fn recv_with_fds(sock: RawFd, max: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd
         iov_base: data.as_mut_ptr().cast(),
         iov_len: data.len(),
     };
-    // Room for up to 8 fds.
     // SAFETY: CMSG_SPACE is a pure computation.
-    let space =
-        unsafe { libc::CMSG_SPACE((8 * std::mem::size_of::<RawFd>()) as libc::c_uint) } as usize;
+    let space = unsafe {
+        libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as libc::c_uint)
+    } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8)];
     // SAFETY: an all-zero msghdr is valid; pointers are filled in below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
