@@ -2,14 +2,18 @@
 //!
 //! **Who opens them.** A grant means "the sandbox may use this path": whether it can be
 //! granted depends on the *caller's* rights, not the sandbox's. As root the supervisor opens
-//! every grant in the host's mount namespace before the sandbox exists, with root's rights
-//! (a path under a 0700 directory opens), and clones its mount tree detached
-//! (`open_tree(OPEN_TREE_CLONE)`); init inherits the fds over its fork-like clone and attaches
-//! the trees with `move_mount` (a detached tree can be attached in any mount namespace whose
-//! owner the attaching process has `CAP_SYS_ADMIN` over). Rootless, the caller and the sandbox
-//! are the same uid, and init opens them itself (an unprivileged supervisor cannot clone mount
-//! trees). Either way: `openat2(RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`, and the copies are
-//! made private, so no mount event crosses between the host and the sandbox.
+//! every grant with root's rights (a path under a 0700 directory opens), after the clone and
+//! before the release, from inside init's new mount namespace (`setns`, then back): a copy of
+//! the host's that init has not touched yet, whose mounts the kernel locked (`MNT_LOCKED`) when
+//! it copied them for a less privileged user namespace, so the trees cloned there
+//! (`open_tree(OPEN_TREE_CLONE)`) keep their sub-mounts locked — a tree cloned in the host's
+//! namespace would not. The detached trees go to init on the control socket, right after the
+//! release, and init attaches them with `move_mount` (a detached tree is bound to no namespace;
+//! an O_PATH fd of a path is bound to the namespace it was opened in, and `open_tree` refuses
+//! it from any other). Rootless, the caller and the sandbox are the same uid, and init opens
+//! them itself (an unprivileged supervisor cannot clone mount trees). Either way:
+//! `openat2(RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`, and the copies are made private, so
+//! no mount event crosses between the host and the sandbox.
 //!
 //! **Idmapping (as root only).** The sandbox runs as host uid/gid 65534. A grant outside the
 //! system trees ([`NOT_IDMAPPED`]) is an idmapped mount (`MOUNT_ATTR_IDMAP`) whose map sends its
