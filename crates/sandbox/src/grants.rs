@@ -489,6 +489,54 @@ mod tests {
     }
 
     #[test]
+    fn grants_cross_to_init_in_order_with_one_fd_per_tree() {
+        let mut sent = opened(
+            true,
+            Ownership {
+                uid: 0,
+                gid: 0,
+                mode: 0o755,
+            },
+            true,
+        );
+        sent.grants.push(OpenedGrant {
+            grant: Grant {
+                path: "/srv/link".into(),
+                write: false,
+            },
+            source: Source::Symlink("target".into()),
+            mapped_owner: None,
+        });
+        let (data, fds) = message(&sent).unwrap();
+        assert_eq!(fds.len(), 1);
+        let dup = |fd: RawFd| {
+            let path = format!("/proc/self/fd/{fd}");
+            fd::open(Path::new(&path), libc::O_RDONLY | libc::O_CLOEXEC, 0).unwrap()
+        };
+        let got = from_message(&data, fds.iter().map(|f| dup(*f)).collect()).unwrap();
+        let shape: Vec<_> = got
+            .grants
+            .iter()
+            .map(|g| {
+                let what = match &g.source {
+                    Source::Tree { kind, .. } => format!("tree {kind:?}"),
+                    Source::Symlink(t) => format!("link {}", t.display()),
+                };
+                (g.grant.path.display().to_string(), g.grant.write, what)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("/srv/out".to_string(), true, "tree Dir".to_string()),
+                ("/srv/link".to_string(), false, "link target".to_string()),
+            ]
+        );
+        // A message whose fds do not match its trees is refused.
+        assert!(from_message(&data, Vec::new()).is_err());
+    }
+
+    #[test]
     fn a_hint_names_a_write_grant_the_sandbox_cannot_write() {
         let root_0755 = Ownership {
             uid: 0,
