@@ -169,6 +169,15 @@ pub fn main(opts: RunOpts) -> i32 {
             console.notice(&format!("bunker: hint: {hint}"));
         }
     }
+    // A write grant the sandbox still cannot write (owned by someone else, as root).
+    for hint in result
+        .enforced
+        .notes
+        .iter()
+        .filter(|n| n.starts_with(bunker_sandbox::grants::HINT))
+    {
+        console.notice(&format!("bunker: {hint}"));
+    }
     summarize(&console, &policy, &result);
     report_to.emit(&console, &result, exit_code(&result))
 }

@@ -5,9 +5,14 @@
 //! - rootless: the caller's own uid/gid (the only ids an unprivileged process may map, and only
 //!   after `setgroups` is denied, so the sandbox can never drop a group to gain access);
 //! - as root: 65534/65534 (an unprivileged host id), never host root.
+//!
+//! As root, grants are also mapped to their owner with idmapped mounts (`grants.rs`), through
+//! the sandbox's own namespace (owner root) or [`owner_namespace`].
 
-use bunker_sys::fd;
-use bunker_sys::SysError;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use bunker_sys::process::{self, Forked};
+use bunker_sys::{fd, SysError};
 
 /// The host uid/gid the sandbox's root maps to when bunker runs as root.
 pub const UNPRIVILEGED_ID: u32 = 65534;
@@ -61,6 +66,15 @@ impl IdMode {
 /// Writes the maps of the user namespace of process `pid` (setgroups first when needed).
 pub fn write_maps(pid: i32, mode: IdMode) -> Result<(), SysError> {
     let (uid_map, gid_map, setgroups) = mode.files();
+    write_map_files(pid, &uid_map, &gid_map, setgroups)
+}
+
+fn write_map_files(
+    pid: i32,
+    uid_map: &str,
+    gid_map: &str,
+    setgroups: Option<&str>,
+) -> Result<(), SysError> {
     let write = |name: &str, text: &str| -> Result<(), SysError> {
         let path = format!("/proc/{pid}/{name}");
         let f = fd::open(
@@ -75,8 +89,48 @@ pub fn write_maps(pid: i32, mode: IdMode) -> Result<(), SysError> {
     if let Some(s) = setgroups {
         write("setgroups", s)?;
     }
-    write("uid_map", &uid_map)?;
-    write("gid_map", &gid_map)
+    write("uid_map", uid_map)?;
+    write("gid_map", gid_map)
+}
+
+/// As root: a user namespace whose only ids are `uid` and `gid`, mapped to the sandbox's host
+/// ids ([`UNPRIVILEGED_ID`]) — the map of an idmapped grant owned by `uid:gid`. The maps of a
+/// namespace can only be written from outside it, and no process can leave a user namespace
+/// it entered, so a child makes it (`clone(CLONE_NEWUSER)`), waits on a pipe while its maps
+/// are written and the namespace is opened, and exits at the pipe's end of file (also when the
+/// supervisor dies).
+pub fn owner_namespace(uid: u32, gid: u32) -> Result<OwnedFd, SysError> {
+    let (hold_r, hold_w) = fd::pipe()?;
+    let (pid, _pidfd) = match process::clone_fork(libc::CLONE_NEWUSER)? {
+        Forked::Child => {
+            drop(hold_w);
+            let mut byte = [0u8; 1];
+            let _ = fd::read(hold_r.as_raw_fd(), &mut byte);
+            process::exit_now(0)
+        }
+        Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(hold_r);
+    let opened = write_map_files(
+        pid,
+        &format!("{uid} {UNPRIVILEGED_ID} 1\n"),
+        &format!("{gid} {UNPRIVILEGED_ID} 1\n"),
+        None,
+    )
+    .and_then(|()| namespace_of(pid));
+    drop(hold_w);
+    let _ = process::waitpid(pid, false);
+    opened
+}
+
+/// The user namespace of process `pid` (the sandbox's init: the map of grants owned by root).
+pub fn namespace_of(pid: i32) -> Result<OwnedFd, SysError> {
+    let path = format!("/proc/{pid}/ns/user");
+    fd::open(
+        std::path::Path::new(&path),
+        libc::O_RDONLY | libc::O_CLOEXEC,
+        0,
+    )
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use bunker_sys::{fd, SysError};
 
 use crate::egress::{HTTP_PROXY_PORT, SOCKS_PROXY_PORT};
 use crate::error::SandboxError;
+use crate::grants::OpenedGrants;
 use crate::idmap::{IdMode, UNPRIVILEGED_ID};
 use crate::landlock::{self, SandboxPaths};
 use crate::mounts::{self, MountPlan};
@@ -106,7 +107,7 @@ fn teardown_requested(control: RawFd) -> bool {
 #[derive(Debug)]
 pub struct InitContext<'a> {
     pub policy: &'a Policy,
-    pub plan: MountPlan,
+    pub plan: &'a MountPlan,
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
     /// PATH of the program's environment, for looking up `argv[0]`.
@@ -221,7 +222,13 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         process::exit_now(1);
     }
 
-    let mut root = mounts::build_root(&ctx.plan)?;
+    // As root, the supervisor opened the grants (with root's rights) and sends their trees
+    // right after the release; rootless, build_root opens them.
+    let granted = match ctx.id_mode {
+        IdMode::Root => Some(receive_grants(ctx)?),
+        IdMode::Rootless { .. } => None,
+    };
+    let mut root = mounts::build_root(ctx.plan, granted.as_ref(), ctx.id_mode)?;
     let mut notes = std::mem::take(&mut root.notes);
 
     // Built now, while the namespace thread may still run; enforced below, in the order the
@@ -366,6 +373,15 @@ fn release(ctx: &InitContext) -> Result<Vec<OwnedFd>, SandboxError> {
             String::from_utf8_lossy(&data)
         ),
     })
+}
+
+/// The grants the supervisor opened, and their trees (`grants::message`).
+fn receive_grants(ctx: &InitContext) -> Result<OpenedGrants, SandboxError> {
+    match fd::recv_with_fds(ctx.control, MAX_MESSAGE) {
+        Ok((data, fds)) if !data.is_empty() => crate::grants::from_message(&data, fds),
+        // The supervisor gave up (or died): nobody is left to report to.
+        _ => process::exit_now(1),
+    }
 }
 
 /// The namespaces init's namespace thread (`NamespaceThread`) makes; the clone makes the others.

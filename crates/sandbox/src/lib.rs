@@ -10,6 +10,7 @@ pub mod egress;
 pub mod env;
 pub mod error;
 pub mod events;
+pub mod grants;
 pub mod idmap;
 pub mod init;
 pub mod landlock;

@@ -4,12 +4,13 @@
 //! [`plan`] is pure (it runs in the supervisor and is unit-tested); [`build_root`] runs in the
 //! sandbox's init, in its own mount namespace, before pivot_root.
 //!
-//! Every policy path is opened with `openat2(RESOLVE_NO_SYMLINKS)` before anything is mounted,
-//! and every mount target inside the new root is opened the same way relative to the new root,
-//! so neither a bind source nor a target can be redirected by a symlink. Binds are made with the
-//! fd-based mount API: the tree is cloned recursively (mounts the kernel locked in a user
-//! namespace stay covered), made read-only/nosuid/nodev/noexec *while detached* (`mount_setattr` only
-//! adds flags, so flags locked on the source are kept), then attached.
+//! Every policy path is opened with `openat2(RESOLVE_NO_SYMLINKS)` before anything is mounted
+//! ([`crate::grants`]: as root by the supervisor, rootless here), and every mount target inside
+//! the new root is opened the same way relative to the new root, so neither a bind source nor a
+//! target can be redirected by a symlink. Binds are made with the fd-based mount API: the tree
+//! is cloned recursively (sub-mounts stay covered; rootless, where init clones them in its own
+//! user namespace, the kernel also locks them), made read-only/nosuid/nodev/noexec *while detached*
+//! (`mount_setattr` only adds flags, so flags locked on the source are kept), then attached.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
@@ -24,6 +25,8 @@ use bunker_sys::mount::{
 use bunker_sys::SysError;
 
 use crate::error::SandboxError;
+use crate::grants::{self, OpenedGrants, Source};
+use crate::idmap::IdMode;
 
 /// Where the new root's tmpfs is mounted before pivot_root (in the sandbox's own mount
 /// namespace, so the host's /tmp is not touched; policy paths are opened before it is hidden).
@@ -150,15 +153,19 @@ pub fn plan(policy: &Policy) -> MountPlan {
             .cmp(&depth(&b.path))
             .then(a.path.cmp(&b.path))
     });
-    // A grant inside another of the same kind adds nothing: the outer bind is recursive and has
-    // the same flags. (Each bind costs a few syscalls at every start.)
+    // A grant inside another of the same kind adds nothing in the system trees: the outer bind
+    // is recursive and has the same flags. (Each bind costs a few syscalls at every start.)
+    // Elsewhere it is kept: as root each grant is mapped to its own owner, and the inner path
+    // may belong to another user than the outer one.
     let mut kept: Vec<Grant> = Vec::with_capacity(grants.len());
     for g in grants {
         let nearest = kept
             .iter()
             .filter(|k| g.path.starts_with(&k.path))
             .max_by_key(|k| depth(&k.path));
-        if nearest.is_none_or(|k| k.write != g.write || k.exec != g.exec) {
+        if nearest.is_none_or(|k| {
+            k.write != g.write || k.exec != g.exec || grants::idmapped_path(&g.path)
+        }) {
             kept.push(g);
         }
     }
@@ -219,49 +226,6 @@ fn rel(path: &Path) -> PathBuf {
 fn setup(step: impl Into<String>) -> impl FnOnce(SysError) -> SandboxError {
     let step = step.into();
     move |source| SandboxError::Setup { step, source }
-}
-
-/// A policy path opened on the host.
-enum Source {
-    /// A detached recursive copy of the mount tree at the path, with the grant's mount
-    /// attributes set, and what the path is.
-    Tree(OwnedFd, FileKind),
-    Symlink(PathBuf),
-}
-
-/// The mount attributes of a grant's bind mount.
-fn grant_attrs(g: &Grant) -> u64 {
-    let write = if g.write { 0 } else { MOUNT_ATTR_RDONLY };
-    let exec = if g.exec { 0 } else { MOUNT_ATTR_NOEXEC };
-    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | write | exec
-}
-
-/// Opens a host path without following any symlink and clones its mount tree with `attrs`
-/// set. Ok(None): it does not exist.
-fn open_host(path: &Path, attrs: u64) -> Result<Option<Source>, SysError> {
-    match fd::openat2(
-        None,
-        path,
-        libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        0,
-        RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    ) {
-        Ok(f) => {
-            let kind = fd::fd_kind(f.as_raw_fd())?;
-            if kind == FileKind::Symlink {
-                return Ok(Some(Source::Symlink(fd::readlinkat(
-                    f.as_raw_fd(),
-                    Path::new(""),
-                )?)));
-            }
-            // Cloned now, while nothing of the new root exists: a tree cloned later would
-            // include the staging tmpfs if the grant contains it (a grant of / or /tmp).
-            let tree = mount::clone_tree_with_attrs(f.as_raw_fd(), attrs, path)?;
-            Ok(Some(Source::Tree(tree, kind)))
-        }
-        Err(e) if e.errno == libc::ENOENT => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// Opens `path` inside the new root (never following a symlink). Ok(None): it does not exist.
@@ -367,39 +331,31 @@ pub struct RootOutcome {
     pub user_counters: Option<OwnedFd>,
 }
 
-/// Builds the new root and pivots into it.
-pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
+/// Builds the new root and pivots into it. `opened`: the grants the supervisor opened (as
+/// root); `None` opens them here, as the sandbox (rootless: the caller's uid), whose ids
+/// `id_mode` gives.
+pub fn build_root(
+    plan: &MountPlan,
+    opened: Option<&OpenedGrants>,
+    id_mode: IdMode,
+) -> Result<RootOutcome, SandboxError> {
     let mut notes = Vec::new();
     // Mounts made from now on must not propagate back to the host's namespace.
     mount::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(setup("make / private"))?;
 
-    // Open every granted path on the host before anything is hidden by the staging mount.
-    let mut sources = Vec::with_capacity(plan.grants.len());
-    for g in &plan.grants {
-        let step = format!(
-            "{} {}",
-            if g.write { "allow.write" } else { "allow.read" },
-            g.path.display()
-        );
-        match open_host(&g.path, grant_attrs(g)) {
-            Ok(Some(src)) => sources.push((g, src)),
-            Ok(None) if g.write => {
-                return Err(SandboxError::Setup {
-                    step: format!("bind mount {} → {}", g.path.display(), g.path.display()),
-                    source: SysError::from_errno(
-                        format!("allow.write path {} does not exist", g.path.display()),
-                        libc::ENOENT,
-                    ),
-                });
-            }
-            Ok(None) => notes.push(format!("{step}: does not exist on the host; skipped")),
-            Err(e) if e.errno == libc::ELOOP && !g.write => notes.push(format!(
-                "{step}: a parent directory is a symlink; skipped (grant the real path)"
-            )),
-            Err(e) => return Err(setup(format!("open {step}"))(e)),
+    // Every granted path is opened on the host before anything is hidden by the staging
+    // mount: as root by the supervisor already (with root's rights), rootless here.
+    let opened_here;
+    let opened = match opened {
+        Some(o) => o,
+        None => {
+            opened_here = grants::open(plan)?;
+            notes.extend(opened_here.notes.iter().cloned());
+            notes.extend(grants::write_hints(&opened_here, id_mode));
+            &opened_here
         }
-    }
+    };
     let devices: Vec<(&str, OwnedFd)> = DEVICES
         .iter()
         .map(|d| {
@@ -428,14 +384,15 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
 
     // A grant of "/" itself goes first; bunker's own /tmp, /dev and /proc go on top of it;
     // every other grant after them, shallowest first.
-    let (top, rest): (Vec<_>, Vec<_>) = sources
-        .into_iter()
-        .partition(|(g, _)| g.path == Path::new("/"));
+    let (top, rest): (Vec<_>, Vec<_>) = opened
+        .grants
+        .iter()
+        .partition(|og| og.grant.path == Path::new("/"));
     // The staging tmpfs itself, even once a grant of / covers it: the mask file lives there.
     let staging_root = open_staging()?;
     let mut root = root;
-    for (g, src) in &top {
-        grant(&root, g, src)?;
+    for og in &top {
+        grant(&root, &og.grant, &og.source)?;
         // The grant now covers the staging tmpfs: lookups from the old fd would go beneath it.
         root = open_staging()?;
     }
@@ -452,8 +409,8 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
     }
     build_dev(&root, &devices, plan.tty)?;
     let user_counters = build_proc(&root, &staging_root, plan.user_namespace)?;
-    for (g, src) in &rest {
-        grant(&root, g, src)?;
+    for og in &rest {
+        grant(&root, &og.grant, &og.source)?;
     }
 
     // Deny lists: explicit paths, then globs expanded against what is now mounted.
@@ -516,14 +473,14 @@ fn grant(root: &OwnedFd, g: &Grant, src: &Source) -> Result<(), SandboxError> {
             }
             Ok(())
         }
-        Source::Tree(fd, kind) => {
+        Source::Tree { tree, kind, .. } => {
             let node = if *kind == FileKind::Dir {
                 Node::Dir
             } else {
                 Node::File
             };
             let target = make_node(root, &g.path, node).map_err(setup(step.clone()))?;
-            mount::attach_tree(fd, &target, &g.path).map_err(setup(step))
+            mount::attach_tree(tree, &target, &g.path).map_err(setup(step))
         }
     }
 }
@@ -923,9 +880,14 @@ mod tests {
     }
 
     #[test]
-    fn nested_grants_are_kept_only_when_their_access_differs() {
+    fn nested_grants_are_kept_when_their_access_or_owner_may_differ() {
         let mut p = policy();
-        p.allow.read = vec!["/".into(), "/data/ro".into(), "/data/ro/deeper".into()];
+        p.allow.read = vec![
+            "/".into(),
+            "/etc".into(),
+            "/data/ro".into(),
+            "/data/ro/deeper".into(),
+        ];
         p.allow.write = vec!["/data".into(), "/data/rw-again".into()];
         let plan = plan(&p);
         let got: Vec<_> = plan
@@ -933,9 +895,17 @@ mod tests {
             .iter()
             .map(|g| (g.path.to_str().unwrap(), g.write))
             .collect();
+        // /etc adds nothing to /; the nested grants outside the system trees may have another
+        // owner (each is mapped to its own as root).
         assert_eq!(
             got,
-            vec![("/", false), ("/data", true), ("/data/ro", false)]
+            vec![
+                ("/", false),
+                ("/data", true),
+                ("/data/ro", false),
+                ("/data/rw-again", true),
+                ("/data/ro/deeper", false)
+            ]
         );
     }
 
@@ -963,7 +933,7 @@ mod tests {
         );
         let noexec = |path: &str| {
             let g = plan.grants.iter().find(|g| g.path == Path::new(path));
-            grant_attrs(g.unwrap()) & MOUNT_ATTR_NOEXEC != 0
+            crate::grants::grant_attrs(g.unwrap()) & MOUNT_ATTR_NOEXEC != 0
         };
         assert!(noexec("/") && noexec("/work"));
         assert!(!noexec("/usr") && !noexec("/usr/local/scratch"));

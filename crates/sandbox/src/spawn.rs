@@ -13,11 +13,15 @@
 //!    affinity back right after): the child becomes the sandbox's init (pid 1). The network and
 //!    IPC namespaces are made by init instead (its step 1).
 //! 5. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
-//!    65534, never host root).
+//!    65534, never host root). As root, the grants are then opened with root's rights in init's
+//!    mount namespace and their trees cloned detached (`grants::open_in_namespace_of`), idmapped
+//!    to their owners (`grants::map_to_owners`), and write grants the sandbox cannot write are
+//!    noted.
 //! 6. `SandboxCgroup::prepare` (the cgroup under the supervisor's own, limits written) and
 //!    `prepare_join` (init's pid written to `cgroup.procs` on v2; the `tasks` files of the v1
 //!    hierarchies opened); then the release, a datagram on the control socket carrying those
-//!    files, through which init moves *itself* (its step 7). Writing a pid to a v1
+//!    files, through which init moves *itself* (its step 7); as root, a second datagram carries
+//!    the grant trees (init's step 4). Writing a pid to a v1
 //!    `cgroup.procs` waits for an RCU grace period (5–15 ms here); a single-threaded process
 //!    moving its own thread does not. The cgroup is made while init waits (its namespace
 //!    thread is busy on the other core meanwhile): made beside init's mounts it held init off
@@ -40,11 +44,12 @@
 //! 2. `setresgid(0)`, `setgroups([])` (as root), `setresuid(0)` inside the user namespace.
 //! 3. `PR_SET_PDEATHSIG(SIGKILL)` — after the id change, which clears it — then check the
 //!    lifeline is not at end of file (the supervisor died in between → exit).
-//! 4. Mounts (`mounts.rs`): / private; policy paths opened without following symlinks; a tmpfs
-//!    root; grants bound (read-only unless in `allow.write`; nosuid, nodev; noexec unless in
-//!    `allow.exec`); private /tmp (noexec); minimal /dev; fresh /proc with /proc/sys & co.
-//!    read-only and the host's identifiers masked; deny masks; pivot_root; old root detached;
-//!    the root tmpfs remounted read-only. Then the landlock ruleset is built
+//! 4. Mounts (`mounts.rs`): / private; policy paths opened without following symlinks
+//!    (rootless; as root the supervisor's trees are used); a tmpfs root; grants attached
+//!    (read-only unless in `allow.write`; nosuid, nodev; noexec unless in `allow.exec`);
+//!    private /tmp (noexec); minimal /dev; fresh /proc with /proc/sys & co. read-only and the
+//!    host's identifiers masked; deny masks; pivot_root; old root detached; the root tmpfs
+//!    remounted read-only. Then the landlock ruleset is built
 //!    (paths opened in the new root) and the seccomp filter compiled, both enforced in step 8.
 //! 5. Join the thread's namespaces (the thread has ended: init is single-threaded again); the
 //!    proxy listeners on 127.0.0.1:3128 and :1080 when `allow.net` is non-empty.
@@ -95,7 +100,7 @@ use crate::init::{self, InitContext, InitMessage};
 use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, LayerStatus, RunResult};
 use crate::supervise::{self, Supervised};
-use crate::{env, landlock, mounts, RunRequest};
+use crate::{env, grants, landlock, mounts, RunRequest};
 
 /// The clone flags for the policy's namespaces (cgroup is unshared later, by init).
 pub fn clone_flags(namespaces: &[Namespace]) -> libc::c_int {
@@ -205,7 +210,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
 
     let ctx = InitContext {
         policy,
-        plan,
+        plan: &plan,
         argv: argv_c,
         env: env_c,
         search_path,
@@ -266,6 +271,30 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             })
         })?;
     }
+    // As root, the grants are opened here, with root's rights, in init's mount namespace, and
+    // mapped to their owners while still detached (step 5).
+    let granted = match id_mode {
+        IdMode::Root => {
+            let mut opened = grants::open_in_namespace_of(&plan, pid).map_err(abort)?;
+            let mapped = if has(Namespace::User) {
+                idmap::namespace_of(pid)
+                    .map_err(io_err("open the sandbox's user namespace"))
+                    .and_then(|ns| grants::map_to_owners(&mut opened, &ns))
+            } else {
+                Ok(Vec::new())
+            };
+            let mut notes = mapped.map_err(abort)?;
+            notes.extend(grants::write_hints(&opened, id_mode));
+            enforced.notes.append(&mut opened.notes);
+            enforced.notes.extend(notes);
+            Some(
+                grants::message(&opened)
+                    .map(|m| (opened, m))
+                    .map_err(abort)?,
+            )
+        }
+        IdMode::Rootless { .. } => None,
+    };
     // Step 6.
     let joined = SandboxCgroup::prepare(policy, &mut enforced)
         .map_err(|e| (e, None))
@@ -306,6 +335,12 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         &raw,
     );
     drop(join_files);
+    // Then the grants (as root), which init reads before building its root. Once sent, init
+    // holds its own copies of the detached trees.
+    if let Some((opened, (data, fds))) = granted {
+        let _ = fd::send_with_fds(control_sup.as_raw_fd(), &data, &fds);
+        drop(opened);
+    }
 
     // Step 7.
     let (data, fds) = match fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {

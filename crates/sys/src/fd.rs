@@ -253,6 +253,31 @@ pub fn fd_kind(fd: RawFd) -> SysResult<FileKind> {
     })
 }
 
+/// Who owns a file, and its permission bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid: u32,
+    pub gid: u32,
+    /// The permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+/// `fstat(fd)`: the file's owner, group and permission bits, as the caller's namespaces see them.
+pub fn ownership(fd: RawFd) -> SysResult<Ownership> {
+    // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out pointer.
+    let r = unsafe { libc::fstat(fd, &mut st) };
+    if r < 0 {
+        return Err(SysError::last(format!("fstat(fd {fd})")));
+    }
+    Ok(Ownership {
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mode: st.st_mode & 0o7777,
+    })
+}
+
 /// `readlinkat(dirfd, name)`: the target of a symlink (an O_PATH|O_NOFOLLOW fd with "" works).
 pub fn readlinkat(dirfd: RawFd, name: &Path) -> SysResult<std::path::PathBuf> {
     let c = cstr("readlinkat", name)?;
@@ -382,6 +407,10 @@ pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> SysResult<()> {
     Ok(())
 }
 
+/// Most fds one datagram carries (the kernel's `SCM_MAX_FD`); [`recv_with_fds`] has room for
+/// them all.
+pub const MAX_FDS_PER_MESSAGE: usize = 253;
+
 /// Receives one datagram (up to `max` bytes) and the fds attached to it (all made CLOEXEC).
 /// An empty Vec of bytes with no fds means the peer closed the socket.
 pub fn recv_with_fds(sock: RawFd, max: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd>)> {
@@ -390,10 +419,10 @@ pub fn recv_with_fds(sock: RawFd, max: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd
         iov_base: data.as_mut_ptr().cast(),
         iov_len: data.len(),
     };
-    // Room for up to 8 fds.
     // SAFETY: CMSG_SPACE is a pure computation.
-    let space =
-        unsafe { libc::CMSG_SPACE((8 * std::mem::size_of::<RawFd>()) as libc::c_uint) } as usize;
+    let space = unsafe {
+        libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as libc::c_uint)
+    } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8)];
     // SAFETY: an all-zero msghdr is valid; pointers are filled in below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };

@@ -12,6 +12,9 @@ pub const MOUNT_ATTR_RDONLY: u64 = 0x01;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x02;
 pub const MOUNT_ATTR_NODEV: u64 = 0x04;
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x08;
+/// The mount shows the filesystem's ids through a user namespace's id map
+/// ([`idmap_tree`]).
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
@@ -106,11 +109,23 @@ const SYS_OPEN_TREE_ATTR: libc::c_long = 467;
 /// [`clone_tree`] with `set` added to every mount of the copy (nothing cleared): one
 /// `open_tree_attr` where the kernel has it, else (ENOSYS) `open_tree` then [`set_tree_attrs`].
 pub fn clone_tree_with_attrs(fd: RawFd, set: u64, what: &Path) -> SysResult<OwnedFd> {
+    clone_tree_attr(fd, set, 0, what)
+}
+
+/// [`clone_tree_with_attrs`], and every mount of the copy made `MS_PRIVATE`: a copy made in a
+/// namespace whose mounts are shared (the host's, where systemd makes `/` shared) would
+/// otherwise join their peer groups, and a mount made on the copy once it is attached in the
+/// sandbox would propagate back to the host.
+pub fn clone_private_tree(fd: RawFd, set: u64, what: &Path) -> SysResult<OwnedFd> {
+    clone_tree_attr(fd, set, libc::MS_PRIVATE, what)
+}
+
+fn clone_tree_attr(fd: RawFd, set: u64, propagation: u64, what: &Path) -> SysResult<OwnedFd> {
     let empty = c"";
     let mut attr = MountAttr {
         attr_set: set,
         attr_clr: 0,
-        propagation: 0,
+        propagation,
         userns_fd: 0,
     };
     // SAFETY: `empty` is NUL-terminated; `attr` is a valid mount_attr of the size passed.
@@ -136,23 +151,43 @@ pub fn clone_tree_with_attrs(fd: RawFd, set: u64, what: &Path) -> SysResult<Owne
         return Err(e);
     }
     let tree = clone_tree(fd, what)?;
-    if set != 0 {
-        set_tree_attrs(tree.as_raw_fd(), set, 0, what)?;
+    if set != 0 || propagation != 0 {
+        setattr(tree.as_raw_fd(), &mut attr, what)?;
     }
     Ok(tree)
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, MOUNT_ATTR_IDMAP, userns)`: every mount
+/// of the *detached* tree at `fd` shows its filesystem's ids through the id map of the user
+/// namespace `userns` (an id `n` on disk appears as what `n` maps to, and a file created by that
+/// id is stored as `n`). Needs `CAP_SYS_ADMIN` over the filesystems' user namespace (the initial
+/// one for the host's disks), and a filesystem that supports it (EINVAL otherwise).
+pub fn idmap_tree(fd: RawFd, userns: RawFd, what: &Path) -> SysResult<()> {
+    let mut attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns as u64,
+    };
+    setattr(fd, &mut attr, what)
 }
 
 /// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, set, clear)`: changes the flags of
 /// every mount in the tree at `fd`. Only adds or clears what is named, so flags the kernel
 /// locked on mounts from a more privileged namespace are never touched.
 pub fn set_tree_attrs(fd: RawFd, set: u64, clear: u64, what: &Path) -> SysResult<()> {
-    let empty = c"";
     let mut attr = MountAttr {
         attr_set: set,
         attr_clr: clear,
         propagation: 0,
         userns_fd: 0,
     };
+    setattr(fd, &mut attr, what)
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, attr)`.
+fn setattr(fd: RawFd, attr: &mut MountAttr, what: &Path) -> SysResult<()> {
+    let empty = c"";
     // SAFETY: `attr` is a valid mount_attr of the size passed; `empty` is NUL-terminated.
     let r = unsafe {
         libc::syscall(
@@ -160,14 +195,19 @@ pub fn set_tree_attrs(fd: RawFd, set: u64, clear: u64, what: &Path) -> SysResult
             fd,
             empty.as_ptr(),
             (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-            &mut attr as *mut MountAttr,
+            attr as *mut MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
     if r < 0 {
         return Err(SysError::last(format!(
-            "mount_setattr({}, set {set:#x}, clear {clear:#x}, AT_RECURSIVE)",
-            what.display()
+            "mount_setattr({}, set {:#x}, clear {:#x}, propagation {:#x}, userns fd {}, \
+             AT_RECURSIVE)",
+            what.display(),
+            attr.attr_set,
+            attr.attr_clr,
+            attr.propagation,
+            attr.userns_fd
         )));
     }
     Ok(())

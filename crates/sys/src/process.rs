@@ -328,6 +328,15 @@ pub fn chdir(path: &std::path::Path) -> SysResult<()> {
     Ok(())
 }
 
+/// `fchdir(fd)`.
+pub fn fchdir(fd: RawFd) -> SysResult<()> {
+    // SAFETY: integer argument only; the kernel checks the fd.
+    if unsafe { libc::fchdir(fd) } != 0 {
+        return Err(SysError::last(format!("fchdir(fd {fd})")));
+    }
+    Ok(())
+}
+
 /// `execve(path, argv, envp)`; returns only on failure.
 pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> SysError {
     let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
