@@ -921,11 +921,14 @@ mod tests {
             .iter()
             .map(|g| (g.path.to_str().unwrap(), g.write, g.exec))
             .collect();
-        // /usr/share adds nothing beside /usr (same access); /data is inside / (same access).
+        // /usr/share adds nothing beside /usr (same access, a system tree); /data is kept inside
+        // / although its access is the same: outside the system trees it is mapped to its own
+        // owner (grants.rs).
         assert_eq!(
             got,
             vec![
                 ("/", false, false),
+                ("/data", false, false),
                 ("/usr", false, true),
                 ("/work", true, false),
                 ("/usr/local/scratch", true, true),
