@@ -284,6 +284,7 @@ impl Layer {
         append_unique(&mut self.deny.write, outer.deny.write);
         append_unique(&mut self.deny.exec, outer.deny.exec);
         append_unique(&mut self.deny.env, outer.deny.env);
+        append_unique(&mut self.deny.best_effort, outer.deny.best_effort);
         macro_rules! outer_wins {
             ($($field:ident).+) => { $( if outer.$field.is_some() { self.$field = outer.$field; } )+ };
         }
@@ -620,6 +621,44 @@ impl Lowering<'_> {
         Ok(out)
     }
 
+    /// `deny.best_effort`: each entry must be one of this document's deny path entries (so a
+    /// typo cannot silently mark nothing); `allow.best_effort` means nothing.
+    fn best_effort_denials(
+        &self,
+        doc: &PolicyDoc,
+        deny: &Denials,
+    ) -> Result<Vec<PathPattern>, PolicyError> {
+        if !doc.allow.best_effort.is_empty() {
+            return Err(self.err(
+                ErrorKind::InvalidValue,
+                "allow.best_effort",
+                "only deny rules can be marked best-effort; move this list to deny.best_effort",
+            ));
+        }
+        let mut out = Vec::new();
+        for (i, text) in doc.deny.best_effort.iter().enumerate() {
+            let json_path = format!("deny.best_effort[{i}]");
+            if text.is_empty() {
+                return Err(empty(self.origin, &json_path));
+            }
+            let p = path::parse_deny(text, self.base, self.home)
+                .map_err(|m| path_error(self.origin, &json_path, m))?;
+            if !deny.read.iter().chain(&deny.write).chain(&deny.exec).any(|d| *d == p) {
+                return Err(self.err(
+                    ErrorKind::InvalidValue,
+                    &json_path,
+                    format!(
+                        "{} is not an entry of deny.read, deny.write or deny.exec in this document; \
+                         write it exactly as it is written there",
+                        quote(text)
+                    ),
+                ));
+            }
+            append_unique(&mut out, vec![p]);
+        }
+        Ok(out)
+    }
+
     fn net(&self, list: &[String], side: &str) -> Result<Vec<NetRule>, PolicyError> {
         let mut out = Vec::new();
         for (i, text) in list.iter().enumerate() {
@@ -728,6 +767,11 @@ impl Lowering<'_> {
             write: self.deny_paths(&doc.deny.write, "write")?,
             exec: self.deny_paths(&doc.deny.exec, "exec")?,
             env: self.env(&doc.deny.env, "deny")?,
+            best_effort: Vec::new(),
+        };
+        let deny = Denials {
+            best_effort: self.best_effort_denials(doc, &deny)?,
+            ..deny
         };
         self.contradictions(doc, &allow, &deny)?;
 

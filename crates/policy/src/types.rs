@@ -70,6 +70,12 @@ pub struct RuleSetDoc {
     /// Environment variable names passed through from the caller.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// `deny` only: entries of this document's `deny.read`, `deny.write` or `deny.exec`, written
+    /// the same way, that bunker may enforce only in part (a glob whose walk of a large tree
+    /// could not finish, a write/exec rule the program could dodge by creating the path). The run
+    /// goes on with a note instead of being refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub best_effort: Vec<String>,
 }
 
 /// Resource limits as written.
@@ -324,6 +330,15 @@ pub struct Denials {
     pub write: Vec<PathPattern>,
     pub exec: Vec<PathPattern>,
     pub env: Vec<String>,
+    /// Entries of the path lists above that may be enforced in part (`deny.best_effort`).
+    pub best_effort: Vec<PathPattern>,
+}
+
+impl Denials {
+    /// Whether `pattern` is marked best-effort.
+    pub fn is_best_effort(&self, pattern: &PathPattern) -> bool {
+        self.best_effort.contains(pattern)
+    }
 }
 
 /// Resource limits, converted. `None` means no limit.

@@ -17,6 +17,7 @@ pub mod result;
 pub mod seccomp;
 pub mod spawn;
 pub mod supervise;
+pub mod walk;
 
 pub use error::SandboxError;
 pub use result::*;
