@@ -38,7 +38,13 @@ fn policy(dir: &Path, name: &str, policy: serde_json::Value) -> Vec<String> {
 }
 
 fn run(cmd: CommandMaker, flags: &[String], argv: &[&str]) -> Output {
-    cmd().arg("run").args(flags).arg("--").args(argv).output().unwrap()
+    cmd()
+        .arg("run")
+        .args(flags)
+        .arg("--")
+        .args(argv)
+        .output()
+        .unwrap()
 }
 
 /// Runs python `code` in the sandbox.
@@ -97,7 +103,14 @@ fn git(dir: &Path, args: &[&str]) -> Output {
     Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .output()
         .unwrap()
@@ -163,7 +176,11 @@ fn a_git_hook_cannot_be_planted_by_renaming_the_masks_parent() {
              print('CONTROL-OK')\n",
             proj = format!("{p}/proj"),
         );
-        assert_control(mode, "writing the rest of the project", &py(cmd, &flags, &control));
+        assert_control(
+            mode,
+            "writing the rest of the project",
+            &py(cmd, &flags, &control),
+        );
         assert!(proj.join("src2/b.txt").exists(), "{mode}");
     }
 }
@@ -207,10 +224,21 @@ fn a_denied_file_in_a_writable_grant_keeps_its_name() {
         );
         assert_blocked(mode, "moving a denied file", &py(cmd, &flags, &attack));
         // From the host: everything is where the policy names it, unchanged.
-        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "SECRET-DB", "{mode}");
-        assert_eq!(std::fs::read_to_string(&top).unwrap(), "SECRET-TOKEN", "{mode}");
+        assert_eq!(
+            std::fs::read_to_string(&secret).unwrap(),
+            "SECRET-DB",
+            "{mode}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&top).unwrap(),
+            "SECRET-TOKEN",
+            "{mode}"
+        );
         for gone in ["config/moved", "moved", "moved.txt", "link.txt"] {
-            assert!(!proj.join(gone).exists(), "{mode}: {gone} exists on the host");
+            assert!(
+                !proj.join(gone).exists(),
+                "{mode}: {gone} exists on the host"
+            );
         }
         // A second run under the same policy still finds the masks in place.
         let again = format!(
@@ -234,7 +262,10 @@ fn a_denied_file_in_a_writable_grant_keeps_its_name() {
             "import subprocess; subprocess.run(['mv', 'mine.txt', 'config/prod/mine.txt'], check=True)",
         );
         assert_control(mode, "moving other files", &py(cmd, &flags, &control));
-        assert!(sub.join("mine.txt").exists() && sub.join("new2.txt").exists(), "{mode}");
+        assert!(
+            sub.join("mine.txt").exists() && sub.join("new2.txt").exists(),
+            "{mode}"
+        );
     }
 }
 
@@ -280,13 +311,27 @@ fn glob_and_socket_masks_in_a_writable_grant_keep_their_names() {
              step('rename the socket dir', lambda: os.rename('run', 'run2'))\n\
              step('rename the socket', lambda: os.rename('run/agent.sock', 'run/s'))\n"
         );
-        assert_blocked(mode, "moving glob and socket masks", &py(cmd, &flags, &attack));
-        assert_eq!(std::fs::read_to_string(&key).unwrap(), "SECRET-KEY", "{mode}");
+        assert_blocked(
+            mode,
+            "moving glob and socket masks",
+            &py(cmd, &flags, &attack),
+        );
+        assert_eq!(
+            std::fs::read_to_string(&key).unwrap(),
+            "SECRET-KEY",
+            "{mode}"
+        );
         assert!(sock.exists(), "{mode}: the socket was moved");
         for gone in ["certs/live/k", "certs/old", "c2", "k2", "run2", "run/s"] {
-            assert!(!proj.join(gone).exists(), "{mode}: {gone} exists on the host");
+            assert!(
+                !proj.join(gone).exists(),
+                "{mode}: {gone} exists on the host"
+            );
         }
-        assert!(listener.accept().is_err(), "{mode}: the host socket got a connection");
+        assert!(
+            listener.accept().is_err(),
+            "{mode}: the host socket got a connection"
+        );
 
         let control = format!(
             "import os\nos.chdir({pr:?})\n\
@@ -326,7 +371,12 @@ fn write_denials_the_program_could_create_are_refused() {
             }),
         );
         let out = run(cmd, &absent, &argv);
-        assert_refused(mode, "an absent deny.write path", &out, &[&hooks.display().to_string()]);
+        assert_refused(
+            mode,
+            "an absent deny.write path",
+            &out,
+            &[&hooks.display().to_string()],
+        );
         let glob = policy(
             tmp.path(),
             "glob",
@@ -338,7 +388,10 @@ fn write_denials_the_program_could_create_are_refused() {
         );
         let out = run(cmd, &glob, &argv);
         assert_refused(mode, "a deny.write glob", &out, &["**/.git/hooks", pr]);
-        assert!(!proj.join(".git/hooks").exists(), "{mode}: planted on the host");
+        assert!(
+            !proj.join(".git/hooks").exists(),
+            "{mode}: planted on the host"
+        );
         assert!(!proj.join("sub").exists(), "{mode}: planted on the host");
 
         // Control: marked best-effort, the same run goes ahead, and says so.
@@ -354,7 +407,11 @@ fn write_denials_the_program_could_create_are_refused() {
         let out = run(
             cmd,
             &best_effort,
-            &["/bin/sh", "-c", &format!("touch {pr}/made && echo CONTROL-OK")],
+            &[
+                "/bin/sh",
+                "-c",
+                &format!("touch {pr}/made && echo CONTROL-OK"),
+            ],
         );
         assert_control(mode, "a best-effort deny.write glob", &out);
         assert!(proj.join("made").exists(), "{mode}");
@@ -488,7 +545,7 @@ fn a_best_effort_mark_must_name_a_deny_entry() {
         ),
         (
             serde_json::json!({"allow": {"best_effort": ["*.pem"]}}),
-            "allow.best_effort",
+            "allow.best_effort: unknown key",
         ),
     ] {
         let flags = policy(tmp.path(), "bad", doc);

@@ -622,19 +622,12 @@ impl Lowering<'_> {
     }
 
     /// `deny.best_effort`: each entry must be one of this document's deny path entries (so a
-    /// typo cannot silently mark nothing); `allow.best_effort` means nothing.
+    /// typo cannot silently mark nothing).
     fn best_effort_denials(
         &self,
         doc: &PolicyDoc,
         deny: &Denials,
     ) -> Result<Vec<PathPattern>, PolicyError> {
-        if !doc.allow.best_effort.is_empty() {
-            return Err(self.err(
-                ErrorKind::InvalidValue,
-                "allow.best_effort",
-                "only deny rules can be marked best-effort; move this list to deny.best_effort",
-            ));
-        }
         let mut out = Vec::new();
         for (i, text) in doc.deny.best_effort.iter().enumerate() {
             let json_path = format!("deny.best_effort[{i}]");
@@ -643,7 +636,13 @@ impl Lowering<'_> {
             }
             let p = path::parse_deny(text, self.base, self.home)
                 .map_err(|m| path_error(self.origin, &json_path, m))?;
-            if !deny.read.iter().chain(&deny.write).chain(&deny.exec).any(|d| *d == p) {
+            if !deny
+                .read
+                .iter()
+                .chain(&deny.write)
+                .chain(&deny.exec)
+                .any(|d| *d == p)
+            {
                 return Err(self.err(
                     ErrorKind::InvalidValue,
                     &json_path,
@@ -889,16 +888,25 @@ impl Lowering<'_> {
             for denial in denied {
                 let Some(d) = denial.as_path() else { continue };
                 if let Some(a) = allowed.iter().position(|p| p == d) {
-                    let j = written_index(&doc.deny, name, |text| {
-                        path::parse_deny(text, self.base, self.home).ok().as_ref() == Some(denial)
-                    })
+                    let j = written_index(
+                        (&doc.deny.read, &doc.deny.write, &doc.deny.exec),
+                        name,
+                        |text| {
+                            path::parse_deny(text, self.base, self.home).ok().as_ref()
+                                == Some(denial)
+                        },
+                    )
                     .unwrap_or(0);
-                    let ai = written_index(&doc.allow, name, |text| {
-                        path::parse_allow(text, name, self.base, self.home)
-                            .ok()
-                            .as_deref()
-                            == Some(d)
-                    });
+                    let ai = written_index(
+                        (&doc.allow.read, &doc.allow.write, &doc.allow.exec),
+                        name,
+                        |text| {
+                            path::parse_allow(text, name, self.base, self.home)
+                                .ok()
+                                .as_deref()
+                                == Some(d)
+                        },
+                    );
                     return Err(self.err(
                         ErrorKind::Contradiction,
                         &format!("deny.{name}[{j}]"),
@@ -959,11 +967,15 @@ impl Lowering<'_> {
 
 /// The index, as written, of the first entry of `rules.<list>` that satisfies `pred` (the
 /// converted lists have duplicates removed, so their indexes can differ).
-fn written_index(rules: &RuleSetDoc, list: &str, pred: impl Fn(&str) -> bool) -> Option<usize> {
+fn written_index(
+    (read, write, exec): (&[String], &[String], &[String]),
+    list: &str,
+    pred: impl Fn(&str) -> bool,
+) -> Option<usize> {
     let entries = match list {
-        "read" => &rules.read,
-        "write" => &rules.write,
-        _ => &rules.exec,
+        "read" => read,
+        "write" => write,
+        _ => exec,
     };
     entries.iter().position(|t| pred(t))
 }

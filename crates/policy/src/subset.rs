@@ -147,9 +147,8 @@ impl Check<'_> {
                     } else {
                         "is only best-effort here (deny.best_effort)"
                     };
-                    self.widenings.push(format!(
-                        "the other policy's deny.{name}[{idx}] ({d}) {how}"
-                    ));
+                    self.widenings
+                        .push(format!("the other policy's deny.{name}[{idx}] ({d}) {how}"));
                 }
             }
         }

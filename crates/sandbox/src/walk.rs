@@ -330,8 +330,14 @@ impl Walk<'_> {
                 self.wake.notify_all();
                 return local;
             };
-            let finished =
-                self.read_dir(&dir, &mut buf, &mut path, &mut hits, &mut subdirs, &mut local);
+            let finished = self.read_dir(
+                &dir,
+                &mut buf,
+                &mut path,
+                &mut hits,
+                &mut subdirs,
+                &mut local,
+            );
             let mut q = self.lock();
             q.busy -= 1;
             if finished {
@@ -365,16 +371,15 @@ impl Walk<'_> {
         let dirfd = match opened {
             Ok(f) => f,
             // Gone or replaced since it was listed: nothing there to check.
-            Err(e) if matches!(e.errno, libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => {
-                return true
-            }
+            Err(e) if matches!(e.errno, libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => return true,
             // A directory nobody inside may search hides nothing; one that may be searched but
             // not listed could hold a denied name the program can guess.
             Err(e) if e.errno == libc::EACCES => {
                 if fd::can_search(self.root.as_raw_fd(), rel(dir)) {
-                    local
-                        .unchecked
-                        .push((dir.to_path_buf(), "it can be searched but not listed".into()));
+                    local.unchecked.push((
+                        dir.to_path_buf(),
+                        "it can be searched but not listed".into(),
+                    ));
                 }
                 return true;
             }
@@ -419,8 +424,7 @@ impl Walk<'_> {
                 }
                 let mut masked = false;
                 if !self.kinds.is_empty() {
-                    self.set
-                        .matches_candidate_into(&Candidate::new(full), hits);
+                    self.set.matches_candidate_into(&Candidate::new(full), hits);
                     for &i in hits.iter() {
                         let kind = self.kinds[i];
                         local.found.push((kind, full.to_path_buf()));

@@ -433,9 +433,8 @@ pub fn open_dir_at(dirfd: RawFd, name: &std::ffi::CStr) -> SysResult<OwnedFd> {
 /// Read them with [`dirents`].
 pub fn getdents64(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-    let n = retry(|| unsafe {
-        libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len())
-    });
+    let n =
+        retry(|| unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) });
     if n < 0 {
         return Err(SysError::last(format!(
             "getdents64(fd {fd}, {} bytes)",
