@@ -352,6 +352,7 @@ pub struct Denials {
     pub exec: Vec<PathPattern>,
     pub env: Vec<String>,
     /// Entries of the path lists above that may be enforced in part (`deny.best_effort`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub best_effort: Vec<PathPattern>,
 }
 

@@ -754,12 +754,7 @@ fn deny(
     staging_root: &OwnedFd,
     empty_file: &mut Option<OwnedFd>,
 ) -> Result<(), SandboxError> {
-    let label = match kind {
-        DenyKind::Read => "deny.read",
-        DenyKind::Write => "deny.write",
-        DenyKind::Exec => "deny.exec",
-    };
-    let step = format!("{label} mask {}", path.display());
+    let step = format!("{} mask {}", kind.list(), path.display());
     let Some(target) = open_in(root, path).map_err(setup(step.clone()))? else {
         // Not visible inside: nothing to hide.
         return Ok(());
