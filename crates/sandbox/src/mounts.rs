@@ -449,6 +449,7 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
     }
 
     // Deny lists: explicit paths, then globs expanded against what is now mounted.
+    refuse_absent_denials(&root, plan)?;
     let mut denials = plan.denials.clone();
     // Sockets and deny globs found in the granted trees are masked too.
     let scan = walk::scan(&root, &plan.grants, &plan.deny_globs);
@@ -459,7 +460,6 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
         denials.sort_by(|a, b| depth(&a.1).cmp(&depth(&b.1)).then(a.1.cmp(&b.1)));
         denials.dedup();
     }
-    refuse_absent_denials(&root, plan)?;
     pin_ancestors(&root, &plan.grants, &denials)?;
     let mut empty_file: Option<OwnedFd> = None;
     for (kind, path) in &denials {
