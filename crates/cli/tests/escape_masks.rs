@@ -65,10 +65,11 @@ def read(p):\n\
 \x20   if 'SECRET' not in data: raise OSError(0, 'masked')\n\
 \x20   return data\n";
 
+/// Asserts every step ran (the script exited 0) and none escaped.
 fn assert_blocked(mode: &str, what: &str, out: &Output) {
     let text = stdout(out);
     assert!(
-        text.contains("BLOCKED") && !text.contains("ESCAPED"),
+        out.status.success() && text.contains("BLOCKED") && !text.contains("ESCAPED"),
         "{mode}: {what} was not blocked:\nstdout: {text}\nstderr: {}",
         stderr(out)
     );
@@ -152,6 +153,13 @@ fn a_git_hook_cannot_be_planted_by_renaming_the_masks_parent() {
              step('rename .git', lambda: os.rename('.git', 'moved-git'))\n\
              step('rename hooks', lambda: os.rename('.git/hooks', '.git/old-hooks'))\n\
              step('rmdir hooks', lambda: os.rmdir('.git/hooks'))\n\
+             import ctypes\n\
+             libc = ctypes.CDLL(None, use_errno=True)\n\
+             def exchange(a, b):\n\
+             \x20   os.makedirs(a, exist_ok=True)\n\
+             \x20   if libc.renameat2(-100, a.encode(), -100, b.encode(), 2) != 0:\n\
+             \x20       e = ctypes.get_errno(); raise OSError(e, os.strerror(e))\n\
+             step('exchange .git with a fresh dir', lambda: exchange('fake-git', '.git'))\n\
              def plant():\n\
              \x20   os.makedirs('.git/hooks', exist_ok=True)\n\
              \x20   open('.git/hooks/pre-commit', 'w').write({hook:?})\n\
