@@ -487,6 +487,14 @@ pub fn build_root(plan: &MountPlan) -> Result<RootOutcome, SandboxError> {
     Ok(RootOutcome { notes, complete })
 }
 
+/// A deny rule bunker cannot hold: the run is refused, naming the rule and why.
+fn refused(rule: String, reason: String) -> SandboxError {
+    SandboxError::Init {
+        step: "deny masks".into(),
+        detail: format!("cannot enforce {rule}: {reason}"),
+    }
+}
+
 /// The grant whose bind mount holds `path`: the deepest one containing it.
 fn holding_grant<'a>(grants: &'a [Grant], path: &Path) -> Option<&'a Grant> {
     grants
@@ -509,15 +517,15 @@ fn refuse_creatable_globs(plan: &MountPlan) -> Result<(), SandboxError> {
             .iter()
             .find(|w| w.write && walk::glob_reaches(&g.pattern, &w.path))
         {
-            return Err(SandboxError::Unsupported {
-                layer: format!("{} glob {:?}", g.kind.list(), g.pattern),
-                reason: format!(
+            return Err(refused(
+                format!("{} glob {:?}", g.kind.list(), g.pattern),
+                format!(
                     "{} is writable (allow.write), so the program could create a path the glob \
                      names after the walk, which no mask can stop; mark it best-effort in \
                      deny.best_effort, name the existing paths instead, or narrow the grant",
                     w.path.display()
                 ),
-            });
+            ));
         }
     }
     Ok(())
@@ -536,16 +544,16 @@ fn check_walk(
                 continue;
             }
             if !g.best_effort {
-                return Err(SandboxError::Unsupported {
-                    layer: format!("{} glob {:?}", g.kind.list(), g.pattern),
-                    reason: format!(
+                return Err(refused(
+                    format!("{} glob {:?}", g.kind.list(), g.pattern),
+                    format!(
                         "the walk of {} could not check {}: {}; list the glob in \
                          deny.best_effort to run with it enforced in part, or grant a smaller tree",
                         u.tree.display(),
                         u.dir.display(),
                         u.why
                     ),
-                });
+                ));
             }
             notes.push(format!(
                 "{} glob {:?} (best-effort) was not checked under {}: {}",
@@ -578,14 +586,14 @@ fn refuse_absent_denials(root: &OwnedFd, plan: &MountPlan) -> Result<(), Sandbox
             }
             Some(_) => continue,
         };
-        return Err(SandboxError::Unsupported {
-            layer: format!("{} {}", kind.list(), path.display()),
-            reason: format!(
+        return Err(refused(
+            format!("{} {}", kind.list(), path.display()),
+            format!(
                 "it {what} inside the writable grant {}, so the program could create it; \
                  create it before the run, or mark it best-effort in deny.best_effort",
                 g.path.display()
             ),
-        });
+        ));
     }
     Ok(())
 }
