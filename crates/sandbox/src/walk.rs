@@ -138,7 +138,9 @@ fn rel(path: &Path) -> &Path {
 /// connect to a host service (a read-only mount does not stop `connect`, and landlock up to
 /// ABI 7 does not mediate it), so each one found is masked like a denied file.
 pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
-    let mut notes = Vec::new();
+    // The policy validated every glob; one that still does not compile fails closed: nothing
+    // counts as checked (the caller refuses the run unless the globs are best-effort).
+    let mut broken = Vec::new();
     let mut builder = GlobSetBuilder::new();
     let mut kinds = Vec::new();
     for g in globs {
@@ -147,13 +149,13 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
                 builder.add(b);
                 kinds.push(g.kind);
             }
-            None => notes.push(format!(
-                "deny glob {:?} is not a valid glob; ignored",
-                g.pattern
-            )),
+            None => broken.push(format!("deny glob {:?} does not compile", g.pattern)),
         }
     }
-    let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
+    let set = builder.build().unwrap_or_else(|e| {
+        broken.push(format!("the deny globs do not compile together ({e})"));
+        GlobSet::empty()
+    });
     let budget = if kinds.is_empty() {
         SOCKET_WALK_BUDGET
     } else {
@@ -230,10 +232,16 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
     });
 
     let mut out = Scan {
-        notes,
         entries: walk.visited.load(Ordering::Relaxed),
         ..Scan::default()
     };
+    for why in broken {
+        out.unchecked.push(Unchecked {
+            dir: PathBuf::from("/"),
+            tree: PathBuf::from("/"),
+            why,
+        });
+    }
     for r in results.iter_mut() {
         out.found.append(&mut r.found);
         skipped |= r.skipped;
