@@ -10,6 +10,11 @@
 //! fd-based mount API: the tree is cloned recursively (mounts the kernel locked in a user
 //! namespace stay covered), made read-only/nosuid/nodev *while detached* (`mount_setattr` only
 //! adds flags, so flags locked on the source are kept), then attached.
+//!
+//! Deny masks go on last: explicit paths, then what the walk of the granted trees finds
+//! (`walk.rs`: deny-glob matches and unix sockets). Inside a writable grant the directories
+//! between the grant and each mask are bound onto themselves first, so no mask can be renamed
+//! away; a deny rule that cannot be held that way refuses the run (see [`build_root`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
