@@ -405,29 +405,7 @@ pub fn recv_with_fds(sock: RawFd, max: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd
 /// 12, so [`fstatat_type`] returns the same numbers).
 pub const DT_UNKNOWN: u8 = 0;
 pub const DT_DIR: u8 = 4;
-pub const DT_LNK: u8 = 10;
 pub const DT_SOCK: u8 = 12;
-
-/// Opens the directory `name` in `dirfd` for reading its entries, never following a symlink
-/// (ENOTDIR or ELOOP for anything but a directory). `name` comes NUL-terminated from
-/// [`dirents`], so nothing is copied.
-pub fn open_dir_at(dirfd: RawFd, name: &std::ffi::CStr) -> SysResult<OwnedFd> {
-    // SAFETY: `name` is NUL-terminated; the flags open no file for writing.
-    let fd = retry(|| unsafe {
-        libc::openat(
-            dirfd,
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        ) as libc::c_long
-    });
-    if fd < 0 {
-        return Err(SysError::last(format!(
-            "openat(fd {dirfd}, {name:?}, O_DIRECTORY|O_NOFOLLOW)"
-        )));
-    }
-    // SAFETY: openat succeeded; the fd is ours.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
 
 /// `getdents64(fd, buf)`: fills `buf` with directory records; Ok(0) at the end of the directory.
 /// Read them with [`dirents`].
