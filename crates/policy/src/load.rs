@@ -323,6 +323,7 @@ impl Layer {
         append_unique(&mut self.deny.write, outer.deny.write);
         append_unique(&mut self.deny.exec, outer.deny.exec);
         append_unique(&mut self.deny.env, outer.deny.env);
+        append_unique(&mut self.deny.best_effort, outer.deny.best_effort);
         macro_rules! outer_wins {
             ($($field:ident).+) => { $( if outer.$field.is_some() { self.$field = outer.$field; } )+ };
         }
@@ -702,6 +703,43 @@ impl Lowering<'_> {
         Ok(out)
     }
 
+    /// `deny.best_effort`: each entry must be one of this document's deny path entries (so a
+    /// typo cannot silently mark nothing).
+    fn best_effort_denials(
+        &self,
+        doc: &PolicyDoc,
+        deny: &Denials,
+    ) -> Result<Vec<PathPattern>, PolicyError> {
+        let mut out = Vec::new();
+        for (i, text) in doc.deny.best_effort.iter().enumerate() {
+            let json_path = format!("deny.best_effort[{i}]");
+            if text.is_empty() {
+                return Err(empty(self.origin, &json_path));
+            }
+            let p = path::parse_deny(text, self.base, self.home)
+                .map_err(|m| path_error(self.origin, &json_path, m))?;
+            if !deny
+                .read
+                .iter()
+                .chain(&deny.write)
+                .chain(&deny.exec)
+                .any(|d| *d == p)
+            {
+                return Err(self.err(
+                    ErrorKind::InvalidValue,
+                    &json_path,
+                    format!(
+                        "{} is not an entry of deny.read, deny.write or deny.exec in this document; \
+                         write it exactly as it is written there",
+                        quote(text)
+                    ),
+                ));
+            }
+            append_unique(&mut out, vec![p]);
+        }
+        Ok(out)
+    }
+
     fn net(&self, list: &[String], side: &str) -> Result<Vec<NetRule>, PolicyError> {
         let mut out = Vec::new();
         for (i, text) in list.iter().enumerate() {
@@ -810,6 +848,11 @@ impl Lowering<'_> {
             write: self.deny_paths(&doc.deny.write, "write")?,
             exec: self.deny_paths(&doc.deny.exec, "exec")?,
             env: self.env(&doc.deny.env, "deny")?,
+            best_effort: Vec::new(),
+        };
+        let deny = Denials {
+            best_effort: self.best_effort_denials(doc, &deny)?,
+            ..deny
         };
         self.contradictions(doc, &allow, &deny)?;
         let origins = self.origins(doc);
@@ -981,16 +1024,25 @@ impl Lowering<'_> {
             for denial in denied {
                 let Some(d) = denial.as_path() else { continue };
                 if let Some(a) = allowed.iter().position(|p| p == d) {
-                    let j = written_index(&doc.deny, name, |text| {
-                        path::parse_deny(text, self.base, self.home).ok().as_ref() == Some(denial)
-                    })
+                    let j = written_index(
+                        (&doc.deny.read, &doc.deny.write, &doc.deny.exec),
+                        name,
+                        |text| {
+                            path::parse_deny(text, self.base, self.home).ok().as_ref()
+                                == Some(denial)
+                        },
+                    )
                     .unwrap_or(0);
-                    let ai = written_index(&doc.allow, name, |text| {
-                        path::parse_allow(text, name, self.base, self.home)
-                            .ok()
-                            .as_deref()
-                            == Some(d)
-                    });
+                    let ai = written_index(
+                        (&doc.allow.read, &doc.allow.write, &doc.allow.exec),
+                        name,
+                        |text| {
+                            path::parse_allow(text, name, self.base, self.home)
+                                .ok()
+                                .as_deref()
+                                == Some(d)
+                        },
+                    );
                     return Err(self.err(
                         ErrorKind::Contradiction,
                         &format!("deny.{name}[{j}]"),
@@ -1051,11 +1103,15 @@ impl Lowering<'_> {
 
 /// The index, as written, of the first entry of `rules.<list>` that satisfies `pred` (the
 /// converted lists have duplicates removed, so their indexes can differ).
-fn written_index(rules: &RuleSetDoc, list: &str, pred: impl Fn(&str) -> bool) -> Option<usize> {
+fn written_index(
+    (read, write, exec): (&[String], &[String], &[String]),
+    list: &str,
+    pred: impl Fn(&str) -> bool,
+) -> Option<usize> {
     let entries = match list {
-        "read" => &rules.read,
-        "write" => &rules.write,
-        _ => &rules.exec,
+        "read" => read,
+        "write" => write,
+        _ => exec,
     };
     entries.iter().position(|t| pred(t))
 }

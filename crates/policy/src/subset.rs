@@ -130,12 +130,25 @@ impl Check<'_> {
         ];
         for (name, theirs, my_grants, my_denies) in denies {
             for (idx, d) in theirs.iter().enumerate() {
-                let kept = my_denies.iter().any(|mine| pattern_covers(mine, d));
+                // A best-effort deny here keeps a rule the other policy requires only if the
+                // other policy also lets it be enforced in part.
+                let required = !o.deny.is_best_effort(d);
+                let covering: Vec<_> = my_denies
+                    .iter()
+                    .filter(|mine| pattern_covers(mine, d))
+                    .collect();
+                let kept = covering
+                    .iter()
+                    .any(|mine| !(required && i.deny.is_best_effort(mine)));
                 let touched = my_grants.iter().any(|g| pattern_overlaps(d, g));
                 if !kept && touched {
-                    self.widenings.push(format!(
-                        "the other policy's deny.{name}[{idx}] ({d}) is missing"
-                    ));
+                    let how = if covering.is_empty() {
+                        "is missing"
+                    } else {
+                        "is only best-effort here (deny.best_effort)"
+                    };
+                    self.widenings
+                        .push(format!("the other policy's deny.{name}[{idx}] ({d}) {how}"));
                 }
             }
         }

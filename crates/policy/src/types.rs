@@ -31,7 +31,7 @@ pub struct PolicyDoc {
     pub allow: RuleSetDoc,
     /// What it may never do, even where `allow` grants it.
     #[serde(default)]
-    pub deny: RuleSetDoc,
+    pub deny: DenyDoc,
     /// Hard resource limits, in human units ("50MB", "1.5s").
     #[serde(default)]
     pub limits: LimitsDoc,
@@ -70,6 +70,33 @@ pub struct RuleSetDoc {
     /// Environment variable names passed through from the caller.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+}
+
+/// The deny lists: `allow`'s lists, and which path rules may be enforced in part.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DenyDoc {
+    /// Hosts (`example.com`, `*.example.com`, with optional `:port`), IP literals and CIDRs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net: Vec<String>,
+    /// Paths or globs (`**/*.key`, `.env`) hidden from every kind of access.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read: Vec<String>,
+    /// Paths or globs never written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write: Vec<String>,
+    /// Paths or globs never executed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<String>,
+    /// Environment variable names never passed through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Entries of this document's `read`, `write` or `exec` lists, written the same way, that
+    /// bunker may enforce only in part (a glob whose walk could not finish, a write/exec rule the
+    /// program could dodge by creating the path): the run goes on with a note instead of being
+    /// refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub best_effort: Vec<String>,
 }
 
 /// Resource limits as written.
@@ -324,6 +351,16 @@ pub struct Denials {
     pub write: Vec<PathPattern>,
     pub exec: Vec<PathPattern>,
     pub env: Vec<String>,
+    /// Entries of the path lists above that may be enforced in part (`deny.best_effort`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub best_effort: Vec<PathPattern>,
+}
+
+impl Denials {
+    /// Whether `pattern` is marked best-effort.
+    pub fn is_best_effort(&self, pattern: &PathPattern) -> bool {
+        self.best_effort.contains(pattern)
+    }
 }
 
 /// Resource limits, converted. `None` means no limit.

@@ -26,6 +26,7 @@ pub mod spawn;
 pub mod stdin;
 pub mod supervise;
 pub mod user_counters;
+pub mod walk;
 
 pub use error::SandboxError;
 pub use result::*;

@@ -11,9 +11,13 @@
 //! is cloned recursively (sub-mounts stay covered; rootless, where init clones them in its own
 //! user namespace, the kernel also locks them), made read-only/nosuid/nodev/noexec *while detached*
 //! (`mount_setattr` only adds flags, so flags locked on the source are kept), then attached.
+//!
+//! Deny masks go on last: explicit paths, then what the walk of the granted trees finds
+//! (`walk.rs`: deny-glob matches and unix sockets). Inside a writable grant the directories
+//! between the grant and each mask are bound onto themselves first, so no mask can be renamed
+//! away; a deny rule that cannot be held that way refuses the run (see [`build_root`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
 use bunker_policy::path::PathPattern;
@@ -27,6 +31,7 @@ use bunker_sys::SysError;
 use crate::error::SandboxError;
 use crate::grants::{self, OpenedGrants, Source};
 use crate::idmap::IdMode;
+use crate::walk;
 
 /// Where the new root's tmpfs is mounted before pivot_root (in the sandbox's own mount
 /// namespace, so the host's /tmp is not touched; policy paths are opened before it is hidden).
@@ -48,13 +53,6 @@ const PROC_HOST_IDENTITY: [&str; 4] = ["cmdline", "partitions", "diskstats", "sw
 /// The host's boot id (the same in every namespace): replaced by one of the sandbox's own.
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
-/// Most directory entries the scan for unix sockets visits when there are no deny globs (it
-/// runs at every start, so it stays small: about 10 ms at worst).
-const SOCKET_WALK_BUDGET: usize = 10_000;
-
-/// Most directory entries the glob expansion of deny lists visits.
-const GLOB_WALK_BUDGET: usize = 50_000;
-
 /// One granted path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -66,7 +64,7 @@ pub struct Grant {
 }
 
 /// What a deny entry takes away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DenyKind {
     /// Masked: an empty read-only directory or file.
     Read,
@@ -74,6 +72,27 @@ pub enum DenyKind {
     Write,
     /// Re-mounted noexec (landlock denies execute too).
     Exec,
+}
+
+impl DenyKind {
+    /// The policy list this kind comes from.
+    pub fn list(self) -> &'static str {
+        match self {
+            DenyKind::Read => "deny.read",
+            DenyKind::Write => "deny.write",
+            DenyKind::Exec => "deny.exec",
+        }
+    }
+}
+
+/// A deny glob, expanded inside the sandbox against what is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyGlob {
+    pub kind: DenyKind,
+    pub pattern: String,
+    /// Listed in `deny.best_effort`: a walk that cannot finish, or a tree where the program can
+    /// create matching names, is a note rather than a refusal.
+    pub best_effort: bool,
 }
 
 /// The mounts to make, in order.
@@ -84,7 +103,9 @@ pub struct MountPlan {
     /// Denied paths, shallowest first.
     pub denials: Vec<(DenyKind, PathBuf)>,
     /// Deny globs, expanded inside the sandbox against what is mounted.
-    pub deny_globs: Vec<(DenyKind, String)>,
+    pub deny_globs: Vec<DenyGlob>,
+    /// Deny paths listed in `deny.best_effort`.
+    pub best_effort_paths: Vec<PathBuf>,
     pub tmp_size: u64,
     pub tty: bool,
     /// The sandbox has its own user namespace, whose per-user counters init bounds
@@ -173,15 +194,26 @@ pub fn plan(policy: &Policy) -> MountPlan {
 
     let mut denials = Vec::new();
     let mut deny_globs = Vec::new();
+    let mut best_effort_paths = Vec::new();
     for (kind, list) in [
         (DenyKind::Read, &policy.deny.read),
         (DenyKind::Write, &policy.deny.write),
         (DenyKind::Exec, &policy.deny.exec),
     ] {
         for pat in list {
+            let best_effort = policy.deny.is_best_effort(pat);
             match pat {
-                PathPattern::Path(p) => denials.push((kind, normalize(p))),
-                PathPattern::Glob(g) => deny_globs.push((kind, g.clone())),
+                PathPattern::Path(p) => {
+                    denials.push((kind, normalize(p)));
+                    if best_effort {
+                        best_effort_paths.push(normalize(p));
+                    }
+                }
+                PathPattern::Glob(g) => deny_globs.push(DenyGlob {
+                    kind,
+                    pattern: g.clone(),
+                    best_effort,
+                }),
             }
         }
     }
@@ -191,6 +223,7 @@ pub fn plan(policy: &Policy) -> MountPlan {
         grants,
         denials,
         deny_globs,
+        best_effort_paths,
         tmp_size: policy.limits.tmp_size,
         tty: policy.kernel.tty,
         user_namespace: policy
@@ -340,6 +373,7 @@ pub fn build_root(
     id_mode: IdMode,
 ) -> Result<RootOutcome, SandboxError> {
     let mut notes = Vec::new();
+    refuse_creatable_globs(plan)?;
     // Mounts made from now on must not propagate back to the host's namespace.
     mount::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(setup("make / private"))?;
@@ -414,16 +448,18 @@ pub fn build_root(
     }
 
     // Deny lists: explicit paths, then globs expanded against what is now mounted.
+    refuse_absent_denials(&root, plan)?;
     let mut denials = plan.denials.clone();
     // Sockets and deny globs found in the granted trees are masked too.
-    let (found, scan_notes, walked_all) = scan_grants(plan);
-    notes.extend(scan_notes);
-    let complete = walked_all;
-    if !found.is_empty() {
-        denials.extend(found);
+    let scan = walk::scan(&root, &plan.grants, &plan.deny_globs);
+    notes.extend(scan.notes);
+    let complete = check_walk(plan, &scan.unchecked, &mut notes)?;
+    if !scan.found.is_empty() {
+        denials.extend(scan.found);
         denials.sort_by(|a, b| depth(&a.1).cmp(&depth(&b.1)).then(a.1.cmp(&b.1)));
         denials.dedup();
     }
+    pin_ancestors(&root, &plan.grants, &denials)?;
     let mut empty_file: Option<OwnedFd> = None;
     for (kind, path) in &denials {
         deny(&root, *kind, path, &staging_root, &mut empty_file)?;
@@ -452,6 +488,153 @@ pub fn build_root(
         complete,
         user_counters,
     })
+}
+
+/// A deny rule bunker cannot hold: the run is refused, naming the rule and why.
+fn refused(rule: String, reason: String) -> SandboxError {
+    SandboxError::Init {
+        step: "deny masks".into(),
+        detail: format!("cannot enforce {rule}: {reason}"),
+    }
+}
+
+/// The grant whose bind mount holds `path`: the deepest one containing it.
+fn holding_grant<'a>(grants: &'a [Grant], path: &Path) -> Option<&'a Grant> {
+    grants
+        .iter()
+        .filter(|g| path.starts_with(&g.path))
+        .max_by_key(|g| depth(&g.path))
+}
+
+/// A deny.write or deny.exec glob reaching a writable grant cannot hold: the program can create
+/// a path it names after the walk (`mkdir -p .git/hooks`), and no mount can be put on a name
+/// that does not exist yet. Refused unless best-effort. (deny.read globs are not refused: a
+/// file the program creates holds only what it wrote itself.)
+fn refuse_creatable_globs(plan: &MountPlan) -> Result<(), SandboxError> {
+    for g in &plan.deny_globs {
+        if g.kind == DenyKind::Read || g.best_effort {
+            continue;
+        }
+        if let Some(w) = plan
+            .grants
+            .iter()
+            .find(|w| w.write && walk::glob_reaches(&g.pattern, &w.path))
+        {
+            return Err(refused(
+                format!("{} glob {:?}", g.kind.list(), g.pattern),
+                format!(
+                    "{} is writable (allow.write), so the program could create a path the glob \
+                     names after the walk, which no mask can stop; mark it best-effort in \
+                     deny.best_effort, name the existing paths instead, or narrow the grant",
+                    w.path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses the run when a glob that is not best-effort could not be checked everywhere it
+/// reaches; notes it for a best-effort one. Returns whether the walk was complete.
+fn check_walk(
+    plan: &MountPlan,
+    unchecked: &[walk::Unchecked],
+    notes: &mut Vec<String>,
+) -> Result<bool, SandboxError> {
+    for u in unchecked {
+        for g in &plan.deny_globs {
+            if !walk::glob_reaches(&g.pattern, &u.dir) {
+                continue;
+            }
+            if !g.best_effort {
+                return Err(refused(
+                    format!("{} glob {:?}", g.kind.list(), g.pattern),
+                    format!(
+                        "the walk of {} could not check {}: {}; list the glob in \
+                         deny.best_effort to run with it enforced in part, or grant a smaller tree",
+                        u.tree.display(),
+                        u.dir.display(),
+                        u.why
+                    ),
+                ));
+            }
+            notes.push(format!(
+                "{} glob {:?} (best-effort) was not checked under {}: {}",
+                g.kind.list(),
+                g.pattern,
+                u.dir.display(),
+                u.why
+            ));
+        }
+    }
+    Ok(unchecked.is_empty())
+}
+
+/// A deny.write or deny.exec path inside a writable grant that does not exist at start (or is
+/// a symlink, which cannot carry a mount) cannot be masked: the program could create it.
+/// Refused unless best-effort.
+fn refuse_absent_denials(root: &OwnedFd, plan: &MountPlan) -> Result<(), SandboxError> {
+    for (kind, path) in &plan.denials {
+        if *kind == DenyKind::Read || plan.best_effort_paths.contains(path) {
+            continue;
+        }
+        let Some(g) = holding_grant(&plan.grants, path).filter(|g| g.write) else {
+            continue;
+        };
+        let step = format!("{} {}", kind.list(), path.display());
+        let what = match open_in(root, path).map_err(setup(step.clone()))? {
+            None => "does not exist",
+            Some(f) if fd::fd_kind(f.as_raw_fd()).map_err(setup(step))? == FileKind::Symlink => {
+                "is a symlink (which cannot be masked)"
+            }
+            Some(_) => continue,
+        };
+        return Err(refused(
+            format!("{} {}", kind.list(), path.display()),
+            format!(
+                "it {what} inside the writable grant {}, so the program could create it; \
+                 create it before the run, or mark it best-effort in deny.best_effort",
+                g.path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Binds every directory between a writable grant's root and a mask onto itself. The kernel
+/// refuses to rename or remove a dentry that is a mount point in the caller's namespace (EBUSY),
+/// so neither the masks nor their parents can be moved away and recreated unmasked (`mv .git x;
+/// mkdir -p .git/hooks`); a hard link across the mounts is EXDEV. Made before the masks, so
+/// the recursive clones copy only nested grants, not masks. Returns how many were made.
+fn pin_ancestors(
+    root: &OwnedFd,
+    grants: &[Grant],
+    denials: &[(DenyKind, PathBuf)],
+) -> Result<usize, SandboxError> {
+    let mut pins: Vec<&Path> = Vec::new();
+    for (_, path) in denials {
+        let Some(g) = holding_grant(grants, path).filter(|g| g.write) else {
+            continue;
+        };
+        pins.extend(
+            path.ancestors()
+                .skip(1)
+                .take_while(|d| *d != g.path && d.starts_with(&g.path)),
+        );
+    }
+    pins.sort_by(|a, b| depth(a).cmp(&depth(b)).then(a.cmp(b)));
+    pins.dedup();
+    for dir in &pins {
+        let step = format!("pin {} (parent of a mask)", dir.display());
+        let Some(f) = open_in(root, dir).map_err(setup(step.clone()))? else {
+            continue;
+        };
+        if fd::fd_kind(f.as_raw_fd()).map_err(setup(step.clone()))? != FileKind::Dir {
+            continue;
+        }
+        bind(&f, &f, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, dir).map_err(setup(step))?;
+    }
+    Ok(pins.len())
 }
 
 /// Name (in the new root) of the empty file that masks denied files; removed before pivot.
@@ -656,12 +839,7 @@ fn deny(
     staging_root: &OwnedFd,
     empty_file: &mut Option<OwnedFd>,
 ) -> Result<(), SandboxError> {
-    let label = match kind {
-        DenyKind::Read => "deny.read",
-        DenyKind::Write => "deny.write",
-        DenyKind::Exec => "deny.exec",
-    };
-    let step = format!("{label} mask {}", path.display());
+    let step = format!("{} mask {}", kind.list(), path.display());
     let Some(target) = open_in(root, path).map_err(setup(step.clone()))? else {
         // Not visible inside: nothing to hide.
         return Ok(());
@@ -702,151 +880,6 @@ fn deny(
         DenyKind::Write => bind(&target, &target, MOUNT_ATTR_RDONLY, path).map_err(setup(step)),
         DenyKind::Exec => bind(&target, &target, MOUNT_ATTR_NOEXEC, path).map_err(setup(step)),
     }
-}
-
-/// The system's programs and libraries, and kernel filesystems: deny globs are not expanded
-/// there (walking /usr costs ~100 ms at every start, and `.env` or `*.key` files of a user do
-/// not live there). A deny *path* still masks anything in them.
-const NOT_GLOB_WALKED: [&str; 9] = [
-    "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/proc", "/dev", "/sys",
-];
-
-/// Trees of the operating system (binaries, libraries, configuration).
-fn is_system_tree(p: &Path) -> bool {
-    [
-        "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt",
-    ]
-    .iter()
-    .any(|s| p.starts_with(s))
-        || p == Path::new("/")
-}
-
-/// A compiled deny glob: absolute patterns match whole paths, relative ones (`.env`,
-/// `*.key`) match at any depth.
-pub fn compile_glob(pattern: &str) -> Option<globset::GlobMatcher> {
-    let full = if pattern.starts_with('/') || pattern.starts_with("**/") {
-        pattern.to_string()
-    } else {
-        format!("**/{pattern}")
-    };
-    globset::GlobBuilder::new(&full)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
-        .ok()
-        .map(|g| g.compile_matcher())
-}
-
-/// Walks the granted trees (inside the staging root, before pivot) for paths matching the deny
-/// globs, and for unix sockets: a socket file in a granted tree would let the program connect
-/// to a host service (a read-only mount does not stop `connect`, and landlock up to ABI 7 does
-/// not mediate it), so each one found is masked like a denied file. Bounded by a budget of
-/// entries, with a note (and `complete` false) when it ran out.
-fn scan_grants(plan: &MountPlan) -> (Vec<(DenyKind, PathBuf)>, Vec<String>, bool) {
-    let mut notes = Vec::new();
-    let globs: Vec<(DenyKind, &str, globset::GlobMatcher)> = plan
-        .deny_globs
-        .iter()
-        .filter_map(|(k, g)| match compile_glob(g) {
-            Some(m) => Some((*k, g.as_str(), m)),
-            None => {
-                notes.push(format!("deny glob {g:?} is not a valid glob; ignored"));
-                None
-            }
-        })
-        .collect();
-    let limit = if globs.is_empty() {
-        SOCKET_WALK_BUDGET
-    } else {
-        GLOB_WALK_BUDGET
-    };
-    // Whether a directory is walked at all: never the system trees (unless writable); /etc
-    // only for globs (it holds no sockets).
-    let walked = |dir: &Path| -> bool {
-        let writable = plan
-            .grants
-            .iter()
-            .any(|g| g.write && dir.starts_with(&g.path));
-        writable
-            || !(NOT_GLOB_WALKED.iter().any(|t| dir.starts_with(t))
-                || (globs.is_empty() && dir.starts_with("/etc")))
-    };
-    let mut found = Vec::new();
-    let mut budget = limit;
-    let staging = Path::new(STAGING);
-    // Roots to walk: the granted trees, without walking the same tree twice; writable grants
-    // first, then the caller's own read grants, the system trees last — if the budget runs out,
-    // it runs out where `.env` and `*.key` files and sockets are least likely.
-    let mut roots: Vec<&Grant> = Vec::new();
-    for g in &plan.grants {
-        if !roots.iter().any(|r| g.path.starts_with(&r.path)) {
-            roots.push(g);
-        }
-    }
-    roots.sort_by_key(|g| (!g.write, is_system_tree(&g.path)));
-    // Depth-first from a stack: the first root is walked first.
-    // A granted symlink was recreated as a link: its target is walked only if granted itself.
-    let mut skipped = false;
-    let mut stack: Vec<PathBuf> = roots
-        .iter()
-        .rev()
-        .filter(|g| {
-            // Trees that are not walked are not even looked at.
-            if !walked(&g.path) {
-                skipped = true;
-                return false;
-            }
-            std::fs::symlink_metadata(staging.join(rel(&g.path)))
-                .is_ok_and(|m| m.file_type().is_dir())
-        })
-        .map(|g| g.path.clone())
-        .collect();
-    while let Some(dir) = stack.pop() {
-        if !walked(&dir) {
-            skipped = true;
-            continue;
-        }
-        let real = staging.join(rel(&dir));
-        let Ok(entries) = std::fs::read_dir(&real) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if budget == 0 {
-                notes.push(format!(
-                    "deny globs and unix sockets: stopped after {limit} entries; paths under {} and later were not checked",
-                    dir.display()
-                ));
-                return (found, notes, false);
-            }
-            budget -= 1;
-            let path = dir.join(entry.file_name());
-            let kind = entry.file_type().ok();
-            let mut masked = false;
-            if kind.is_some_and(|t| t.is_socket()) {
-                found.push((DenyKind::Read, path.clone()));
-                continue;
-            }
-            for (k, _, m) in &globs {
-                if m.is_match(&path) {
-                    found.push((*k, path.clone()));
-                    masked |= *k == DenyKind::Read;
-                }
-            }
-            // A masked directory is empty inside; file_type() does not follow symlinks, so the
-            // walk never leaves the granted trees.
-            if !masked && kind.is_some_and(|t| t.is_dir()) {
-                stack.push(path);
-            }
-        }
-    }
-    if skipped && !globs.is_empty() {
-        notes.push(format!(
-            "deny globs are not expanded inside {} (read-only system trees); name a path there \
-             in the deny list to mask it",
-            NOT_GLOB_WALKED.join(", ")
-        ));
-    }
-    (found, notes, true)
 }
 
 #[cfg(test)]
@@ -958,19 +991,14 @@ mod tests {
                 (DenyKind::Read, PathBuf::from("/home/u/.ssh")),
             ]
         );
-        assert_eq!(plan.deny_globs, vec![(DenyKind::Read, "*.key".to_string())]);
-    }
-
-    #[test]
-    fn relative_globs_match_at_any_depth_absolute_ones_anchor() {
-        let m = compile_glob(".env").unwrap();
-        assert!(m.is_match("/work/app/.env"));
-        assert!(!m.is_match("/work/app/.envrc"));
-        let k = compile_glob("*.key").unwrap();
-        assert!(k.is_match("/a/b/server.key"));
-        let a = compile_glob("/srv/*.key").unwrap();
-        assert!(a.is_match("/srv/x.key"));
-        assert!(!a.is_match("/srv/sub/x.key"));
+        assert_eq!(
+            plan.deny_globs,
+            vec![DenyGlob {
+                kind: DenyKind::Read,
+                pattern: "*.key".to_string(),
+                best_effort: false
+            }]
+        );
     }
 
     #[test]

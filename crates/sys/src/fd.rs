@@ -468,3 +468,79 @@ pub fn dup_cloexec(fd: RawFd) -> SysResult<OwnedFd> {
     // SAFETY: fcntl returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
+
+/// `d_type` values of directory entries (each is the `S_IFMT` bits of the mode shifted right by
+/// 12, so [`fstatat_type`] returns the same numbers).
+pub const DT_UNKNOWN: u8 = 0;
+pub const DT_DIR: u8 = 4;
+pub const DT_SOCK: u8 = 12;
+
+/// `getdents64(fd, buf)`: fills `buf` with directory records; Ok(0) at the end of the directory.
+/// Read them with [`dirents`].
+pub fn getdents64(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    let n =
+        retry(|| unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) });
+    if n < 0 {
+        return Err(SysError::last(format!(
+            "getdents64(fd {fd}, {} bytes)",
+            buf.len()
+        )));
+    }
+    Ok(n as usize)
+}
+
+/// The records [`getdents64`] filled into `buf`: `(d_type, name)`, without `.` and `..`.
+/// A record that does not parse ends the iteration (the kernel writes none such).
+pub fn dirents(buf: &[u8]) -> impl Iterator<Item = (u8, &std::ffi::CStr)> {
+    // struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+    const RECLEN: usize = 16;
+    const TYPE: usize = 18;
+    const NAME: usize = 19;
+    let mut rest = buf;
+    std::iter::from_fn(move || loop {
+        let reclen = usize::from(u16::from_ne_bytes([
+            *rest.get(RECLEN)?,
+            *rest.get(RECLEN + 1)?,
+        ]));
+        let record = rest.get(..reclen).filter(|_| reclen > NAME)?;
+        rest = &rest[reclen..];
+        let name = std::ffi::CStr::from_bytes_until_nul(&record[NAME..]).ok()?;
+        if matches!(name.to_bytes(), b"." | b"..") {
+            continue;
+        }
+        return Some((record[TYPE], name));
+    })
+}
+
+/// The `d_type` of `name` in `dirfd`, from `fstatat(AT_SYMLINK_NOFOLLOW)`: for filesystems whose
+/// directory records say [`DT_UNKNOWN`].
+pub fn fstatat_type(dirfd: RawFd, name: &std::ffi::CStr) -> SysResult<u8> {
+    // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is NUL-terminated and `st` a valid out pointer.
+    let r = unsafe { libc::fstatat(dirfd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if r < 0 {
+        return Err(SysError::last(format!(
+            "fstatat(fd {dirfd}, {name:?}, AT_SYMLINK_NOFOLLOW)"
+        )));
+    }
+    Ok(((st.st_mode & libc::S_IFMT) >> 12) as u8)
+}
+
+/// Whether the calling thread's effective ids may search (`X_OK`) `path` in `dirfd`, without
+/// following a symlink at its end: `faccessat(AT_EACCESS | AT_SYMLINK_NOFOLLOW)`.
+pub fn can_search(dirfd: RawFd, path: &Path) -> bool {
+    let Ok(c) = cstr("faccessat", path) else {
+        return false;
+    };
+    // SAFETY: `c` is NUL-terminated.
+    unsafe {
+        libc::faccessat(
+            dirfd,
+            c.as_ptr(),
+            libc::X_OK,
+            libc::AT_EACCESS | libc::AT_SYMLINK_NOFOLLOW,
+        ) == 0
+    }
+}

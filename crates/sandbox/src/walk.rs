@@ -1,0 +1,545 @@
+//! The walk of the granted trees for what the deny globs name, and for unix sockets.
+//!
+//! It runs in init, inside the staging root, once every grant is mounted. Each directory is read
+//! with `getdents64` into a 64 KiB buffer and its entries typed by `d_type` (no `stat` per
+//! entry, except on filesystems that leave `d_type` unknown); each path is matched against all
+//! globs at once (one `GlobSet`) from a reused buffer, so an entry costs no allocation. The
+//! directories go through one queue shared by a worker per core.
+//!
+//! A walk that could not finish says so in [`Scan::unchecked`]; the caller refuses the run for
+//! every glob that is not best-effort (see `mounts::build_root`).
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use globset::{Candidate, GlobMatcher, GlobSet, GlobSetBuilder};
+
+use bunker_sys::fd::{self, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
+
+use crate::mounts::{DenyGlob, DenyKind, Grant};
+
+/// Most directory entries the scan for unix sockets visits when there are no deny globs (it
+/// runs at every start, so it stays small: a few ms).
+pub const SOCKET_WALK_BUDGET: usize = 10_000;
+
+/// Most directory entries a walk for deny globs visits before it gives up (and the run is
+/// refused unless every glob is best-effort): about 1.5 s of walking on this class of machine
+/// (docs/benchmarks.md), so only a tree larger than any project stops it.
+pub const GLOB_WALK_BUDGET: usize = 4_000_000;
+
+/// Bytes of directory records read per `getdents64`.
+const DIRENT_BUFFER: usize = 64 * 1024;
+
+/// Most walking threads (init's own included).
+const MAX_WORKERS: usize = 4;
+
+/// The system's programs and libraries, and kernel filesystems: deny globs are not expanded
+/// there (walking /usr costs ~100 ms at every start, and `.env` or `*.key` files of a user do
+/// not live there). A deny *path* still masks anything in them.
+pub const NOT_GLOB_WALKED: [&str; 9] = [
+    "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/proc", "/dev", "/sys",
+];
+
+/// Trees of the operating system (binaries, libraries, configuration).
+fn is_system_tree(p: &Path) -> bool {
+    [
+        "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt",
+    ]
+    .iter()
+    .any(|s| p.starts_with(s))
+        || p == Path::new("/")
+}
+
+/// A compiled deny glob: absolute patterns match whole paths, relative ones (`.env`,
+/// `*.key`) match at any depth.
+pub fn compile_glob(pattern: &str) -> Option<GlobMatcher> {
+    build_glob(pattern).map(|g| g.compile_matcher())
+}
+
+fn build_glob(pattern: &str) -> Option<globset::Glob> {
+    let full = if pattern.starts_with('/') || pattern.starts_with("**/") {
+        pattern.to_string()
+    } else {
+        format!("**/{pattern}")
+    };
+    globset::GlobBuilder::new(&full)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .ok()
+}
+
+/// The directory a glob's matches all lie under: its leading components without glob syntax
+/// (`/srv/keys/*.pem` → `/srv/keys`; `**/*.key` → `/`).
+pub fn glob_base(pattern: &str) -> PathBuf {
+    if !pattern.starts_with('/') {
+        return PathBuf::from("/");
+    }
+    let mut base = PathBuf::from("/");
+    let parts: Vec<_> = Path::new(pattern).components().collect();
+    // The last component is what is matched: never part of the base.
+    for c in parts.iter().take(parts.len().saturating_sub(1)) {
+        match c {
+            Component::Normal(n) if !bunker_policy::path::is_glob(&n.to_string_lossy()) => {
+                base.push(n)
+            }
+            Component::RootDir => {}
+            _ => break,
+        }
+    }
+    base
+}
+
+/// Whether a glob could match something at or under `dir`.
+pub fn glob_reaches(pattern: &str, dir: &Path) -> bool {
+    let base = glob_base(pattern);
+    base.starts_with(dir) || dir.starts_with(&base)
+}
+
+/// A part of a granted tree the walk did not check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unchecked {
+    /// The directory where checking stopped.
+    pub dir: PathBuf,
+    /// The granted tree it belongs to.
+    pub tree: PathBuf,
+    /// Why (`the walk stopped after 4000000 entries`, `it cannot be listed`).
+    pub why: String,
+}
+
+/// What the walk found.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Paths to mask: deny-glob matches and unix sockets (masked as `Read`).
+    pub found: Vec<(DenyKind, PathBuf)>,
+    /// Notes for `enforced.notes`.
+    pub notes: Vec<String>,
+    /// What could not be checked; empty when the walk was complete.
+    pub unchecked: Vec<Unchecked>,
+    /// Directory entries visited.
+    pub entries: usize,
+}
+
+/// `path` relative to `/` (for lookups relative to the new root's fd; `/` itself is `.`).
+fn rel(path: &Path) -> &Path {
+    match path.strip_prefix("/") {
+        Ok(r) if r.as_os_str().is_empty() => Path::new("."),
+        Ok(r) => r,
+        Err(_) => path,
+    }
+}
+
+/// Walks the granted trees under `root` (the staging root's fd, grants attached) for paths
+/// matching `globs`, and for unix sockets: a socket file in a granted tree would let the program
+/// connect to a host service (a read-only mount does not stop `connect`, and landlock up to
+/// ABI 7 does not mediate it), so each one found is masked like a denied file.
+pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
+    // The policy validated every glob; one that still does not compile fails closed: nothing
+    // counts as checked (the caller refuses the run unless the globs are best-effort).
+    let mut broken = Vec::new();
+    let mut builder = GlobSetBuilder::new();
+    let mut kinds = Vec::new();
+    for g in globs {
+        match build_glob(&g.pattern) {
+            Some(b) => {
+                builder.add(b);
+                kinds.push(g.kind);
+            }
+            None => broken.push(format!("deny glob {:?} does not compile", g.pattern)),
+        }
+    }
+    let set = builder.build().unwrap_or_else(|e| {
+        broken.push(format!("the deny globs do not compile together ({e})"));
+        GlobSet::empty()
+    });
+    let budget = if kinds.is_empty() {
+        SOCKET_WALK_BUDGET
+    } else {
+        GLOB_WALK_BUDGET
+    };
+    let has_globs = !kinds.is_empty();
+    // Whether a directory is walked at all: never the system trees (unless writable); /etc
+    // only for globs (it holds no sockets).
+    let walked = move |dir: &Path| -> bool {
+        let writable = grants.iter().any(|g| g.write && dir.starts_with(&g.path));
+        writable
+            || !(NOT_GLOB_WALKED.iter().any(|t| dir.starts_with(t))
+                || (!has_globs && dir.starts_with("/etc")))
+    };
+    // Roots to walk: the granted trees, without walking the same tree twice; writable grants
+    // first, then the caller's own read grants, the system trees last.
+    let mut roots: Vec<&Grant> = Vec::new();
+    for g in grants {
+        if !roots.iter().any(|r| g.path.starts_with(&r.path)) {
+            roots.push(g);
+        }
+    }
+    roots.sort_by_key(|g| (!g.write, is_system_tree(&g.path)));
+    let mut skipped = false;
+    let mut start = Vec::new();
+    for g in roots.iter().rev() {
+        if !walked(&g.path) {
+            skipped = true;
+            continue;
+        }
+        start.push(g.path.clone());
+    }
+    let tree_of = |dir: &Path| -> PathBuf {
+        roots
+            .iter()
+            .find(|g| dir.starts_with(&g.path))
+            .map(|g| g.path.clone())
+            .unwrap_or_else(|| dir.to_path_buf())
+    };
+
+    let workers = if has_globs {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, MAX_WORKERS)
+    } else {
+        1
+    };
+    let walk = Walk {
+        root,
+        set: &set,
+        kinds: &kinds,
+        walked: &walked,
+        budget,
+        visited: AtomicUsize::new(0),
+        queue: Mutex::new(Queue {
+            dirs: start,
+            busy: 0,
+            stopped: false,
+        }),
+        wake: Condvar::new(),
+    };
+    let mut results: Vec<Local> = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..workers).map(|_| s.spawn(|| walk.work())).collect();
+        let mut all = vec![walk.work()];
+        for h in helpers {
+            // A worker that panicked left its part unchecked: say so rather than pass.
+            all.push(h.join().unwrap_or_else(|_| Local {
+                unchecked: vec![(PathBuf::from("/"), "a walking thread failed".into())],
+                ..Local::default()
+            }));
+        }
+        all
+    });
+
+    let mut out = Scan {
+        entries: walk.visited.load(Ordering::Relaxed),
+        ..Scan::default()
+    };
+    for why in broken {
+        out.unchecked.push(Unchecked {
+            dir: PathBuf::from("/"),
+            tree: PathBuf::from("/"),
+            why,
+        });
+    }
+    for r in results.iter_mut() {
+        out.found.append(&mut r.found);
+        skipped |= r.skipped;
+        for (dir, why) in r.unchecked.drain(..) {
+            out.unchecked.push(Unchecked {
+                tree: tree_of(&dir),
+                dir,
+                why,
+            });
+        }
+    }
+    out.found.sort();
+    out.unchecked.sort_by(|a, b| a.dir.cmp(&b.dir));
+    if let Some(u) = out.unchecked.first() {
+        if !has_globs {
+            out.notes.push(format!(
+                "unix sockets: {} under {}; later paths were not checked",
+                u.why,
+                u.dir.display()
+            ));
+        }
+    }
+    if skipped && has_globs {
+        out.notes.push(format!(
+            "deny globs are not expanded inside {} (read-only system trees); name a path there \
+             in the deny list to mask it",
+            NOT_GLOB_WALKED.join(", ")
+        ));
+    }
+    out
+}
+
+/// The shared state of one walk.
+struct Walk<'a> {
+    root: &'a OwnedFd,
+    set: &'a GlobSet,
+    /// The deny kind of each glob in `set`, by index.
+    kinds: &'a [DenyKind],
+    walked: &'a (dyn Fn(&Path) -> bool + Sync),
+    budget: usize,
+    visited: AtomicUsize,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+struct Queue {
+    /// Directories to read.
+    dirs: Vec<PathBuf>,
+    /// Workers reading a directory now (each may add more).
+    busy: usize,
+    /// The budget ran out: everyone stops.
+    stopped: bool,
+}
+
+/// One worker's findings.
+#[derive(Default)]
+struct Local {
+    found: Vec<(DenyKind, PathBuf)>,
+    unchecked: Vec<(PathBuf, String)>,
+    skipped: bool,
+}
+
+impl Walk<'_> {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A poisoned queue still holds valid paths; the panicking worker reports itself.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes directories from the queue until it is empty and nobody can add more.
+    fn work(&self) -> Local {
+        let mut local = Local::default();
+        let mut buf = vec![0u8; DIRENT_BUFFER];
+        let mut path = Vec::with_capacity(4096);
+        let mut hits = Vec::new();
+        let mut subdirs = Vec::new();
+        loop {
+            let dir = {
+                let mut q = self.lock();
+                loop {
+                    if q.stopped {
+                        break None;
+                    }
+                    if let Some(d) = q.dirs.pop() {
+                        q.busy += 1;
+                        break Some(d);
+                    }
+                    if q.busy == 0 {
+                        break None;
+                    }
+                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let Some(dir) = dir else {
+                self.wake.notify_all();
+                return local;
+            };
+            let finished = self.read_dir(
+                &dir,
+                &mut buf,
+                &mut path,
+                &mut hits,
+                &mut subdirs,
+                &mut local,
+            );
+            let mut q = self.lock();
+            q.busy -= 1;
+            if finished {
+                q.dirs.append(&mut subdirs);
+            } else {
+                q.stopped = true;
+            }
+            drop(q);
+            self.wake.notify_all();
+        }
+    }
+
+    /// Reads one directory: matches and sockets into `local`, directories to descend into
+    /// `subdirs`. False when the budget ran out here.
+    fn read_dir(
+        &self,
+        dir: &Path,
+        buf: &mut [u8],
+        path: &mut Vec<u8>,
+        hits: &mut Vec<usize>,
+        subdirs: &mut Vec<PathBuf>,
+        local: &mut Local,
+    ) -> bool {
+        let opened = fd::openat2(
+            Some(self.root.as_raw_fd()),
+            rel(dir),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0,
+            RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+        );
+        let dirfd = match opened {
+            Ok(f) => f,
+            // Gone or replaced since it was listed: nothing there to check.
+            Err(e) if matches!(e.errno, libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => return true,
+            // A directory nobody inside may search hides nothing; one that may be searched but
+            // not listed could hold a denied name the program can guess.
+            Err(e) if e.errno == libc::EACCES => {
+                if fd::can_search(self.root.as_raw_fd(), rel(dir)) {
+                    local.unchecked.push((
+                        dir.to_path_buf(),
+                        "it can be searched but not listed".into(),
+                    ));
+                }
+                return true;
+            }
+            Err(e) => {
+                local
+                    .unchecked
+                    .push((dir.to_path_buf(), format!("it cannot be opened ({e})")));
+                return true;
+            }
+        };
+        path.clear();
+        path.extend_from_slice(dir.as_os_str().as_bytes());
+        if path.last() != Some(&b'/') {
+            path.push(b'/');
+        }
+        let base = path.len();
+        loop {
+            let n = match fd::getdents64(dirfd.as_raw_fd(), buf) {
+                Ok(0) => return true,
+                Ok(n) => n,
+                Err(e) => {
+                    local
+                        .unchecked
+                        .push((dir.to_path_buf(), format!("it cannot be read ({e})")));
+                    return true;
+                }
+            };
+            let mut count = 0;
+            for (dtype, name) in fd::dirents(&buf[..n]) {
+                count += 1;
+                path.truncate(base);
+                path.extend_from_slice(name.to_bytes());
+                let dtype = if dtype == fd::DT_UNKNOWN {
+                    fd::fstatat_type(dirfd.as_raw_fd(), name).unwrap_or(fd::DT_UNKNOWN)
+                } else {
+                    dtype
+                };
+                let full = Path::new(OsStr::from_bytes(path));
+                if dtype == fd::DT_SOCK {
+                    local.found.push((DenyKind::Read, full.to_path_buf()));
+                    continue;
+                }
+                let mut masked = false;
+                if !self.kinds.is_empty() {
+                    self.set.matches_candidate_into(&Candidate::new(full), hits);
+                    for &i in hits.iter() {
+                        let kind = self.kinds[i];
+                        local.found.push((kind, full.to_path_buf()));
+                        masked |= kind == DenyKind::Read;
+                    }
+                }
+                // A masked directory is empty inside; d_type does not follow symlinks, so the
+                // walk never leaves the granted trees.
+                if !masked && dtype == fd::DT_DIR {
+                    if (self.walked)(full) {
+                        subdirs.push(full.to_path_buf());
+                    } else {
+                        local.skipped = true;
+                    }
+                }
+            }
+            let before = self.visited.fetch_add(count, Ordering::Relaxed);
+            if before + count > self.budget {
+                local.unchecked.push((
+                    dir.to_path_buf(),
+                    format!("the walk stopped after {} entries", self.budget),
+                ));
+                return false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_globs_match_at_any_depth_absolute_ones_anchor() {
+        let m = compile_glob(".env").unwrap();
+        assert!(m.is_match("/work/app/.env"));
+        assert!(!m.is_match("/work/app/.envrc"));
+        let k = compile_glob("*.key").unwrap();
+        assert!(k.is_match("/a/b/server.key"));
+        let a = compile_glob("/srv/*.key").unwrap();
+        assert!(a.is_match("/srv/x.key"));
+        assert!(!a.is_match("/srv/sub/x.key"));
+    }
+
+    #[test]
+    fn a_glob_reaches_only_trees_its_literal_base_can_meet() {
+        assert_eq!(glob_base("**/*.key"), PathBuf::from("/"));
+        assert_eq!(glob_base("/srv/keys/*.pem"), PathBuf::from("/srv/keys"));
+        assert_eq!(glob_base("/srv/*/x"), PathBuf::from("/srv"));
+        assert!(glob_reaches("/srv/keys/*.pem", Path::new("/srv")));
+        assert!(glob_reaches("/srv/keys/*.pem", Path::new("/srv/keys/sub")));
+        assert!(!glob_reaches("/srv/keys/*.pem", Path::new("/home/u")));
+        assert!(glob_reaches(".env", Path::new("/home/u")));
+    }
+
+    fn grant(path: &Path, write: bool) -> Grant {
+        Grant {
+            path: path.to_path_buf(),
+            write,
+        }
+    }
+
+    fn glob(kind: DenyKind, pattern: &str) -> DenyGlob {
+        DenyGlob {
+            kind,
+            pattern: pattern.to_string(),
+            best_effort: false,
+        }
+    }
+
+    /// The walk over a real tree, with `/` as the root fd (paths are host paths).
+    #[test]
+    fn the_walk_finds_every_match_and_socket_and_skips_masked_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        for i in 0..50 {
+            let d = t.join(format!("pkg{i}/sub/deep"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("file.txt"), "x").unwrap();
+        }
+        std::fs::write(t.join("pkg49/sub/deep/secret.key"), "k").unwrap();
+        std::fs::create_dir_all(t.join("pkg3/private/inner")).unwrap();
+        std::fs::write(t.join("pkg3/private/inner/other.key"), "k").unwrap();
+        let sock = t.join("pkg7/agent.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let root = fd::openat2(None, Path::new("/"), libc::O_PATH, 0, 0).unwrap();
+        let globs = [
+            glob(DenyKind::Read, "*.key"),
+            glob(DenyKind::Read, "**/private"),
+        ];
+        let scan = scan(&root, &[grant(t, false)], &globs);
+        assert!(scan.unchecked.is_empty(), "{:?}", scan.unchecked);
+        let found: Vec<_> = scan.found.iter().map(|(_, p)| p.clone()).collect();
+        assert_eq!(
+            found,
+            vec![
+                sock.clone(),
+                t.join("pkg3/private"),
+                t.join("pkg49/sub/deep/secret.key"),
+            ]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+        );
+        // The masked directory was not entered: its .key file is hidden by the mask anyway.
+        assert!(!found.contains(&t.join("pkg3/private/inner/other.key")));
+        assert!(scan.entries > 200, "{}", scan.entries);
+    }
+}
