@@ -33,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let grants = [Grant {
         path: tree,
         write: false,
+        exec: false,
     }];
     let mut times = Vec::new();
     let mut last = walk::Scan::default();
