@@ -492,6 +492,7 @@ mod tests {
         Grant {
             path: path.to_path_buf(),
             write,
+            exec: false,
         }
     }
 
