@@ -501,6 +501,9 @@ fn a_deny_glob_that_cannot_be_checked_everywhere_refuses_the_run() {
     let secret = hidden.join("secret.key");
     write(&secret, "SECRET-KEY", 0o644);
     std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o711)).unwrap();
+    // Owned by a third user: as root the grant is mapped to the tree's owner (root), who could
+    // list a 0711 directory of its own; nobody the sandbox acts as may list this one.
+    std::os::unix::fs::chown(&hidden, Some(12345), Some(12345)).unwrap();
     let strict = policy(
         tmp.path(),
         "strict",
