@@ -84,35 +84,30 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> SysResult<()> {
     Ok(())
 }
 
-/// Whether data is waiting to be read on `fd`, without blocking.
-pub fn readable(fd: RawFd) -> SysResult<bool> {
+/// `poll` of one fd for `events`, without blocking: the events that are ready.
+fn poll_now(fd: RawFd, events: libc::c_short) -> SysResult<libc::c_short> {
     let mut pfd = libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     };
     // SAFETY: `pfd` is one valid pollfd; timeout 0 never blocks.
     let r = retry(|| unsafe { libc::poll(&mut pfd, 1, 0) as libc::c_long });
     if r < 0 {
-        return Err(SysError::last(format!("poll(fd {fd}, POLLIN)")));
+        return Err(SysError::last(format!("poll(fd {fd}, events {events:#x})")));
     }
-    Ok(pfd.revents & libc::POLLIN != 0)
+    Ok(pfd.revents)
+}
+
+/// Whether data is waiting to be read on `fd`, without blocking.
+pub fn readable(fd: RawFd) -> SysResult<bool> {
+    Ok(poll_now(fd, libc::POLLIN)? & libc::POLLIN != 0)
 }
 
 /// Whether a pipe's write side is closed, without blocking: true when a non-blocking read sees
 /// end of file. Data in the pipe (which the lifeline never carries) counts as "open".
 pub fn pipe_closed(fd: RawFd) -> SysResult<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is one valid pollfd; timeout 0 never blocks.
-    let r = retry(|| unsafe { libc::poll(&mut pfd, 1, 0) as libc::c_long });
-    if r < 0 {
-        return Err(SysError::last(format!("poll(fd {fd})")));
-    }
-    Ok(pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0)
+    Ok(poll_now(fd, libc::POLLIN)? & (libc::POLLHUP | libc::POLLERR) != 0)
 }
 
 /// `dup2(old, new)`; the new fd does not have FD_CLOEXEC.
