@@ -16,11 +16,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{modes, report, shared_tempdir, stderr, stdout};
-
-fn arg(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
-}
+use common::{arg, modes, report, shared_tempdir, stderr, stdout};
 
 /// A directory under `parent` that the sandbox (root or rootless) may write: mode 0777.
 fn writable_dir(parent: &Path, name: &str) -> PathBuf {

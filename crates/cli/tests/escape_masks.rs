@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{modes, report, shared_tempdir, stderr, stdout, CommandMaker};
+use common::{assert_control, modes, report, shared_tempdir, stderr, stdout, CommandMaker};
 
 /// Creates `parent/name` (and missing parents) with `mode`, for both modes' programs to use.
 fn mkdir(parent: &Path, name: &str, mode: u32) -> PathBuf {
@@ -71,15 +71,6 @@ fn assert_blocked(mode: &str, what: &str, out: &Output) {
     assert!(
         out.status.success() && text.contains("BLOCKED") && !text.contains("ESCAPED"),
         "{mode}: {what} was not blocked:\nstdout: {text}\nstderr: {}",
-        stderr(out)
-    );
-}
-
-fn assert_control(mode: &str, what: &str, out: &Output) {
-    let text = stdout(out);
-    assert!(
-        text.contains("CONTROL-OK") && out.status.success(),
-        "{mode}: control for {what} failed:\nstdout: {text}\nstderr: {}",
         stderr(out)
     );
 }

@@ -15,7 +15,9 @@ use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{bunker, bunker_as_nobody, is_root, modes, shared_tempdir, stderr, stdout};
+use common::{
+    arg, bunker, bunker_as_nobody, is_root, mkdir, modes, shared_tempdir, stderr, stdout,
+};
 
 /// The caller's uid in each mode (root runs as 0, rootless as 65534).
 fn caller_uid(mode: &str) -> u32 {
@@ -37,17 +39,6 @@ fn needs_root() -> bool {
     );
     eprintln!("skipped: needs root");
     false
-}
-
-fn arg(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
-}
-
-fn mkdir(parent: &Path, name: &str, mode: u32) -> PathBuf {
-    let d = parent.join(name);
-    std::fs::create_dir(&d).unwrap();
-    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
-    d
 }
 
 fn write(path: &Path, text: &str, mode: u32) {

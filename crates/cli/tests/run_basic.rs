@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bun, modes, report, shared_tempdir, stderr, stdout, write_file};
+use common::{arg, bun, modes, report, shared_tempdir, stderr, stdout, write_file};
 
 /// A directory the sandbox may write to in both modes: as root the sandbox is host uid 65534.
 fn writable_dir(parent: &Path, name: &str) -> PathBuf {
@@ -21,10 +21,6 @@ fn writable_dir(parent: &Path, name: &str) -> PathBuf {
     std::fs::create_dir(&d).unwrap();
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
     d
-}
-
-fn arg(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
 }
 
 #[test]

@@ -2,6 +2,7 @@
 // Not every test file uses every helper; helpers panic on setup failures like tests do.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -83,7 +84,6 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// A temporary directory that the unprivileged user can also read (mode 0755).
 pub fn shared_tempdir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
     let d = tempfile::Builder::new()
         .prefix("bunker-test-")
         .tempdir()
@@ -126,4 +126,27 @@ pub fn alive_with(marker: &str) -> Vec<u32> {
         }
     }
     found
+}
+
+/// A path as a policy or argv string.
+pub fn arg(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// Creates `parent/name` with `mode` and returns it.
+pub fn mkdir(parent: &Path, name: &str, mode: u32) -> PathBuf {
+    let d = parent.join(name);
+    std::fs::create_dir(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+    d
+}
+
+/// Asserts the control of an attack test ran: it printed CONTROL-OK and exited 0.
+pub fn assert_control(mode: &str, what: &str, out: &Output) {
+    let text = stdout(out);
+    assert!(
+        text.contains("CONTROL-OK") && out.status.success(),
+        "{mode}: control for {what} failed:\nstdout: {text}\nstderr: {}",
+        stderr(out)
+    );
 }
