@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod glob;
 pub mod load;
 pub mod net;
 pub mod path;
@@ -20,6 +21,7 @@ pub use load::{
     load_with_origins, parse_doc, schema, GrantOrigin, HostEnv, LoadSpec, PolicySource,
 };
 pub use net::{normalize_host, HostPattern, NetDecision, NetRule};
+pub use glob::PathGlob;
 pub use path::{Access, PathDecision, PathPattern};
 pub use types::*;
 pub use units::{ByteSize, Span};

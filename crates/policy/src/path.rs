@@ -9,9 +9,9 @@
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use globset::{GlobBuilder, GlobMatcher};
 use serde::{Serialize, Serializer};
 
+use crate::glob::{self, PathGlob};
 use crate::types::Policy;
 use crate::units::quote;
 
@@ -22,10 +22,10 @@ use crate::units::quote;
 pub enum PathPattern {
     /// This path and everything under it.
     Path(PathBuf),
-    /// A glob over absolute paths (`**/*.key`; a bare `.env` means `**/.env`). `*` and `?` stay
-    /// within one component, `**` crosses any number. Like a path, a glob that matches a
-    /// directory covers everything under it.
-    Glob(String),
+    /// A glob over absolute paths (`**/*.key`; a glob not starting with `/` matches at any
+    /// depth). Like a path, a glob that matches a directory covers everything under it. The
+    /// one meaning of a glob is [`PathGlob`]'s.
+    Glob(PathGlob),
 }
 
 impl PathPattern {
@@ -34,12 +34,7 @@ impl PathPattern {
     pub fn matches(&self, path: &Path) -> bool {
         match self {
             PathPattern::Path(p) => path.starts_with(p),
-            PathPattern::Glob(g) => match compile_glob(&anchored_glob(g)) {
-                Ok(m) => path.ancestors().any(|a| m.is_match(a)),
-                // Globs are validated at load time; a pattern that does not compile matches
-                // everything so that a hand-built policy fails closed.
-                Err(_) => true,
-            },
+            PathPattern::Glob(g) => g.covers(path),
         }
     }
 
@@ -61,7 +56,7 @@ impl fmt::Display for PathPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PathPattern::Path(p) => write!(f, "{}", p.display()),
-            PathPattern::Glob(g) => f.write_str(g),
+            PathPattern::Glob(g) => f.write_str(g.as_str()),
         }
     }
 }
@@ -106,25 +101,6 @@ const GLOB_CHARS: &[char] = &['*', '?', '[', ']', '{', '}'];
 /// Whether `text` uses glob syntax.
 pub fn is_glob(text: &str) -> bool {
     text.contains(GLOB_CHARS)
-}
-
-/// Globs match absolute paths; a hand-built relative glob (`*.key`) means "anywhere", as a bare
-/// name in a policy file does.
-fn anchored_glob(glob: &str) -> std::borrow::Cow<'_, str> {
-    if glob.starts_with('/') || glob.starts_with("**") {
-        glob.into()
-    } else {
-        format!("**/{glob}").into()
-    }
-}
-
-pub(crate) fn compile_glob(glob: &str) -> Result<GlobMatcher, String> {
-    GlobBuilder::new(glob)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| format!("invalid glob {}: {}", quote(glob), e.kind()))
 }
 
 /// Resolves `.` and `..` lexically (`..` at the root stays at the root) and drops trailing
@@ -223,12 +199,10 @@ pub fn parse_deny(text: &str, base: &Path, home: Option<&Path>) -> Result<PathPa
         // policy directory named `a[1]` does not turn into a character class.
         let (dir, rest) = split_literal_prefix(text);
         let dir = resolve(if dir.is_empty() { "." } else { dir }, base, home)?;
-        let dir = globset::escape(&dir.display().to_string());
+        let dir = glob::escape(&dir.display().to_string());
         format!("{}/{rest}", dir.trim_end_matches('/'))
     };
-    let glob = glob.trim_end_matches('/').to_string();
-    compile_glob(&glob)?;
-    Ok(PathPattern::Glob(glob))
+    PathGlob::new(glob.trim_end_matches('/')).map(PathPattern::Glob)
 }
 
 /// Splits a glob into its leading components without glob characters and the rest.
@@ -329,14 +303,13 @@ mod tests {
         let base = Path::new("/p");
         let home = Some(Path::new("/home/u"));
         let g = |t: &str| parse_deny(t, base, home).unwrap();
-        assert_eq!(g(".env"), PathPattern::Glob("**/.env".into()));
-        assert_eq!(g("*.pem"), PathPattern::Glob("**/*.pem".into()));
-        assert_eq!(g("**/*.key"), PathPattern::Glob("**/*.key".into()));
-        assert_eq!(
-            g("secrets/*.key"),
-            PathPattern::Glob("/p/secrets/*.key".into())
-        );
-        assert_eq!(g("~/.ssh/*"), PathPattern::Glob("/home/u/.ssh/*".into()));
+        let glob = |t: &str| PathPattern::Glob(PathGlob::new(t).unwrap());
+        assert_eq!(g(".env"), glob("**/.env"));
+        assert_eq!(g("*.pem"), glob("**/*.pem"));
+        assert_eq!(g("**/*.key"), glob("**/*.key"));
+        assert_eq!(g("secrets/*.key"), glob("/p/secrets/*.key"));
+        assert_eq!(g("~/.ssh/*"), glob("/home/u/.ssh/*"));
+        assert_eq!(g("/srv/*/"), glob("/srv/*"));
         assert_eq!(g("./.env"), PathPattern::Path("/p/.env".into()));
         assert!(g("**/*.key").matches(Path::new("/a/b/c.key")));
         assert!(g("**/*.key").matches(Path::new("/c.key")));
@@ -345,6 +318,12 @@ mod tests {
         assert!(!g(".env").matches(Path::new("/srv/app/.envrc")));
         assert!(!g("*.pem").matches(Path::new("/srv/pem")));
         // Hand-built relative globs mean "anywhere".
-        assert!(PathPattern::Glob("*.key".into()).matches(Path::new("/a/b.key")));
+        assert!(glob("*.key").matches(Path::new("/a/b.key")));
+        // The literal directory part of a relative glob is escaped.
+        let odd = parse_deny("*.key", Path::new("/p/a[1]"), home).unwrap();
+        assert_eq!(odd, glob("**/*.key"));
+        let odd = parse_deny("s/*.key", Path::new("/p/a[1]"), home).unwrap();
+        assert_eq!(odd, glob("/p/a\\[1\\]/s/*.key"));
+        assert!(odd.matches(Path::new("/p/a[1]/s/x.key")));
     }
 }

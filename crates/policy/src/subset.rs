@@ -21,10 +21,12 @@ fn landlock_rank(e: Enforcement) -> u8 {
 }
 
 /// Whether `outer` denies everything `inner` denies (a deny.read hides a path for every kind of
-/// access, so it covers deny.write/deny.exec entries too).
+/// access, so it covers deny.write/deny.exec entries too). A glob never stands in for a path:
+/// globs are not expanded in the system trees (see the sandbox's walk), paths are.
 fn pattern_covers(outer: &PathPattern, inner: &PathPattern) -> bool {
     match (outer, inner) {
         (PathPattern::Path(o), PathPattern::Path(i)) => i.starts_with(o),
+        (PathPattern::Path(o), PathPattern::Glob(i)) => i.lies_under(o),
         (o, i) => o == i,
     }
 }
@@ -33,8 +35,8 @@ fn pattern_covers(outer: &PathPattern, inner: &PathPattern) -> bool {
 fn pattern_overlaps(deny: &PathPattern, grant: &Path) -> bool {
     match deny {
         PathPattern::Path(d) => d.starts_with(grant) || grant.starts_with(d),
-        // A glob can match anywhere below a grant, or above it.
-        PathPattern::Glob(_) => true,
+        // A match at, under or above the grant.
+        PathPattern::Glob(g) => g.reaches(grant),
     }
 }
 
