@@ -16,12 +16,12 @@ pub mod unenforced;
 pub mod units;
 
 pub use error::{ErrorKind, PolicyError};
+pub use glob::PathGlob;
 pub use load::{
     builtin, builtin_with, load, load_file, load_file_with, load_str, load_str_with, load_with,
     load_with_origins, parse_doc, schema, GrantOrigin, HostEnv, LoadSpec, PolicySource,
 };
 pub use net::{normalize_host, HostPattern, NetDecision, NetRule};
-pub use glob::PathGlob;
 pub use path::{Access, PathDecision, PathPattern};
 pub use types::*;
 pub use units::{ByteSize, Span};

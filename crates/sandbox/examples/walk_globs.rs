@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use bunker_policy::PathGlob;
 use bunker_sandbox::mounts::{DenyGlob, DenyKind, Grant};
 use bunker_sandbox::walk;
 use bunker_sys::fd;
@@ -15,16 +16,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let tree = PathBuf::from(args.next().ok_or("usage: walk_globs <tree> [glob...]")?);
     let mut globs: Vec<DenyGlob> = args
-        .map(|pattern| DenyGlob {
-            kind: DenyKind::Read,
-            pattern,
-            best_effort: false,
+        .map(|pattern| {
+            Ok(DenyGlob {
+                kind: DenyKind::Read,
+                pattern: PathGlob::new(&pattern)?,
+                best_effort: false,
+            })
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     if globs.is_empty() {
         globs.push(DenyGlob {
             kind: DenyKind::Read,
-            pattern: "**/*.key".into(),
+            pattern: PathGlob::new("**/*.key")?,
             best_effort: false,
         });
     }

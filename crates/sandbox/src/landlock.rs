@@ -206,7 +206,8 @@ pub fn plan(policy: &Policy, paths: &SandboxPaths) -> (Vec<Rule>, Vec<String>) {
                     }
                 }
                 PathPattern::Glob(glob) => notes.push(format!(
-                    "{list} glob {glob:?} is enforced by the mounts only (landlock rules are per path)"
+                    "{list} glob {:?} is enforced by the mounts only (landlock rules are per path)",
+                    glob.as_str()
                 )),
             }
         }
@@ -504,7 +505,9 @@ mod tests {
         let mut p = policy();
         p.allow.write.push("/home/u/proj".into());
         p.deny.write.push(PathPattern::Path("/home/u".into()));
-        p.deny.read.push(PathPattern::Glob("**/*.key".into()));
+        p.deny.read.push(PathPattern::Glob(
+            bunker_policy::PathGlob::new("**/*.key").unwrap(),
+        ));
         let (rules, notes) = plan(&p, &SandboxPaths::default());
         assert_eq!(rights(&rules, Path::new("/home/u/proj/f")), READ);
         assert_eq!(notes.len(), 1, "{notes:?}");

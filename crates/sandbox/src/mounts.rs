@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use bunker_policy::path::PathPattern;
-use bunker_policy::Policy;
+use bunker_policy::{PathGlob, Policy};
 use bunker_sys::fd::{self, FileKind, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
 use bunker_sys::mount::{
     self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
@@ -89,7 +89,7 @@ impl DenyKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DenyGlob {
     pub kind: DenyKind,
-    pub pattern: String,
+    pub pattern: PathGlob,
     /// Listed in `deny.best_effort`: a walk that cannot finish, or a tree where the program can
     /// create matching names, is a note rather than a refusal.
     pub best_effort: bool,
@@ -518,10 +518,10 @@ fn refuse_creatable_globs(plan: &MountPlan) -> Result<(), SandboxError> {
         if let Some(w) = plan
             .grants
             .iter()
-            .find(|w| w.write && walk::glob_reaches(&g.pattern, &w.path))
+            .find(|w| w.write && g.pattern.reaches(&w.path))
         {
             return Err(refused(
-                format!("{} glob {:?}", g.kind.list(), g.pattern),
+                format!("{} glob {:?}", g.kind.list(), g.pattern.as_str()),
                 format!(
                     "{} is writable (allow.write), so the program could create a path the glob \
                      names after the walk, which no mask can stop; mark it best-effort in \
@@ -543,12 +543,12 @@ fn check_walk(
 ) -> Result<bool, SandboxError> {
     for u in unchecked {
         for g in &plan.deny_globs {
-            if !walk::glob_reaches(&g.pattern, &u.dir) {
+            if !g.pattern.reaches(&u.dir) {
                 continue;
             }
             if !g.best_effort {
                 return Err(refused(
-                    format!("{} glob {:?}", g.kind.list(), g.pattern),
+                    format!("{} glob {:?}", g.kind.list(), g.pattern.as_str()),
                     format!(
                         "the walk of {} could not check {}: {}; list the glob in \
                          deny.best_effort to run with it enforced in part, or grant a smaller tree",
@@ -561,7 +561,7 @@ fn check_walk(
             notes.push(format!(
                 "{} glob {:?} (best-effort) was not checked under {}: {}",
                 g.kind.list(),
-                g.pattern,
+                g.pattern.as_str(),
                 u.dir.display(),
                 u.why
             ));
@@ -980,7 +980,7 @@ mod tests {
         let mut p = policy();
         p.deny.read = vec![
             PathPattern::Path("/home/u/.ssh".into()),
-            PathPattern::Glob("*.key".into()),
+            PathPattern::Glob(PathGlob::new("*.key").unwrap()),
         ];
         p.deny.write = vec![PathPattern::Path("/data/ro/../ro".into())];
         let plan = plan(&p);
@@ -995,7 +995,7 @@ mod tests {
             plan.deny_globs,
             vec![DenyGlob {
                 kind: DenyKind::Read,
-                pattern: "*.key".to_string(),
+                pattern: PathGlob::new("*.key").unwrap(),
                 best_effort: false
             }]
         );

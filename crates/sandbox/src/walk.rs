@@ -2,9 +2,10 @@
 //!
 //! It runs in init, inside the staging root, once every grant is mounted. Each directory is read
 //! with `getdents64` into a 64 KiB buffer and its entries typed by `d_type` (no `stat` per
-//! entry, except on filesystems that leave `d_type` unknown); each path is matched against all
-//! globs at once (one `GlobSet`) from a reused buffer, so an entry costs no allocation. The
-//! directories go through one queue shared by a worker per core.
+//! entry, except on filesystems that leave `d_type` unknown); each path is matched against every
+//! glob ([`bunker_policy::PathGlob::matches`], the matcher `bunker check` uses) from a reused
+//! buffer, so an entry costs no allocation. The directories go through one queue shared by a
+//! worker per core.
 //!
 //! A walk that could not finish says so in [`Scan::unchecked`]; the caller refuses the run for
 //! every glob that is not best-effort (see `mounts::build_root`).
@@ -12,11 +13,9 @@
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-
-use globset::{Candidate, GlobMatcher, GlobSet, GlobSetBuilder};
 
 use bunker_sys::fd::{self, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
 
@@ -52,52 +51,6 @@ fn is_system_tree(p: &Path) -> bool {
     .iter()
     .any(|s| p.starts_with(s))
         || p == Path::new("/")
-}
-
-/// A compiled deny glob: absolute patterns match whole paths, relative ones (`.env`,
-/// `*.key`) match at any depth.
-pub fn compile_glob(pattern: &str) -> Option<GlobMatcher> {
-    build_glob(pattern).map(|g| g.compile_matcher())
-}
-
-fn build_glob(pattern: &str) -> Option<globset::Glob> {
-    let full = if pattern.starts_with('/') || pattern.starts_with("**/") {
-        pattern.to_string()
-    } else {
-        format!("**/{pattern}")
-    };
-    globset::GlobBuilder::new(&full)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
-        .ok()
-}
-
-/// The directory a glob's matches all lie under: its leading components without glob syntax
-/// (`/srv/keys/*.pem` → `/srv/keys`; `**/*.key` → `/`).
-pub fn glob_base(pattern: &str) -> PathBuf {
-    if !pattern.starts_with('/') {
-        return PathBuf::from("/");
-    }
-    let mut base = PathBuf::from("/");
-    let parts: Vec<_> = Path::new(pattern).components().collect();
-    // The last component is what is matched: never part of the base.
-    for c in parts.iter().take(parts.len().saturating_sub(1)) {
-        match c {
-            Component::Normal(n) if !bunker_policy::path::is_glob(&n.to_string_lossy()) => {
-                base.push(n)
-            }
-            Component::RootDir => {}
-            _ => break,
-        }
-    }
-    base
-}
-
-/// Whether a glob could match something at or under `dir`.
-pub fn glob_reaches(pattern: &str, dir: &Path) -> bool {
-    let base = glob_base(pattern);
-    base.starts_with(dir) || dir.starts_with(&base)
 }
 
 /// A part of a granted tree the walk did not check.
@@ -138,30 +91,12 @@ fn rel(path: &Path) -> &Path {
 /// connect to a host service (a read-only mount does not stop `connect`, and landlock up to
 /// ABI 7 does not mediate it), so each one found is masked like a denied file.
 pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
-    // The policy validated every glob; one that still does not compile fails closed: nothing
-    // counts as checked (the caller refuses the run unless the globs are best-effort).
-    let mut broken = Vec::new();
-    let mut builder = GlobSetBuilder::new();
-    let mut kinds = Vec::new();
-    for g in globs {
-        match build_glob(&g.pattern) {
-            Some(b) => {
-                builder.add(b);
-                kinds.push(g.kind);
-            }
-            None => broken.push(format!("deny glob {:?} does not compile", g.pattern)),
-        }
-    }
-    let set = builder.build().unwrap_or_else(|e| {
-        broken.push(format!("the deny globs do not compile together ({e})"));
-        GlobSet::empty()
-    });
-    let budget = if kinds.is_empty() {
+    let budget = if globs.is_empty() {
         SOCKET_WALK_BUDGET
     } else {
         GLOB_WALK_BUDGET
     };
-    let has_globs = !kinds.is_empty();
+    let has_globs = !globs.is_empty();
     // Whether a directory is walked at all: never the system trees (unless writable); /etc
     // only for globs (it holds no sockets).
     let walked = move |dir: &Path| -> bool {
@@ -206,8 +141,7 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
     };
     let walk = Walk {
         root,
-        set: &set,
-        kinds: &kinds,
+        globs,
         walked: &walked,
         budget,
         visited: AtomicUsize::new(0),
@@ -235,13 +169,6 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
         entries: walk.visited.load(Ordering::Relaxed),
         ..Scan::default()
     };
-    for why in broken {
-        out.unchecked.push(Unchecked {
-            dir: PathBuf::from("/"),
-            tree: PathBuf::from("/"),
-            why,
-        });
-    }
     for r in results.iter_mut() {
         out.found.append(&mut r.found);
         skipped |= r.skipped;
@@ -277,9 +204,7 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
 /// The shared state of one walk.
 struct Walk<'a> {
     root: &'a OwnedFd,
-    set: &'a GlobSet,
-    /// The deny kind of each glob in `set`, by index.
-    kinds: &'a [DenyKind],
+    globs: &'a [DenyGlob],
     walked: &'a (dyn Fn(&Path) -> bool + Sync),
     budget: usize,
     visited: AtomicUsize,
@@ -315,7 +240,6 @@ impl Walk<'_> {
         let mut local = Local::default();
         let mut buf = vec![0u8; DIRENT_BUFFER];
         let mut path = Vec::with_capacity(4096);
-        let mut hits = Vec::new();
         let mut subdirs = Vec::new();
         loop {
             let dir = {
@@ -338,14 +262,7 @@ impl Walk<'_> {
                 self.wake.notify_all();
                 return local;
             };
-            let finished = self.read_dir(
-                &dir,
-                &mut buf,
-                &mut path,
-                &mut hits,
-                &mut subdirs,
-                &mut local,
-            );
+            let finished = self.read_dir(&dir, &mut buf, &mut path, &mut subdirs, &mut local);
             let mut q = self.lock();
             q.busy -= 1;
             if finished {
@@ -365,7 +282,6 @@ impl Walk<'_> {
         dir: &Path,
         buf: &mut [u8],
         path: &mut Vec<u8>,
-        hits: &mut Vec<usize>,
         subdirs: &mut Vec<PathBuf>,
         local: &mut Local,
     ) -> bool {
@@ -431,12 +347,10 @@ impl Walk<'_> {
                     continue;
                 }
                 let mut masked = false;
-                if !self.kinds.is_empty() {
-                    self.set.matches_candidate_into(&Candidate::new(full), hits);
-                    for &i in hits.iter() {
-                        let kind = self.kinds[i];
-                        local.found.push((kind, full.to_path_buf()));
-                        masked |= kind == DenyKind::Read;
+                for g in self.globs {
+                    if g.pattern.matches(full) {
+                        local.found.push((g.kind, full.to_path_buf()));
+                        masked |= g.kind == DenyKind::Read;
                     }
                 }
                 // A masked directory is empty inside; d_type does not follow symlinks, so the
@@ -465,29 +379,6 @@ impl Walk<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn relative_globs_match_at_any_depth_absolute_ones_anchor() {
-        let m = compile_glob(".env").unwrap();
-        assert!(m.is_match("/work/app/.env"));
-        assert!(!m.is_match("/work/app/.envrc"));
-        let k = compile_glob("*.key").unwrap();
-        assert!(k.is_match("/a/b/server.key"));
-        let a = compile_glob("/srv/*.key").unwrap();
-        assert!(a.is_match("/srv/x.key"));
-        assert!(!a.is_match("/srv/sub/x.key"));
-    }
-
-    #[test]
-    fn a_glob_reaches_only_trees_its_literal_base_can_meet() {
-        assert_eq!(glob_base("**/*.key"), PathBuf::from("/"));
-        assert_eq!(glob_base("/srv/keys/*.pem"), PathBuf::from("/srv/keys"));
-        assert_eq!(glob_base("/srv/*/x"), PathBuf::from("/srv"));
-        assert!(glob_reaches("/srv/keys/*.pem", Path::new("/srv")));
-        assert!(glob_reaches("/srv/keys/*.pem", Path::new("/srv/keys/sub")));
-        assert!(!glob_reaches("/srv/keys/*.pem", Path::new("/home/u")));
-        assert!(glob_reaches(".env", Path::new("/home/u")));
-    }
-
     fn grant(path: &Path, write: bool) -> Grant {
         Grant {
             path: path.to_path_buf(),
@@ -499,7 +390,7 @@ mod tests {
     fn glob(kind: DenyKind, pattern: &str) -> DenyGlob {
         DenyGlob {
             kind,
-            pattern: pattern.to_string(),
+            pattern: bunker_policy::PathGlob::new(pattern).unwrap(),
             best_effort: false,
         }
     }
