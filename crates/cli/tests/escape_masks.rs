@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{assert_control, modes, report, shared_tempdir, stderr, stdout, CommandMaker};
+use common::{arg, assert_control, modes, report, shared_tempdir, stderr, stdout, CommandMaker};
 
 /// Creates `parent/name` (and missing parents) with `mode`, for both modes' programs to use.
 fn mkdir(parent: &Path, name: &str, mode: u32) -> PathBuf {
@@ -559,5 +559,98 @@ fn a_best_effort_mark_must_name_a_deny_entry() {
                 stderr(&out)
             );
         }
+    }
+}
+
+/// A deny glob means one thing: every path the policy's decision denies (what `bunker check`
+/// loads and prints) reads as masked in the sandbox, and every path it allows reads as
+/// written, root and rootless. The globs cover each form: a bare name, `*` in a bare name,
+/// `**` inside a component, a directory, a glob relative to the policy file, `{a,b}`, a class,
+/// and `dir/**` (which includes `dir`).
+#[test]
+fn deny_globs_mask_exactly_what_the_policy_decision_denies() {
+    for (mode, cmd) in modes() {
+        let tmp = shared_tempdir();
+        let app = mkdir(tmp.path(), "app", 0o755);
+        let files = [
+            ".env",
+            ".envrc",
+            "config/server.key",
+            "config/server.keys",
+            "config/ca.crt",
+            "private/notes.txt",
+            "privates/notes.txt",
+            "build/a.pem",
+            "build/sub/a.pem",
+            "src/a.js",
+            "src/b.js",
+            "src/c.js",
+            "deep/a/b.txt",
+            "deeper/b.txt",
+        ];
+        for f in files {
+            let p = app.join(f);
+            for dir in p.parent().unwrap().ancestors().take_while(|d| *d != app) {
+                std::fs::create_dir_all(dir).unwrap();
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            write(&p, &format!("SECRET {f}"), 0o644);
+        }
+        let flags = policy(
+            tmp.path(),
+            "globs",
+            serde_json::json!({
+                "extends": ["default"],
+                "allow": {"read": [app]},
+                "deny": {"read": [
+                    ".env", "*.key", "**.crt", "private", "app/build/*.pem",
+                    "app/src/{a,b}.js", "/does-not-exist/[!x]", format!("{}/deep/**", arg(&app)),
+                ]},
+            }),
+        );
+        let file = PathBuf::from(&flags[1]);
+        let check = cmd().arg("check").arg(&file).output().unwrap();
+        assert!(check.status.success(), "{mode}: {}", stderr(&check));
+        // check prints the globs as the policy holds them: anchored, normalized.
+        let printed: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+        assert_eq!(
+            printed["deny"]["read"][4],
+            format!("{}/build/*.pem", arg(&app)),
+            "{mode}"
+        );
+        let decided = bunker_policy::load(&bunker_policy::LoadSpec {
+            source: bunker_policy::PolicySource::File(file.clone()),
+            overlay: Default::default(),
+            overlay_base: PathBuf::from("/"),
+        })
+        .unwrap();
+
+        let paths: Vec<String> = files.iter().map(|f| arg(&app.join(f))).collect();
+        let probe = format!(
+            "import json\n\
+             for p in json.loads({:?}):\n\
+             \x20   try:\n\
+             \x20       seen = 'READ' if open(p).read().startswith('SECRET') else 'MASKED'\n\
+             \x20   except OSError:\n\
+             \x20       seen = 'MASKED'\n\
+             \x20   print(seen, p)\n",
+            serde_json::to_string(&paths).unwrap()
+        );
+        let out = py(cmd, &flags, &probe);
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        let text = stdout(&out);
+        let mut denied = 0;
+        for p in &paths {
+            let decision = decided.path_decision(Path::new(p), bunker_policy::Access::Read);
+            let want = if decision.allowed { "READ" } else { "MASKED" };
+            assert!(
+                text.lines().any(|l| l == format!("{want} {p}")),
+                "{mode}: {p} should be {want} ({}):\n{text}",
+                decision.rule
+            );
+            denied += usize::from(!decision.allowed);
+        }
+        // Both outcomes occur (the control): the decision is not all-deny or all-allow.
+        assert_eq!(denied, 8, "{mode}:\n{text}");
     }
 }

@@ -2,8 +2,8 @@
 //! for anything else that asks (docs/policy.md, "Globs in deny lists").
 //!
 //! A glob is matched against the components of a path, never against its text: `*`, `?` and a
-//! `[...]` class stay inside one component, `**` (a whole component) stands for zero or more
-//! components, and a glob not starting with `/` may start at any depth (`.env` is `**/.env`).
+//! `[...]` class stay inside one component, `**` as a whole component stands for zero or more
+//! components (elsewhere it is a `*`), and a glob not starting with `/` may start at any depth (`.env` is `**/.env`).
 //! `{a,b}` alternatives are expanded at compile time, so matching is a walk over a fixed
 //! sequence with no allocation: the deny-glob walk calls [`PathGlob::matches`] once per
 //! directory entry.
@@ -420,23 +420,21 @@ fn compile_sequence(text: &str) -> Result<Sequence, String> {
     }
     let mut chars = text.chars().peekable();
     let mut tokens: Vec<Token> = Vec::new();
-    let mut double_star = false;
     let mut literal = String::new();
+    // The component is exactly `**`.
+    let mut any_depth = false;
     loop {
         let c = chars.next();
         if matches!(c, None | Some('/')) {
             flush_literal(&mut literal, &mut tokens);
-            if double_star {
-                if !tokens.is_empty() {
-                    return Err("\"**\" must be a whole path component (like **/*.key)".into());
-                }
+            if any_depth {
                 if !matches!(segments.last(), Some(Segment::AnyDepth)) {
                     segments.push(Segment::AnyDepth);
                 }
             } else if !tokens.is_empty() {
                 segments.push(segment_of(std::mem::take(&mut tokens))?);
             }
-            double_star = false;
+            any_depth = false;
             if c.is_none() {
                 break;
             }
@@ -449,13 +447,14 @@ fn compile_sequence(text: &str) -> Result<Sequence, String> {
             },
             Some('*') => {
                 flush_literal(&mut literal, &mut tokens);
-                if chars.peek() == Some(&'*') {
+                let whole = tokens.is_empty()
+                    && chars.peek() == Some(&'*')
+                    && matches!(chars.clone().nth(1), None | Some('/'));
+                if whole {
                     chars.next();
-                    if double_star || chars.peek() == Some(&'*') {
-                        return Err("\"***\" means nothing; use * or **".into());
-                    }
-                    double_star = true;
-                } else {
+                    any_depth = true;
+                } else if !matches!(tokens.last(), Some(Token::Any)) {
+                    // `**` inside a component (`**.key`) is a `*`.
                     tokens.push(Token::Any);
                 }
             }
@@ -469,9 +468,6 @@ fn compile_sequence(text: &str) -> Result<Sequence, String> {
             }
             Some(other) => literal.push(other),
             None => {}
-        }
-        if double_star && (!tokens.is_empty() || !literal.is_empty()) {
-            return Err("\"**\" must be a whole path component (like **/*.key)".into());
         }
     }
     Ok(Sequence {
@@ -600,14 +596,21 @@ mod tests {
     }
 
     /// The two old meanings differed here: `policy/src/path.rs` left a glob starting with `**`
-    /// unanchored (globset read `**.key` as `*.key` over the whole absolute path: no match),
-    /// the walk prefixed `**/` (a match at any depth).
+    /// but not `**/` as written (globset read `**.key` as `*.key` over the whole absolute
+    /// path: no match), the walk prefixed `**/` (a match at any depth). Now `**` that is not a
+    /// whole component is a `*`, and a glob not starting with `/` matches at any depth.
     #[test]
-    fn a_double_star_inside_a_component_is_an_error_not_a_second_meaning() {
-        let e = PathGlob::new("**.key").unwrap_err();
-        assert!(e.contains("whole path component"), "{e}");
-        assert!(PathGlob::new("/a/x**").is_err());
-        assert!(PathGlob::new("/a/***").is_err());
+    fn a_double_star_inside_a_component_is_a_star() {
+        assert!(m("**.key", "/a/b.key"));
+        assert!(m("**.key", "/b.key"));
+        assert!(!m("**.key", "/a/b.key/c"));
+        assert!(g("**.key").covers(Path::new("/a/b.key/c")));
+        assert!(m("/a/x**", "/a/xyz"));
+        assert!(!m("/a/x**", "/a/x/y"));
+        assert!(m("/a/***", "/a/b"));
+        assert!(!m("/a/***", "/a/b/c"));
+        assert!(m("/a/**x/b", "/a/yx/b"));
+        assert!(!m("/a/**x/b", "/a/y/x/b"));
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! Property tests: host matching, CIDR matching, path matching, and is_subset_of.
+//! Property tests: host matching, CIDR matching, path matching, path globs, and is_subset_of.
 // Test helpers outside #[test] functions may panic too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use bunker_policy::{load_str_with, normalize_host, Access, HostEnv, NetRule, Policy};
+use bunker_policy::{load_str_with, normalize_host, Access, HostEnv, NetRule, PathGlob, Policy};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -207,6 +207,267 @@ proptest! {
         let policy = load(&json!({"allow": {"read": [outer.clone(), inner.clone()]}}));
         let decision = policy.path_decision(&inner.join("f"), Access::Read);
         prop_assert_eq!(decision.rule, format!("allow.read[1] ({})", inner.display()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Path globs: the compiled matcher against a naive reference
+// ---------------------------------------------------------------------------------------------
+
+/// One piece of a glob component, as the reference reads it.
+#[derive(Debug, Clone, PartialEq)]
+enum Atom {
+    Lit(String),
+    One,
+    Any,
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+    /// `{x,y}` within one component.
+    Alt(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Comp {
+    AnyDepth,
+    Atoms(Vec<Atom>),
+}
+
+#[derive(Debug, Clone)]
+struct GlobSpec {
+    absolute: bool,
+    comps: Vec<Comp>,
+}
+
+/// A character of a name: a UTF-8 scalar, or a byte that does not start one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unit {
+    Char(char),
+    Byte(u8),
+}
+
+const ALPHABET: [char; 4] = ['a', 'b', '.', 'é'];
+
+fn lit() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(&ALPHABET[..]), 1..3)
+        .prop_map(|c| c.into_iter().collect())
+}
+
+fn atom() -> impl Strategy<Value = Atom> {
+    let range = (
+        prop::sample::select(&ALPHABET[..]),
+        prop::sample::select(&ALPHABET[..]),
+    )
+        .prop_map(|(a, b)| if a <= b { (a, b) } else { (b, a) });
+    let alt_word = prop::collection::vec(prop::sample::select(&['a', 'b', 'é'][..]), 1..3)
+        .prop_map(|c| c.into_iter().collect::<String>());
+    prop_oneof![
+        3 => lit().prop_map(Atom::Lit),
+        1 => Just(Atom::One),
+        2 => Just(Atom::Any),
+        1 => (any::<bool>(), prop::collection::vec(range, 1..3))
+            .prop_map(|(negated, ranges)| Atom::Class { negated, ranges }),
+        1 => prop::collection::vec(alt_word, 1..3).prop_map(Atom::Alt),
+    ]
+}
+
+/// Adjacent literals merged; a component of two stars alone is `**` (generated apart), while
+/// `**` beside anything else stays two stars (`**.key`: one `*`).
+fn tidy(atoms: Vec<Atom>) -> Vec<Atom> {
+    let mut out: Vec<Atom> = Vec::new();
+    for a in atoms {
+        match (out.last_mut(), &a) {
+            (Some(Atom::Lit(prev)), Atom::Lit(next)) => prev.push_str(next),
+            _ => out.push(a),
+        }
+    }
+    if out == [Atom::Any, Atom::Any] {
+        out.pop();
+    }
+    out
+}
+
+fn glob_spec() -> impl Strategy<Value = GlobSpec> {
+    let comp = prop_oneof![
+        1 => Just(Comp::AnyDepth),
+        4 => prop::collection::vec(atom(), 1..4).prop_map(|a| Comp::Atoms(tidy(a))),
+    ]
+    // `.` and `..` never match a normalized path: refused at compile time.
+    .prop_filter("dot component", |c| {
+        !matches!(c, Comp::Atoms(a) if matches!(a.as_slice(), [Atom::Lit(l)] if l == "." || l == ".."))
+    });
+    (any::<bool>(), prop::collection::vec(comp, 1..5))
+        .prop_map(|(absolute, comps)| GlobSpec { absolute, comps })
+}
+
+impl GlobSpec {
+    fn text(&self) -> String {
+        let comps: Vec<String> = self
+            .comps
+            .iter()
+            .map(|c| match c {
+                Comp::AnyDepth => "**".to_string(),
+                Comp::Atoms(atoms) => atoms
+                    .iter()
+                    .map(|a| match a {
+                        Atom::Lit(l) => l.clone(),
+                        Atom::One => "?".into(),
+                        Atom::Any => "*".into(),
+                        Atom::Class { negated, ranges } => {
+                            let body: String = ranges
+                                .iter()
+                                .map(|&(lo, hi)| {
+                                    if lo == hi {
+                                        lo.to_string()
+                                    } else {
+                                        format!("{lo}-{hi}")
+                                    }
+                                })
+                                .collect();
+                            format!("[{}{body}]", if *negated { "!" } else { "" })
+                        }
+                        Atom::Alt(words) => format!("{{{}}}", words.join(",")),
+                    })
+                    .collect(),
+            })
+            .collect();
+        format!(
+            "{}{}",
+            if self.absolute { "/" } else { "" },
+            comps.join("/")
+        )
+    }
+
+    /// The reference: components tried every way, recursively.
+    fn matches(&self, path: &[Vec<Unit>]) -> bool {
+        let mut comps = self.comps.clone();
+        if !self.absolute {
+            comps.insert(0, Comp::AnyDepth);
+        }
+        ref_path(&comps, path)
+    }
+}
+
+fn ref_path(comps: &[Comp], path: &[Vec<Unit>]) -> bool {
+    match comps.split_first() {
+        None => path.is_empty(),
+        Some((Comp::AnyDepth, rest)) => (0..=path.len()).any(|k| ref_path(rest, &path[k..])),
+        Some((Comp::Atoms(atoms), rest)) => {
+            !path.is_empty() && ref_name(atoms, &path[0]) && ref_path(rest, &path[1..])
+        }
+    }
+}
+
+fn ref_name(atoms: &[Atom], name: &[Unit]) -> bool {
+    let Some((atom, rest)) = atoms.split_first() else {
+        return name.is_empty();
+    };
+    let literal = |word: &str| -> Option<usize> {
+        let units: Vec<Unit> = word.chars().map(Unit::Char).collect();
+        name.starts_with(&units).then_some(units.len())
+    };
+    match atom {
+        Atom::Lit(l) => literal(l).is_some_and(|n| ref_name(rest, &name[n..])),
+        Atom::One => !name.is_empty() && ref_name(rest, &name[1..]),
+        Atom::Any => (0..=name.len()).any(|k| ref_name(rest, &name[k..])),
+        Atom::Class { negated, ranges } => match name.first() {
+            Some(Unit::Char(c)) => {
+                ranges.iter().any(|&(lo, hi)| lo <= *c && *c <= hi) != *negated
+                    && ref_name(rest, &name[1..])
+            }
+            Some(Unit::Byte(_)) => *negated && ref_name(rest, &name[1..]),
+            None => false,
+        },
+        Atom::Alt(words) => words
+            .iter()
+            .any(|w| literal(w).is_some_and(|n| ref_name(rest, &name[n..]))),
+    }
+}
+
+fn units(bytes: &[u8]) -> Vec<Unit> {
+    let mut out = Vec::new();
+    for chunk in bytes.utf8_chunks() {
+        out.extend(chunk.valid().chars().map(Unit::Char));
+        out.extend(chunk.invalid().iter().map(|&b| Unit::Byte(b)));
+    }
+    out
+}
+
+/// Path components over the glob alphabet, plus a byte that is not UTF-8.
+fn name_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        prop::sample::select(&ALPHABET[..]).prop_map(|c| c.to_string().into_bytes()),
+        Just(vec![0xff]),
+        Just(vec![0xc3]),
+    ];
+    prop::collection::vec(piece, 1..4)
+        .prop_map(|p| p.concat())
+        .prop_filter("dot component", |n| n != b"." && n != b"..")
+}
+
+fn glob_path() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    prop::collection::vec(name_bytes(), 0..5)
+}
+
+fn as_path(comps: &[Vec<u8>]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes = b"/".to_vec();
+    bytes.extend(comps.join(&b'/'));
+    PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
+}
+
+/// A path the glob matches, built from the spec, so that matches are not rare.
+fn instance(spec: &GlobSpec, filler: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut fill = filler.iter().cycle();
+    for c in &spec.comps {
+        match c {
+            Comp::AnyDepth => out.extend(fill.next().cloned()),
+            Comp::Atoms(atoms) => {
+                let mut name = String::new();
+                for a in atoms {
+                    match a {
+                        Atom::Lit(l) => name.push_str(l),
+                        Atom::One | Atom::Any => name.push('b'),
+                        Atom::Class {
+                            negated: false,
+                            ranges,
+                        } => name.push(ranges[0].0),
+                        Atom::Class { negated: true, .. } => name.push('z'),
+                        Atom::Alt(words) => name.push_str(&words[0]),
+                    }
+                }
+                out.push(name.into_bytes());
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn the_glob_matcher_agrees_with_the_reference(spec in glob_spec(), path in glob_path(), filler in prop::collection::vec(name_bytes(), 1..3), near in any::<bool>()) {
+        let text = spec.text();
+        let glob = PathGlob::new(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let path = if near { instance(&spec, &filler) } else { path };
+        let comps: Vec<Vec<Unit>> = path.iter().map(|c| units(c)).collect();
+        let p = as_path(&path);
+        let expected = spec.matches(&comps);
+        prop_assert_eq!(glob.matches(&p), expected, "{} vs {}", text, p.display());
+        // Covering: the path or one of its ancestors matches.
+        let covered = (0..=comps.len()).any(|k| spec.matches(&comps[..k]));
+        prop_assert_eq!(glob.covers(&p), covered, "{} covering {}", text, p.display());
+        // Every match lies where `reaches` says the glob can reach.
+        if expected {
+            prop_assert!(glob.reaches(&p), "{} must reach {}", text, p.display());
+        }
+        // A trailing slash on the glob or the path changes nothing.
+        let slashed = PathGlob::new(&format!("{text}/")).unwrap();
+        prop_assert_eq!(slashed.matches(&p), expected);
+        prop_assert_eq!(glob.matches(&p.join("")), expected);
     }
 }
 

@@ -395,6 +395,85 @@ mod tests {
         }
     }
 
+    /// What the walk masks is what the policy's decision denies, path by path, on a real tree.
+    /// The old walk compiled its own globs and prefixed `**/` to `**.key` while the policy did
+    /// not: the policy said `/t/x/server.key` was readable, the walk masked it.
+    #[test]
+    fn the_walk_masks_exactly_what_the_policy_denies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        for f in [
+            "server.key",
+            "x/server.key",
+            "x/server.keys",
+            "app/.env",
+            "app/.envrc",
+            "app/private/inner/a.txt",
+            "pkg1/sub/a.txt",
+            "pkg1/sub/deeper/b.txt",
+            "pkg2/a.pem",
+            "pkg2/c.pem",
+            "logs/1.log",
+            "logs/x.log",
+            "deep/a/b/c",
+            "deepish/a",
+        ] {
+            let p = t.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "x").unwrap();
+        }
+        let dir = t.display().to_string();
+        let patterns = [
+            "**.key".to_string(),
+            ".env".to_string(),
+            "**/private".to_string(),
+            format!("{dir}/pkg*/sub/*.txt"),
+            "{a,b}.pem".to_string(),
+            "[0-9]*.log".to_string(),
+            format!("{dir}/deep/**"),
+        ];
+        let mut policy = bunker_policy::Policy::default();
+        policy.allow.read = vec![t.to_path_buf()];
+        policy.deny.read = patterns
+            .iter()
+            .map(|p| bunker_policy::PathPattern::Glob(bunker_policy::PathGlob::new(p).unwrap()))
+            .collect();
+        let globs: Vec<_> = patterns.iter().map(|p| glob(DenyKind::Read, p)).collect();
+        let root = fd::openat2(None, Path::new("/"), libc::O_PATH, 0, 0).unwrap();
+        let scan = scan(&root, &[grant(t, false)], &globs);
+        assert!(scan.unchecked.is_empty(), "{:?}", scan.unchecked);
+        let mut paths = vec![t.to_path_buf()];
+        let mut i = 0;
+        while i < paths.len() {
+            if paths[i].is_dir() {
+                for e in std::fs::read_dir(&paths[i]).unwrap() {
+                    paths.push(e.unwrap().path());
+                }
+            }
+            i += 1;
+        }
+        let mut denied = 0;
+        for p in &paths {
+            let masked = scan.found.iter().any(|(_, f)| p.starts_with(f));
+            let decision = policy.path_decision(p, bunker_policy::Access::Read);
+            assert_eq!(
+                masked,
+                !decision.allowed,
+                "{}: {}",
+                p.display(),
+                decision.rule
+            );
+            denied += usize::from(masked);
+        }
+        assert!(denied >= 9, "{denied} of {}", paths.len());
+        assert!(
+            !policy
+                .path_decision(&t.join("x/server.keys"), bunker_policy::Access::Read)
+                .allowed
+                == false
+        );
+    }
+
     /// The walk over a real tree, with `/` as the root fd (paths are host paths).
     #[test]
     fn the_walk_finds_every_match_and_socket_and_skips_masked_dirs() {
