@@ -469,6 +469,19 @@ proptest! {
         prop_assert_eq!(slashed.matches(&p), expected);
         prop_assert_eq!(glob.matches(&p.join("")), expected);
     }
+
+    /// Any text compiles or is refused with a reason; a compiled glob matches any path without
+    /// panicking.
+    #[test]
+    fn any_glob_text_compiles_or_says_why(text in "[*?\\[\\]{}!^,/ab.é\\\\-]{0,14}", path in glob_path()) {
+        match PathGlob::new(&text) {
+            Ok(glob) => {
+                let p = as_path(&path);
+                let _ = (glob.matches(&p), glob.covers(&p), glob.reaches(&p));
+            }
+            Err(e) => prop_assert!(e.starts_with("invalid glob"), "{}", e),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
