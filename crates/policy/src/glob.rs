@@ -3,10 +3,10 @@
 //!
 //! A glob is matched against the components of a path, never against its text: `*`, `?` and a
 //! `[...]` class stay inside one component, `**` as a whole component stands for zero or more
-//! components (elsewhere it is a `*`), and a glob not starting with `/` may start at any depth (`.env` is `**/.env`).
-//! `{a,b}` alternatives are expanded at compile time, so matching is a walk over a fixed
-//! sequence with no allocation: the deny-glob walk calls [`PathGlob::matches`] once per
-//! directory entry.
+//! components (elsewhere it is a `*`), and a glob not starting with `/` may start at any depth
+//! (`.env` is `**/.env`). `{a,b}` alternatives are expanded at compile time, so matching is a
+//! walk over a fixed sequence with no allocation: the deny-glob walk calls
+//! [`PathGlob::matches`] once per directory entry.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -68,7 +68,7 @@ struct Class {
 
 impl PathGlob {
     /// Compiles `pattern`. The error says what is wrong, e.g. `invalid glob "a[b": unclosed
-    /// "["`.
+    /// character class; missing ']'`.
     pub fn new(pattern: &str) -> Result<PathGlob, String> {
         let fail = |why: String| format!("invalid glob {}: {why}", quote(pattern));
         if pattern.is_empty() {
@@ -141,7 +141,7 @@ impl Sequence {
     ///
     /// `**` is the only segment that spans several components, so the classic greedy
     /// algorithm is exact: remember the last `**`, and on a mismatch let it take one more
-    /// component. Linear in components per `**` retry, no recursion, no allocation.
+    /// component: at most components × segments steps, no recursion, no allocation.
     fn matches(&self, path: &[u8], covering: bool) -> bool {
         let segments = &self.segments;
         // The last component must match the last segment (most entries fail here).
