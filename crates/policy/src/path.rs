@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use globset::{GlobBuilder, GlobMatcher};
 use serde::{Serialize, Serializer};
 
+use crate::error::{ErrorKind, Problem};
 use crate::types::Policy;
 use crate::units::quote;
 
@@ -118,13 +119,18 @@ fn anchored_glob(glob: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-pub(crate) fn compile_glob(glob: &str) -> Result<GlobMatcher, String> {
+pub(crate) fn compile_glob(glob: &str) -> Result<GlobMatcher, Problem> {
     GlobBuilder::new(glob)
         .literal_separator(true)
         .backslash_escape(true)
         .build()
         .map(|g| g.compile_matcher())
-        .map_err(|e| format!("invalid glob {}: {}", quote(glob), e.kind()))
+        .map_err(|e| {
+            Problem::new(
+                ErrorKind::InvalidGlob,
+                format!("invalid glob {}: {}", quote(glob), e.kind()),
+            )
+        })
 }
 
 /// Resolves `.` and `..` lexically (`..` at the root stays at the root) and drops trailing
@@ -148,40 +154,49 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+fn bad_path(message: String) -> Problem {
+    Problem::new(ErrorKind::InvalidPath, message)
+}
+
 /// Makes `text` absolute: `~` and `~/x` against `home`, relative paths against `base`.
-pub fn resolve(text: &str, base: &Path, home: Option<&Path>) -> Result<PathBuf, String> {
+pub fn resolve(text: &str, base: &Path, home: Option<&Path>) -> Result<PathBuf, Problem> {
     if text.is_empty() {
-        return Err("expected a path, found an empty string".to_string());
+        return Err(bad_path(
+            "expected a path, found an empty string".to_string(),
+        ));
     }
     if text.contains('\0') {
-        return Err(format!(
+        return Err(bad_path(format!(
             "a path cannot contain a NUL byte, found {}",
             quote(text)
-        ));
+        )));
     }
     let joined = if text == "~" || text.starts_with("~/") {
         let home = home.filter(|h| h.is_absolute()).ok_or_else(|| {
-            format!(
-                "{} starts with \"~\" but HOME is not set to an absolute path",
-                quote(text)
+            Problem::new(
+                ErrorKind::MissingHome,
+                format!(
+                    "{} starts with \"~\" but HOME is not set to an absolute path",
+                    quote(text)
+                ),
             )
         })?;
         home.join(text.trim_start_matches('~').trim_start_matches('/'))
     } else if text.starts_with('~') {
-        return Err(format!(
+        return Err(bad_path(format!(
             "{}: only \"~\" and \"~/...\" (the caller's HOME) are supported, not \"~user\"",
             quote(text)
-        ));
+        )));
     } else {
         base.join(text)
     };
     let normalized = normalize(&joined);
     if !normalized.is_absolute() {
-        return Err(format!(
+        return Err(bad_path(format!(
             "{} is relative and the policy's directory {} is not absolute",
             quote(text),
             quote(&base.display().to_string())
-        ));
+        )));
     }
     Ok(normalized)
 }
@@ -192,11 +207,14 @@ pub fn parse_allow(
     list: &str,
     base: &Path,
     home: Option<&Path>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, Problem> {
     if is_glob(text) {
-        return Err(format!(
-            "globs are only allowed in deny lists; allow.{list} needs a plain path, found {}",
-            quote(text)
+        return Err(Problem::new(
+            ErrorKind::InvalidGlob,
+            format!(
+                "globs are only allowed in deny lists; allow.{list} needs a plain path, found {}",
+                quote(text)
+            ),
         ));
     }
     resolve(text, base, home)
@@ -204,9 +222,11 @@ pub fn parse_allow(
 
 /// Parses a deny-list entry: a path, or a glob (a bare name like `.env` or `*.pem` means
 /// `**/.env`, `**/*.pem`: anywhere).
-pub fn parse_deny(text: &str, base: &Path, home: Option<&Path>) -> Result<PathPattern, String> {
+pub fn parse_deny(text: &str, base: &Path, home: Option<&Path>) -> Result<PathPattern, Problem> {
     if text.is_empty() {
-        return Err("expected a path or glob, found an empty string".to_string());
+        return Err(bad_path(
+            "expected a path or glob, found an empty string".to_string(),
+        ));
     }
     let bare_name = !text.contains('/') && !text.starts_with('~') && text != "." && text != "..";
     if !is_glob(text) && !bare_name {

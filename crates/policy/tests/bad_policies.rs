@@ -129,6 +129,10 @@ const TABLE: &[(&str, &str, ErrorKind)] = &[
      "policy.json: limits: expected an object, found a list", ErrorKind::InvalidValue),
     (r#"{"limits": {"best_effort": ["disk"]}}"#,
      "policy.json: limits.best_effort[0]: unknown variant `disk`, expected one of `memory`, `pids`, `cpu`, `cpu_time`", ErrorKind::InvalidValue),
+    // The kind comes from where the error is made, not from the words of its message: a path
+    // whose text says "glob" is still a path error.
+    (r#"{"allow": {"read": ["/srv/glob\u0000x"]}}"#,
+     "policy.json: allow.read[0]: a path cannot contain a NUL byte, found \"/srv/glob\\u0000x\"", ErrorKind::InvalidPath),
 ];
 
 #[test]

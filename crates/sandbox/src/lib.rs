@@ -17,7 +17,6 @@ pub mod landlock;
 pub mod limits;
 pub mod mounts;
 pub mod preflight;
-pub mod result;
 pub mod seccomp;
 #[cfg(test)]
 #[path = "../../test-support/skip.rs"]
@@ -28,6 +27,8 @@ pub mod supervise;
 pub mod user_counters;
 pub mod walk;
 
+/// The result types are the API contract's (`bunker-api`), re-exported where they always were.
+pub use bunker_api::result;
 pub use error::SandboxError;
 pub use result::*;
 

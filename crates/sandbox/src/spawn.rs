@@ -146,7 +146,18 @@ pub fn caller_refusal(policy: &Policy) -> Option<SandboxError> {
 /// Must be called while the process is single-threaded, and from a thread that lives until
 /// the sandbox has ended: init's parent-death signal fires when the *thread* that cloned it
 /// exits. `egress` serves the proxy listeners when `allow.net` is non-empty.
-pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResult, SandboxError> {
+///
+/// Every way a run can end is a [`RunResult`]: a sandbox that could not be built, whether the
+/// step failed before init was cloned, inside init, or as init started the program, is
+/// `status: setup_error` (or `policy_error`) with its `error_code` and `error_step`.
+pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> RunResult {
+    build_and_run(req, egress).unwrap_or_else(|e| RunResult::refused(e.to_api_error()))
+}
+
+fn build_and_run(
+    req: &RunRequest,
+    egress: Option<&mut dyn Egress>,
+) -> Result<RunResult, SandboxError> {
     let policy = &req.policy;
     let ns = &policy.kernel.namespaces;
     let has = |n: Namespace| ns.contains(&n);
@@ -163,7 +174,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         return Err(refusal);
     }
     if req.argv.is_empty() {
-        return Err(SandboxError::Exec("no program given".into()));
+        return Err(SandboxError::NoProgram);
     }
 
     // Step 1.
