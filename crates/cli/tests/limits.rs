@@ -289,8 +289,14 @@ fn shell_fork_bomb_is_contained_and_cleaned_up() {
     // Either the shell sleeps while the bomb rages and the timeout ends it, or its own fork of
     // `sleep` is refused and it fails: both times the report says the pids limit held.
     match status(&r) {
-        "timeout" => assert_eq!(out.status.code(), Some(TIMEOUT)),
-        "pids_limit" => assert_eq!(out.status.code(), Some(LIMIT)),
+        "timeout" => {
+            assert_eq!(out.status.code(), Some(TIMEOUT));
+            assert_eq!(r["error_code"], "limit_timeout", "{r}");
+        }
+        "pids_limit" => {
+            assert_eq!(out.status.code(), Some(LIMIT));
+            assert_eq!(r["error_code"], "limit_pids", "{r}");
+        }
         other => panic!("{other}: {r}"),
     }
     assert!(
@@ -780,6 +786,8 @@ fn rootless_memory_limit_without_delegation_fails_closed_naming_memory() {
             stderr(&out)
         );
         assert_eq!(status(&r), "setup_error");
+        assert_eq!(r["error_code"], "unenforceable", "{r}");
+        assert_eq!(r["error_step"], "memory limit (limits.memory)", "{r}");
         let error = r["error"].as_str().unwrap();
         assert!(
             error.contains("memory limit (limits.memory)") && error.contains("best_effort"),

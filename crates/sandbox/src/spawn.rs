@@ -101,6 +101,7 @@ use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, LayerStatus, RunResult};
 use crate::supervise::{self, Supervised};
 use crate::{env, grants, landlock, mounts, RunRequest};
+use bunker_api::ErrorCode;
 
 /// The clone flags for the policy's namespaces (cgroup is unshared later, by init).
 pub fn clone_flags(namespaces: &[Namespace]) -> libc::c_int {
@@ -322,9 +323,10 @@ fn build_and_run(
                 step,
                 errno,
                 detail,
+                code,
             }) = serde_json::from_slice(&data)
             {
-                return setup_failed(step, errno, detail);
+                return setup_failed(step, errno, detail, code);
             }
         }
         e
@@ -397,9 +399,10 @@ fn build_and_run(
             step,
             errno,
             detail,
+            code,
         } => {
             let _ = process::waitpid(pid, false);
-            return Err(setup_failed(step, errno, detail));
+            return Err(setup_failed(step, errno, detail, code));
         }
         other => {
             return Err(abort(SandboxError::Init {
@@ -471,9 +474,14 @@ fn build_and_run(
     Ok(result)
 }
 
-/// The error for init's `SetupFailed` report.
-fn setup_failed(step: String, errno: i32, detail: String) -> SandboxError {
-    if errno != 0 {
+/// The error for init's `SetupFailed` report (`init::failure_message` made it).
+fn setup_failed(step: String, errno: i32, detail: String, code: ErrorCode) -> SandboxError {
+    if code == ErrorCode::Unenforceable {
+        SandboxError::Unsupported {
+            layer: step,
+            reason: detail,
+        }
+    } else if errno != 0 {
         SandboxError::Setup {
             step,
             source: SysError::from_errno(detail, errno),
@@ -520,6 +528,40 @@ pub fn argv<I: IntoIterator<Item = S>, S: Into<OsString>>(args: I) -> Vec<OsStri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setup_failure_inside_init_keeps_its_code_and_step_across_the_socket() {
+        let errors = [
+            SandboxError::Unsupported {
+                layer: "seccomp".into(),
+                reason: "no filter".into(),
+            },
+            SandboxError::Setup {
+                step: "bind mount /x → /x".into(),
+                source: SysError::from_errno("mount", libc::ENOENT),
+            },
+            SandboxError::Init {
+                step: "landlock".into(),
+                detail: "ruleset".into(),
+            },
+        ];
+        for sent in errors {
+            let wire = serde_json::to_vec(&init::failure_message(&sent)).unwrap();
+            let Ok(InitMessage::SetupFailed {
+                step,
+                errno,
+                detail,
+                code,
+            }) = serde_json::from_slice(&wire)
+            else {
+                panic!("not a SetupFailed");
+            };
+            let back = setup_failed(step, errno, detail, code);
+            assert_eq!(back.code(), sent.code(), "{sent}");
+            assert_eq!(back.step(), sent.step(), "{sent}");
+            assert_eq!(back.to_string(), sent.to_string());
+        }
+    }
 
     #[test]
     fn all_namespaces_map_to_clone_flags_except_cgroup() {

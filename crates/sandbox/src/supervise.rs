@@ -223,8 +223,8 @@ fn ms(d: Duration) -> f64 {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Messages {
     pub started: bool,
-    /// The failed setup step, and `step: detail` of it.
-    pub setup_failed: Option<(String, String)>,
+    /// A failed setup step: its code, the step, and `step: detail`.
+    pub setup_failed: Option<(ErrorCode, String, String)>,
     /// The exec failure's message.
     pub exec_failed: Option<String>,
     /// The program's end: (exit code, signal).
@@ -239,6 +239,7 @@ impl Messages {
                 step,
                 errno,
                 detail,
+                code,
             } => {
                 let errno = if errno != 0 {
                     format!(" ({})", bunker_sys::error::errno_name(errno))
@@ -246,7 +247,7 @@ impl Messages {
                     String::new()
                 };
                 let message = format!("{step}: {detail}{errno}");
-                self.setup_failed.get_or_insert((step, message));
+                self.setup_failed.get_or_insert((code, step, message));
             }
             InitMessage::ExecFailed { detail, .. } => {
                 self.exec_failed.get_or_insert(detail);
@@ -402,16 +403,10 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
         }
         return verdict;
     }
-    if let Some((step, failed)) = &o.messages.setup_failed {
+    if let Some((code, step, failed)) = &o.messages.setup_failed {
         return Verdict {
             error_step: Some(step.clone()),
-            ..v(
-                Status::SetupError,
-                ErrorCode::SetupFailed,
-                None,
-                None,
-                failed.clone(),
-            )
+            ..v(Status::SetupError, *code, None, None, failed.clone())
         };
     }
     let (code, signal) = match o.messages.exited {
@@ -1289,6 +1284,7 @@ mod tests {
         let l = limits();
         let mut o = observed(None);
         o.messages.setup_failed = Some((
+            ErrorCode::SetupFailed,
             "bind mount /x → /x".into(),
             "bind mount /x → /x: ENOENT".into(),
         ));
@@ -1341,10 +1337,12 @@ mod tests {
             step: "start the program".into(),
             errno: libc::EAGAIN,
             detail: "fork".into(),
+            code: ErrorCode::SetupFailed,
         });
         assert_eq!(
             m.setup_failed,
             Some((
+                ErrorCode::SetupFailed,
                 "start the program".to_string(),
                 "start the program: fork (EAGAIN)".to_string()
             ))
