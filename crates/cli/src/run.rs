@@ -11,7 +11,7 @@ use bunker_api::{ApiError, ErrorCode};
 use bunker_policy::units::{ByteSize, Span};
 use bunker_policy::{GrantOrigin, HostEnv, LoadSpec, Policy, PolicyDoc};
 use bunker_sandbox::console::{Console, Verbosity};
-use bunker_sandbox::events::{Event, Observer};
+use bunker_sandbox::events::{Observer, RunEvent};
 use bunker_sandbox::preflight;
 use bunker_sandbox::{Enforced, LayerStatus, RunRequest, RunResult, Status};
 use bunker_sys::event::Interest;
@@ -169,9 +169,9 @@ struct Narrator {
 }
 
 impl Observer for Narrator {
-    fn event(&self, event: &Event<'_>) {
+    fn event(&self, event: &RunEvent) {
         match event {
-            Event::Ready { enforced } => {
+            RunEvent::Started { enforced } => {
                 warn_unenforced_limits(&self.console, &self.limits, enforced);
                 if self.console.verbosity() >= Verbosity::Verbose {
                     self.console
@@ -181,10 +181,10 @@ impl Observer for Narrator {
                     }
                 }
             }
-            Event::OutputCut { stream, limit } => self.console.verbose(&format!(
-                "bunker: {stream} reached limits.output ({limit} bytes, both streams together): \
-                 the rest is counted, not delivered"
-            )),
+            RunEvent::LimitHit { message, .. } => {
+                self.console.verbose(&format!("bunker: {message}"))
+            }
+            _ => {}
         }
     }
 }

@@ -57,6 +57,6 @@ pub struct RunRequest {
     /// Where bunker's own lines go while the output streams (see [`console`]); `None` for
     /// callers that capture.
     pub console: Option<console::Console>,
-    /// Told of each decision as it happens ([`events::Event`]).
+    /// Told of each decision as it happens ([`events::RunEvent`]).
     pub observer: Option<Arc<dyn events::Observer>>,
 }

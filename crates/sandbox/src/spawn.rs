@@ -29,7 +29,7 @@
 //!    that cannot be made kills init and fails the run.
 //! 7. Wait for init's first message: `SetupFailed` → a setup error naming the step; `Ready` →
 //!    the proxy listeners it carries go to `Egress::start`.
-//! 8. The observer hears `Event::Ready` (what is enforced, before any output is relayed);
+//! 8. The observer hears `RunEvent::Started` (what is enforced, before any output is relayed);
 //!    `supervise::supervise` until the sandbox is gone (relaying the stdin of step 3);
 //!    `Egress::finish` records into the result.
 //!
@@ -94,7 +94,7 @@ use bunker_sys::{fd, SysError};
 
 use crate::egress::Egress;
 use crate::error::SandboxError;
-use crate::events::Event;
+use crate::events::RunEvent;
 use crate::idmap::{self, IdMode};
 use crate::init::{self, InitContext, InitMessage};
 use crate::limits::SandboxCgroup;
@@ -448,8 +448,8 @@ fn build_and_run(
         console.start_relay();
     }
     if let Some(observer) = &req.observer {
-        observer.event(&Event::Ready {
-            enforced: &enforced,
+        observer.event(&RunEvent::Started {
+            enforced: enforced.clone(),
         });
     }
     let sandbox = Supervised {

@@ -24,7 +24,7 @@ use bunker_sys::fd;
 
 use crate::console::Console;
 use crate::error::SandboxError;
-use crate::events::{Event, Observer};
+use crate::events::{Observer, RunEvent};
 use crate::init::{self, InitMessage, MAX_MESSAGE};
 use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, RunResult, Status, StreamResult};
@@ -615,7 +615,7 @@ impl Output {
             relay_partial,
             shared_sink,
         };
-        // Lines said before the loop (the best-effort warnings at `Event::Ready`) go first.
+        // Lines said before the loop (the best-effort warnings at `RunEvent::Started`) go first.
         output.take_relay();
         output
     }
@@ -1087,9 +1087,14 @@ impl Run<'_> {
                     let overflow = self.output.accept(index, &buf[..n]);
                     if overflow && !was_cut {
                         if let Some(observer) = self.observer {
-                            observer.event(&Event::OutputCut {
-                                stream: if index == 0 { "stdout" } else { "stderr" },
-                                limit: self.limits.output,
+                            let stream = if index == 0 { "stdout" } else { "stderr" };
+                            observer.event(&RunEvent::LimitHit {
+                                code: ErrorCode::LimitOutput,
+                                message: format!(
+                                    "{stream} reached limits.output ({} bytes, both streams \
+                                     together): the rest is counted, not delivered",
+                                    self.limits.output
+                                ),
                             });
                         }
                     }
