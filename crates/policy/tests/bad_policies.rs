@@ -183,3 +183,23 @@ fn good_policies_still_load() {
             .unwrap_or_else(|e| panic!("{text}: {e}"));
     }
 }
+
+#[test]
+fn a_policy_error_reaches_clients_with_its_code_kind_and_place() {
+    let err = load_str_with(
+        r#"{"limits": {"memory": "lots"}}"#,
+        Path::new("/srv/app"),
+        "policy.json",
+        &env(),
+    )
+    .unwrap_err();
+    let api = bunker_api::ApiError::from(&err);
+    assert_eq!(api.code, bunker_api::ErrorCode::PolicyInvalid);
+    assert_eq!(api.message, err.to_string());
+    let place = api.policy.unwrap();
+    assert_eq!(place.kind, ErrorKind::InvalidSize);
+    assert_eq!(
+        (place.file.as_str(), place.json_path.as_str()),
+        ("policy.json", "limits.memory")
+    );
+}
