@@ -134,6 +134,8 @@ pub fn main(opts: RunOpts) -> i32 {
                     );
                 }
             }
+            // The step and what failed say it all, wherever the setup failed.
+            Status::SetupError => console.notice(&format!("bunker: {error}")),
             _ => console.notice(&format!("bunker: {}: {error}", status_name(result.status))),
         }
     }
