@@ -56,3 +56,21 @@ fn the_error_schema_lists_every_code() {
         assert!(text.contains(&format!("\"{code}\"")), "{code} missing");
     }
 }
+
+#[test]
+fn api_doc_examples_parse() {
+    let doc = std::fs::read_to_string(docs().join("api.md")).unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```json\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert!(blocks.len() >= 5, "{blocks:?}");
+    for block in blocks {
+        let parsed = serde_json::from_str::<bunker_api::RunSpec>(block)
+            .map(|_| ())
+            .or_else(|_| serde_json::from_str::<bunker_api::RunEvent>(block).map(|_| ()))
+            .or_else(|_| serde_json::from_str::<bunker_api::ApiError>(block).map(|_| ()));
+        assert!(parsed.is_ok(), "docs/api.md example is none of the types: {block}");
+    }
+}
