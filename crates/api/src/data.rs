@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// A program's bytes. Serialized as `{"utf8": "text"}` when the bytes are valid UTF-8 and as
 /// `{"base64": "..."}` (standard alphabet, padded) otherwise, so a reader can always get back the
-/// exact bytes ([`Data::to_bytes`]) and text stays readable.
+/// exact bytes (`Data::to_bytes`) and text stays readable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Data {

@@ -48,7 +48,7 @@ pub struct Violation {
     pub attempt: String,
 }
 
-/// The layer of a [`Violation`].
+/// The layer of a `Violation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ViolationLayer {
