@@ -183,7 +183,10 @@ fn probe_default_run(default: &Policy) -> Result<Enforced, String> {
         console: None,
         observer: None,
     };
-    let result = bunker_sandbox::spawn::run(&request, None).map_err(|e| e.to_string())?;
+    let result = bunker_sandbox::spawn::run(&request, None);
+    if result.status == Status::SetupError {
+        return Err(result.error.unwrap_or_default());
+    }
     if result.status != Status::Ok {
         return Err(format!(
             "/bin/true under the default policy ended with {:?}: {}",

@@ -1,23 +1,7 @@
-//! Exit codes of `bunker`, documented in docs/cli.md. When the program ran, bunker exits with the
-//! program's own code (or 128 + the signal that killed it); these codes mean bunker itself ended it.
+//! Exit codes of `bunker`, documented in docs/cli.md. The codes of a run are the API contract's
+//! (`bunker_api::exit`, mapped from each `ErrorCode`); the rest are the CLI's own.
 
-/// The policy could not be loaded or is invalid.
-pub const POLICY_ERROR: i32 = 120;
-/// The sandbox could not be built (a setup step failed, or the host cannot enforce a layer).
-pub const SETUP_ERROR: i32 = 121;
-/// A limit was hit: memory, pids, CPU time or output.
-pub const LIMIT: i32 = 122;
-/// The report (`--report-fd`, `--report-file`, `--report json`) could not be written, or its
-/// destination could not be opened before the run.
-pub const REPORT_ERROR: i32 = 123;
-/// The wall-clock timeout was hit.
-pub const TIMEOUT: i32 = 124;
-/// The command was found but could not be executed.
-pub const CANNOT_EXECUTE: i32 = 126;
-/// The command was not found in the sandbox.
-pub const NOT_FOUND: i32 = 127;
+pub use bunker_api::exit::*;
+
 /// `bunker doctor`: a layer of the default policy cannot be enforced on this host.
 pub const DOCTOR_UNENFORCEABLE: i32 = 1;
-/// Command-line usage errors (clap's own code).
-#[allow(dead_code)]
-pub const USAGE: i32 = 2;

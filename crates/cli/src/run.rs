@@ -7,12 +7,13 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bunker_api::{ApiError, ErrorCode};
 use bunker_policy::units::{ByteSize, Span};
 use bunker_policy::{GrantOrigin, HostEnv, LoadSpec, Policy, PolicyDoc};
 use bunker_sandbox::console::{Console, Verbosity};
-use bunker_sandbox::events::{Event, Observer};
+use bunker_sandbox::events::{Observer, RunEvent};
 use bunker_sandbox::preflight;
-use bunker_sandbox::{Enforced, LayerStatus, RunRequest, RunResult, Status, StreamResult};
+use bunker_sandbox::{Enforced, LayerStatus, RunRequest, RunResult, Status};
 use bunker_sys::event::Interest;
 
 use crate::cli::RunOpts;
@@ -57,32 +58,20 @@ pub fn main(opts: RunOpts) -> i32 {
             let say = |line: &str| console.notice(line);
             if let Some(message) = source::say_grant_findings(&policy, &origins, false, false, &say)
             {
-                return report_to.emit(
-                    &console,
-                    &failure(Status::PolicyError, message),
-                    exit::POLICY_ERROR,
-                );
+                return report_to.emit(&console, &policy_failure(message), exit::POLICY_ERROR);
             }
             policy
         }
         Err(message) => {
             console.notice(&format!("bunker: policy error: {message}"));
-            return report_to.emit(
-                &console,
-                &failure(Status::PolicyError, message),
-                exit::POLICY_ERROR,
-            );
+            return report_to.emit(&console, &policy_failure(message), exit::POLICY_ERROR);
         }
     };
     let resolve = match parse_resolve(&opts.resolve) {
         Ok(r) => r,
         Err(message) => {
             console.notice(&format!("bunker: {message}"));
-            return report_to.emit(
-                &console,
-                &failure(Status::PolicyError, message),
-                exit::POLICY_ERROR,
-            );
+            return report_to.emit(&console, &policy_failure(message), exit::POLICY_ERROR);
         }
     };
     let policy = with_program_binary(policy, &opts.command);
@@ -125,18 +114,7 @@ pub fn main(opts: RunOpts) -> i32 {
     );
     // A run that failed midway may have left bunker's lines in the console's relay.
     console.end_relay(false);
-    let mut result = match outcome {
-        Ok(result) => result,
-        Err(err) => {
-            let message = err.to_string();
-            console.notice(&format!("bunker: {message}"));
-            return report_to.emit(
-                &console,
-                &failure(Status::SetupError, message),
-                exit::SETUP_ERROR,
-            );
-        }
-    };
+    let mut result = outcome;
     result
         .enforced
         .notes
@@ -156,6 +134,8 @@ pub fn main(opts: RunOpts) -> i32 {
                     );
                 }
             }
+            // The step and what failed say it all, wherever the setup failed.
+            Status::SetupError => console.notice(&format!("bunker: {error}")),
             _ => console.notice(&format!("bunker: {}: {error}", status_name(result.status))),
         }
     }
@@ -191,9 +171,9 @@ struct Narrator {
 }
 
 impl Observer for Narrator {
-    fn event(&self, event: &Event<'_>) {
+    fn event(&self, event: &RunEvent) {
         match event {
-            Event::Ready { enforced } => {
+            RunEvent::Started { enforced } => {
                 warn_unenforced_limits(&self.console, &self.limits, enforced);
                 if self.console.verbosity() >= Verbosity::Verbose {
                     self.console
@@ -203,10 +183,10 @@ impl Observer for Narrator {
                     }
                 }
             }
-            Event::OutputCut { stream, limit } => self.console.verbose(&format!(
-                "bunker: {stream} reached limits.output ({limit} bytes, both streams together): \
-                 the rest is counted, not delivered"
-            )),
+            RunEvent::LimitHit { message, .. } => {
+                self.console.verbose(&format!("bunker: {message}"))
+            }
+            _ => {}
         }
     }
 }
@@ -330,21 +310,17 @@ fn warn_unenforced_limits(console: &Console, limits: &bunker_policy::Limits, enf
     }
 }
 
-/// The process exit code for a finished run.
+/// The process exit code for a finished run: the program's own end, or the one its error
+/// code maps to.
 fn exit_code(result: &RunResult) -> i32 {
     match result.status {
         Status::Ok => 0,
         Status::Exit => result.exit_code.unwrap_or(1),
         Status::Signal => 128 + result.signal.unwrap_or(0),
-        Status::Timeout => exit::TIMEOUT,
-        Status::CpuTime | Status::MemoryLimit | Status::PidsLimit | Status::OutputLimit => {
-            exit::LIMIT
-        }
-        Status::PolicyError => exit::POLICY_ERROR,
-        Status::SetupError => match result.exit_code {
-            Some(code @ (exit::CANNOT_EXECUTE | exit::NOT_FOUND)) => code,
-            _ => exit::SETUP_ERROR,
-        },
+        _ => result
+            .error_code
+            .and_then(ErrorCode::cli_exit_code)
+            .unwrap_or(exit::SETUP_ERROR),
     }
 }
 
@@ -453,20 +429,8 @@ fn with_program_binary(mut policy: Policy, argv: &[OsString]) -> Policy {
 }
 
 /// A result for runs that never started.
-fn failure(status: Status, error: String) -> RunResult {
-    RunResult {
-        status,
-        exit_code: None,
-        signal: None,
-        error: Some(error),
-        wall_ms: 0.0,
-        cpu_ms: 0.0,
-        peak_memory_bytes: None,
-        stdout: StreamResult::default(),
-        stderr: StreamResult::default(),
-        enforced: Enforced::default(),
-        http: Default::default(),
-    }
+fn policy_failure(message: String) -> RunResult {
+    RunResult::refused(ApiError::new(ErrorCode::PolicyInvalid, message))
 }
 
 /// Where the report goes: any of stderr (`--report json` alone), a descriptor, a file.

@@ -502,6 +502,7 @@ fn quiet_silences_bunkers_own_lines() {
         assert_eq!(out.status.code(), Some(127), "{mode}");
         assert!(bunker_lines(&out).is_empty(), "{mode}: {}", stderr(&out));
         assert_eq!(report(&out)["exit_code"], 127, "{mode}");
+        assert_eq!(report(&out)["error_code"], "command_not_found", "{mode}");
         // The control: without -q the reason is given.
         let out = bunker()
             .args(["run", "--", "no-such-command-here"])

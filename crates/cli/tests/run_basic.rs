@@ -394,6 +394,9 @@ fn a_setup_error_names_the_step() {
             "{mode}: {error}"
         );
         assert!(error.contains("ENOENT"), "{mode}: {error}");
+        // The failure inside init has the same shape as one before it: a code and the step.
+        assert_eq!(r["error_code"], "setup_failed", "{mode}");
+        assert_eq!(r["error_step"], format!("chdir {missing}"), "{mode}");
         // A missing write grant is known before the sandbox is built: a policy error.
         let out = cmd()
             .args([
@@ -410,6 +413,7 @@ fn a_setup_error_names_the_step() {
         assert_eq!(out.status.code(), Some(120), "{mode}: {}", stderr(&out));
         let r = report(&out);
         assert_eq!(r["status"], "policy_error", "{mode}");
+        assert_eq!(r["error_code"], "policy_invalid", "{mode}");
         let error = r["error"].as_str().unwrap();
         assert!(
             error.starts_with(&format!(

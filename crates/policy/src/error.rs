@@ -2,83 +2,12 @@
 
 use std::fmt;
 
+use bunker_api::{ApiError, ErrorCode, PolicyProblem};
 use serde::Serialize;
 
-/// Stable error codes, for clients that branch on the kind of mistake. Serialized (and
-/// returned by [`ErrorKind::code`]) in snake_case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The file could not be read.
-    Io,
-    /// Not valid JSON.
-    Syntax,
-    /// A key the language does not have.
-    UnknownKey,
-    /// A value of the wrong type or an unknown enum value.
-    InvalidValue,
-    /// A size that is not a size.
-    InvalidSize,
-    /// A duration that is not a duration.
-    InvalidDuration,
-    /// A limit that is zero or negative.
-    InvalidLimit,
-    /// A path that cannot be resolved.
-    InvalidPath,
-    /// A glob that does not compile, or a glob in an allow list.
-    InvalidGlob,
-    /// A net rule that is not a host, wildcard, address or CIDR.
-    InvalidNetRule,
-    /// An environment variable name that cannot be one.
-    InvalidEnvName,
-    /// An empty string.
-    EmptyString,
-    /// The same thing both allowed and denied.
-    Contradiction,
-    /// `~` used while HOME is not set.
-    MissingHome,
-    /// `extends` loops back on itself.
-    ExtendsCycle,
-    /// `extends` names a built-in profile that does not exist.
-    UnknownProfile,
-    /// A runtime profile whose program is not on PATH.
-    RuntimeNotFound,
-    /// A setting no layer of this version enforces (see `unenforced`).
-    NotEnforced,
-}
-
-impl ErrorKind {
-    /// The stable code, e.g. `"unknown_key"`.
-    pub fn code(self) -> &'static str {
-        match self {
-            ErrorKind::Io => "io",
-            ErrorKind::Syntax => "syntax",
-            ErrorKind::UnknownKey => "unknown_key",
-            ErrorKind::InvalidValue => "invalid_value",
-            ErrorKind::InvalidSize => "invalid_size",
-            ErrorKind::InvalidDuration => "invalid_duration",
-            ErrorKind::InvalidLimit => "invalid_limit",
-            ErrorKind::InvalidPath => "invalid_path",
-            ErrorKind::InvalidGlob => "invalid_glob",
-            ErrorKind::InvalidNetRule => "invalid_net_rule",
-            ErrorKind::InvalidEnvName => "invalid_env_name",
-            ErrorKind::EmptyString => "empty_string",
-            ErrorKind::Contradiction => "contradiction",
-            ErrorKind::MissingHome => "missing_home",
-            ErrorKind::ExtendsCycle => "extends_cycle",
-            ErrorKind::UnknownProfile => "unknown_profile",
-            ErrorKind::RuntimeNotFound => "runtime_not_found",
-            ErrorKind::NotEnforced => "not_enforced",
-        }
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
-    }
-}
+/// The kind of mistake, as a stable `snake_case` code. Defined in the API contract, where
+/// clients see it (`ApiError::policy`).
+pub use bunker_api::PolicyErrorKind as ErrorKind;
 
 /// A policy that cannot be loaded. Displays as `<file>: <json path>: <message>`, e.g.
 /// `policy.json: limits.memory: expected a size like "64MB" or a number of bytes, found "lots"`
@@ -127,21 +56,62 @@ impl fmt::Display for PolicyError {
     }
 }
 
-/// Classifies a message produced while deserializing (by serde or by this crate's visitors).
-pub(crate) fn kind_of_message(message: &str) -> ErrorKind {
-    if message.starts_with("unknown key") {
-        ErrorKind::UnknownKey
-    } else if message.starts_with(crate::units::SIZE_EXPECTED) || message.starts_with("size ") {
-        ErrorKind::InvalidSize
-    } else if message.starts_with(crate::units::DURATION_EXPECTED)
-        || message.starts_with("duration ")
-    {
-        ErrorKind::InvalidDuration
-    } else if message.starts_with(crate::units::COUNT_EXPECTED)
-        || message.starts_with(crate::units::CORES_EXPECTED)
-    {
-        ErrorKind::InvalidLimit
-    } else {
-        ErrorKind::InvalidValue
+impl From<&PolicyError> for ApiError {
+    fn from(e: &PolicyError) -> ApiError {
+        ApiError {
+            code: ErrorCode::PolicyInvalid,
+            message: e.to_string(),
+            step: None,
+            policy: Some(PolicyProblem {
+                kind: e.kind,
+                file: e.file.clone(),
+                json_path: e.json_path.clone(),
+            }),
+        }
     }
+}
+
+/// A mistake found before its place in the document is known: its kind, decided where it is
+/// found, and what was expected and found. [`PolicyError`] adds the file and JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Problem {
+        Problem {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+thread_local! {
+    /// The last error this crate's visitors raised while deserializing: serde carries only the
+    /// message out, so its kind is kept here (on the deserializing thread) for [`raised_kind`].
+    static RAISED: std::cell::RefCell<Option<Problem>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A deserialization error of `kind`, raised by one of this crate's visitors.
+pub(crate) fn invalid<E: serde::de::Error>(kind: ErrorKind, message: String) -> E {
+    let error = E::custom(&message);
+    RAISED.with(|r| *r.borrow_mut() = Some(Problem { kind, message }));
+    error
+}
+
+/// The kind of the error a visitor raised with exactly `message`, if one did (and forgets it);
+/// `None` for serde's own errors.
+pub(crate) fn raised_kind(message: &str) -> Option<ErrorKind> {
+    RAISED
+        .with(|r| r.borrow_mut().take())
+        .filter(|p| p.message == message)
+        .map(|p| p.kind)
 }

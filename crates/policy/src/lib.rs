@@ -15,7 +15,7 @@ pub mod types;
 pub mod unenforced;
 pub mod units;
 
-pub use error::{ErrorKind, PolicyError};
+pub use error::{ErrorKind, PolicyError, Problem};
 pub use glob::PathGlob;
 pub use load::{
     builtin, builtin_with, load, load_file, load_file_with, load_str, load_str_with, load_with,

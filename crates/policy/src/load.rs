@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::{kind_of_message, ErrorKind, PolicyError};
+use crate::error::{raised_kind, ErrorKind, PolicyError, Problem};
 use crate::net::NetRule;
 use crate::path::{self, Access, PathPattern};
 use crate::profiles;
@@ -234,12 +234,16 @@ fn serde_error(origin: &str, path: String, err: serde_json::Error) -> PolicyErro
         }
         Category::Data => {
             let message = full.strip_suffix(&location).unwrap_or(&full);
-            let message = match message.strip_prefix("unknown field") {
-                Some(rest) => format!("unknown key{rest}"),
-                None => message.to_string(),
-            };
+            // Ours carry their kind; of serde's own, only its unknown-field error has one
+            // (`deny_unknown_fields`), told by its fixed wording.
+            let (kind, message) =
+                match (raised_kind(message), message.strip_prefix("unknown field")) {
+                    (Some(kind), _) => (kind, message.to_string()),
+                    (None, Some(rest)) => (ErrorKind::UnknownKey, format!("unknown key{rest}")),
+                    (None, None) => (ErrorKind::InvalidValue, message.to_string()),
+                };
             let path = if path == "." { String::new() } else { path };
-            PolicyError::new(kind_of_message(&message), origin, path, message)
+            PolicyError::new(kind, origin, path, message)
         }
     }
 }
@@ -642,15 +646,8 @@ fn empty(origin: &str, json_path: &str) -> PolicyError {
     )
 }
 
-fn path_error(origin: &str, json_path: &str, message: String) -> PolicyError {
-    let kind = if message.contains("HOME is not set") {
-        ErrorKind::MissingHome
-    } else if message.contains("glob") {
-        ErrorKind::InvalidGlob
-    } else {
-        ErrorKind::InvalidPath
-    };
-    PolicyError::new(kind, origin, json_path, message)
+fn path_error(origin: &str, json_path: &str, problem: Problem) -> PolicyError {
+    PolicyError::new(problem.kind, origin, json_path, problem.message)
 }
 
 fn greater_than_zero(origin: &str, json_path: &str, found: String) -> PolicyError {
@@ -782,14 +779,9 @@ impl Lowering<'_> {
 
     fn size(&self, value: &Option<ByteSize>, json_path: &str) -> Result<Option<u64>, PolicyError> {
         let Some(value) = value else { return Ok(None) };
-        let bytes = value.bytes().map_err(|m| {
-            let kind = if m.starts_with("size ") {
-                ErrorKind::InvalidSize
-            } else {
-                kind_of_message(&m)
-            };
-            self.err(kind, json_path, m)
-        })?;
+        let bytes = value
+            .bytes()
+            .map_err(|p| self.err(p.kind, json_path, p.message))?;
         if bytes == 0 {
             let found = match value {
                 ByteSize::Bytes(n) => n.to_string(),
@@ -813,7 +805,7 @@ impl Lowering<'_> {
         }
         let d = value
             .duration()
-            .map_err(|m| self.err(kind_of_message(&m), json_path, m))?;
+            .map_err(|p| self.err(p.kind, json_path, p.message))?;
         if d.is_zero() {
             let found = match value {
                 Span::Seconds(s) => format_number(*s),

@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Serialize, Serializer};
 
+use crate::error::{ErrorKind, Problem};
 use crate::glob::{self, PathGlob};
 use crate::types::Policy;
 use crate::units::quote;
@@ -124,40 +125,49 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+fn bad_path(message: String) -> Problem {
+    Problem::new(ErrorKind::InvalidPath, message)
+}
+
 /// Makes `text` absolute: `~` and `~/x` against `home`, relative paths against `base`.
-pub fn resolve(text: &str, base: &Path, home: Option<&Path>) -> Result<PathBuf, String> {
+pub fn resolve(text: &str, base: &Path, home: Option<&Path>) -> Result<PathBuf, Problem> {
     if text.is_empty() {
-        return Err("expected a path, found an empty string".to_string());
+        return Err(bad_path(
+            "expected a path, found an empty string".to_string(),
+        ));
     }
     if text.contains('\0') {
-        return Err(format!(
+        return Err(bad_path(format!(
             "a path cannot contain a NUL byte, found {}",
             quote(text)
-        ));
+        )));
     }
     let joined = if text == "~" || text.starts_with("~/") {
         let home = home.filter(|h| h.is_absolute()).ok_or_else(|| {
-            format!(
-                "{} starts with \"~\" but HOME is not set to an absolute path",
-                quote(text)
+            Problem::new(
+                ErrorKind::MissingHome,
+                format!(
+                    "{} starts with \"~\" but HOME is not set to an absolute path",
+                    quote(text)
+                ),
             )
         })?;
         home.join(text.trim_start_matches('~').trim_start_matches('/'))
     } else if text.starts_with('~') {
-        return Err(format!(
+        return Err(bad_path(format!(
             "{}: only \"~\" and \"~/...\" (the caller's HOME) are supported, not \"~user\"",
             quote(text)
-        ));
+        )));
     } else {
         base.join(text)
     };
     let normalized = normalize(&joined);
     if !normalized.is_absolute() {
-        return Err(format!(
+        return Err(bad_path(format!(
             "{} is relative and the policy's directory {} is not absolute",
             quote(text),
             quote(&base.display().to_string())
-        ));
+        )));
     }
     Ok(normalized)
 }
@@ -168,11 +178,14 @@ pub fn parse_allow(
     list: &str,
     base: &Path,
     home: Option<&Path>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, Problem> {
     if is_glob(text) {
-        return Err(format!(
-            "globs are only allowed in deny lists; allow.{list} needs a plain path, found {}",
-            quote(text)
+        return Err(Problem::new(
+            ErrorKind::InvalidGlob,
+            format!(
+                "globs are only allowed in deny lists; allow.{list} needs a plain path, found {}",
+                quote(text)
+            ),
         ));
     }
     resolve(text, base, home)
@@ -180,9 +193,11 @@ pub fn parse_allow(
 
 /// Parses a deny-list entry: a path, or a glob (a bare name like `.env` or `*.pem` means
 /// `**/.env`, `**/*.pem`: anywhere).
-pub fn parse_deny(text: &str, base: &Path, home: Option<&Path>) -> Result<PathPattern, String> {
+pub fn parse_deny(text: &str, base: &Path, home: Option<&Path>) -> Result<PathPattern, Problem> {
     if text.is_empty() {
-        return Err("expected a path or glob, found an empty string".to_string());
+        return Err(bad_path(
+            "expected a path or glob, found an empty string".to_string(),
+        ));
     }
     let bare_name = !text.contains('/') && !text.starts_with('~') && text != "." && text != "..";
     if !is_glob(text) && !bare_name {
@@ -202,7 +217,9 @@ pub fn parse_deny(text: &str, base: &Path, home: Option<&Path>) -> Result<PathPa
         let dir = glob::escape(&dir.display().to_string());
         format!("{}/{rest}", dir.trim_end_matches('/'))
     };
-    PathGlob::new(glob.trim_end_matches('/')).map(PathPattern::Glob)
+    PathGlob::new(glob.trim_end_matches('/'))
+        .map(PathPattern::Glob)
+        .map_err(|message| Problem::new(ErrorKind::InvalidGlob, message))
 }
 
 /// Splits a glob into its leading components without glob characters and the rest.

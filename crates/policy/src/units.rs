@@ -15,6 +15,8 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::error::{invalid, ErrorKind, Problem};
+
 /// What a size error says was expected.
 pub const SIZE_EXPECTED: &str = r#"expected a size like "64MB" or a number of bytes"#;
 /// What a duration error says was expected.
@@ -31,11 +33,13 @@ pub enum ByteSize {
 }
 
 impl ByteSize {
-    /// The number of bytes, or the error message for a malformed size.
-    pub fn bytes(&self) -> Result<u64, String> {
+    /// The number of bytes, or why it is not a size.
+    pub fn bytes(&self) -> Result<u64, Problem> {
         match self {
             ByteSize::Bytes(n) => Ok(*n),
-            ByteSize::Text(text) => parse_size(text),
+            ByteSize::Text(text) => {
+                parse_size(text).map_err(|m| Problem::new(ErrorKind::InvalidSize, m))
+            }
         }
     }
 }
@@ -49,13 +53,14 @@ pub enum Span {
 }
 
 impl Span {
-    /// The duration, or the error message for a malformed or negative one.
-    pub fn duration(&self) -> Result<Duration, String> {
+    /// The duration, or why it is not one (malformed or negative).
+    pub fn duration(&self) -> Result<Duration, Problem> {
         match self {
             Span::Seconds(secs) => seconds_to_duration(*secs)
                 .ok_or_else(|| format!("{DURATION_EXPECTED}, found {}", format_number(*secs))),
             Span::Text(text) => parse_duration(text),
         }
+        .map_err(|m| Problem::new(ErrorKind::InvalidDuration, m))
     }
 }
 
@@ -213,36 +218,49 @@ impl<'de> Visitor<'de> for SizeVisitor {
         Ok(ByteSize::Bytes(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-        u64::try_from(v)
-            .map(ByteSize::Bytes)
-            .map_err(|_| E::custom(format!("{SIZE_EXPECTED}, found {v}")))
+        u64::try_from(v).map(ByteSize::Bytes).map_err(|_| {
+            invalid(
+                ErrorKind::InvalidSize,
+                format!("{SIZE_EXPECTED}, found {v}"),
+            )
+        })
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<ByteSize, E> {
         if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 1.8e19 {
             Ok(ByteSize::Bytes(v as u64))
         } else {
-            Err(E::custom(format!(
-                "{SIZE_EXPECTED}, found {}",
-                format_number(v)
-            )))
+            Err(invalid(
+                ErrorKind::InvalidSize,
+                format!("{SIZE_EXPECTED}, found {}", format_number(v)),
+            ))
         }
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
         Ok(ByteSize::Text(v.to_string()))
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<ByteSize, E> {
-        Err(E::custom(format!("{SIZE_EXPECTED}, found {v}")))
+        Err(invalid(
+            ErrorKind::InvalidSize,
+            format!("{SIZE_EXPECTED}, found {v}"),
+        ))
     }
     fn visit_unit<E: de::Error>(self) -> Result<ByteSize, E> {
-        Err(E::custom(format!("{SIZE_EXPECTED}, found null")))
+        Err(invalid(
+            ErrorKind::InvalidSize,
+            format!("{SIZE_EXPECTED}, found null"),
+        ))
     }
     fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<ByteSize, A::Error> {
-        Err(de::Error::custom(format!("{SIZE_EXPECTED}, found a list")))
+        Err(invalid(
+            ErrorKind::InvalidSize,
+            format!("{SIZE_EXPECTED}, found a list"),
+        ))
     }
     fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<ByteSize, A::Error> {
-        Err(de::Error::custom(format!(
-            "{SIZE_EXPECTED}, found an object"
-        )))
+        Err(invalid(
+            ErrorKind::InvalidSize,
+            format!("{SIZE_EXPECTED}, found an object"),
+        ))
     }
 }
 
@@ -273,20 +291,28 @@ impl<'de> Visitor<'de> for SpanVisitor {
         Ok(Span::Text(v.to_string()))
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Span, E> {
-        Err(E::custom(format!("{DURATION_EXPECTED}, found {v}")))
+        Err(invalid(
+            ErrorKind::InvalidDuration,
+            format!("{DURATION_EXPECTED}, found {v}"),
+        ))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Span, E> {
-        Err(E::custom(format!("{DURATION_EXPECTED}, found null")))
+        Err(invalid(
+            ErrorKind::InvalidDuration,
+            format!("{DURATION_EXPECTED}, found null"),
+        ))
     }
     fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Span, A::Error> {
-        Err(de::Error::custom(format!(
-            "{DURATION_EXPECTED}, found a list"
-        )))
+        Err(invalid(
+            ErrorKind::InvalidDuration,
+            format!("{DURATION_EXPECTED}, found a list"),
+        ))
     }
     fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Span, A::Error> {
-        Err(de::Error::custom(format!(
-            "{DURATION_EXPECTED}, found an object"
-        )))
+        Err(invalid(
+            ErrorKind::InvalidDuration,
+            format!("{DURATION_EXPECTED}, found an object"),
+        ))
     }
 }
 
@@ -309,36 +335,49 @@ pub fn deserialize_opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u
             Ok(Some(v))
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<u64>, E> {
-            u64::try_from(v)
-                .map(Some)
-                .map_err(|_| E::custom(format!("{COUNT_EXPECTED}, found {v}")))
+            u64::try_from(v).map(Some).map_err(|_| {
+                invalid(
+                    ErrorKind::InvalidLimit,
+                    format!("{COUNT_EXPECTED}, found {v}"),
+                )
+            })
         }
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Option<u64>, E> {
             if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 1.8e19 {
                 Ok(Some(v as u64))
             } else {
-                Err(E::custom(format!(
-                    "{COUNT_EXPECTED}, found {}",
-                    format_number(v)
-                )))
+                Err(invalid(
+                    ErrorKind::InvalidLimit,
+                    format!("{COUNT_EXPECTED}, found {}", format_number(v)),
+                ))
             }
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<u64>, E> {
-            Err(E::custom(format!("{COUNT_EXPECTED}, found {}", quote(v))))
+            Err(invalid(
+                ErrorKind::InvalidLimit,
+                format!("{COUNT_EXPECTED}, found {}", quote(v)),
+            ))
         }
         fn visit_bool<E: de::Error>(self, v: bool) -> Result<Option<u64>, E> {
-            Err(E::custom(format!("{COUNT_EXPECTED}, found {v}")))
+            Err(invalid(
+                ErrorKind::InvalidLimit,
+                format!("{COUNT_EXPECTED}, found {v}"),
+            ))
         }
         fn visit_unit<E: de::Error>(self) -> Result<Option<u64>, E> {
             Ok(None)
         }
         fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Option<u64>, A::Error> {
-            Err(de::Error::custom(format!("{COUNT_EXPECTED}, found a list")))
+            Err(invalid(
+                ErrorKind::InvalidLimit,
+                format!("{COUNT_EXPECTED}, found a list"),
+            ))
         }
         fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Option<u64>, A::Error> {
-            Err(de::Error::custom(format!(
-                "{COUNT_EXPECTED}, found an object"
-            )))
+            Err(invalid(
+                ErrorKind::InvalidLimit,
+                format!("{COUNT_EXPECTED}, found an object"),
+            ))
         }
     }
     d.deserialize_any(CountVisitor)
@@ -366,21 +405,31 @@ pub fn deserialize_opt_cores<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f
             Ok(Some(v))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<f64>, E> {
-            Err(E::custom(format!("{CORES_EXPECTED}, found {}", quote(v))))
+            Err(invalid(
+                ErrorKind::InvalidLimit,
+                format!("{CORES_EXPECTED}, found {}", quote(v)),
+            ))
         }
         fn visit_bool<E: de::Error>(self, v: bool) -> Result<Option<f64>, E> {
-            Err(E::custom(format!("{CORES_EXPECTED}, found {v}")))
+            Err(invalid(
+                ErrorKind::InvalidLimit,
+                format!("{CORES_EXPECTED}, found {v}"),
+            ))
         }
         fn visit_unit<E: de::Error>(self) -> Result<Option<f64>, E> {
             Ok(None)
         }
         fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Option<f64>, A::Error> {
-            Err(de::Error::custom(format!("{CORES_EXPECTED}, found a list")))
+            Err(invalid(
+                ErrorKind::InvalidLimit,
+                format!("{CORES_EXPECTED}, found a list"),
+            ))
         }
         fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Option<f64>, A::Error> {
-            Err(de::Error::custom(format!(
-                "{CORES_EXPECTED}, found an object"
-            )))
+            Err(invalid(
+                ErrorKind::InvalidLimit,
+                format!("{CORES_EXPECTED}, found an object"),
+            ))
         }
     }
     d.deserialize_any(CoresVisitor)

@@ -129,6 +129,10 @@ const TABLE: &[(&str, &str, ErrorKind)] = &[
      "policy.json: limits: expected an object, found a list", ErrorKind::InvalidValue),
     (r#"{"limits": {"best_effort": ["disk"]}}"#,
      "policy.json: limits.best_effort[0]: unknown variant `disk`, expected one of `memory`, `pids`, `cpu`, `cpu_time`", ErrorKind::InvalidValue),
+    // The kind comes from where the error is made, not from the words of its message: a path
+    // whose text says "glob" is still a path error.
+    (r#"{"allow": {"read": ["/srv/glob\u0000x"]}}"#,
+     "policy.json: allow.read[0]: a path cannot contain a NUL byte, found \"/srv/glob\\u0000x\"", ErrorKind::InvalidPath),
 ];
 
 #[test]
@@ -178,4 +182,24 @@ fn good_policies_still_load() {
         load_str_with(text, Path::new("/srv/app"), "policy.json", &env())
             .unwrap_or_else(|e| panic!("{text}: {e}"));
     }
+}
+
+#[test]
+fn a_policy_error_reaches_clients_with_its_code_kind_and_place() {
+    let err = load_str_with(
+        r#"{"limits": {"memory": "lots"}}"#,
+        Path::new("/srv/app"),
+        "policy.json",
+        &env(),
+    )
+    .unwrap_err();
+    let api = bunker_api::ApiError::from(&err);
+    assert_eq!(api.code, bunker_api::ErrorCode::PolicyInvalid);
+    assert_eq!(api.message, err.to_string());
+    let place = api.policy.unwrap();
+    assert_eq!(place.kind, ErrorKind::InvalidSize);
+    assert_eq!(
+        (place.file.as_str(), place.json_path.as_str()),
+        ("policy.json", "limits.memory")
+    );
 }

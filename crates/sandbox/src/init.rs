@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use bunker_api::ErrorCode;
 use bunker_policy::Policy;
 use bunker_sys::process::{self, StdioFds, WaitStatus};
 use bunker_sys::{fd, SysError};
@@ -33,6 +34,8 @@ pub enum InitMessage {
         step: String,
         errno: i32,
         detail: String,
+        /// `setup_failed`, or `unenforceable` for a layer this host cannot enforce.
+        code: ErrorCode,
     },
     /// Setup is complete and init has restricted itself; the program is about to be forked.
     /// When `allow.net` is non-empty, the datagram carries two fds (SCM_RIGHTS): the HTTP and the
@@ -143,17 +146,24 @@ fn step(name: impl Into<String>) -> impl FnOnce(SysError) -> SandboxError {
     move |source| SandboxError::Setup { step, source }
 }
 
-/// Splits an error into the fields of [`InitMessage::SetupFailed`].
-pub fn failure_fields(e: &SandboxError) -> (String, i32, String) {
-    match e {
+/// The [`InitMessage::SetupFailed`] report of an error; spawn.rs turns it back into the same
+/// kind of error (`spawn::setup_failed`).
+pub fn failure_message(e: &SandboxError) -> InitMessage {
+    let (step, errno, detail) = match e {
         SandboxError::Setup { step, source } => (step.clone(), source.errno, source.call.clone()),
-        SandboxError::Unsupported { layer, reason } => (
-            layer.clone(),
-            0,
-            format!("cannot enforce {layer}: {reason}"),
-        ),
+        SandboxError::Unsupported { layer, reason } => (layer.clone(), 0, reason.clone()),
         SandboxError::Init { step, detail } => (step.clone(), 0, detail.clone()),
-        other => ("setup".to_string(), 0, other.to_string()),
+        other => (
+            other.step().unwrap_or("setup").to_string(),
+            0,
+            other.to_string(),
+        ),
+    };
+    InitMessage::SetupFailed {
+        step,
+        errno,
+        detail,
+        code: e.code(),
     }
 }
 
@@ -174,16 +184,7 @@ pub fn run(ctx: &InitContext) -> ! {
             supervise_program(ctx)
         }
         Err(e) => {
-            let (step, errno, detail) = failure_fields(&e);
-            let _ = send(
-                ctx.control,
-                &InitMessage::SetupFailed {
-                    step,
-                    errno,
-                    detail,
-                },
-                &[],
-            );
+            let _ = send(ctx.control, &failure_message(&e), &[]);
             process::exit_now(1)
         }
     }
@@ -501,6 +502,7 @@ fn supervise_program(ctx: &InitContext) -> ! {
                 step: "start the program".into(),
                 errno: 0,
                 detail,
+                code: ErrorCode::SetupFailed,
             },
             &[],
         );

@@ -17,7 +17,6 @@ pub mod landlock;
 pub mod limits;
 pub mod mounts;
 pub mod preflight;
-pub mod result;
 pub mod seccomp;
 #[cfg(test)]
 #[path = "../../test-support/skip.rs"]
@@ -28,6 +27,8 @@ pub mod supervise;
 pub mod user_counters;
 pub mod walk;
 
+/// The result types are the API contract's (`bunker-api`), re-exported where they always were.
+pub use bunker_api::result;
 pub use error::SandboxError;
 pub use result::*;
 
@@ -56,6 +57,6 @@ pub struct RunRequest {
     /// Where bunker's own lines go while the output streams (see [`console`]); `None` for
     /// callers that capture.
     pub console: Option<console::Console>,
-    /// Told of each decision as it happens ([`events::Event`]).
+    /// Told of each decision as it happens ([`events::RunEvent`]).
     pub observer: Option<Arc<dyn events::Observer>>,
 }

@@ -199,10 +199,9 @@ impl SandboxCgroup {
     /// Moves `pid` (the sandbox's init, still waiting before setup) into the cgroup.
     pub fn add_process(&self, pid: i32) -> Result<(), SandboxError> {
         match &self.group {
-            Some(g) => g.add_process(pid).map_err(|e| {
-                SandboxError::Cgroup(format!(
-                    "move sandbox init (pid {pid}) into its cgroup: {e}"
-                ))
+            Some(g) => g.add_process(pid).map_err(|source| SandboxError::Cgroup {
+                step: format!("move sandbox init (pid {pid}) into its cgroup"),
+                source: Box::new(source),
             }),
             None => Ok(()),
         }
@@ -219,10 +218,9 @@ impl SandboxCgroup {
         let Some(g) = &self.group else {
             return Ok(Vec::new());
         };
-        let fail = |e: CgroupError| {
-            SandboxError::Cgroup(format!(
-                "move sandbox init (pid {pid}) into its cgroup: {e}"
-            ))
+        let fail = |source: CgroupError| SandboxError::Cgroup {
+            step: format!("move sandbox init (pid {pid}) into its cgroup"),
+            source: Box::new(source),
         };
         g.add_process_v2(pid).map_err(fail)?;
         Ok(g.open_self_join()
@@ -275,9 +273,10 @@ impl SandboxCgroup {
     /// Kills whatever is left in the cgroup and removes it (drop does the same, silently).
     pub fn destroy(&mut self) -> Result<(), SandboxError> {
         match self.group.take() {
-            Some(mut g) => g
-                .destroy()
-                .map_err(|e| SandboxError::Cgroup(format!("remove {}: {e}", g.name()))),
+            Some(mut g) => g.destroy().map_err(|source| SandboxError::Cgroup {
+                step: format!("remove {}", g.name()),
+                source: Box::new(source),
+            }),
             None => Ok(()),
         }
     }
@@ -347,15 +346,20 @@ fn pid_alive(pid: i32) -> bool {
 /// Removes the cgroups left by supervisors that died without cleaning up (SIGKILL), killing
 /// anything still inside. Returns the directories removed. Backs `bunker doctor --clean`.
 pub fn clean_stale() -> Result<Vec<String>, SandboxError> {
-    let report = bunker_cgroup::clean_stale()
-        .map_err(|e| SandboxError::Cgroup(format!("find stale sandbox cgroups: {e}")))?;
+    let report = bunker_cgroup::clean_stale().map_err(|source| SandboxError::Cgroup {
+        step: "find stale sandbox cgroups".into(),
+        source: Box::new(source),
+    })?;
     if let Some((path, reason)) = report.failed.first() {
-        return Err(SandboxError::Cgroup(format!(
-            "removed {} stale cgroup(s), but cannot remove {} ({} in all): {reason}",
-            report.removed.len(),
-            path.display(),
-            report.failed.len()
-        )));
+        return Err(SandboxError::Init {
+            step: format!(
+                "cgroup: removed {} stale cgroup(s), but cannot remove {} ({} in all)",
+                report.removed.len(),
+                path.display(),
+                report.failed.len()
+            ),
+            detail: reason.clone(),
+        });
     }
     Ok(report
         .removed

@@ -29,7 +29,7 @@
 //!    that cannot be made kills init and fails the run.
 //! 7. Wait for init's first message: `SetupFailed` → a setup error naming the step; `Ready` →
 //!    the proxy listeners it carries go to `Egress::start`.
-//! 8. The observer hears `Event::Ready` (what is enforced, before any output is relayed);
+//! 8. The observer hears `RunEvent::Started` (what is enforced, before any output is relayed);
 //!    `supervise::supervise` until the sandbox is gone (relaying the stdin of step 3);
 //!    `Egress::finish` records into the result.
 //!
@@ -94,13 +94,14 @@ use bunker_sys::{fd, SysError};
 
 use crate::egress::Egress;
 use crate::error::SandboxError;
-use crate::events::Event;
+use crate::events::RunEvent;
 use crate::idmap::{self, IdMode};
 use crate::init::{self, InitContext, InitMessage};
 use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, LayerStatus, RunResult};
 use crate::supervise::{self, Supervised};
 use crate::{env, grants, landlock, mounts, RunRequest};
+use bunker_api::ErrorCode;
 
 /// The clone flags for the policy's namespaces (cgroup is unshared later, by init).
 pub fn clone_flags(namespaces: &[Namespace]) -> libc::c_int {
@@ -146,7 +147,18 @@ pub fn caller_refusal(policy: &Policy) -> Option<SandboxError> {
 /// Must be called while the process is single-threaded, and from a thread that lives until
 /// the sandbox has ended: init's parent-death signal fires when the *thread* that cloned it
 /// exits. `egress` serves the proxy listeners when `allow.net` is non-empty.
-pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResult, SandboxError> {
+///
+/// Every way a run can end is a [`RunResult`]: a sandbox that could not be built, whether the
+/// step failed before init was cloned, inside init, or as init started the program, is
+/// `status: setup_error` (or `policy_error`) with its `error_code` and `error_step`.
+pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> RunResult {
+    build_and_run(req, egress).unwrap_or_else(|e| RunResult::refused(e.to_api_error()))
+}
+
+fn build_and_run(
+    req: &RunRequest,
+    egress: Option<&mut dyn Egress>,
+) -> Result<RunResult, SandboxError> {
     let policy = &req.policy;
     let ns = &policy.kernel.namespaces;
     let has = |n: Namespace| ns.contains(&n);
@@ -163,7 +175,7 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         return Err(refusal);
     }
     if req.argv.is_empty() {
-        return Err(SandboxError::Exec("no program given".into()));
+        return Err(SandboxError::NoProgram);
     }
 
     // Step 1.
@@ -311,9 +323,10 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
                 step,
                 errno,
                 detail,
+                code,
             }) = serde_json::from_slice(&data)
             {
-                return setup_failed(step, errno, detail);
+                return setup_failed(step, errno, detail, code);
             }
         }
         e
@@ -386,9 +399,10 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
             step,
             errno,
             detail,
+            code,
         } => {
             let _ = process::waitpid(pid, false);
-            return Err(setup_failed(step, errno, detail));
+            return Err(setup_failed(step, errno, detail, code));
         }
         other => {
             return Err(abort(SandboxError::Init {
@@ -434,8 +448,8 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
         console.start_relay();
     }
     if let Some(observer) = &req.observer {
-        observer.event(&Event::Ready {
-            enforced: &enforced,
+        observer.event(&RunEvent::Started {
+            enforced: enforced.clone(),
         });
     }
     let sandbox = Supervised {
@@ -460,9 +474,14 @@ pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> Result<RunResul
     Ok(result)
 }
 
-/// The error for init's `SetupFailed` report.
-fn setup_failed(step: String, errno: i32, detail: String) -> SandboxError {
-    if errno != 0 {
+/// The error for init's `SetupFailed` report (`init::failure_message` made it).
+fn setup_failed(step: String, errno: i32, detail: String, code: ErrorCode) -> SandboxError {
+    if code == ErrorCode::Unenforceable {
+        SandboxError::Unsupported {
+            layer: step,
+            reason: detail,
+        }
+    } else if errno != 0 {
         SandboxError::Setup {
             step,
             source: SysError::from_errno(detail, errno),
@@ -509,6 +528,40 @@ pub fn argv<I: IntoIterator<Item = S>, S: Into<OsString>>(args: I) -> Vec<OsStri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setup_failure_inside_init_keeps_its_code_and_step_across_the_socket() {
+        let errors = [
+            SandboxError::Unsupported {
+                layer: "seccomp".into(),
+                reason: "no filter".into(),
+            },
+            SandboxError::Setup {
+                step: "bind mount /x → /x".into(),
+                source: SysError::from_errno("mount", libc::ENOENT),
+            },
+            SandboxError::Init {
+                step: "landlock".into(),
+                detail: "ruleset".into(),
+            },
+        ];
+        for sent in errors {
+            let wire = serde_json::to_vec(&init::failure_message(&sent)).unwrap();
+            let Ok(InitMessage::SetupFailed {
+                step,
+                errno,
+                detail,
+                code,
+            }) = serde_json::from_slice(&wire)
+            else {
+                panic!("not a SetupFailed");
+            };
+            let back = setup_failed(step, errno, detail, code);
+            assert_eq!(back.code(), sent.code(), "{sent}");
+            assert_eq!(back.step(), sent.step(), "{sent}");
+            assert_eq!(back.to_string(), sent.to_string());
+        }
+    }
 
     #[test]
     fn all_namespaces_map_to_clone_flags_except_cgroup() {

@@ -24,11 +24,13 @@ use bunker_sys::fd;
 
 use crate::console::Console;
 use crate::error::SandboxError;
-use crate::events::{Event, Observer};
+use crate::events::{Observer, RunEvent};
 use crate::init::{self, InitMessage, MAX_MESSAGE};
 use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, RunResult, Status, StreamResult};
 use crate::stdin::Relay;
+use bunker_api::exit::{CANNOT_EXECUTE, NOT_FOUND};
+use bunker_api::{Data, ErrorCode};
 
 /// How often CPU time and OOM kills are checked while the sandbox runs.
 const ACCOUNTING_TICK: Duration = Duration::from_millis(10);
@@ -196,6 +198,8 @@ pub fn supervise(sandbox: Supervised, policy: &Policy) -> Result<RunResult, Sand
         exit_code: verdict.exit_code,
         signal: verdict.signal,
         error: verdict.error,
+        error_code: verdict.error_code,
+        error_step: verdict.error_step,
         wall_ms: ms(ended.saturating_duration_since(started)),
         cpu_ms: ms(cpu),
         peak_memory_bytes: memory.and_then(|m| m.peak_bytes),
@@ -219,8 +223,8 @@ fn ms(d: Duration) -> f64 {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Messages {
     pub started: bool,
-    /// `step: detail` of a failed setup step.
-    pub setup_failed: Option<String>,
+    /// A failed setup step: its code, the step, and `step: detail`.
+    pub setup_failed: Option<(ErrorCode, String, String)>,
     /// The exec failure's message.
     pub exec_failed: Option<String>,
     /// The program's end: (exit code, signal).
@@ -235,14 +239,15 @@ impl Messages {
                 step,
                 errno,
                 detail,
+                code,
             } => {
                 let errno = if errno != 0 {
                     format!(" ({})", bunker_sys::error::errno_name(errno))
                 } else {
                     String::new()
                 };
-                self.setup_failed
-                    .get_or_insert(format!("{step}: {detail}{errno}"));
+                let message = format!("{step}: {detail}{errno}");
+                self.setup_failed.get_or_insert((code, step, message));
             }
             InitMessage::ExecFailed { detail, .. } => {
                 self.exec_failed.get_or_insert(detail);
@@ -274,6 +279,10 @@ pub struct Verdict {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub error: Option<String>,
+    /// Set with `error`: its stable code.
+    pub error_code: Option<ErrorCode>,
+    /// For a setup failure: the step that failed.
+    pub error_step: Option<String>,
 }
 
 fn signal_name(sig: i32) -> String {
@@ -310,17 +319,25 @@ fn human_bytes(n: u64) -> String {
 /// a setup failure means the program never ran; an OOM kill explains a dead program; the pids
 /// limit explains a failing one.
 pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
-    let v = |status, exit_code, signal, error: String| Verdict {
+    let v = |status, error_code, exit_code, signal, error: String| Verdict {
         status,
         exit_code,
         signal,
         error: Some(error),
+        error_code: Some(error_code),
+        error_step: None,
+    };
+    // An exec failure, or init's own end with the exec failure's code.
+    let exec_code = |code: Option<i32>| match code {
+        Some(NOT_FOUND) => ErrorCode::CommandNotFound,
+        _ => ErrorCode::CannotExecute,
     };
     if let Some(kill) = o.kill {
         let killed = Some(libc::SIGKILL);
         let mut verdict = match kill {
             KillReason::Timeout => v(
                 Status::Timeout,
+                ErrorCode::LimitTimeout,
                 None,
                 killed,
                 format!(
@@ -330,6 +347,7 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
             ),
             KillReason::CpuTime => v(
                 Status::CpuTime,
+                ErrorCode::LimitCpuTime,
                 None,
                 killed,
                 format!(
@@ -338,9 +356,16 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
                     span(limits.cpu_time.unwrap_or_default())
                 ),
             ),
-            KillReason::MemoryLimit => v(Status::MemoryLimit, None, killed, memory_message(limits)),
+            KillReason::MemoryLimit => v(
+                Status::MemoryLimit,
+                ErrorCode::LimitMemory,
+                None,
+                killed,
+                memory_message(limits),
+            ),
             KillReason::MemoryThrash => v(
                 Status::MemoryLimit,
+                ErrorCode::LimitMemory,
                 None,
                 killed,
                 format!(
@@ -351,6 +376,7 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
             ),
             KillReason::OutputLimit => v(
                 Status::OutputLimit,
+                ErrorCode::LimitOutput,
                 None,
                 killed,
                 format!(
@@ -360,6 +386,7 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
             ),
             KillReason::Terminated(sig) => v(
                 Status::Signal,
+                ErrorCode::Terminated,
                 None,
                 Some(sig),
                 format!(
@@ -376,8 +403,11 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
         }
         return verdict;
     }
-    if let Some(failed) = &o.messages.setup_failed {
-        return v(Status::SetupError, None, None, failed.clone());
+    if let Some((code, step, failed)) = &o.messages.setup_failed {
+        return Verdict {
+            error_step: Some(step.clone()),
+            ..v(Status::SetupError, *code, None, None, failed.clone())
+        };
     }
     let (code, signal) = match o.messages.exited {
         Some(end) => end,
@@ -385,10 +415,16 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
         None => (o.init_exit.code, o.init_exit.signal),
     };
     if o.oom_kills > 0 {
-        return v(Status::MemoryLimit, code, signal, memory_message(limits));
+        return v(
+            Status::MemoryLimit,
+            ErrorCode::LimitMemory,
+            code,
+            signal,
+            memory_message(limits),
+        );
     }
     if let Some(detail) = &o.messages.exec_failed {
-        return v(Status::Exit, code, None, detail.clone());
+        return v(Status::Exit, exec_code(code), code, None, detail.clone());
     }
     if o.messages.exited.is_none() {
         let how = match (o.init_exit.code, o.init_exit.signal) {
@@ -398,8 +434,25 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
         };
         let error = format!("the sandbox's init {how} before the program ended");
         return match signal {
-            Some(s) => v(Status::Signal, None, Some(s), error),
-            None => v(Status::SetupError, code, None, error),
+            Some(s) => v(
+                Status::Signal,
+                ErrorCode::InternalError,
+                None,
+                Some(s),
+                error,
+            ),
+            None => match code {
+                Some(NOT_FOUND | CANNOT_EXECUTE) => {
+                    v(Status::SetupError, exec_code(code), code, None, error)
+                }
+                _ => v(
+                    Status::SetupError,
+                    ErrorCode::SetupFailed,
+                    code,
+                    None,
+                    error,
+                ),
+            },
         };
     }
     let cpu_exhausted = limits.cpu_time.is_some_and(|limit| o.cpu >= limit);
@@ -409,9 +462,12 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
             exit_code: Some(0),
             signal: None,
             error: None,
+            error_code: None,
+            error_step: None,
         },
         (_, Some(s)) if s == libc::SIGXCPU || (s == libc::SIGKILL && cpu_exhausted) => v(
             Status::CpuTime,
+            ErrorCode::LimitCpuTime,
             None,
             Some(s),
             format!(
@@ -421,20 +477,28 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
                 span(limits.cpu_time.unwrap_or_default())
             ),
         ),
-        (code, signal) if o.pids_hits > 0 => {
-            v(Status::PidsLimit, code, signal, pids_message(o, limits))
-        }
+        (code, signal) if o.pids_hits > 0 => v(
+            Status::PidsLimit,
+            ErrorCode::LimitPids,
+            code,
+            signal,
+            pids_message(o, limits),
+        ),
         (_, Some(s)) => Verdict {
             status: Status::Signal,
             exit_code: None,
             signal: Some(s),
             error: None,
+            error_code: None,
+            error_step: None,
         },
         (code, None) => Verdict {
             status: Status::Exit,
             exit_code: code,
             signal: None,
             error: None,
+            error_code: None,
+            error_step: None,
         },
     }
 }
@@ -551,7 +615,7 @@ impl Output {
             relay_partial,
             shared_sink,
         };
-        // Lines said before the loop (the best-effort warnings at `Event::Ready`) go first.
+        // Lines said before the loop (the best-effort warnings at `RunEvent::Started`) go first.
         output.take_relay();
         output
     }
@@ -669,7 +733,7 @@ impl Output {
                     let _ = sink.write_all(&s.buffer[s.written..]);
                 }
             } else {
-                s.result.data = Some(String::from_utf8_lossy(&s.buffer).into_owned());
+                s.result.data = Some(Data::from_bytes(std::mem::take(&mut s.buffer)));
             }
             s.result
         };
@@ -1023,9 +1087,14 @@ impl Run<'_> {
                     let overflow = self.output.accept(index, &buf[..n]);
                     if overflow && !was_cut {
                         if let Some(observer) = self.observer {
-                            observer.event(&Event::OutputCut {
-                                stream: if index == 0 { "stdout" } else { "stderr" },
-                                limit: self.limits.output,
+                            let stream = if index == 0 { "stdout" } else { "stderr" };
+                            observer.event(&RunEvent::LimitHit {
+                                code: ErrorCode::LimitOutput,
+                                message: format!(
+                                    "{stream} reached limits.output ({} bytes, both streams \
+                                     together): the rest is counted, not delivered",
+                                    self.limits.output
+                                ),
                             });
                         }
                     }
@@ -1219,14 +1288,21 @@ mod tests {
     fn setup_and_exec_failures() {
         let l = limits();
         let mut o = observed(None);
-        o.messages.setup_failed = Some("bind mount /x → /x: ENOENT".into());
+        o.messages.setup_failed = Some((
+            ErrorCode::SetupFailed,
+            "bind mount /x → /x".into(),
+            "bind mount /x → /x: ENOENT".into(),
+        ));
         let v = classify(&o, &l);
         assert_eq!(v.status, Status::SetupError);
+        assert_eq!(v.error_code, Some(ErrorCode::SetupFailed));
+        assert_eq!(v.error_step.as_deref(), Some("bind mount /x → /x"));
         let mut o = observed(Some((Some(127), None)));
         o.messages.exec_failed = Some("nope: command not found".into());
         let v = classify(&o, &l);
         assert_eq!((v.status, v.exit_code), (Status::Exit, Some(127)));
         assert_eq!(v.error.as_deref(), Some("nope: command not found"));
+        assert_eq!(v.error_code, Some(ErrorCode::CommandNotFound));
         // Init died without a word.
         let mut o = observed(None);
         o.init_exit = exit(Some(1), None);
@@ -1243,9 +1319,9 @@ mod tests {
         }
         let (o, e) = out.finish();
         assert_eq!((o.bytes, o.kept, o.truncated), (1_000_006, 6, true));
-        assert_eq!(o.data.as_deref(), Some("123456"));
+        assert_eq!(o.data, Some(Data::Utf8("123456".into())));
         assert_eq!((e.bytes, e.kept, e.truncated), (8, 4, true));
-        assert_eq!(e.data.as_deref(), Some("abcd"));
+        assert_eq!(e.data, Some(Data::Utf8("abcd".into())));
     }
 
     #[test]
@@ -1266,10 +1342,15 @@ mod tests {
             step: "start the program".into(),
             errno: libc::EAGAIN,
             detail: "fork".into(),
+            code: ErrorCode::SetupFailed,
         });
         assert_eq!(
-            m.setup_failed.as_deref(),
-            Some("start the program: fork (EAGAIN)")
+            m.setup_failed,
+            Some((
+                ErrorCode::SetupFailed,
+                "start the program".to_string(),
+                "start the program: fork (EAGAIN)".to_string()
+            ))
         );
     }
 
@@ -1322,6 +1403,25 @@ mod tests {
     }
 
     #[test]
+    fn captured_output_that_is_not_utf8_comes_back_exactly() {
+        let p = policy(|_| {});
+        let (sup, init, _child) = start(r"printf 'a\377\000b'; exit 0", SandboxCgroup::none());
+        say(&init, &InitMessage::Started);
+        say(
+            &init,
+            &InitMessage::Exited {
+                code: Some(0),
+                signal: None,
+            },
+        );
+        drop(init);
+        let r = supervise(sup, &p).unwrap();
+        let data = r.stdout.data.unwrap();
+        assert!(matches!(data, Data::Base64(_)), "{data:?}");
+        assert_eq!(data.to_bytes().unwrap(), b"a\xff\x00b");
+    }
+
+    #[test]
     fn loop_reports_a_clean_exit_with_captured_output() {
         let p = policy(|_| {});
         let (sup, init, _child) = start("echo out; echo err >&2; exit 0", SandboxCgroup::none());
@@ -1336,8 +1436,8 @@ mod tests {
         drop(init);
         let r = supervise(sup, &p).unwrap();
         assert_eq!(r.status, Status::Ok, "{r:?}");
-        assert_eq!(r.stdout.data.as_deref(), Some("out\n"));
-        assert_eq!(r.stderr.data.as_deref(), Some("err\n"));
+        assert_eq!(r.stdout.data, Some(Data::Utf8("out\n".into())));
+        assert_eq!(r.stderr.data, Some(Data::Utf8("err\n".into())));
         assert!(!r.stdout.truncated);
     }
 
@@ -1370,7 +1470,10 @@ mod tests {
         assert_eq!(r.status, Status::Ok, "{r:?}");
         assert_eq!((r.stdout.bytes, r.stdout.kept), (1_000_000, 10_000));
         assert!(r.stdout.truncated);
-        assert_eq!(r.stdout.data.unwrap().len(), 10_000);
+        assert_eq!(
+            r.stdout.data.and_then(|d| d.to_bytes()).map(|b| b.len()),
+            Some(10_000)
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::data::Data;
+use crate::error::{ApiError, ErrorCode};
+
 /// How the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -107,9 +110,9 @@ pub struct StreamResult {
     pub kept: u64,
     /// Whether anything was cut.
     pub truncated: bool,
-    /// The captured text (lossy UTF-8), when capturing rather than streaming.
+    /// The kept bytes (text when UTF-8, otherwise base64), when capturing rather than streaming.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<String>,
+    pub data: Option<Data>,
 }
 
 /// One decision of the egress proxy.
@@ -144,9 +147,17 @@ pub struct RunResult {
     /// The signal that ended it, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
-    /// What went wrong, for setup_error and policy_error (and limit hits).
+    /// What went wrong, for people: for setup_error and policy_error, limit hits, an exec
+    /// failure, a termination. Always set together with `error_code`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What went wrong, as a stable code (absent for a plain `ok`, `exit` or `signal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<ErrorCode>,
+    /// For `setup_failed` and `unenforceable`: the step that failed or the layer that cannot be
+    /// enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_step: Option<String>,
     /// Wall-clock time from the sandbox's creation until it was gone, in milliseconds.
     pub wall_ms: f64,
     /// CPU time (user + system) of every process of the sandbox, in milliseconds.
@@ -175,6 +186,41 @@ pub const MAX_REPORTED_RULES: usize = 16;
 pub const MAX_REPORT_BYTES: usize = 60 * 1024;
 
 impl RunResult {
+    /// The result of a run that never started: `policy_error` for the policy codes,
+    /// `setup_error` for the rest, with nothing measured.
+    pub fn refused(error: ApiError) -> RunResult {
+        let status = match error.code {
+            ErrorCode::PolicyInvalid | ErrorCode::PolicyNotPermitted => Status::PolicyError,
+            _ => Status::SetupError,
+        };
+        RunResult {
+            status,
+            exit_code: None,
+            signal: None,
+            error: Some(error.message),
+            error_code: Some(error.code),
+            error_step: error.step,
+            wall_ms: 0.0,
+            cpu_ms: 0.0,
+            peak_memory_bytes: None,
+            stdout: StreamResult::default(),
+            stderr: StreamResult::default(),
+            enforced: Enforced::default(),
+            http: HttpReport::default(),
+        }
+    }
+
+    /// The error of this run, when bunker ended or refused it.
+    pub fn api_error(&self) -> Option<ApiError> {
+        let code = self.error_code?;
+        Some(ApiError {
+            code,
+            message: self.error.clone().unwrap_or_default(),
+            step: self.error_step.clone(),
+            policy: None,
+        })
+    }
+
     /// The report as one JSON line (no newline), under [`MAX_REPORT_BYTES`]: notes past half
     /// of it are left out (the last note says how many), then request records are dropped from
     /// the end (`http.truncated`) until it fits. The totals and rule counts always stay. The
@@ -308,6 +354,8 @@ mod tests {
             exit_code: Some(0),
             signal: None,
             error: None,
+            error_code: None,
+            error_step: None,
             wall_ms: 0.0,
             cpu_ms: 0.0,
             peak_memory_bytes: None,
