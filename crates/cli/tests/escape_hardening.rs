@@ -691,7 +691,15 @@ except OSError as e:
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(bits)).unwrap();
         }
         let out = bunker()
-            .args(["run", "--allow-write", &arg(&rw), "--", "python3", "-c", code])
+            .args([
+                "run",
+                "--allow-write",
+                &arg(&rw),
+                "--",
+                "python3",
+                "-c",
+                code,
+            ])
             .arg(&rw)
             .output()
             .unwrap();
@@ -701,7 +709,10 @@ except OSError as e:
         // Controls: the kernel's rule for write(), and shared mappings of ordinary files.
         assert!(stdout(&out).contains("CONTROL-OK pwrite"), "{context}");
         assert!(marked("pwrite") && bits("pwrite") == 0, "{context}");
-        assert!(marked("plain"), "control: mmap write of a plain file; {context}");
+        assert!(
+            marked("plain"),
+            "control: mmap write of a plain file; {context}"
+        );
         for name in ["setuid", "setgid"] {
             assert!(
                 !(marked(name) && bits(name) != 0),

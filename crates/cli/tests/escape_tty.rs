@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -633,6 +633,69 @@ fn process_group_and_user_calls_do_not_reach_host_processes() {
             "kill_host_pgrp",
         ] {
             assert_eq!(r[format!("{call}_0")], "ESRCH", "{mode}: {call}: {r}");
+        }
+    }
+}
+
+/// A file on stdin that the sandbox's host uid owns (the caller's own file, rootless) or may
+/// write is not handed over: with a read-only descriptor its owner could still `fchmod` it
+/// (0600 → 0666, open to every host user), and anyone who may write it could set its times and
+/// `user.*` attributes, outside every grant. The program gets its bytes through bunker's pipe.
+/// Checked from the host: mode, times and xattrs unchanged. Control: the program reads the
+/// bytes, and a file it cannot change still arrives as the same open file (seekable).
+#[test]
+fn a_stdin_file_the_sandbox_could_change_is_relayed_not_handed_over() {
+    let code = "import os, sys\n\
+                print('KIND', os.readlink('/proc/self/fd/0')[:5])\n\
+                for what, f in [('fchmod', lambda: os.fchmod(0, 0o666)),\n\
+                \x20               ('setxattr', lambda: os.setxattr(0, 'user.planted', b'x')),\n\
+                \x20               ('futimens', lambda: os.utime(0, (0, 0)))]:\n\
+                \x20   try:\n\
+                \x20       f()\n\
+                \x20       print('ESCAPED', what)\n\
+                \x20   except OSError as e:\n\
+                \x20       print('BLOCKED', what, e)\n\
+                print('READ', sys.stdin.read().strip())\n";
+    let dir = shared_tempdir();
+    for (mode, bunker) in modes() {
+        // Owned by the sandbox's host uid (65534 in both modes), private; and root's own
+        // file that every user may write.
+        for (name, owner, bits) in [("owned", 65534, 0o600), ("writable", 0, 0o646)] {
+            let path = dir.path().join(format!("{mode}-{name}"));
+            std::fs::write(&path, "private\n").unwrap();
+            std::os::unix::fs::chown(&path, Some(owner), Some(owner)).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bits)).unwrap();
+            let before = std::fs::metadata(&path).unwrap();
+            let out = bunker()
+                .args(["run", "--", PYTHON, "-c", code])
+                .stdin(std::fs::File::open(&path).unwrap())
+                .output()
+                .unwrap();
+            let text = stdout(&out);
+            let context = format!("{mode} {name}: {text}{}", stderr(&out));
+            assert!(text.contains("READ private"), "control: {context}");
+            assert!(text.contains("KIND pipe:"), "{context}");
+            let after = std::fs::metadata(&path).unwrap();
+            assert_eq!(
+                after.mode(),
+                before.mode(),
+                "mode changed on the host; {context}"
+            );
+            assert_eq!(
+                after.mtime(),
+                before.mtime(),
+                "times changed on the host; {context}"
+            );
+            let xattrs = Command::new("/usr/bin/python3")
+                .args(["-c", "import os, sys; print(os.listxattr(sys.argv[1]))"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(
+                stdout(&xattrs),
+                "[]\n",
+                "xattr planted on the host; {context}"
+            );
         }
     }
 }
