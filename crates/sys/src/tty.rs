@@ -179,6 +179,35 @@ pub fn open_pty() -> SysResult<(OwnedFd, OwnedFd)> {
     Ok((master, unsafe { OwnedFd::from_raw_fd(slave as RawFd) }))
 }
 
+/// Which inode a pty slave is: its devpts instance and inode, and its number there
+/// (`/dev/pts/<number>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlaveId {
+    pub dev: u64,
+    pub ino: u64,
+    pub number: u32,
+}
+
+/// Major device number of Unix 98 pty slaves; the minor is the slave's number in its devpts.
+const PTY_SLAVE_MAJOR: u32 = 136;
+
+/// The [`SlaveId`] of `fd`, or None when it is no pty slave.
+pub fn slave_id(raw: RawFd) -> SysResult<Option<SlaveId>> {
+    // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out pointer.
+    if unsafe { libc::fstat(raw, &mut st) } < 0 {
+        return Err(SysError::last(format!("fstat({raw})")));
+    }
+    let is_slave =
+        st.st_mode & libc::S_IFMT == libc::S_IFCHR && libc::major(st.st_rdev) == PTY_SLAVE_MAJOR;
+    Ok(is_slave.then(|| SlaveId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        number: libc::minor(st.st_rdev),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +232,10 @@ mod tests {
         set_window_size(master.as_fd(), &ws).unwrap();
         assert_eq!(window_size(slave.as_fd()).unwrap().ws_col, 101);
         assert_eq!(readable_bytes(slave.as_fd()).unwrap(), 0);
+        let id = slave_id(slave.as_raw_fd()).unwrap().unwrap();
+        let by_path = std::fs::File::open(format!("/dev/pts/{}", id.number)).unwrap();
+        assert_eq!(slave_id(by_path.as_raw_fd()).unwrap(), Some(id));
+        assert_eq!(slave_id(master.as_raw_fd()).unwrap(), None);
     }
 
     /// A uid that owns none of the files these tests open.
