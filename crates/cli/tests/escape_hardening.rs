@@ -723,3 +723,93 @@ except OSError as e:
         }
     }
 }
+
+/// A `--report-file` inside a writable grant (`--allow-write . --report-file report.json`)
+/// cannot be forged by the program: not by putting another file at its path (bunker then says
+/// so and exits 123), not by filling it with lines of its own (the report is all the file
+/// holds), and a symlink an earlier run planted there is not followed (bunker, perhaps root,
+/// would truncate and write whatever it points to). Checked from the host. Control: a run that
+/// leaves the file alone gets its report there.
+#[test]
+fn a_report_file_in_a_writable_grant_cannot_be_forged_or_redirected() {
+    for (mode, bunker) in modes() {
+        let dir = shared_tempdir();
+        let rw = writable_dir(dir.path(), "rw");
+        let report_at = |name: &str| arg(&rw.join(name));
+        let run = |name: &str, script: &str| {
+            bunker()
+                .args(["run", "--allow-write", &arg(&rw), "--report-file"])
+                .arg(report_at(name))
+                .args(["--", "/bin/sh", "-c", script])
+                .current_dir(&rw)
+                .output()
+                .unwrap()
+        };
+        let read_report = |name: &str| std::fs::read_to_string(rw.join(name)).unwrap();
+
+        // Control.
+        let out = run("control.json", "exit 4");
+        let text = read_report("control.json");
+        let r: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(r["exit_code"], 4, "{mode}: control: {text}{}", stderr(&out));
+
+        let forged = r#"{"status":"ok","exit_code":0,"forged":true}"#;
+        // Another file at the path.
+        let out = run(
+            "replaced.json",
+            &format!("rm replaced.json; echo '{forged}' > replaced.json; exit 5"),
+        );
+        assert_eq!(out.status.code(), Some(123), "{mode}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("replaced"),
+            "{mode}: {}",
+            stderr(&out)
+        );
+
+        // Lines of its own in the file.
+        let out = run(
+            "filled.json",
+            &format!("for i in $(seq 2000); do echo '{forged}'; done > filled.json; exit 6"),
+        );
+        let text = read_report("filled.json");
+        assert_eq!(text.lines().count(), 1, "{mode}: {}", stderr(&out));
+        assert!(!text.contains("forged"), "{mode}: {text}");
+
+        // A symlink planted by a run, followed by the next run's report.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "the host's file\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let plant = format!("ln -s {} planted.json", arg(&victim));
+        let out = bunker()
+            .args([
+                "run",
+                "--allow-write",
+                &arg(&rw),
+                "--",
+                "/bin/sh",
+                "-c",
+                &plant,
+            ])
+            .current_dir(&rw)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: plant: {}", stderr(&out));
+        let out = bunker()
+            .args([
+                "run",
+                "--report-file",
+                &report_at("planted.json"),
+                "--",
+                "true",
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{mode}: the symlink was followed");
+        assert!(stderr(&out).contains("symlink"), "{mode}: {}", stderr(&out));
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "the host's file\n",
+            "{mode}: the report went through the planted symlink"
+        );
+    }
+}
