@@ -813,3 +813,63 @@ fn a_report_file_in_a_writable_grant_cannot_be_forged_or_redirected() {
         );
     }
 }
+
+/// Real-time scheduling and raised priority stay closed whatever the caller's RLIMIT_RTPRIO and
+/// RLIMIT_NICE (limits.conf gives the audio group `rtprio 95`): a SCHED_FIFO loop would take a
+/// CPU from the host, outside the CFS quota that `limits.cpu` is. Where the host lets the test
+/// raise them (CAP_SYS_RESOURCE), bunker is started with `rtprio 50`, `nice 40`; else with the
+/// caller's own. Controls: SCHED_BATCH and a lower priority (nice 5) work.
+#[test]
+fn real_time_scheduling_and_raised_priority_are_refused() {
+    let code = r#"
+import os
+for line in open("/proc/self/limits"):
+    if line.startswith(("Max nice", "Max realtime priority")):
+        print("LIMIT", " ".join(line.split()[-2:]))
+def attempt(what, fn):
+    try:
+        fn()
+        print("ESCAPED", what)
+    except OSError as e:
+        print("BLOCKED", what + ":", e)
+attempt("sched_fifo", lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10)))
+attempt("sched_rr", lambda: os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(10)))
+attempt("nice-raise", lambda: os.setpriority(os.PRIO_PROCESS, 0, -5))
+os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+print("CONTROL-OK batch")
+os.setpriority(os.PRIO_PROCESS, 0, 5)
+print("CONTROL-OK nice-lower")
+"#;
+    let raised = Command::new("prlimit")
+        .args(["--rtprio=50", "--nice=40", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    for (mode, bunker) in modes() {
+        let base = bunker();
+        let mut cmd = if raised {
+            let mut c = Command::new("prlimit");
+            c.args(["--rtprio=50", "--nice=40", "--"])
+                .arg(base.get_program())
+                .args(base.get_args());
+            c
+        } else {
+            base
+        };
+        let out = cmd
+            .args(["run", "--", "python3", "-c", code])
+            .output()
+            .unwrap();
+        assert_outcome(
+            mode,
+            &out,
+            &["sched_fifo", "sched_rr", "nice-raise"],
+            &["batch", "nice-lower"],
+        );
+        let text = stdout(&out);
+        let limits: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("LIMIT "))
+            .collect();
+        assert_eq!(limits, ["0 0", "0 0"], "{mode}: {text}");
+    }
+}
