@@ -461,8 +461,18 @@ impl ReportTargets {
         }
         let file = match &opts.report_file {
             Some(path) => {
-                let f = File::create(path)
-                    .map_err(|e| format!("--report-file {}: {e}", path.display()))?;
+                // Not through a symlink: a sandbox that could write the directory (an earlier
+                // run's) may have planted one there, and bunker may be root.
+                let f = bunker_sys::fd::create_no_follow(path)
+                    .map(File::from)
+                    .map_err(|e| {
+                        let link = if e.errno_name() == "ELOOP" {
+                            " (a symlink: bunker does not write the report through one)"
+                        } else {
+                            ""
+                        };
+                        format!("--report-file {}: {e}{link}", path.display())
+                    })?;
                 Some((path.clone(), f))
             }
             None => None,
@@ -498,7 +508,7 @@ impl ReportTargets {
             }
         }
         if let Some((path, f)) = &self.file {
-            if let Err(e) = write_report(f, &line) {
+            if let Err(e) = write_report_file(path, f, &line) {
                 failed.push(format!("--report-file {}: {e}", path.display()));
             }
         }
@@ -526,6 +536,27 @@ fn same_file(a: &File, b: &impl AsFd) -> bool {
 
 /// Writes the report line whole, also on a descriptor the caller made non-blocking (a socket
 /// or FIFO): a full buffer is waited out, not taken for an error.
+/// Writes the report to the `--report-file` opened at the start. A regular file may lie in a
+/// directory the sandbox could write: then the program may have filled it (the report would be
+/// followed by its lines) or put another file at its path (the caller would read that one).
+/// So the file is emptied and written from its start, and must still be the one at `path`.
+fn write_report_file(path: &Path, f: &File, line: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let ours = f.metadata()?;
+    if !ours.is_file() {
+        return write_report(f, line);
+    }
+    let there = std::fs::symlink_metadata(path);
+    if !there.is_ok_and(|m| (m.dev(), m.ino()) == (ours.dev(), ours.ino())) {
+        return Err(std::io::Error::other(
+            "it was replaced during the run (is its directory writable in the sandbox?): what \
+             is there now is not bunker's report",
+        ));
+    }
+    f.set_len(0)?;
+    f.write_all_at(format!("{line}\n").as_bytes(), 0)
+}
+
 fn write_report(mut f: &File, line: &str) -> std::io::Result<()> {
     let bytes = format!("{line}\n").into_bytes();
     let mut rest = &bytes[..];

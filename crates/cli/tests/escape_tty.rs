@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -262,8 +262,15 @@ fcntl.ioctl(0, termios.TIOCSETD, struct.pack("i", 27))
         let r = results(mode, output);
         assert_eq!(r["isatty"], json!([true, true, true]), "{mode}: {r}");
         assert_eq!(r["own_session"], true, "{mode}: {r}");
+        // A slave of the host's devpts; rootless reopened through a detached read-only clone
+        // of /dev/pts, whose path is then relative to the clone (`/<n>`).
+        let fd0 = r["fd0"].as_str().unwrap();
+        let number = match mode {
+            "root" => fd0.strip_prefix("/dev/pts/"),
+            _ => fd0.strip_prefix('/'),
+        };
         assert!(
-            r["fd0"].as_str().unwrap().starts_with("/dev/pts/"),
+            number.is_some_and(|n| n.parse::<u32>().is_ok()),
             "{mode}: {r}"
         );
         // The harness's terminal is 97 columns by 31 rows: passed to bunker's pty.
@@ -634,5 +641,141 @@ fn process_group_and_user_calls_do_not_reach_host_processes() {
         ] {
             assert_eq!(r[format!("{call}_0")], "ESRCH", "{mode}: {call}: {r}");
         }
+    }
+}
+
+/// A file on stdin that the sandbox's host uid owns (the caller's own file, rootless) or may
+/// write is not handed over: with a read-only descriptor its owner could still `fchmod` it
+/// (0600 → 0666, open to every host user), and anyone who may write it could set its times and
+/// `user.*` attributes, outside every grant. The program gets its bytes through bunker's pipe.
+/// Checked from the host: mode, times and xattrs unchanged. Control: the program reads the
+/// bytes, and a file it cannot change still arrives as the same open file (seekable).
+#[test]
+fn a_stdin_file_the_sandbox_could_change_is_relayed_not_handed_over() {
+    let code = "import os, sys\n\
+                print('KIND', os.readlink('/proc/self/fd/0')[:5])\n\
+                for what, f in [('fchmod', lambda: os.fchmod(0, 0o666)),\n\
+                \x20               ('setxattr', lambda: os.setxattr(0, 'user.planted', b'x')),\n\
+                \x20               ('futimens', lambda: os.utime(0, (0, 0)))]:\n\
+                \x20   try:\n\
+                \x20       f()\n\
+                \x20       print('ESCAPED', what)\n\
+                \x20   except OSError as e:\n\
+                \x20       print('BLOCKED', what, e)\n\
+                print('READ', sys.stdin.read().strip())\n";
+    let dir = shared_tempdir();
+    for (mode, bunker) in modes() {
+        // Owned by the sandbox's host uid (65534 in both modes), private; and root's own
+        // file that every user may write.
+        for (name, owner, bits) in [("owned", 65534, 0o600), ("writable", 0, 0o646)] {
+            let path = dir.path().join(format!("{mode}-{name}"));
+            std::fs::write(&path, "private\n").unwrap();
+            std::os::unix::fs::chown(&path, Some(owner), Some(owner)).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bits)).unwrap();
+            let before = std::fs::metadata(&path).unwrap();
+            let out = bunker()
+                .args(["run", "--", PYTHON, "-c", code])
+                .stdin(std::fs::File::open(&path).unwrap())
+                .output()
+                .unwrap();
+            let text = stdout(&out);
+            let context = format!("{mode} {name}: {text}{}", stderr(&out));
+            assert!(text.contains("READ private"), "control: {context}");
+            assert!(text.contains("KIND pipe:"), "{context}");
+            let after = std::fs::metadata(&path).unwrap();
+            assert_eq!(
+                after.mode(),
+                before.mode(),
+                "mode changed on the host; {context}"
+            );
+            assert_eq!(
+                after.mtime(),
+                before.mtime(),
+                "times changed on the host; {context}"
+            );
+            let xattrs = Command::new("/usr/bin/python3")
+                .args(["-c", "import os, sys; print(os.listxattr(sys.argv[1]))"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(
+                stdout(&xattrs),
+                "[]\n",
+                "xattr planted on the host; {context}"
+            );
+        }
+    }
+}
+
+/// Runs `argv` on a pty of its own; once the program prints `TRIED`, looks at the host's
+/// `/dev/pts/<MINOR>` (the minor the program printed) and types a line. Prints the host's view
+/// of that pty as `HOST-MODE <octal>`, then everything the terminal showed.
+const PTS_DRIVER: &str = r#"
+import json, os, pty, re, sys, time
+argv = json.loads(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(argv[0], argv)
+out, looked, deadline = b"", False, time.time() + 60
+while time.time() < deadline:
+    try:
+        d = os.read(fd, 4096)
+    except OSError:
+        break
+    if not d:
+        break
+    out += d
+    m = re.search(rb"MINOR (\d+)", out)
+    if m and b"TRIED" in out and not looked:
+        looked = True
+        print("HOST-MODE %o" % (os.stat("/dev/pts/" + m.group(1).decode()).st_mode & 0o7777))
+        os.write(fd, b"go\r")
+os.waitpid(pid, 0)
+print(out.decode(errors="replace"))
+"#;
+
+/// With `kernel.tty`, the pty's slave is bunker's, on the host's devpts: rootless its inode
+/// belongs to the caller, so the program (the same uid) could `fchmod` its fd 0 to 0666 and any
+/// host user could then open `/dev/pts/N`, read the keys the caller types for the program and
+/// write to it. Init hands the program the slave reopened through a read-only clone of
+/// /dev/pts (EROFS). Checked from the host while the run goes on. Control: the program reads
+/// the line typed after the attempt.
+#[test]
+fn with_kernel_tty_the_program_cannot_open_its_pty_to_other_host_users() {
+    let dir = shared_tempdir();
+    let p = policy(
+        dir.path(),
+        "p.json",
+        json!({"extends": ["default"], "kernel": {"tty": true}, "limits": {"timeout": "60s"}}),
+    );
+    let code = "import os, sys\n\
+                print('MINOR', os.minor(os.fstat(0).st_rdev), flush=True)\n\
+                try:\n\
+                \x20   os.fchmod(0, 0o666)\n\
+                \x20   print('ESCAPED fchmod', flush=True)\n\
+                except OSError as e:\n\
+                \x20   print('BLOCKED fchmod', e, flush=True)\n\
+                print('TRIED', flush=True)\n\
+                print('GOT', sys.stdin.readline().strip(), flush=True)\n";
+    for (mode, _) in modes() {
+        let mut argv = bunker_argv(mode);
+        argv.extend(["run", "-q", "--policy", &p, "--", PYTHON, "-c", code].map(String::from));
+        let out = Command::new(PYTHON)
+            .args(["-c", PTS_DRIVER, &serde_json::to_string(&argv).unwrap()])
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        let context = format!("{mode}: {text}{}", stderr(&out));
+        assert!(text.contains("GOT go"), "control: {context}");
+        let host_mode = text
+            .lines()
+            .find_map(|l| l.strip_prefix("HOST-MODE "))
+            .and_then(|m| u32::from_str_radix(m, 8).ok())
+            .unwrap_or_else(|| panic!("the driver never looked; {context}"));
+        assert_eq!(
+            host_mode & 0o006,
+            0,
+            "{mode}: other host users may open the program's pty (mode {host_mode:o}); {context}"
+        );
     }
 }

@@ -216,6 +216,9 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         }
         process::setresuid(0).map_err(step("become uid 0 in the user namespace"))?;
     }
+    if ctx.terminal_session && matches!(ctx.id_mode, IdMode::Rootless { .. }) {
+        reopen_pty_read_only()?;
+    }
     // After the id change, which clears the parent-death signal.
     process::set_parent_death_signal(libc::SIGKILL).map_err(step("set parent-death signal"))?;
     if fd::pipe_closed(ctx.lifeline).map_err(step("check supervisor lifeline"))? {
@@ -338,6 +341,64 @@ fn take_program_stdio(ctx: &InitContext) -> Result<(), SandboxError> {
         // closed.
         let copy = fd::dup_above_stdio(from).map_err(step(step_name))?;
         fd::dup2(copy.as_raw_fd(), fd_number).map_err(step(step_name))?;
+    }
+    Ok(())
+}
+
+/// Rootless with `kernel.tty`, the pty's slave is an inode of the host's devpts owned by the
+/// caller, which is the sandbox's own uid: through its fd 0 the program could `fchmod` it to
+/// 0666, and any host user could then open `/dev/pts/<n>`, read the keys typed for the program
+/// and write to it. So init reopens the slave through a read-only clone of /dev/pts (made while
+/// the host's tree is still visible) and puts that on every one of fds 0–2 that was the slave:
+/// `fchmod`, `fchown`, `futimens` and `fsetxattr` need a writable mount (EROFS), reading and
+/// writing a device do not. As root the slave belongs to host root, which the sandbox is not.
+fn reopen_pty_read_only() -> Result<(), SandboxError> {
+    use bunker_sys::mount::{self, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+    use bunker_sys::tty;
+    let step_name = "reopen the program's pty through a read-only /dev/pts";
+    let Some(id) = tty::slave_id(0).map_err(step(step_name))? else {
+        return Err(SandboxError::Setup {
+            step: step_name.into(),
+            source: SysError::from_errno("fd 0 is not a pty slave".to_string(), libc::ENOTTY),
+        });
+    };
+    let pts = fd::open(
+        Path::new("/dev/pts"),
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        0,
+    )
+    .map_err(step(step_name))?;
+    let read_only = mount::clone_private_tree(
+        pts.as_raw_fd(),
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        Path::new("/dev/pts"),
+    )
+    .map_err(step(step_name))?;
+    let reopened = fd::openat2(
+        Some(read_only.as_raw_fd()),
+        Path::new(&id.number.to_string()),
+        libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        0,
+        fd::RESOLVE_BENEATH | fd::RESOLVE_NO_SYMLINKS | fd::RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(step(step_name))?;
+    let same = tty::slave_id(reopened.as_raw_fd()).map_err(step(step_name))?;
+    if same != Some(id) {
+        return Err(SandboxError::Setup {
+            step: step_name.into(),
+            source: SysError::from_errno(
+                format!(
+                    "/dev/pts/{} is not the pty bunker made (another devpts instance)",
+                    id.number
+                ),
+                libc::ENXIO,
+            ),
+        });
+    }
+    for n in 0..=2 {
+        if tty::slave_id(n).map_err(step(step_name))? == Some(id) {
+            fd::dup2(reopened.as_raw_fd(), n).map_err(step(step_name))?;
+        }
     }
     Ok(())
 }

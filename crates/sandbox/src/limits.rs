@@ -368,7 +368,10 @@ pub fn clean_stale() -> Result<Vec<String>, SandboxError> {
         .collect())
 }
 
-/// Runs inside the sandbox before exec: file size, open files, stack, core dumps off, and
+/// Runs inside the sandbox before exec: file size, open files, stack, core dumps off, no
+/// real-time scheduling and no raised priority (RLIMIT_RTPRIO and RLIMIT_NICE 0: a caller's
+/// `rtprio 95` from limits.conf would let a SCHED_FIFO loop take a CPU from the host, outside
+/// the CFS quota that `limits.cpu` is), and
 /// RLIMIT_CPU as a per-process backstop for `cpu_time` (the supervisor's cgroup accounting is
 /// the real limit, for the whole tree; this one only fires if that fails, a little later).
 /// Limits only ever go down: a lower hard limit inherited from the caller stays.
@@ -380,6 +383,8 @@ pub fn apply_rlimits(limits: &Limits) -> Result<(), SandboxError> {
         })
     };
     set(Resource::Core, 0)?;
+    set(Resource::RealtimePriority, 0)?;
+    set(Resource::Nice, 0)?;
     if let Some(n) = limits.file_size {
         set(Resource::FileSize, n)?;
     }

@@ -213,7 +213,7 @@ fn build_and_run(
         terminal_output: [terminal_stdout, terminal_stderr],
         terminal_session,
         relay: stdin_relay,
-    } = crate::stdin::prepare(req.inherit_stdin, policy.kernel.tty)?;
+    } = crate::stdin::prepare(req.inherit_stdin, policy.kernel.tty, id_mode.host_uid())?;
     let (stdout_r, stdout_w) = fd::pipe().map_err(io_err("create stdout pipe"))?;
     let (stderr_r, stderr_w) = fd::pipe().map_err(io_err("create stderr pipe"))?;
     let (control_sup, control_init) =

@@ -4,9 +4,15 @@
 //! | caller's stdin | program's fd 0 |
 //! |---|---|
 //! | not inherited, closed, `/dev/null` | `/dev/null` (read-only) |
-//! | regular file or FIFO open read-only | the same open file (seeking, `fstat` work) |
+//! | pipe; regular file or FIFO the sandbox's host uid neither owns nor may write; open read-only | the same open file (seeking, `fstat` work) |
 //! | terminal, `kernel.tty` true | the slave of a pty made by bunker (see below) |
-//! | terminal, socket, any other file, anything open for writing | a pipe the supervisor fills |
+//! | terminal, socket, any other file, a file the sandbox's host uid owns or may write, anything open for writing | a pipe the supervisor fills |
+//!
+//! A read-only descriptor is enough for the file's owner to `fchmod` it, `futimens` it and set
+//! its extended attributes, and enough for anyone who may write it to set its times and `user.*`
+//! attributes: none of these looks at the open mode, and the host file is on no mount of the
+//! sandbox (landlock has no right for them). So a file the sandbox could change that way (the
+//! caller's own file rootless) is relayed like a terminal.
 //!
 //! The relay reads the caller's stdin in the supervisor's event loop (`supervise.rs`) only when
 //! poll says it is readable, and never more than `FIONREAD` says is there, so it never blocks
@@ -60,12 +66,13 @@ fn setup(step: &str) -> impl FnOnce(SysError) -> SandboxError + '_ {
 }
 
 /// Decides what the program's fd 0 is (see the module's table). `inherit` is whether the
-/// caller's stdin is to be offered at all; `pty` is the policy's `kernel.tty`.
-pub fn prepare(inherit: bool, pty: bool) -> Result<ProgramStdin, SandboxError> {
+/// caller's stdin is to be offered at all; `pty` is the policy's `kernel.tty`; `sandbox_uid`
+/// is the host uid the sandbox runs as.
+pub fn prepare(inherit: bool, pty: bool, sandbox_uid: u32) -> Result<ProgramStdin, SandboxError> {
     let caller = std::io::stdin();
     let caller = caller.as_fd();
     let kind = if inherit {
-        tty::stdin_kind(caller)
+        tty::stdin_kind(caller, sandbox_uid)
     } else {
         StdinKind::Nothing
     };

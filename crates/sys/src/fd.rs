@@ -179,6 +179,16 @@ pub fn open(path: &Path, flags: libc::c_int, mode: libc::mode_t) -> SysResult<Ow
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Creates or truncates `path` for writing (mode 0666 less the umask, like `File::create`) but
+/// never through a symlink as its last component (`O_NOFOLLOW`: ELOOP).
+pub fn create_no_follow(path: &Path) -> SysResult<OwnedFd> {
+    open(
+        path,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0o666,
+    )
+}
+
 /// `RESOLVE_*` flags of openat2.
 pub const RESOLVE_NO_XDEV: u64 = 0x01;
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;

@@ -17,6 +17,11 @@ pub enum Resource {
     CpuSeconds,
     /// Queued signals of the receiver's uid (RLIMIT_SIGPENDING), counted per user namespace.
     PendingSignals,
+    /// Highest real-time priority a process may give itself without CAP_SYS_NICE
+    /// (RLIMIT_RTPRIO).
+    RealtimePriority,
+    /// Highest nice value a process may raise itself to, as `20 - limit` (RLIMIT_NICE).
+    Nice,
 }
 
 impl Resource {
@@ -28,6 +33,8 @@ impl Resource {
             Resource::Core => libc::RLIMIT_CORE,
             Resource::CpuSeconds => libc::RLIMIT_CPU,
             Resource::PendingSignals => libc::RLIMIT_SIGPENDING,
+            Resource::RealtimePriority => libc::RLIMIT_RTPRIO,
+            Resource::Nice => libc::RLIMIT_NICE,
         }
     }
 
@@ -40,6 +47,8 @@ impl Resource {
             Resource::Core => "RLIMIT_CORE",
             Resource::CpuSeconds => "RLIMIT_CPU",
             Resource::PendingSignals => "RLIMIT_SIGPENDING",
+            Resource::RealtimePriority => "RLIMIT_RTPRIO",
+            Resource::Nice => "RLIMIT_NICE",
         }
     }
 }

@@ -10,18 +10,42 @@ use crate::error::{SysError, SysResult};
 pub enum StdinKind {
     /// Not open, or `/dev/null`: the program gets its own `/dev/null`.
     Nothing,
-    /// A regular file or a FIFO open read-only: nothing written to it can reach anyone, so the
-    /// program may read it directly (seeking and `fstat` keep working).
+    /// A pipe, or a regular file or FIFO, open read-only, whose inode the sandbox cannot change
+    /// either: nothing written to it can reach anyone, so the program may read it directly
+    /// (seeking and `fstat` keep working).
     ReadOnlyData,
     /// A terminal.
     Terminal,
-    /// Anything else (a socket, a character device, a file open for writing): the program
-    /// could write through it, so it only gets the bytes.
+    /// Anything else (a socket, a character device, a file open for writing, a file the
+    /// sandbox's host uid owns or may write): the program could write through it, or change
+    /// the host file's mode, times or extended attributes with `fchmod`, `futimens` or
+    /// `fsetxattr` on a read-only descriptor, so it only gets the bytes.
     Other,
 }
 
-/// Classifies `fd` (fstat and its access mode).
-pub fn stdin_kind(fd: BorrowedFd<'_>) -> StdinKind {
+/// `f_type` of the filesystem that holds the pipes `pipe(2)` makes (no host file behind them).
+const PIPEFS_MAGIC: libc::c_long = 0x5049_5045;
+
+/// Whether a process running as host uid `uid` could change the inode of `fd` without opening
+/// it again: as its owner (`fchmod`, `futimens`, `fsetxattr` need no write access), or through
+/// a write permission for its group, for others or in an ACL (user extended attributes and
+/// times then). Conservative: any group or other write bit counts, whatever the groups.
+fn inode_changeable_by(fd: RawFd, st: &libc::stat, uid: u32) -> bool {
+    // SAFETY: an all-zero statfs is a valid value for the kernel to overwrite.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fs` is a valid out pointer.
+    if unsafe { libc::fstatfs(fd, &mut fs) } == 0 && fs.f_type == PIPEFS_MAGIC {
+        return false;
+    }
+    let name = c"system.posix_acl_access";
+    // SAFETY: a size query (null buffer, size 0) writes nothing.
+    let acl = unsafe { libc::fgetxattr(fd, name.as_ptr(), std::ptr::null_mut(), 0) } >= 0;
+    st.st_uid == uid || st.st_mode & 0o022 != 0 || acl
+}
+
+/// Classifies `fd` (fstat and its access mode) for a sandbox that runs as host uid
+/// `sandbox_uid`.
+pub fn stdin_kind(fd: BorrowedFd<'_>, sandbox_uid: u32) -> StdinKind {
     let raw = fd.as_raw_fd();
     // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -33,7 +57,11 @@ pub fn stdin_kind(fd: BorrowedFd<'_>) -> StdinKind {
     let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
     let read_only = flags >= 0 && flags & libc::O_ACCMODE == libc::O_RDONLY;
     match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG | libc::S_IFIFO if read_only => StdinKind::ReadOnlyData,
+        libc::S_IFREG | libc::S_IFIFO
+            if read_only && !inode_changeable_by(raw, &st, sandbox_uid) =>
+        {
+            StdinKind::ReadOnlyData
+        }
         libc::S_IFCHR if st.st_rdev == libc::makedev(1, 3) => StdinKind::Nothing,
         libc::S_IFCHR if is_terminal(fd) => StdinKind::Terminal,
         _ => StdinKind::Other,
@@ -151,6 +179,35 @@ pub fn open_pty() -> SysResult<(OwnedFd, OwnedFd)> {
     Ok((master, unsafe { OwnedFd::from_raw_fd(slave as RawFd) }))
 }
 
+/// Which inode a pty slave is: its devpts instance and inode, and its number there
+/// (`/dev/pts/<number>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlaveId {
+    pub dev: u64,
+    pub ino: u64,
+    pub number: u32,
+}
+
+/// Major device number of Unix 98 pty slaves; the minor is the slave's number in its devpts.
+const PTY_SLAVE_MAJOR: u32 = 136;
+
+/// The [`SlaveId`] of `fd`, or None when it is no pty slave.
+pub fn slave_id(raw: RawFd) -> SysResult<Option<SlaveId>> {
+    // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out pointer.
+    if unsafe { libc::fstat(raw, &mut st) } < 0 {
+        return Err(SysError::last(format!("fstat({raw})")));
+    }
+    let is_slave =
+        st.st_mode & libc::S_IFMT == libc::S_IFCHR && libc::major(st.st_rdev) == PTY_SLAVE_MAJOR;
+    Ok(is_slave.then(|| SlaveId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        number: libc::minor(st.st_rdev),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,7 +217,7 @@ mod tests {
     fn a_pty_is_a_terminal_in_the_foreground_of_nobody() {
         let (master, slave) = open_pty().unwrap();
         assert!(is_terminal(slave.as_fd()));
-        assert_eq!(stdin_kind(slave.as_fd()), StdinKind::Terminal);
+        assert_eq!(stdin_kind(slave.as_fd(), NOBODY), StdinKind::Terminal);
         let t = termios(slave.as_fd()).unwrap();
         let raw = raw_mode(&t);
         assert_eq!(raw.c_lflag & libc::ECHO, 0);
@@ -175,21 +232,53 @@ mod tests {
         set_window_size(master.as_fd(), &ws).unwrap();
         assert_eq!(window_size(slave.as_fd()).unwrap().ws_col, 101);
         assert_eq!(readable_bytes(slave.as_fd()).unwrap(), 0);
+        let id = slave_id(slave.as_raw_fd()).unwrap().unwrap();
+        let by_path = std::fs::File::open(format!("/dev/pts/{}", id.number)).unwrap();
+        assert_eq!(slave_id(by_path.as_raw_fd()).unwrap(), Some(id));
+        assert_eq!(slave_id(master.as_raw_fd()).unwrap(), None);
     }
+
+    /// A uid that owns none of the files these tests open.
+    const NOBODY: u32 = 65534;
 
     #[test]
     fn stdin_kinds() {
         let (r, w) = std::io::pipe().unwrap();
-        assert_eq!(stdin_kind(r.as_fd()), StdinKind::ReadOnlyData);
+        assert_eq!(stdin_kind(r.as_fd(), NOBODY), StdinKind::ReadOnlyData);
+        // An anonymous pipe has no host file behind it, whoever owns it.
+        let me = crate::process::euid();
+        assert_eq!(stdin_kind(r.as_fd(), me), StdinKind::ReadOnlyData);
         // The write end of a pipe is something the program could write through.
-        assert_eq!(stdin_kind(w.as_fd()), StdinKind::Other);
+        assert_eq!(stdin_kind(w.as_fd(), NOBODY), StdinKind::Other);
         let null = std::fs::File::open("/dev/null").unwrap();
-        assert_eq!(stdin_kind(null.as_fd()), StdinKind::Nothing);
+        assert_eq!(stdin_kind(null.as_fd(), NOBODY), StdinKind::Nothing);
         let file = std::fs::File::open("/etc/passwd").unwrap();
-        assert_eq!(stdin_kind(file.as_fd()), StdinKind::ReadOnlyData);
+        assert_eq!(stdin_kind(file.as_fd(), NOBODY), StdinKind::ReadOnlyData);
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        assert_eq!(stdin_kind(a.as_fd()), StdinKind::Other);
+        assert_eq!(stdin_kind(a.as_fd(), NOBODY), StdinKind::Other);
         let zero = std::fs::File::open("/dev/zero").unwrap();
-        assert_eq!(stdin_kind(zero.as_fd()), StdinKind::Other);
+        assert_eq!(stdin_kind(zero.as_fd(), NOBODY), StdinKind::Other);
+    }
+
+    #[test]
+    fn a_file_the_sandbox_could_change_is_relayed() {
+        let path = std::env::temp_dir().join(format!("bunker-stdin-kind-{}", std::process::id()));
+        std::fs::write(&path, "x").unwrap();
+        let mode = |m| {
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(m))
+                .unwrap()
+        };
+        let me = crate::process::euid();
+        mode(0o644);
+        let file = std::fs::File::open(&path).unwrap();
+        // Its owner may fchmod it through a read-only descriptor.
+        assert_eq!(stdin_kind(file.as_fd(), me), StdinKind::Other);
+        assert_eq!(stdin_kind(file.as_fd(), me + 1), StdinKind::ReadOnlyData);
+        // Anyone may set user xattrs and times of a file they may write.
+        for writable in [0o664, 0o646] {
+            mode(writable);
+            assert_eq!(stdin_kind(file.as_fd(), me + 1), StdinKind::Other);
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 }
