@@ -145,6 +145,50 @@ fn memory_limit_stops_bun_and_python_with_cold_caches_before_the_timeout() {
     }
 }
 
+/// The limit is what the program allocates, whether or not the host had its runtime cached: with
+/// cold caches Bun's 100 MB binary was charged to the sandbox, and `console.log(1)` under 50 MB
+/// was killed as `memory_limit` while it ran with a warm cache. The supervisor brings the
+/// executable and its ELF interpreter into the page cache first, charged to its own cgroup.
+/// Looked up on the sandbox's PATH (`bun`, a symlink) and by its path.
+#[test]
+fn bun_starts_under_50mb_with_cold_caches_as_with_warm_ones() {
+    if !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("skipped: needs root to drop the page cache and create cgroups");
+        return;
+    }
+    let bun = bun();
+    for program in ["bun", bun.as_str()] {
+        for cache in ["cold", "warm"] {
+            if cache == "cold" {
+                drop_page_cache();
+            }
+            let (out, r) = run(
+                bunker(),
+                &[
+                    "--memory",
+                    "50MB",
+                    "--timeout",
+                    "20s",
+                    "--",
+                    program,
+                    "-e",
+                    "console.log(1)",
+                ],
+            );
+            assert_eq!(
+                status(&r),
+                "ok",
+                "{program}, {cache} cache: {r}\n{}",
+                stderr(&out)
+            );
+            assert_eq!(out.status.code(), Some(0));
+            assert_eq!(stdout(&out), "1\n", "{program}, {cache} cache");
+            assert_eq!(r["enforced"]["memory_limit"], "on");
+        }
+    }
+}
+
 /// The control: a program that writes files far past its limit through the page cache, and
 /// reads them back twice (refaulting all of it), with cold caches, is not a memory kill.
 #[test]

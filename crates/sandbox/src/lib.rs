@@ -16,6 +16,7 @@ pub mod landlock;
 pub mod limits;
 pub mod mounts;
 pub mod preflight;
+pub mod prewarm;
 pub mod result;
 pub mod seccomp;
 #[cfg(test)]

@@ -1,0 +1,200 @@
+//! The program's own code in the page cache before the sandbox starts, charged to the
+//! supervisor's memory cgroup (spawn.rs, step 2).
+//!
+//! A page entering the page cache is charged to the cgroup of whoever faults or reads it in
+//! first, and stays charged there while it is cached. With a cold cache the runtime's binary
+//! (Bun's is 100 MB) would be charged to the sandbox, and its memory limit would count the
+//! runtime's code rather than what the program allocates — a limit that a warm cache (pages
+//! charged elsewhere) does not have. So when the policy has a memory limit the supervisor
+//! brings the executable and its ELF interpreter in first. Shared libraries are not followed:
+//! the usual ones (libc, libm, …) are resident on any host that runs programs.
+//!
+//! Everything here is best effort: a file that cannot be found, opened or read is left to the
+//! program's own faults, and so charged to the sandbox as without this step.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use bunker_sys::cache;
+
+/// Brings the program `argv0` (looked up as init will: itself when it holds a `/`, else the
+/// first executable file on `search_path`; a relative path from `cwd`) and its ELF
+/// interpreter into the page cache. Returns the files it looked at.
+pub fn program(argv0: &OsStr, search_path: &str, cwd: Option<&Path>) -> Vec<PathBuf> {
+    let Some((path, file)) = resolve(argv0, search_path, cwd) else {
+        return Vec::new();
+    };
+    let interpreter = elf_interpreter(&file);
+    warm(&file);
+    let mut seen = vec![path];
+    if let Some(interp) = interpreter {
+        if let Ok(f) = File::open(&interp) {
+            warm(&f);
+        }
+        seen.push(interp);
+    }
+    seen
+}
+
+/// The file init will execute for `argv0`, opened for reading.
+fn resolve(argv0: &OsStr, search_path: &str, cwd: Option<&Path>) -> Option<(PathBuf, File)> {
+    let candidates: Vec<PathBuf> = if argv0.as_bytes().contains(&b'/') {
+        vec![cwd.map_or_else(|| PathBuf::from(argv0), |d| d.join(argv0))]
+    } else {
+        search_path
+            .split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| Path::new(d).join(argv0))
+            .collect()
+    };
+    candidates.into_iter().find_map(|p| {
+        let f = File::open(&p).ok()?;
+        let meta = f.metadata().ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some((p, f))
+    })
+}
+
+/// The `PT_INTERP` path of an ELF executable (`/lib64/ld-linux-x86-64.so.2`), if it has one.
+fn elf_interpreter(file: &File) -> Option<PathBuf> {
+    const PT_INTERP: u32 = 3;
+    let mut header = [0u8; 64];
+    let n = file.read_at(&mut header, 0).ok()?;
+    let header = header.get(..n)?;
+    if header.get(..4)? != b"\x7fELF" {
+        return None;
+    }
+    let wide = match header.get(4)? {
+        1 => false,
+        2 => true,
+        _ => return None,
+    };
+    let little = match header.get(5)? {
+        1 => true,
+        2 => false,
+        _ => return None,
+    };
+    let field = |at: usize, len: usize| -> Option<u64> {
+        let b = header.get(at..at + len)?;
+        Some(read_uint(b, little))
+    };
+    let (phoff, phentsize, phnum) = if wide {
+        (field(32, 8)?, field(54, 2)?, field(56, 2)?)
+    } else {
+        (field(28, 4)?, field(42, 2)?, field(44, 2)?)
+    };
+    let mut table = vec![0u8; usize::try_from(phentsize * phnum).ok()?.min(64 << 10)];
+    file.read_exact_at(&mut table, phoff).ok()?;
+    for entry in table.chunks_exact(usize::try_from(phentsize).ok()?.max(1)) {
+        let at =
+            |start: usize, len: usize| entry.get(start..start + len).map(|b| read_uint(b, little));
+        if at(0, 4)? != u64::from(PT_INTERP) {
+            continue;
+        }
+        let (offset, size) = if wide {
+            (at(8, 8)?, at(32, 8)?)
+        } else {
+            (at(4, 4)?, at(16, 4)?)
+        };
+        let mut path = vec![0u8; usize::try_from(size).ok()?.min(4096)];
+        file.read_exact_at(&mut path, offset).ok()?;
+        let end = path.iter().position(|b| *b == 0).unwrap_or(path.len());
+        path.truncate(end);
+        return Some(PathBuf::from(OsStr::from_bytes(&path)));
+    }
+    None
+}
+
+fn read_uint(bytes: &[u8], little: bool) -> u64 {
+    let fold = |acc: u64, b: &u8| (acc << 8) | u64::from(*b);
+    if little {
+        bytes.iter().rev().fold(0, fold)
+    } else {
+        bytes.iter().fold(0, fold)
+    }
+}
+
+/// Makes every page of `file` resident, charged to this process's cgroup if it was not. The
+/// warm path is one `cachestat` (a walk of the file's cache index, no I/O). Missing pages are
+/// allocated by `POSIX_FADV_WILLNEED` — the charge happens as each page enters the cache, so
+/// the reads it starts need not be waited for (the program's faults wait on them like on any
+/// read in flight) — and read outright if the kernel declined to (its readahead gives up under
+/// memory pressure).
+fn warm(file: &File) -> bool {
+    let fd = file.as_raw_fd();
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let pages = len.div_ceil(cache::page_size());
+    let resident = || match cache::cached_pages(fd) {
+        Err(e) if e.errno == libc::ENOSYS || e.errno == libc::EPERM => {
+            cache::resident_pages_mincore(fd, len)
+        }
+        other => other,
+    };
+    if resident().is_ok_and(|n| n >= pages) {
+        return true;
+    }
+    if cache::fadvise_willneed(fd).is_ok() && resident().is_ok_and(|n| n >= pages) {
+        return true;
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut reader = file;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_program_on_path_and_its_elf_interpreter() {
+        let seen = program(
+            OsStr::new("true"),
+            "relative:/nonexistent:/usr/bin:/bin",
+            None,
+        );
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen[0].ends_with("true"), "{seen:?}");
+        assert!(seen[1].to_string_lossy().contains("ld-"), "{seen:?}");
+        assert!(seen[1].is_absolute(), "{seen:?}");
+    }
+
+    #[test]
+    fn a_path_with_a_slash_is_taken_as_is_and_a_script_has_no_interpreter() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let seen = program(OsStr::new("./run.sh"), "/usr/bin", Some(dir.path()));
+        assert_eq!(seen, vec![dir.path().join("./run.sh")]);
+        // Not executable, or not there: nothing.
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(program(OsStr::new("./run.sh"), "", Some(dir.path())).is_empty());
+        assert!(program(OsStr::new("no-such-program"), "/usr/bin", None).is_empty());
+    }
+
+    #[test]
+    fn a_file_is_resident_after_warming() {
+        let exe = std::env::current_exe().unwrap();
+        let file = File::open(&exe).unwrap();
+        assert!(warm(&file));
+        let len = file.metadata().unwrap().len();
+        let pages = len.div_ceil(cache::page_size());
+        assert_eq!(
+            cache::resident_pages_mincore(file.as_raw_fd(), len).unwrap(),
+            pages
+        );
+    }
+}
