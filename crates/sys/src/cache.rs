@@ -40,12 +40,12 @@ pub fn page_size() -> u64 {
     }
 }
 
-/// How many pages of the whole file behind `fd` are in the page cache (including pages whose
-/// read is still in flight), by `cachestat(2)`: one walk of the file's cache index, with no
-/// mapping made. ENOSYS before Linux 6.5 (then [`resident_pages_mincore`] answers).
-pub fn cached_pages(fd: RawFd) -> SysResult<u64> {
-    // `len: 0` is "to the end of the file".
-    let range = CachestatRange { off: 0, len: 0 };
+/// How many pages of `len` bytes from `offset` in the file behind `fd` are in the page cache
+/// (including pages whose read is still in flight), by `cachestat(2)`: a walk of that part of
+/// the file's cache index, with no mapping made. ENOSYS before Linux 6.5 (then
+/// [`resident_pages_mincore`] answers). `len` 0 means to the end of the file.
+pub fn cached_pages(fd: RawFd, offset: u64, len: u64) -> SysResult<u64> {
+    let range = CachestatRange { off: offset, len };
     let mut stat = Cachestat::default();
     // SAFETY: `range` and `stat` are valid, properly laid out structs that outlive the call;
     // the kernel reads the first and writes the second. Flags must be 0.
@@ -59,26 +59,29 @@ pub fn cached_pages(fd: RawFd) -> SysResult<u64> {
         )
     };
     if r != 0 {
-        return Err(SysError::last(format!("cachestat(fd {fd}, 0..end)")));
+        return Err(SysError::last(format!(
+            "cachestat(fd {fd}, offset {offset}, len {len})"
+        )));
     }
     Ok(stat.nr_cache)
 }
 
-/// How many of the first `len` bytes' pages of the file behind `fd` are resident, by mapping
-/// them (without touching them) and asking `mincore(2)`: the fallback for kernels without
-/// `cachestat`.
-pub fn resident_pages_mincore(fd: RawFd, len: u64) -> SysResult<u64> {
-    if len == 0 {
+/// How many pages of the given `(offset, len)` ranges of the file behind `fd` (`file_len`
+/// bytes long; offsets page-aligned) are resident, by mapping the file (without touching it)
+/// and asking `mincore(2)` about each range: the fallback for kernels without `cachestat`.
+pub fn resident_pages_mincore(fd: RawFd, file_len: u64, ranges: &[(u64, u64)]) -> SysResult<u64> {
+    if file_len == 0 {
         return Ok(0);
     }
-    let call = || format!("mincore(mmap(fd {fd}, {len} bytes, PROT_READ, MAP_SHARED))");
-    let len_usize = usize::try_from(len).map_err(|_| SysError::from_errno(call(), libc::EFBIG))?;
+    let call = || format!("mincore(mmap(fd {fd}, {file_len} bytes, PROT_READ, MAP_SHARED))");
+    let map_len =
+        usize::try_from(file_len).map_err(|_| SysError::from_errno(call(), libc::EFBIG))?;
     // SAFETY: a fresh read-only shared mapping at an address of the kernel's choosing: it
     // aliases no Rust object, and is never read here, only unmapped below.
     let addr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            len_usize,
+            map_len,
             libc::PROT_READ,
             libc::MAP_SHARED,
             fd,
@@ -88,19 +91,32 @@ pub fn resident_pages_mincore(fd: RawFd, len: u64) -> SysResult<u64> {
     if addr == libc::MAP_FAILED {
         return Err(SysError::last(call()));
     }
-    let pages = len_usize.div_ceil(page_size() as usize);
-    let mut vec = vec![0u8; pages];
-    // SAFETY: `addr..addr+len_usize` is the mapping made above; `vec` holds one byte per page
-    // of it, as mincore requires.
-    let r = unsafe { libc::mincore(addr, len_usize, vec.as_mut_ptr()) };
-    let result = if r != 0 {
-        Err(SysError::last(call()))
-    } else {
-        Ok(vec.iter().filter(|b| **b & 1 != 0).count() as u64)
-    };
+    let page = page_size() as usize;
+    let mut resident = 0;
+    let mut result = Ok(());
+    for &(offset, len) in ranges {
+        // Clipped to the mapping: offsets past it are not asked about.
+        let (Ok(start), Ok(len)) = (usize::try_from(offset), usize::try_from(len)) else {
+            continue;
+        };
+        let len = len.min(map_len.saturating_sub(start));
+        if len == 0 || start % page != 0 {
+            continue;
+        }
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        // SAFETY: `addr+start..addr+start+len` lies inside the mapping made above (page-aligned
+        // start, clipped length); `vec` holds one byte per page of it, as mincore requires.
+        let r =
+            unsafe { libc::mincore(addr.cast::<u8>().add(start).cast(), len, vec.as_mut_ptr()) };
+        if r != 0 {
+            result = Err(SysError::last(format!("{} at offset {start}", call())));
+            break;
+        }
+        resident += vec.iter().filter(|b| **b & 1 != 0).count() as u64;
+    }
     // SAFETY: unmaps exactly the mapping made above, which nothing refers to any more.
-    unsafe { libc::munmap(addr, len_usize) };
-    result
+    unsafe { libc::munmap(addr, map_len) };
+    result.map(|()| resident)
 }
 
 /// `posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED)`: the kernel allocates page cache for every
@@ -138,13 +154,22 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         f.write_all(&vec![7u8; 3 * 4096 + 5]).unwrap();
         let pages = (3 * 4096 + 5u64).div_ceil(page_size());
-        match cached_pages(f.as_raw_fd()) {
+        match cached_pages(f.as_raw_fd(), 0, 0) {
             Ok(n) => assert_eq!(n, pages),
             Err(e) => assert_eq!(e.errno, libc::ENOSYS, "{e}"),
         }
+        if let Ok(n) = cached_pages(f.as_raw_fd(), 4096, 4096) {
+            assert_eq!(n, 1);
+        }
+        let len = 3 * 4096 + 5;
         assert_eq!(
-            resident_pages_mincore(f.as_raw_fd(), 3 * 4096 + 5).unwrap(),
+            resident_pages_mincore(f.as_raw_fd(), len, &[(0, len)]).unwrap(),
             pages
+        );
+        // Ranges past the end are clipped; pages are counted per range.
+        assert_eq!(
+            resident_pages_mincore(f.as_raw_fd(), len, &[(0, 4096), (8192, 1 << 20)]).unwrap(),
+            3
         );
         fadvise_willneed(f.as_raw_fd()).unwrap();
     }
@@ -154,7 +179,7 @@ mod tests {
         let e = fadvise_willneed(-1).unwrap_err();
         assert_eq!(e.errno, libc::EBADF);
         assert!(e.call.contains("posix_fadvise(fd -1"), "{}", e.call);
-        let e = cached_pages(-1).unwrap_err();
+        let e = cached_pages(-1, 0, 0).unwrap_err();
         assert!(e.call.starts_with("cachestat(fd -1"), "{}", e.call);
     }
 }
