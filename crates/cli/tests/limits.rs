@@ -102,11 +102,12 @@ fn drop_page_cache() {
     std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
 }
 
-/// With a cold page cache, Bun's own code (it reads its 100 MB binary at startup) is charged to
+/// With a cold page cache, Bun's own code (it reads its 100 MB binary at startup) was charged to
 /// the sandbox: at the limit the kernel evicted and refaulted it for 5 to 150 s at 100% CPU
-/// before its OOM killer came, and the 10 s timeout struck first. bunker sees the thrashing
-/// (refaults and major faults at the limit) and kills it as `memory_limit`. Python, whose code
-/// is small, is held the same way.
+/// before its OOM killer came, and the 10 s timeout struck first. The supervisor now brings the
+/// binary in first (charged to itself); whatever code is still charged to the sandbox (shared
+/// libraries, Python's modules), bunker sees any thrashing (refaults and major faults at the
+/// limit) and the allocation filling the limit, and kills it as `memory_limit`.
 #[test]
 fn memory_limit_stops_bun_and_python_with_cold_caches_before_the_timeout() {
     if !is_root() {
