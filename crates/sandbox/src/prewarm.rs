@@ -9,8 +9,9 @@
 //! brings the executable and its ELF interpreter in first. Shared libraries are not followed:
 //! the usual ones (libc, libm, …) are resident on any host that runs programs.
 //!
-//! Everything here is best effort: a file that cannot be found, opened or read is left to the
-//! program's own faults, and so charged to the sandbox as without this step.
+//! Everything here is best effort: a file that cannot be found, opened or read (or is over
+//! 1 GiB) is left to the program's own faults, and so charged to the sandbox as without
+//! this step.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -118,6 +119,9 @@ fn read_uint(bytes: &[u8], little: bool) -> u64 {
     }
 }
 
+/// Larger files are left alone: the page cache they would fill is charged to the caller, and
+/// no runtime's executable comes near it.
+const MAX_BYTES: u64 = 1 << 30;
 /// Files up to this size are checked page by page (a `cachestat` walks ~5 ns a page here)...
 const FULL_CHECK_BYTES: u64 = 4 << 20;
 /// ...larger ones at this many evenly spread windows...
@@ -175,7 +179,12 @@ fn resident(file: &File, len: u64, windows: &[(u64, u64)], page: u64) -> bool {
 /// read in flight) — and the file is read outright if the kernel declined (its readahead gives
 /// up under memory pressure).
 fn warm(file: &File) -> bool {
-    let Ok(len) = file.metadata().map(|m| m.len()) else {
+    let Some(len) = file
+        .metadata()
+        .ok()
+        .map(|m| m.len())
+        .filter(|l| *l <= MAX_BYTES)
+    else {
         return false;
     };
     let page = cache::page_size();
