@@ -239,6 +239,29 @@ mod tests {
     }
 
     #[test]
+    fn reads_pt_interp_of_a_32_bit_big_endian_elf_and_nothing_from_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut elf = vec![0u8; 84];
+        elf[..6].copy_from_slice(b"\x7fELF\x01\x02");
+        elf[28..32].copy_from_slice(&52u32.to_be_bytes()); // e_phoff
+        elf[42..44].copy_from_slice(&32u16.to_be_bytes()); // e_phentsize
+        elf[44..46].copy_from_slice(&1u16.to_be_bytes()); // e_phnum
+        elf[52..56].copy_from_slice(&3u32.to_be_bytes()); // PT_INTERP
+        elf[56..60].copy_from_slice(&84u32.to_be_bytes()); // p_offset
+        elf[68..72].copy_from_slice(&12u32.to_be_bytes()); // p_filesz
+        elf.extend_from_slice(b"/lib/ld.so\0\0");
+        let path = dir.path().join("elf");
+        std::fs::write(&path, &elf).unwrap();
+        let interp = elf_interpreter(&File::open(&path).unwrap());
+        assert_eq!(interp, Some(PathBuf::from("/lib/ld.so")));
+        // Truncated inside the program headers, or not an ELF file at all.
+        std::fs::write(&path, &elf[..60]).unwrap();
+        assert_eq!(elf_interpreter(&File::open(&path).unwrap()), None);
+        std::fs::write(&path, b"#!/bin/sh\n").unwrap();
+        assert_eq!(elf_interpreter(&File::open(&path).unwrap()), None);
+    }
+
+    #[test]
     fn a_file_is_resident_after_warming() {
         let exe = std::env::current_exe().unwrap();
         let file = File::open(&exe).unwrap();
