@@ -25,21 +25,64 @@ use bunker_sys::cache;
 
 /// Brings the program `argv0` (looked up as init will: itself when it holds a `/`, else the
 /// first executable file on `search_path`; a relative path from `cwd`) and its ELF
-/// interpreter into the page cache. Returns the files it looked at.
+/// interpreter into the page cache. For a script, the same for the interpreter its `#!` line
+/// names (one level), and for `#!/usr/bin/env NAME` for NAME on `search_path` too. Returns the
+/// files it looked at.
 pub fn program(argv0: &OsStr, search_path: &str, cwd: Option<&Path>) -> Vec<PathBuf> {
-    let Some((path, file)) = resolve(argv0, search_path, cwd) else {
-        return Vec::new();
-    };
-    let interpreter = elf_interpreter(&file);
-    warm(&file);
-    let mut seen = vec![path];
-    if let Some(interp) = interpreter {
+    let mut seen = Vec::new();
+    if let Some((path, file)) = resolve(argv0, search_path, cwd) {
+        executable(path, &file, search_path, true, &mut seen);
+    }
+    seen
+}
+
+/// Warms `file` (at `path`), then what the kernel loads to run it: its ELF interpreter, or, when
+/// `follow_script`, its `#!` interpreter (and `env`'s program).
+fn executable(
+    path: PathBuf,
+    file: &File,
+    search_path: &str,
+    follow_script: bool,
+    seen: &mut Vec<PathBuf>,
+) {
+    warm(file);
+    seen.push(path);
+    if let Some(interp) = elf_interpreter(file) {
         if let Ok(f) = File::open(&interp) {
             warm(&f);
         }
         seen.push(interp);
+        return;
     }
-    seen
+    let Some((interp, arg)) = follow_script.then(|| script_interpreter(file)).flatten() else {
+        return;
+    };
+    let via_env = interp.file_name() == Some(OsStr::new("env"));
+    if let Ok(f) = File::open(&interp) {
+        executable(interp, &f, search_path, false, seen);
+    }
+    if let (true, Some(name)) = (via_env, arg) {
+        if let Some((p, f)) = resolve(&name, search_path, None) {
+            executable(p, &f, search_path, false, seen);
+        }
+    }
+}
+
+/// The absolute interpreter path of a `#!` line and its first argument that is not an option
+/// (`#!/usr/bin/env -S bun run` → (`/usr/bin/env`, `bun`)).
+fn script_interpreter(file: &File) -> Option<(PathBuf, Option<std::ffi::OsString>)> {
+    let mut line = [0u8; 256];
+    let n = file.read_at(&mut line, 0).ok()?;
+    let line = line.get(..n)?.strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|b| *b == b'\n')?];
+    let mut words = line
+        .split(|b| *b == b' ' || *b == b'\t')
+        .filter(|w| !w.is_empty());
+    let interp = words.next().filter(|w| w.starts_with(b"/"))?;
+    let arg = words
+        .find(|w| !w.starts_with(b"-"))
+        .map(|w| OsStr::from_bytes(w).to_os_string());
+    Some((PathBuf::from(OsStr::from_bytes(interp)), arg))
 }
 
 /// The file init will execute for `argv0`, opened for reading.
@@ -225,13 +268,37 @@ mod tests {
     }
 
     #[test]
-    fn a_path_with_a_slash_is_taken_as_is_and_a_script_has_no_interpreter() {
+    fn a_path_with_a_slash_is_taken_as_is_and_a_script_brings_its_interpreter() {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("run.sh");
         std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let seen = program(OsStr::new("./run.sh"), "/usr/bin", Some(dir.path()));
-        assert_eq!(seen, vec![dir.path().join("./run.sh")]);
+        // The script, then /bin/sh and its ELF interpreter.
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(
+            seen[..2],
+            [dir.path().join("./run.sh"), PathBuf::from("/bin/sh")]
+        );
+        // `env NAME`: env and NAME, each with its interpreter.
+        std::fs::write(&script, "#!/usr/bin/env -S true --flag\n").unwrap();
+        let seen = program(
+            OsStr::new("./run.sh"),
+            "/nonexistent:/usr/bin",
+            Some(dir.path()),
+        );
+        assert_eq!(seen.len(), 5, "{seen:?}");
+        assert_eq!(seen[1], PathBuf::from("/usr/bin/env"));
+        assert_eq!(seen[3], PathBuf::from("/usr/bin/true"));
+        // A relative interpreter, or no line end within 256 bytes: the script alone.
+        std::fs::write(&script, "#!sh\n").unwrap();
+        let seen = program(OsStr::new("./run.sh"), "/usr/bin", Some(dir.path()));
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        std::fs::write(&script, format!("#!/bin/sh {}", "x".repeat(300))).unwrap();
+        assert_eq!(
+            program(OsStr::new("./run.sh"), "", Some(dir.path())).len(),
+            1
+        );
         // Not executable, or not there: nothing.
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(program(OsStr::new("./run.sh"), "", Some(dir.path())).is_empty());
