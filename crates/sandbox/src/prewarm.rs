@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use bunker_sys::cache;
@@ -48,7 +48,7 @@ fn executable(
     warm(file);
     seen.push(path);
     if let Some(interp) = elf_interpreter(file) {
-        if let Ok(f) = File::open(&interp) {
+        if let Some(f) = open_regular(&interp) {
             warm(&f);
         }
         seen.push(interp);
@@ -58,7 +58,7 @@ fn executable(
         return;
     };
     let via_env = interp.file_name() == Some(OsStr::new("env"));
-    if let Ok(f) = File::open(&interp) {
+    if let Some(f) = open_regular(&interp) {
         executable(interp, &f, search_path, false, seen);
     }
     if let (true, Some(name)) = (via_env, arg) {
@@ -97,10 +97,22 @@ fn resolve(argv0: &OsStr, search_path: &str, cwd: Option<&Path>) -> Option<(Path
             .collect()
     };
     candidates.into_iter().find_map(|p| {
-        let f = File::open(&p).ok()?;
-        let meta = f.metadata().ok()?;
-        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some((p, f))
+        let f = open_regular(&p)?;
+        let executable = f.metadata().ok()?.permissions().mode() & 0o111 != 0;
+        executable.then_some((p, f))
     })
+}
+
+/// `path` opened for reading if it is a regular file. Non-blocking and without taking a
+/// controlling terminal, so that a FIFO or a device named as the program neither hangs the
+/// supervisor nor is acted on; nothing is read from those.
+fn open_regular(path: &Path) -> Option<File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    f.metadata().ok()?.is_file().then_some(f)
 }
 
 /// The `PT_INTERP` path of an ELF executable (`/lib64/ld-linux-x86-64.so.2`), if it has one.
@@ -303,6 +315,21 @@ mod tests {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(program(OsStr::new("./run.sh"), "", Some(dir.path())).is_empty());
         assert!(program(OsStr::new("no-such-program"), "/usr/bin", None).is_empty());
+        // A FIFO (opening it for reading would wait for a writer) or a directory: skipped.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(dir.path().join("true")).unwrap();
+        let d = dir.path().to_str().unwrap();
+        assert!(program(OsStr::new("fifo"), d, None).is_empty());
+        assert_eq!(
+            program(OsStr::new("true"), &format!("{d}:/usr/bin"), None)[0],
+            PathBuf::from("/usr/bin/true")
+        );
     }
 
     #[test]
