@@ -17,6 +17,7 @@ pub mod landlock;
 pub mod limits;
 pub mod mounts;
 pub mod preflight;
+pub mod prewarm;
 pub mod seccomp;
 #[cfg(test)]
 #[path = "../../test-support/skip.rs"]

@@ -3,6 +3,10 @@
 //! **Supervisor** (single-threaded at this point — it clones):
 //! 1. `landlock::probe`: fail closed early when landlock is required and the kernel lacks it.
 //! 2. The mount plan, the program's environment and argv are computed (pure, before the clone).
+//!    With a memory limit, the program's executable (`argv[0]` on the sandbox's PATH) and its
+//!    ELF interpreter are made resident in the page cache (`prewarm.rs`), so that their pages
+//!    are charged to the supervisor's cgroup, not the sandbox's: one `cachestat` per file when
+//!    they are cached already.
 //! 3. The program's stdin (`stdin.rs`): `/dev/null`, a read-only file or FIFO passed on, or a
 //!    relay — a pipe, or with `kernel.tty` a pty of bunker's — whenever the caller's stdin is a
 //!    terminal or anything else the program could write through. Then pipes for stdout and
@@ -192,6 +196,10 @@ fn build_and_run(
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if policy.limits.memory.is_some() {
+        let cwd = req.cwd.clone().or_else(|| std::env::current_dir().ok());
+        crate::prewarm::program(&req.argv[0], &search_path, cwd.as_deref());
+    }
     let env_c = env_vars
         .into_iter()
         .map(|(k, v)| {

@@ -4,6 +4,7 @@
 //! syscall and its arguments, so the layers above can report *which* step of sandbox setup failed.
 
 pub mod bpf;
+pub mod cache;
 pub mod error;
 pub mod event;
 pub mod fd;
