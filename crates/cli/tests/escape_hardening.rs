@@ -635,19 +635,18 @@ fn host_identifiers_in_proc_are_hidden() {
     );
 }
 
-/// A setuid or setgid file that is already in a writable grant keeps its bits when the sandbox
-/// rewrites it through a shared writable mapping: the kernel clears S_ISUID/S_ISGID on
-/// `write`, `truncate` and `fallocate` (`file_remove_privs`), but not on a page written
-/// through `mmap(MAP_SHARED)`. As root the grant is idmapped to its owner, so a root-owned
-/// setuid file in a root-owned writable grant (an Electron app's `chrome-sandbox` under /opt,
-/// a `make install` tree) gets code the sandbox chose and stays setuid root on the host;
-/// rootless, the caller's own setuid file runs the sandbox's code as the caller for any host
-/// user. Checked from the host. Controls: `pwrite` to a copy works and clears its bit (the
-/// kernel's own rule), and a shared mapping of an ordinary file writes through.
+/// A setuid or setgid file (or one with a file capability) that is already in a writable grant
+/// would keep its privilege if the sandbox rewrote it through a shared writable mapping: the
+/// kernel clears S_ISUID/S_ISGID and `security.capability` on `write`, `truncate` and
+/// `fallocate` (`file_remove_privs`), but not on a page written through `mmap(MAP_SHARED)`. As
+/// root the grant is idmapped to its owner, so a root-owned setuid file in a root-owned
+/// writable grant (an Electron app's `chrome-sandbox` under /opt, a `make install` tree) would
+/// get code the sandbox chose and stay setuid root on the host; rootless, the caller's own
+/// setuid file would run the sandbox's code as the caller for any host user. bunker binds each
+/// such file read-only over itself at the start, pinned like a `deny.write` mask (it cannot be
+/// renamed away). Checked from the host. Controls: an ordinary file in the same grant is
+/// rewritten through a shared mapping and with `pwrite`.
 #[test]
-#[ignore = "open hole: mmap(MAP_SHARED) writes keep setuid/setgid bits; needs setuid/setgid \
-            files in writable grants bound read-only at start (a stat per file of every \
-            writable grant, complete walk) or shared writable file mappings refused"]
 fn a_setuid_file_in_a_writable_grant_cannot_be_rewritten_keeping_its_bit() {
     let code = r#"
 import mmap, os, sys
@@ -660,14 +659,20 @@ def via_mmap(name):
     m.flush()
     m.close()
     os.close(fd)
-for name in ("setuid", "setgid", "plain"):
+for name in ("sub/setuid", "setgid", "filecap", "plain"):
     try:
         via_mmap(name)
         print("WROTE", name)
     except OSError as e:
         print("REFUSED", name, e)
+for name in ("sub/setuid", "sub"):
+    try:
+        os.rename(os.path.join(d, name), os.path.join(d, "moved"))
+        print("RENAMED", name)
+    except OSError as e:
+        print("RENAME-REFUSED", name, e)
 try:
-    fd = os.open(os.path.join(d, "pwrite"), os.O_RDWR)
+    fd = os.open(os.path.join(d, "ordinary"), os.O_RDWR)
     os.pwrite(fd, MARK, os.fstat(fd).st_size - len(MARK))
     os.close(fd)
     print("CONTROL-OK pwrite")
@@ -678,11 +683,14 @@ except OSError as e:
         let dir = shared_tempdir();
         let rw = writable_dir(dir.path(), "rw");
         std::os::unix::fs::chown(&rw, Some(owner), Some(owner)).unwrap();
+        std::fs::create_dir(rw.join("sub")).unwrap();
+        std::os::unix::fs::chown(rw.join("sub"), Some(owner), Some(owner)).unwrap();
         for (name, bits) in [
-            ("setuid", 0o4755),
+            ("sub/setuid", 0o4755),
             ("setgid", 0o2755),
+            ("filecap", 0o755),
             ("plain", 0o755),
-            ("pwrite", 0o4755),
+            ("ordinary", 0o644),
         ] {
             let p = rw.join(name);
             std::fs::copy("/usr/bin/true", &p).unwrap();
@@ -690,6 +698,11 @@ except OSError as e:
             std::os::unix::fs::chown(&p, Some(owner), Some(owner)).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(bits)).unwrap();
         }
+        let setcap = Command::new("setcap")
+            .args(["cap_net_raw+ep", &arg(&rw.join("filecap"))])
+            .status()
+            .expect("setcap (libcap2-bin) is needed for this test");
+        assert!(setcap.success(), "setcap failed");
         let out = bunker()
             .args([
                 "run",
@@ -704,23 +717,81 @@ except OSError as e:
             .output()
             .unwrap();
         let context = format!("{mode}: {}{}", stdout(&out), stderr(&out));
-        let marked = |name: &str| std::fs::read(rw.join(name)).unwrap().ends_with(b"SANDBOX!");
-        let bits = |name: &str| std::fs::metadata(rw.join(name)).unwrap().mode() & 0o6000;
-        // Controls: the kernel's rule for write(), and shared mappings of ordinary files.
+        // A file renamed away reads as unmarked and without bits: the rename check names it.
+        let marked =
+            |name: &str| std::fs::read(rw.join(name)).is_ok_and(|b| b.ends_with(b"SANDBOX!"));
+        let bits = |name: &str| std::fs::metadata(rw.join(name)).map_or(0, |m| m.mode() & 0o6000);
+        // Controls: an ordinary file in the same grant stays writable, also through mmap.
         assert!(stdout(&out).contains("CONTROL-OK pwrite"), "{context}");
-        assert!(marked("pwrite") && bits("pwrite") == 0, "{context}");
+        assert!(marked("ordinary"), "control: pwrite; {context}");
         assert!(
             marked("plain"),
             "control: mmap write of a plain file; {context}"
         );
-        for name in ["setuid", "setgid"] {
+        for (name, privilege) in [("sub/setuid", 0o4000), ("setgid", 0o2000)] {
             assert!(
-                !(marked(name) && bits(name) != 0),
-                "{mode}: {name} was rewritten by the sandbox and keeps mode {:o} on the host \
-                 (owner {owner}); {context}",
-                std::fs::metadata(rw.join(name)).unwrap().mode()
+                !marked(name) && bits(name) == privilege,
+                "{mode}: {name} was rewritten or moved by the sandbox (setuid/setgid bits now \
+                 {:o}, owner {owner}); {context}",
+                bits(name)
             );
         }
+        assert!(
+            !marked("filecap"),
+            "{mode}: filecap was rewritten; {context}"
+        );
+        let caps = Command::new("getcap")
+            .arg(rw.join("filecap"))
+            .output()
+            .unwrap();
+        assert!(
+            stdout(&caps).contains("cap_net_raw"),
+            "{mode}: filecap lost its capability: {}",
+            stdout(&caps)
+        );
+        for name in ["sub/setuid", "sub"] {
+            assert!(
+                stdout(&out).contains(&format!("RENAME-REFUSED {name}")),
+                "{mode}: the read-only {name} was renamed away; {context}"
+            );
+        }
+        assert!(!rw.join("moved").exists(), "{context}");
+    }
+}
+
+/// The start-up walk that finds setuid/setgid files in writable grants must be complete: a
+/// directory there that may be searched but not listed (mode 0711, another owner) could hide
+/// one, so the run is refused, naming the grant. Control: the same tree with the directory
+/// listable runs.
+#[test]
+fn a_writable_grant_the_setuid_walk_cannot_list_is_refused() {
+    for ((mode, bunker), owner) in modes().into_iter().zip([0u32, 65534]) {
+        let dir = shared_tempdir();
+        let rw = writable_dir(dir.path(), "rw");
+        std::os::unix::fs::chown(&rw, Some(owner), Some(owner)).unwrap();
+        let hidden = rw.join("hidden");
+        std::fs::create_dir(&hidden).unwrap();
+        std::os::unix::fs::chown(&hidden, Some(1234), Some(1234)).unwrap();
+        let run = || {
+            bunker()
+                .args(["run", "--allow-write", &arg(&rw), "--", "true"])
+                .output()
+                .unwrap()
+        };
+        std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o711)).unwrap();
+        let out = run();
+        assert!(!out.status.success(), "{mode}: ran: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "cannot check the writable grant {} for setuid/setgid files",
+                rw.display()
+            )) && stderr(&out).contains("can be searched but not listed"),
+            "{mode}: {}",
+            stderr(&out)
+        );
+        std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = run();
+        assert!(out.status.success(), "control, {mode}: {}", stderr(&out));
     }
 }
 

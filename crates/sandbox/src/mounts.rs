@@ -499,7 +499,7 @@ fn refused(rule: String, reason: String) -> SandboxError {
 }
 
 /// The grant whose bind mount holds `path`: the deepest one containing it.
-fn holding_grant<'a>(grants: &'a [Grant], path: &Path) -> Option<&'a Grant> {
+pub(crate) fn holding_grant<'a>(grants: &'a [Grant], path: &Path) -> Option<&'a Grant> {
     grants
         .iter()
         .filter(|g| path.starts_with(&g.path))
@@ -534,13 +534,27 @@ fn refuse_creatable_globs(plan: &MountPlan) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Refuses the run when a glob that is not best-effort could not be checked everywhere it
-/// reaches; notes it for a best-effort one. Returns whether the walk was complete.
+/// Refuses the run when a part of a writable grant could not be checked for setuid/setgid
+/// files, or a glob that is not best-effort could not be checked everywhere it reaches; notes
+/// it for a best-effort one. Returns whether the walk was complete.
 fn check_walk(
     plan: &MountPlan,
     unchecked: &[walk::Unchecked],
     notes: &mut Vec<String>,
 ) -> Result<bool, SandboxError> {
+    if let Some(u) = unchecked.iter().find(|u| u.writable) {
+        return Err(SandboxError::Init {
+            step: "setuid/setgid files".into(),
+            detail: format!(
+                "cannot check the writable grant {} for setuid/setgid files (which the program \
+                 could rewrite keeping their bits, so each is made read-only): {} ({}); grant a \
+                 smaller tree or make it listable, or grant it read-only",
+                u.tree.display(),
+                u.dir.display(),
+                u.why
+            ),
+        });
+    }
     for u in unchecked {
         for g in &plan.deny_globs {
             if !g.pattern.reaches(&u.dir) {

@@ -1,14 +1,17 @@
-//! The walk of the granted trees for what the deny globs name, and for unix sockets.
+//! The walk of the granted trees for what the deny globs name, for unix sockets, and — in
+//! writable grants — for setuid/setgid files and files with a file capability.
 //!
 //! It runs in init, inside the staging root, once every grant is mounted. Each directory is read
 //! with `getdents64` into a 64 KiB buffer and its entries typed by `d_type` (no `stat` per
 //! entry, except on filesystems that leave `d_type` unknown); each path is matched against every
 //! glob ([`bunker_policy::PathGlob::matches`], the matcher `bunker check` uses) from a reused
-//! buffer, so an entry costs no allocation. The directories go through one queue shared by a
-//! worker per core.
+//! buffer, so an entry costs no allocation. In a writable grant each regular file also costs
+//! one `fstatat` (its mode), and a file with an execute bit one `lgetxattr`
+//! (`security.capability`). The directories go through one queue shared by a worker per core.
 //!
 //! A walk that could not finish says so in [`Scan::unchecked`]; the caller refuses the run for
-//! every glob that is not best-effort (see `mounts::build_root`).
+//! every glob that is not best-effort, and for any part of a writable grant (see
+//! `mounts::build_root`).
 
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -19,16 +22,24 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use bunker_sys::fd::{self, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
 
-use crate::mounts::{DenyGlob, DenyKind, Grant};
+use crate::mounts::{holding_grant, DenyGlob, DenyKind, Grant};
 
-/// Most directory entries the scan for unix sockets visits when there are no deny globs (it
-/// runs at every start, so it stays small: a few ms).
+/// Most directory entries of read-only grants the scan for unix sockets visits when there are
+/// no deny globs (it runs at every start, so it stays small: a few ms).
 pub const SOCKET_WALK_BUDGET: usize = 10_000;
 
 /// Most directory entries a walk for deny globs visits before it gives up (and the run is
 /// refused unless every glob is best-effort): about 1.5 s of walking on this class of machine
-/// (docs/benchmarks.md), so only a tree larger than any project stops it.
+/// (docs/benchmarks.md), so only a tree larger than any project stops it. Writable grants are
+/// always walked up to this many entries (and the run refused past it): a setuid file left
+/// unmasked there is a privilege escalation.
 pub const GLOB_WALK_BUDGET: usize = 4_000_000;
+
+/// Mode bits that make a file run with its owner's or group's ids.
+const SETID_BITS: u32 = 0o6000;
+
+/// Any execute bit: only then can a file capability take effect.
+const EXEC_BITS: u32 = 0o111;
 
 /// Bytes of directory records read per `getdents64`.
 const DIRENT_BUFFER: usize = 64 * 1024;
@@ -62,12 +73,16 @@ pub struct Unchecked {
     pub tree: PathBuf,
     /// Why (`the walk stopped after 4000000 entries`, `it cannot be listed`).
     pub why: String,
+    /// It is inside a writable grant: setuid/setgid files there may be unmasked.
+    pub writable: bool,
 }
 
 /// What the walk found.
 #[derive(Debug, Clone, Default)]
 pub struct Scan {
-    /// Paths to mask: deny-glob matches and unix sockets (masked as `Read`).
+    /// Paths to mask: deny-glob matches, unix sockets (masked as `Read`), and the setuid/setgid
+    /// files and files with a file capability of writable grants (as `Write`: a shared writable
+    /// mapping rewrites a file without the kernel clearing those bits).
     pub found: Vec<(DenyKind, PathBuf)>,
     /// Notes for `enforced.notes`.
     pub notes: Vec<String>,
@@ -87,16 +102,20 @@ fn rel(path: &Path) -> &Path {
 }
 
 /// Walks the granted trees under `root` (the staging root's fd, grants attached) for paths
-/// matching `globs`, and for unix sockets: a socket file in a granted tree would let the program
-/// connect to a host service (a read-only mount does not stop `connect`, and landlock up to
-/// ABI 7 does not mediate it), so each one found is masked like a denied file.
+/// matching `globs`, for unix sockets, and for privileged files in writable grants. A socket
+/// file in a granted tree would let the program connect to a host service (a read-only mount
+/// does not stop `connect`, and landlock up to ABI 7 does not mediate it), so each one found is
+/// masked like a denied file. A setuid/setgid file, or one with a `security.capability`, in a
+/// writable grant could be rewritten through `mmap(MAP_SHARED)` keeping its privilege on the
+/// host (the kernel clears the bits on `write`, not on page writes), so each is bound read-only.
 pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
-    let budget = if globs.is_empty() {
+    let other_budget = if globs.is_empty() {
         SOCKET_WALK_BUDGET
     } else {
         GLOB_WALK_BUDGET
     };
     let has_globs = !globs.is_empty();
+    let any_writable = grants.iter().any(|g| g.write);
     // Whether a directory is walked at all: never the system trees (unless writable); /etc
     // only for globs (it holds no sockets).
     let walked = move |dir: &Path| -> bool {
@@ -105,11 +124,15 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
             || !(NOT_GLOB_WALKED.iter().any(|t| dir.starts_with(t))
                 || (!has_globs && dir.starts_with("/etc")))
     };
-    // Roots to walk: the granted trees, without walking the same tree twice; writable grants
-    // first, then the caller's own read grants, the system trees last.
+    let writable_at = move |p: &Path| -> bool { holding_grant(grants, p).is_some_and(|g| g.write) };
+    // Roots to walk: the granted trees, without walking the same tree twice, and every writable
+    // grant inside a read-only one (the read-only walk, whose budget is small, does not enter
+    // it); writable grants first, then the caller's own read grants, the system trees last.
     let mut roots: Vec<&Grant> = Vec::new();
     for g in grants {
-        if !roots.iter().any(|r| g.path.starts_with(&r.path)) {
+        let beneath = roots.iter().any(|r| g.path.starts_with(&r.path));
+        let writable_root = g.write && !g.path.parent().is_some_and(writable_at);
+        if !beneath || writable_root {
             roots.push(g);
         }
     }
@@ -126,12 +149,13 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
     let tree_of = |dir: &Path| -> PathBuf {
         roots
             .iter()
-            .find(|g| dir.starts_with(&g.path))
+            .filter(|g| dir.starts_with(&g.path))
+            .max_by_key(|g| g.path.components().count())
             .map(|g| g.path.clone())
             .unwrap_or_else(|| dir.to_path_buf())
     };
 
-    let workers = if has_globs {
+    let workers = if has_globs || any_writable {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -143,18 +167,27 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
         root,
         globs,
         walked: &walked,
-        budget,
-        visited: AtomicUsize::new(0),
+        writable_at: &writable_at,
+        budgets: [GLOB_WALK_BUDGET, other_budget],
+        visited: [AtomicUsize::new(0), AtomicUsize::new(0)],
         queue: Mutex::new(Queue {
             dirs: start,
             busy: 0,
             stopped: false,
+            others_stopped: false,
         }),
         wake: Condvar::new(),
     };
+    // A writable grant of a single file is no directory to walk: its own mode is checked.
+    let mut root_files = Local::default();
+    for g in grants.iter().filter(|g| g.write) {
+        if let Ok(name) = fd::cstr("fstatat", rel(&g.path)) {
+            walk.check_file(root.as_raw_fd(), &name, &g.path, None, &mut root_files);
+        }
+    }
     let mut results: Vec<Local> = std::thread::scope(|s| {
         let helpers: Vec<_> = (1..workers).map(|_| s.spawn(|| walk.work())).collect();
-        let mut all = vec![walk.work()];
+        let mut all = vec![root_files, walk.work()];
         for h in helpers {
             // A worker that panicked left its part unchecked: say so rather than pass.
             all.push(h.join().unwrap_or_else(|_| Local {
@@ -166,7 +199,7 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
     });
 
     let mut out = Scan {
-        entries: walk.visited.load(Ordering::Relaxed),
+        entries: walk.visited.iter().map(|v| v.load(Ordering::Relaxed)).sum(),
         ..Scan::default()
     };
     for r in results.iter_mut() {
@@ -175,6 +208,7 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
         for (dir, why) in r.unchecked.drain(..) {
             out.unchecked.push(Unchecked {
                 tree: tree_of(&dir),
+                writable: writable_at(&dir),
                 dir,
                 why,
             });
@@ -182,7 +216,7 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
     }
     out.found.sort();
     out.unchecked.sort_by(|a, b| a.dir.cmp(&b.dir));
-    if let Some(u) = out.unchecked.first() {
+    if let Some(u) = out.unchecked.iter().find(|u| !u.writable) {
         if !has_globs {
             out.notes.push(format!(
                 "unix sockets: {} under {}; later paths were not checked",
@@ -206,8 +240,11 @@ struct Walk<'a> {
     root: &'a OwnedFd,
     globs: &'a [DenyGlob],
     walked: &'a (dyn Fn(&Path) -> bool + Sync),
-    budget: usize,
-    visited: AtomicUsize,
+    /// Whether a path is in a writable grant (its holding grant is writable).
+    writable_at: &'a (dyn Fn(&Path) -> bool + Sync),
+    /// Most entries to visit: in writable grants, and elsewhere.
+    budgets: [usize; 2],
+    visited: [AtomicUsize; 2],
     queue: Mutex<Queue>,
     wake: Condvar,
 }
@@ -217,8 +254,10 @@ struct Queue {
     dirs: Vec<PathBuf>,
     /// Workers reading a directory now (each may add more).
     busy: usize,
-    /// The budget ran out: everyone stops.
+    /// The writable grants' budget ran out: everyone stops (the run is refused).
     stopped: bool,
+    /// The read-only grants' budget ran out: only directories of writable grants are read.
+    others_stopped: bool,
 }
 
 /// One worker's findings.
@@ -249,8 +288,12 @@ impl Walk<'_> {
                         break None;
                     }
                     if let Some(d) = q.dirs.pop() {
+                        let writable = (self.writable_at)(&d);
+                        if q.others_stopped && !writable {
+                            continue;
+                        }
                         q.busy += 1;
-                        break Some(d);
+                        break Some((d, writable));
                     }
                     if q.busy == 0 {
                         break None;
@@ -258,28 +301,77 @@ impl Walk<'_> {
                     q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            let Some(dir) = dir else {
+            let Some((dir, writable)) = dir else {
                 self.wake.notify_all();
                 return local;
             };
-            let finished = self.read_dir(&dir, &mut buf, &mut path, &mut subdirs, &mut local);
+            let finished = self.read_dir(
+                &dir,
+                writable,
+                &mut buf,
+                &mut path,
+                &mut subdirs,
+                &mut local,
+            );
             let mut q = self.lock();
             q.busy -= 1;
             if finished {
                 q.dirs.append(&mut subdirs);
-            } else {
+            } else if writable {
                 q.stopped = true;
+            } else {
+                q.others_stopped = true;
+                subdirs.clear();
             }
             drop(q);
             self.wake.notify_all();
         }
     }
 
-    /// Reads one directory: matches and sockets into `local`, directories to descend into
-    /// `subdirs`. False when the budget ran out here.
+    /// Whether the file `name` in `dirfd` (`full` inside) is setuid/setgid or carries a file
+    /// capability; if so it goes into `local` to be bound read-only. `dtype` is its `d_type`
+    /// when known (only a regular file matters). Returns the file's type when it was stat'ed.
+    fn check_file(
+        &self,
+        dirfd: i32,
+        name: &std::ffi::CStr,
+        full: &Path,
+        dtype: Option<u8>,
+        local: &mut Local,
+    ) -> Option<u8> {
+        if dtype.is_some_and(|t| t != fd::DT_REG && t != fd::DT_UNKNOWN) {
+            return dtype;
+        }
+        let mode = match fd::fstatat_mode(dirfd, name) {
+            Ok(m) => m,
+            Err(e) if e.errno == libc::ENOENT => return dtype,
+            Err(e) => {
+                local
+                    .unchecked
+                    .push((full.to_path_buf(), format!("its mode cannot be read ({e})")));
+                return dtype;
+            }
+        };
+        let kind = ((mode & libc::S_IFMT) >> 12) as u8;
+        if kind != fd::DT_REG {
+            return Some(kind);
+        }
+        let privileged = mode & SETID_BITS != 0
+            || (mode & EXEC_BITS != 0
+                // An error other than "none" (ENODATA) counts as one: masking is cheap.
+                && fd::has_xattr(dirfd, name, c"security.capability").unwrap_or(true));
+        if privileged {
+            local.found.push((DenyKind::Write, full.to_path_buf()));
+        }
+        Some(kind)
+    }
+
+    /// Reads one directory: matches, sockets and (in a writable grant) privileged files into
+    /// `local`, directories to descend into `subdirs`. False when the budget ran out here.
     fn read_dir(
         &self,
         dir: &Path,
+        writable: bool,
         buf: &mut [u8],
         path: &mut Vec<u8>,
         subdirs: &mut Vec<PathBuf>,
@@ -336,12 +428,15 @@ impl Walk<'_> {
                 count += 1;
                 path.truncate(base);
                 path.extend_from_slice(name.to_bytes());
-                let dtype = if dtype == fd::DT_UNKNOWN {
+                let full = Path::new(OsStr::from_bytes(path));
+                let dtype = if writable {
+                    self.check_file(dirfd.as_raw_fd(), name, full, Some(dtype), local)
+                        .unwrap_or(fd::DT_UNKNOWN)
+                } else if dtype == fd::DT_UNKNOWN {
                     fd::fstatat_type(dirfd.as_raw_fd(), name).unwrap_or(fd::DT_UNKNOWN)
                 } else {
                     dtype
                 };
-                let full = Path::new(OsStr::from_bytes(path));
                 if dtype == fd::DT_SOCK {
                     local.found.push((DenyKind::Read, full.to_path_buf()));
                     continue;
@@ -355,7 +450,8 @@ impl Walk<'_> {
                 }
                 // A masked directory is empty inside; d_type does not follow symlinks, so the
                 // walk never leaves the granted trees.
-                if !masked && dtype == fd::DT_DIR {
+                // A writable grant inside a read-only one is walked from its own root.
+                if !masked && dtype == fd::DT_DIR && (writable || !(self.writable_at)(full)) {
                     if (self.walked)(full) {
                         subdirs.push(full.to_path_buf());
                     } else {
@@ -363,11 +459,12 @@ impl Walk<'_> {
                     }
                 }
             }
-            let before = self.visited.fetch_add(count, Ordering::Relaxed);
-            if before + count > self.budget {
+            let class = usize::from(!writable);
+            let before = self.visited[class].fetch_add(count, Ordering::Relaxed);
+            if before + count > self.budgets[class] {
                 local.unchecked.push((
                     dir.to_path_buf(),
-                    format!("the walk stopped after {} entries", self.budget),
+                    format!("the walk stopped after {} entries", self.budgets[class]),
                 ));
                 return false;
             }

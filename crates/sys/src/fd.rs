@@ -478,6 +478,7 @@ pub fn dup_cloexec(fd: RawFd) -> SysResult<OwnedFd> {
 /// 12, so [`fstatat_type`] returns the same numbers).
 pub const DT_UNKNOWN: u8 = 0;
 pub const DT_DIR: u8 = 4;
+pub const DT_REG: u8 = 8;
 pub const DT_SOCK: u8 = 12;
 
 /// `getdents64(fd, buf)`: fills `buf` with directory records; Ok(0) at the end of the directory.
@@ -518,9 +519,9 @@ pub fn dirents(buf: &[u8]) -> impl Iterator<Item = (u8, &std::ffi::CStr)> {
     })
 }
 
-/// The `d_type` of `name` in `dirfd`, from `fstatat(AT_SYMLINK_NOFOLLOW)`: for filesystems whose
-/// directory records say [`DT_UNKNOWN`].
-pub fn fstatat_type(dirfd: RawFd, name: &std::ffi::CStr) -> SysResult<u8> {
+/// The `st_mode` (type and permission bits) of `name` in `dirfd`, from
+/// `fstatat(AT_SYMLINK_NOFOLLOW)`.
+pub fn fstatat_mode(dirfd: RawFd, name: &std::ffi::CStr) -> SysResult<u32> {
     // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `name` is NUL-terminated and `st` a valid out pointer.
@@ -530,7 +531,34 @@ pub fn fstatat_type(dirfd: RawFd, name: &std::ffi::CStr) -> SysResult<u8> {
             "fstatat(fd {dirfd}, {name:?}, AT_SYMLINK_NOFOLLOW)"
         )));
     }
-    Ok(((st.st_mode & libc::S_IFMT) >> 12) as u8)
+    Ok(st.st_mode)
+}
+
+/// The `d_type` of `name` in `dirfd`, from `fstatat(AT_SYMLINK_NOFOLLOW)`: for filesystems whose
+/// directory records say [`DT_UNKNOWN`].
+pub fn fstatat_type(dirfd: RawFd, name: &std::ffi::CStr) -> SysResult<u8> {
+    Ok(((fstatat_mode(dirfd, name)? & libc::S_IFMT) >> 12) as u8)
+}
+
+/// Whether `name` in `dirfd` (itself, not a symlink's target) carries the extended attribute
+/// `attr`: `lgetxattr("/proc/self/fd/<dirfd>/<name>", attr, NULL, 0)`. A value the caller may not
+/// read in its user namespace (`EOVERFLOW`, a file capability of an unmapped root) exists; a
+/// filesystem without extended attributes has none.
+pub fn has_xattr(dirfd: RawFd, name: &std::ffi::CStr, attr: &std::ffi::CStr) -> SysResult<bool> {
+    let mut path = format!("/proc/self/fd/{dirfd}/").into_bytes();
+    path.extend_from_slice(name.to_bytes());
+    let path = cstr("lgetxattr", OsStr::from_bytes(&path))?;
+    // SAFETY: both strings are NUL-terminated; a NULL buffer of size 0 asks only for the size.
+    let r = unsafe { libc::lgetxattr(path.as_ptr(), attr.as_ptr(), std::ptr::null_mut(), 0) };
+    if r >= 0 {
+        return Ok(true);
+    }
+    let err = SysError::last(format!("lgetxattr({path:?}, {attr:?}, NULL, 0)"));
+    match err.errno {
+        libc::ENODATA | libc::ENOTSUP => Ok(false),
+        libc::EOVERFLOW | libc::ERANGE => Ok(true),
+        _ => Err(err),
+    }
 }
 
 /// Whether the calling thread's effective ids may search (`X_OK`) `path` in `dirfd`, without
