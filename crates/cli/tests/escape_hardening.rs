@@ -759,39 +759,62 @@ except OSError as e:
     }
 }
 
-/// The start-up walk that finds setuid/setgid files in writable grants must be complete: a
-/// directory there that may be searched but not listed (mode 0711, another owner) could hide
-/// one, so the run is refused, naming the grant. Control: the same tree with the directory
-/// listable runs.
+/// The start-up walk that finds setuid/setgid files in writable grants cannot look inside a
+/// directory there that may be searched but not listed (mode 0711, another owner), yet the
+/// program can reach a setuid file in it by name: the whole directory is bound read-only, and
+/// the run says so. Control: an ordinary file beside it stays writable.
 #[test]
-fn a_writable_grant_the_setuid_walk_cannot_list_is_refused() {
+fn a_directory_the_setuid_walk_cannot_list_is_made_read_only() {
+    let code = r#"
+import mmap, os, sys
+d = sys.argv[1]
+for name in ("hidden/suid", "ordinary"):
+    try:
+        fd = os.open(os.path.join(d, name), os.O_RDWR)
+        m = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        m[-8:] = b"SANDBOX!"
+        m.close()
+        os.close(fd)
+        print("WROTE", name)
+    except OSError as e:
+        print("REFUSED", name, e)
+"#;
     for ((mode, bunker), owner) in modes().into_iter().zip([0u32, 65534]) {
         let dir = shared_tempdir();
         let rw = writable_dir(dir.path(), "rw");
         std::os::unix::fs::chown(&rw, Some(owner), Some(owner)).unwrap();
         let hidden = rw.join("hidden");
         std::fs::create_dir(&hidden).unwrap();
+        for (name, bits) in [("hidden/suid", 0o4755), ("ordinary", 0o644)] {
+            let p = rw.join(name);
+            std::fs::copy("/usr/bin/true", &p).unwrap();
+            std::os::unix::fs::chown(&p, Some(owner), Some(owner)).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(bits)).unwrap();
+        }
         std::os::unix::fs::chown(&hidden, Some(1234), Some(1234)).unwrap();
-        let run = || {
-            bunker()
-                .args(["run", "--allow-write", &arg(&rw), "--", "true"])
-                .output()
-                .unwrap()
-        };
         std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o711)).unwrap();
-        let out = run();
-        assert!(!out.status.success(), "{mode}: ran: {}", stderr(&out));
+        let out = bunker()
+            .args([
+                "run",
+                "--allow-write",
+                &arg(&rw),
+                "--",
+                "python3",
+                "-c",
+                code,
+            ])
+            .arg(&rw)
+            .output()
+            .unwrap();
+        let context = format!("{mode}: {}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "{context}");
         assert!(
-            stderr(&out).contains(&format!(
-                "cannot check the writable grant {} for setuid/setgid files",
-                rw.display()
-            )) && stderr(&out).contains("can be searched but not listed"),
-            "{mode}: {}",
-            stderr(&out)
+            stdout(&out).contains("WROTE ordinary"),
+            "control: {context}"
         );
-        std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let out = run();
-        assert!(out.status.success(), "control, {mode}: {}", stderr(&out));
+        assert!(stdout(&out).contains("REFUSED hidden/suid"), "{context}");
+        let suid = std::fs::read(rw.join("hidden/suid")).unwrap();
+        assert!(!suid.ends_with(b"SANDBOX!"), "{context}");
     }
 }
 

@@ -548,7 +548,7 @@ fn check_walk(
             detail: format!(
                 "cannot check the writable grant {} for setuid/setgid files (which the program \
                  could rewrite keeping their bits, so each is made read-only): {} ({}); grant a \
-                 smaller tree or make it listable, or grant it read-only",
+                 smaller tree, or grant it read-only",
                 u.tree.display(),
                 u.dir.display(),
                 u.why

@@ -202,8 +202,10 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
         entries: walk.visited.iter().map(|v| v.load(Ordering::Relaxed)).sum(),
         ..Scan::default()
     };
+    let mut unlisted = Vec::new();
     for r in results.iter_mut() {
         out.found.append(&mut r.found);
+        unlisted.append(&mut r.unlisted);
         skipped |= r.skipped;
         for (dir, why) in r.unchecked.drain(..) {
             out.unchecked.push(Unchecked {
@@ -215,6 +217,16 @@ pub fn scan(root: &OwnedFd, grants: &[Grant], globs: &[DenyGlob]) -> Scan {
         }
     }
     out.found.sort();
+    unlisted.sort();
+    if let Some(first) = unlisted.first() {
+        out.notes.push(format!(
+            "{} director{} of writable grants (first: {}) can be searched but not listed, so \
+             may hold setuid/setgid files the walk cannot see: made read-only",
+            unlisted.len(),
+            if unlisted.len() == 1 { "y" } else { "ies" },
+            first.display()
+        ));
+    }
     out.unchecked.sort_by(|a, b| a.dir.cmp(&b.dir));
     if let Some(u) = out.unchecked.iter().find(|u| !u.writable) {
         if !has_globs {
@@ -264,6 +276,8 @@ struct Queue {
 #[derive(Default)]
 struct Local {
     found: Vec<(DenyKind, PathBuf)>,
+    /// Directories of writable grants that could not be listed (bound read-only).
+    unlisted: Vec<PathBuf>,
     unchecked: Vec<(PathBuf, String)>,
     skipped: bool,
 }
@@ -391,7 +405,15 @@ impl Walk<'_> {
             // A directory nobody inside may search hides nothing; one that may be searched but
             // not listed could hold a denied name the program can guess.
             Err(e) if e.errno == libc::EACCES => {
-                if fd::can_search(self.root.as_raw_fd(), rel(dir)) {
+                if !fd::can_search(self.root.as_raw_fd(), rel(dir)) {
+                    return true;
+                }
+                if writable {
+                    // It may hold a setuid file the program can reach by name: the whole
+                    // directory is bound read-only instead.
+                    local.found.push((DenyKind::Write, dir.to_path_buf()));
+                    local.unlisted.push(dir.to_path_buf());
+                } else {
                     local.unchecked.push((
                         dir.to_path_buf(),
                         "it can be searched but not listed".into(),
@@ -568,6 +590,54 @@ mod tests {
                 .path_decision(&t.join("x/server.keys"), bunker_policy::Access::Read)
                 .allowed
         );
+    }
+
+    /// In a writable grant the walk finds setuid and setgid files (at any depth, and a grant
+    /// that is one such file), not ordinary ones, executable or not; in a read-only grant
+    /// (nested in the writable one, or alone) it stats nothing.
+    #[test]
+    fn the_walk_finds_setuid_and_setgid_files_in_writable_grants_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let file = |name: &str, mode: u32| {
+            let p = t.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "x").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let suid = file("rw/a/b/suid", 0o4755);
+        let sgid = file("rw/sgid", 0o2750);
+        file("rw/plain", 0o755);
+        file("rw/data", 0o644);
+        file("rw/ro/suid", 0o4755);
+        file("elsewhere/suid", 0o4755);
+        let single = file("single", 0o4755);
+        let root = fd::openat2(None, Path::new("/"), libc::O_PATH, 0, 0).unwrap();
+        let grants = [
+            Grant {
+                write: true,
+                ..grant(&t.join("rw"), false)
+            },
+            grant(&t.join("rw/ro"), false),
+            grant(&t.join("elsewhere"), false),
+            Grant {
+                write: true,
+                ..grant(&single, false)
+            },
+        ];
+        let scan = scan(&root, &grants, &[]);
+        assert!(scan.unchecked.is_empty(), "{:?}", scan.unchecked);
+        let mut found = scan.found.clone();
+        found.sort();
+        let mut want = vec![
+            (DenyKind::Write, sgid),
+            (DenyKind::Write, single),
+            (DenyKind::Write, suid),
+        ];
+        want.sort();
+        assert_eq!(found, want);
     }
 
     /// The walk over a real tree, with `/` as the root fd (paths are host paths).
