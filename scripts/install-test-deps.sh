@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what bunker's tests need when it is missing: the system packages curl, git, openssl,
-# python3, util-linux (setpriv) and time (apt-get), Bun (from npm) and the test runner
-# cargo-nextest (`cargo install --locked`). Idempotent; safe to run on a developer machine.
+# python3, util-linux (setpriv, prlimit, ionice), libcap2-bin (setcap, getcap) and time
+# (apt-get), Bun (from npm) and the test runner cargo-nextest (`cargo install --locked`). Idempotent; safe to run on a developer machine.
 # Needs root for apt-get and /usr/local/bin.
 set -euo pipefail
 
 need_apt=()
-for tool in curl git openssl python3 setpriv; do
+for tool in curl git openssl python3 setpriv prlimit ionice setcap getcap; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
@@ -14,7 +14,11 @@ done
 if [ ${#need_apt[@]} -gt 0 ]; then
   pkgs=()
   for t in "${need_apt[@]}"; do
-    case "$t" in setpriv) pkgs+=(util-linux) ;; *) pkgs+=("$t") ;; esac
+    case "$t" in
+      setpriv | prlimit | ionice) pkgs+=(util-linux) ;;
+      setcap | getcap) pkgs+=(libcap2-bin) ;;
+      *) pkgs+=("$t") ;;
+    esac
   done
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
