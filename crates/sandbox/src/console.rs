@@ -6,6 +6,12 @@
 //! line start — on a fresh line even when the program's last line is unfinished, and never
 //! blocking the loop (a caller that stops reading stderr cannot hold the timeout off). Outside a
 //! run a line is written at once, after a newline when the program's stderr ended mid-line.
+//!
+//! A line keeps its place among the program's output: a thread other than the supervisor's
+//! waits until the supervisor has taken its line, and the supervisor first reads what the
+//! program wrote so far. What the program printed before a line was said comes before it, and
+//! what the line's cause (a proxy refusal) made it print after — whatever the scheduler does
+//! with the supervisor meanwhile.
 //! `-q` / `-v` are the console's [`Verbosity`].
 
 use std::fmt;
@@ -13,7 +19,9 @@ use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, ThreadId};
+use std::time::Duration;
 
 use bunker_sys::{event, fd, SysError};
 
@@ -32,6 +40,10 @@ pub enum Verbosity {
 /// from several threads never interleave. Longer lines are cut.
 const MAX_LINE: usize = libc::PIPE_BUF;
 
+/// Longest a thread waits for the supervisor to take its line: a backstop only (the supervisor
+/// polls the relay), so that nothing can hang on a supervisor that stopped coming round.
+const HANDOVER_BACKSTOP: Duration = Duration::from_secs(1);
+
 /// A handle on bunker's console; clones share it.
 #[derive(Clone)]
 pub struct Console {
@@ -41,6 +53,8 @@ pub struct Console {
 struct Inner {
     verbosity: Verbosity,
     state: Mutex<State>,
+    /// Signalled when the supervisor has taken lines from the relay, or the relay ended.
+    taken: Condvar,
     relay_read: File,
     relay_write: File,
     /// Lines lost because the relay (or the supervisor's backlog) was full.
@@ -53,6 +67,11 @@ struct State {
     relaying: bool,
     /// The caller's stderr ends in an unfinished line (the program's).
     mid_line: bool,
+    /// The thread that runs the supervisor's loop: its own lines need no hand-over.
+    supervisor: Option<ThreadId>,
+    /// Lines put into the relay, and lines the supervisor has taken out of it, this run.
+    relayed: u64,
+    taken: u64,
 }
 
 impl fmt::Debug for Console {
@@ -73,6 +92,7 @@ impl Console {
             inner: Arc::new(Inner {
                 verbosity,
                 state: Mutex::new(State::default()),
+                taken: Condvar::new(),
                 relay_read: File::from(read),
                 relay_write: File::from(write),
                 dropped: AtomicU64::new(0),
@@ -126,13 +146,24 @@ impl Console {
             // Non-blocking: a full relay loses the line (counted) rather than stall a thread.
             if (&self.inner.relay_write).write(line.as_bytes()).is_err() {
                 self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            state.relayed += count_lines(line.as_bytes());
+            if state.supervisor != Some(thread::current().id()) {
+                // Hand-over: return only once the supervisor has put the line in the stream,
+                // so nothing this thread does next (answering the program) can overtake it.
+                let mine = state.relayed;
+                let _ = self
+                    .inner
+                    .taken
+                    .wait_timeout_while(state, HANDOVER_BACKSTOP, |s| s.relaying && s.taken < mine);
             }
         } else {
             let _ = write_direct(&mut state, &line);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.inner
             .state
             .lock()
@@ -140,9 +171,11 @@ impl Console {
     }
 
     /// The supervisor takes the caller's stderr over: lines go through the relay from now on.
-    /// Idempotent.
+    /// Called on the thread that runs the supervisor's loop. Idempotent.
     pub(crate) fn start_relay(&self) {
-        self.lock().relaying = true;
+        let mut state = self.lock();
+        state.relaying = true;
+        state.supervisor = Some(thread::current().id());
     }
 
     /// The relay's read end, for the supervisor's poll.
@@ -150,15 +183,30 @@ impl Console {
         self.inner.relay_read.as_fd()
     }
 
-    /// Appends what the relay holds to `into`, without blocking.
+    /// Appends what the relay holds to `into`, without blocking. The lines read count as taken
+    /// (their threads go on): the caller puts them in the stream before it reads the program's
+    /// output again.
     pub(crate) fn read_relay(&self, into: &mut Vec<u8>) {
+        let lines = self.drain_relay(into);
+        if lines > 0 {
+            self.lock().taken += lines;
+            self.inner.taken.notify_all();
+        }
+    }
+
+    /// Appends what the relay holds to `into`; returns how many lines that was.
+    fn drain_relay(&self, into: &mut Vec<u8>) -> u64 {
         let mut buf = [0u8; 16 * 1024];
+        let mut lines = 0;
         loop {
             match (&self.inner.relay_read).read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => into.extend_from_slice(&buf[..n]),
+                Ok(0) => return lines,
+                Ok(n) => {
+                    into.extend_from_slice(&buf[..n]);
+                    lines += count_lines(&buf[..n]);
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return,
+                Err(_) => return lines,
             }
         }
     }
@@ -178,12 +226,21 @@ impl Console {
         }
         state.relaying = false;
         state.mid_line = mid_line;
+        state.supervisor = None;
+        state.relayed = 0;
+        state.taken = 0;
         let mut rest = Vec::new();
-        self.read_relay(&mut rest);
+        self.drain_relay(&mut rest);
         if !rest.is_empty() {
             let _ = write_direct(&mut state, &String::from_utf8_lossy(&rest));
         }
+        // Threads still waiting for a hand-over go on: their lines are written.
+        self.inner.taken.notify_all();
     }
+}
+
+fn count_lines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 fn as_line(text: &str) -> String {

@@ -958,7 +958,15 @@ impl Run<'_> {
                         self.read_pipe(p.stream, &mut p.source, &mut buf)?
                     }
                     Role::Sink(i) => self.output.write_waiting(i),
-                    Role::Relay => self.output.take_relay(),
+                    Role::Relay => {
+                        // A line's place is where it was said: after all the program wrote
+                        // before (its thread waits until the line is taken, so nothing the
+                        // line led to can be in the pipes yet).
+                        for p in pipes.iter_mut().filter(|p| p.source.open) {
+                            self.read_pipe(p.stream, &mut p.source, &mut buf)?;
+                        }
+                        self.output.take_relay();
+                    }
                     Role::StdinSource => {
                         if let Some(relay) = self.stdin.as_mut() {
                             relay.read_source();
