@@ -559,10 +559,6 @@ fn best_effort_warnings_come_once_and_before_the_programs_output() {
     }
     // Rootless without cgroup delegation cannot enforce them: the case this test is about.
     if !warned_somewhere {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no mode had a best-effort limit to warn about"
-        );
-        eprintln!("skipped: every limit is enforced in every mode here");
+        skip("every limit is enforced in every mode here: no best-effort warning to place");
     }
 }
