@@ -16,7 +16,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{arg, modes, report, shared_tempdir, stderr, stdout};
+use common::{arg, modes, report, shared_tempdir, stderr, stdout, CommandMaker};
 
 /// A directory under `parent` that the sandbox (root or rootless) may write: mode 0777.
 fn writable_dir(parent: &Path, name: &str) -> PathBuf {
@@ -24,6 +24,23 @@ fn writable_dir(parent: &Path, name: &str) -> PathBuf {
     std::fs::create_dir(&d).unwrap();
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
     d
+}
+
+/// Runs python3 `code` with `rw` as its one write grant and as its first argument.
+fn run_in_write_grant(bunker: CommandMaker, rw: &Path, code: &str) -> Output {
+    bunker()
+        .args([
+            "run",
+            "--allow-write",
+            &arg(rw),
+            "--",
+            "python3",
+            "-c",
+            code,
+        ])
+        .arg(rw)
+        .output()
+        .unwrap()
 }
 
 /// Asserts every line starting with one of `attacks` says BLOCKED, that each attack printed a
@@ -543,19 +560,7 @@ attempt("security.capability", lambda: os.setxattr(p, "security.capability", cap
     for (mode, bunker) in modes() {
         let dir = shared_tempdir();
         let rw = writable_dir(dir.path(), "rw");
-        let out = bunker()
-            .args([
-                "run",
-                "--allow-write",
-                &arg(&rw),
-                "--",
-                "python3",
-                "-c",
-                code,
-            ])
-            .arg(&rw)
-            .output()
-            .unwrap();
+        let out = run_in_write_grant(bunker, &rw, code);
         let mut attacks = vec!["security.capability".to_string()];
         for bits in ["4755", "2755"] {
             for call in [
@@ -703,19 +708,7 @@ except OSError as e:
             .status()
             .expect("setcap (libcap2-bin) is needed for this test");
         assert!(setcap.success(), "setcap failed");
-        let out = bunker()
-            .args([
-                "run",
-                "--allow-write",
-                &arg(&rw),
-                "--",
-                "python3",
-                "-c",
-                code,
-            ])
-            .arg(&rw)
-            .output()
-            .unwrap();
+        let out = run_in_write_grant(bunker, &rw, code);
         let context = format!("{mode}: {}{}", stdout(&out), stderr(&out));
         // A file renamed away reads as unmarked and without bits: the rename check names it.
         let marked =
@@ -793,19 +786,7 @@ for name in ("hidden/suid", "ordinary"):
         }
         std::os::unix::fs::chown(&hidden, Some(1234), Some(1234)).unwrap();
         std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o711)).unwrap();
-        let out = bunker()
-            .args([
-                "run",
-                "--allow-write",
-                &arg(&rw),
-                "--",
-                "python3",
-                "-c",
-                code,
-            ])
-            .arg(&rw)
-            .output()
-            .unwrap();
+        let out = run_in_write_grant(bunker, &rw, code);
         let context = format!("{mode}: {}{}", stdout(&out), stderr(&out));
         assert!(out.status.success(), "{context}");
         assert!(

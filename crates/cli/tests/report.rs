@@ -42,6 +42,18 @@ fn argv(mode: &str) -> Vec<String> {
 const FD_DRIVER: &str = r#"
 import json, os, socket, subprocess, sys
 kind, tmp, argv = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+def drain(r):
+    """Everything waiting on the non-blocking descriptor r, up to end of file."""
+    data = b""
+    while True:
+        try:
+            chunk = os.read(r, 1 << 20)
+        except BlockingIOError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
 if kind == "socket":
     ours, theirs = socket.socketpair()
     theirs.setblocking(False)  # bunker must wait out a full buffer, not fail on EAGAIN
@@ -65,30 +77,14 @@ elif kind in ("pipe", "closed-pipe"):
         if kind == "closed-pipe":
             return b""
         os.set_blocking(r, False)
-        data = b""
-        while True:
-            try:
-                chunk = os.read(r, 1 << 20)
-            except BlockingIOError:
-                return data
-            if not chunk:
-                return data
-            data += chunk
+        return drain(r)
 elif kind == "fifo":
     path = os.path.join(tmp, "report.fifo")
     os.mkfifo(path)
     r = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     give = os.open(path, os.O_WRONLY)
     def read():
-        data = b""
-        while True:
-            try:
-                chunk = os.read(r, 1 << 20)
-            except BlockingIOError:
-                return data
-            if not chunk:
-                return data
-            data += chunk
+        return drain(r)
 elif kind == "file":
     path = os.path.join(tmp, "report.json")
     give = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
