@@ -489,7 +489,7 @@ call("ioprio_user", lambda: libc.syscall(SYS_ioprio_set, WHO_USER, 0, IDLE))
 call("ioprio_process", lambda: libc.syscall(SYS_ioprio_set, WHO_PROCESS, 0, IDLE))
 # The scheduler autogroup (a session's): its nice value is the whole group's.
 try:
-    res["autogroup"] = open("/proc/self/autogroup").read().split()[0]
+    res["autogroup"] = (open("/proc/self/autogroup").read().split() or [None])[0]
 except OSError:
     res["autogroup"] = None
 try:
@@ -539,11 +539,16 @@ fn priority(pid: u32) -> (i64, String, Option<String>) {
         .output()
         .unwrap();
     assert!(io.status.success(), "ionice: {}", stderr(&io));
-    let autogroup = std::fs::read_to_string(format!("/proc/{pid}/autogroup")).ok();
+    // A process in the kernel's default autogroup (its session's leader never called setsid,
+    // as under some CI runners) reads an empty file: it has no autogroup to compare.
+    let autogroup = std::fs::read_to_string(format!("/proc/{pid}/autogroup"))
+        .ok()
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty());
     (
         nice.parse().unwrap(),
         stdout(&io).trim().to_string(),
-        autogroup.map(|a| a.trim().to_string()),
+        autogroup,
     )
 }
 
