@@ -1,4 +1,5 @@
-//! Plugs the egress proxy (bunker-proxy) into the sandbox's `Egress` hook.
+//! Plugs the egress proxy (bunker-proxy) into the sandbox's `Egress` hook, on a runtime of the
+//! CLI's own for its one sandbox.
 
 use std::net::{IpAddr, TcpListener};
 use std::os::fd::OwnedFd;
@@ -14,6 +15,10 @@ use bunker_sandbox::HttpRecord;
 pub struct ProxyEgress {
     config: Option<ProxyConfig>,
     handle: Option<ProxyHandle>,
+    /// Made in [`Egress::start`], which the sandbox calls once init exists: the sandbox is
+    /// cloned while the process is single-threaded, and the runtime's worker is a thread.
+    /// Declared after `handle`, so a handle dropped unfinished is dropped first.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl ProxyEgress {
@@ -31,6 +36,7 @@ impl ProxyEgress {
                 on_decision,
             }),
             handle: None,
+            runtime: None,
         }
     }
 }
@@ -60,9 +66,23 @@ impl Egress for ProxyEgress {
             .config
             .take()
             .ok_or_else(|| "the egress proxy was already started".to_string())?;
-        let handle = bunker_proxy::start(config, TcpListener::from(http), TcpListener::from(socks))
-            .map_err(|e| e.to_string())?;
+        // One worker: the proxy of one sandbox needs no more, and it was one thread before.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bunker-proxy")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| format!("egress proxy: starting its runtime: {e}"))?;
+        let handle = bunker_proxy::start_on(
+            runtime.handle(),
+            config,
+            TcpListener::from(http),
+            TcpListener::from(socks),
+        )
+        .map_err(|e| e.to_string())?;
         self.handle = Some(handle);
+        self.runtime = Some(runtime);
         Ok(())
     }
 
@@ -70,8 +90,14 @@ impl Egress for ProxyEgress {
         let Some(handle) = self.handle.take() else {
             return Vec::new();
         };
-        handle
-            .finish()
+        // Called on the supervisor's thread, never one of the runtime's: it may block.
+        let records = handle.finish();
+        // Every task has ended and the records are whole. Not waiting for the runtime's
+        // blocking threads: a name lookup stuck in the resolver must not hold up the result.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        records
             .into_iter()
             .map(|r| HttpRecord {
                 kind: r.kind,

@@ -37,7 +37,14 @@ fn main() {
         resolve: Vec::new(),
         on_decision: None,
     };
-    let handle = bunker_proxy::start(config, http, socks).unwrap();
+    // The runtime the CLI gives the proxy of its one sandbox: one worker thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bunker-proxy")
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = bunker_proxy::start_on(runtime.handle(), config, http, socks).unwrap();
 
     let url = format!("http://{origin}/bytes/{bytes}");
     // The floor for any proxy process on this machine: a bare TCP relay, two blocking threads

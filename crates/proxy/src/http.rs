@@ -247,7 +247,7 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
         }
     };
     let timeouts = timeouts(&shared);
-    tokio::spawn(async move {
+    tokio::spawn(shared.tasks.track(async move {
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
         };
@@ -257,7 +257,7 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
             Err(_) => return,
         };
         let _ = relay(client, upstream, &prefix, &entry, timeouts).await;
-    });
+    }));
     Response::new(
         http_body_util::Empty::new()
             .map_err(|e| match e {})
@@ -354,7 +354,9 @@ async fn handle_forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ForwardError::Upstream(e.to_string()))?;
-        tokio::spawn(conn);
+        tokio::spawn(shared.tasks.track(async move {
+            let _ = conn.await;
+        }));
         sender
             .send_request(upstream_req)
             .await

@@ -15,17 +15,18 @@ mod record;
 mod socks;
 pub mod socks5;
 pub mod target;
+mod tasks;
 mod tunnel;
 
 use std::io;
 use std::net::{IpAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bunker_policy::Policy;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
 
 pub use crate::http::MAX_HEAD_BYTES;
 pub use crate::record::RequestRecord;
@@ -38,8 +39,8 @@ pub struct ProxyConfig {
     /// Pinned names and their addresses (like curl's `--resolve`), consulted before DNS. Their
     /// addresses are checked like any resolved address.
     pub resolve: Vec<(String, IpAddr)>,
-    /// Called on the proxy's thread with each decision as it is made (before any byte flows:
-    /// the record's counters are still zero). It must not block.
+    /// Called on a thread of the proxy's runtime with each decision as it is made (before any
+    /// byte flows: the record's counters are still zero). It must not block.
     pub on_decision: Option<DecisionHook>,
 }
 
@@ -64,37 +65,38 @@ pub enum ProxyError {
         which: &'static str,
         source: io::Error,
     },
-    #[error("egress proxy: starting its runtime: {0}")]
-    Runtime(io::Error),
-    #[error("egress proxy: starting its thread: {0}")]
-    Thread(io::Error),
     #[error("egress proxy: pinned name {0:?} is not a valid host name")]
     PinnedName(String),
 }
 
-/// A running proxy. Dropping it stops the proxy too (the records are then lost).
+/// A running proxy: its tasks on the runtime it was started on. Dropping it stops the proxy
+/// without waiting (the records are then lost); [`ProxyHandle::finish`] and
+/// [`ProxyHandle::finish_async`] stop it and return the records.
 pub struct ProxyHandle {
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
 }
 
-/// Starts serving `http` (HTTP forward + CONNECT) and `socks` (SOCKS5) on a thread of its own,
-/// with a single-threaded tokio runtime; returns at once.
-pub fn start(
+/// Starts serving `http` (HTTP forward + CONNECT) and `socks` (SOCKS5) as tasks on `runtime`;
+/// returns at once. Any number of proxies may share one runtime: each one's tasks, limits and
+/// records are its own. The runtime needs its I/O and time drivers, and must be driven (a
+/// multi-thread runtime's workers, or a thread in `block_on` of a current-thread one) for as
+/// long as the proxy serves.
+pub fn start_on(
+    runtime: &Handle,
     config: ProxyConfig,
     http: TcpListener,
     socks: TcpListener,
 ) -> Result<ProxyHandle, ProxyError> {
-    start_with_record_cap(config, http, socks, MAX_RECORDS)
+    start_on_with_record_cap(runtime, config, http, socks, MAX_RECORDS)
 }
 
-/// Decisions kept per run by [`start`]. Past it, requests are refused (HTTP 429, SOCKS5 0x02)
-/// and counted in one final record, so the supervisor's memory stays bounded.
+/// Decisions kept per run by [`start_on`]. Past it, requests are refused (HTTP 429, SOCKS5
+/// 0x02) and counted in one final record, so the supervisor's memory stays bounded.
 pub const MAX_RECORDS: usize = 100_000;
 
-/// [`start`] with another cap on the decisions kept (see [`MAX_RECORDS`]).
-pub fn start_with_record_cap(
+/// [`start_on`] with another cap on the decisions kept (see [`MAX_RECORDS`]).
+pub fn start_on_with_record_cap(
+    runtime: &Handle,
     config: ProxyConfig,
     http: TcpListener,
     socks: TcpListener,
@@ -112,24 +114,16 @@ pub fn start_with_record_cap(
             .set_nonblocking(true)
             .map_err(|source| ProxyError::Listener { which, source })?;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(ProxyError::Runtime)?;
-    let records = Arc::new(Mutex::new(Vec::new()));
     let shared = Arc::new(Shared::new(
         config.policy,
         pins,
-        Arc::clone(&records),
+        Arc::new(Mutex::new(Vec::new())),
         max_records,
         config.on_decision,
     ));
-    let handle_shared = Arc::clone(&shared);
-    let (shutdown, stopped) = oneshot::channel::<()>();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
 
-    // The listeners become tokio listeners inside the runtime (they need its reactor).
+    // The listeners are registered with the runtime's reactor.
     let (http, socks) = {
         let _guard = runtime.enter();
         let http =
@@ -144,26 +138,11 @@ pub fn start_with_record_cap(
             })?;
         (http, socks)
     };
-    let thread = std::thread::Builder::new()
-        .name("bunker-proxy".to_string())
-        .spawn(move || {
-            runtime.block_on(async move {
-                tokio::select! {
-                    _ = stopped => {}
-                    _ = accept_loop(Arc::clone(&shared), http, Kind::Http, Arc::clone(&slots)) => {}
-                    _ = accept_loop(shared, socks, Kind::Socks, slots) => {}
-                }
-            });
-            // Dropping the runtime drops every connection task, which closes the connections
-            // and writes the final counters of requests still in flight into their records.
-            drop(runtime);
-        })
-        .map_err(ProxyError::Thread)?;
-    Ok(ProxyHandle {
-        shutdown: Some(shutdown),
-        thread: Some(thread),
-        shared: handle_shared,
-    })
+    for (listener, kind) in [(http, Kind::Http), (socks, Kind::Socks)] {
+        let accepting = accept_loop(Arc::clone(&shared), listener, kind, Arc::clone(&slots));
+        runtime.spawn(shared.tasks.track(accepting));
+    }
+    Ok(ProxyHandle { shared })
 }
 
 #[derive(Clone, Copy)]
@@ -201,14 +180,14 @@ async fn accept_loop(
                     drop(stream);
                     continue;
                 };
-                let shared = Arc::clone(&shared);
-                tokio::spawn(async move {
+                let serving = Arc::clone(&shared);
+                tokio::spawn(shared.tasks.track(async move {
                     match kind {
-                        Kind::Http => http::serve_connection(shared, stream).await,
-                        Kind::Socks => socks::serve_connection(shared, stream).await,
+                        Kind::Http => http::serve_connection(serving, stream).await,
+                        Kind::Socks => socks::serve_connection(serving, stream).await,
                     }
                     drop(slot);
-                });
+                }));
             }
             // Out of descriptors or a connection reset before accept: wait a little, go on.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -228,8 +207,25 @@ impl ProxyHandle {
 
     /// Stops serving, closes every connection and returns every decision, in order. When the
     /// run made more than the cap of decisions, one last record counts the refused rest.
-    pub fn finish(mut self) -> Vec<RequestRecord> {
-        self.stop();
+    ///
+    /// Blocks the calling thread until every task of this proxy has ended, which needs the
+    /// runtime to run them: call it from a thread that is not one of the runtime's (the CLI's
+    /// supervisor thread). Async code uses [`ProxyHandle::finish_async`].
+    pub fn finish(self) -> Vec<RequestRecord> {
+        self.shared.tasks.stop();
+        self.shared.tasks.wait();
+        self.take_records()
+    }
+
+    /// [`ProxyHandle::finish`] for async code on any runtime (the proxy's own included): waits
+    /// for the proxy's tasks to end without blocking the thread.
+    pub async fn finish_async(self) -> Vec<RequestRecord> {
+        self.shared.tasks.stop();
+        self.shared.tasks.wait_async().await;
+        self.take_records()
+    }
+
+    fn take_records(&self) -> Vec<RequestRecord> {
         let mut records = std::mem::take(
             &mut *self
                 .shared
@@ -258,20 +254,11 @@ impl ProxyHandle {
         }
         records
     }
-
-    fn stop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
-        self.stop();
+        self.shared.tasks.stop();
     }
 }
 

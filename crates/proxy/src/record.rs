@@ -8,6 +8,8 @@ use std::time::Instant;
 use bunker_policy::Policy;
 use serde::Serialize;
 
+use crate::tasks::Tasks;
+
 /// One decision of the proxy, as it goes into the run's result (`http.requests`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestRecord {
@@ -57,6 +59,8 @@ pub(crate) struct Shared {
     max_records: usize,
     pub overflow: AtomicU64,
     on_decision: Option<crate::DecisionHook>,
+    /// Every task serving this run, so that stopping the run stops them all.
+    pub tasks: Tasks,
 }
 
 impl Shared {
@@ -76,6 +80,7 @@ impl Shared {
             max_records,
             overflow: AtomicU64::new(0),
             on_decision,
+            tasks: Tasks::new(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::thread;
 use std::time::Duration;
 
@@ -21,6 +21,16 @@ pub fn policy(allow: &[&str], deny: &[&str], http: HttpLimits) -> Policy {
     policy.http = http;
     policy
 }
+
+/// The one runtime every test's proxy runs on, as a daemon serves every sandbox's proxy on one
+/// runtime: the tests of a binary that run at once share it.
+pub static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+});
 
 /// A running proxy on host loopback.
 pub struct Proxy {
@@ -46,7 +56,9 @@ impl Proxy {
                 .collect(),
             on_decision: None,
         };
-        let handle = bunker_proxy::start_with_record_cap(config, http, socks, cap).unwrap();
+        let handle =
+            bunker_proxy::start_on_with_record_cap(RUNTIME.handle(), config, http, socks, cap)
+                .unwrap();
         Proxy {
             handle: Some(handle),
             http: http_addr,
