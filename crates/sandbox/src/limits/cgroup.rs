@@ -1,11 +1,5 @@
-//! Limits: the sandbox's cgroup (memory, pids, CPU) and its rlimits.
-//!
-//! The cgroup is created by the supervisor under its own cgroup in each hierarchy a limit needs
-//! (`bunker-<supervisor pid>-<n>`), and init moves itself into it before it may fork the program
-//! (spawn.rs prepares this while init builds its root; see [`SandboxCgroup::prepare_join`]). Every requested limit is enforced by the kernel or the run is refused
-//! (fail closed), unless the policy lists it in `limits.best_effort`: then the result says
-//! `off` (or `partial`) with a note. The rlimits are applied inside the sandbox by init, before
-//! it forks the program.
+//! The sandbox's cgroup: created and filled with its limits before the program runs, joined by
+//! init, read while the sandbox runs, removed at the end; and the cgroups of killed supervisors.
 
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
@@ -15,9 +9,9 @@ use std::time::Duration;
 use bunker_cgroup::{
     clean_stale_in, CgroupError, Controller, Layout, MemorySample, MemoryStats, SandboxGroup,
 };
-use bunker_policy::{LimitName, Limits, Policy};
-use bunker_sys::rlimit::{self, Resource, Rlimit};
+use bunker_policy::Policy;
 
+use super::controllers::{apply, set_status, wanted, Wanted};
 use crate::error::SandboxError;
 use crate::result::{Enforced, LayerStatus};
 
@@ -32,71 +26,6 @@ pub struct SandboxCgroup {
     /// The layout to look for cgroups left behind by killed supervisors, until that is done
     /// ([`clean_stale_groups`](Self::clean_stale_groups)).
     stale_to_clean: RefCell<Option<Box<Layout>>>,
-}
-
-/// One limit that needs a cgroup controller.
-#[derive(Debug, Clone, Copy)]
-enum Wanted {
-    Memory(u64),
-    Pids(u64),
-    Cpu(f64),
-    CpuTime,
-}
-
-impl Wanted {
-    fn name(self) -> LimitName {
-        match self {
-            Wanted::Memory(_) => LimitName::Memory,
-            Wanted::Pids(_) => LimitName::Pids,
-            Wanted::Cpu(_) => LimitName::Cpu,
-            Wanted::CpuTime => LimitName::CpuTime,
-        }
-    }
-
-    /// How the limit is named to the user: the policy key.
-    fn label(self) -> &'static str {
-        match self {
-            Wanted::Memory(_) => "memory limit (limits.memory)",
-            Wanted::Pids(_) => "pids limit (limits.pids)",
-            Wanted::Cpu(_) => "cpu limit (limits.cpu)",
-            Wanted::CpuTime => "cpu_time limit (limits.cpu_time)",
-        }
-    }
-
-    fn key(self) -> &'static str {
-        match self {
-            Wanted::Memory(_) => "memory",
-            Wanted::Pids(_) => "pids",
-            Wanted::Cpu(_) => "cpu",
-            Wanted::CpuTime => "cpu_time",
-        }
-    }
-
-    fn controller(self) -> Controller {
-        match self {
-            Wanted::Memory(_) => Controller::Memory,
-            Wanted::Pids(_) => Controller::Pids,
-            Wanted::Cpu(_) => Controller::Cpu,
-            Wanted::CpuTime => Controller::CpuAcct,
-        }
-    }
-}
-
-fn wanted(limits: &Limits) -> Vec<Wanted> {
-    let mut w = Vec::new();
-    if let Some(m) = limits.memory {
-        w.push(Wanted::Memory(m));
-    }
-    if let Some(p) = limits.pids {
-        w.push(Wanted::Pids(p));
-    }
-    if let Some(c) = limits.cpu {
-        w.push(Wanted::Cpu(c));
-    }
-    if limits.cpu_time.is_some() {
-        w.push(Wanted::CpuTime);
-    }
-    w
 }
 
 impl SandboxCgroup {
@@ -282,63 +211,6 @@ impl SandboxCgroup {
     }
 }
 
-fn set_status(enforced: &mut Enforced, want: Wanted, status: LayerStatus) {
-    match want {
-        Wanted::Memory(_) => enforced.memory_limit = status,
-        Wanted::Pids(_) => enforced.pids_limit = status,
-        Wanted::Cpu(_) => enforced.cpu_limit = status,
-        Wanted::CpuTime => enforced.cpu_time_limit = status,
-    }
-}
-
-/// Creates the controller's directory and writes the limit. Returns the status and an optional
-/// note, or why it cannot be enforced.
-fn apply(
-    group: &mut SandboxGroup,
-    layout: &Layout,
-    want: Wanted,
-) -> Result<(LayerStatus, Option<String>), String> {
-    let explain = |e: CgroupError| {
-        if e.is_permission_denied() {
-            format!("{e} (no permission: rootless without cgroup delegation?)")
-        } else {
-            e.to_string()
-        }
-    };
-    group.enable(layout, want.controller()).map_err(explain)?;
-    match want {
-        Wanted::Memory(bytes) => {
-            let outcome = group.set_memory_limit(bytes).map_err(explain)?;
-            if !outcome.swap_limited && host_has_swap() {
-                return Ok((
-                    LayerStatus::Partial,
-                    Some(
-                        "memory limit: swap is not limited (no swap accounting on this host)"
-                            .to_string(),
-                    ),
-                ));
-            }
-            Ok((LayerStatus::On, None))
-        }
-        Wanted::Pids(max) => {
-            group.set_pids_limit(max).map_err(explain)?;
-            Ok((LayerStatus::On, None))
-        }
-        Wanted::Cpu(cores) => {
-            group.set_cpu_limit(cores).map_err(explain)?;
-            Ok((LayerStatus::On, None))
-        }
-        // Accounting only: the supervisor polls it and kills at the limit.
-        Wanted::CpuTime => Ok((LayerStatus::On, None)),
-    }
-}
-
-/// Whether any swap device is active (then a memory limit without swap accounting leaks into
-/// swap).
-fn host_has_swap() -> bool {
-    std::fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().count() > 1)
-}
-
 fn pid_alive(pid: i32) -> bool {
     pid > 0 && std::path::Path::new("/proc").join(pid.to_string()).exists()
 }
@@ -368,72 +240,9 @@ pub fn clean_stale() -> Result<Vec<String>, SandboxError> {
         .collect())
 }
 
-/// Runs inside the sandbox before exec: file size, open files, stack, core dumps off, no
-/// real-time scheduling and no raised priority (RLIMIT_RTPRIO and RLIMIT_NICE 0: a caller's
-/// `rtprio 95` from limits.conf would let a SCHED_FIFO loop take a CPU from the host, outside
-/// the CFS quota that `limits.cpu` is), and
-/// RLIMIT_CPU as a per-process backstop for `cpu_time` (the supervisor's cgroup accounting is
-/// the real limit, for the whole tree; this one only fires if that fails, a little later).
-/// Limits only ever go down: a lower hard limit inherited from the caller stays.
-pub fn apply_rlimits(limits: &Limits) -> Result<(), SandboxError> {
-    let set = |resource: Resource, value: u64| {
-        rlimit::cap_rlimit(resource, value).map_err(|source| SandboxError::Setup {
-            step: format!("set {} to {value}", resource.name()),
-            source,
-        })
-    };
-    set(Resource::Core, 0)?;
-    set(Resource::RealtimePriority, 0)?;
-    set(Resource::Nice, 0)?;
-    if let Some(n) = limits.file_size {
-        set(Resource::FileSize, n)?;
-    }
-    if let Some(n) = limits.open_files {
-        set(Resource::OpenFiles, n)?;
-    }
-    if let Some(n) = limits.stack {
-        set(Resource::Stack, n)?;
-    }
-    if let Some(t) = limits.cpu_time {
-        let (soft, hard) = cpu_rlimit_seconds(t);
-        let current =
-            rlimit::get_rlimit(Resource::CpuSeconds).map_err(|source| SandboxError::Setup {
-                step: "read RLIMIT_CPU".to_string(),
-                source,
-            })?;
-        let cap = |v: u64| Some(current.hard.map_or(v, |h| h.min(v)));
-        rlimit::set_rlimit(
-            Resource::CpuSeconds,
-            Rlimit {
-                soft: cap(soft),
-                hard: cap(hard),
-            },
-        )
-        .map_err(|source| SandboxError::Setup {
-            step: format!("set RLIMIT_CPU to {soft}s (hard {hard}s)"),
-            source,
-        })?;
-    }
-    Ok(())
-}
-
-/// RLIMIT_CPU for a `cpu_time` limit: whole seconds, one above the limit (SIGXCPU), and the
-/// hard limit (SIGKILL) one more above.
-fn cpu_rlimit_seconds(limit: Duration) -> (u64, u64) {
-    let soft = limit.as_secs_f64().ceil() as u64 + 1;
-    (soft, soft + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_rlimit_is_a_backstop_above_the_limit() {
-        assert_eq!(cpu_rlimit_seconds(Duration::from_millis(1)), (2, 3));
-        assert_eq!(cpu_rlimit_seconds(Duration::from_secs(1)), (2, 3));
-        assert_eq!(cpu_rlimit_seconds(Duration::from_millis(1500)), (3, 4));
-    }
 
     #[test]
     fn no_limits_no_cgroup() {
@@ -443,19 +252,5 @@ mod tests {
         assert!(cg.paths().is_empty());
         assert_eq!(enforced.memory_limit, LayerStatus::Off);
         assert!(enforced.notes.is_empty());
-    }
-
-    #[test]
-    fn wanted_limits_map_to_controllers() {
-        let limits = Limits {
-            memory: Some(1),
-            cpu_time: Some(Duration::from_secs(1)),
-            ..Limits::default()
-        };
-        let w = wanted(&limits);
-        assert_eq!(w.len(), 2);
-        assert_eq!(w[0].controller(), Controller::Memory);
-        assert_eq!(w[1].controller(), Controller::CpuAcct);
-        assert!(w[1].label().contains("cpu_time"));
     }
 }
