@@ -108,3 +108,54 @@ impl Drop for Live {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn stop_ends_every_task_and_wait_sees_them_gone() {
+        let runtime = runtime();
+        let tasks = Tasks::new();
+        for _ in 0..3 {
+            runtime.spawn(tasks.track(std::future::pending()));
+        }
+        tasks.stop();
+        // A task made after the stop ends at once too.
+        runtime.spawn(tasks.track(std::future::pending()));
+        runtime.block_on(tasks.wait_async());
+        assert_eq!(*tasks.live(), 0);
+        tasks.wait();
+    }
+
+    #[test]
+    fn tasks_dropped_with_their_runtime_are_not_waited_for() {
+        let tasks = Tasks::new();
+        let runtime = runtime();
+        runtime.spawn(tasks.track(std::future::pending()));
+        // Never spawned: dropped unrun.
+        drop(tasks.track(std::future::pending()));
+        assert_eq!(*tasks.live(), 1);
+        drop(runtime);
+        tasks.wait();
+        assert_eq!(*tasks.live(), 0);
+    }
+
+    #[test]
+    fn other_groups_keep_running_when_one_stops() {
+        let runtime = runtime();
+        let (stopped, running) = (Tasks::new(), Tasks::new());
+        runtime.spawn(stopped.track(std::future::pending()));
+        runtime.spawn(running.track(std::future::pending()));
+        stopped.stop();
+        runtime.block_on(stopped.wait_async());
+        assert_eq!(*running.live(), 1);
+    }
+}
