@@ -31,7 +31,10 @@ pub fn main(opts: CheckOpts) -> i32 {
             {
                 return exit::POLICY_ERROR;
             }
-            if let Some(refusal) = bunker_sandbox::spawn::caller_refusal(&policy) {
+            if let Some(refusal) = bunker_sandbox::spawn::caller_refusal(
+                &policy,
+                bunker_sandbox::idmap::IdMode::current(),
+            ) {
                 eprintln!("bunker: policy error: {refusal}");
                 return exit::POLICY_ERROR;
             }

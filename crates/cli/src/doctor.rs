@@ -183,7 +183,8 @@ fn probe_default_run(default: &Policy) -> Result<Enforced, String> {
         console: None,
         observer: None,
     };
-    let result = bunker_sandbox::spawn::run(&request, None);
+    let host = bunker_sandbox::host::HostContext::of_this_process();
+    let result = bunker_sandbox::spawn::run(&request, &host, None);
     if result.status == Status::SetupError {
         return Err(result.error.unwrap_or_default());
     }

@@ -11,6 +11,7 @@ pub mod env;
 pub mod error;
 pub mod events;
 pub mod grants;
+pub mod host;
 pub mod idmap;
 pub mod init;
 pub mod landlock;
@@ -46,8 +47,8 @@ pub struct RunRequest {
     pub policy: Policy,
     /// The program and its arguments. `argv[0]` is looked up in the sandbox's PATH.
     pub argv: Vec<OsString>,
-    /// Working directory inside the sandbox (default: the caller's, when it is visible inside;
-    /// otherwise `/tmp`).
+    /// Working directory inside the sandbox (default: the caller's, [`host::HostContext::cwd`],
+    /// when it is visible inside; otherwise `/tmp`).
     pub cwd: Option<PathBuf>,
     /// Whether the caller's stdin is offered to the program: passed on, relayed through a pipe
     /// or a pty of bunker's, as `stdin.rs` decides (otherwise /dev/null).

@@ -90,6 +90,7 @@
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use bunker_policy::{Namespace, Policy};
@@ -99,6 +100,7 @@ use bunker_sys::{fd, SysError};
 use crate::egress::Egress;
 use crate::error::SandboxError;
 use crate::events::RunEvent;
+use crate::host::HostContext;
 use crate::idmap::{self, IdMode};
 use crate::init::{self, InitContext, InitMessage};
 use crate::limits::SandboxCgroup;
@@ -139,12 +141,13 @@ fn cstring(what: &str, bytes: Vec<u8>) -> Result<CString, SandboxError> {
 
 /// What this caller can never build under `policy`, whatever else the host offers (`bunker
 /// check` asks too): without a user namespace only root can make the sandbox's new root.
-pub fn caller_refusal(policy: &Policy) -> Option<SandboxError> {
-    (!policy.kernel.namespaces.contains(&Namespace::User) && IdMode::current() != IdMode::Root)
-        .then(|| SandboxError::Unsupported {
+pub fn caller_refusal(policy: &Policy, id_mode: IdMode) -> Option<SandboxError> {
+    (!policy.kernel.namespaces.contains(&Namespace::User) && id_mode != IdMode::Root).then(|| {
+        SandboxError::Unsupported {
             layer: "kernel.namespaces".into(),
             reason: "without \"user\" in kernel.namespaces only root can build a sandbox".into(),
-        })
+        }
+    })
 }
 
 /// Builds the sandbox from `req.policy`, runs `req.argv` in it, and returns the result.
@@ -155,12 +158,13 @@ pub fn caller_refusal(policy: &Policy) -> Option<SandboxError> {
 /// Every way a run can end is a [`RunResult`]: a sandbox that could not be built, whether the
 /// step failed before init was cloned, inside init, or as init started the program, is
 /// `status: setup_error` (or `policy_error`) with its `error_code` and `error_step`.
-pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> RunResult {
-    build_and_run(req, egress).unwrap_or_else(|e| RunResult::refused(e.to_api_error()))
+pub fn run(req: &RunRequest, host: &HostContext, egress: Option<&mut dyn Egress>) -> RunResult {
+    build_and_run(req, host, egress).unwrap_or_else(|e| RunResult::refused(e.to_api_error()))
 }
 
 fn build_and_run(
     req: &RunRequest,
+    host: &HostContext,
     egress: Option<&mut dyn Egress>,
 ) -> Result<RunResult, SandboxError> {
     let policy = &req.policy;
@@ -174,8 +178,8 @@ fn build_and_run(
             reason: refusal.message,
         });
     }
-    let id_mode = IdMode::current();
-    if let Some(refusal) = caller_refusal(policy) {
+    let id_mode = host.id_mode;
+    if let Some(refusal) = caller_refusal(policy, id_mode) {
         return Err(refusal);
     }
     if req.argv.is_empty() {
@@ -190,15 +194,15 @@ fn build_and_run(
 
     // Step 2.
     let plan = mounts::plan(policy);
-    let env_vars = env::build(policy, std::env::vars_os());
+    let env_vars = env::build(policy, host.env.iter().cloned());
     let search_path = env_vars
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.to_string_lossy().into_owned())
         .unwrap_or_default();
     if policy.limits.memory.is_some() {
-        let cwd = req.cwd.clone().or_else(|| std::env::current_dir().ok());
-        crate::prewarm::program(&req.argv[0], &search_path, cwd.as_deref());
+        let cwd = req.cwd.as_ref().or(host.cwd.as_ref());
+        crate::prewarm::program(&req.argv[0], &search_path, cwd.map(PathBuf::as_path));
     }
     let env_c = env_vars
         .into_iter()
@@ -235,7 +239,7 @@ fn build_and_run(
         env: env_c,
         search_path,
         cwd: req.cwd.clone(),
-        caller_cwd: std::env::current_dir().ok(),
+        caller_cwd: host.cwd.clone(),
         stdin: program_stdin.as_raw_fd(),
         terminal_session,
         id_mode,
