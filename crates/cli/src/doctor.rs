@@ -178,7 +178,7 @@ fn probe_default_run(default: &Policy) -> Result<Enforced, String> {
         policy: default.clone(),
         argv: vec![OsString::from("/bin/true")],
         cwd: None,
-        inherit_stdin: false,
+        stdin: bunker_sandbox::stdin::ProgramStdin::Null,
         stream_output: false,
         console: None,
         observer: None,

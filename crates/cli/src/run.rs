@@ -92,7 +92,7 @@ pub fn main(opts: RunOpts) -> i32 {
         policy: policy.clone(),
         argv: opts.command.clone(),
         cwd: opts.cwd.clone(),
-        inherit_stdin: true,
+        stdin: bunker_sandbox::stdin::ProgramStdin::Inherit,
         stream_output: true,
         console: Some(console.clone()),
         observer: Some(Arc::new(Narrator {

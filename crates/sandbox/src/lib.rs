@@ -41,7 +41,7 @@ use std::sync::Arc;
 use bunker_policy::Policy;
 
 /// What to run, and under which policy.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunRequest {
     /// The effective policy.
     pub policy: Policy,
@@ -50,9 +50,9 @@ pub struct RunRequest {
     /// Working directory inside the sandbox (default: the caller's, [`host::HostContext::cwd`],
     /// when it is visible inside; otherwise `/tmp`).
     pub cwd: Option<PathBuf>,
-    /// Whether the caller's stdin is offered to the program: passed on, relayed through a pipe
-    /// or a pty of bunker's, as `stdin.rs` decides (otherwise /dev/null).
-    pub inherit_stdin: bool,
+    /// What the program reads on stdin: `/dev/null`, a descriptor handed over, or the caller's
+    /// own stdin, passed on or relayed through a pipe or a pty of bunker's as `stdin.rs` decides.
+    pub stdin: stdin::ProgramStdin,
     /// Copy the program's output to the supervisor's own stdout/stderr as it arrives (the CLI);
     /// otherwise it is only captured into the result (the clients).
     pub stream_output: bool,

@@ -7,9 +7,10 @@
 //!    ELF interpreter are made resident in the page cache (`prewarm.rs`), so that their pages
 //!    are charged to the supervisor's cgroup, not the sandbox's: one `cachestat` per file when
 //!    they are cached already.
-//! 3. The program's stdin (`stdin.rs`): `/dev/null`, a read-only file or FIFO passed on, or a
-//!    relay — a pipe, or with `kernel.tty` a pty of bunker's — whenever the caller's stdin is a
-//!    terminal or anything else the program could write through. Then pipes for stdout and
+//! 3. The program's stdin (`stdin.rs`), as `RunRequest::stdin` chooses: `/dev/null`, a
+//!    descriptor handed over, or the caller's own — a read-only file or FIFO passed on, or a
+//!    relay (a pipe, or with `kernel.tty` a pty of bunker's) whenever it is a terminal or
+//!    anything else the program could write through. Then pipes for stdout and
 //!    stderr; a SOCK_SEQPACKET control socket pair; a lifeline pipe whose write end only the
 //!    supervisor holds.
 //! 4. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWUTS | CLONE_PIDFD)` (as the policy's
@@ -220,12 +221,12 @@ fn build_and_run(
         .collect::<Result<Vec<_>, _>>()?;
 
     // Step 3. The stdin first: with the caller's fd 0 closed, the first file opened is fd 0.
-    let crate::stdin::ProgramStdin {
+    let crate::stdin::PreparedStdin {
         stdin: program_stdin,
         terminal_output: [terminal_stdout, terminal_stderr],
         terminal_session,
         relay: stdin_relay,
-    } = crate::stdin::prepare(req.inherit_stdin, policy.kernel.tty, id_mode.host_uid())?;
+    } = crate::stdin::prepare(&req.stdin, policy.kernel.tty, id_mode.host_uid())?;
     let (stdout_r, stdout_w) = fd::pipe().map_err(io_err("create stdout pipe"))?;
     let (stderr_r, stderr_w) = fd::pipe().map_err(io_err("create stderr pipe"))?;
     let (control_sup, control_init) =
