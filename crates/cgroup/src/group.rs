@@ -63,6 +63,16 @@ struct GroupDir {
     controllers: Vec<Controller>,
 }
 
+/// One directory of a [`SandboxGroup`], as plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDirParts {
+    pub version: Version,
+    /// The cgroup it was created under (identifies the hierarchy).
+    pub own_dir: PathBuf,
+    pub path: PathBuf,
+    pub controllers: Vec<Controller>,
+}
+
 /// One sandbox's cgroup across hierarchies. Dropping it kills whatever is still inside and
 /// removes the directories.
 #[derive(Debug)]
@@ -82,6 +92,38 @@ impl SandboxGroup {
     pub fn new() -> SandboxGroup {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         SandboxGroup::with_name(format!("bunker-{}-{n}", std::process::id()))
+    }
+
+    /// The group as plain data, to hand it to another process ([`from_parts`](Self::from_parts)
+    /// there): this value no longer removes the directories when dropped.
+    pub fn into_parts(mut self) -> (String, Vec<GroupDirParts>) {
+        let dirs = std::mem::take(&mut self.dirs)
+            .into_iter()
+            .map(|d| GroupDirParts {
+                version: d.version,
+                own_dir: d.own_dir,
+                path: d.path,
+                controllers: d.controllers,
+            })
+            .collect();
+        (std::mem::take(&mut self.name), dirs)
+    }
+
+    /// A group another process made and handed over ([`into_parts`](Self::into_parts)):
+    /// dropping it kills what is inside and removes the directories, as for one made here.
+    pub fn from_parts(name: String, dirs: Vec<GroupDirParts>) -> SandboxGroup {
+        SandboxGroup {
+            name,
+            dirs: dirs
+                .into_iter()
+                .map(|d| GroupDir {
+                    version: d.version,
+                    own_dir: d.own_dir,
+                    path: d.path,
+                    controllers: d.controllers,
+                })
+                .collect(),
+        }
     }
 
     /// A group with an explicit name (tests).

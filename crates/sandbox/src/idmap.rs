@@ -18,7 +18,8 @@ use bunker_sys::{fd, SysError};
 pub const UNPRIVILEGED_ID: u32 = 65534;
 
 /// How the ids are mapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum IdMode {
     /// The caller is root: map to [`UNPRIVILEGED_ID`]; setgroups stays allowed so init can clear
     /// the supplementary groups it inherited from root.

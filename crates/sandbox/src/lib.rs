@@ -24,6 +24,7 @@ pub mod seccomp;
 #[path = "../../test-support/skip.rs"]
 mod skip;
 pub mod spawn;
+pub mod spawner;
 pub mod stdin;
 pub mod supervise;
 pub mod user_counters;
