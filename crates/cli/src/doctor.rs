@@ -183,7 +183,7 @@ fn probe_default_run(default: &Policy) -> Result<Enforced, String> {
         console: None,
         observer: None,
     };
-    let host = bunker_sandbox::host::HostContext::of_this_process();
+    let host = bunker_sandbox::host::HostContext::of_this_process().map_err(|e| e.to_string())?;
     let result = bunker_sandbox::spawn::run(&request, &host, None);
     if result.status == Status::SetupError {
         return Err(result.error.unwrap_or_default());

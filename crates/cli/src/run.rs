@@ -78,7 +78,15 @@ pub fn main(opts: RunOpts) -> i32 {
     let policy = with_program_binary(policy, &opts.command);
     // Where the program starts, when that may surprise: said before its output (the `-v`-only
     // ones go to the report's notes).
-    let host = HostContext::of_this_process();
+    let host = match HostContext::of_this_process() {
+        Ok(host) => host,
+        Err(e) => {
+            console.notice(&format!("bunker: {e}"));
+            let refused = RunResult::refused(e.to_api_error());
+            let code = exit_code(&refused);
+            return report_to.emit(&console, &refused, code);
+        }
+    };
     let start_notes = preflight::start_notes(&policy, opts.cwd.as_deref(), host.cwd.as_deref());
     for note in &start_notes {
         let line = format!("bunker: note: {}", note.text);

@@ -36,7 +36,7 @@ use bunker_sys::mount::{
 use bunker_sys::{process, SysError};
 
 use crate::error::SandboxError;
-use crate::idmap::{self, IdMode, UNPRIVILEGED_ID};
+use crate::idmap::{self, IdMode};
 use crate::mounts::{Grant, MountPlan};
 
 /// Trees of the operating system that are never idmapped, nor is a grant of `/` itself: the
@@ -326,6 +326,7 @@ fn open_host(path: &Path, attrs: u64) -> Result<Option<Source>, SysError> {
 pub fn map_to_owners(
     opened: &mut OpenedGrants,
     sandbox_userns: &OwnedFd,
+    sandbox_ids: (u32, u32),
 ) -> Result<Vec<String>, SandboxError> {
     let mut notes = Vec::new();
     // One user namespace per distinct owner, made only when needed.
@@ -335,35 +336,32 @@ pub fn map_to_owners(
             continue;
         };
         let ids = (owner.uid, owner.gid);
-        if !idmapped_path(&og.grant.path)
-            || ids == (UNPRIVILEGED_ID, UNPRIVILEGED_ID)
-            || shared_scratch(owner)
-        {
+        if !idmapped_path(&og.grant.path) || ids == sandbox_ids || shared_scratch(owner) {
             continue;
         }
-        let userns = if ids == (0, 0) {
-            sandbox_userns.as_raw_fd()
-        } else {
-            match owner_namespaces.iter().find(|(k, _)| *k == ids) {
-                Some((_, ns)) => ns.as_raw_fd(),
-                None => {
-                    let ns = idmap::owner_namespace(owner.uid, owner.gid).map_err(|e| {
-                        SandboxError::Setup {
-                            step: format!(
-                                "map {} to its owner {}:{}",
-                                label(&og.grant),
-                                owner.uid,
-                                owner.gid
-                            ),
-                            source: e,
-                        }
-                    })?;
-                    let raw = ns.as_raw_fd();
-                    owner_namespaces.push((ids, ns));
-                    raw
+        let userns =
+            if ids == (0, 0) {
+                sandbox_userns.as_raw_fd()
+            } else {
+                match owner_namespaces.iter().find(|(k, _)| *k == ids) {
+                    Some((_, ns)) => ns.as_raw_fd(),
+                    None => {
+                        let ns = idmap::owner_namespace(owner.uid, owner.gid, sandbox_ids)
+                            .map_err(|e| SandboxError::Setup {
+                                step: format!(
+                                    "map {} to its owner {}:{}",
+                                    label(&og.grant),
+                                    owner.uid,
+                                    owner.gid
+                                ),
+                                source: e,
+                            })?;
+                        let raw = ns.as_raw_fd();
+                        owner_namespaces.push((ids, ns));
+                        raw
+                    }
                 }
-            }
-        };
+            };
         match mount::idmap_tree(tree.as_raw_fd(), userns, &og.grant.path) {
             Ok(()) => og.mapped_owner = Some(ids),
             // The filesystem (or one mounted inside the grant) does not support idmapped
@@ -371,10 +369,11 @@ pub fn map_to_owners(
             Err(e) if matches!(e.errno, libc::EINVAL | libc::EPERM | libc::EOPNOTSUPP) => notes
                 .push(format!(
                     "{}: not mapped to its owner {}:{} ({e}); the sandbox uses it as host uid \
-                     {UNPRIVILEGED_ID}",
+                     {}",
                     label(&og.grant),
                     owner.uid,
-                    owner.gid
+                    owner.gid,
+                    sandbox_ids.0
                 )),
             Err(e) => {
                 return Err(SandboxError::Setup {
@@ -394,7 +393,7 @@ pub fn map_to_owners(
 /// own files show as 0:0 (the sandbox's ids there), anyone else's as unmapped.
 pub fn write_hints(opened: &OpenedGrants, mode: IdMode) -> Vec<String> {
     let (uid, gid) = match mode {
-        IdMode::Root => (UNPRIVILEGED_ID, UNPRIVILEGED_ID),
+        IdMode::Root { uid, gid } => (uid, gid),
         IdMode::Rootless { .. } => (0, 0),
     };
     let mut hints = Vec::new();
@@ -428,7 +427,7 @@ pub fn write_hints(opened: &OpenedGrants, mode: IdMode) -> Vec<String> {
                 "it belongs to another user (mode {:04o}), and the sandbox has only your rights",
                 owner.mode
             ),
-            (None, IdMode::Root) if !idmapped_path(&og.grant.path) => format!(
+            (None, IdMode::Root { .. }) if !idmapped_path(&og.grant.path) => format!(
                 "it is owned by {}:{} with mode {:04o}, and in a system tree ({}, or / itself) \
                  the sandbox is host uid {uid}, not mapped to the owner",
                 owner.uid,
@@ -436,7 +435,7 @@ pub fn write_hints(opened: &OpenedGrants, mode: IdMode) -> Vec<String> {
                 owner.mode,
                 NOT_IDMAPPED.join(", ")
             ),
-            (None, IdMode::Root) => format!(
+            (None, IdMode::Root { .. }) => format!(
                 "it is owned by {}:{} with mode {:04o}, and the sandbox is host uid {uid} there \
                  (it could not be mapped to its owner: see the notes)",
                 owner.uid, owner.gid, owner.mode
@@ -548,6 +547,12 @@ mod tests {
         assert!(from_message(&data, Vec::new()).is_err());
     }
 
+    /// The ids of a sandbox of root's.
+    const ROOT: IdMode = IdMode::Root {
+        uid: 1879048192,
+        gid: 1879048192,
+    };
+
     #[test]
     fn a_hint_names_a_write_grant_the_sandbox_cannot_write() {
         let root_0755 = Ownership {
@@ -556,22 +561,22 @@ mod tests {
             mode: 0o755,
         };
         // Mapped to its owner: root may write a 0755 directory.
-        assert!(write_hints(&opened(true, root_0755, true), IdMode::Root).is_empty());
+        assert!(write_hints(&opened(true, root_0755, true), ROOT).is_empty());
         // Not mapped: host uid 65534 may not.
-        let h = write_hints(&opened(true, root_0755, false), IdMode::Root);
+        let h = write_hints(&opened(true, root_0755, false), ROOT);
         assert_eq!(h.len(), 1);
         assert!(
             h[0].starts_with("hint: allow.write /srv/out is not writable"),
             "{h:?}"
         );
         // Read grants get no hint.
-        assert!(write_hints(&opened(false, root_0755, false), IdMode::Root).is_empty());
+        assert!(write_hints(&opened(false, root_0755, false), ROOT).is_empty());
         // Owner without write permission, mapped or not.
         let ro = Ownership {
             mode: 0o555,
             ..root_0755
         };
-        assert_eq!(write_hints(&opened(true, ro, true), IdMode::Root).len(), 1);
+        assert_eq!(write_hints(&opened(true, ro, true), ROOT).len(), 1);
         // Rootless (owners as init sees them: the caller is 0, anyone else unmapped): the
         // caller's own directory is writable; another's 0755 one is not.
         let me = IdMode::Rootless {

@@ -19,7 +19,7 @@ use bunker_sys::{fd, SysError};
 use crate::egress::{HTTP_PROXY_PORT, SOCKS_PROXY_PORT};
 use crate::error::SandboxError;
 use crate::grants::OpenedGrants;
-use crate::idmap::{IdMode, UNPRIVILEGED_ID};
+use crate::idmap::IdMode;
 use crate::landlock::{self, SandboxPaths};
 use crate::mounts::{self, MountPlan};
 use crate::result::LayerStatus;
@@ -210,7 +210,7 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
 
     if ctx.user_ns {
         process::setresgid(0).map_err(step("become gid 0 in the user namespace"))?;
-        if ctx.id_mode == IdMode::Root {
+        if ctx.id_mode.is_root() {
             // Root's supplementary groups (e.g. 0) would otherwise stay attached to the sandbox.
             process::clear_groups().map_err(step("drop supplementary groups"))?;
         }
@@ -229,7 +229,7 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     // As root, the supervisor opened the grants (with root's rights) and sends their trees
     // right after the release; rootless, build_root opens them.
     let granted = match ctx.id_mode {
-        IdMode::Root => Some(receive_grants(ctx)?),
+        IdMode::Root { .. } => Some(receive_grants(ctx)?),
         IdMode::Rootless { .. } => None,
     };
     let mut root = mounts::build_root(ctx.plan, granted.as_ref(), ctx.id_mode)?;
@@ -311,10 +311,12 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     // keeps the uid change below from touching capabilities; the drop clears them all anyway.
     process::lock_securebits().map_err(step("lock securebits"))?;
     if !ctx.user_ns {
-        // Without a user namespace (root only), the program runs as the unprivileged host id.
+        // Without a user namespace (root only), the program runs as the sandbox's leased host
+        // ids.
+        let (uid, gid) = ctx.id_mode.host_ids();
         process::clear_groups().map_err(step("drop supplementary groups"))?;
-        process::setresgid(UNPRIVILEGED_ID).map_err(step("become gid 65534"))?;
-        process::setresuid(UNPRIVILEGED_ID).map_err(step("become uid 65534"))?;
+        process::setresgid(gid).map_err(step(format!("become gid {gid}")))?;
+        process::setresuid(uid).map_err(step(format!("become uid {uid}")))?;
     }
     process::drop_all_capabilities().map_err(step("drop capabilities"))?;
     let sc = seccomp::install_prepared(filter)?;

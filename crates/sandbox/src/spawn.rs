@@ -18,7 +18,7 @@
 //!    affinity back right after): the child becomes the sandbox's init (pid 1). The network and
 //!    IPC namespaces are made by init instead (its step 1).
 //! 5. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
-//!    65534, never host root). As root, the grants are then opened with root's rights in init's
+//!    the host ids leased for this sandbox alone, never host root). As root, the grants are then opened with root's rights in init's
 //!    mount namespace and their trees cloned detached (`grants::open_in_namespace_of`), idmapped
 //!    to their owners (`grants::map_to_owners`), and write grants the sandbox cannot write are
 //!    noted.
@@ -142,8 +142,8 @@ fn cstring(what: &str, bytes: Vec<u8>) -> Result<CString, SandboxError> {
 
 /// What this caller can never build under `policy`, whatever else the host offers (`bunker
 /// check` asks too): without a user namespace only root can make the sandbox's new root.
-pub fn caller_refusal(policy: &Policy, id_mode: IdMode) -> Option<SandboxError> {
-    (!policy.kernel.namespaces.contains(&Namespace::User) && id_mode != IdMode::Root).then(|| {
+pub fn caller_refusal(policy: &Policy, caller_is_root: bool) -> Option<SandboxError> {
+    (!policy.kernel.namespaces.contains(&Namespace::User) && !caller_is_root).then(|| {
         SandboxError::Unsupported {
             layer: "kernel.namespaces".into(),
             reason: "without \"user\" in kernel.namespaces only root can build a sandbox".into(),
@@ -272,7 +272,7 @@ pub fn start_or_hand_back(req: &RunRequest, host: &HostContext) -> Result<Sandbo
         .into());
     }
     let id_mode = host.id_mode;
-    if let Some(refusal) = caller_refusal(policy, id_mode) {
+    if let Some(refusal) = caller_refusal(policy, id_mode.is_root()) {
         return Err(refusal.into());
     }
     if req.argv.is_empty() {
@@ -454,12 +454,12 @@ fn release_until_ready(
     // As root, the grants are opened here, with root's rights, in init's mount namespace, and
     // mapped to their owners while still detached (step 5).
     let granted = match id_mode {
-        IdMode::Root => {
+        IdMode::Root { .. } => {
             let mut opened = grants::open_in_namespace_of(plan, pid)?;
             let mut notes = if has(Namespace::User) {
                 idmap::namespace_of(pid)
                     .map_err(io_err("open the sandbox's user namespace"))
-                    .and_then(|ns| grants::map_to_owners(&mut opened, &ns))?
+                    .and_then(|ns| grants::map_to_owners(&mut opened, &ns, id_mode.host_ids()))?
             } else {
                 Vec::new()
             };

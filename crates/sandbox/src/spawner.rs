@@ -497,6 +497,8 @@ fn start_one(request: SpawnRequest, stdin: Option<OwnedFd>) -> (WireReply, Vec<O
         env,
         cwd: caller_cwd,
         id_mode,
+        // The daemon holds the lease behind `id_mode`.
+        id_lease: None,
         clone_parent: true,
     };
     match spawn::start_or_hand_back(&run, &host) {

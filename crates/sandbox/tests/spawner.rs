@@ -50,16 +50,19 @@ fn main() {
     println!("test {TEST_NAME} ... ok");
 }
 
-fn request(policy: &Policy, argv: &[&str]) -> SpawnRequest {
-    let host = HostContext::of_this_process();
-    SpawnRequest {
+/// A request as this process's; as root with host ids leased for it alone (the lease lives as
+/// long as the returned context).
+fn request(policy: &Policy, argv: &[&str]) -> (SpawnRequest, HostContext) {
+    let host = HostContext::of_this_process().unwrap();
+    let request = SpawnRequest {
         policy: policy.clone(),
         argv: argv.iter().map(OsString::from).collect(),
         cwd: None,
-        env: host.env,
-        caller_cwd: host.cwd,
+        env: host.env.clone(),
+        caller_cwd: host.cwd.clone(),
         id_mode: host.id_mode,
-    }
+    };
+    (request, host)
 }
 
 /// The parent pid /proc gives for `pid`.
@@ -83,12 +86,8 @@ fn round_trip(spawner: &Spawner) {
     let policy = bunker_policy::builtin("default").unwrap();
 
     // A real program; its init is our child (CLONE_PARENT), not the spawner's.
-    let sandbox = spawner
-        .spawn(
-            request(&policy, &["/bin/echo", "hello from the spawner"]),
-            None,
-        )
-        .unwrap();
+    let (hello, _lease) = request(&policy, &["/bin/echo", "hello from the spawner"]);
+    let sandbox = spawner.spawn(hello, None).unwrap();
     let init = sandbox.supervised.init_pid;
     assert_eq!(parent_of(init), std::process::id() as i32);
     assert!(children().contains(&init));
@@ -102,19 +101,15 @@ fn round_trip(spawner: &Spawner) {
     std::fs::File::from(write)
         .write_all(b"bytes through the spawner")
         .unwrap();
-    let sandbox = spawner
-        .spawn(
-            request(
-                &policy,
-                &[
-                    "python3",
-                    "-c",
-                    "import sys; print(sys.stdin.read().upper())",
-                ],
-            ),
-            Some(read),
-        )
-        .unwrap();
+    let (upper, _lease) = request(
+        &policy,
+        &[
+            "python3",
+            "-c",
+            "import sys; print(sys.stdin.read().upper())",
+        ],
+    );
+    let sandbox = spawner.spawn(upper, Some(read)).unwrap();
     let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
     assert_eq!(result.status, Status::Ok, "{result:?}");
     assert_eq!(stdout(&result), "BYTES THROUGH THE SPAWNER\n");
@@ -125,9 +120,8 @@ fn round_trip(spawner: &Spawner) {
             let policy = &policy;
             s.spawn(move || {
                 let word = format!("thread {n}");
-                let sandbox = spawner
-                    .spawn(request(policy, &["/bin/echo", &word]), None)
-                    .unwrap();
+                let (echo, _lease) = request(policy, &["/bin/echo", &word]);
+                let sandbox = spawner.spawn(echo, None).unwrap();
                 let result = supervise::supervise(sandbox.supervised, policy).unwrap();
                 assert_eq!(stdout(&result), format!("{word}\n"));
             });
@@ -136,7 +130,7 @@ fn round_trip(spawner: &Spawner) {
 
     // A step that fails inside init, after the clone: the error comes back, and the dead init,
     // which only we can reap, is reaped.
-    let mut bad_cwd = request(&policy, &["/bin/true"]);
+    let (mut bad_cwd, _lease) = request(&policy, &["/bin/true"]);
     bad_cwd.cwd = Some("/no/such/dir".into());
     let error = spawner.spawn(bad_cwd, None).unwrap_err();
     assert_eq!(error.code, ErrorCode::SetupFailed, "{error:?}");
@@ -145,17 +139,15 @@ fn round_trip(spawner: &Spawner) {
 
     // A request larger than one message: refused, saying so; the spawner goes on serving.
     let huge = "x".repeat(bunker_sandbox::spawner::MAX_SPAWN_MESSAGE);
-    let error = spawner
-        .spawn(request(&policy, &["/bin/echo", &huge]), None)
-        .unwrap_err();
+    let (huge, _lease) = request(&policy, &["/bin/echo", &huge]);
+    let error = spawner.spawn(huge, None).unwrap_err();
     assert_eq!(error.code, ErrorCode::RequestInvalid);
     assert!(
         error.message.contains("more than the spawner takes"),
         "{error:?}"
     );
-    let sandbox = spawner
-        .spawn(request(&policy, &["/bin/echo", "still here"]), None)
-        .unwrap();
+    let (still, _lease) = request(&policy, &["/bin/echo", "still here"]);
+    let sandbox = spawner.spawn(still, None).unwrap();
     let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
     assert_eq!(stdout(&result), "still here\n");
 }
