@@ -173,9 +173,10 @@ pub fn open_in_namespace_of(plan: &MountPlan, init: i32) -> Result<OpenedGrants,
     opened
 }
 
-/// One grant as the supervisor sends it to init (the tree travels as an fd beside it).
-#[derive(serde::Serialize, serde::Deserialize)]
-enum SentGrant {
+/// One grant as the supervisor sends it to init (`init::protocol::SupervisorMessage::Grants`;
+/// the tree travels as an fd beside it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum SentGrant {
     Tree {
         path: PathBuf,
         write: bool,
@@ -190,9 +191,9 @@ enum SentGrant {
     },
 }
 
-/// The datagram that hands init the grants the supervisor opened, and its fds (the trees, in
-/// order). Fails when there are more trees than one datagram carries.
-pub fn message(opened: &OpenedGrants) -> Result<(Vec<u8>, Vec<RawFd>), SandboxError> {
+/// What hands init the grants the supervisor opened, and its fds (the trees, in order). Fails
+/// when there are more trees than one datagram carries.
+pub fn message(opened: &OpenedGrants) -> Result<(Vec<SentGrant>, Vec<RawFd>), SandboxError> {
     let mut fds = Vec::new();
     let sent: Vec<SentGrant> = opened
         .grants
@@ -225,21 +226,16 @@ pub fn message(opened: &OpenedGrants) -> Result<(Vec<u8>, Vec<RawFd>), SandboxEr
             ),
         });
     }
-    let data = serde_json::to_vec(&sent).map_err(|e| SandboxError::Init {
-        step: "hand the grants to init".into(),
-        detail: e.to_string(),
-    })?;
-    Ok((data, fds))
+    Ok((sent, fds))
 }
 
 /// Init's side of [`message`]: the grants, their trees from `fds`. (The owners are the
 /// supervisor's business: init only attaches.)
-pub fn from_message(data: &[u8], fds: Vec<OwnedFd>) -> Result<OpenedGrants, SandboxError> {
+pub fn from_message(sent: Vec<SentGrant>, fds: Vec<OwnedFd>) -> Result<OpenedGrants, SandboxError> {
     let bad = |detail: String| SandboxError::Init {
         step: "receive the grants from the supervisor".into(),
         detail,
     };
-    let sent: Vec<SentGrant> = serde_json::from_slice(data).map_err(|e| bad(e.to_string()))?;
     let announced = sent
         .iter()
         .filter(|g| matches!(g, SentGrant::Tree { .. }))
@@ -524,7 +520,7 @@ mod tests {
             let path = format!("/proc/self/fd/{fd}");
             fd::open(Path::new(&path), libc::O_RDONLY | libc::O_CLOEXEC, 0).unwrap()
         };
-        let got = from_message(&data, fds.iter().map(|f| dup(*f)).collect()).unwrap();
+        let got = from_message(data.clone(), fds.iter().map(|f| dup(*f)).collect()).unwrap();
         let shape: Vec<_> = got
             .grants
             .iter()
@@ -544,7 +540,7 @@ mod tests {
             ]
         );
         // A message whose fds do not match its trees is refused.
-        assert!(from_message(&data, Vec::new()).is_err());
+        assert!(from_message(data, Vec::new()).is_err());
     }
 
     /// The ids of a sandbox of root's.

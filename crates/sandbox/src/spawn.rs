@@ -1,5 +1,8 @@
 //! Builds the sandbox and runs the program: the one place where the setup order is written down.
 //!
+//! Every message between the supervisor and init (the release, the grants, init's reports, the
+//! teardown request) is `init::protocol`'s: typed, one encoding, named fd slots.
+//!
 //! **Supervisor** (single-threaded at this point — it clones):
 //! 1. `landlock::probe`: fail closed early when landlock is required and the kernel lacks it.
 //! 2. The mount plan, the program's environment and argv are computed (pure, before the clone).
@@ -103,12 +106,12 @@ use crate::error::SandboxError;
 use crate::events::RunEvent;
 use crate::host::HostContext;
 use crate::idmap::{self, IdMode};
-use crate::init::{self, InitContext, InitMessage};
+use crate::init::protocol::{self, InitMessage, SupervisorMessage};
+use crate::init::{self, InitContext};
 use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, LayerStatus, RunResult};
 use crate::supervise::{self, Supervised};
 use crate::{env, grants, landlock, mounts, RunRequest};
-use bunker_api::ErrorCode;
 
 /// The clone flags for the policy's namespaces (cgroup is unshared later, by init).
 pub fn clone_flags(namespaces: &[Namespace]) -> libc::c_int {
@@ -336,6 +339,7 @@ pub fn start_or_hand_back(req: &RunRequest, host: &HostContext) -> Result<Sandbo
         stdin: program_stdin.as_raw_fd(),
         terminal_session,
         id_mode,
+        thread_namespaces: clone_flags(ns) & init::THREAD_NAMESPACES,
         user_ns: has(Namespace::User),
         net_ns: has(Namespace::Net),
         uts_ns: has(Namespace::Uts),
@@ -487,15 +491,11 @@ fn release_until_ready(
             let _ = event::pidfd_send_signal(pidfd, libc::SIGKILL);
             await_exit(pidfd);
             drop(cg);
-            if let Ok((data, _)) = fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {
-                if let Ok(InitMessage::SetupFailed {
-                    step,
-                    errno,
-                    detail,
-                    code,
-                }) = serde_json::from_slice(&data)
-                {
-                    return Err(setup_failed(step, errno, detail, code));
+            let report =
+                protocol::recv::<InitMessage>(control_sup.as_raw_fd(), "read init's report");
+            if let Ok(Some((msg, _))) = report {
+                if let Some(reported) = msg.setup_error() {
+                    return Err(reported);
                 }
             }
             return Err(e);
@@ -504,41 +504,37 @@ fn release_until_ready(
     // The release. A failed send (EPIPE) means init already gave up: the message it sent
     // before exiting, read next, says why.
     let raw: Vec<RawFd> = join_files.iter().map(AsRawFd::as_raw_fd).collect();
-    let _ = fd::send_with_fds(
-        control_sup.as_raw_fd(),
-        &init::join_message(join_files.len()),
-        &raw,
-    );
+    let release = SupervisorMessage::Release {
+        cgroup_tasks: raw.len(),
+    };
+    let _ = protocol::send(control_sup.as_raw_fd(), &release, &raw);
     drop(join_files);
     // Then the grants (as root), which init reads before building its root. Once sent, init
     // holds its own copies of the detached trees.
-    if let Some((opened, (data, fds))) = granted {
-        let _ = fd::send_with_fds(control_sup.as_raw_fd(), &data, &fds);
+    if let Some((opened, (grants, trees))) = granted {
+        let grants = SupervisorMessage::Grants { grants };
+        let _ = protocol::send(control_sup.as_raw_fd(), &grants, &trees);
         drop(opened);
     }
 
     // Step 7.
-    let (data, fds) = match fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {
+    let step = "read init's first message";
+    let first = match protocol::recv::<InitMessage>(control_sup.as_raw_fd(), step) {
         // Init failed and exited with the release unread in its socket: the kernel
         // reports that once, then hands over what init sent before it exited.
-        Err(e) if e.errno == libc::ECONNRESET => {
-            fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE)
+        Err(SandboxError::Setup { source, .. }) if source.errno == libc::ECONNRESET => {
+            protocol::recv::<InitMessage>(control_sup.as_raw_fd(), step)
         }
         other => other,
-    }
-    .map_err(io_err("read init's first message"))?;
-    if data.is_empty() {
+    }?;
+    let Some((message, listeners)) = first else {
         // Reaped here only when init is our child.
         let status = event::wait_pidfd(pidfd, true).ok().flatten();
         return Err(SandboxError::Init {
             step: "sandbox setup".into(),
             detail: format!("init ended without reporting ({status:?})"),
         });
-    }
-    let message: InitMessage = serde_json::from_slice(&data).map_err(|e| SandboxError::Init {
-        step: "read init's first message".into(),
-        detail: e.to_string(),
-    })?;
+    };
     match message {
         InitMessage::Ready {
             landlock,
@@ -547,6 +543,7 @@ fn release_until_ready(
             rlimits,
             filesystem,
             notes,
+            proxy_listeners: _,
         } => {
             enforced.filesystem = filesystem;
             enforced.landlock = landlock;
@@ -555,12 +552,12 @@ fn release_until_ready(
             enforced.rlimits = rlimits;
             enforced.notes.extend(notes);
         }
-        InitMessage::SetupFailed {
-            step,
-            errno,
-            detail,
-            code,
-        } => return Err(setup_failed(step, errno, detail, code)),
+        failed @ InitMessage::SetupFailed { .. } => {
+            return Err(failed.setup_error().unwrap_or_else(|| SandboxError::Init {
+                step: "sandbox setup".into(),
+                detail: "init failed".into(),
+            }))
+        }
         other => {
             return Err(SandboxError::Init {
                 step: "sandbox setup".into(),
@@ -571,30 +568,13 @@ fn release_until_ready(
     if policy.allow.net.is_empty() || !has(Namespace::Net) {
         return Ok((cgroup, None));
     }
-    let mut fds = fds.into_iter();
+    let mut fds = listeners.into_iter();
     match (fds.next(), fds.next()) {
         (Some(http), Some(socks)) => Ok((cgroup, Some((http, socks)))),
         _ => Err(SandboxError::Init {
             step: "receive the proxy listeners".into(),
             detail: "init's Ready message carried no listeners".into(),
         }),
-    }
-}
-
-/// The error for init's `SetupFailed` report (`init::failure_message` made it).
-fn setup_failed(step: String, errno: i32, detail: String, code: ErrorCode) -> SandboxError {
-    if code == ErrorCode::Unenforceable {
-        SandboxError::Unsupported {
-            layer: step,
-            reason: detail,
-        }
-    } else if errno != 0 {
-        SandboxError::Setup {
-            step,
-            source: SysError::from_errno(detail, errno),
-        }
-    } else {
-        SandboxError::Init { step, detail }
     }
 }
 
@@ -635,40 +615,6 @@ pub fn argv<I: IntoIterator<Item = S>, S: Into<OsString>>(args: I) -> Vec<OsStri
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_setup_failure_inside_init_keeps_its_code_and_step_across_the_socket() {
-        let errors = [
-            SandboxError::Unsupported {
-                layer: "seccomp".into(),
-                reason: "no filter".into(),
-            },
-            SandboxError::Setup {
-                step: "bind mount /x → /x".into(),
-                source: SysError::from_errno("mount", libc::ENOENT),
-            },
-            SandboxError::Init {
-                step: "landlock".into(),
-                detail: "ruleset".into(),
-            },
-        ];
-        for sent in errors {
-            let wire = serde_json::to_vec(&init::failure_message(&sent)).unwrap();
-            let Ok(InitMessage::SetupFailed {
-                step,
-                errno,
-                detail,
-                code,
-            }) = serde_json::from_slice(&wire)
-            else {
-                panic!("not a SetupFailed");
-            };
-            let back = setup_failed(step, errno, detail, code);
-            assert_eq!(back.code(), sent.code(), "{sent}");
-            assert_eq!(back.step(), sent.step(), "{sent}");
-            assert_eq!(back.to_string(), sent.to_string());
-        }
-    }
 
     #[test]
     fn all_namespaces_map_to_clone_flags_except_cgroup() {
