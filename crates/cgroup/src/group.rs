@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::CgroupError;
@@ -12,6 +12,16 @@ use crate::layout::{Controller, Hierarchy, Layout, Version};
 
 /// Distinguishes the sandboxes of one supervisor process.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// The pid sandbox groups are named after, when not this process's own ([`name_groups_after`]).
+static OWNER_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Names the sandbox groups this process makes after process `pid` instead of itself: a fork
+/// server's groups belong to the daemon that forked it and supervises their sandboxes, and
+/// it is the daemon's death, not the fork server's, that makes them stale
+/// ([`clean_stale`](crate::clean_stale)). The daemon makes no groups itself, so names stay unique.
+pub fn name_groups_after(pid: u32) {
+    OWNER_PID.store(pid, Ordering::Relaxed);
+}
 
 /// v1/v2 CFS period: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
@@ -88,10 +98,15 @@ impl Default for SandboxGroup {
 }
 
 impl SandboxGroup {
-    /// A group named `bunker-<our pid>-<n>`, not created anywhere yet.
+    /// A group named `bunker-<our pid>-<n>` (or the pid of [`name_groups_after`]), not created
+    /// anywhere yet.
     pub fn new() -> SandboxGroup {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        SandboxGroup::with_name(format!("bunker-{}-{n}", std::process::id()))
+        let owner = match OWNER_PID.load(Ordering::Relaxed) {
+            0 => std::process::id(),
+            pid => pid,
+        };
+        SandboxGroup::with_name(format!("bunker-{owner}-{n}"))
     }
 
     /// The group as plain data, to hand it to another process ([`from_parts`](Self::from_parts)

@@ -22,7 +22,8 @@ mod thrash;
 
 pub use error::CgroupError;
 pub use group::{
-    join_self, GroupDirParts, MemoryLimitOutcome, MemorySample, MemoryStats, SandboxGroup,
+    join_self, name_groups_after, GroupDirParts, MemoryLimitOutcome, MemorySample, MemoryStats,
+    SandboxGroup,
 };
 pub use layout::{Controller, Hierarchy, Layout, Version};
 pub use stale::{clean_stale, clean_stale_in, parse_group_name, CleanReport};

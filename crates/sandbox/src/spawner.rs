@@ -16,6 +16,10 @@
 //!   the order of its named slots ([`FdSlot`]), or the [`ApiError`] of why not (with the pidfd
 //!   of an init that died after the clone, which only the daemon can reap).
 //!
+//! Each sandbox's cgroup is named after the daemon (`bunker-<daemon pid>-<n>`), whose death is
+//! what makes it stale. The spawner keeps every descriptor the daemon had open when it forked:
+//! start it before opening anything a sandbox must not reach.
+//!
 //! A message is at most [`MAX_SPAWN_MESSAGE`] bytes: a larger request is refused before it is
 //! sent, with an error saying so. The spawner exits when the socket closes (the daemon is gone
 //! or dropped its [`Spawner`]).
@@ -422,6 +426,8 @@ fn serve(socket: &OwnedFd) -> ! {
     if process::set_parent_death_signal(libc::SIGKILL).is_err() {
         process::exit_now(1);
     }
+    // The sandboxes' cgroups are the daemon's: named after it, they stay live while it does.
+    bunker_cgroup::name_groups_after(std::os::unix::process::parent_id());
     loop {
         let (data, mut fds) = match fd::recv_with_fds(socket.as_raw_fd(), MAX_SPAWN_MESSAGE) {
             Ok((data, _)) if data.is_empty() => process::exit_now(0),

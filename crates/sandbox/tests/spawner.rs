@@ -91,6 +91,13 @@ fn round_trip(spawner: &Spawner) {
     let init = sandbox.supervised.init_pid;
     assert_eq!(parent_of(init), std::process::id() as i32);
     assert!(children().contains(&init));
+    if bunker_sys::process::euid() == 0 {
+        // The default policy's limits need a cgroup: it is named after us, the supervisor,
+        // not after the spawner that made it.
+        let cgroups = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+        let ours = format!("/bunker-{}-", std::process::id());
+        assert!(cgroups.contains(&ours), "{cgroups}");
+    }
     let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
     drop(sandbox.lifeline);
     assert_eq!(result.status, Status::Ok, "{result:?}");
