@@ -1,8 +1,16 @@
 //! Builds a kernel sandbox from a [`bunker_policy::Policy`], runs a program in it, enforces the
 //! limits, and returns one structured [`RunResult`].
 //!
-//! [`spawn::run`] must be called while the process is still single-threaded (before any async runtime
-//! starts): it forks. See `spawn.rs` for the setup order.
+//! Two ways in, both given the caller's side explicitly ([`host::HostContext`]: environment,
+//! working directory, host ids):
+//! - [`spawn::run`] (the one-shot CLI): builds, runs and supervises to the end. [`spawn::start`]
+//!   is its first half, returning the [`spawn::Sandbox`] handle once init is Ready. Both fork:
+//!   call them while the process is single-threaded (before any async runtime starts).
+//! - [`spawner::Spawner`] (a daemon): a single-threaded fork server forked before the runtime,
+//!   asked for sandboxes from any thread; each comes back as a handle whose init is the
+//!   daemon's child.
+//!
+//! See `spawn.rs` for the setup order.
 #![forbid(unsafe_code)]
 
 pub mod console;

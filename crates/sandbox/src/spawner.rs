@@ -460,15 +460,49 @@ fn serve(socket: &OwnedFd) -> ! {
             ),
             Ok(wire) => start_one(wire.request, fds.pop()),
         };
-        let Ok(encoded) = serde_json::to_vec(&reply) else {
-            process::exit_now(1)
-        };
+        let (encoded, reply_fds) = bounded(reply, reply_fds);
         let raw: Vec<RawFd> = reply_fds.iter().map(AsRawFd::as_raw_fd).collect();
         if fd::send_with_fds(socket.as_raw_fd(), &encoded, &raw).is_err() {
-            // The daemon is gone: the sandbox just started dies with it.
+            // The daemon is gone (or cannot be told): a sandbox just started must not run
+            // unsupervised until the daemon's death kills it.
+            if let Some(pidfd) = reply_fds.first() {
+                let _ = event::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            }
             process::exit_now(1);
         }
     }
+}
+
+/// The reply, encoded; one too large for a message becomes an error, its sandbox killed and
+/// handed back unreaped.
+fn bounded(reply: WireReply, fds: Vec<OwnedFd>) -> (Vec<u8>, Vec<OwnedFd>) {
+    let encoded = serde_json::to_vec(&reply).map_err(|e| e.to_string());
+    let too_large = match &encoded {
+        Ok(bytes) if bytes.len() <= MAX_SPAWN_MESSAGE => None,
+        Ok(bytes) => Some(format!(
+            "the started sandbox's description is {} bytes, more than one message takes \
+             ({MAX_SPAWN_MESSAGE})",
+            bytes.len()
+        )),
+        Err(e) => Some(format!("encode the spawner's answer: {e}")),
+    };
+    let Some(message) = too_large else {
+        return (encoded.unwrap_or_default(), fds);
+    };
+    let unreaped = match reply {
+        WireReply::Started { sandbox } => {
+            Sandbox::from_transfer(sandbox, fds).ok().map(|sandbox| {
+                let pidfd = sandbox.supervised.pidfd;
+                let _ = event::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+                let _ = event::poll(&[pidfd.as_fd()], None);
+                // The rest (cgroup included) goes now that init is dead.
+                pidfd
+            })
+        }
+        WireReply::Failed { .. } => fds.into_iter().next(),
+    };
+    let (reply, fds) = failed(internal(message), unreaped);
+    (serde_json::to_vec(&reply).unwrap_or_default(), fds)
 }
 
 fn failed(error: ApiError, unreaped: Option<OwnedFd>) -> (WireReply, Vec<OwnedFd>) {
