@@ -85,9 +85,18 @@ fn children() -> Vec<i32> {
 fn round_trip(spawner: &Spawner) {
     let policy = bunker_policy::builtin("default").unwrap();
 
-    // A real program; its init is our child (CLONE_PARENT), not the spawner's.
-    let (hello, _lease) = request(&policy, &["/bin/echo", "hello from the spawner"]);
-    let sandbox = spawner.spawn(hello, None).unwrap();
+    // A real program; its init is our child (CLONE_PARENT), not the spawner's. It waits for a
+    // line on its stdin, so it is alive while we look.
+    let (hello, _lease) = request(
+        &policy,
+        &[
+            "/bin/sh",
+            "-c",
+            "read line; echo \"$line from the spawner\"",
+        ],
+    );
+    let (read, write) = pipe();
+    let sandbox = spawner.spawn(hello, Some(read)).unwrap();
     let init = sandbox.supervised.init_pid;
     assert_eq!(parent_of(init), std::process::id() as i32);
     assert!(children().contains(&init));
@@ -98,6 +107,7 @@ fn round_trip(spawner: &Spawner) {
         let ours = format!("/bunker-{}-", std::process::id());
         assert!(cgroups.contains(&ours), "{cgroups}");
     }
+    std::fs::File::from(write).write_all(b"hello\n").unwrap();
     let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
     drop(sandbox.lifeline);
     assert_eq!(result.status, Status::Ok, "{result:?}");
