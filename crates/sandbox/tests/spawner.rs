@@ -145,6 +145,22 @@ fn round_trip(spawner: &Spawner) {
         }
     });
 
+    // The handle's lifeline is the sandbox's life: dropped, the sandbox ends (a daemon that
+    // loses a handle, or a spawner killed before handing it over, leaves nothing running).
+    let (waiting, _lease) = request(&policy, &["/bin/sh", "-c", "read line; echo survived"]);
+    let (read, write) = pipe();
+    let sandbox = spawner.spawn(waiting, Some(read)).unwrap();
+    drop(sandbox.lifeline);
+    let gone = bunker_sys::event::poll(
+        &[std::os::fd::AsFd::as_fd(&sandbox.supervised.pidfd)],
+        Some(std::time::Duration::from_secs(30)),
+    )
+    .unwrap();
+    assert!(gone[0].readable, "the sandbox outlived its lifeline");
+    let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
+    assert_eq!(stdout(&result), "", "{result:?}");
+    drop(write);
+
     // A step that fails inside init, after the clone: the error comes back, and the dead init,
     // which only we can reap, is reaped.
     let (mut bad_cwd, _lease) = request(&policy, &["/bin/true"]);
