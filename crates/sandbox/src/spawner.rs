@@ -6,8 +6,11 @@
 //! [`Spawner::spawn`], from any thread. The spawner runs [`spawn::start_or_hand_back`] with
 //! `clone_parent`: init is cloned with `CLONE_PARENT`, so its parent is the daemon, not the
 //! spawner. The daemon reaps init through its pidfd, and init's parent-death signal follows the
-//! daemon: the spawner dying kills no sandbox, and the daemon dying kills them all (and the
-//! spawner, whose parent-death signal is SIGKILL too).
+//! daemon: the spawner dying kills no handed-over sandbox, and the daemon dying kills them all
+//! (and the spawner, whose parent-death signal is SIGKILL too). A sandbox the spawner dies
+//! holding (before the handover) ends with its lifeline, whose only write end the spawner had;
+//! after the handover the daemon holds it in [`Sandbox::lifeline`], and must keep it until the
+//! sandbox is supervised to its end: dropping it ends the sandbox.
 //!
 //! The two talk over a SOCK_SEQPACKET pair, one datagram per message, JSON:
 //! - daemon → spawner: a [`SpawnRequest`], with the program's stdin attached (SCM_RIGHTS) when
