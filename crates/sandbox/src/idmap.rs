@@ -181,7 +181,8 @@ impl IdLease {
         Err(SandboxError::Init {
             step: step.into(),
             detail: format!(
-                "all {} host ids from {} are leased to live sandboxes (widen the range with                  {ID_RANGE_ENV}=FIRST:COUNT)",
+                "all {} host ids from {} are leased to live sandboxes (widen the range with \
+                 {ID_RANGE_ENV}=FIRST:COUNT)",
                 range.count, range.first
             ),
         })
