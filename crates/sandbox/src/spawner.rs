@@ -23,6 +23,10 @@
 //! what makes it stale. The spawner keeps every descriptor the daemon had open when it forked:
 //! start it before opening anything a sandbox must not reach.
 //!
+//! A spawner that died cannot be replaced from a multi-threaded daemon (the fork is refused
+//! there): [`Spawner::spawn`] then answers `internal_error` ("the spawner is gone"), and the
+//! daemon should stop and be restarted.
+//!
 //! A message is at most [`MAX_SPAWN_MESSAGE`] bytes: a larger request is refused before it is
 //! sent, with an error saying so. The spawner exits when the socket closes (the daemon is gone
 //! or dropped its [`Spawner`]).
