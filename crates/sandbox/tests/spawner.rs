@@ -39,6 +39,12 @@ fn main() {
     let spawner = Spawner::start().expect("start the spawner");
     round_trip(&spawner);
     let spawner_pid = spawner.pid();
+    // A spawner that died answers with an error, not a hang.
+    bunker_sys::event::kill(spawner_pid, libc::SIGKILL).unwrap();
+    let policy = bunker_policy::builtin("default").unwrap();
+    let (late, _lease) = request(&policy, &["/bin/true"]);
+    let error = spawner.spawn(late, None).unwrap_err();
+    assert_eq!(error.code, ErrorCode::InternalError, "{error:?}");
     drop(spawner);
     assert!(
         !std::path::Path::new(&format!("/proc/{spawner_pid}")).exists(),
