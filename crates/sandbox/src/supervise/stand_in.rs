@@ -1,0 +1,66 @@
+//! A plain child process standing in for the sandbox's init, for the drivers' tests: no
+//! sandbox, but real pipes, a real pidfd and (when the host allows) a real cgroup.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use bunker_policy::{Limits, Policy};
+use bunker_sys::event;
+
+use super::Supervised;
+use crate::init::InitMessage;
+use crate::limits::SandboxCgroup;
+use crate::result::Enforced;
+
+pub fn policy(edit: impl FnOnce(&mut Limits)) -> Policy {
+    let mut p = bunker_policy::load_str("{}", std::path::Path::new("/"), "test").unwrap();
+    edit(&mut p.limits);
+    p
+}
+
+/// Starts `sh -c script` as a stand-in for init; the returned socket end plays init's side
+/// of the control socket. The script waits for a line on stdin before it starts, so the
+/// caller can move it into a cgroup first.
+#[allow(clippy::zombie_processes)] // supervise reaps it through the pidfd
+pub fn start(script: &str, cgroup: SandboxCgroup) -> (Supervised, UnixDatagram, Child) {
+    let mut child = Command::new("sh")
+        .args(["-c", &format!("read go; {script}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    cgroup.add_process(pid).unwrap();
+    let (ours, theirs) = UnixDatagram::pair().unwrap();
+    let sup = Supervised {
+        init_pid: pid,
+        pidfd: event::pidfd_open(pid).unwrap(),
+        control: OwnedFd::from(ours),
+        stdout: OwnedFd::from(child.stdout.take().unwrap()),
+        stderr: OwnedFd::from(child.stderr.take().unwrap()),
+        cgroup,
+        started: Instant::now(),
+        enforced: Enforced::default(),
+        stream_output: false,
+        console: None,
+        observer: None,
+        stdin: None,
+    };
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    (sup, theirs, child)
+}
+
+pub fn say(sock: &UnixDatagram, msg: &InitMessage) {
+    sock.send(&serde_json::to_vec(msg).unwrap()).unwrap();
+}
+
+/// A cgroup for the tests that need the kernel's accounting; None when this host (or user)
+/// cannot make one.
+pub fn cgroup_for(p: &Policy) -> Option<SandboxCgroup> {
+    let mut e = Enforced::default();
+    SandboxCgroup::prepare(p, &mut e).ok()
+}
