@@ -473,6 +473,7 @@ fn build_and_run(
         console: req.console.clone(),
         observer: req.observer.clone(),
         stdin: stdin_relay,
+        termination: bunker_sys::event::termination_fd(),
     };
     let outcome = supervise::supervise(sandbox, policy);
     let records = egress.map(|e| e.finish()).unwrap_or_default();

@@ -72,6 +72,8 @@ fn run(machine: &mut Supervision<'_>) -> Result<(), SandboxError> {
 /// The driver against real processes (no sandbox: a plain child stands in for init).
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
     use std::time::Duration;
 
     use super::super::stand_in::{cgroup_for, policy, say, start};
@@ -129,6 +131,46 @@ mod tests {
         assert_eq!(r.status, Status::Timeout, "{r:?}");
         assert_eq!(r.signal, Some(libc::SIGKILL));
         assert!(r.wall_ms >= 150.0 && r.wall_ms < 5000.0, "{}", r.wall_ms);
+    }
+
+    /// A non-blocking pipe standing in for a termination self-pipe, with `signal` written in.
+    fn termination_pipe(signal: i32) -> BorrowedFd<'static> {
+        let (r, w) = bunker_sys::fd::pipe().unwrap();
+        event::set_nonblocking(r.as_fd()).unwrap();
+        std::fs::File::from(w).write_all(&[signal as u8]).unwrap();
+        let r: &'static OwnedFd = Box::leak(Box::new(r));
+        r.as_fd()
+    }
+
+    #[test]
+    fn a_signal_in_the_given_termination_pipe_ends_the_run() {
+        let p = policy(|l| l.timeout = Some(Duration::from_secs(30)));
+        let (mut sup, init, _child) = start("exec sleep 100", SandboxCgroup::none());
+        sup.termination = Some(termination_pipe(libc::SIGTERM));
+        say(&init, &InitMessage::Started);
+        let r = supervise(sup, &p).unwrap();
+        assert_eq!(r.status, Status::Signal, "{r:?}");
+        assert_eq!(r.signal, Some(libc::SIGTERM));
+        assert_eq!(r.error_code, Some(bunker_api::ErrorCode::Terminated));
+    }
+
+    #[test]
+    fn without_a_termination_pipe_the_process_wide_one_is_not_read() {
+        event::install_termination_handler().unwrap();
+        // The handler writes SIGTERM into the process-wide pipe (this test's process only).
+        event::kill(std::process::id() as i32, libc::SIGTERM).unwrap();
+        let p = policy(|l| l.timeout = Some(Duration::from_millis(200)));
+        let (sup, init, _child) = start("exec sleep 100", SandboxCgroup::none());
+        say(&init, &InitMessage::Started);
+        let r = supervise(sup, &p).unwrap();
+        assert_eq!(r.status, Status::Timeout, "{r:?}");
+        // Control: the same pipe, given, ends the run.
+        let (mut sup, init, _child) = start("exec sleep 100", SandboxCgroup::none());
+        sup.termination = event::termination_fd();
+        say(&init, &InitMessage::Started);
+        let r = supervise(sup, &p).unwrap();
+        assert_eq!(r.status, Status::Signal, "{r:?}");
+        assert_eq!(r.signal, Some(libc::SIGTERM));
     }
 
     #[test]

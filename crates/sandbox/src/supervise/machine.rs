@@ -115,6 +115,8 @@ pub struct Supervision<'p> {
     observer: Option<Arc<dyn Observer>>,
     /// The caller's stdin relayed to the program (`stdin.rs`).
     stdin: Option<Relay>,
+    /// The caller's termination self-pipe ([`Supervised::termination`]).
+    termination: Option<BorrowedFd<'static>>,
     /// The wall-clock timeout's instant.
     deadline: Option<Instant>,
     watch_cpu: bool,
@@ -154,6 +156,7 @@ impl<'p> Supervision<'p> {
             console,
             observer,
             mut stdin,
+            termination,
         } = sandbox;
         let limits = &policy.limits;
         let mount_ns = File::open(format!("/proc/{init_pid}/ns/mnt")).ok();
@@ -194,6 +197,7 @@ impl<'p> Supervision<'p> {
             output,
             observer,
             stdin,
+            termination,
             deadline: limits.timeout.map(|t| started + t),
             watch_cpu,
             watch_oom,
@@ -359,7 +363,7 @@ impl<'p> Supervision<'p> {
                 fds.push((sink, Interest::Write, Role::StdinSink));
             }
         }
-        if let Some(t) = event::termination_fd().filter(|_| alive) {
+        if let Some(t) = self.termination.filter(|_| alive) {
             fds.push((t, Interest::Read, Role::Termination));
         }
         fds
@@ -396,7 +400,8 @@ impl<'p> Supervision<'p> {
                 }
             }
             Role::Termination => {
-                if let Some(sig) = event::take_termination_signal() {
+                let signal = self.termination.and_then(event::take_termination_signal);
+                if let Some(sig) = signal {
                     self.kill(KillReason::Terminated(sig))?;
                 }
                 if event::take_window_change() {

@@ -21,7 +21,7 @@ mod machine;
 mod output;
 mod verdict;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -59,6 +59,11 @@ pub struct Supervised {
     pub observer: Option<Arc<dyn Observer>>,
     /// The relay of the caller's stdin, when the program does not read it directly.
     pub stdin: Option<Relay>,
+    /// The read end of the caller's termination self-pipe, non-blocking
+    /// ([`bunker_sys::event::termination_fd`]): a signal to the supervisor ends the run
+    /// ([`KillReason::Terminated`]). The CLI passes its own; a daemon, whose signals are not any
+    /// one sandbox's, passes `None`.
+    pub termination: Option<BorrowedFd<'static>>,
 }
 
 /// Why bunker killed the sandbox.

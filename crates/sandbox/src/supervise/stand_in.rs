@@ -49,6 +49,7 @@ pub fn start(script: &str, cgroup: SandboxCgroup) -> (Supervised, UnixDatagram, 
         console: None,
         observer: None,
         stdin: None,
+        termination: None,
     };
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     (sup, theirs, child)
