@@ -469,7 +469,7 @@ fn build_and_run(
         cgroup,
         started,
         enforced,
-        stream_output: req.stream_output,
+        output: supervise::OutputMode::streamed_if(req.stream_output),
         console: req.console.clone(),
         observer: req.observer.clone(),
         stdin: stdin_relay,

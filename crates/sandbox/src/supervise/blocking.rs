@@ -76,12 +76,15 @@ mod tests {
     use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
     use std::time::Duration;
 
-    use super::super::stand_in::{cgroup_for, policy, say, start};
+    use super::super::stand_in::{cgroup_for, policy, say, start, Recorder};
+    use super::super::OutputMode;
     use super::*;
+    use crate::events::RunEvent;
     use crate::init::InitMessage;
     use crate::limits::SandboxCgroup;
     use crate::result::Status;
     use bunker_api::Data;
+    use std::sync::Arc;
 
     #[test]
     fn captured_output_that_is_not_utf8_comes_back_exactly() {
@@ -171,6 +174,68 @@ mod tests {
         let r = supervise(sup, &p).unwrap();
         assert_eq!(r.status, Status::Signal, "{r:?}");
         assert_eq!(r.signal, Some(libc::SIGTERM));
+    }
+
+    #[test]
+    fn output_as_events_comes_in_order_and_stops_at_the_cap() {
+        let p = policy(|l| l.output = 10_000);
+        let recorder = Arc::new(Recorder::default());
+        // 30,000 bytes on stdout, then stderr: only the first 10,000 of stdout are delivered.
+        let (mut sup, init, _child) = start(
+            "head -c 30000 /dev/zero | tr '\\0' x; echo late >&2",
+            SandboxCgroup::none(),
+        );
+        sup.output = OutputMode::Events;
+        sup.observer = Some(recorder.clone());
+        say(
+            &init,
+            &InitMessage::Exited {
+                code: Some(0),
+                signal: None,
+            },
+        );
+        let r = supervise(sup, &p).unwrap();
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        assert_eq!(recorder.stream(0), vec![b'x'; 10_000]);
+        assert_eq!(recorder.stream(1), b"");
+        assert_eq!(
+            (r.stdout.bytes, r.stdout.kept, r.stdout.data),
+            (30_000, 10_000, None)
+        );
+        assert_eq!((r.stderr.bytes, r.stderr.kept, r.stderr.data), (5, 0, None));
+        // The limit is reported after the last chunk.
+        let events = recorder.events();
+        let hit = events
+            .iter()
+            .position(|e| matches!(e, RunEvent::LimitHit { .. }))
+            .unwrap();
+        assert!(events[hit + 1..]
+            .iter()
+            .all(|e| !matches!(e, RunEvent::Stdout { .. } | RunEvent::Stderr { .. })));
+    }
+
+    #[test]
+    fn output_as_events_under_the_cap_is_all_delivered_per_stream() {
+        let p = policy(|_| {});
+        let recorder = Arc::new(Recorder::default());
+        let (mut sup, init, _child) = start(
+            r"printf 'a\377'; echo err >&2; echo out",
+            SandboxCgroup::none(),
+        );
+        sup.output = OutputMode::Events;
+        sup.observer = Some(recorder.clone());
+        say(
+            &init,
+            &InitMessage::Exited {
+                code: Some(0),
+                signal: None,
+            },
+        );
+        let r = supervise(sup, &p).unwrap();
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        assert_eq!(recorder.stream(0), b"a\xffout\n");
+        assert_eq!(recorder.stream(1), b"err\n");
+        assert_eq!((r.stdout.bytes, r.stdout.data), (6, None));
     }
 
     #[test]

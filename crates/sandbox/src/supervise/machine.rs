@@ -152,7 +152,7 @@ impl<'p> Supervision<'p> {
             cgroup,
             started,
             enforced,
-            stream_output,
+            output,
             console,
             observer,
             mut stdin,
@@ -160,7 +160,7 @@ impl<'p> Supervision<'p> {
         } = sandbox;
         let limits = &policy.limits;
         let mount_ns = File::open(format!("/proc/{init_pid}/ns/mnt")).ok();
-        let output = Output::new(limits, stream_output, console);
+        let output = Output::new(limits, output, console, observer.clone());
         let pty_output = stdin.as_mut().and_then(Relay::take_output);
         let pipes = [File::from(stdout), File::from(stderr)]
             .into_iter()

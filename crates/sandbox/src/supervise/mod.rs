@@ -33,7 +33,7 @@ use crate::stdin::Relay;
 
 pub use blocking::supervise;
 pub use machine::{Role, Supervision};
-pub use output::Output;
+pub use output::{Output, OutputMode};
 pub use verdict::{classify, Messages, Observed, Verdict};
 
 /// A started sandbox, handed over by spawn.rs.
@@ -52,8 +52,8 @@ pub struct Supervised {
     /// When the clone happened (wall time is measured from here).
     pub started: Instant,
     pub enforced: Enforced,
-    /// Copy output to the supervisor's stdout/stderr as it arrives (else capture into the result).
-    pub stream_output: bool,
+    /// Where the program's kept output goes.
+    pub output: OutputMode,
     /// bunker's own lines, relayed into the streamed stderr (see `console.rs`).
     pub console: Option<Console>,
     pub observer: Option<Arc<dyn Observer>>,

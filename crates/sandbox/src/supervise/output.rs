@@ -1,16 +1,44 @@
-//! The program's output: one budget (`limits.output`) shared by stdout and stderr, captured into
-//! the result or streamed to this process's own stdout and stderr, with bunker's own lines (the
-//! console's relay) put in among the program's at line starts.
+//! The program's output: one budget (`limits.output`) shared by stdout and stderr, and where the
+//! kept bytes go ([`OutputMode`]): captured into the result, streamed to this process's own
+//! stdout and stderr with bunker's own lines (the console's relay) put in among the program's at
+//! line starts, or sent to the observer as `RunEvent::Stdout` / `RunEvent::Stderr` chunks.
 
 use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 
 use bunker_api::Data;
 use bunker_policy::Limits;
 
 use crate::console::Console;
+use crate::events::{Observer, RunEvent};
 use crate::result::StreamResult;
+
+/// Where the program's kept output goes (what is past `limits.output` is only counted, in
+/// every mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Into the result: `stdout.data` and `stderr.data`.
+    Capture,
+    /// Copied to this process's own stdout and stderr as it arrives, with the console's lines
+    /// (the CLI). The result carries the counts, no data.
+    Stream,
+    /// To the observer, as `RunEvent::Stdout` / `RunEvent::Stderr` chunks in the order they were
+    /// read (a daemon's client). The result carries the counts, no data.
+    Events,
+}
+
+impl OutputMode {
+    /// `Stream` when `stream`, else `Capture`: the two modes of a local run.
+    pub fn streamed_if(stream: bool) -> OutputMode {
+        if stream {
+            OutputMode::Stream
+        } else {
+            OutputMode::Capture
+        }
+    }
+}
 
 /// The output budget shared by stdout and stderr, and where the kept bytes go.
 ///
@@ -22,7 +50,9 @@ use crate::result::StreamResult;
 pub struct Output {
     limit: u64,
     kill_on_overflow: bool,
-    stream: bool,
+    mode: OutputMode,
+    /// Receives the chunks in `OutputMode::Events`.
+    observer: Option<Arc<dyn Observer>>,
     delivered: u64,
     streams: [StreamState; 2],
     /// bunker's own lines go into the stderr stream, each on a fresh line (streaming only).
@@ -56,7 +86,13 @@ const PIPE_BUF: usize = libc::PIPE_BUF;
 const MAX_CONSOLE_BACKLOG: usize = 256 * 1024;
 
 impl Output {
-    pub fn new(limits: &Limits, stream: bool, console: Option<Console>) -> Output {
+    pub fn new(
+        limits: &Limits,
+        mode: OutputMode,
+        console: Option<Console>,
+        observer: Option<Arc<dyn Observer>>,
+    ) -> Output {
+        let stream = mode == OutputMode::Stream;
         let mut streams: [StreamState; 2] = Default::default();
         if stream {
             // Whatever the caller printed through std's buffers goes first.
@@ -90,7 +126,8 @@ impl Output {
         let mut output = Output {
             limit: limits.output,
             kill_on_overflow: limits.kill_on_output_overflow,
-            stream,
+            mode,
+            observer: observer.filter(|_| mode == OutputMode::Events),
             delivered: 0,
             streams,
             console,
@@ -155,9 +192,19 @@ impl Output {
         s.result.bytes += data.len() as u64;
         s.result.kept += keep as u64;
         self.delivered += keep as u64;
-        if keep > 0 && !s.sink_broken {
-            s.buffer.extend_from_slice(&data[..keep]);
-            s.mid_line = data[keep - 1] != b'\n';
+        if keep > 0 {
+            let kept = &data[..keep];
+            if let Some(observer) = &self.observer {
+                let data = Data::from_bytes(kept.to_vec());
+                observer.event(&if index == 0 {
+                    RunEvent::Stdout { data }
+                } else {
+                    RunEvent::Stderr { data }
+                });
+            } else if self.mode != OutputMode::Events && !s.sink_broken {
+                s.buffer.extend_from_slice(kept);
+                s.mid_line = kept[keep - 1] != b'\n';
+            }
         }
         let overflow = keep < data.len();
         if overflow {
@@ -175,7 +222,11 @@ impl Output {
     pub(super) fn waiting(&self, index: usize) -> Option<BorrowedFd<'_>> {
         let s = &self.streams[index];
         match &s.sink {
-            Some(sink) if self.stream && !s.sink_broken && s.written < s.buffer.len() => {
+            Some(sink)
+                if self.mode == OutputMode::Stream
+                    && !s.sink_broken
+                    && s.written < s.buffer.len() =>
+            {
                 Some(sink.as_fd())
             }
             _ => None,
@@ -204,18 +255,22 @@ impl Output {
     /// stream results.
     pub fn finish(mut self) -> (StreamResult, StreamResult) {
         self.take_relay();
-        let stream = self.stream;
+        let mode = self.mode;
         let ends_mid_line =
             self.streams[1].mid_line || (self.shared_sink && self.streams[0].mid_line);
         let console = self.console.take();
         let [out, err] = self.streams;
         let done = |mut s: StreamState| {
-            if stream {
-                if let (Some(sink), false) = (s.sink.as_mut(), s.sink_broken) {
-                    let _ = sink.write_all(&s.buffer[s.written..]);
+            match mode {
+                OutputMode::Stream => {
+                    if let (Some(sink), false) = (s.sink.as_mut(), s.sink_broken) {
+                        let _ = sink.write_all(&s.buffer[s.written..]);
+                    }
                 }
-            } else {
-                s.result.data = Some(Data::from_bytes(std::mem::take(&mut s.buffer)));
+                OutputMode::Capture => {
+                    s.result.data = Some(Data::from_bytes(std::mem::take(&mut s.buffer)));
+                }
+                OutputMode::Events => {}
             }
             s.result
         };
@@ -240,7 +295,7 @@ mod tests {
 
     #[test]
     fn output_is_capped_across_both_streams_and_counted_past_the_cap() {
-        let mut out = Output::new(&limits(), false, None);
+        let mut out = Output::new(&limits(), OutputMode::Capture, None, None);
         assert!(!out.accept(0, b"123456"));
         assert!(out.accept(1, b"abcdefgh"));
         for _ in 0..1000 {
@@ -251,5 +306,29 @@ mod tests {
         assert_eq!(o.data, Some(Data::Utf8("123456".into())));
         assert_eq!((e.bytes, e.kept, e.truncated), (8, 4, true));
         assert_eq!(e.data, Some(Data::Utf8("abcd".into())));
+    }
+
+    #[test]
+    fn events_mode_sends_the_kept_bytes_to_the_observer_and_keeps_no_data() {
+        let recorder = Arc::new(super::super::stand_in::Recorder::default());
+        let observer: Arc<dyn Observer> = recorder.clone();
+        let mut out = Output::new(&limits(), OutputMode::Events, None, Some(observer));
+        assert!(!out.accept(0, b"123456"));
+        assert!(out.accept(1, b"ab\xffdefgh"));
+        assert!(out.accept(0, b"more"));
+        assert_eq!(
+            recorder.events(),
+            vec![
+                RunEvent::Stdout {
+                    data: Data::Utf8("123456".into())
+                },
+                RunEvent::Stderr {
+                    data: Data::from_bytes(b"ab\xffd".to_vec())
+                },
+            ]
+        );
+        let (o, e) = out.finish();
+        assert_eq!((o.bytes, o.kept, o.truncated, o.data), (10, 6, true, None));
+        assert_eq!((e.bytes, e.kept, e.truncated, e.data), (8, 4, true, None));
     }
 }

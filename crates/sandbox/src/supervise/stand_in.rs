@@ -10,7 +10,7 @@ use std::time::Instant;
 use bunker_policy::{Limits, Policy};
 use bunker_sys::event;
 
-use super::Supervised;
+use super::{OutputMode, Supervised};
 use crate::init::InitMessage;
 use crate::limits::SandboxCgroup;
 use crate::result::Enforced;
@@ -45,7 +45,7 @@ pub fn start(script: &str, cgroup: SandboxCgroup) -> (Supervised, UnixDatagram, 
         cgroup,
         started: Instant::now(),
         enforced: Enforced::default(),
-        stream_output: false,
+        output: OutputMode::Capture,
         console: None,
         observer: None,
         stdin: None,
@@ -64,4 +64,35 @@ pub fn say(sock: &UnixDatagram, msg: &InitMessage) {
 pub fn cgroup_for(p: &Policy) -> Option<SandboxCgroup> {
     let mut e = Enforced::default();
     SandboxCgroup::prepare(p, &mut e).ok()
+}
+
+/// An observer that keeps every event, in order.
+#[derive(Debug, Default)]
+pub struct Recorder(std::sync::Mutex<Vec<crate::events::RunEvent>>);
+
+impl crate::events::Observer for Recorder {
+    fn event(&self, event: &crate::events::RunEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+impl Recorder {
+    pub fn events(&self) -> Vec<crate::events::RunEvent> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The bytes of every `Stdout` (0) or `Stderr` (1) event, joined.
+    pub fn stream(&self, index: usize) -> Vec<u8> {
+        use crate::events::RunEvent;
+        let mut bytes = Vec::new();
+        for event in self.events() {
+            match (index, event) {
+                (0, RunEvent::Stdout { data }) | (1, RunEvent::Stderr { data }) => {
+                    bytes.extend(data.to_bytes().unwrap())
+                }
+                _ => {}
+            }
+        }
+        bytes
+    }
 }
