@@ -13,7 +13,7 @@
 //! namespace — including those that started a new session or double-forked.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +70,8 @@ pub enum Role {
     StdinSink,
     /// The termination self-pipe (a signal to the supervisor).
     Termination,
+    /// The program's stdin pipe fed by the driver ([`Supervision::feed_stdin`]) is writable.
+    Feed,
 }
 
 /// One input of the machine, open until end of file.
@@ -86,7 +88,51 @@ struct OutputSource {
     stream: usize,
 }
 
+/// The program's stdin, fed by the driver chunk by chunk ([`Supervision::feed_stdin`]).
+struct Feed {
+    /// The pipe's write end (non-blocking); `None` once closed, which the program reads as end
+    /// of file.
+    sink: Option<File>,
+    /// Given, not yet taken by the pipe.
+    pending: Vec<u8>,
+    /// The driver has no more ([`Supervision::end_stdin`]): close once `pending` is in.
+    ended: bool,
+}
+
+impl Feed {
+    /// Hands the pipe what it takes without blocking; closes it when done or when the program
+    /// closed its end (EPIPE: what is left is dropped).
+    fn write(&mut self) {
+        let Some(sink) = self.sink.as_mut() else {
+            self.pending.clear();
+            return;
+        };
+        while !self.pending.is_empty() {
+            match sink.write(&self.pending) {
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.sink = None;
+                    self.pending.clear();
+                    return;
+                }
+            }
+        }
+        if self.ended {
+            self.sink = None;
+        }
+    }
+}
+
 /// The state of one supervised run. See the module's documentation.
+///
+/// Dropped before [`Supervision::finish`] or [`Supervision::abandon`] (a driver's future
+/// dropped mid-run), it kills init outright, reaps it (blocking: the kernel's teardown of the
+/// pid namespace is quick after SIGKILL) and removes the cgroup: nothing of the sandbox outlives
+/// the machine.
 pub struct Supervision<'p> {
     limits: &'p Limits,
     init_pid: i32,
@@ -117,6 +163,8 @@ pub struct Supervision<'p> {
     stdin: Option<Relay>,
     /// The caller's termination self-pipe ([`Supervised::termination`]).
     termination: Option<BorrowedFd<'static>>,
+    /// The program's stdin, when the driver feeds it.
+    feed: Option<Feed>,
     /// The wall-clock timeout's instant.
     deadline: Option<Instant>,
     watch_cpu: bool,
@@ -125,6 +173,10 @@ pub struct Supervision<'p> {
     next_tick: Option<Instant>,
     buf: Vec<u8>,
     done: bool,
+    /// Init has been reaped by the driver, or by `drop`.
+    reaped: bool,
+    /// The cgroup is removed and the run's fds let go (`release`).
+    released: bool,
 }
 
 impl std::fmt::Debug for Supervision<'_> {
@@ -198,12 +250,15 @@ impl<'p> Supervision<'p> {
             observer,
             stdin,
             termination,
+            feed: None,
             deadline: limits.timeout.map(|t| started + t),
             watch_cpu,
             watch_oom,
             next_tick,
             buf: vec![0u8; READ_CHUNK.max(MAX_MESSAGE)],
             done: false,
+            reaped: false,
+            released: false,
         }
     }
 
@@ -224,6 +279,49 @@ impl<'p> Supervision<'p> {
     /// Init's pidfd, for the driver's reaping once the machine is done.
     pub fn pidfd(&self) -> BorrowedFd<'_> {
         self.pidfd.as_fd()
+    }
+
+    /// The program's stdin is the read end of a pipe whose write end is `write_end`: the driver
+    /// feeds it ([`Supervision::feed_stdin`], [`Supervision::end_stdin`]).
+    pub fn attach_stdin(&mut self, write_end: OwnedFd) -> Result<(), SandboxError> {
+        event::set_nonblocking(write_end.as_fd()).map_err(|source| SandboxError::Setup {
+            step: "make the program's stdin pipe non-blocking".to_string(),
+            source,
+        })?;
+        self.feed = Some(Feed {
+            sink: Some(File::from(write_end)),
+            pending: Vec::new(),
+            ended: false,
+        });
+        Ok(())
+    }
+
+    /// Whether the driver should hand the next chunk of stdin over: the pipe is open, has taken
+    /// everything so far, and the sandbox runs. (The driver's backpressure: at most one chunk
+    /// waits here.)
+    pub fn wants_stdin(&self) -> bool {
+        self.alive()
+            && self
+                .feed
+                .as_ref()
+                .is_some_and(|f| f.sink.is_some() && !f.ended && f.pending.is_empty())
+    }
+
+    /// The next chunk of the program's stdin; written at once as far as the pipe takes it, the
+    /// rest when it is writable.
+    pub fn feed_stdin(&mut self, chunk: &[u8]) {
+        if let Some(feed) = self.feed.as_mut().filter(|f| f.sink.is_some() && !f.ended) {
+            feed.pending.extend_from_slice(chunk);
+            feed.write();
+        }
+    }
+
+    /// No more stdin: the pipe closes once what waits is in (the program reads end of file).
+    pub fn end_stdin(&mut self) {
+        if let Some(feed) = self.feed.as_mut() {
+            feed.ended = true;
+            feed.write();
+        }
     }
 
     /// Host pid of the sandbox's init.
@@ -363,6 +461,11 @@ impl<'p> Supervision<'p> {
                 fds.push((sink, Interest::Write, Role::StdinSink));
             }
         }
+        if let Some(feed) = self.feed.as_ref().filter(|_| self.init_gone_at.is_none()) {
+            if let (Some(sink), false) = (&feed.sink, feed.pending.is_empty()) {
+                fds.push((sink.as_fd(), Interest::Write, Role::Feed));
+            }
+        }
         if let Some(t) = self.termination.filter(|_| alive) {
             fds.push((t, Interest::Read, Role::Termination));
         }
@@ -397,6 +500,11 @@ impl<'p> Supervision<'p> {
             Role::StdinSink => {
                 if let Some(relay) = self.stdin.as_mut() {
                     relay.write_sink();
+                }
+            }
+            Role::Feed => {
+                if let Some(feed) = self.feed.as_mut() {
+                    feed.write();
                 }
             }
             Role::Termination => {
@@ -554,11 +662,13 @@ impl<'p> Supervision<'p> {
     }
 
     /// Lets go of what must go before the cgroup's last counters (the mount namespace, the
-    /// relay: in pty mode the caller's terminal gets its modes back), reads them and removes
-    /// the cgroup.
+    /// relay: in pty mode the caller's terminal gets its modes back; the stdin feed), reads them
+    /// and removes the cgroup. Once.
     fn release(&mut self) -> (Instant, (Option<MemoryStats>, u64), Option<Duration>) {
+        self.released = true;
         self.mount_ns = None;
         self.stdin = None;
+        self.feed = None;
         let ended = self.init_gone_at.unwrap_or_else(Instant::now);
         let counters = self
             .early_counters
@@ -576,6 +686,7 @@ impl<'p> Supervision<'p> {
     /// After the driver failed (and killed and reaped init): removes the cgroup and lets go of
     /// everything else. The captured output is dropped, the streamed rest not written.
     pub fn abandon(mut self) {
+        self.reaped = true;
         self.release();
     }
 
@@ -585,6 +696,7 @@ impl<'p> Supervision<'p> {
         mut self,
         reaped: Result<Option<ChildExit>, SysError>,
     ) -> Result<RunResult, SandboxError> {
+        self.reaped = true;
         let (ended, (memory, pids_hits), cgroup_cpu) = self.release();
         let init_pid = self.init_pid;
         let init_exit = reaped
@@ -596,26 +708,17 @@ impl<'p> Supervision<'p> {
                 step: format!("reap the sandbox's init (pid {init_pid})"),
                 detail: "waitid found no exited child".to_string(),
             })?;
-        let Supervision {
-            limits,
-            started,
-            enforced,
-            kill,
-            messages,
-            output,
-            ..
-        } = self;
         let cpu = cgroup_cpu.unwrap_or(init_exit.cpu);
         let observed = Observed {
-            kill,
-            messages,
+            kill: self.kill,
+            messages: std::mem::take(&mut self.messages),
             init_exit,
             oom_kills: memory.map_or(0, |m| m.oom_kills),
             pids_hits,
             cpu,
         };
-        let verdict = classify(&observed, limits);
-        let (stdout, stderr) = output.finish();
+        let verdict = classify(&observed, self.limits);
+        let (stdout, stderr) = self.output.finish();
         Ok(RunResult {
             status: verdict.status,
             exit_code: verdict.exit_code,
@@ -623,14 +726,26 @@ impl<'p> Supervision<'p> {
             error: verdict.error,
             error_code: verdict.error_code,
             error_step: verdict.error_step,
-            wall_ms: ms(ended.saturating_duration_since(started)),
+            wall_ms: ms(ended.saturating_duration_since(self.started)),
             cpu_ms: ms(cpu),
             peak_memory_bytes: memory.and_then(|m| m.peak_bytes),
             stdout,
             stderr,
-            enforced,
+            enforced: std::mem::take(&mut self.enforced),
             http: Default::default(),
         })
+    }
+}
+
+impl Drop for Supervision<'_> {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.kill_outright();
+            let _ = event::wait_pidfd(self.pidfd.as_fd(), true);
+        }
+        if !self.released {
+            self.release();
+        }
     }
 }
 

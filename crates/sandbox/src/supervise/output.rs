@@ -253,13 +253,13 @@ impl Output {
 
     /// Delivers what is still waiting (now blocking: the sandbox is gone) and returns the
     /// stream results.
-    pub fn finish(mut self) -> (StreamResult, StreamResult) {
+    pub fn finish(&mut self) -> (StreamResult, StreamResult) {
         self.take_relay();
         let mode = self.mode;
         let ends_mid_line =
             self.streams[1].mid_line || (self.shared_sink && self.streams[0].mid_line);
         let console = self.console.take();
-        let [out, err] = self.streams;
+        let [out, err] = std::mem::take(&mut self.streams);
         let done = |mut s: StreamState| {
             match mode {
                 OutputMode::Stream => {

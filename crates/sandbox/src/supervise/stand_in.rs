@@ -24,8 +24,18 @@ pub fn policy(edit: impl FnOnce(&mut Limits)) -> Policy {
 /// Starts `sh -c script` as a stand-in for init; the returned socket end plays init's side
 /// of the control socket. The script waits for a line on stdin before it starts, so the
 /// caller can move it into a cgroup first.
-#[allow(clippy::zombie_processes)] // supervise reaps it through the pidfd
 pub fn start(script: &str, cgroup: SandboxCgroup) -> (Supervised, UnixDatagram, Child) {
+    let (sup, init, child, _stdin) = start_fed(script, cgroup);
+    (sup, init, child)
+}
+
+/// [`start`], also returning the write end of the script's stdin (after the line it waits
+/// for): what the script reads next comes from there.
+#[allow(clippy::zombie_processes)] // supervise reaps it through the pidfd
+pub fn start_fed(
+    script: &str,
+    cgroup: SandboxCgroup,
+) -> (Supervised, UnixDatagram, Child, OwnedFd) {
     let mut child = Command::new("sh")
         .args(["-c", &format!("read go; {script}")])
         .stdin(Stdio::piped())
@@ -51,8 +61,9 @@ pub fn start(script: &str, cgroup: SandboxCgroup) -> (Supervised, UnixDatagram, 
         stdin: None,
         termination: None,
     };
-    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    (sup, theirs, child)
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    (sup, theirs, child, OwnedFd::from(stdin))
 }
 
 pub fn say(sock: &UnixDatagram, msg: &InitMessage) {

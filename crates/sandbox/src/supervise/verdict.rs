@@ -177,6 +177,13 @@ pub fn classify(o: &Observed, limits: &Limits) -> Verdict {
                     human_bytes(limits.output)
                 ),
             ),
+            KillReason::Cancelled => v(
+                Status::Signal,
+                ErrorCode::Cancelled,
+                None,
+                killed,
+                "cancelled: the sandbox was killed (its client asked, or went away)".to_string(),
+            ),
             KillReason::Terminated(sig) => v(
                 Status::Signal,
                 ErrorCode::Terminated,
@@ -388,6 +395,10 @@ mod tests {
         assert_eq!((v.status, v.signal), (Status::Signal, Some(libc::SIGTERM)));
         o.kill = Some(KillReason::OutputLimit);
         assert_eq!(classify(&o, &l).status, Status::OutputLimit);
+        o.kill = Some(KillReason::Cancelled);
+        let v = classify(&o, &l);
+        assert_eq!((v.status, v.signal), (Status::Signal, Some(libc::SIGKILL)));
+        assert_eq!(v.error_code, Some(ErrorCode::Cancelled));
         // A contained fork bomb that ran into the timeout.
         o.kill = Some(KillReason::Timeout);
         o.pids_hits = 12;
