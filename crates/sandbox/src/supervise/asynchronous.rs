@@ -73,10 +73,12 @@ impl SupervisionControl {
     }
 }
 
-/// Runs until the sandbox is gone, on the current tokio runtime; kills it on timeout, limit or
-/// `control.kill`; reaps init; returns the result. Init is always killed and reaped and the
-/// cgroup removed before this returns, error or not — and when the future is dropped before it
-/// is done (then blocking, in the drop: see [`Supervision`]).
+/// Runs until the sandbox is gone, on the current tokio runtime (its IO and time drivers
+/// enabled); kills it on timeout, limit or `control.kill`; reaps init; returns the result. Init
+/// is always killed and reaped and the cgroup removed before this returns, error or not — and
+/// when the future is dropped before it is done (then blocking, in the drop: see
+/// [`Supervision`]). The sandbox's observer is called on the runtime's threads: it must not
+/// block (in `OutputMode::Events`, what it is given is bounded by `limits.output`).
 pub async fn supervise_async(
     sandbox: Supervised,
     policy: &Policy,
