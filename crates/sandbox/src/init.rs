@@ -24,12 +24,9 @@ use crate::landlock::{self, SandboxPaths};
 use crate::mounts::{self, MountPlan};
 use crate::result::LayerStatus;
 use crate::{limits, seccomp};
-use protocol::SupervisorMessage;
+use protocol::{teardown_signal, InitMessage, SupervisorMessage};
 
 pub mod protocol;
-
-// The supervise loop's names for these, until it imports them from `protocol`.
-pub use protocol::{teardown_signal, InitMessage, MAX_MESSAGE, TEARDOWN_REQUEST};
 
 /// Signals init passes on to the program.
 pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [

@@ -229,6 +229,7 @@ fn start_and_supervise(
             enforced: supervised.enforced.clone(),
         });
     }
+    supervised.termination = event::termination_fd();
     let outcome = supervise::supervise(supervised, &req.policy);
     let records = egress.map(|e| e.finish()).unwrap_or_default();
     drop(lifeline);
@@ -422,10 +423,13 @@ pub fn start_or_hand_back(req: &RunRequest, host: &HostContext) -> Result<Sandbo
             cgroup,
             started,
             enforced,
-            stream_output: req.stream_output,
+            output: supervise::OutputMode::streamed_if(req.stream_output),
             console: req.console.clone(),
             observer: req.observer.clone(),
             stdin: stdin_relay,
+            // The caller's signal pipe, if it has one, is a driver's business (`run` plugs in
+            // the process's own).
+            termination: None,
         },
         lifeline: lifeline_w,
         proxy_listeners: listeners,
