@@ -30,9 +30,13 @@ const RUN_EXAMPLES: &str = "Examples:
   generate-policy | bunker run --policy - -- python3 agent.py
   bunker run --policy-json '{\"extends\": [\"default\"], \"allow\": {\"read\": [\"./agent.py\"]}}' -- python3 agent.py
 
+  # Through a `bunker serve` daemon (or set BUNKER_SOCKET; --local runs here regardless)
+  bunker run --connect /run/bunker.sock -- python3 -c 'print(6*7)'
+
 Exit codes: the program's own code, or 128+N if a signal N killed it; 120 policy error,
 121 setup error, 122 limit hit (memory, pids, CPU time, output), 123 the report could not be
-written, 124 timeout, 126 cannot execute, 127 not found.";
+written, 124 timeout, 125 the daemon refused, lost or could not be reached (--connect),
+126 cannot execute, 127 not found.";
 
 const CHECK_EXAMPLES: &str = "Examples:
   bunker check policy.json            # validate and print the effective merged policy
@@ -184,6 +188,14 @@ pub struct RunOpts {
     /// Write the report to this file (created or truncated before the run) instead of stderr.
     #[arg(long, value_name = "PATH")]
     pub report_file: Option<PathBuf>,
+    /// Run through the `bunker serve` daemon listening on this socket (default: the
+    /// `BUNKER_SOCKET` environment variable; neither: run here). Same output, report and exit
+    /// codes as a local run.
+    #[arg(long, value_name = "SOCKET")]
+    pub connect: Option<PathBuf>,
+    /// Run here even when `BUNKER_SOCKET` is set.
+    #[arg(long, conflicts_with = "connect")]
+    pub local: bool,
     /// The command to run and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,

@@ -7,6 +7,7 @@
 
 mod check;
 mod cli;
+mod connect;
 mod doctor;
 mod egress;
 mod exit;

@@ -1,0 +1,283 @@
+//! `bunker run --connect PATH` (or `BUNKER_SOCKET=PATH`): the run is carried out by a `bunker
+//! serve` daemon instead of this process, with the same output, report and exit code as a local
+//! run (docs/cli.md, "Running through a daemon").
+//!
+//! Everything that belongs to the caller is settled here, before anything is sent, exactly as
+//! a local run would settle it: the policy is loaded and checked by `run.rs` as usual and sent
+//! inline as its effective document (every path already absolute, `extends` merged, `~` and
+//! relative paths resolved against this process's HOME and working directory); the variables of
+//! `allow.env` are sent with this process's values; the working directory is the one a local
+//! run would start in. The program's stdin is this process's fd 0 and its stdout and stderr are
+//! this process's fd 1 and 2, handed to the daemon with SCM_RIGHTS (output mode `fds`), so the
+//! bytes reach them as directly as in a local run. SIGTERM, SIGINT and SIGHUP cancel the run on
+//! the daemon and end like a local run's termination.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use bunker_api::protocol::ServerFrame;
+use bunker_api::{ApiError, ErrorCode, OutputMode, PolicyChoice, RunOptions, RunSpec, StdinSource};
+use bunker_client::{Client, StdioFds};
+use bunker_policy::{Access, Policy};
+use bunker_sandbox::events::RunEvent;
+use bunker_sandbox::preflight;
+use bunker_sandbox::{RunRequest, RunResult, Status};
+
+use crate::cli::RunOpts;
+
+/// The environment variable naming the daemon's socket when `--connect` is not given.
+pub const SOCKET_ENV: &str = "BUNKER_SOCKET";
+
+/// The daemon to run through: `--connect PATH`, else a non-empty `BUNKER_SOCKET`; none with
+/// `--local` (or when neither is set).
+pub fn socket(opts: &RunOpts) -> Option<PathBuf> {
+    if opts.local {
+        return None;
+    }
+    opts.connect.clone().or_else(|| {
+        std::env::var_os(SOCKET_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
+/// Runs `request` through the daemon at `socket`. Whatever fails (the daemon cannot be reached,
+/// refuses the request, or is lost) comes back as a refused run carrying the error's code, so
+/// the caller reports it and exits with its code like any run that did not start.
+pub fn run(socket: &Path, request: &RunRequest, opts: &RunOpts) -> RunResult {
+    let mut terminated = None;
+    let outcome = Remote::prepare(request, opts)
+        .and_then(|remote| remote.run(socket, request, &mut terminated));
+    let mut result = outcome.unwrap_or_else(RunResult::refused);
+    if let Some(signal) = terminated {
+        result.status = Status::Signal;
+        result.exit_code = None;
+        result.signal = Some(signal);
+        result.error_code = Some(ErrorCode::Terminated);
+        result.error_step = None;
+        result.error = Some(format!(
+            "bunker received {}: the sandbox was killed",
+            signal_name(signal)
+        ));
+    }
+    result
+}
+
+/// What is sent: the spec, and the descriptors it names.
+struct Remote {
+    spec: RunSpec,
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+fn not_sendable(message: String) -> ApiError {
+    ApiError::new(ErrorCode::RequestInvalid, message)
+}
+
+impl Remote {
+    fn prepare(request: &RunRequest, opts: &RunOpts) -> Result<Remote, ApiError> {
+        if !opts.resolve.is_empty() {
+            return Err(not_sendable(
+                "--resolve is not available through a daemon (--connect / BUNKER_SOCKET): the \
+                 daemon's egress proxy resolves names itself; run with --local to pin them"
+                    .into(),
+            ));
+        }
+        let stdin_is_terminal = std::io::stdin().is_terminal();
+        if request.policy.kernel.tty && stdin_is_terminal {
+            return Err(not_sendable(
+                "kernel.tty (a pseudo-terminal for the program) is not available through a \
+                 daemon (--connect / BUNKER_SOCKET); run with --local for an interactive program"
+                    .into(),
+            ));
+        }
+        let policy = allowed_env_present(&request.policy);
+        let env = caller_env(&policy)?;
+        let mut document = serde_json::to_value(&policy).map_err(|e| {
+            not_sendable(format!("cannot encode the effective policy as JSON: {e}"))
+        })?;
+        // Where the policy came from is no part of a policy document.
+        if let Some(map) = document.as_object_mut() {
+            map.remove("sources");
+        }
+        let argv = request
+            .argv
+            .iter()
+            .map(|a| utf8(a, "an argument of the command"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cwd = match &request.cwd {
+            Some(dir) => utf8(dir.as_os_str(), "--cwd")?,
+            None => utf8(default_cwd(&policy).as_os_str(), "the current directory")?,
+        };
+        // A terminal is not passed on: the daemon's side cannot relay it as a local run does
+        // (it is not in the terminal's session). A closed fd 0 reads as /dev/null locally too.
+        let stdin = if stdin_is_terminal {
+            None
+        } else {
+            dup_if_open(0)
+        };
+        let output = |n| dup_if_open(n).map_or_else(bunker_sys::fd::open_dev_null, Ok);
+        let io = |e: bunker_sys::SysError| {
+            ApiError::new(ErrorCode::SetupFailed, e.to_string()).at_step("open /dev/null")
+        };
+        Ok(Remote {
+            spec: RunSpec {
+                policy: PolicyChoice::Inline(document),
+                argv,
+                cwd: Some(cwd),
+                env,
+                stdin: if stdin.is_some() {
+                    StdinSource::Fd
+                } else {
+                    StdinSource::Null
+                },
+                options: RunOptions {
+                    output: OutputMode::Fds,
+                    timeout_ms: None,
+                },
+            },
+            stdin,
+            stdout: output(1).map_err(io)?,
+            stderr: output(2).map_err(io)?,
+        })
+    }
+
+    /// Sends the run and waits for its result; a termination signal meanwhile cancels it
+    /// (recorded in `terminated`), a second one gives up on the daemon's answer (closing the
+    /// connection kills the sandbox too).
+    fn run(
+        self,
+        socket: &Path,
+        request: &RunRequest,
+        terminated: &mut Option<i32>,
+    ) -> Result<RunResult, ApiError> {
+        let mut client = Client::connect(socket)?;
+        let fds = StdioFds {
+            stdin: self.stdin.as_ref().map(AsFd::as_fd),
+            output: Some((self.stdout.as_fd(), self.stderr.as_fd())),
+        };
+        let id = client.send_run(&self.spec, fds)?;
+        // Ours are duplicates: the daemon holds its own now. Closing them here keeps the
+        // program's pipes from staying open on this side alone.
+        drop(self.stdin);
+        drop(self.stdout);
+        drop(self.stderr);
+        let interrupt: Option<BorrowedFd<'static>> = bunker_sys::event::termination_fd();
+        let mut started = false;
+        let outcome = loop {
+            match client.recv_for(id, interrupt)? {
+                None => {
+                    if let Some(signal) = bunker_sys::event::take_termination_signal() {
+                        if terminated.is_some() {
+                            return Err(ApiError::new(ErrorCode::Cancelled, "cancelled"));
+                        }
+                        *terminated = Some(signal);
+                        client.cancel(id)?;
+                    }
+                }
+                Some(ServerFrame::Event(event)) => {
+                    started |= matches!(event.event, RunEvent::Started { .. });
+                    if let Some(observer) = &request.observer {
+                        observer.event(&event.event);
+                    }
+                }
+                Some(ServerFrame::Reply(reply)) => break client.expect_result(reply, "run"),
+            }
+        };
+        let mut result = outcome?;
+        // Told after the run when the daemon sent no `started` event (output mode `fds`).
+        if let (false, Some(observer)) = (started, &request.observer) {
+            observer.event(&RunEvent::Started {
+                enforced: result.enforced.clone(),
+            });
+        }
+        // The daemon's run was given its working directory explicitly; its notes about that
+        // directory give way to the ones about this caller's (run.rs adds them, as locally).
+        if let Some(cwd) = &self.spec.cwd {
+            for note in preflight::start_notes(&request.policy, Some(Path::new(cwd)), None) {
+                let notes = &mut result.enforced.notes;
+                if let Some(at) = notes.iter().position(|n| *n == note.text) {
+                    notes.remove(at);
+                }
+            }
+        }
+        Ok(result)
+    }
+}
+
+/// The policy with `allow.env` narrowed to the names this process has: the daemon fills the
+/// rest from its own environment otherwise, which a local run would not.
+fn allowed_env_present(policy: &Policy) -> Policy {
+    let mut policy = policy.clone();
+    policy
+        .allow
+        .env
+        .retain(|name| std::env::var_os(name).is_some());
+    policy
+}
+
+/// This process's values of the policy's `allow.env` names (minus `deny.env`).
+fn caller_env(policy: &Policy) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut env = BTreeMap::new();
+    for name in &policy.allow.env {
+        if policy.deny.env.contains(name) {
+            continue;
+        }
+        if let Some(value) = std::env::var_os(name) {
+            let value = utf8(&value, &format!("the value of {name}"))?;
+            env.insert(name.clone(), value);
+        }
+    }
+    Ok(env)
+}
+
+/// Where a local run starts without `--cwd`: this process's directory when the sandbox can see
+/// it (a grant covers it, or one below it makes it exist inside), else /tmp.
+fn default_cwd(policy: &Policy) -> PathBuf {
+    let tmp = PathBuf::from("/tmp");
+    let Ok(dir) = std::env::current_dir() else {
+        return tmp;
+    };
+    let visible = policy.path_decision(&dir, Access::Read).allowed
+        || policy.path_decision(&dir, Access::Exec).allowed;
+    let grant_below = policy
+        .allow
+        .read
+        .iter()
+        .chain(&policy.allow.write)
+        .chain(&policy.allow.exec)
+        .any(|g| g.starts_with(&dir));
+    if visible || grant_below {
+        dir
+    } else {
+        tmp
+    }
+}
+
+fn utf8(value: &std::ffi::OsStr, what: &str) -> Result<String, ApiError> {
+    value.to_str().map(str::to_owned).ok_or_else(|| {
+        not_sendable(format!(
+            "{what} ({}) is not UTF-8, which the daemon's protocol cannot carry; run with \
+             --local",
+            OsString::from(value).to_string_lossy()
+        ))
+    })
+}
+
+/// A duplicate of descriptor `n` when it is open.
+fn dup_if_open(n: i32) -> Option<OwnedFd> {
+    bunker_sys::fd::dup_cloexec(n).ok()
+}
+
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        n => format!("signal {n}"),
+    }
+}
