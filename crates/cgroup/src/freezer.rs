@@ -135,10 +135,15 @@ impl Freezer {
     }
 }
 
-/// Removes the v1 freezer groups a killed supervisor left (named `bunker-<pid>-<n>` below our
-/// own freezer cgroup, `pid` not alive per `is_alive`), thawing them first so what is inside
-/// can be killed.
-pub fn clean_stale_freezers(layout: &Layout, is_alive: &dyn Fn(i32) -> bool) -> CleanReport {
+/// Removes the v1 freezer groups a killed daemon left below our own freezer cgroup, thawing
+/// them first so what is inside can be killed.
+pub fn clean_stale_freezers(layout: &Layout) -> CleanReport {
+    clean_stale_freezers_in(layout, &crate::stale::pid_alive)
+}
+
+/// [`clean_stale_freezers`] deciding liveness with `is_alive` (tests pass a fake): a group
+/// `bunker-<pid>-<n>` is stale when `pid` is not alive.
+pub fn clean_stale_freezers_in(layout: &Layout, is_alive: &dyn Fn(i32) -> bool) -> CleanReport {
     let mut report = CleanReport::default();
     let Some(own) = v1_freezer_dir(layout) else {
         return report;
@@ -188,7 +193,7 @@ mod tests {
         let freezer = Freezer::for_sandbox(&layout, None, "bunker-200-1");
         let freezer = freezer.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(freezer.dir(), r.join("freezer/job/bunker-200-1"));
-        let report = clean_stale_freezers(&layout, &|pid| pid == 200);
+        let report = clean_stale_freezers_in(&layout, &|pid| pid == 200);
         assert_eq!(report.removed, vec![r.join("freezer/job/bunker-100-0")]);
         assert!(r.join("freezer/job/bunker-200-0").is_dir());
     }

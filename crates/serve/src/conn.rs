@@ -187,8 +187,15 @@ impl Conn {
         }
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut tasks = JoinSet::new();
+        let mut shutdown = self.shared.shutdown.subscribe();
         let end = loop {
-            let frame = match reader.next(read).await {
+            // Reading a frame is cancel-safe: bytes are only taken into the reader's buffer
+            // once received, never lost between the awaits.
+            let next = tokio::select! {
+                next = reader.next(read) => next,
+                _ = shutdown.wait_for(|s| *s) => break "daemon stopped".to_string(),
+            };
+            let frame = match next {
                 Ok(frame) => frame,
                 Err(end) => break self.ended(end).await,
             };

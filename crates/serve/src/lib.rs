@@ -92,18 +92,22 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
 /// groups of dead daemons.
 fn clean_stale(layout: Option<&bunker_cgroup::Layout>) {
     match bunker_cgroup::clean_stale() {
-        Ok(report) if !report.removed.is_empty() => tracing::info!(
-            removed = report.removed.len(),
-            killed = report.killed,
-            "removed stale sandbox cgroups"
-        ),
-        Ok(_) => {}
+        Ok(report) => {
+            if !report.removed.is_empty() {
+                tracing::info!(
+                    removed = report.removed.len(),
+                    killed = report.killed,
+                    "removed stale sandbox cgroups"
+                );
+            }
+            for (path, error) in &report.failed {
+                tracing::warn!(path = %path.display(), %error, "could not remove a stale cgroup");
+            }
+        }
         Err(e) => tracing::debug!(error = %e, "no cgroups to clean"),
     }
     if let Some(layout) = layout {
-        let report = bunker_cgroup::clean_stale_freezers(layout, &|pid| {
-            std::path::Path::new("/proc").join(pid.to_string()).exists()
-        });
+        let report = bunker_cgroup::clean_stale_freezers(layout);
         if !report.removed.is_empty() {
             tracing::info!(
                 removed = report.removed.len(),
@@ -164,6 +168,14 @@ async fn run(
             break;
         }
         idle.await;
+    }
+    // Every sandbox is done; the connections send what they still hold, then close.
+    let _ = shared.shutdown.send(true);
+    let closing = std::time::Instant::now();
+    while shared.connections.load(std::sync::atomic::Ordering::SeqCst) > 0
+        && closing.elapsed() < std::time::Duration::from_secs(5)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -332,6 +332,12 @@ impl Running {
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         {
             Some(result) => result,
+            None if cancelled => {
+                return Err(ApiError::new(
+                    ErrorCode::Cancelled,
+                    "cancelled by the client before the sandbox was up",
+                ))
+            }
             None => {
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 return Err(ApiError::new(
@@ -431,13 +437,18 @@ impl Pause {
                     );
                 }
                 let freezer = slot.as_ref().ok_or_else(|| unenforceable("no freezer"))?;
+                // The sandbox is up once its init has started the program (init's child):
+                // before that the supervisor may still be making init, outside the group.
                 let wanted = descendants(self.supervisor);
+                let up = wanted.len() >= 2;
                 let inside = freezer.procs().map_err(unenforceable)?;
                 let missing: Vec<i32> =
                     wanted.into_iter().filter(|p| !inside.contains(p)).collect();
                 freezer.adopt(&missing).map_err(unenforceable)?;
-                freezer.set_frozen(true).map_err(unenforceable)?;
-                missing.is_empty() && freezer.is_frozen().map_err(unenforceable)?
+                if up {
+                    freezer.set_frozen(true).map_err(unenforceable)?;
+                }
+                up && missing.is_empty() && freezer.is_frozen().map_err(unenforceable)?
             };
             if all_in {
                 *lock(&self.paused) = true;
@@ -445,7 +456,9 @@ impl Pause {
             }
             if started.elapsed() > FREEZE_WAIT {
                 self.thaw_for_kill();
-                return Err(unenforceable("the freeze did not complete within 2 s"));
+                return Err(unenforceable(
+                    "the sandbox was not up and frozen within 2 s (has it ended?)",
+                ));
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

@@ -28,6 +28,8 @@ pub struct Shared {
     draining: AtomicBool,
     /// Told whenever a sandbox ends or a queued request leaves the queue (the drain waits).
     pub idle: Notify,
+    /// Turned true once a drain is over: every connection then flushes and closes.
+    pub shutdown: watch::Sender<bool>,
     next_sandbox: AtomicU64,
     pub exe: PathBuf,
     /// The daemon's private directory (mode 0700) for the sandboxes' report files.
@@ -77,6 +79,7 @@ impl Shared {
             started: std::time::Instant::now(),
             draining: AtomicBool::new(false),
             idle: Notify::new(),
+            shutdown: watch::channel(false).0,
             next_sandbox: AtomicU64::new(1),
             exe,
             reports,
