@@ -150,12 +150,18 @@ fn run_case(make: CommandMaker, case: &Case, how: &[&str], env: &[(&str, &str)])
 
 /// The report line (the last line starting with `{"status"`) out of `bytes`, and the rest.
 fn split_report(bytes: &[u8]) -> (Vec<u8>, Value) {
-    let text = String::from_utf8_lossy(bytes);
-    let at = text
-        .rfind("{\"status\"")
-        .unwrap_or_else(|| panic!("no report in:\n{text}"));
-    let end = text[at..].find('\n').map_or(text.len(), |n| at + n + 1);
-    let report: Value = serde_json::from_str(text[at..end].trim_end()).unwrap();
+    let start = b"{\"status\"";
+    let at = bytes
+        .windows(start.len())
+        .rposition(|w| w == start)
+        .unwrap_or_else(|| panic!("no report in:\n{}", String::from_utf8_lossy(bytes)));
+    let end = bytes[at..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |n| at + n + 1);
+    // Cgroup names carry the supervisor's pid (a limit's notes and errors).
+    let line = without_pids(&String::from_utf8_lossy(&bytes[at..end]));
+    let report: Value = serde_json::from_str(&line).unwrap();
     let mut rest = bytes[..at].to_vec();
     rest.extend_from_slice(&bytes[end..]);
     (rest, without_timings(report))
@@ -179,6 +185,26 @@ fn without_timings(mut report: Value) -> Value {
     report
 }
 
+/// `text` with each `bunker-<pid>-<n>` as `bunker-PID-N`.
+fn without_pids(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("bunker-") {
+        out.push_str(&rest[..at + "bunker-".len()]);
+        rest = &rest[at + "bunker-".len()..];
+        let digits = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'-')
+            .count();
+        if digits > 0 {
+            out.push_str("PID-N");
+            rest = &rest[digits..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// What is compared: stdout, stderr without the report, the exit code, the report.
 #[derive(Debug, PartialEq)]
 struct Observed {
@@ -190,8 +216,22 @@ struct Observed {
 
 fn observe(out: &Output, merged: bool) -> Observed {
     let (stdout, stderr, report) = if merged {
+        // The two streams on one pipe: each keeps its order (lines `o…` and `e…`); how they
+        // interleave is not promised, locally either (docs/cli.md).
         let (rest, report) = split_report(&out.stdout);
-        (rest, Vec::new(), report)
+        let text = String::from_utf8_lossy(&rest).into_owned();
+        let of = |prefix: char| -> Vec<u8> {
+            text.lines()
+                .filter(|l| l.starts_with(prefix))
+                .flat_map(|l| [l.as_bytes(), b"\n"].concat())
+                .collect()
+        };
+        let others: Vec<u8> = text
+            .lines()
+            .filter(|l| !l.starts_with('o') && !l.starts_with('e'))
+            .flat_map(|l| [l.as_bytes(), b"\n"].concat())
+            .collect();
+        ([of('o'), others].concat(), of('e'), report)
     } else {
         let (rest, report) = split_report(&out.stderr);
         (out.stdout.clone(), rest, report)
@@ -199,10 +239,21 @@ fn observe(out: &Output, merged: bool) -> Observed {
     // Non-UTF-8 output is compared byte for byte through its escape.
     Observed {
         stdout: format!("{:?}", bstr(&stdout)),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        stderr: warnings_first(&without_pids(&String::from_utf8_lossy(&stderr))),
         code: out.status.code(),
         report,
     }
+}
+
+/// The best-effort warnings (`bunker: warning: limits.memory is not enforced …`) moved to the
+/// front: a local run says them before the program's output, a run through the daemon after it
+/// until the daemon sends a `started` event (docs/cli.md, "Running through a daemon"). Every
+/// other line keeps its place.
+fn warnings_first(stderr: &str) -> String {
+    let is_warning = |l: &&str| l.starts_with("bunker: warning: limits.");
+    let mut lines: Vec<&str> = stderr.split_inclusive('\n').filter(is_warning).collect();
+    lines.extend(stderr.split_inclusive('\n').filter(|l| !is_warning(l)));
+    lines.concat()
 }
 
 fn bstr(bytes: &[u8]) -> String {
@@ -245,6 +296,15 @@ fn cases(data_dir: &Path) -> Vec<Case> {
             stdin: Some(b"from a pipe\n\xff".to_vec()),
             ..case("stdin from a pipe", &["--", "sh", "-c", "cat; echo; wc -c"])
         },
+        case(
+            "stdout and stderr order",
+            &[
+                "--",
+                "sh",
+                "-c",
+                "for i in $(seq 1 300); do echo out$i; echo err$i >&2; done; printf tail >&2",
+            ],
+        ),
         Case {
             merged: true,
             ..case(
@@ -253,7 +313,7 @@ fn cases(data_dir: &Path) -> Vec<Case> {
                     "--",
                     "sh",
                     "-c",
-                    "echo 1; echo 2 >&2; echo 3; echo 4 >&2; exit 5",
+                    "for i in $(seq 1 50); do echo o$i; echo e$i >&2; done; exit 5",
                 ],
             )
         },
@@ -331,12 +391,11 @@ fn the_run_reaches_the_daemon_and_local_overrides_bunker_socket() {
         let daemon = Daemon::start(make);
         let socket = arg(&daemon.socket);
         let probe = case("probe", &["--", "true"]);
-        // The daemon counts the run it did.
-        assert!(run_case(make, &probe, &["--connect", &socket], &[])
-            .status
-            .success());
-        let before = std::fs::metadata(&daemon.socket).is_ok();
-        assert!(before, "{mode}: the socket is gone");
+        // The daemon logs each run it does.
+        let runs = || daemon.log().matches("op=\"run\"").count();
+        let out = run_case(make, &probe, &["--connect", &socket], &[]);
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+        assert_eq!(runs(), 1, "{mode}: {}", daemon.log());
         // --local runs here even with BUNKER_SOCKET naming a socket nobody listens on.
         let dead = "/nonexistent/bunker-connect.sock";
         let out = run_case(make, &probe, &["--local"], &[("BUNKER_SOCKET", dead)]);
@@ -344,14 +403,14 @@ fn the_run_reaches_the_daemon_and_local_overrides_bunker_socket() {
         // An empty BUNKER_SOCKET is no socket either.
         let out = run_case(make, &probe, &[], &[("BUNKER_SOCKET", "")]);
         assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
-        // And --connect wins over BUNKER_SOCKET.
-        let out = run_case(
-            make,
-            &probe,
-            &["--connect", &socket],
-            &[("BUNKER_SOCKET", dead)],
-        );
+        assert_eq!(runs(), 1, "{mode}: {}", daemon.log());
+        // BUNKER_SOCKET alone goes to the daemon, and --connect wins over it.
+        let out = run_case(make, &probe, &[], &[("BUNKER_SOCKET", &socket)]);
         assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+        let both = [("BUNKER_SOCKET", dead)];
+        let out = run_case(make, &probe, &["--connect", &socket], &both);
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+        assert_eq!(runs(), 3, "{mode}: {}", daemon.log());
     }
 }
 
@@ -361,6 +420,7 @@ fn a_dead_socket_is_a_clear_error_with_its_exit_code() {
     // A socket file nobody listens on, and no file at all.
     let stale = dir.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o777)).unwrap();
     for (mode, make) in modes() {
         for (path, says) in [
             (stale.clone(), "nobody listens on it"),
@@ -394,8 +454,10 @@ fn a_dead_socket_is_a_clear_error_with_its_exit_code() {
 
 #[test]
 fn sigterm_to_the_client_kills_the_remote_sandbox_like_a_local_one() {
-    let marker = "bunker-connect-sigterm-marker";
-    let script = format!("sleep 60; : {marker}");
+    // The sandboxed program is `sleep 987` itself (the shell execs it); the clients' own
+    // command lines only contain it inside the shell's script.
+    let script = "exec sleep 987";
+    let sandboxed = || processes_running(&["sleep", "987"]);
     for (mode, make) in modes() {
         let daemon = Daemon::start(make);
         let socket = arg(&daemon.socket);
@@ -404,7 +466,7 @@ fn sigterm_to_the_client_kills_the_remote_sandbox_like_a_local_one() {
             let child = make()
                 .args(["run", "--report", "json"])
                 .args(&how)
-                .args(["--", "sh", "-c", &script])
+                .args(["--", "sh", "-c", script])
                 .env_remove("BUNKER_SOCKET")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -412,7 +474,7 @@ fn sigterm_to_the_client_kills_the_remote_sandbox_like_a_local_one() {
                 .spawn()
                 .unwrap();
             let deadline = Instant::now() + Duration::from_secs(30);
-            while alive_with(marker).is_empty() {
+            while sandboxed().is_empty() {
                 assert!(
                     Instant::now() < deadline,
                     "{mode} {how:?}: the sandbox never ran"
@@ -435,11 +497,11 @@ fn sigterm_to_the_client_kills_the_remote_sandbox_like_a_local_one() {
             );
             // The sandbox is gone with the answer (bounded wait for the host's view of it).
             let deadline = Instant::now() + Duration::from_secs(10);
-            while !alive_with(marker).is_empty() {
+            while !sandboxed().is_empty() {
                 assert!(
                     Instant::now() < deadline,
                     "{mode} {how:?}: the sandbox outlived the run: {:?}",
-                    alive_with(marker)
+                    sandboxed()
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -452,4 +514,27 @@ fn sigterm_to_the_client_kills_the_remote_sandbox_like_a_local_one() {
         );
         assert_eq!(reports[0].1["error_code"], "terminated", "{mode}");
     }
+}
+
+/// Pids of live processes whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if std::fs::read(entry.path().join("cmdline")).unwrap_or_default() != want {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+        if !matches!(state, Some('Z') | Some('X') | None) {
+            found.push(pid);
+        }
+    }
+    found
 }
