@@ -463,7 +463,7 @@ fn sigterm_to_the_client_kills_the_remote_sandbox_like_a_local_one() {
         let socket = arg(&daemon.socket);
         let mut reports = Vec::new();
         for how in [vec![], vec!["--connect", socket.as_str()]] {
-            let child = make()
+            let mut child = make()
                 .args(["run", "--report", "json"])
                 .args(&how)
                 .args(["--", "sh", "-c", script])
@@ -488,6 +488,15 @@ fn sigterm_to_the_client_kills_the_remote_sandbox_like_a_local_one() {
                 .status()
                 .unwrap()
                 .success());
+            // Bounded: a client that ignored the signal would wait for `sleep 987`.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("{mode} {how:?}: the client did not end after SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let out = child.wait_with_output().unwrap();
             assert_eq!(
                 out.status.code(),
@@ -537,4 +546,82 @@ fn processes_running(argv: &[&str]) -> Vec<u32> {
         }
     }
     found
+}
+
+/// The client library (bunker-client) against the real daemon: every operation. As root only:
+/// the test process is the client, and a daemon without a config takes only its own uid.
+#[test]
+fn the_client_drives_every_operation_of_the_daemon() {
+    use bunker_api::protocol::HealthStatus;
+    use bunker_api::{OutputMode, RunEvent, RunSpec, Status, StdinSource};
+    if !is_root() {
+        return skip("the client test runs as root (a daemon takes only its own uid)");
+    }
+    let daemon = Daemon::start(bunker);
+    let mut client = bunker_client::Client::connect(&daemon.socket).unwrap();
+    assert!(
+        client.server().starts_with("bunker "),
+        "{}",
+        client.server()
+    );
+    assert_eq!(client.health().unwrap().status, HealthStatus::Serving);
+    let spec = |argv: &[&str], stdin: StdinSource| {
+        let mut spec: RunSpec = serde_json::from_value(serde_json::json!({
+            "policy": {"name": "default"},
+            "argv": argv,
+        }))
+        .unwrap();
+        spec.stdin = stdin;
+        spec.options.output = OutputMode::Events;
+        spec
+    };
+    // run, capturing.
+    let mut captured = spec(&["sh", "-c", "echo captured; exit 4"], StdinSource::Null);
+    captured.options.output = OutputMode::Capture;
+    let result = client.run(&captured).unwrap();
+    assert_eq!((result.status, result.exit_code), (Status::Exit, Some(4)));
+    let data = result.stdout.data.and_then(|d| d.to_bytes()).unwrap();
+    assert_eq!(data, b"captured\n");
+    // start, stdin, close_stdin, the events to `exit`, then wait.
+    let cat = client
+        .start(&spec(&["cat"], StdinSource::Stream), Default::default())
+        .unwrap();
+    client.stdin(&cat, b"hello \xff").unwrap();
+    client.close_stdin(&cat).unwrap();
+    let mut out = Vec::new();
+    let exit = loop {
+        let frame = client.next_event().unwrap();
+        assert_eq!(frame.sandbox, cat);
+        match frame.event {
+            RunEvent::Stdout { data } => out.extend(data.to_bytes().unwrap()),
+            RunEvent::Exit { result } => break result,
+            _ => {}
+        }
+    };
+    assert_eq!(out, b"hello \xff");
+    assert_eq!(exit.status, Status::Ok);
+    assert_eq!(client.wait(&cat).unwrap().status, Status::Ok);
+    // pause, resume, kill: the result carries `cancelled`.
+    let sleeper = client
+        .start(
+            &spec(&["sleep", "986"], StdinSource::Null),
+            Default::default(),
+        )
+        .unwrap();
+    client.pause(&sleeper).unwrap();
+    client.resume(&sleeper).unwrap();
+    client.kill(&sleeper).unwrap();
+    let killed = client.wait(&sleeper).unwrap();
+    assert_eq!(
+        killed.error_code,
+        Some(bunker_api::ErrorCode::Cancelled),
+        "{killed:?}"
+    );
+    assert!(processes_running(&["sleep", "986"]).is_empty());
+    // An unknown sandbox is `not_found`; stats counted the runs.
+    let unknown = client.kill("no-such-sandbox").unwrap_err();
+    assert_eq!(unknown.code, bunker_api::ErrorCode::NotFound, "{unknown}");
+    let stats = client.stats().unwrap();
+    assert_eq!(stats.live, 0, "{stats:?}");
+    assert_eq!(stats.totals.values().sum::<u64>(), 3, "{stats:?}");
 }
