@@ -625,3 +625,71 @@ fn the_client_drives_every_operation_of_the_daemon() {
     assert_eq!(stats.live, 0, "{stats:?}");
     assert_eq!(stats.totals.values().sum::<u64>(), 3, "{stats:?}");
 }
+
+/// What a run through a daemon cannot carry is refused before anything is sent, with exit 2
+/// and a message saying why and what to do (`--local`): `--resolve`, and a pseudo-terminal
+/// (`kernel.tty`) for a stdin that is a terminal. Controls: the same runs with `--local` work.
+#[test]
+fn what_a_daemon_cannot_carry_is_refused_before_connecting() {
+    let dead = "/nonexistent/bunker-connect.sock";
+    for (mode, make) in modes() {
+        let resolve = ["--resolve", "api.test:127.0.0.1"];
+        let out = make()
+            .args(["run", "--connect", dead])
+            .args(resolve)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{mode}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--resolve is not available through a daemon"),
+            "{mode}: {}",
+            stderr(&out)
+        );
+        let out = make()
+            .args(["run", "--local"])
+            .args(resolve)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+        // A terminal on stdin, from script(1).
+        let Some(script) = which("script") else {
+            return skip("script(1) is not installed (util-linux)");
+        };
+        let tty = r#"{"extends": ["default"], "kernel": {"tty": true}}"#;
+        for (how, code) in [(format!("--connect {dead}"), 2), ("--local".to_string(), 0)] {
+            let command = format!(
+                "{} run {how} --policy-json '{tty}' -- true; echo exit=$?",
+                bunker_bin().display()
+            );
+            let mut cmd = Command::new(&script);
+            cmd.args(["-qec", &command, "/dev/null"]);
+            if mode == "rootless" {
+                cmd = bunker_as_nobody_running(&script, &command);
+            }
+            let out = cmd.stdin(Stdio::null()).output().unwrap();
+            let text = stdout(&out);
+            assert!(
+                text.contains(&format!("exit={code}")),
+                "{mode} {how}: {text}"
+            );
+            if code == 2 {
+                assert!(
+                    text.contains("kernel.tty (a pseudo-terminal for the program) is not available through a daemon"),
+                    "{mode}: {text}"
+                );
+            }
+        }
+    }
+}
+
+/// `script -qec COMMAND /dev/null` as the unprivileged user (the `bunker` in COMMAND then runs
+/// rootless).
+fn bunker_as_nobody_running(script: &str, command: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(script)
+        .args(["-qec", command, "/dev/null"]);
+    cmd
+}
