@@ -518,3 +518,50 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced_after_sigkill() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_one_is_bad() {
+    if !common::is_root() {
+        return common::skip("a second uid needs root (setpriv)");
+    }
+    let daemon = Daemon::start_with(DaemonSpec {
+        config: Some(r#"{"socket_group": "65534", "grants": []}"#),
+        as_nobody: false,
+    });
+    let config = daemon.dir.path().join("serve.json");
+    let health = json!({"id": 1, "op": "health"});
+    let frames = client_as_nobody(&daemon.socket, std::slice::from_ref(&health));
+    assert_eq!(
+        frames[0]["error"]["code"], "policy_not_permitted",
+        "{frames:?}"
+    );
+
+    std::fs::write(
+        &config,
+        r#"{"socket_group": "65534", "grants": [{"uid": 65534, "ceiling": "default"}]}"#,
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || daemon
+            .log_text()
+            .contains("config reloaded")),
+        "{}",
+        daemon.log_text()
+    );
+    let frames = client_as_nobody(&daemon.socket, std::slice::from_ref(&health));
+    assert_eq!(frames[1]["ok"]["status"], "serving", "{frames:?}");
+
+    // A config that does not load changes nothing.
+    std::fs::write(&config, r#"{"grants": 5}"#).unwrap();
+    daemon.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || daemon
+            .log_text()
+            .contains("config not reloaded")),
+        "{}",
+        daemon.log_text()
+    );
+    let frames = client_as_nobody(&daemon.socket, std::slice::from_ref(&health));
+    assert_eq!(frames[1]["ok"]["status"], "serving", "{frames:?}");
+}
