@@ -19,10 +19,10 @@
 //! sandbox (landlock has no right for them). So a file the sandbox could change that way (the
 //! caller's own file rootless) is relayed like a terminal.
 //!
-//! The relay reads the caller's stdin in the supervisor's event loop (`supervise.rs`) only when
-//! poll says it is readable, and never more than `FIONREAD` says is there, so it never blocks
-//! and never touches the caller's open file description (no O_NONBLOCK on a shared terminal).
-//! End of file on the caller's side closes the pipe: the program sees end of file.
+//! The relay reads the caller's stdin in the supervisor's event loop (`supervise/machine.rs`)
+//! only when poll says it is readable, and never more than `FIONREAD` says is there, so it never
+//! blocks and never touches the caller's open file description (no O_NONBLOCK on a shared
+//! terminal). End of file on the caller's side closes the pipe: the program sees end of file.
 //!
 //! With `kernel.tty`, the program's fd 0 (and its fd 1 and 2 when the caller's are terminals)
 //! is the slave of a pseudo-terminal from the host's `/dev/ptmx`, with the caller's termios and
