@@ -16,7 +16,7 @@
 //! daemon and end like a local run's termination.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::IsTerminal;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ use bunker_api::{ApiError, ErrorCode, OutputMode, PolicyChoice, RunOptions, RunS
 use bunker_client::{Client, StdioFds};
 use bunker_policy::{Access, Policy};
 use bunker_sandbox::events::RunEvent;
+use bunker_sandbox::host::HostContext;
 use bunker_sandbox::preflight;
 use bunker_sandbox::{RunRequest, RunResult, Status};
 
@@ -50,9 +51,9 @@ pub fn socket(opts: &RunOpts) -> Option<PathBuf> {
 /// Runs `request` through the daemon at `socket`. Whatever fails (the daemon cannot be reached,
 /// refuses the request, or is lost) comes back as a refused run carrying the error's code, so
 /// the caller reports it and exits with its code like any run that did not start.
-pub fn run(socket: &Path, request: &RunRequest, opts: &RunOpts) -> RunResult {
+pub fn run(socket: &Path, request: &RunRequest, host: &HostContext, opts: &RunOpts) -> RunResult {
     let mut terminated = None;
-    let outcome = Remote::prepare(request, opts)
+    let outcome = Remote::prepare(request, host, opts)
         .and_then(|remote| remote.run(socket, request, &mut terminated));
     let mut result = outcome.unwrap_or_else(RunResult::refused);
     if let Some(signal) = terminated {
@@ -80,7 +81,11 @@ fn not_sendable(message: String) -> ApiError {
 }
 
 impl Remote {
-    fn prepare(request: &RunRequest, opts: &RunOpts) -> Result<Remote, ApiError> {
+    fn prepare(
+        request: &RunRequest,
+        host: &HostContext,
+        opts: &RunOpts,
+    ) -> Result<Remote, ApiError> {
         if !opts.resolve.is_empty() {
             return Err(not_sendable(
                 "--resolve is not available through a daemon (--connect / BUNKER_SOCKET): the \
@@ -96,8 +101,8 @@ impl Remote {
                     .into(),
             ));
         }
-        let policy = allowed_env_present(&request.policy);
-        let env = caller_env(&policy)?;
+        let policy = allowed_env_present(&request.policy, &host.env);
+        let env = caller_env(&policy, &host.env)?;
         let mut document = serde_json::to_value(&policy).map_err(|e| {
             not_sendable(format!("cannot encode the effective policy as JSON: {e}"))
         })?;
@@ -112,7 +117,10 @@ impl Remote {
             .collect::<Result<Vec<_>, _>>()?;
         let cwd = match &request.cwd {
             Some(dir) => utf8(dir.as_os_str(), "--cwd")?,
-            None => utf8(default_cwd(&policy).as_os_str(), "the current directory")?,
+            None => utf8(
+                default_cwd(&policy, host.cwd.as_deref()).as_os_str(),
+                "the current directory",
+            )?,
         };
         // A terminal is not passed on: the daemon's side cannot relay it as a local run does
         // (it is not in the terminal's session). A closed fd 0 reads as /dev/null locally too.
@@ -164,7 +172,8 @@ impl Remote {
         let outcome = loop {
             match client.recv_for(id, interrupt)? {
                 None => {
-                    if let Some(signal) = bunker_sys::event::take_termination_signal() {
+                    let signal = interrupt.and_then(bunker_sys::event::take_termination_signal);
+                    if let Some(signal) = signal {
                         if terminated.is_some() {
                             return Err(ApiError::new(ErrorCode::Cancelled, "cancelled"));
                         }
@@ -269,24 +278,35 @@ fn write_all(mut file: &std::fs::File, mut bytes: &[u8]) -> std::io::Result<()> 
 
 /// The policy with `allow.env` narrowed to the names this process has: the daemon fills the
 /// rest from its own environment otherwise, which a local run would not.
-fn allowed_env_present(policy: &Policy) -> Policy {
+fn allowed_env_present(policy: &Policy, caller: &[(OsString, OsString)]) -> Policy {
     let mut policy = policy.clone();
     policy
         .allow
         .env
-        .retain(|name| std::env::var_os(name).is_some());
+        .retain(|name| lookup(caller, name).is_some());
     policy
 }
 
+/// The value of `name` in the caller's environment.
+fn lookup<'a>(caller: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsStr> {
+    caller
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_os_str())
+}
+
 /// This process's values of the policy's `allow.env` names (minus `deny.env`).
-fn caller_env(policy: &Policy) -> Result<BTreeMap<String, String>, ApiError> {
+fn caller_env(
+    policy: &Policy,
+    caller: &[(OsString, OsString)],
+) -> Result<BTreeMap<String, String>, ApiError> {
     let mut env = BTreeMap::new();
     for name in &policy.allow.env {
         if policy.deny.env.contains(name) {
             continue;
         }
-        if let Some(value) = std::env::var_os(name) {
-            let value = utf8(&value, &format!("the value of {name}"))?;
+        if let Some(value) = lookup(caller, name) {
+            let value = utf8(value, &format!("the value of {name}"))?;
             env.insert(name.clone(), value);
         }
     }
@@ -295,28 +315,28 @@ fn caller_env(policy: &Policy) -> Result<BTreeMap<String, String>, ApiError> {
 
 /// Where a local run starts without `--cwd`: this process's directory when the sandbox can see
 /// it (a grant covers it, or one below it makes it exist inside), else /tmp.
-fn default_cwd(policy: &Policy) -> PathBuf {
+fn default_cwd(policy: &Policy, caller_cwd: Option<&Path>) -> PathBuf {
     let tmp = PathBuf::from("/tmp");
-    let Ok(dir) = std::env::current_dir() else {
+    let Some(dir) = caller_cwd else {
         return tmp;
     };
-    let visible = policy.path_decision(&dir, Access::Read).allowed
-        || policy.path_decision(&dir, Access::Exec).allowed;
+    let visible = policy.path_decision(dir, Access::Read).allowed
+        || policy.path_decision(dir, Access::Exec).allowed;
     let grant_below = policy
         .allow
         .read
         .iter()
         .chain(&policy.allow.write)
         .chain(&policy.allow.exec)
-        .any(|g| g.starts_with(&dir));
+        .any(|g| g.starts_with(dir));
     if visible || grant_below {
-        dir
+        dir.to_path_buf()
     } else {
         tmp
     }
 }
 
-fn utf8(value: &std::ffi::OsStr, what: &str) -> Result<String, ApiError> {
+fn utf8(value: &OsStr, what: &str) -> Result<String, ApiError> {
     value.to_str().map(str::to_owned).ok_or_else(|| {
         not_sendable(format!(
             "{what} ({}) is not UTF-8, which the daemon's protocol cannot carry; run with \
