@@ -7,8 +7,9 @@
 //! inline as its effective document (every path already absolute, `extends` merged, `~` and
 //! relative paths resolved against this process's HOME and working directory); the variables of
 //! `allow.env` are sent with this process's values; the working directory is the one a local
-//! run would start in. The program's stdin is this process's fd 0, handed to the daemon with
-//! SCM_RIGHTS. Its output comes back as events (output mode `events`) and is written to this
+//! run would start in. The program's stdin is this process's fd 0 (or, when the sandbox could
+//! write through it or change its file, a pipe this process fills from it), handed to the
+//! daemon with SCM_RIGHTS. Its output comes back as events (output mode `events`) and is written to this
 //! process's stdout and stderr as it arrives, each stream in order; the console is told where
 //! the program's stderr stopped, so bunker's lines after it start on a fresh line as locally.
 //! (Output mode `fds` would hand fd 1 and 2 over as well, but then nothing here knows whether
@@ -73,7 +74,10 @@ pub fn run(socket: &Path, request: &RunRequest, host: &HostContext, opts: &RunOp
 /// What is sent: the spec, and the descriptors it names.
 struct Remote {
     spec: RunSpec,
+    /// The program's stdin, handed to the daemon.
     stdin: Option<OwnedFd>,
+    /// When `stdin` is a pipe of ours: this process's stdin, and the pipe's write end.
+    relay: Option<(OwnedFd, OwnedFd)>,
 }
 
 fn not_sendable(message: String) -> ApiError {
@@ -122,13 +126,7 @@ impl Remote {
                 "the current directory",
             )?,
         };
-        // A terminal is not passed on: the daemon's side cannot relay it as a local run does
-        // (it is not in the terminal's session). A closed fd 0 reads as /dev/null locally too.
-        let stdin = if stdin_is_terminal {
-            None
-        } else {
-            dup_if_open(0)
-        };
+        let (stdin, relay) = program_stdin()?;
         Ok(Remote {
             spec: RunSpec {
                 policy: PolicyChoice::Inline(document),
@@ -146,6 +144,7 @@ impl Remote {
                 },
             },
             stdin,
+            relay,
         })
     }
 
@@ -164,8 +163,11 @@ impl Remote {
             output: None,
         };
         let id = client.send_run(&self.spec, fds)?;
-        // Ours is a duplicate: the daemon holds its own now.
+        // Ours is a duplicate (or the pipe's read end): the daemon holds its own now.
         drop(self.stdin);
+        if let Some((source, sink)) = self.relay {
+            relay_stdin(source, sink);
+        }
         let mut output = Output::new();
         let interrupt: Option<BorrowedFd<'static>> = bunker_sys::event::termination_fd();
         let mut started = false;
@@ -274,6 +276,45 @@ fn write_all(mut file: &std::fs::File, mut bytes: &[u8]) -> std::io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// The program's stdin, decided as a local run decides (the table in
+/// `bunker_sandbox::stdin`), for a sandbox that may run as this process's uid (a rootless
+/// daemon runs its sandboxes as its own, which is its client's): a pipe, or a file or FIFO open
+/// read-only that the sandbox cannot change, is handed over as it is; a socket, a descriptor
+/// open for writing, or a file the sandbox could `fchmod` gets a pipe of ours that this process
+/// fills from its stdin (the daemon's sandbox only gets the bytes). A terminal is not passed
+/// (the daemon's side cannot relay it as a local run does: it is not in the terminal's
+/// session), and a closed fd 0 or `/dev/null` is the program's own `/dev/null`.
+type ProgramStdin = (Option<OwnedFd>, Option<(OwnedFd, OwnedFd)>);
+
+fn program_stdin() -> Result<ProgramStdin, ApiError> {
+    use bunker_sys::tty::StdinKind;
+    let Some(stdin) = dup_if_open(0) else {
+        return Ok((None, None));
+    };
+    match bunker_sys::tty::stdin_kind(stdin.as_fd(), bunker_sys::process::euid()) {
+        StdinKind::Nothing | StdinKind::Terminal => Ok((None, None)),
+        StdinKind::ReadOnlyData => Ok((Some(stdin), None)),
+        StdinKind::Other => {
+            let (read, write) = bunker_sys::fd::pipe().map_err(|e| {
+                ApiError::new(ErrorCode::SetupFailed, e.to_string())
+                    .at_step("create the stdin relay pipe")
+            })?;
+            Ok((Some(read), Some((stdin, write))))
+        }
+    }
+}
+
+/// Copies this process's stdin into the pipe the program reads, on a thread of its own, until
+/// either ends. Blocking reads on a descriptor of the caller's never change its flags.
+fn relay_stdin(source: OwnedFd, sink: OwnedFd) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(
+            &mut std::fs::File::from(source),
+            &mut std::fs::File::from(sink),
+        );
+    });
 }
 
 /// The policy with `allow.env` narrowed to the names this process has: the daemon fills the

@@ -239,21 +239,10 @@ fn observe(out: &Output, merged: bool) -> Observed {
     // Non-UTF-8 output is compared byte for byte through its escape.
     Observed {
         stdout: format!("{:?}", bstr(&stdout)),
-        stderr: warnings_first(&without_pids(&String::from_utf8_lossy(&stderr))),
+        stderr: without_pids(&String::from_utf8_lossy(&stderr)),
         code: out.status.code(),
         report,
     }
-}
-
-/// The best-effort warnings (`bunker: warning: limits.memory is not enforced …`) moved to the
-/// front: a local run says them before the program's output, a run through the daemon after it
-/// until the daemon sends a `started` event (docs/cli.md, "Running through a daemon"). Every
-/// other line keeps its place.
-fn warnings_first(stderr: &str) -> String {
-    let is_warning = |l: &&str| l.starts_with("bunker: warning: limits.");
-    let mut lines: Vec<&str> = stderr.split_inclusive('\n').filter(is_warning).collect();
-    lines.extend(stderr.split_inclusive('\n').filter(|l| !is_warning(l)));
-    lines.concat()
 }
 
 fn bstr(bytes: &[u8]) -> String {
@@ -692,4 +681,46 @@ fn bunker_as_nobody_running(script: &str, command: &str) -> Command {
         .arg(script)
         .args(["-qec", command, "/dev/null"]);
     cmd
+}
+
+/// Attack: the caller's stdin is a file the sandbox's user owns (the caller's own file,
+/// rootless), open read-only. Handed over as it is, the program could `fchmod` the host file
+/// through its fd 0; through the daemon, as locally, it only gets the bytes. Checked from the
+/// host after each run. Control: the program reads the same bytes.
+#[test]
+fn a_stdin_file_the_sandbox_could_change_reaches_it_only_as_bytes() {
+    use std::os::unix::fs::MetadataExt;
+    for (mode, make) in modes() {
+        let daemon = Daemon::start(make);
+        let socket = arg(&daemon.socket);
+        let dir = shared_tempdir();
+        let file = write_file(dir.path(), "input.txt", "the caller's input\n");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        if mode == "rootless" {
+            std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+        }
+        let chmod = "import os\ntry:\n  os.fchmod(0, 0o777)\nexcept OSError as e:\n  print(e)";
+        for how in [vec![], vec!["--connect", socket.as_str()]] {
+            let run = |argv: &[&str]| {
+                make()
+                    .arg("run")
+                    .args(&how)
+                    .arg("--")
+                    .args(argv)
+                    .env_remove("BUNKER_SOCKET")
+                    .stdin(std::fs::File::open(&file).unwrap())
+                    .output()
+                    .unwrap()
+            };
+            let out = run(&["python3", "-c", chmod]);
+            assert!(out.status.success(), "{mode} {how:?}: {}", stderr(&out));
+            let now = std::fs::metadata(&file).unwrap().mode() & 0o7777;
+            assert_eq!(
+                now, 0o644,
+                "{mode} {how:?}: the host file's mode was changed"
+            );
+            let control = run(&["cat"]);
+            assert_eq!(stdout(&control), "the caller's input\n", "{mode} {how:?}");
+        }
+    }
 }
