@@ -28,7 +28,6 @@ use bunker_client::{Client, StdioFds};
 use bunker_policy::{Access, Policy};
 use bunker_sandbox::events::RunEvent;
 use bunker_sandbox::host::HostContext;
-use bunker_sandbox::preflight;
 use bunker_sandbox::{RunRequest, RunResult, Status};
 
 use crate::cli::RunOpts;
@@ -170,8 +169,7 @@ impl Remote {
         }
         let mut output = Output::new();
         let interrupt: Option<BorrowedFd<'static>> = bunker_sys::event::termination_fd();
-        let mut started = false;
-        let outcome = loop {
+        loop {
             match client.recv_for(id, interrupt)? {
                 None => {
                     let signal = interrupt.and_then(bunker_sys::event::take_termination_signal);
@@ -186,34 +184,16 @@ impl Remote {
                 Some(ServerFrame::Event(event)) => match &event.event {
                     RunEvent::Stdout { data } => output.write(Stream::Stdout, data, request),
                     RunEvent::Stderr { data } => output.write(Stream::Stderr, data, request),
+                    // `started` (the best-effort warnings, before any output), limits hit.
                     other => {
-                        started |= matches!(other, RunEvent::Started { .. });
                         if let Some(observer) = &request.observer {
                             observer.event(other);
                         }
                     }
                 },
-                Some(ServerFrame::Reply(reply)) => break client.expect_result(reply, "run"),
-            }
-        };
-        let mut result = outcome?;
-        // Told after the run when the daemon sent no `started` event (output mode `fds`).
-        if let (false, Some(observer)) = (started, &request.observer) {
-            observer.event(&RunEvent::Started {
-                enforced: result.enforced.clone(),
-            });
-        }
-        // The daemon's run was given its working directory explicitly; its notes about that
-        // directory give way to the ones about this caller's (run.rs adds them, as locally).
-        if let Some(cwd) = &self.spec.cwd {
-            for note in preflight::start_notes(&request.policy, Some(Path::new(cwd)), None) {
-                let notes = &mut result.enforced.notes;
-                if let Some(at) = notes.iter().position(|n| *n == note.text) {
-                    notes.remove(at);
-                }
+                Some(ServerFrame::Reply(reply)) => return client.expect_result(reply, "run"),
             }
         }
-        Ok(result)
     }
 }
 
