@@ -323,6 +323,23 @@ fn cases(data_dir: &Path) -> Vec<Case> {
             )
         },
     ];
+    // The daemon's egress proxy decides as the local one: a host no rule allows is refused
+    // (no name is resolved for it), and the report lists it.
+    cases.push(case(
+        "egress denied",
+        &[
+            "--allow-net",
+            "example.com",
+            "--",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\\n",
+            "http://other.test/",
+        ],
+    ));
     // Relative paths (a grant, the program) resolve against the caller's directory, which the
     // program also starts in.
     cases.push(Case {
@@ -355,6 +372,20 @@ fn a_run_through_the_daemon_is_the_same_as_a_local_one() {
                 &run_case(make, &case, &["--connect", &socket], &[]),
                 case.merged,
             );
+            // Each case is the run it says it is (and not two equal failures).
+            let expected = match case.name {
+                "exit 3" => Some(3),
+                "timeout" => Some(124),
+                "memory limit" if mode == "root" => Some(122),
+                "memory limit" => None, // rootless here: no memory cgroup (121, unenforceable)
+                "command not found" => Some(127),
+                "policy invalid" => Some(120),
+                "stdout and stderr on one pipe" => Some(5),
+                _ => Some(0),
+            };
+            if let Some(code) = expected {
+                assert_eq!(local.code, Some(code), "{mode}: {}: {local:?}", case.name);
+            }
             assert_eq!(
                 local,
                 remote,
