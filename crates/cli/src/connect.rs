@@ -106,13 +106,7 @@ impl Remote {
         }
         let policy = allowed_env_present(&request.policy, &host.env);
         let env = caller_env(&policy, &host.env)?;
-        let mut document = serde_json::to_value(&policy).map_err(|e| {
-            not_sendable(format!("cannot encode the effective policy as JSON: {e}"))
-        })?;
-        // Where the policy came from is no part of a policy document.
-        if let Some(map) = document.as_object_mut() {
-            map.remove("sources");
-        }
+        let document = policy_document(&policy)?;
         let argv = request
             .argv
             .iter()
@@ -258,6 +252,18 @@ fn write_all(mut file: &std::fs::File, mut bytes: &[u8]) -> std::io::Result<()> 
     Ok(())
 }
 
+/// The effective policy as a policy document that loads back to the same policy: every path
+/// absolute, `extends` merged, nothing left for the daemon to resolve.
+fn policy_document(policy: &Policy) -> Result<serde_json::Value, ApiError> {
+    let mut document = serde_json::to_value(policy)
+        .map_err(|e| not_sendable(format!("cannot encode the effective policy as JSON: {e}")))?;
+    // Where the policy came from is no part of a policy document.
+    if let Some(map) = document.as_object_mut() {
+        map.remove("sources");
+    }
+    Ok(document)
+}
+
 /// The program's stdin, decided as a local run decides (the table in
 /// `bunker_sandbox::stdin`), for a sandbox that may run as this process's uid (a rootless
 /// daemon runs its sandboxes as its own, which is its client's): a pipe, or a file or FIFO open
@@ -378,5 +384,37 @@ fn signal_name(signal: i32) -> String {
         libc::SIGINT => "SIGINT".into(),
         libc::SIGHUP => "SIGHUP".into(),
         n => format!("signal {n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_sent_loads_back_to_the_same_policy() {
+        let text = r#"{
+            "extends": ["default"],
+            "allow": {"net": ["*.example.com:443", "example.org", "10.0.0.0/8"],
+                      "read": ["/etc/hosts", "./relative"], "write": ["/tmp"], "env": ["HOME"]},
+            "deny": {"read": ["/etc/**/secret*"], "env": ["AWS_SECRET"]},
+            "limits": {"memory": "64MB", "pids": 50, "cpu": 0.5, "timeout": "5s",
+                       "cpu_time": "2s", "output": "10KB", "file_size": "1MB",
+                       "open_files": 100, "stack": "8MB", "tmp_size": "16MB",
+                       "best_effort": ["memory"], "kill_on_output_overflow": true},
+            "http": {"max_requests": 10, "request_timeout": "3s", "max_request_bytes": "1MB",
+                     "max_response_bytes": "2MB", "max_total_bytes": "5MB",
+                     "block_private_ips": false},
+            "kernel": {"hostname": "sent"},
+            "set_env": {"GREETING": "hello"}
+        }"#;
+        let base = Path::new("/work/base");
+        let policy = bunker_policy::load_str(text, base, "test").unwrap();
+        assert!(policy.allow.read.contains(&base.join("relative")));
+        let sent = policy_document(&policy).unwrap().to_string();
+        // Loaded elsewhere (another base directory): the same policy, but for its sources.
+        let mut loaded = bunker_policy::load_str(&sent, Path::new("/elsewhere"), "sent").unwrap();
+        loaded.sources = policy.sources.clone();
+        assert_eq!(loaded, policy);
     }
 }
