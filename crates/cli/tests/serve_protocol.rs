@@ -143,7 +143,12 @@ fn every_operation_round_trips() {
         ticker["options"] = json!({"output": "events"});
         let reply = c.call(json!({"id": 8, "op": "start", "spec": ticker}));
         let ticking = result_of(&reply)["sandbox"].as_str().unwrap().to_string();
-        while !c.events.iter().any(|e| e["sandbox"] == ticking.as_str()) {
+        // Up and ticking before it is paused.
+        while !c
+            .events
+            .iter()
+            .any(|e| e["sandbox"] == ticking.as_str() && e["event"]["event"] == "stdout")
+        {
             let frame = c.recv().unwrap();
             c.events.push(frame);
         }

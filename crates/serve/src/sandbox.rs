@@ -127,6 +127,13 @@ pub async fn launch(
         .await
         .map_err(|e| ApiError::new(ErrorCode::InternalError, format!("spawner task: {e}")))??;
     let init_pid = sandbox.supervised.init_pid;
+    // On cgroup v2 the sandbox's own group freezes it.
+    let v2_group = sandbox
+        .supervised
+        .cgroup
+        .paths()
+        .into_iter()
+        .find(|dir| dir.join("cgroup.freeze").exists());
     Ok(Running {
         policy: launch.policy,
         stdin_write,
@@ -134,6 +141,7 @@ pub async fn launch(
         _lease: lease,
         pause: Arc::new(Pause {
             init_pid,
+            v2_group,
             layout,
             name: launch.freezer_name,
             freezer: Mutex::new(None),
@@ -376,6 +384,7 @@ async fn feed(mut commands: mpsc::Receiver<StdinCmd>, tx: mpsc::Sender<Vec<u8>>)
 /// A sandbox's pause state: its freezer group, made on the first `pause`.
 pub struct Pause {
     init_pid: i32,
+    v2_group: Option<PathBuf>,
     layout: Option<Arc<Layout>>,
     name: String,
     freezer: Mutex<Option<Freezer>>,
@@ -443,7 +452,8 @@ impl Pause {
                         .as_deref()
                         .ok_or_else(|| unenforceable("no cgroup layout"))?;
                     *slot = Some(
-                        Freezer::for_sandbox(layout, None, &self.name).map_err(unenforceable)?,
+                        Freezer::for_sandbox(layout, self.v2_group.as_deref(), &self.name)
+                            .map_err(unenforceable)?,
                     );
                 }
                 let freezer = slot.as_ref().ok_or_else(|| unenforceable("no freezer"))?;
