@@ -30,6 +30,9 @@ use crate::state::{Shared, Slot};
 /// ends.
 const MAX_IN_FLIGHT: usize = 1024;
 
+/// Connections open at once; one more is answered `busy` and closed.
+const MAX_CONNECTIONS: usize = 4096;
+
 /// Ended sandboxes a connection can still `wait` on.
 const KEPT_ENDED: usize = 256;
 
@@ -91,7 +94,7 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>, number: u64) {
         }
     };
     let opened = Instant::now();
-    shared.connections.fetch_add(1, Ordering::SeqCst);
+    let open_before = shared.connections.fetch_add(1, Ordering::SeqCst);
     let (read, write) = stream.into_split();
     let (out, frames) = Outbox::new();
     let writer = tokio::spawn(write_frames(write, frames));
@@ -103,7 +106,15 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>, number: u64) {
         out,
         state: Mutex::new(ConnState::default()),
     });
-    let (end, mut tasks) = match auth::may_connect(&config, &peer, shared.daemon_uid) {
+    let admitted = if open_before >= MAX_CONNECTIONS as u64 {
+        Err(ApiError::new(
+            ErrorCode::Busy,
+            format!("the daemon has {MAX_CONNECTIONS} connections open already"),
+        ))
+    } else {
+        auth::may_connect(&config, &peer, shared.daemon_uid)
+    };
+    let (end, mut tasks) = match admitted {
         Err(e) => {
             let code = e.code;
             tracing::warn!(conn = number, uid = peer.uid, gid = peer.gid, error = %e, "connection refused");

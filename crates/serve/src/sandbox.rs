@@ -127,6 +127,13 @@ pub async fn launch(
         .await
         .map_err(|e| ApiError::new(ErrorCode::InternalError, format!("spawner task: {e}")))??;
     let init_pid = sandbox.supervised.init_pid;
+    // On cgroup v2 the sandbox's own group freezes it.
+    let v2_group = sandbox
+        .supervised
+        .cgroup
+        .paths()
+        .into_iter()
+        .find(|dir| dir.join("cgroup.freeze").exists());
     Ok(Running {
         policy: launch.policy,
         stdin_write,
@@ -134,6 +141,7 @@ pub async fn launch(
         _lease: lease,
         pause: Arc::new(Pause {
             init_pid,
+            v2_group,
             layout,
             name: launch.freezer_name,
             freezer: Mutex::new(None),
@@ -298,8 +306,10 @@ impl Running {
             _ => None,
         };
         let mut cancelled = false;
+        // From its deadline on, the sandbox is kept thawed (a pause then changes nothing): the
+        // driver kills it at its timeout, which a frozen task only acts on once thawed.
+        let mut thaw_at = deadline;
         let outcome = loop {
-            let thaw_at = deadline.filter(|_| pause.is_paused());
             tokio::select! {
                 outcome = &mut supervise => break outcome,
                 changed = cancel.changed(), if !cancelled => {
@@ -311,9 +321,8 @@ impl Running {
                     }
                 }
                 _ = sleep_until_opt(thaw_at), if thaw_at.is_some() => {
-                    // The wall-clock timeout runs while paused: the driver kills the sandbox
-                    // now, which needs it thawed.
                     pause.thaw_for_kill();
+                    thaw_at = Some(Instant::now() + THAW_RECHECK);
                 }
             }
         };
@@ -375,11 +384,15 @@ async fn feed(mut commands: mpsc::Receiver<StdinCmd>, tx: mpsc::Sender<Vec<u8>>)
 /// A sandbox's pause state: its freezer group, made on the first `pause`.
 pub struct Pause {
     init_pid: i32,
+    v2_group: Option<PathBuf>,
     layout: Option<Arc<Layout>>,
     name: String,
     freezer: Mutex<Option<Freezer>>,
     paused: Mutex<bool>,
 }
+
+/// How often a sandbox past its deadline is thawed again (should it have been paused since).
+const THAW_RECHECK: Duration = Duration::from_millis(50);
 
 /// How long a freeze may take to complete before `pause` gives up (and thaws).
 const FREEZE_WAIT: Duration = Duration::from_secs(2);
@@ -439,7 +452,8 @@ impl Pause {
                         .as_deref()
                         .ok_or_else(|| unenforceable("no cgroup layout"))?;
                     *slot = Some(
-                        Freezer::for_sandbox(layout, None, &self.name).map_err(unenforceable)?,
+                        Freezer::for_sandbox(layout, self.v2_group.as_deref(), &self.name)
+                            .map_err(unenforceable)?,
                     );
                 }
                 let freezer = slot.as_ref().ok_or_else(|| unenforceable("no freezer"))?;
