@@ -51,11 +51,14 @@ pub enum ErrorCode {
     Cancelled,
     /// bunker itself failed while supervising (an I/O error of the supervisor).
     InternalError,
+    /// The service could not be reached, or the connection to it was lost before the answer
+    /// (no socket at the path, nobody listening, a refused connect, the daemon gone mid-run).
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (for docs and tests).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::PolicyInvalid,
         ErrorCode::PolicyNotPermitted,
         ErrorCode::RequestInvalid,
@@ -75,6 +78,7 @@ impl ErrorCode {
         ErrorCode::ProtocolError,
         ErrorCode::Cancelled,
         ErrorCode::InternalError,
+        ErrorCode::Unavailable,
     ];
 
     /// The stable code, e.g. `"setup_failed"`.
@@ -99,6 +103,7 @@ impl ErrorCode {
             ErrorCode::ProtocolError => "protocol_error",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::InternalError => "internal_error",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
@@ -123,7 +128,8 @@ impl ErrorCode {
             ErrorCode::Busy
             | ErrorCode::NotFound
             | ErrorCode::ProtocolError
-            | ErrorCode::Cancelled => exit::SERVICE_ERROR,
+            | ErrorCode::Cancelled
+            | ErrorCode::Unavailable => exit::SERVICE_ERROR,
         })
     }
 }

@@ -14,7 +14,8 @@ pub const LIMIT: i32 = 122;
 pub const REPORT_ERROR: i32 = 123;
 /// The wall-clock timeout was hit.
 pub const TIMEOUT: i32 = 124;
-/// A daemon refused or lost the request (busy, not found, protocol error, cancelled).
+/// A daemon refused or lost the request (busy, not found, protocol error, cancelled), or could
+/// not be reached (unavailable).
 pub const SERVICE_ERROR: i32 = 125;
 /// The command was found but could not be executed.
 pub const CANNOT_EXECUTE: i32 = 126;

@@ -1,6 +1,6 @@
 //! The contract of bunker, shared by the library, the CLI, the service and its clients:
 //! what to run ([`RunSpec`]), what happened ([`RunResult`]), what a running sandbox reports
-//! ([`RunEvent`]) and what went wrong ([`ApiError`], with a stable [`ErrorCode`]). Plain data:
+//! ([`RunEvent`]), what went wrong ([`ApiError`], with a stable [`ErrorCode`]) and how `bunker serve` speaks ([`protocol`]). Plain data:
 //! serde and schemars only. The JSON Schemas in docs/ are generated from these types
 //! ([`schemas`]); docs/api.md describes them.
 #![forbid(unsafe_code)]
@@ -9,6 +9,7 @@ pub mod data;
 pub mod error;
 pub mod event;
 pub mod exit;
+pub mod protocol;
 pub mod request;
 pub mod result;
 
@@ -31,5 +32,9 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("request.schema.json", value(schemars::schema_for!(RunSpec))),
         ("event.schema.json", value(schemars::schema_for!(RunEvent))),
         ("error.schema.json", value(schemars::schema_for!(ApiError))),
+        (
+            "protocol.schema.json",
+            value(schemars::schema_for!(protocol::ProtocolFrame)),
+        ),
     ]
 }

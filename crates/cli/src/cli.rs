@@ -30,9 +30,13 @@ const RUN_EXAMPLES: &str = "Examples:
   generate-policy | bunker run --policy - -- python3 agent.py
   bunker run --policy-json '{\"extends\": [\"default\"], \"allow\": {\"read\": [\"./agent.py\"]}}' -- python3 agent.py
 
+  # Through a `bunker serve` daemon (or set BUNKER_SOCKET; --local runs here regardless)
+  bunker run --connect /run/bunker.sock -- python3 -c 'print(6*7)'
+
 Exit codes: the program's own code, or 128+N if a signal N killed it; 120 policy error,
 121 setup error, 122 limit hit (memory, pids, CPU time, output), 123 the report could not be
-written, 124 timeout, 126 cannot execute, 127 not found.";
+written, 124 timeout, 125 the daemon refused, lost or could not be reached (--connect),
+126 cannot execute, 127 not found.";
 
 const CHECK_EXAMPLES: &str = "Examples:
   bunker check policy.json            # validate and print the effective merged policy
@@ -56,6 +60,12 @@ const DOCTOR_EXAMPLES: &str = "Examples:
   bunker doctor --clean    # also remove cgroups left by a killed supervisor
 
 Exit codes: 0 when every layer of the default policy is enforced; 1 otherwise.";
+
+const SERVE_EXAMPLES: &str = "Examples:
+  bunker serve --socket /run/bunker.sock                      # only this uid may connect
+  bunker serve --socket /run/bunker.sock --config serve.json  # grants, limits, named policies
+Signals: SIGTERM/SIGINT drain (no new sandboxes; the running ones finish) and exit 0;
+SIGHUP reloads the config. Exit codes: 0 after a drain; 1 when it cannot start.";
 
 #[derive(Debug, Parser)]
 #[command(name = "bunker", version, about = ABOUT)]
@@ -99,6 +109,9 @@ pub enum Command {
     /// Report what this host can enforce.
     #[command(after_help = DOCTOR_EXAMPLES)]
     Doctor(DoctorOpts),
+    /// Serve sandboxes on a Unix socket (docs/protocol.md).
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeOpts),
 }
 
 /// How the result of a run is reported.
@@ -184,6 +197,14 @@ pub struct RunOpts {
     /// Write the report to this file (created or truncated before the run) instead of stderr.
     #[arg(long, value_name = "PATH")]
     pub report_file: Option<PathBuf>,
+    /// Run through the `bunker serve` daemon listening on this socket (default: the
+    /// `BUNKER_SOCKET` environment variable; neither: run here). Same output, report and exit
+    /// codes as a local run.
+    #[arg(long, value_name = "SOCKET")]
+    pub connect: Option<PathBuf>,
+    /// Run here even when `BUNKER_SOCKET` is set.
+    #[arg(long, conflicts_with = "connect")]
+    pub local: bool,
     /// The command to run and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -226,4 +247,26 @@ pub struct DoctorOpts {
     /// Remove cgroups left behind by supervisors that were killed.
     #[arg(long)]
     pub clean: bool,
+}
+
+/// How `bunker serve` logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeOpts {
+    /// The Unix socket to listen on (a stale one is replaced; a live one is an error).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// The daemon's config (JSON): grants, named policies, limits (docs/protocol.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How the daemon logs on stderr.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
 }

@@ -110,15 +110,18 @@ pub fn main(opts: RunOpts) -> i32 {
     };
     let mut egress = ProxyEgress::new(&policy, resolve, &console);
     let wants_egress = !policy.allow.net.is_empty();
-    let outcome = bunker_sandbox::spawn::run(
-        &request,
-        &host,
-        if wants_egress {
-            Some(&mut egress as &mut dyn bunker_sandbox::egress::Egress)
-        } else {
-            None
-        },
-    );
+    let outcome = match crate::connect::socket(&opts) {
+        Some(socket) => crate::connect::run(&socket, &request, &host, &opts),
+        None => bunker_sandbox::spawn::run(
+            &request,
+            &host,
+            if wants_egress {
+                Some(&mut egress as &mut dyn bunker_sandbox::egress::Egress)
+            } else {
+                None
+            },
+        ),
+    };
     // A run that failed midway may have left bunker's lines in the console's relay.
     console.end_relay(false);
     let mut result = outcome;

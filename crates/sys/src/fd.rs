@@ -366,6 +366,34 @@ pub fn proc_fd_path(fd: &impl AsRawFd) -> String {
 
 /// Sends `data` as one datagram with `fds` attached (SCM_RIGHTS).
 pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> SysResult<()> {
+    sendmsg_with_fds(sock, data, fds).map(|_| ())
+}
+
+/// Sends all of `data` on a stream socket, with `fds` attached (SCM_RIGHTS) to its first byte:
+/// a stream `sendmsg` may take only part of the bytes (the fds always travel with that part),
+/// so the rest follows with plain writes. Blocks until everything is sent.
+pub fn send_all_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> SysResult<()> {
+    let sent = sendmsg_with_fds(sock, data, fds)?;
+    let mut rest = &data[sent.min(data.len())..];
+    while !rest.is_empty() {
+        // SAFETY: sends from a live buffer of `rest.len()` bytes.
+        let r = retry(|| unsafe {
+            libc::send(sock, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) as libc::c_long
+        });
+        if r < 0 {
+            return Err(SysError::last(format!(
+                "send(fd {sock}, {} bytes)",
+                rest.len()
+            )));
+        }
+        rest = &rest[(r as usize).min(rest.len())..];
+    }
+    Ok(())
+}
+
+/// One `sendmsg` of `data` with `fds` attached; returns how many bytes it took (all of them on
+/// a datagram socket, possibly fewer on a stream one).
+fn sendmsg_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> SysResult<usize> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
@@ -409,7 +437,7 @@ pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> SysResult<()> {
             fds.len()
         )));
     }
-    Ok(())
+    Ok(r as usize)
 }
 
 /// Most fds one datagram carries (the kernel's `SCM_MAX_FD`); [`recv_with_fds`] has room for
