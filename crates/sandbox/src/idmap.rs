@@ -181,7 +181,8 @@ impl IdLease {
         Err(SandboxError::Init {
             step: step.into(),
             detail: format!(
-                "all {} host ids from {} are leased to live sandboxes (widen the range with                  {ID_RANGE_ENV}=FIRST:COUNT)",
+                "all {} host ids from {} are leased to live sandboxes (widen the range with \
+                 {ID_RANGE_ENV}=FIRST:COUNT)",
                 range.count, range.first
             ),
         })
@@ -329,9 +330,12 @@ mod tests {
         let a = IdLease::acquire(range).unwrap();
         let b = IdLease::acquire(range).unwrap();
         assert_ne!(a.id(), b.id());
+        let refused = IdLease::acquire(range).expect_err("a third id from a range of two");
         assert!(
-            IdLease::acquire(range).is_err(),
-            "a third id from a range of two"
+            refused
+                .to_string()
+                .contains("are leased to live sandboxes (widen the range with BUNKER_ROOT_IDS="),
+            "{refused}"
         );
         let freed = a.id();
         drop(a);

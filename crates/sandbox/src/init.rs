@@ -143,6 +143,10 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     }
     // After the id change, which clears the parent-death signal.
     process::set_parent_death_signal(libc::SIGKILL).map_err(step("set parent-death signal"))?;
+    // The lifeline's end is the end of the sandbox, whoever holds its write end (the
+    // supervisor, or a daemon it was handed to): the kernel tells init by a signal.
+    fd::signal_when_readable(ctx.lifeline, lifeline_signal())
+        .map_err(step("watch the supervisor lifeline"))?;
     if fd::pipe_closed(ctx.lifeline).map_err(step("check supervisor lifeline"))? {
         // The supervisor died before the death signal was armed.
         process::exit_now(1);
@@ -449,10 +453,18 @@ fn enter_cwd(ctx: &InitContext) -> Result<(), SandboxError> {
     process::chdir(Path::new("/tmp")).map_err(step("chdir /tmp"))
 }
 
+/// The signal the kernel sends init when its lifeline becomes readable (`O_ASYNC`): at end of
+/// file, the lifeline's write end is closed everywhere and the sandbox ends. The program can send
+/// it too: init looks at the lifeline itself, which the program cannot close.
+fn lifeline_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
 fn signal_mask() -> libc::sigset_t {
     let mut sigs = FORWARDED_SIGNALS.to_vec();
     sigs.push(libc::SIGCHLD);
     sigs.push(teardown_signal());
+    sigs.push(lifeline_signal());
     process::sigset(&sigs)
 }
 
@@ -486,6 +498,10 @@ fn supervise_program(ctx: &InitContext) -> ! {
     // them. (The program starts with an empty mask.)
     if let Err(e) = process::set_sigmask(&mask) {
         fail(e.to_string());
+    }
+    // A lifeline signal before the mask was ignored (init's default disposition): look now.
+    if fd::pipe_closed(ctx.lifeline).unwrap_or(true) {
+        process::exit_now(1);
     }
     // A session and process group of the sandbox's own (spawn.rs init step 10), before
     // anything of the program runs.
@@ -555,6 +571,13 @@ fn supervise_program(ctx: &InitContext) -> ! {
                 // exits (milliseconds on a loaded host): the supervisor waits for it rather
                 // than SIGKILLing init, which would lose their CPU time.
                 let _ = send(ctx.control, &InitMessage::TearingDown, &[]);
+                teardown_and_exit(128 + libc::SIGKILL);
+            }
+            continue;
+        }
+        if sig == lifeline_signal() {
+            // Only when the lifeline really ended: the program may send this signal too.
+            if fd::pipe_closed(ctx.lifeline).unwrap_or(true) {
                 teardown_and_exit(128 + libc::SIGKILL);
             }
             continue;

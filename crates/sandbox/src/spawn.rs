@@ -50,8 +50,10 @@
 //!    in the clone). Then init waits for the release (the supervisor dying first closes the
 //!    socket → exit).
 //! 2. `setresgid(0)`, `setgroups([])` (as root), `setresuid(0)` inside the user namespace.
-//! 3. `PR_SET_PDEATHSIG(SIGKILL)` — after the id change, which clears it — then check the
-//!    lifeline is not at end of file (the supervisor died in between → exit).
+//! 3. `PR_SET_PDEATHSIG(SIGKILL)` — after the id change, which clears it — and a signal from the
+//!    kernel when the lifeline becomes readable (`O_ASYNC`); then check the lifeline is not at
+//!    end of file (the supervisor died in between → exit). From then on the lifeline's end,
+//!    wherever its write end went (a daemon's `Sandbox` handle), ends the sandbox (step 11).
 //! 4. Mounts (`mounts.rs`): / private; policy paths opened without following symlinks
 //!    (rootless; as root the supervisor's trees are used); a tmpfs root; grants attached
 //!    (read-only unless in `allow.write`; nosuid, nodev; noexec unless in `allow.exec`);
@@ -82,7 +84,9 @@
 //!     signal mask and dispositions reset, the cleared environment, `argv[0]` looked up on the
 //!     sandbox's PATH. The spawn returns an exec failure → `ExecFailed` (127 not found, 126
 //!     otherwise).
-//! 11. Reap every child; forward SIGTERM/INT/HUP/QUIT/USR1/USR2 to the program; when it ends,
+//! 11. Reap every child; forward SIGTERM/INT/HUP/QUIT/USR1/USR2 to the program; at the
+//!     lifeline's end (its signal, checked against the pipe itself) kill and reap everything and
+//!     exit; when it ends,
 //!     `Exited`; then (and on the supervisor's teardown signal with its request waiting on the
 //!     control socket, which the program cannot forge — its way of killing the
 //!     sandbox: `TearingDown` once the kill is done) kill and reap every other process of the

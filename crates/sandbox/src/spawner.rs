@@ -6,8 +6,11 @@
 //! [`Spawner::spawn`], from any thread. The spawner runs [`spawn::start_or_hand_back`] with
 //! `clone_parent`: init is cloned with `CLONE_PARENT`, so its parent is the daemon, not the
 //! spawner. The daemon reaps init through its pidfd, and init's parent-death signal follows the
-//! daemon: the spawner dying kills no sandbox, and the daemon dying kills them all (and the
-//! spawner, whose parent-death signal is SIGKILL too).
+//! daemon: the spawner dying kills no handed-over sandbox, and the daemon dying kills them all
+//! (and the spawner, whose parent-death signal is SIGKILL too). A sandbox the spawner dies
+//! holding (before the handover) ends with its lifeline, whose only write end the spawner had;
+//! after the handover the daemon holds it in [`Sandbox::lifeline`], and must keep it until the
+//! sandbox is supervised to its end: dropping it ends the sandbox.
 //!
 //! The two talk over a SOCK_SEQPACKET pair, one datagram per message, JSON:
 //! - daemon → spawner: a [`SpawnRequest`], with the program's stdin attached (SCM_RIGHTS) when
@@ -19,6 +22,10 @@
 //! Each sandbox's cgroup is named after the daemon (`bunker-<daemon pid>-<n>`), whose death is
 //! what makes it stale. The spawner keeps every descriptor the daemon had open when it forked:
 //! start it before opening anything a sandbox must not reach.
+//!
+//! A spawner that died cannot be replaced from a multi-threaded daemon (the fork is refused
+//! there): [`Spawner::spawn`] then answers `internal_error` ("the spawner is gone"), and the
+//! daemon should stop and be restarted.
 //!
 //! A message is at most [`MAX_SPAWN_MESSAGE`] bytes: a larger request is refused before it is
 //! sent, with an error saying so. The spawner exits when the socket closes (the daemon is gone
@@ -57,15 +64,83 @@ pub struct SpawnRequest {
     /// The effective policy (already loaded and authorized by the daemon).
     pub policy: Policy,
     /// The program and its arguments.
+    #[serde(with = "bytes::list")]
     pub argv: Vec<OsString>,
     /// Working directory inside the sandbox (else the caller's, when visible; else `/tmp`).
+    #[serde(with = "bytes::path")]
     pub cwd: Option<PathBuf>,
     /// The caller's environment, which `allow.env` passes values from (`HostContext::env`).
+    #[serde(with = "bytes::pairs")]
     pub env: Vec<(OsString, OsString)>,
     /// The caller's working directory (`HostContext::cwd`).
+    #[serde(with = "bytes::path")]
     pub caller_cwd: Option<PathBuf>,
     /// The host ids the sandbox runs as (`HostContext::id_mode`).
     pub id_mode: IdMode,
+}
+
+/// Arguments, environment and paths are bytes, not text: they cross as [`bunker_api::Data`]
+/// (UTF-8 as it is, anything else base64), exactly.
+mod bytes {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::PathBuf;
+
+    use bunker_api::Data;
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+
+    fn data(s: &OsStr) -> Data {
+        Data::from_bytes(s.as_bytes().to_vec())
+    }
+
+    fn os<E: Error>(d: Data) -> Result<OsString, E> {
+        d.to_bytes()
+            .map(OsString::from_vec)
+            .ok_or_else(|| E::custom("invalid base64"))
+    }
+
+    pub mod list {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &[OsString], s: S) -> Result<S::Ok, S::Error> {
+            v.iter().map(|a| data(a)).collect::<Vec<_>>().serialize(s)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<OsString>, D::Error> {
+            Vec::<Data>::deserialize(d)?.into_iter().map(os).collect()
+        }
+    }
+
+    pub mod pairs {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            v: &[(OsString, OsString)],
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            v.iter()
+                .map(|(k, v)| (data(k), data(v)))
+                .collect::<Vec<_>>()
+                .serialize(s)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Vec<(OsString, OsString)>, D::Error> {
+            Vec::<(Data, Data)>::deserialize(d)?
+                .into_iter()
+                .map(|(k, v)| Ok((os(k)?, os(v)?)))
+                .collect()
+        }
+    }
+
+    pub mod path {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+            v.as_ref().map(|p| data(p.as_os_str())).serialize(s)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+            Option::<Data>::deserialize(d)?
+                .map(|p| os(p).map(PathBuf::from))
+                .transpose()
+        }
+    }
 }
 
 /// What a descriptor sent with a [`SandboxTransfer`] is.
@@ -548,5 +623,67 @@ fn start_one(request: SpawnRequest, stdin: Option<OwnedFd>) -> (WireReply, Vec<O
             (WireReply::Started { sandbox }, fds)
         }
         Err(failure) => failed(failure.error.to_api_error(), failure.unreaped),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStringExt;
+
+    #[test]
+    fn a_request_crosses_exactly_even_with_bytes_that_are_not_utf8() {
+        let odd = OsString::from_vec(vec![b'a', 0xff, b'b']);
+        let request = SpawnRequest {
+            policy: Policy::default(),
+            argv: vec!["/bin/echo".into(), odd.clone()],
+            cwd: Some(PathBuf::from(odd.clone())),
+            env: vec![("HOME".into(), "/root".into()), (odd.clone(), odd.clone())],
+            caller_cwd: None,
+            id_mode: IdMode::Root {
+                uid: 1879048192,
+                gid: 1879048192,
+            },
+        };
+        let wire = serde_json::to_string(&request).unwrap();
+        assert!(wire.contains(r#"{"utf8":"/bin/echo"}"#), "{wire}");
+        let back: SpawnRequest = serde_json::from_str(&wire).unwrap();
+        assert_eq!(back, request);
+    }
+
+    #[test]
+    fn a_transfer_without_its_named_descriptors_is_refused() {
+        let transfer = |slots: Vec<FdSlot>| SandboxTransfer {
+            init_pid: 1,
+            since_clone_ns: 0,
+            enforced: Enforced::default(),
+            cgroup: None,
+            fds: slots,
+        };
+        let fds =
+            |n: usize| -> Vec<OwnedFd> { (0..n).map(|_| fd::open_dev_null().unwrap()).collect() };
+        let four = vec![
+            FdSlot::Control,
+            FdSlot::Stdout,
+            FdSlot::Stderr,
+            FdSlot::Lifeline,
+        ];
+        let err = Sandbox::from_transfer(transfer(four.clone()), fds(4)).unwrap_err();
+        assert!(err.to_string().contains("no descriptor for Pidfd"), "{err}");
+        let err = Sandbox::from_transfer(transfer(four), fds(3)).unwrap_err();
+        assert!(
+            err.to_string().contains("3 descriptor(s) arrived for 4"),
+            "{err}"
+        );
+        let mut lone_proxy = vec![
+            FdSlot::Pidfd,
+            FdSlot::Control,
+            FdSlot::Stdout,
+            FdSlot::Stderr,
+            FdSlot::Lifeline,
+        ];
+        lone_proxy.push(FdSlot::ProxyHttp);
+        let err = Sandbox::from_transfer(transfer(lone_proxy), fds(6)).unwrap_err();
+        assert!(err.to_string().contains("one proxy listener"), "{err}");
     }
 }

@@ -39,6 +39,12 @@ fn main() {
     let spawner = Spawner::start().expect("start the spawner");
     round_trip(&spawner);
     let spawner_pid = spawner.pid();
+    // A spawner that died answers with an error, not a hang.
+    bunker_sys::event::kill(spawner_pid, libc::SIGKILL).unwrap();
+    let policy = bunker_policy::builtin("default").unwrap();
+    let (late, _lease) = request(&policy, &["/bin/true"]);
+    let error = spawner.spawn(late, None).unwrap_err();
+    assert_eq!(error.code, ErrorCode::InternalError, "{error:?}");
     drop(spawner);
     assert!(
         !std::path::Path::new(&format!("/proc/{spawner_pid}")).exists(),
@@ -85,9 +91,18 @@ fn children() -> Vec<i32> {
 fn round_trip(spawner: &Spawner) {
     let policy = bunker_policy::builtin("default").unwrap();
 
-    // A real program; its init is our child (CLONE_PARENT), not the spawner's.
-    let (hello, _lease) = request(&policy, &["/bin/echo", "hello from the spawner"]);
-    let sandbox = spawner.spawn(hello, None).unwrap();
+    // A real program; its init is our child (CLONE_PARENT), not the spawner's. It waits for a
+    // line on its stdin, so it is alive while we look.
+    let (hello, _lease) = request(
+        &policy,
+        &[
+            "/bin/sh",
+            "-c",
+            "read line; echo \"$line from the spawner\"",
+        ],
+    );
+    let (read, write) = pipe();
+    let sandbox = spawner.spawn(hello, Some(read)).unwrap();
     let init = sandbox.supervised.init_pid;
     assert_eq!(parent_of(init), std::process::id() as i32);
     assert!(children().contains(&init));
@@ -98,6 +113,7 @@ fn round_trip(spawner: &Spawner) {
         let ours = format!("/bunker-{}-", std::process::id());
         assert!(cgroups.contains(&ours), "{cgroups}");
     }
+    std::fs::File::from(write).write_all(b"hello\n").unwrap();
     let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
     drop(sandbox.lifeline);
     assert_eq!(result.status, Status::Ok, "{result:?}");
@@ -134,6 +150,22 @@ fn round_trip(spawner: &Spawner) {
             });
         }
     });
+
+    // The handle's lifeline is the sandbox's life: dropped, the sandbox ends (a daemon that
+    // loses a handle, or a spawner killed before handing it over, leaves nothing running).
+    let (waiting, _lease) = request(&policy, &["/bin/sh", "-c", "read line; echo survived"]);
+    let (read, write) = pipe();
+    let sandbox = spawner.spawn(waiting, Some(read)).unwrap();
+    drop(sandbox.lifeline);
+    let gone = bunker_sys::event::poll(
+        &[std::os::fd::AsFd::as_fd(&sandbox.supervised.pidfd)],
+        Some(std::time::Duration::from_secs(30)),
+    )
+    .unwrap();
+    assert!(gone[0].readable, "the sandbox outlived its lifeline");
+    let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
+    assert_eq!(stdout(&result), "", "{result:?}");
+    drop(write);
 
     // A step that fails inside init, after the clone: the error comes back, and the dead init,
     // which only we can reap, is reaped.

@@ -593,3 +593,28 @@ pub fn try_lock_exclusive(fd: RawFd) -> SysResult<bool> {
     }
     Err(e)
 }
+
+/// `F_SETSIG` (Linux; the libc crate does not name it).
+const F_SETSIG: libc::c_int = 10;
+
+/// Has the kernel send `signal` to the calling process whenever `fd` (a pipe's read end, say)
+/// becomes readable, which includes its write side closing: `F_SETOWN` (self), `F_SETSIG`,
+/// then `O_ASYNC`.
+pub fn signal_when_readable(fd: RawFd, signal: libc::c_int) -> SysResult<()> {
+    // SAFETY: getpid has no arguments and cannot fail.
+    let me = unsafe { libc::getpid() };
+    // SAFETY: fcntl with integer arguments only changes the fd's owner, signal and flags.
+    unsafe {
+        if libc::fcntl(fd, libc::F_SETOWN, me) < 0 {
+            return Err(SysError::last(format!("fcntl({fd}, F_SETOWN, {me})")));
+        }
+        if libc::fcntl(fd, F_SETSIG, signal) < 0 {
+            return Err(SysError::last(format!("fcntl({fd}, F_SETSIG, {signal})")));
+        }
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC) < 0 {
+            return Err(SysError::last(format!("fcntl({fd}, F_SETFL, O_ASYNC)")));
+        }
+    }
+    Ok(())
+}
