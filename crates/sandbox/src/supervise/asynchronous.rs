@@ -73,10 +73,12 @@ impl SupervisionControl {
     }
 }
 
-/// Runs until the sandbox is gone, on the current tokio runtime; kills it on timeout, limit or
-/// `control.kill`; reaps init; returns the result. Init is always killed and reaped and the
-/// cgroup removed before this returns, error or not — and when the future is dropped before it
-/// is done (then blocking, in the drop: see [`Supervision`]).
+/// Runs until the sandbox is gone, on the current tokio runtime (its IO and time drivers
+/// enabled); kills it on timeout, limit or `control.kill`; reaps init; returns the result. Init
+/// is always killed and reaped and the cgroup removed before this returns, error or not — and
+/// when the future is dropped before it is done (then blocking, in the drop: see
+/// [`Supervision`]). The sandbox's observer is called on the runtime's threads: it must not
+/// block (in `OutputMode::Events`, what it is given is bounded by `limits.output`).
 pub async fn supervise_async(
     sandbox: Supervised,
     policy: &Policy,
@@ -341,7 +343,7 @@ async fn reap(pidfd: BorrowedFd<'_>) -> Result<Option<ChildExit>, SysError> {
 mod tests {
     use std::sync::Arc;
 
-    use super::super::stand_in::{policy, say, start, start_fed, Recorder};
+    use super::super::stand_in::{cgroup_for, policy, say, start, start_fed, Recorder};
     use super::super::OutputMode;
     use super::*;
     use crate::events::{Observer, RunEvent};
@@ -383,6 +385,22 @@ mod tests {
         assert_eq!(r.status, Status::Timeout, "{r:?}");
         assert_eq!(r.signal, Some(libc::SIGKILL));
         assert_eq!(r.error_code, Some(ErrorCode::LimitTimeout));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cpu_time_limit_kills_on_the_accounting_tick() {
+        let p = policy(|l| {
+            l.cpu_time = Some(Duration::from_millis(300));
+            l.timeout = Some(Duration::from_secs(20));
+        });
+        let Some(cg) = cgroup_for(&p) else {
+            return crate::skip::skip("no cgroup");
+        };
+        let (sup, _init, _child) = start("while :; do :; done", cg);
+        let (control, _kill) = SupervisionControl::new();
+        let r = supervise_async(sup, &p, control).await.unwrap();
+        assert_eq!(r.status, Status::CpuTime, "{r:?}");
+        assert_eq!(r.error_code, Some(ErrorCode::LimitCpuTime));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,7 +51,7 @@ const READS_PER_WAKE: usize = 16;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// What a ready fd is to the machine (from [`Supervision::waits_for`], back to
-/// [`Supervision::on_ready`]). A role names the same fd for the whole run.
+/// [`Supervision::on_ready`]). A role names one fd, the same each time it is waited on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Init's pidfd: readable when init — and with it the whole pid namespace — is gone.

@@ -68,8 +68,11 @@ pub struct Supervised {
     pub enforced: Enforced,
     /// Where the program's kept output goes.
     pub output: OutputMode,
-    /// bunker's own lines, relayed into the streamed stderr (see `console.rs`).
+    /// bunker's own lines, relayed into the streamed stderr (see `console.rs`). The CLI's, on
+    /// the blocking driver's thread; a daemon passes `None`.
     pub console: Option<Console>,
+    /// Told of the run's events as they happen, on the driver's thread (a runtime worker for
+    /// the async driver: it must not block). Also receives the output in `OutputMode::Events`.
     pub observer: Option<Arc<dyn Observer>>,
     /// The relay of the caller's stdin, when the program does not read it directly.
     pub stdin: Option<Relay>,
