@@ -22,6 +22,7 @@ fn daemon_for(mode: &str) -> Daemon {
         _ => Daemon::start_with(DaemonSpec {
             config: Some(r#"{"grants": [{"uid": 0, "ceiling": "default"}]}"#),
             as_nobody: true,
+            ..Default::default()
         }),
     }
 }
@@ -268,7 +269,7 @@ fn a_second_uid_is_held_to_its_ceiling() {
         config: Some(
             r#"{"socket_group": "65534", "grants": [{"uid": 65534, "ceiling": "default"}]}"#,
         ),
-        as_nobody: false,
+        ..Default::default()
     });
     let wider = json!({"id": 1, "op": "run", "spec": {
         "policy": {"inline": {"extends": ["default"], "allow": {"net": ["example.com:443"]}}},
@@ -296,7 +297,7 @@ fn a_second_uid_is_held_to_its_ceiling() {
     // With no grant for it, another uid may not even connect; the daemon's own may.
     let daemon = Daemon::start_with(DaemonSpec {
         config: Some(r#"{"socket_group": "65534", "grants": []}"#),
-        as_nobody: false,
+        ..Default::default()
     });
     let frames = client_as_nobody(&daemon.socket, &[json!({"id": 1, "op": "health"})]);
     assert_eq!(
@@ -324,7 +325,7 @@ fn closed_by_server(c: &mut Client) -> bool {
 fn hostile_clients_are_refused_while_another_client_runs() {
     let daemon = Daemon::start_with(DaemonSpec {
         config: Some(r#"{"max_frame": 4096, "frame_timeout_ms": 300}"#),
-        as_nobody: false,
+        ..Default::default()
     });
     let mut steady = daemon.client();
     steady.send(&json!({"id": 1, "op": "run",
@@ -439,7 +440,7 @@ fn a_disconnect_kills_the_clients_sandboxes() {
 fn busy_when_every_slot_and_queue_place_is_taken() {
     let daemon = Daemon::start_with(DaemonSpec {
         config: Some(r#"{"max_sandboxes": 1, "max_queue": 1}"#),
-        as_nobody: false,
+        ..Default::default()
     });
     let mut c = daemon.client();
     let reply = c.call(json!({"id": 1, "op": "start", "spec": spec(&["sleep", "30"])}));
@@ -552,7 +553,7 @@ fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_one_is_bad() {
     }
     let daemon = Daemon::start_with(DaemonSpec {
         config: Some(r#"{"socket_group": "65534", "grants": []}"#),
-        as_nobody: false,
+        ..Default::default()
     });
     let config = daemon.dir.path().join("serve.json");
     let health = json!({"id": 1, "op": "health"});
@@ -590,4 +591,40 @@ fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_one_is_bad() {
     );
     let frames = client_as_nobody(&daemon.socket, std::slice::from_ref(&health));
     assert_eq!(frames[1]["ok"]["status"], "serving", "{frames:?}");
+}
+
+#[test]
+fn policies_resolve_relative_paths_against_the_config_directory() {
+    let grant = r#"{"extends": ["default"], "allow": {"read": ["./data"]}}"#;
+    let daemon = Daemon::start_with(DaemonSpec {
+        config: Some(r#"{"policies": {"reader": "policies/reader.json"}}"#),
+        files: &[
+            (
+                "policies/reader.json",
+                r#"{"extends": ["default"], "allow": {"read": ["../data"]}}"#,
+            ),
+            ("data/hello.txt", "hello from the config dir\n"),
+        ],
+        ..Default::default()
+    });
+    let file = daemon.dir.path().join("data/hello.txt");
+    let file = file.to_str().unwrap();
+    let mut c = daemon.client();
+    // A policy of the config: relative to its own file. An inline one: to the config's dir.
+    let named = c.call(json!({"id": 1, "op": "run",
+        "spec": {"policy": {"name": "reader"}, "argv": ["cat", file]}}));
+    assert_eq!(
+        named["ok"]["stdout"]["data"]["utf8"], "hello from the config dir\n",
+        "{named}"
+    );
+    let inline: Value = serde_json::from_str(grant).unwrap();
+    let inline = c.call(json!({"id": 2, "op": "run",
+        "spec": {"policy": {"inline": inline}, "argv": ["cat", file]}}));
+    assert_eq!(
+        inline["ok"]["stdout"]["data"]["utf8"], "hello from the config dir\n",
+        "{inline}"
+    );
+    // The control: without the grant the file is not there.
+    let control = c.call(json!({"id": 3, "op": "run", "spec": spec(&["cat", file])}));
+    assert_eq!(control["ok"]["status"], "exit", "{control}");
 }

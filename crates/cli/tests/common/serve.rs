@@ -21,20 +21,20 @@ pub struct Daemon {
 }
 
 /// How a test daemon runs.
+#[derive(Default)]
 pub struct DaemonSpec<'a> {
     /// The config file's text, if any.
     pub config: Option<&'a str>,
     /// Run the daemon as uid/gid 65534 (rootless).
     pub as_nobody: bool,
+    /// Files written beside the config before the daemon starts (name, text).
+    pub files: &'a [(&'a str, &'a str)],
 }
 
 impl Daemon {
     /// A daemon as the test's uid, without a config.
     pub fn start() -> Daemon {
-        Daemon::start_with(DaemonSpec {
-            config: None,
-            as_nobody: false,
-        })
+        Daemon::start_with(DaemonSpec::default())
     }
 
     pub fn start_with(spec: DaemonSpec) -> Daemon {
@@ -46,6 +46,11 @@ impl Daemon {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let socket = dir.path().join("bunker.sock");
         let log = dir.path().join("daemon.log");
+        for (name, text) in spec.files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+        }
         let mut cmd = if spec.as_nobody {
             let mut c = Command::new("setpriv");
             c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
