@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::error::CgroupError;
 use crate::group::{read_kernel_file, read_procs, remove_group_dir, write_file};
 use crate::layout::{Layout, Version};
-use crate::stale::{parse_group_name, CleanReport};
+use crate::stale::CleanReport;
 
 /// One sandbox's freezer.
 #[derive(Debug)]
@@ -148,29 +148,14 @@ pub fn clean_stale_freezers_in(layout: &Layout, is_alive: &dyn Fn(i32) -> bool) 
     let Some(own) = v1_freezer_dir(layout) else {
         return report;
     };
-    let Ok(entries) = std::fs::read_dir(own) else {
-        return report;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some((pid, _)) = name.to_str().and_then(parse_group_name) else {
-            continue;
-        };
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let path = entry.path();
-        if is_alive(pid) {
-            report.live.push(path);
-            continue;
-        }
-        let _ = write_file(&path.join("freezer.state"), "THAWED");
-        report.killed += read_procs(&path).map(|p| p.len()).unwrap_or(0);
-        match remove_group_dir(&path) {
-            Ok(()) => report.removed.push(path),
-            Err(e) => report.failed.push((path, e.to_string())),
-        }
-    }
+    crate::stale::sweep(
+        own,
+        is_alive,
+        &|path| {
+            let _ = write_file(&path.join("freezer.state"), "THAWED");
+        },
+        &mut report,
+    );
     report
 }
 

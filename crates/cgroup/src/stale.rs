@@ -57,30 +57,43 @@ pub fn clean_stale_in(layout: &Layout, is_alive: &dyn Fn(i32) -> bool) -> CleanR
             continue;
         }
         seen.push(&hierarchy.own_dir);
-        let Ok(entries) = std::fs::read_dir(&hierarchy.own_dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some((pid, _)) = name.to_str().and_then(parse_group_name) else {
-                continue;
-            };
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let path = entry.path();
-            if is_alive(pid) {
-                report.live.push(path);
-                continue;
-            }
-            report.killed += read_procs(&path).map(|p| p.len()).unwrap_or(0);
-            match remove_group_dir(&path) {
-                Ok(()) => report.removed.push(path),
-                Err(e) => report.failed.push((path, e.to_string())),
-            }
-        }
+        sweep(&hierarchy.own_dir, is_alive, &|_| {}, &mut report);
     }
     report
+}
+
+/// Removes the groups named like bunker's (`bunker-<pid>-<n>`) right below `own` whose
+/// supervisor `pid` is not alive, after `prepare` (a thaw, for a freezer group) and counting the
+/// processes the removal kills. Other entries are never touched.
+pub(crate) fn sweep(
+    own: &Path,
+    is_alive: &dyn Fn(i32) -> bool,
+    prepare: &dyn Fn(&Path),
+    report: &mut CleanReport,
+) {
+    let Ok(entries) = std::fs::read_dir(own) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((pid, _)) = name.to_str().and_then(parse_group_name) else {
+            continue;
+        };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        if is_alive(pid) {
+            report.live.push(path);
+            continue;
+        }
+        prepare(&path);
+        report.killed += read_procs(&path).map(|p| p.len()).unwrap_or(0);
+        match remove_group_dir(&path) {
+            Ok(()) => report.removed.push(path),
+            Err(e) => report.failed.push((path, e.to_string())),
+        }
+    }
 }
 
 /// Whether the supervisor with this pid is still running (in our pid namespace). A zombie is

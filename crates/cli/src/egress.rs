@@ -97,20 +97,6 @@ impl Egress for ProxyEgress {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
-        records
-            .into_iter()
-            .map(|r| HttpRecord {
-                kind: r.kind,
-                host: r.host,
-                port: r.port,
-                address: r.address,
-                allowed: r.allowed,
-                rule: r.rule,
-                bytes_sent: r.bytes_sent,
-                bytes_received: r.bytes_received,
-                duration_ms: r.duration_ms,
-                limit: r.limit,
-            })
-            .collect()
+        records.into_iter().map(HttpRecord::from).collect()
     }
 }

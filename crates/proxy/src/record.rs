@@ -32,6 +32,23 @@ pub struct RequestRecord {
     pub limit: Option<String>,
 }
 
+impl From<RequestRecord> for bunker_api::HttpRecord {
+    fn from(r: RequestRecord) -> bunker_api::HttpRecord {
+        bunker_api::HttpRecord {
+            kind: r.kind,
+            host: r.host,
+            port: r.port,
+            address: r.address,
+            allowed: r.allowed,
+            rule: r.rule,
+            bytes_sent: r.bytes_sent,
+            bytes_received: r.bytes_received,
+            duration_ms: r.duration_ms,
+            limit: r.limit,
+        }
+    }
+}
+
 /// Which way bytes flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Direction {

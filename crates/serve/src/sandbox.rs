@@ -341,18 +341,7 @@ impl Running {
         result.http = bunker_api::HttpReport::from_records(
             records
                 .into_iter()
-                .map(|r| bunker_api::HttpRecord {
-                    kind: r.kind,
-                    host: r.host,
-                    port: r.port,
-                    address: r.address,
-                    allowed: r.allowed,
-                    rule: r.rule,
-                    bytes_sent: r.bytes_sent,
-                    bytes_received: r.bytes_received,
-                    duration_ms: r.duration_ms,
-                    limit: r.limit,
-                })
+                .map(bunker_api::HttpRecord::from)
                 .collect(),
         );
         if cancelled && result.error_code.is_none() {
