@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use bunker_api::protocol::ServerFrame;
 use bunker_api::{ApiError, ErrorCode, OutputMode, PolicyChoice, RunOptions, RunSpec, StdinSource};
 use bunker_client::{Client, StdioFds};
-use bunker_policy::{Access, Policy};
+use bunker_policy::Policy;
 use bunker_sandbox::events::RunEvent;
 use bunker_sandbox::host::HostContext;
 use bunker_sandbox::{RunRequest, RunResult, Status};
@@ -347,16 +347,7 @@ fn default_cwd(policy: &Policy, caller_cwd: Option<&Path>) -> PathBuf {
     let Some(dir) = caller_cwd else {
         return tmp;
     };
-    let visible = policy.path_decision(dir, Access::Read).allowed
-        || policy.path_decision(dir, Access::Exec).allowed;
-    let grant_below = policy
-        .allow
-        .read
-        .iter()
-        .chain(&policy.allow.write)
-        .chain(&policy.allow.exec)
-        .any(|g| g.starts_with(dir));
-    if visible || grant_below {
+    if bunker_sandbox::preflight::exists_inside(policy, dir) {
         dir.to_path_buf()
     } else {
         tmp

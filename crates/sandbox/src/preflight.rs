@@ -56,6 +56,25 @@ fn visible(policy: &Policy, path: &Path) -> bool {
         || policy.path_decision(path, Access::Exec).allowed
 }
 
+/// Whether a grant lies below `dir`: the mounts create the parent directories of every grant,
+/// so such a directory exists inside too (empty but for the grant).
+fn grant_below(policy: &Policy, dir: &Path) -> bool {
+    policy
+        .allow
+        .read
+        .iter()
+        .chain(&policy.allow.write)
+        .chain(&policy.allow.exec)
+        .any(|g| g.starts_with(dir))
+}
+
+/// Whether the directory `dir` of the host exists inside the sandbox: a grant covers it, or one
+/// below it makes it exist. A run without a working directory starts in the caller's when
+/// this holds, else in /tmp.
+pub fn exists_inside(policy: &Policy, dir: &Path) -> bool {
+    visible(policy, dir) || grant_below(policy, dir)
+}
+
 /// Whether `access` to `path` is granted (a write grant needs a write grant; read needs any).
 fn granted(policy: &Policy, path: &Path, access: Access) -> bool {
     match access {
@@ -205,15 +224,7 @@ pub fn start_notes(
     };
     let host_tmp_granted = policy.allow.read.iter().any(|g| g == Path::new("/tmp"))
         || policy.allow.write.iter().any(|g| g == Path::new("/tmp"));
-    // The mounts create the parent directories of every grant, so a directory above a grant
-    // exists inside too (empty but for the grant).
-    let has_grant_below = policy
-        .allow
-        .read
-        .iter()
-        .chain(&policy.allow.write)
-        .chain(&policy.allow.exec)
-        .any(|g| g.starts_with(dir));
+    let has_grant_below = grant_below(policy, dir);
     let covered = visible(policy, dir);
     let mut notes = Vec::new();
     if dir.starts_with("/tmp") && !host_tmp_granted && !covered {
