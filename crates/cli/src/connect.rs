@@ -75,8 +75,6 @@ struct Remote {
     spec: RunSpec,
     /// The program's stdin, handed to the daemon.
     stdin: Option<OwnedFd>,
-    /// When `stdin` is a pipe of ours: this process's stdin, and the pipe's write end.
-    relay: Option<(OwnedFd, OwnedFd)>,
 }
 
 fn not_sendable(message: String) -> ApiError {
@@ -119,7 +117,7 @@ impl Remote {
                 "the current directory",
             )?,
         };
-        let (stdin, relay) = program_stdin()?;
+        let stdin = program_stdin();
         Ok(Remote {
             spec: RunSpec {
                 policy: PolicyChoice::Inline(document),
@@ -137,7 +135,6 @@ impl Remote {
                 },
             },
             stdin,
-            relay,
         })
     }
 
@@ -156,11 +153,8 @@ impl Remote {
             output: None,
         };
         let id = client.send_run(&self.spec, fds)?;
-        // Ours is a duplicate (or the pipe's read end): the daemon holds its own now.
+        // Ours is a duplicate: the daemon holds its own now.
         drop(self.stdin);
-        if let Some((source, sink)) = self.relay {
-            relay_stdin(source, sink);
-        }
         let mut output = Output::new();
         let interrupt: Option<BorrowedFd<'static>> = bunker_sys::event::termination_fd();
         loop {
@@ -264,43 +258,18 @@ fn policy_document(policy: &Policy) -> Result<serde_json::Value, ApiError> {
     Ok(document)
 }
 
-/// The program's stdin, decided as a local run decides (the table in
-/// `bunker_sandbox::stdin`), for a sandbox that may run as this process's uid (a rootless
-/// daemon runs its sandboxes as its own, which is its client's): a pipe, or a file or FIFO open
-/// read-only that the sandbox cannot change, is handed over as it is; a socket, a descriptor
-/// open for writing, or a file the sandbox could `fchmod` gets a pipe of ours that this process
-/// fills from its stdin (the daemon's sandbox only gets the bytes). A terminal is not passed
-/// (the daemon's side cannot relay it as a local run does: it is not in the terminal's
+/// The program's stdin: this process's fd 0, handed to the daemon, which judges it for the
+/// sandbox's host uid as a local run judges its own (the table in `bunker_sandbox::stdin`):
+/// passed on as it is, or only its bytes through a pipe the daemon fills. A terminal is not
+/// passed (the daemon's side cannot relay it as a local run does: it is not in the terminal's
 /// session), and a closed fd 0 or `/dev/null` is the program's own `/dev/null`.
-type ProgramStdin = (Option<OwnedFd>, Option<(OwnedFd, OwnedFd)>);
-
-fn program_stdin() -> Result<ProgramStdin, ApiError> {
+fn program_stdin() -> Option<OwnedFd> {
     use bunker_sys::tty::StdinKind;
-    let Some(stdin) = dup_if_open(0) else {
-        return Ok((None, None));
-    };
+    let stdin = dup_if_open(0)?;
     match bunker_sys::tty::stdin_kind(stdin.as_fd(), bunker_sys::process::euid()) {
-        StdinKind::Nothing | StdinKind::Terminal => Ok((None, None)),
-        StdinKind::ReadOnlyData => Ok((Some(stdin), None)),
-        StdinKind::Other => {
-            let (read, write) = bunker_sys::fd::pipe().map_err(|e| {
-                ApiError::new(ErrorCode::SetupFailed, e.to_string())
-                    .at_step("create the stdin relay pipe")
-            })?;
-            Ok((Some(read), Some((stdin, write))))
-        }
+        StdinKind::Nothing | StdinKind::Terminal => None,
+        StdinKind::ReadOnlyData | StdinKind::Other => Some(stdin),
     }
-}
-
-/// Copies this process's stdin into the pipe the program reads, on a thread of its own, until
-/// either ends. Blocking reads on a descriptor of the caller's never change its flags.
-fn relay_stdin(source: OwnedFd, sink: OwnedFd) {
-    std::thread::spawn(move || {
-        let _ = std::io::copy(
-            &mut std::fs::File::from(source),
-            &mut std::fs::File::from(sink),
-        );
-    });
 }
 
 /// The policy with `allow.env` narrowed to the names this process has: the daemon fills the

@@ -628,3 +628,127 @@ fn policies_resolve_relative_paths_against_the_config_directory() {
     let control = c.call(json!({"id": 3, "op": "run", "spec": spec(&["cat", file])}));
     assert_eq!(control["ok"]["status"], "exit", "{control}");
 }
+
+/// The program of the stdin tests: what its fd 0 is (`stat` of /proc/self/fd/0), what it reads
+/// there, then an `fchmod` and a write through fd 0, as JSON.
+const STDIN_PROBE: &str = r#"
+import json, os, stat, sys
+st = os.stat("/proc/self/fd/0")
+data = sys.stdin.buffer.read().decode()
+tried = {}
+for name, attempt in (("fchmod", lambda: os.fchmod(0, 0o666)), ("write", lambda: os.write(0, b"PWNED"))):
+    try:
+        attempt()
+        tried[name] = "done"
+    except OSError as e:
+        tried[name] = e.errno
+print(json.dumps({"fifo": stat.S_ISFIFO(st.st_mode), "ino": st.st_ino, "data": data, "tried": tried}))
+"#;
+
+/// Runs [`STDIN_PROBE`] with `stdin` passed as its stdin (`spec.stdin: "fd"`); its report.
+fn probe_stdin(c: &mut Client, id: u64, stdin: &dyn std::os::fd::AsRawFd) -> Value {
+    let mut probe = spec(&["python3", "-c", STDIN_PROBE]);
+    probe["stdin"] = json!("fd");
+    c.send_with_fds(&json!({"id": id, "op": "run", "spec": probe}), &[stdin]);
+    let reply = c.reply(id);
+    let result = result_of(&reply);
+    assert_eq!(result["status"], "ok", "{reply}");
+    let stdout = result["stdout"]["data"]["utf8"].as_str().unwrap();
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {reply}"))
+}
+
+#[test]
+fn a_client_stdin_the_sandbox_could_change_is_relayed_and_a_pipe_passed_as_is() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !common::is_root() {
+        return common::skip("the rootless daemon is started through setpriv, which needs root");
+    }
+    for mode in modes() {
+        let daemon = daemon_for(mode);
+        let mut c = daemon.client();
+        // The sandbox's host uid rootless is the daemon's (65534): the file is its own there.
+        let sandbox_uid = if mode == "root" { 0 } else { 65534 };
+
+        // (a) A file open for reading and writing, owned by the sandbox's host uid.
+        let path = daemon.dir.path().join("client-stdin");
+        std::fs::write(&path, "secret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&path, Some(sandbox_uid), Some(sandbox_uid)).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let report = probe_stdin(&mut c, 1, &file);
+        drop(file);
+        // Attack, checked from the host: neither its mode nor its content changed.
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            meta.mode() & 0o7777,
+            0o600,
+            "{mode}: fchmod got through: {report}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "secret\n",
+            "{mode}: a write got through: {report}"
+        );
+        // Control: the program reads the file's bytes, from a pipe.
+        assert_eq!(report["data"], "secret\n", "{mode}: {report}");
+        assert_eq!(report["fifo"], true, "{mode}: {report}");
+
+        // (b) One end of a socket pair, open for reading and writing.
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        peer.write_all(b"over the socket\n").unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        let report = probe_stdin(&mut c, 2, &ours);
+        drop(ours);
+        // The program has exited: whatever it wrote through fd 0 would be here by now.
+        peer.set_nonblocking(true).unwrap();
+        let mut written = Vec::new();
+        match peer.read_to_end(&mut written) {
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&written),
+            "",
+            "{mode}: the program wrote to the client's socket: {report}"
+        );
+        assert_eq!(report["data"], "over the socket\n", "{mode}: {report}");
+        assert_eq!(report["fifo"], true, "{mode}: {report}");
+
+        // (c) A pipe's read end is still the program's fd 0 itself.
+        let (pipe_r, mut pipe_w) = std::io::pipe().unwrap();
+        pipe_w.write_all(b"piped\n").unwrap();
+        drop(pipe_w);
+        let pipe_ino = std::fs::metadata(format!("/proc/self/fd/{}", pipe_r.as_raw_fd()))
+            .unwrap()
+            .ino();
+        let report = probe_stdin(&mut c, 3, &pipe_r);
+        assert_eq!(report["data"], "piped\n", "{mode}: {report}");
+        assert_eq!(report["fifo"], true, "{mode}: {report}");
+        assert_eq!(
+            report["ino"], pipe_ino,
+            "{mode}: not the client's pipe: {report}"
+        );
+
+        // (d) A socket that never ends: the daemon's reading of it ends with the sandbox.
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut quick = spec(&["true"]);
+        quick["stdin"] = json!("fd");
+        c.send_with_fds(&json!({"id": 4, "op": "run", "spec": quick}), &[&ours]);
+        let reply = c.reply(4);
+        assert_eq!(result_of(&reply)["status"], "ok", "{mode}: {reply}");
+        drop(ours);
+        peer.set_nonblocking(true).unwrap();
+        assert!(
+            eventually(Duration::from_secs(10), || matches!(
+                peer.read(&mut [0u8; 16]),
+                Ok(0)
+            )),
+            "{mode}: the daemon still holds the client's socket after the run"
+        );
+    }
+}

@@ -2,9 +2,10 @@
 //! through) never reaches the sandbox; the supervisor relays its bytes instead.
 //!
 //! What the program reads is the request's choice ([`ProgramStdin`]): nothing (`/dev/null`), a
-//! descriptor the caller hands over (a service's client's pipe or file: the program's fd 0 is
-//! that open file itself; the caller chose to give it), or the caller's own stdin, inherited
-//! as the table says:
+//! descriptor the caller hands over as it is (a pipe of the caller's own, or a service's
+//! client's descriptor that [`given_stdin`] let through), or the caller's own stdin, inherited
+//! as the table says. A service applies the same table to the descriptors its clients pass
+//! ([`given_stdin`]), relaying the bytes itself when one may not be handed over:
 //!
 //! | caller's stdin | program's fd 0 |
 //! |---|---|
@@ -55,7 +56,8 @@ pub enum ProgramStdin {
     /// `/dev/null`.
     #[default]
     Null,
-    /// This open file, as it is (a pipe or file a service's client passed).
+    /// This open file, as it is: the caller's own pipe, or a client's descriptor that
+    /// [`given_stdin`] said may be handed over.
     Fd(OwnedFd),
     /// The calling process's own stdin, passed on or relayed as the module's table says (the
     /// CLI).
@@ -74,6 +76,30 @@ pub struct PreparedStdin {
     pub terminal_session: bool,
     /// The supervisor's side, when the bytes are relayed.
     pub relay: Option<Relay>,
+}
+
+/// What becomes of a descriptor a service's client passes as the program's stdin: the module's
+/// table, applied to it instead of to the caller's own stdin (there is no pty for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GivenStdin {
+    /// `/dev/null`: the program gets its own.
+    Null,
+    /// A pipe, or a file or FIFO open read-only that the sandbox cannot change: it may be the
+    /// program's fd 0 as it is ([`ProgramStdin::Fd`]).
+    AsIs,
+    /// A terminal, socket, character device, a descriptor open for writing, or a file the
+    /// sandbox's host uid owns or may write: only its bytes may reach the program, through a
+    /// pipe the service fills.
+    Relay,
+}
+
+/// Classifies `given` for a sandbox that runs as host uid `sandbox_uid` (the module's table).
+pub fn given_stdin(given: BorrowedFd<'_>, sandbox_uid: u32) -> GivenStdin {
+    match tty::stdin_kind(given, sandbox_uid) {
+        StdinKind::Nothing => GivenStdin::Null,
+        StdinKind::ReadOnlyData => GivenStdin::AsIs,
+        StdinKind::Terminal | StdinKind::Other => GivenStdin::Relay,
+    }
 }
 
 fn setup(step: &str) -> impl FnOnce(SysError) -> SandboxError + '_ {

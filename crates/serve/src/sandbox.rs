@@ -7,10 +7,17 @@
 //! connection's bounded outbox, so a client that does not read holds back only its own
 //! sandboxes. The egress proxy serves the sandbox's listeners on the daemon's runtime
 //! (`bunker_proxy::start_on`): no thread or runtime per sandbox either.
+//!
+//! A stdin descriptor a client passes (`spec.stdin: "fd"`) goes through the table a local run
+//! applies to its own stdin (`bunker_sandbox::stdin::given_stdin`, decided here because only
+//! the daemon knows the sandbox's host uid and outlives the spawner's part): a pipe, or a file
+//! the sandbox cannot change, open read-only, is the program's fd 0 as it is; anything else
+//! (a socket, a descriptor open for writing, a file the sandbox's uid owns) stays with the
+//! daemon, which copies its bytes into a pipe of its own through the driver's stdin feed.
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +27,7 @@ use bunker_cgroup::{Freezer, Layout};
 use bunker_policy::Policy;
 use bunker_sandbox::idmap::{IdLease, IdMode, IdRange};
 use bunker_sandbox::spawner::{SpawnRequest, Spawner};
+use bunker_sandbox::stdin::{given_stdin, GivenStdin};
 use bunker_sandbox::supervise::{supervise_async, KillReason, OutputMode, SupervisionControl};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -63,6 +71,27 @@ pub struct Launch {
     pub freezer_name: String,
 }
 
+/// What fills the program's stdin pipe, which the driver writes.
+enum StdinFill {
+    /// These bytes, then end of file.
+    Data(Vec<u8>),
+    /// The client's `stdin` requests, until `close_stdin`.
+    Stream,
+    /// The bytes of a descriptor the client passed that may not be the program's own.
+    Copy(ClientStdin),
+}
+
+/// A client's stdin descriptor the daemon reads for the program, and the pipe whose closing
+/// stops the reading (held by the driving task: the reader never outlives the sandbox).
+struct ClientStdin {
+    source: OwnedFd,
+    stop: (OwnedFd, OwnedFd),
+}
+
+/// Largest chunk read from a client's stdin at once; at most the driver's channel of them
+/// waits for the program.
+const COPY_CHUNK: usize = 64 * 1024;
+
 /// A stdin command of a `start`ed sandbox.
 pub enum StdinCmd {
     Write(Vec<u8>, oneshot::Sender<Result<(), ApiError>>),
@@ -73,7 +102,7 @@ pub enum StdinCmd {
 pub struct Running {
     sandbox: bunker_sandbox::spawn::Sandbox,
     policy: Policy,
-    stdin_write: Option<(OwnedFd, Option<Vec<u8>>)>,
+    stdin_write: Option<(OwnedFd, StdinFill)>,
     output: OutputPlan,
     _lease: Option<IdLease>,
     pub pause: Arc<Pause>,
@@ -91,24 +120,27 @@ pub async fn launch(
     layout: Option<Arc<Layout>>,
     launch: Launch,
 ) -> Result<Running, ApiError> {
-    let (program_stdin, stdin_write) = match launch.stdin {
-        StdinPlan::Null => (None, None),
-        StdinPlan::Fd(fd) => (Some(fd), None),
-        StdinPlan::Data(bytes) => {
-            let (r, w) = bunker_sys::fd::pipe().map_err(|e| setup_failed("stdin pipe", e))?;
-            (Some(r), Some((w, Some(bytes))))
-        }
-        StdinPlan::Stream => {
-            let (r, w) = bunker_sys::fd::pipe().map_err(|e| setup_failed("stdin pipe", e))?;
-            (Some(r), Some((w, None)))
-        }
-    };
     let (id_mode, lease) = match ids {
         Ids::Leased(range) => {
             let lease = IdLease::acquire(range).map_err(|e| e.to_api_error())?;
             (lease.id_mode(), Some(lease))
         }
         Ids::Own { uid, gid } => (IdMode::Rootless { uid, gid }, None),
+    };
+    let pipe = || bunker_sys::fd::pipe().map_err(|e| setup_failed("stdin pipe", e));
+    let piped = |fill| pipe().map(|(r, w)| (Some(r), Some((w, fill))));
+    let (program_stdin, stdin_write) = match launch.stdin {
+        StdinPlan::Null => (None, None),
+        StdinPlan::Fd(fd) => match given_stdin(fd.as_fd(), id_mode.host_uid()) {
+            GivenStdin::Null => (None, None),
+            GivenStdin::AsIs => (Some(fd), None),
+            GivenStdin::Relay => piped(StdinFill::Copy(ClientStdin {
+                source: fd,
+                stop: pipe()?,
+            }))?,
+        },
+        StdinPlan::Data(bytes) => piped(StdinFill::Data(bytes))?,
+        StdinPlan::Stream => piped(StdinFill::Stream)?,
     };
     let request = SpawnRequest {
         policy: launch.policy.clone(),
@@ -269,15 +301,29 @@ impl Running {
             None => None,
         };
         let (control, kill) = SupervisionControl::new();
+        // Closed when this task is done with the sandbox: the copy of a client's stdin stops.
+        let mut stop_copy = None;
         let (control, stdin_tx) = match stdin_write {
-            Some((write_end, data)) => {
+            Some((write_end, fill)) => {
                 let (control, tx) = control.with_stdin(write_end);
-                match data {
-                    Some(bytes) => {
+                match fill {
+                    StdinFill::Data(bytes) => {
                         let _ = tx.send(bytes).await;
                         (control, None)
                     }
-                    None => (control, Some(tx)),
+                    StdinFill::Stream => (control, Some(tx)),
+                    StdinFill::Copy(ClientStdin {
+                        source,
+                        stop: (stop_read, stop_write),
+                    }) => {
+                        stop_copy = Some(stop_write);
+                        // Off the runtime's workers: a regular file cannot be polled, and a
+                        // client's descriptor must not be made non-blocking under it.
+                        tokio::task::spawn_blocking(move || {
+                            copy_client_stdin(source, stop_read, tx)
+                        });
+                        (control, None)
+                    }
                 }
             }
             None => (control, None),
@@ -329,6 +375,7 @@ impl Running {
         if let Some(feeder) = feeder {
             feeder.abort();
         }
+        drop(stop_copy);
         // Every event is out before the result.
         let _ = forwarder.await;
         drop(lifeline);
@@ -364,6 +411,39 @@ async fn feed(mut commands: mpsc::Receiver<StdinCmd>, tx: mpsc::Sender<Vec<u8>>)
                 let _ = done.send(sent);
             }
             StdinCmd::Close => return,
+        }
+    }
+}
+
+/// Copies a client's stdin descriptor into the program's pipe (through the driver's channel,
+/// which bounds what waits) until its end of file, the program's end of its stdin (the channel
+/// is gone), or `stop` closing. As the local relay does, it reads no more than `FIONREAD` says
+/// is there, so a read does not block once poll said readable, and poll also wakes on `stop`.
+fn copy_client_stdin(source: OwnedFd, stop: OwnedFd, chunks: mpsc::Sender<Vec<u8>>) {
+    loop {
+        let Ok(ready) = bunker_sys::event::poll(&[source.as_fd(), stop.as_fd()], None) else {
+            return;
+        };
+        if ready[1].any() {
+            return;
+        }
+        if !ready[0].any() {
+            continue;
+        }
+        let there = bunker_sys::tty::readable_bytes(source.as_fd()).unwrap_or(COPY_CHUNK);
+        // Zero bytes there yet readable is end of file, which a one-byte read returns at once.
+        let mut chunk = vec![0u8; there.clamp(1, COPY_CHUNK)];
+        match bunker_sys::fd::read(source.as_raw_fd(), &mut chunk) {
+            Ok(0) => return,
+            Ok(n) => {
+                chunk.truncate(n);
+                if chunks.blocking_send(chunk).is_err() {
+                    return;
+                }
+            }
+            // Someone else took the bytes first (the client shares the descriptor).
+            Err(e) if e.errno == libc::EAGAIN => continue,
+            Err(_) => return,
         }
     }
 }
