@@ -451,7 +451,7 @@ pub fn join_self(tasks: &mut impl Write) -> std::io::Result<()> {
     tasks.write_all(b"0")
 }
 
-fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+pub(crate) fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
     std::fs::write(path, value).map_err(|e| CgroupError::io(format!("write {value:?} to"), path, e))
 }
 

@@ -8,10 +8,12 @@
 //!   (`bunker-<supervisor pid>-<n>` in each), with its limits and counters. Dropping it kills
 //!   what is left inside and removes the directories.
 //! - [`ThrashWatch`] tells a sandbox thrashing at its memory limit from one filling page cache.
-//! - [`clean_stale`] removes what a SIGKILLed supervisor left behind.
+//! - [`Freezer`] pauses a sandbox (v2 `cgroup.freeze`, or a group of the v1 freezer).
+//! - [`clean_stale`] and [`clean_stale_freezers`] remove what a SIGKILLed supervisor left behind.
 #![forbid(unsafe_code)]
 
 mod error;
+mod freezer;
 mod group;
 mod layout;
 #[cfg(test)]
@@ -21,6 +23,7 @@ mod stale;
 mod thrash;
 
 pub use error::CgroupError;
+pub use freezer::{clean_stale_freezers, Freezer};
 pub use group::{join_self, MemoryLimitOutcome, MemorySample, MemoryStats, SandboxGroup};
 pub use layout::{Controller, Hierarchy, Layout, Version};
 pub use stale::{clean_stale, clean_stale_in, parse_group_name, CleanReport};

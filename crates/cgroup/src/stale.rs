@@ -83,10 +83,22 @@ pub fn clean_stale_in(layout: &Layout, is_alive: &dyn Fn(i32) -> bool) -> CleanR
     report
 }
 
-/// Whether a process with this pid exists (in our pid namespace). A zombie counts as alive:
-/// its cgroups are its parent's business until it is reaped.
-fn pid_alive(pid: i32) -> bool {
-    pid > 0 && Path::new("/proc").join(pid.to_string()).exists()
+/// Whether the supervisor with this pid is still running (in our pid namespace). A zombie is
+/// not: it has exited and will never remove its cgroups, and an orphaned one may stay unreaped
+/// for as long as its new parent (pid 1 of a container or VM) neglects it.
+pub(crate) fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat"))
+    else {
+        return false;
+    };
+    // The state follows the parenthesized command name, which may itself hold ") ".
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
 }
 
 #[cfg(test)]

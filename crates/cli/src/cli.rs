@@ -61,6 +61,12 @@ const DOCTOR_EXAMPLES: &str = "Examples:
 
 Exit codes: 0 when every layer of the default policy is enforced; 1 otherwise.";
 
+const SERVE_EXAMPLES: &str = "Examples:
+  bunker serve --socket /run/bunker.sock                      # only this uid may connect
+  bunker serve --socket /run/bunker.sock --config serve.json  # grants, limits, named policies
+Signals: SIGTERM/SIGINT drain (no new sandboxes; the running ones finish) and exit 0;
+SIGHUP reloads the config. Exit codes: 0 after a drain; 1 when it cannot start.";
+
 #[derive(Debug, Parser)]
 #[command(name = "bunker", version, about = ABOUT)]
 pub struct Cli {
@@ -103,6 +109,9 @@ pub enum Command {
     /// Report what this host can enforce.
     #[command(after_help = DOCTOR_EXAMPLES)]
     Doctor(DoctorOpts),
+    /// Serve sandboxes on a Unix socket (docs/protocol.md).
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeOpts),
 }
 
 /// How the result of a run is reported.
@@ -238,4 +247,26 @@ pub struct DoctorOpts {
     /// Remove cgroups left behind by supervisors that were killed.
     #[arg(long)]
     pub clean: bool,
+}
+
+/// How `bunker serve` logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeOpts {
+    /// The Unix socket to listen on (a stale one is replaced; a live one is an error).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// The daemon's config (JSON): grants, named policies, limits (docs/protocol.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How the daemon logs on stderr.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
 }

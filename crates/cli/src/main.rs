@@ -1,7 +1,8 @@
 //! `bunker`: run untrusted code under one deny-by-default policy.
 //!
 //! The binary stays single-threaded until the sandbox has been cloned (see
-//! `bunker_sandbox::spawn`): no async runtime or thread may start before `run`.
+//! `bunker_sandbox::spawn`): no async runtime or thread may start before `run`. `serve` builds
+//! its runtime itself, after what must happen single-threaded.
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ mod doctor;
 mod egress;
 mod exit;
 mod run;
+mod serve;
 mod source;
 
 use clap::Parser;
@@ -26,6 +28,7 @@ fn main() {
         cli::Command::Check(opts) => check::main(opts),
         cli::Command::Schema(opts) => check::schema(opts),
         cli::Command::Doctor(opts) => doctor::main(opts),
+        cli::Command::Serve(opts) => serve::main(opts),
     };
     std::process::exit(code);
 }

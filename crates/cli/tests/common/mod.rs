@@ -11,6 +11,8 @@ mod skip_rule;
 #[allow(unused_imports)] // not every test file skips
 pub use skip_rule::skip;
 
+pub mod serve;
+
 /// Path of the `bunker` binary cargo built for these tests.
 pub fn bunker_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bunker"))

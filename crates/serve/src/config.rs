@@ -1,0 +1,237 @@
+//! The daemon's configuration file (docs/protocol.md, "Authorization and the config file"):
+//! JSON like policies, unknown keys refused, every policy it names loaded up front so a bad
+//! one is an error at start (or at SIGHUP, where the old config then stays).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bunker_policy::Policy;
+use serde::Deserialize;
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigDoc {
+    max_sandboxes: Option<usize>,
+    max_queue: Option<usize>,
+    max_frame: Option<usize>,
+    frame_timeout_ms: Option<u64>,
+    socket_group: Option<String>,
+    #[serde(default)]
+    policies: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    grants: Vec<GrantDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantDoc {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    ceiling: String,
+}
+
+/// Who a grant is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grantee {
+    Uid(u32),
+    Gid(u32),
+}
+
+/// A grant: who, and the policy that is their ceiling.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub grantee: Grantee,
+    pub ceiling_name: String,
+    pub ceiling: Policy,
+}
+
+/// The configuration in force.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where relative paths (of the config's policies and of inline policies) resolve.
+    pub base_dir: PathBuf,
+    pub max_sandboxes: usize,
+    pub max_queue: usize,
+    pub max_frame: usize,
+    pub frame_timeout: Duration,
+    /// The socket's group (mode 0660) as a gid.
+    pub socket_group: Option<u32>,
+    /// Named policies: the file and the policy loaded from it.
+    pub policies: BTreeMap<String, (PathBuf, Policy)>,
+    /// `None`: no config file (only the daemon's own uid may connect).
+    pub grants: Option<Vec<Grant>>,
+}
+
+fn default_max_sandboxes() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// The configuration without a file: defaults, relative paths against `cwd`.
+    pub fn without_file(cwd: PathBuf) -> Config {
+        Config {
+            base_dir: cwd,
+            max_sandboxes: default_max_sandboxes(),
+            max_queue: 64,
+            max_frame: bunker_api::protocol::DEFAULT_MAX_FRAME,
+            frame_timeout: Duration::from_millis(5000),
+            socket_group: None,
+            policies: BTreeMap::new(),
+            grants: None,
+        }
+    }
+
+    /// Loads `path`. The error names the file and where in it.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let where_ = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{where_}: {e}"))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses the text of the config file at `path` (which gives the base directory).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
+        let where_ = path.display();
+        let mut de = serde_json::Deserializer::from_str(text);
+        let doc: ConfigDoc = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let at = e.path().to_string();
+            let at = if at == "." {
+                String::new()
+            } else {
+                format!("{at}: ")
+            };
+            format!("{where_}: {at}{}", e.inner())
+        })?;
+        let absolute = std::path::absolute(path).map_err(|e| format!("{where_}: {e}"))?;
+        let base_dir = absolute
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+        let positive = |value: Option<usize>, key: &str, default: usize| match value {
+            Some(0) => Err(format!("{where_}: {key}: must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let mut config = Config::without_file(base_dir.clone());
+        config.max_sandboxes = positive(doc.max_sandboxes, "max_sandboxes", config.max_sandboxes)?;
+        config.max_queue = doc.max_queue.unwrap_or(config.max_queue);
+        config.max_frame = positive(doc.max_frame, "max_frame", config.max_frame)?;
+        if config.max_frame > u32::MAX as usize {
+            return Err(format!("{where_}: max_frame: at most {} bytes", u32::MAX));
+        }
+        if let Some(ms) = doc.frame_timeout_ms {
+            if ms == 0 {
+                return Err(format!("{where_}: frame_timeout_ms: must be at least 1"));
+            }
+            config.frame_timeout = Duration::from_millis(ms);
+        }
+        if let Some(group) = &doc.socket_group {
+            config.socket_group =
+                Some(group_id(group).map_err(|e| format!("{where_}: socket_group: {e}"))?);
+        }
+        for (name, file) in &doc.policies {
+            if bunker_policy::builtin(name).is_ok() {
+                return Err(format!(
+                    "{where_}: policies.{name}: the name of a built-in profile"
+                ));
+            }
+            let file = base_dir.join(file);
+            let policy = bunker_policy::load_file(&file)
+                .map_err(|e| format!("{where_}: policies.{name}: {e}"))?;
+            config.policies.insert(name.clone(), (file, policy));
+        }
+        let mut grants = Vec::new();
+        for (i, grant) in doc.grants.iter().enumerate() {
+            let grantee = match (grant.uid, grant.gid) {
+                (Some(uid), None) => Grantee::Uid(uid),
+                (None, Some(gid)) => Grantee::Gid(gid),
+                _ => return Err(format!("{where_}: grants[{i}]: exactly one of uid and gid")),
+            };
+            let ceiling = match config.policies.get(&grant.ceiling) {
+                Some((_, policy)) => policy.clone(),
+                None => bunker_policy::builtin(&grant.ceiling).map_err(|_| {
+                    format!(
+                        "{where_}: grants[{i}].ceiling: no policy named {:?} (neither in policies nor built in)",
+                        grant.ceiling
+                    )
+                })?,
+            };
+            grants.push(Grant {
+                grantee,
+                ceiling_name: grant.ceiling.clone(),
+                ceiling,
+            });
+        }
+        config.grants = Some(grants);
+        Ok(config)
+    }
+}
+
+/// A group name (from /etc/group) or number, as a gid.
+fn group_id(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").map_err(|e| format!("/etc/group: {e}"))?;
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let gid = fields.nth(1)?.parse::<u32>().ok()?;
+            (name == group).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| format!("no group named {group:?} in /etc/group"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/bunker/serve.json"))
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_the_key() {
+        let e = parse(r#"{"max_sandboxs": 3}"#).err().unwrap_or_default();
+        assert!(e.starts_with("/etc/bunker/serve.json: "), "{e}");
+        assert!(e.contains("max_sandboxs"), "{e}");
+        let e = parse(r#"{"grants": [{"uid": 1, "gid": 2, "ceiling": "default"}]}"#)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("grants[0]: exactly one of uid and gid"), "{e}");
+        let e = parse(r#"{"grants": [{"uid": 1, "ceiling": "nope"}]}"#)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("grants[0].ceiling: no policy named \"nope\""),
+            "{e}"
+        );
+        let e = parse(r#"{"max_sandboxes": 0}"#).err().unwrap_or_default();
+        assert!(e.contains("max_sandboxes: must be at least 1"), "{e}");
+    }
+
+    #[test]
+    fn a_grant_of_a_builtin_ceiling_loads() {
+        let config = parse(r#"{"max_queue": 0, "grants": [{"gid": 100, "ceiling": "default"}]}"#);
+        let config = config.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.max_queue, 0);
+        assert_eq!(config.base_dir, Path::new("/etc/bunker"));
+        let grants = config.grants.unwrap_or_default();
+        assert_eq!(grants[0].grantee, Grantee::Gid(100));
+    }
+
+    #[test]
+    fn the_documented_example_parses_but_for_its_files() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let block = doc
+            .split("```json\n")
+            .find(|b| b.starts_with("{\"max_sandboxes\""))
+            .and_then(|b| b.split("```").next())
+            .unwrap_or_default();
+        let doc: Result<ConfigDoc, _> = serde_json::from_str(block);
+        assert!(doc.is_ok(), "{doc:?}: {block}");
+    }
+}
