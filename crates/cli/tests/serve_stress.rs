@@ -228,14 +228,15 @@ fn runs_keep_the_footprint_flat(mode: &str) {
                         let id = base + i;
                         let word = format!("{k}-{id}");
                         // Mostly /bin/true; every 10th run prints, and its output is checked.
-                        let reply = if id % 10 == 0 {
+                        let prints = id.is_multiple_of(10);
+                        let reply = if prints {
                             c.call(json!({"id": id, "op": "run",
                                 "spec": spec(&["/bin/echo", &word])}))
                         } else {
                             c.call(json!({"id": id, "op": "run", "spec": spec(&["/bin/true"])}))
                         };
                         assert_eq!(reply["ok"]["status"], "ok", "{reply}");
-                        if id % 10 == 0 {
+                        if prints {
                             assert_eq!(stdout_text(&reply), format!("{word}\n"), "{reply}");
                         }
                     }
