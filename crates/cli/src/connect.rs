@@ -7,10 +7,13 @@
 //! inline as its effective document (every path already absolute, `extends` merged, `~` and
 //! relative paths resolved against this process's HOME and working directory); the variables of
 //! `allow.env` are sent with this process's values; the working directory is the one a local
-//! run would start in. The program's stdin is this process's fd 0 and its stdout and stderr are
-//! this process's fd 1 and 2, handed to the daemon with SCM_RIGHTS (output mode `fds`), so the
-//! bytes reach them as directly as in a local run. SIGTERM, SIGINT and SIGHUP cancel the run on
-//! the daemon and end like a local run's termination.
+//! run would start in. The program's stdin is this process's fd 0, handed to the daemon with
+//! SCM_RIGHTS. Its output comes back as events (output mode `events`) and is written to this
+//! process's stdout and stderr as it arrives, each stream in order; the console is told where
+//! the program's stderr stopped, so bunker's lines after it start on a fresh line as locally.
+//! (Output mode `fds` would hand fd 1 and 2 over as well, but then nothing here knows whether
+//! the program's stderr ended mid-line.) SIGTERM, SIGINT and SIGHUP cancel the run on the
+//! daemon and end like a local run's termination.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -70,8 +73,6 @@ pub fn run(socket: &Path, request: &RunRequest, opts: &RunOpts) -> RunResult {
 struct Remote {
     spec: RunSpec,
     stdin: Option<OwnedFd>,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
 }
 
 fn not_sendable(message: String) -> ApiError {
@@ -120,10 +121,6 @@ impl Remote {
         } else {
             dup_if_open(0)
         };
-        let output = |n| dup_if_open(n).map_or_else(bunker_sys::fd::open_dev_null, Ok);
-        let io = |e: bunker_sys::SysError| {
-            ApiError::new(ErrorCode::SetupFailed, e.to_string()).at_step("open /dev/null")
-        };
         Ok(Remote {
             spec: RunSpec {
                 policy: PolicyChoice::Inline(document),
@@ -136,13 +133,11 @@ impl Remote {
                     StdinSource::Null
                 },
                 options: RunOptions {
-                    output: OutputMode::Fds,
+                    output: OutputMode::Events,
                     timeout_ms: None,
                 },
             },
             stdin,
-            stdout: output(1).map_err(io)?,
-            stderr: output(2).map_err(io)?,
         })
     }
 
@@ -158,14 +153,12 @@ impl Remote {
         let mut client = Client::connect(socket)?;
         let fds = StdioFds {
             stdin: self.stdin.as_ref().map(AsFd::as_fd),
-            output: Some((self.stdout.as_fd(), self.stderr.as_fd())),
+            output: None,
         };
         let id = client.send_run(&self.spec, fds)?;
-        // Ours are duplicates: the daemon holds its own now. Closing them here keeps the
-        // program's pipes from staying open on this side alone.
+        // Ours is a duplicate: the daemon holds its own now.
         drop(self.stdin);
-        drop(self.stdout);
-        drop(self.stderr);
+        let mut output = Output::new();
         let interrupt: Option<BorrowedFd<'static>> = bunker_sys::event::termination_fd();
         let mut started = false;
         let outcome = loop {
@@ -179,12 +172,16 @@ impl Remote {
                         client.cancel(id)?;
                     }
                 }
-                Some(ServerFrame::Event(event)) => {
-                    started |= matches!(event.event, RunEvent::Started { .. });
-                    if let Some(observer) = &request.observer {
-                        observer.event(&event.event);
+                Some(ServerFrame::Event(event)) => match &event.event {
+                    RunEvent::Stdout { data } => output.write(Stream::Stdout, data, request),
+                    RunEvent::Stderr { data } => output.write(Stream::Stderr, data, request),
+                    other => {
+                        started |= matches!(other, RunEvent::Started { .. });
+                        if let Some(observer) = &request.observer {
+                            observer.event(other);
+                        }
                     }
-                }
+                },
                 Some(ServerFrame::Reply(reply)) => break client.expect_result(reply, "run"),
             }
         };
@@ -207,6 +204,67 @@ impl Remote {
         }
         Ok(result)
     }
+}
+
+/// The program's output streams, as indices of [`Output::files`].
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout = 0,
+    Stderr = 1,
+}
+
+/// Writes the program's output events to this process's stdout and stderr as they come.
+struct Output {
+    /// Duplicates of fd 1 and 2; `None` once a write failed (the reader closed it): the rest of
+    /// that stream is dropped, as a local run's supervisor drops output nobody reads.
+    files: [Option<std::fs::File>; 2],
+}
+
+impl Output {
+    fn new() -> Output {
+        let file = |fd| dup_if_open(fd).map(std::fs::File::from);
+        Output {
+            files: [file(1), file(2)],
+        }
+    }
+
+    fn write(&mut self, stream: Stream, data: &bunker_api::Data, request: &RunRequest) {
+        let Some(bytes) = data.to_bytes().filter(|b| !b.is_empty()) else {
+            return;
+        };
+        let slot = &mut self.files[stream as usize];
+        if slot
+            .as_ref()
+            .is_some_and(|file| write_all(file, &bytes).is_err())
+        {
+            *slot = None;
+        }
+        if let (Stream::Stderr, Some(console)) = (stream, &request.console) {
+            console.program_wrote(!bytes.ends_with(b"\n"));
+        }
+    }
+}
+
+/// Writes `bytes` whole, also to a descriptor the caller made non-blocking: a full pipe is
+/// waited out, not taken for an error.
+fn write_all(mut file: &std::fs::File, mut bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    while !bytes.is_empty() {
+        match file.write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                bunker_sys::event::poll_with(
+                    &[(file.as_fd(), bunker_sys::event::Interest::Write)],
+                    None,
+                )
+                .map_err(std::io::Error::other)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The policy with `allow.env` narrowed to the names this process has: the daemon fills the

@@ -120,6 +120,8 @@ impl Client {
                             " (no socket there: is the daemon running?)",
                         std::io::ErrorKind::ConnectionRefused =>
                             " (nobody listens on it: the daemon is gone)",
+                        std::io::ErrorKind::PermissionDenied =>
+                            " (the socket is not open to this user: see the daemon's socket_group)",
                         _ => "",
                     }
                 ),

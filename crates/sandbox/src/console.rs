@@ -125,6 +125,16 @@ impl Console {
         write_direct(&mut state, &as_line(text))
     }
 
+    /// The program's stderr was written to the caller's stderr by someone else than the
+    /// supervisor (a daemon's events, `bunker run --connect`): whether it now ends in an
+    /// unfinished line, so that bunker's next line starts on a fresh one. Outside a run only.
+    pub fn program_wrote(&self, mid_line: bool) {
+        let mut state = self.lock();
+        if !state.relaying {
+            state.mid_line = mid_line;
+        }
+    }
+
     /// Lines lost so far because stderr was not read fast enough during a run.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
