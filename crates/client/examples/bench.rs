@@ -5,7 +5,8 @@
 //!   (request written to reply read, on one connection), one `health` round trip (the protocol's
 //!   floor), and, by fork/exec/wait, the one-shot `bunker run -q -- /bin/true` and `bunker check
 //!   --profile default` (the one-shot's process cost without a sandbox: exec, arguments, the
-//!   policy resolved and printed).
+//!   policy resolved and printed). Each round also reads the CPU time the daemon's own threads,
+//!   its children and the one-shot spent (/proc/PID/stat).
 //! - `throughput`: sandboxes per second for each client count, each client a connection running
 //!   `/bin/true` back to back for `SECONDS`.
 //! - `rss`: the daemon's VmRSS idle and with `LIVE` sleeping sandboxes started, beside the
@@ -65,25 +66,54 @@ fn time_process(argv: &[&str]) -> Outcome<f64> {
     Ok(took)
 }
 
-fn latency(socket: &str, bunker: &str, rounds: usize) -> Outcome<Value> {
+/// CPU time of `pid`'s own threads and of its reaped children, in ms (/proc/PID/stat `utime +
+/// stime`, `cutime + cstime`; clock ticks of 10 ms).
+fn cpu_ms(pid: u32) -> Outcome<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<f64> = stat
+        .rsplit_once(") ")
+        .ok_or("no comm in /proc/PID/stat")?
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let [utime, stime, cutime, cstime] = fields.as_slice() else {
+        return Err("short /proc/PID/stat".into());
+    };
+    Ok(((utime + stime) * 10.0, (cutime + cstime) * 10.0))
+}
+
+fn latency(socket: &str, daemon_pid: u32, bunker: &str, rounds: usize) -> Outcome<Value> {
     let mut client = Client::connect(socket)?;
+    let mut daemon_cpu = 0.0;
+    let mut children_cpu = 0.0;
+    let mut oneshot_cpu = 0.0;
     let truth = spec(&["/bin/true"]);
     let (mut daemon, mut health, mut oneshot, mut check, mut beyond_wall) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds + 10 {
+        let cpu_before = cpu_ms(daemon_pid)?;
         let started = Instant::now();
         let result = client.run(&truth)?;
         let run = ms(started.elapsed());
+        let cpu_after = cpu_ms(daemon_pid)?;
         if result.exit_code != Some(0) {
             return Err(format!("/bin/true through the daemon: {result:?}").into());
         }
         let started = Instant::now();
         client.health()?;
         let hello = ms(started.elapsed());
+        let own_before = cpu_ms(std::process::id())?;
         let cli = time_process(&[bunker, "run", "-q", "--", "/bin/true"])?;
+        let own_after = cpu_ms(std::process::id())?;
         let bare = time_process(&[bunker, "check", "--profile", "default"])?;
         // The first rounds warm caches; they are not counted.
         if round >= 10 {
+            daemon_cpu += cpu_after.0 - cpu_before.0;
+            children_cpu += cpu_after.1 - cpu_before.1;
+            oneshot_cpu += own_after.1 - own_before.1;
             daemon.push(run);
             beyond_wall.push(run - result.wall_ms);
             health.push(hello);
@@ -97,6 +127,9 @@ fn latency(socket: &str, bunker: &str, rounds: usize) -> Outcome<Value> {
         "health": percentiles(health),
         "oneshot_run": percentiles(oneshot),
         "oneshot_check": percentiles(check),
+        "daemon_cpu_ms_per_run": daemon_cpu / rounds as f64,
+        "children_cpu_ms_per_run": children_cpu / rounds as f64,
+        "oneshot_cpu_ms_per_run": oneshot_cpu / rounds as f64,
     }))
 }
 
@@ -224,7 +257,7 @@ fn main() -> Outcome<()> {
         .parse()
         .map_err(|e| format!("SECONDS {seconds:?}: {e}"))?;
     let live: usize = live.parse().map_err(|e| format!("LIVE {live:?}: {e}"))?;
-    let latency = latency(socket, bunker, rounds)?;
+    let latency = latency(socket, pid, bunker, rounds)?;
     let mut rates = Vec::new();
     for n in clients.split(',') {
         let n: usize = n.parse().map_err(|e| format!("CLIENTS {n:?}: {e}"))?;
