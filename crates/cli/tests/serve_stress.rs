@@ -97,28 +97,30 @@ fn bunker_mounts() -> BTreeSet<String> {
         .collect()
 }
 
-/// Descendants of `daemon_pid` not in `before`, once there are at least `count` of them whose
-/// command line contains `marker` (the programs): the processes a start added.
-fn new_processes(daemon_pid: i32, before: &[i32], marker: &str, count: usize) -> Vec<i32> {
+/// Descendants of `daemon_pid` not in `before`, once at least `count` of them are the program
+/// `comm` running with `marker` in its arguments: the processes the starts added, their programs
+/// running.
+fn new_processes(
+    daemon_pid: i32,
+    before: &[i32],
+    comm: &str,
+    marker: &str,
+    count: usize,
+) -> Vec<i32> {
+    let is_program = |p: &i32| {
+        let name = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        let argv = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        name.trim() == comm && String::from_utf8_lossy(&argv).contains(marker)
+    };
     let mut added = Vec::new();
     let found = eventually(Duration::from_secs(20), || {
         added = descendants(daemon_pid)
             .into_iter()
             .filter(|p| !before.contains(p))
             .collect();
-        added
-            .iter()
-            .filter(|p| {
-                std::fs::read(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-            })
-            .count()
-            >= count
+        added.iter().filter(|p| is_program(p)).count() >= count
     });
-    assert!(
-        found,
-        "{count} programs with {marker:?} never ran: {added:?}"
-    );
+    assert!(found, "{count} {comm} with {marker:?} never ran: {added:?}");
     added
 }
 
@@ -301,26 +303,36 @@ fn thousands_of_runs_keep_fds_rss_and_cgroups_flat_rootless() {
     runs_keep_the_footprint_flat("rootless");
 }
 
-#[test]
-fn a_sigkilled_daemon_leaves_no_process_cgroup_or_mount_and_a_new_one_serves() {
-    if !common::is_root() {
-        return common::skip("the rootless daemon is started through setpriv, which needs root");
-    }
+/// SIGKILLs a daemon with `LIVE` sandboxes started (`sleep`), each with its program running when
+/// `programs_running`, or just answered `start` otherwise. Checks from the host: every process
+/// of the daemon and the sandboxes gone within a bounded wait, their cgroups removed by the next
+/// start, no mount of bunker's left in the host's table; the restarted daemon serves. `marker`
+/// is the sleeps' argument (a number of seconds unique to the call), which tells them apart.
+fn sigkill_leaves_nothing(mode: &str, programs_running: bool, marker: &str) {
     const LIVE: usize = 8;
-    for mode in modes() {
-        let mounts_before = bunker_mounts();
-        let mut daemon = daemon(mode, json!({"max_sandboxes": LIVE}));
-        let idle = descendants(daemon.pid());
-        let mut c = daemon.client();
-        let marker = format!("60.{}", std::process::id());
-        for id in 1..=LIVE as u64 {
-            let reply = c.call(json!({"id": id, "op": "start", "spec": spec(&["sleep", &marker])}));
-            assert!(reply.get("ok").is_some(), "{mode}: {reply}");
-        }
-        let sandboxes = new_processes(daemon.pid(), &idle, &marker, LIVE);
-        let mut everything = descendants(daemon.pid());
-        everything.push(daemon.pid());
-        let groups = daemon_cgroups(daemon.pid());
+    let mounts_before = bunker_mounts();
+    let mut daemon = daemon(mode, json!({"max_sandboxes": LIVE}));
+    let idle = descendants(daemon.pid());
+    let mut c = daemon.client();
+    for id in 1..=LIVE as u64 {
+        let reply = c.call(json!({"id": id, "op": "start", "spec": spec(&["sleep", marker])}));
+        assert!(reply.get("ok").is_some(), "{mode}: {reply}");
+    }
+    let sandboxes = if programs_running {
+        new_processes(daemon.pid(), &idle, "sleep", marker, LIVE)
+    } else {
+        Vec::new()
+    };
+    // Looking the processes up takes milliseconds, which is all the race needs: without the
+    // programs running the kill comes first and the leftovers are found by their argument.
+    let (mut everything, groups) = if programs_running {
+        (descendants(daemon.pid()), daemon_cgroups(daemon.pid()))
+    } else {
+        daemon.sigkill();
+        (Vec::new(), BTreeSet::new())
+    };
+    everything.push(daemon.pid());
+    if programs_running {
         if mode == "root" {
             // The control: the sandboxes had cgroups, named after their processes.
             assert!(
@@ -329,33 +341,60 @@ fn a_sigkilled_daemon_leaves_no_process_cgroup_or_mount_and_a_new_one_serves() {
             );
         }
         daemon.sigkill();
-        let gone = eventually(Duration::from_secs(5), || {
-            everything.iter().all(|p| !pid_alive(*p))
-        });
-        let alive: Vec<_> = everything.iter().filter(|p| pid_alive(**p)).collect();
-        assert!(gone, "{mode}: the daemon's SIGKILL left {alive:?}");
-        assert!(common::alive_with(&marker).is_empty(), "{mode}");
-        // The next start removes the groups a killed daemon could not.
-        daemon.restart();
-        let reply = daemon
-            .client()
-            .call(json!({"id": 1, "op": "run", "spec": spec(&["/bin/echo", "after"])}));
-        assert_eq!(stdout_text(&reply), "after\n", "{mode}: {reply}");
-        let left: Vec<_> = groups.iter().filter(|g| g.exists()).collect();
-        assert!(left.is_empty(), "{mode}: cgroups left: {left:?}");
-        let new_mounts: Vec<_> = bunker_mounts()
-            .difference(&mounts_before)
-            .cloned()
-            .collect();
-        assert!(
-            new_mounts.is_empty(),
-            "{mode}: host mounts left: {new_mounts:?}"
-        );
-        eprintln!(
-            "{mode}: {} processes of {LIVE} sandboxes and {} cgroups gone after the SIGKILL",
-            sandboxes.len(),
-            groups.len()
-        );
+    }
+    let gone = eventually(Duration::from_secs(5), || {
+        everything.iter().all(|p| !pid_alive(*p)) && common::alive_with(marker).is_empty()
+    });
+    let alive: Vec<_> = everything.iter().filter(|p| pid_alive(**p)).collect();
+    assert!(
+        gone,
+        "{mode}: the daemon's SIGKILL left {alive:?} and {:?}",
+        common::alive_with(marker)
+    );
+    // The next start removes the groups a killed daemon could not.
+    daemon.restart();
+    let reply = daemon
+        .client()
+        .call(json!({"id": 1, "op": "run", "spec": spec(&["/bin/echo", "after"])}));
+    assert_eq!(stdout_text(&reply), "after\n", "{mode}: {reply}");
+    let left: Vec<_> = groups.iter().filter(|g| g.exists()).collect();
+    assert!(left.is_empty(), "{mode}: cgroups left: {left:?}");
+    let new_mounts: Vec<_> = bunker_mounts()
+        .difference(&mounts_before)
+        .cloned()
+        .collect();
+    assert!(
+        new_mounts.is_empty(),
+        "{mode}: host mounts left: {new_mounts:?}"
+    );
+    eprintln!(
+        "{mode}: {} processes of {LIVE} sandboxes and {} cgroups gone after the SIGKILL",
+        everything.len().max(sandboxes.len()),
+        groups.len()
+    );
+}
+
+#[test]
+fn a_sigkilled_daemon_leaves_no_process_cgroup_or_mount_and_a_new_one_serves() {
+    if !common::is_root() {
+        return common::skip("the rootless daemon is started through setpriv, which needs root");
+    }
+    for mode in modes() {
+        sigkill_leaves_nothing(mode, true, &format!("60.{}", std::process::id()));
+    }
+}
+
+/// The same SIGKILL the moment the `start` replies are in, before the programs run: a sandbox
+/// the daemon has answered for is live too. Today this leaves a sandbox behind in about half the
+/// runs: the daemon answers `start` once `setpriv --pdeathsig KILL` is exec'd, and setpriv sets
+/// the parent-death signal only after its dynamic loading (~1 ms); a daemon killed in between
+/// leaves a `bunker run` nobody kills (reparented to init), which goes on to build and run the
+/// sandbox. (The sleeps are short so a failure leaves nothing for long.)
+#[test]
+#[ignore = "known race in bunker serve's sandbox launch: see the comment"]
+fn a_daemon_sigkilled_right_after_its_start_replies_leaves_no_process() {
+    for trial in 0..5 {
+        sigkill_leaves_nothing("root", false, &format!("5.{}0{trial}", std::process::id()));
     }
 }
 
@@ -386,6 +425,7 @@ fn a_client_that_disconnects_mid_run_loses_its_sandbox_at_once() {
     for mode in modes() {
         let daemon = daemon(mode, json!({}));
         let idle = descendants(daemon.pid());
+        let idle_groups = daemon_cgroups(daemon.pid());
         let mut figures = Vec::new();
         for round in 0..ROUNDS {
             let mut c = daemon.client();
@@ -401,15 +441,21 @@ fn a_client_that_disconnects_mid_run_loses_its_sandbox_at_once() {
             // Mid-run: the program has printed.
             let first = c.recv().unwrap();
             assert_eq!(first["event"]["event"], "stdout", "{mode}: {first}");
-            let sandbox = new_processes(daemon.pid(), &idle, &marker, 1);
+            let sandbox = new_processes(daemon.pid(), &idle, "python3", &marker, 1);
             let pidfds: Vec<OwnedFd> = sandbox
                 .iter()
                 .filter_map(|p| bunker_sys::event::pidfd_open(*p).ok())
                 .collect();
             assert!(pidfds.len() >= 2, "{mode}: {sandbox:?}");
-            let mut sandbox_and_daemon = sandbox.clone();
-            sandbox_and_daemon.push(daemon.pid());
-            let groups = groups_of(&daemon_cgroups(daemon.pid()), &sandbox_and_daemon);
+            // Whatever they are named after (its supervisor, the daemon or a spawner), the
+            // groups that are there now and were not before are this sandbox's.
+            let groups: Vec<PathBuf> = daemon_cgroups(daemon.pid())
+                .difference(&idle_groups)
+                .cloned()
+                .collect();
+            if mode == "root" {
+                assert!(!groups.is_empty(), "{mode}: the sandbox had no cgroup");
+            }
             drop(c);
             let closed = Instant::now();
             let exited = all_exited(&pidfds, Duration::from_secs(10));
