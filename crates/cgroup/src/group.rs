@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::CgroupError;
@@ -12,6 +12,16 @@ use crate::layout::{Controller, Hierarchy, Layout, Version};
 
 /// Distinguishes the sandboxes of one supervisor process.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// The pid sandbox groups are named after, when not this process's own ([`name_groups_after`]).
+static OWNER_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Names the sandbox groups this process makes after process `pid` instead of itself: a fork
+/// server's groups belong to the daemon that forked it and supervises their sandboxes, and
+/// it is the daemon's death, not the fork server's, that makes them stale
+/// ([`clean_stale`](crate::clean_stale)). The daemon makes no groups itself, so names stay unique.
+pub fn name_groups_after(pid: u32) {
+    OWNER_PID.store(pid, Ordering::Relaxed);
+}
 
 /// v1/v2 CFS period: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
@@ -63,6 +73,16 @@ struct GroupDir {
     controllers: Vec<Controller>,
 }
 
+/// One directory of a [`SandboxGroup`], as plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDirParts {
+    pub version: Version,
+    /// The cgroup it was created under (identifies the hierarchy).
+    pub own_dir: PathBuf,
+    pub path: PathBuf,
+    pub controllers: Vec<Controller>,
+}
+
 /// One sandbox's cgroup across hierarchies. Dropping it kills whatever is still inside and
 /// removes the directories.
 #[derive(Debug)]
@@ -78,10 +98,47 @@ impl Default for SandboxGroup {
 }
 
 impl SandboxGroup {
-    /// A group named `bunker-<our pid>-<n>`, not created anywhere yet.
+    /// A group named `bunker-<our pid>-<n>` (or the pid of [`name_groups_after`]), not created
+    /// anywhere yet.
     pub fn new() -> SandboxGroup {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        SandboxGroup::with_name(format!("bunker-{}-{n}", std::process::id()))
+        let owner = match OWNER_PID.load(Ordering::Relaxed) {
+            0 => std::process::id(),
+            pid => pid,
+        };
+        SandboxGroup::with_name(format!("bunker-{owner}-{n}"))
+    }
+
+    /// The group as plain data, to hand it to another process ([`from_parts`](Self::from_parts)
+    /// there): this value no longer removes the directories when dropped.
+    pub fn into_parts(mut self) -> (String, Vec<GroupDirParts>) {
+        let dirs = std::mem::take(&mut self.dirs)
+            .into_iter()
+            .map(|d| GroupDirParts {
+                version: d.version,
+                own_dir: d.own_dir,
+                path: d.path,
+                controllers: d.controllers,
+            })
+            .collect();
+        (std::mem::take(&mut self.name), dirs)
+    }
+
+    /// A group another process made and handed over ([`into_parts`](Self::into_parts)):
+    /// dropping it kills what is inside and removes the directories, as for one made here.
+    pub fn from_parts(name: String, dirs: Vec<GroupDirParts>) -> SandboxGroup {
+        SandboxGroup {
+            name,
+            dirs: dirs
+                .into_iter()
+                .map(|d| GroupDir {
+                    version: d.version,
+                    own_dir: d.own_dir,
+                    path: d.path,
+                    controllers: d.controllers,
+                })
+                .collect(),
+        }
     }
 
     /// A group with an explicit name (tests).

@@ -24,7 +24,10 @@ mod thrash;
 
 pub use error::CgroupError;
 pub use freezer::{clean_stale_freezers, Freezer};
-pub use group::{join_self, MemoryLimitOutcome, MemorySample, MemoryStats, SandboxGroup};
+pub use group::{
+    join_self, name_groups_after, GroupDirParts, MemoryLimitOutcome, MemorySample, MemoryStats,
+    SandboxGroup,
+};
 pub use layout::{Controller, Hierarchy, Layout, Version};
 pub use stale::{clean_stale, clean_stale_in, parse_group_name, CleanReport};
 pub use thrash::{Over, ThrashWatch};

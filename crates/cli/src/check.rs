@@ -31,7 +31,9 @@ pub fn main(opts: CheckOpts) -> i32 {
             {
                 return exit::POLICY_ERROR;
             }
-            if let Some(refusal) = bunker_sandbox::spawn::caller_refusal(&policy) {
+            if let Some(refusal) =
+                bunker_sandbox::spawn::caller_refusal(&policy, bunker_sys::process::euid() == 0)
+            {
                 eprintln!("bunker: policy error: {refusal}");
                 return exit::POLICY_ERROR;
             }

@@ -7,8 +7,9 @@
 //! inline as its effective document (every path already absolute, `extends` merged, `~` and
 //! relative paths resolved against this process's HOME and working directory); the variables of
 //! `allow.env` are sent with this process's values; the working directory is the one a local
-//! run would start in. The program's stdin is this process's fd 0, handed to the daemon with
-//! SCM_RIGHTS. Its output comes back as events (output mode `events`) and is written to this
+//! run would start in. The program's stdin is this process's fd 0 (or, when the sandbox could
+//! write through it or change its file, a pipe this process fills from it), handed to the
+//! daemon with SCM_RIGHTS. Its output comes back as events (output mode `events`) and is written to this
 //! process's stdout and stderr as it arrives, each stream in order; the console is told where
 //! the program's stderr stopped, so bunker's lines after it start on a fresh line as locally.
 //! (Output mode `fds` would hand fd 1 and 2 over as well, but then nothing here knows whether
@@ -16,7 +17,7 @@
 //! daemon and end like a local run's termination.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::IsTerminal;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use bunker_api::{ApiError, ErrorCode, OutputMode, PolicyChoice, RunOptions, RunS
 use bunker_client::{Client, StdioFds};
 use bunker_policy::{Access, Policy};
 use bunker_sandbox::events::RunEvent;
-use bunker_sandbox::preflight;
+use bunker_sandbox::host::HostContext;
 use bunker_sandbox::{RunRequest, RunResult, Status};
 
 use crate::cli::RunOpts;
@@ -50,9 +51,9 @@ pub fn socket(opts: &RunOpts) -> Option<PathBuf> {
 /// Runs `request` through the daemon at `socket`. Whatever fails (the daemon cannot be reached,
 /// refuses the request, or is lost) comes back as a refused run carrying the error's code, so
 /// the caller reports it and exits with its code like any run that did not start.
-pub fn run(socket: &Path, request: &RunRequest, opts: &RunOpts) -> RunResult {
+pub fn run(socket: &Path, request: &RunRequest, host: &HostContext, opts: &RunOpts) -> RunResult {
     let mut terminated = None;
-    let outcome = Remote::prepare(request, opts)
+    let outcome = Remote::prepare(request, host, opts)
         .and_then(|remote| remote.run(socket, request, &mut terminated));
     let mut result = outcome.unwrap_or_else(RunResult::refused);
     if let Some(signal) = terminated {
@@ -72,7 +73,10 @@ pub fn run(socket: &Path, request: &RunRequest, opts: &RunOpts) -> RunResult {
 /// What is sent: the spec, and the descriptors it names.
 struct Remote {
     spec: RunSpec,
+    /// The program's stdin, handed to the daemon.
     stdin: Option<OwnedFd>,
+    /// When `stdin` is a pipe of ours: this process's stdin, and the pipe's write end.
+    relay: Option<(OwnedFd, OwnedFd)>,
 }
 
 fn not_sendable(message: String) -> ApiError {
@@ -80,7 +84,11 @@ fn not_sendable(message: String) -> ApiError {
 }
 
 impl Remote {
-    fn prepare(request: &RunRequest, opts: &RunOpts) -> Result<Remote, ApiError> {
+    fn prepare(
+        request: &RunRequest,
+        host: &HostContext,
+        opts: &RunOpts,
+    ) -> Result<Remote, ApiError> {
         if !opts.resolve.is_empty() {
             return Err(not_sendable(
                 "--resolve is not available through a daemon (--connect / BUNKER_SOCKET): the \
@@ -96,15 +104,9 @@ impl Remote {
                     .into(),
             ));
         }
-        let policy = allowed_env_present(&request.policy);
-        let env = caller_env(&policy)?;
-        let mut document = serde_json::to_value(&policy).map_err(|e| {
-            not_sendable(format!("cannot encode the effective policy as JSON: {e}"))
-        })?;
-        // Where the policy came from is no part of a policy document.
-        if let Some(map) = document.as_object_mut() {
-            map.remove("sources");
-        }
+        let policy = allowed_env_present(&request.policy, &host.env);
+        let env = caller_env(&policy, &host.env)?;
+        let document = policy_document(&policy)?;
         let argv = request
             .argv
             .iter()
@@ -112,15 +114,12 @@ impl Remote {
             .collect::<Result<Vec<_>, _>>()?;
         let cwd = match &request.cwd {
             Some(dir) => utf8(dir.as_os_str(), "--cwd")?,
-            None => utf8(default_cwd(&policy).as_os_str(), "the current directory")?,
+            None => utf8(
+                default_cwd(&policy, host.cwd.as_deref()).as_os_str(),
+                "the current directory",
+            )?,
         };
-        // A terminal is not passed on: the daemon's side cannot relay it as a local run does
-        // (it is not in the terminal's session). A closed fd 0 reads as /dev/null locally too.
-        let stdin = if stdin_is_terminal {
-            None
-        } else {
-            dup_if_open(0)
-        };
+        let (stdin, relay) = program_stdin()?;
         Ok(Remote {
             spec: RunSpec {
                 policy: PolicyChoice::Inline(document),
@@ -138,6 +137,7 @@ impl Remote {
                 },
             },
             stdin,
+            relay,
         })
     }
 
@@ -156,15 +156,18 @@ impl Remote {
             output: None,
         };
         let id = client.send_run(&self.spec, fds)?;
-        // Ours is a duplicate: the daemon holds its own now.
+        // Ours is a duplicate (or the pipe's read end): the daemon holds its own now.
         drop(self.stdin);
+        if let Some((source, sink)) = self.relay {
+            relay_stdin(source, sink);
+        }
         let mut output = Output::new();
         let interrupt: Option<BorrowedFd<'static>> = bunker_sys::event::termination_fd();
-        let mut started = false;
-        let outcome = loop {
+        loop {
             match client.recv_for(id, interrupt)? {
                 None => {
-                    if let Some(signal) = bunker_sys::event::take_termination_signal() {
+                    let signal = interrupt.and_then(bunker_sys::event::take_termination_signal);
+                    if let Some(signal) = signal {
                         if terminated.is_some() {
                             return Err(ApiError::new(ErrorCode::Cancelled, "cancelled"));
                         }
@@ -175,34 +178,16 @@ impl Remote {
                 Some(ServerFrame::Event(event)) => match &event.event {
                     RunEvent::Stdout { data } => output.write(Stream::Stdout, data, request),
                     RunEvent::Stderr { data } => output.write(Stream::Stderr, data, request),
+                    // `started` (the best-effort warnings, before any output), limits hit.
                     other => {
-                        started |= matches!(other, RunEvent::Started { .. });
                         if let Some(observer) = &request.observer {
                             observer.event(other);
                         }
                     }
                 },
-                Some(ServerFrame::Reply(reply)) => break client.expect_result(reply, "run"),
-            }
-        };
-        let mut result = outcome?;
-        // Told after the run when the daemon sent no `started` event (output mode `fds`).
-        if let (false, Some(observer)) = (started, &request.observer) {
-            observer.event(&RunEvent::Started {
-                enforced: result.enforced.clone(),
-            });
-        }
-        // The daemon's run was given its working directory explicitly; its notes about that
-        // directory give way to the ones about this caller's (run.rs adds them, as locally).
-        if let Some(cwd) = &self.spec.cwd {
-            for note in preflight::start_notes(&request.policy, Some(Path::new(cwd)), None) {
-                let notes = &mut result.enforced.notes;
-                if let Some(at) = notes.iter().position(|n| *n == note.text) {
-                    notes.remove(at);
-                }
+                Some(ServerFrame::Reply(reply)) => return client.expect_result(reply, "run"),
             }
         }
-        Ok(result)
     }
 }
 
@@ -267,26 +252,88 @@ fn write_all(mut file: &std::fs::File, mut bytes: &[u8]) -> std::io::Result<()> 
     Ok(())
 }
 
+/// The effective policy as a policy document that loads back to the same policy: every path
+/// absolute, `extends` merged, nothing left for the daemon to resolve.
+fn policy_document(policy: &Policy) -> Result<serde_json::Value, ApiError> {
+    let mut document = serde_json::to_value(policy)
+        .map_err(|e| not_sendable(format!("cannot encode the effective policy as JSON: {e}")))?;
+    // Where the policy came from is no part of a policy document.
+    if let Some(map) = document.as_object_mut() {
+        map.remove("sources");
+    }
+    Ok(document)
+}
+
+/// The program's stdin, decided as a local run decides (the table in
+/// `bunker_sandbox::stdin`), for a sandbox that may run as this process's uid (a rootless
+/// daemon runs its sandboxes as its own, which is its client's): a pipe, or a file or FIFO open
+/// read-only that the sandbox cannot change, is handed over as it is; a socket, a descriptor
+/// open for writing, or a file the sandbox could `fchmod` gets a pipe of ours that this process
+/// fills from its stdin (the daemon's sandbox only gets the bytes). A terminal is not passed
+/// (the daemon's side cannot relay it as a local run does: it is not in the terminal's
+/// session), and a closed fd 0 or `/dev/null` is the program's own `/dev/null`.
+type ProgramStdin = (Option<OwnedFd>, Option<(OwnedFd, OwnedFd)>);
+
+fn program_stdin() -> Result<ProgramStdin, ApiError> {
+    use bunker_sys::tty::StdinKind;
+    let Some(stdin) = dup_if_open(0) else {
+        return Ok((None, None));
+    };
+    match bunker_sys::tty::stdin_kind(stdin.as_fd(), bunker_sys::process::euid()) {
+        StdinKind::Nothing | StdinKind::Terminal => Ok((None, None)),
+        StdinKind::ReadOnlyData => Ok((Some(stdin), None)),
+        StdinKind::Other => {
+            let (read, write) = bunker_sys::fd::pipe().map_err(|e| {
+                ApiError::new(ErrorCode::SetupFailed, e.to_string())
+                    .at_step("create the stdin relay pipe")
+            })?;
+            Ok((Some(read), Some((stdin, write))))
+        }
+    }
+}
+
+/// Copies this process's stdin into the pipe the program reads, on a thread of its own, until
+/// either ends. Blocking reads on a descriptor of the caller's never change its flags.
+fn relay_stdin(source: OwnedFd, sink: OwnedFd) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(
+            &mut std::fs::File::from(source),
+            &mut std::fs::File::from(sink),
+        );
+    });
+}
+
 /// The policy with `allow.env` narrowed to the names this process has: the daemon fills the
 /// rest from its own environment otherwise, which a local run would not.
-fn allowed_env_present(policy: &Policy) -> Policy {
+fn allowed_env_present(policy: &Policy, caller: &[(OsString, OsString)]) -> Policy {
     let mut policy = policy.clone();
     policy
         .allow
         .env
-        .retain(|name| std::env::var_os(name).is_some());
+        .retain(|name| lookup(caller, name).is_some());
     policy
 }
 
+/// The value of `name` in the caller's environment.
+fn lookup<'a>(caller: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsStr> {
+    caller
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_os_str())
+}
+
 /// This process's values of the policy's `allow.env` names (minus `deny.env`).
-fn caller_env(policy: &Policy) -> Result<BTreeMap<String, String>, ApiError> {
+fn caller_env(
+    policy: &Policy,
+    caller: &[(OsString, OsString)],
+) -> Result<BTreeMap<String, String>, ApiError> {
     let mut env = BTreeMap::new();
     for name in &policy.allow.env {
         if policy.deny.env.contains(name) {
             continue;
         }
-        if let Some(value) = std::env::var_os(name) {
-            let value = utf8(&value, &format!("the value of {name}"))?;
+        if let Some(value) = lookup(caller, name) {
+            let value = utf8(value, &format!("the value of {name}"))?;
             env.insert(name.clone(), value);
         }
     }
@@ -295,28 +342,28 @@ fn caller_env(policy: &Policy) -> Result<BTreeMap<String, String>, ApiError> {
 
 /// Where a local run starts without `--cwd`: this process's directory when the sandbox can see
 /// it (a grant covers it, or one below it makes it exist inside), else /tmp.
-fn default_cwd(policy: &Policy) -> PathBuf {
+fn default_cwd(policy: &Policy, caller_cwd: Option<&Path>) -> PathBuf {
     let tmp = PathBuf::from("/tmp");
-    let Ok(dir) = std::env::current_dir() else {
+    let Some(dir) = caller_cwd else {
         return tmp;
     };
-    let visible = policy.path_decision(&dir, Access::Read).allowed
-        || policy.path_decision(&dir, Access::Exec).allowed;
+    let visible = policy.path_decision(dir, Access::Read).allowed
+        || policy.path_decision(dir, Access::Exec).allowed;
     let grant_below = policy
         .allow
         .read
         .iter()
         .chain(&policy.allow.write)
         .chain(&policy.allow.exec)
-        .any(|g| g.starts_with(&dir));
+        .any(|g| g.starts_with(dir));
     if visible || grant_below {
-        dir
+        dir.to_path_buf()
     } else {
         tmp
     }
 }
 
-fn utf8(value: &std::ffi::OsStr, what: &str) -> Result<String, ApiError> {
+fn utf8(value: &OsStr, what: &str) -> Result<String, ApiError> {
     value.to_str().map(str::to_owned).ok_or_else(|| {
         not_sendable(format!(
             "{what} ({}) is not UTF-8, which the daemon's protocol cannot carry; run with \
@@ -337,5 +384,37 @@ fn signal_name(signal: i32) -> String {
         libc::SIGINT => "SIGINT".into(),
         libc::SIGHUP => "SIGHUP".into(),
         n => format!("signal {n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_sent_loads_back_to_the_same_policy() {
+        let text = r#"{
+            "extends": ["default"],
+            "allow": {"net": ["*.example.com:443", "example.org", "10.0.0.0/8"],
+                      "read": ["/etc/hosts", "./relative"], "write": ["/tmp"], "env": ["HOME"]},
+            "deny": {"read": ["/etc/**/secret*"], "env": ["AWS_SECRET"]},
+            "limits": {"memory": "64MB", "pids": 50, "cpu": 0.5, "timeout": "5s",
+                       "cpu_time": "2s", "output": "10KB", "file_size": "1MB",
+                       "open_files": 100, "stack": "8MB", "tmp_size": "16MB",
+                       "best_effort": ["memory"], "kill_on_output_overflow": true},
+            "http": {"max_requests": 10, "request_timeout": "3s", "max_request_bytes": "1MB",
+                     "max_response_bytes": "2MB", "max_total_bytes": "5MB",
+                     "block_private_ips": false},
+            "kernel": {"hostname": "sent"},
+            "set_env": {"GREETING": "hello"}
+        }"#;
+        let base = Path::new("/work/base");
+        let policy = bunker_policy::load_str(text, base, "test").unwrap();
+        assert!(policy.allow.read.contains(&base.join("relative")));
+        let sent = policy_document(&policy).unwrap().to_string();
+        // Loaded elsewhere (another base directory): the same policy, but for its sources.
+        let mut loaded = bunker_policy::load_str(&sent, Path::new("/elsewhere"), "sent").unwrap();
+        loaded.sources = policy.sources.clone();
+        assert_eq!(loaded, policy);
     }
 }

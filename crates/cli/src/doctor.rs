@@ -178,12 +178,13 @@ fn probe_default_run(default: &Policy) -> Result<Enforced, String> {
         policy: default.clone(),
         argv: vec![OsString::from("/bin/true")],
         cwd: None,
-        inherit_stdin: false,
+        stdin: bunker_sandbox::stdin::ProgramStdin::Null,
         stream_output: false,
         console: None,
         observer: None,
     };
-    let result = bunker_sandbox::spawn::run(&request, None);
+    let host = bunker_sandbox::host::HostContext::of_this_process().map_err(|e| e.to_string())?;
+    let result = bunker_sandbox::spawn::run(&request, &host, None);
     if result.status == Status::SetupError {
         return Err(result.error.unwrap_or_default());
     }

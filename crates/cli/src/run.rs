@@ -12,6 +12,7 @@ use bunker_policy::units::{ByteSize, Span};
 use bunker_policy::{GrantOrigin, HostEnv, LoadSpec, Policy, PolicyDoc};
 use bunker_sandbox::console::{Console, Verbosity};
 use bunker_sandbox::events::{Observer, RunEvent};
+use bunker_sandbox::host::HostContext;
 use bunker_sandbox::preflight;
 use bunker_sandbox::{Enforced, LayerStatus, RunRequest, RunResult, Status};
 use bunker_sys::event::Interest;
@@ -77,11 +78,16 @@ pub fn main(opts: RunOpts) -> i32 {
     let policy = with_program_binary(policy, &opts.command);
     // Where the program starts, when that may surprise: said before its output (the `-v`-only
     // ones go to the report's notes).
-    let start_notes = preflight::start_notes(
-        &policy,
-        opts.cwd.as_deref(),
-        std::env::current_dir().ok().as_deref(),
-    );
+    let host = match HostContext::of_this_process() {
+        Ok(host) => host,
+        Err(e) => {
+            console.notice(&format!("bunker: {e}"));
+            let refused = RunResult::refused(e.to_api_error());
+            let code = exit_code(&refused);
+            return report_to.emit(&console, &refused, code);
+        }
+    };
+    let start_notes = preflight::start_notes(&policy, opts.cwd.as_deref(), host.cwd.as_deref());
     for note in &start_notes {
         let line = format!("bunker: note: {}", note.text);
         if note.verbose_only {
@@ -94,7 +100,7 @@ pub fn main(opts: RunOpts) -> i32 {
         policy: policy.clone(),
         argv: opts.command.clone(),
         cwd: opts.cwd.clone(),
-        inherit_stdin: true,
+        stdin: bunker_sandbox::stdin::ProgramStdin::Inherit,
         stream_output: true,
         console: Some(console.clone()),
         observer: Some(Arc::new(Narrator {
@@ -105,9 +111,10 @@ pub fn main(opts: RunOpts) -> i32 {
     let mut egress = ProxyEgress::new(&policy, resolve, &console);
     let wants_egress = !policy.allow.net.is_empty();
     let outcome = match crate::connect::socket(&opts) {
-        Some(socket) => crate::connect::run(&socket, &request, &opts),
+        Some(socket) => crate::connect::run(&socket, &request, &host, &opts),
         None => bunker_sandbox::spawn::run(
             &request,
+            &host,
             if wants_egress {
                 Some(&mut egress as &mut dyn bunker_sandbox::egress::Egress)
             } else {

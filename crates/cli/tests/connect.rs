@@ -239,21 +239,10 @@ fn observe(out: &Output, merged: bool) -> Observed {
     // Non-UTF-8 output is compared byte for byte through its escape.
     Observed {
         stdout: format!("{:?}", bstr(&stdout)),
-        stderr: warnings_first(&without_pids(&String::from_utf8_lossy(&stderr))),
+        stderr: without_pids(&String::from_utf8_lossy(&stderr)),
         code: out.status.code(),
         report,
     }
-}
-
-/// The best-effort warnings (`bunker: warning: limits.memory is not enforced …`) moved to the
-/// front: a local run says them before the program's output, a run through the daemon after it
-/// until the daemon sends a `started` event (docs/cli.md, "Running through a daemon"). Every
-/// other line keeps its place.
-fn warnings_first(stderr: &str) -> String {
-    let is_warning = |l: &&str| l.starts_with("bunker: warning: limits.");
-    let mut lines: Vec<&str> = stderr.split_inclusive('\n').filter(is_warning).collect();
-    lines.extend(stderr.split_inclusive('\n').filter(|l| !is_warning(l)));
-    lines.concat()
 }
 
 fn bstr(bytes: &[u8]) -> String {
@@ -334,6 +323,23 @@ fn cases(data_dir: &Path) -> Vec<Case> {
             )
         },
     ];
+    // The daemon's egress proxy decides as the local one: a host no rule allows is refused
+    // (no name is resolved for it), and the report lists it.
+    cases.push(case(
+        "egress denied",
+        &[
+            "--allow-net",
+            "example.com",
+            "--",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\\n",
+            "http://other.test/",
+        ],
+    ));
     // Relative paths (a grant, the program) resolve against the caller's directory, which the
     // program also starts in.
     cases.push(Case {
@@ -366,6 +372,20 @@ fn a_run_through_the_daemon_is_the_same_as_a_local_one() {
                 &run_case(make, &case, &["--connect", &socket], &[]),
                 case.merged,
             );
+            // Each case is the run it says it is (and not two equal failures).
+            let expected = match case.name {
+                "exit 3" => Some(3),
+                "timeout" => Some(124),
+                "memory limit" if mode == "root" => Some(122),
+                "memory limit" => None, // rootless here: no memory cgroup (121, unenforceable)
+                "command not found" => Some(127),
+                "policy invalid" => Some(120),
+                "stdout and stderr on one pipe" => Some(5),
+                _ => Some(0),
+            };
+            if let Some(code) = expected {
+                assert_eq!(local.code, Some(code), "{mode}: {}: {local:?}", case.name);
+            }
             assert_eq!(
                 local,
                 remote,
@@ -463,7 +483,7 @@ fn sigterm_to_the_client_kills_the_remote_sandbox_like_a_local_one() {
         let socket = arg(&daemon.socket);
         let mut reports = Vec::new();
         for how in [vec![], vec!["--connect", socket.as_str()]] {
-            let child = make()
+            let mut child = make()
                 .args(["run", "--report", "json"])
                 .args(&how)
                 .args(["--", "sh", "-c", script])
@@ -488,6 +508,15 @@ fn sigterm_to_the_client_kills_the_remote_sandbox_like_a_local_one() {
                 .status()
                 .unwrap()
                 .success());
+            // Bounded: a client that ignored the signal would wait for `sleep 987`.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("{mode} {how:?}: the client did not end after SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let out = child.wait_with_output().unwrap();
             assert_eq!(
                 out.status.code(),
@@ -537,4 +566,192 @@ fn processes_running(argv: &[&str]) -> Vec<u32> {
         }
     }
     found
+}
+
+/// The client library (bunker-client) against the real daemon: every operation. As root only:
+/// the test process is the client, and a daemon without a config takes only its own uid.
+#[test]
+fn the_client_drives_every_operation_of_the_daemon() {
+    use bunker_api::protocol::HealthStatus;
+    use bunker_api::{OutputMode, RunEvent, RunSpec, Status, StdinSource};
+    if !is_root() {
+        return skip("the client test runs as root (a daemon takes only its own uid)");
+    }
+    let daemon = Daemon::start(bunker);
+    let mut client = bunker_client::Client::connect(&daemon.socket).unwrap();
+    assert!(
+        client.server().starts_with("bunker "),
+        "{}",
+        client.server()
+    );
+    assert_eq!(client.health().unwrap().status, HealthStatus::Serving);
+    let spec = |argv: &[&str], stdin: StdinSource| {
+        let mut spec: RunSpec = serde_json::from_value(serde_json::json!({
+            "policy": {"name": "default"},
+            "argv": argv,
+        }))
+        .unwrap();
+        spec.stdin = stdin;
+        spec.options.output = OutputMode::Events;
+        spec
+    };
+    // run, capturing.
+    let mut captured = spec(&["sh", "-c", "echo captured; exit 4"], StdinSource::Null);
+    captured.options.output = OutputMode::Capture;
+    let result = client.run(&captured).unwrap();
+    assert_eq!((result.status, result.exit_code), (Status::Exit, Some(4)));
+    let data = result.stdout.data.and_then(|d| d.to_bytes()).unwrap();
+    assert_eq!(data, b"captured\n");
+    // start, stdin, close_stdin, the events to `exit`, then wait.
+    let cat = client
+        .start(&spec(&["cat"], StdinSource::Stream), Default::default())
+        .unwrap();
+    client.stdin(&cat, b"hello \xff").unwrap();
+    client.close_stdin(&cat).unwrap();
+    let mut out = Vec::new();
+    let exit = loop {
+        let frame = client.next_event().unwrap();
+        assert_eq!(frame.sandbox, cat);
+        match frame.event {
+            RunEvent::Stdout { data } => out.extend(data.to_bytes().unwrap()),
+            RunEvent::Exit { result } => break result,
+            _ => {}
+        }
+    };
+    assert_eq!(out, b"hello \xff");
+    assert_eq!(exit.status, Status::Ok);
+    assert_eq!(client.wait(&cat).unwrap().status, Status::Ok);
+    // pause, resume, kill: the result carries `cancelled`.
+    let sleeper = client
+        .start(
+            &spec(&["sleep", "986"], StdinSource::Null),
+            Default::default(),
+        )
+        .unwrap();
+    client.pause(&sleeper).unwrap();
+    client.resume(&sleeper).unwrap();
+    client.kill(&sleeper).unwrap();
+    let killed = client.wait(&sleeper).unwrap();
+    assert_eq!(
+        killed.error_code,
+        Some(bunker_api::ErrorCode::Cancelled),
+        "{killed:?}"
+    );
+    assert!(processes_running(&["sleep", "986"]).is_empty());
+    // An unknown sandbox is `not_found`; stats counted the runs.
+    let unknown = client.kill("no-such-sandbox").unwrap_err();
+    assert_eq!(unknown.code, bunker_api::ErrorCode::NotFound, "{unknown}");
+    let stats = client.stats().unwrap();
+    assert_eq!(stats.live, 0, "{stats:?}");
+    assert_eq!(stats.totals.values().sum::<u64>(), 3, "{stats:?}");
+}
+
+/// What a run through a daemon cannot carry is refused before anything is sent, with exit 2
+/// and a message saying why and what to do (`--local`): `--resolve`, and a pseudo-terminal
+/// (`kernel.tty`) for a stdin that is a terminal. Controls: the same runs with `--local` work.
+#[test]
+fn what_a_daemon_cannot_carry_is_refused_before_connecting() {
+    let dead = "/nonexistent/bunker-connect.sock";
+    for (mode, make) in modes() {
+        let resolve = ["--resolve", "api.test:127.0.0.1"];
+        let out = make()
+            .args(["run", "--connect", dead])
+            .args(resolve)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{mode}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--resolve is not available through a daemon"),
+            "{mode}: {}",
+            stderr(&out)
+        );
+        let out = make()
+            .args(["run", "--local"])
+            .args(resolve)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+        // A terminal on stdin, from script(1).
+        let Some(script) = which("script") else {
+            return skip("script(1) is not installed (util-linux)");
+        };
+        let tty = r#"{"extends": ["default"], "kernel": {"tty": true}}"#;
+        for (how, code) in [(format!("--connect {dead}"), 2), ("--local".to_string(), 0)] {
+            let command = format!(
+                "{} run {how} --policy-json '{tty}' -- true; echo exit=$?",
+                bunker_bin().display()
+            );
+            let mut cmd = Command::new(&script);
+            cmd.args(["-qec", &command, "/dev/null"]);
+            if mode == "rootless" {
+                cmd = bunker_as_nobody_running(&script, &command);
+            }
+            let out = cmd.stdin(Stdio::null()).output().unwrap();
+            let text = stdout(&out);
+            assert!(
+                text.contains(&format!("exit={code}")),
+                "{mode} {how}: {text}"
+            );
+            if code == 2 {
+                assert!(
+                    text.contains("kernel.tty (a pseudo-terminal for the program) is not available through a daemon"),
+                    "{mode}: {text}"
+                );
+            }
+        }
+    }
+}
+
+/// `script -qec COMMAND /dev/null` as the unprivileged user (the `bunker` in COMMAND then runs
+/// rootless).
+fn bunker_as_nobody_running(script: &str, command: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(script)
+        .args(["-qec", command, "/dev/null"]);
+    cmd
+}
+
+/// Attack: the caller's stdin is a file the sandbox's user owns (the caller's own file,
+/// rootless), open read-only. Handed over as it is, the program could `fchmod` the host file
+/// through its fd 0; through the daemon, as locally, it only gets the bytes. Checked from the
+/// host after each run. Control: the program reads the same bytes.
+#[test]
+fn a_stdin_file_the_sandbox_could_change_reaches_it_only_as_bytes() {
+    use std::os::unix::fs::MetadataExt;
+    for (mode, make) in modes() {
+        let daemon = Daemon::start(make);
+        let socket = arg(&daemon.socket);
+        let dir = shared_tempdir();
+        let file = write_file(dir.path(), "input.txt", "the caller's input\n");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        if mode == "rootless" {
+            std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+        }
+        let chmod = "import os\ntry:\n  os.fchmod(0, 0o777)\nexcept OSError as e:\n  print(e)";
+        for how in [vec![], vec!["--connect", socket.as_str()]] {
+            let run = |argv: &[&str]| {
+                make()
+                    .arg("run")
+                    .args(&how)
+                    .arg("--")
+                    .args(argv)
+                    .env_remove("BUNKER_SOCKET")
+                    .stdin(std::fs::File::open(&file).unwrap())
+                    .output()
+                    .unwrap()
+            };
+            let out = run(&["python3", "-c", chmod]);
+            assert!(out.status.success(), "{mode} {how:?}: {}", stderr(&out));
+            let now = std::fs::metadata(&file).unwrap().mode() & 0o7777;
+            assert_eq!(
+                now, 0o644,
+                "{mode} {how:?}: the host file's mode was changed"
+            );
+            let control = run(&["cat"]);
+            assert_eq!(stdout(&control), "the caller's input\n", "{mode} {how:?}");
+        }
+    }
 }

@@ -555,8 +555,9 @@ fn priority(pid: u32) -> (i64, String, Option<String>) {
 #[test]
 fn process_group_and_user_calls_do_not_reach_host_processes() {
     for (mode, _) in modes() {
-        // A process of the sandbox's host uid (65534 in both modes) in bunker's process group,
-        // beside bunker itself: `sh` starts it, then becomes bunker.
+        // A process of the sandbox's host uid (65534 in both modes: as root the range of one id
+        // below, the hardest case) in bunker's process group, beside bunker itself: `sh` starts
+        // it, then becomes bunker.
         let bystander = format!(
             "{} -- {PYTHON} -c 'import time; time.sleep(120)' & echo $!; exec \"$@\"",
             NOBODY.join(" ")
@@ -568,6 +569,7 @@ fn process_group_and_user_calls_do_not_reach_host_processes() {
             .args(["-c", &bystander, "sh"])
             .args(&argv[..])
             .arg(test_pid.to_string())
+            .env("BUNKER_ROOT_IDS", "65534:1")
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -670,15 +672,17 @@ fn a_stdin_file_the_sandbox_could_change_is_relayed_not_handed_over() {
                 print('READ', sys.stdin.read().strip())\n";
     let dir = shared_tempdir();
     for (mode, bunker) in modes() {
-        // Owned by the sandbox's host uid (65534 in both modes), private; and root's own
-        // file that every user may write.
-        for (name, owner, bits) in [("owned", 65534, 0o600), ("writable", 0, 0o646)] {
+        // Owned by the sandbox's host uid (nobody rootless; as root, the one id of the range
+        // given), private; and root's own file that every user may write.
+        let sandbox_uid = if mode == "root" { 0x7200_0002 } else { 65534 };
+        for (name, owner, bits) in [("owned", sandbox_uid, 0o600), ("writable", 0, 0o646)] {
             let path = dir.path().join(format!("{mode}-{name}"));
             std::fs::write(&path, "private\n").unwrap();
             std::os::unix::fs::chown(&path, Some(owner), Some(owner)).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bits)).unwrap();
             let before = std::fs::metadata(&path).unwrap();
             let out = bunker()
+                .env("BUNKER_ROOT_IDS", format!("{sandbox_uid}:1"))
                 .args(["run", "--", PYTHON, "-c", code])
                 .stdin(std::fs::File::open(&path).unwrap())
                 .output()

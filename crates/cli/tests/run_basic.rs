@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{arg, bun, modes, report, shared_tempdir, stderr, stdout, write_file};
 
-/// A directory the sandbox may write to in both modes: as root the sandbox is host uid 65534.
+/// A directory the sandbox may write to in both modes, whatever its host uid.
 fn writable_dir(parent: &Path, name: &str) -> PathBuf {
     let d = parent.join(name);
     std::fs::create_dir(&d).unwrap();
@@ -212,8 +212,23 @@ fn root_inside_maps_to_an_unprivileged_host_id() {
             .collect();
         assert_eq!(lines[0], ["0"], "{mode}");
         assert_eq!(lines[1], ["0"], "{mode}: supplementary groups must be gone");
-        assert_eq!(lines[2], ["0", "65534", "1"], "{mode}: uid map");
-        assert_eq!(lines[3], ["0", "65534", "1"], "{mode}: gid map");
+        // Rootless the caller's own id (nobody here); as root one of the default range's.
+        let host_id = lines[2][1].parse::<u32>().unwrap();
+        if mode == "root" {
+            assert!(in_default_range(host_id), "{mode}: uid map {:?}", lines[2]);
+        } else {
+            assert_eq!(host_id, 65534, "{mode}: uid map");
+        }
+        assert_eq!(
+            lines[2],
+            ["0", &host_id.to_string(), "1"],
+            "{mode}: uid map"
+        );
+        assert_eq!(
+            lines[3],
+            ["0", &host_id.to_string(), "1"],
+            "{mode}: gid map"
+        );
         assert_eq!(lines[4], ["CapEff:", "0000000000000000"], "{mode}");
     }
 }
@@ -494,8 +509,93 @@ fn a_tty_policy_gets_its_own_devpts_and_others_none() {
     }
 }
 
+/// The host ids root's sandboxes get by default (`IdRange::DEFAULT`: 65,536 from 0x70000000).
+fn in_default_range(id: u32) -> bool {
+    (0x7000_0000..0x7000_0000 + 65536).contains(&id)
+}
+
+/// The real uid `/proc/<pid>/status` gives, read from the host.
+fn host_uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Two sandboxes of root's at once run as two host uids (seen from the host, on their inits),
+/// each leased from the default range, so neither can signal, trace or share files with the
+/// other; what they write in a write grant still belongs to the grant's owner (the grant is
+/// idmapped to its owner from the sandbox's own id).
 #[test]
-fn as_root_without_a_user_namespace_the_program_is_uid_65534() {
+fn concurrent_root_sandboxes_get_distinct_host_ids_and_files_keep_the_grant_owner() {
+    if !common::is_root() {
+        return common::skip("needs root (host ids are leased for root's sandboxes)");
+    }
+    const OWNER: u32 = 4242;
+    let tmp = shared_tempdir();
+    let mut runs = Vec::new();
+    for n in 0..2 {
+        let dir = tmp.path().join(format!("out{n}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(OWNER), Some(OWNER)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Writes its file, then waits for end of file on stdin: both are alive together.
+        let script = format!("echo {n} > {}/f; read line || :", dir.display());
+        let child = common::bunker()
+            .args([
+                "run",
+                "--allow-write",
+                &arg(&dir),
+                "--",
+                "/bin/sh",
+                "-c",
+                &script,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        runs.push((dir, child));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !runs.iter().all(|(dir, _)| dir.join("f").exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the sandboxes did not write their files"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let inits: Vec<u32> = runs
+        .iter()
+        .map(|(_, child)| {
+            let kids = children(child.id());
+            assert_eq!(kids.len(), 1, "bunker's children: {kids:?}");
+            kids[0]
+        })
+        .collect();
+    let uids: Vec<u32> = inits.iter().map(|pid| host_uid_of(*pid)).collect();
+    assert_ne!(uids[0], uids[1], "two live sandboxes share a host uid");
+    for uid in &uids {
+        assert!(
+            in_default_range(*uid),
+            "host uid {uid} is outside the default range"
+        );
+    }
+    for (dir, mut child) in runs {
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let meta = std::fs::metadata(dir.join("f")).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (OWNER, OWNER),
+            "file owner on the host"
+        );
+    }
+}
+
+#[test]
+fn as_root_without_a_user_namespace_the_program_is_its_leased_host_id() {
     if !common::is_root() {
         return common::skip("needs root (the case is root without a user namespace)");
     }
@@ -507,7 +607,10 @@ fn as_root_without_a_user_namespace_the_program_is_uid_65534() {
             "kernel": {"namespaces": ["pid", "mount", "net", "ipc", "uts", "cgroup"]}
         }),
     );
+    // A range of one id, this test's alone.
+    let id = 0x7200_0001u32;
     let out = common::bunker()
+        .env("BUNKER_ROOT_IDS", format!("{id}:1"))
         .args(["run", "--report", "json", "--policy", &policy, "--"])
         .args([
             "/bin/sh",
@@ -519,7 +622,7 @@ fn as_root_without_a_user_namespace_the_program_is_uid_65534() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
-        "65534\n65534\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n"
+        format!("{id}\n{id}\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n")
     );
     let r = report(&out);
     assert_eq!(r["enforced"]["namespaces"], "partial");

@@ -146,6 +146,15 @@ impl Serialize for NetRule {
     }
 }
 
+/// Parses the canonical text (an effective policy sent to another process, e.g. bunker's
+/// spawner); `text` is then that canonical form.
+impl<'de> serde::Deserialize<'de> for NetRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        NetRule::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Splits `host:port`, `[v6]:port`, `[v6]`, bare v6 (no port), `host`.
 fn split_port(text: &str) -> Result<(&str, Option<&str>), String> {
     if let Some(rest) = text.strip_prefix('[') {

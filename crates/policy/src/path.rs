@@ -68,6 +68,15 @@ impl Serialize for PathPattern {
     }
 }
 
+/// Parses the text [`Serialize`] wrote: an absolute path or glob, so no base directory is
+/// involved (an effective policy sent to another process, e.g. bunker's spawner).
+impl<'de> serde::Deserialize<'de> for PathPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_deny(&text, Path::new("/"), None).map_err(|p| serde::de::Error::custom(p.message))
+    }
+}
+
 /// Kinds of file access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

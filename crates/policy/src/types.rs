@@ -304,7 +304,7 @@ pub struct JsDoc {
 // ---------------------------------------------------------------------------------------------
 
 /// A loaded policy: `extends` merged, every path absolute, every pattern parsed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
     pub allow: Grants,
     pub deny: Denials,
@@ -334,7 +334,7 @@ impl Default for Policy {
 }
 
 /// What is allowed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Grants {
     pub net: Vec<NetRule>,
     pub read: Vec<PathBuf>,
@@ -344,7 +344,7 @@ pub struct Grants {
 }
 
 /// What is denied.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Denials {
     pub net: Vec<NetRule>,
     pub read: Vec<PathPattern>,
@@ -352,7 +352,7 @@ pub struct Denials {
     pub exec: Vec<PathPattern>,
     pub env: Vec<String>,
     /// Entries of the path lists above that may be enforced in part (`deny.best_effort`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub best_effort: Vec<PathPattern>,
 }
 
@@ -364,14 +364,20 @@ impl Denials {
 }
 
 /// Resource limits, converted. `None` means no limit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     pub memory: Option<u64>,
     pub pids: Option<u64>,
     pub cpu: Option<f64>,
-    #[serde(serialize_with = "crate::units::serialize_opt_duration")]
+    #[serde(
+        serialize_with = "crate::units::serialize_opt_duration",
+        deserialize_with = "crate::units::deserialize_opt_duration"
+    )]
     pub timeout: Option<Duration>,
-    #[serde(serialize_with = "crate::units::serialize_opt_duration")]
+    #[serde(
+        serialize_with = "crate::units::serialize_opt_duration",
+        deserialize_with = "crate::units::deserialize_opt_duration"
+    )]
     pub cpu_time: Option<Duration>,
     /// Bytes of stdout+stderr returned; defaults to 1 MiB.
     pub output: u64,
@@ -410,10 +416,13 @@ pub const DEFAULT_OUTPUT_LIMIT: u64 = 1 << 20;
 pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 
 /// HTTP limits, converted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpLimits {
     pub max_requests: Option<u64>,
-    #[serde(serialize_with = "crate::units::serialize_opt_duration")]
+    #[serde(
+        serialize_with = "crate::units::serialize_opt_duration",
+        deserialize_with = "crate::units::deserialize_opt_duration"
+    )]
     pub request_timeout: Option<Duration>,
     pub max_request_bytes: Option<u64>,
     pub max_response_bytes: Option<u64>,
@@ -435,7 +444,7 @@ impl Default for HttpLimits {
 }
 
 /// Kernel options with defaults applied.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KernelOptions {
     pub namespaces: Vec<Namespace>,
     pub seccomp: SeccompProfile,
@@ -459,7 +468,7 @@ impl Default for KernelOptions {
 }
 
 /// JavaScript options with defaults applied.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JsOptions {
     pub eval: bool,
     pub max_stack_depth: Option<u64>,

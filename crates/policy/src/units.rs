@@ -202,6 +202,15 @@ pub fn serialize_opt_duration<S: Serializer>(
     }
 }
 
+/// Reads what [`serialize_opt_duration`] wrote (a policy that crosses a process boundary).
+pub fn deserialize_opt_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(d)?;
+    text.map(|t| parse_duration(&t).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Deserialization with messages that say what was expected and what was found.
 // ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ use bunker_sys::mount::{
 use bunker_sys::{process, SysError};
 
 use crate::error::SandboxError;
-use crate::idmap::{self, IdMode, UNPRIVILEGED_ID};
+use crate::idmap::{self, IdMode};
 use crate::mounts::{Grant, MountPlan};
 
 /// Trees of the operating system that are never idmapped, nor is a grant of `/` itself: the
@@ -173,9 +173,10 @@ pub fn open_in_namespace_of(plan: &MountPlan, init: i32) -> Result<OpenedGrants,
     opened
 }
 
-/// One grant as the supervisor sends it to init (the tree travels as an fd beside it).
-#[derive(serde::Serialize, serde::Deserialize)]
-enum SentGrant {
+/// One grant as the supervisor sends it to init (`init::protocol::SupervisorMessage::Grants`;
+/// the tree travels as an fd beside it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum SentGrant {
     Tree {
         path: PathBuf,
         write: bool,
@@ -190,9 +191,9 @@ enum SentGrant {
     },
 }
 
-/// The datagram that hands init the grants the supervisor opened, and its fds (the trees, in
-/// order). Fails when there are more trees than one datagram carries.
-pub fn message(opened: &OpenedGrants) -> Result<(Vec<u8>, Vec<RawFd>), SandboxError> {
+/// What hands init the grants the supervisor opened, and its fds (the trees, in order). Fails
+/// when there are more trees than one datagram carries.
+pub fn message(opened: &OpenedGrants) -> Result<(Vec<SentGrant>, Vec<RawFd>), SandboxError> {
     let mut fds = Vec::new();
     let sent: Vec<SentGrant> = opened
         .grants
@@ -225,21 +226,16 @@ pub fn message(opened: &OpenedGrants) -> Result<(Vec<u8>, Vec<RawFd>), SandboxEr
             ),
         });
     }
-    let data = serde_json::to_vec(&sent).map_err(|e| SandboxError::Init {
-        step: "hand the grants to init".into(),
-        detail: e.to_string(),
-    })?;
-    Ok((data, fds))
+    Ok((sent, fds))
 }
 
 /// Init's side of [`message`]: the grants, their trees from `fds`. (The owners are the
 /// supervisor's business: init only attaches.)
-pub fn from_message(data: &[u8], fds: Vec<OwnedFd>) -> Result<OpenedGrants, SandboxError> {
+pub fn from_message(sent: Vec<SentGrant>, fds: Vec<OwnedFd>) -> Result<OpenedGrants, SandboxError> {
     let bad = |detail: String| SandboxError::Init {
         step: "receive the grants from the supervisor".into(),
         detail,
     };
-    let sent: Vec<SentGrant> = serde_json::from_slice(data).map_err(|e| bad(e.to_string()))?;
     let announced = sent
         .iter()
         .filter(|g| matches!(g, SentGrant::Tree { .. }))
@@ -326,6 +322,7 @@ fn open_host(path: &Path, attrs: u64) -> Result<Option<Source>, SysError> {
 pub fn map_to_owners(
     opened: &mut OpenedGrants,
     sandbox_userns: &OwnedFd,
+    sandbox_ids: (u32, u32),
 ) -> Result<Vec<String>, SandboxError> {
     let mut notes = Vec::new();
     // One user namespace per distinct owner, made only when needed.
@@ -335,35 +332,32 @@ pub fn map_to_owners(
             continue;
         };
         let ids = (owner.uid, owner.gid);
-        if !idmapped_path(&og.grant.path)
-            || ids == (UNPRIVILEGED_ID, UNPRIVILEGED_ID)
-            || shared_scratch(owner)
-        {
+        if !idmapped_path(&og.grant.path) || ids == sandbox_ids || shared_scratch(owner) {
             continue;
         }
-        let userns = if ids == (0, 0) {
-            sandbox_userns.as_raw_fd()
-        } else {
-            match owner_namespaces.iter().find(|(k, _)| *k == ids) {
-                Some((_, ns)) => ns.as_raw_fd(),
-                None => {
-                    let ns = idmap::owner_namespace(owner.uid, owner.gid).map_err(|e| {
-                        SandboxError::Setup {
-                            step: format!(
-                                "map {} to its owner {}:{}",
-                                label(&og.grant),
-                                owner.uid,
-                                owner.gid
-                            ),
-                            source: e,
-                        }
-                    })?;
-                    let raw = ns.as_raw_fd();
-                    owner_namespaces.push((ids, ns));
-                    raw
+        let userns =
+            if ids == (0, 0) {
+                sandbox_userns.as_raw_fd()
+            } else {
+                match owner_namespaces.iter().find(|(k, _)| *k == ids) {
+                    Some((_, ns)) => ns.as_raw_fd(),
+                    None => {
+                        let ns = idmap::owner_namespace(owner.uid, owner.gid, sandbox_ids)
+                            .map_err(|e| SandboxError::Setup {
+                                step: format!(
+                                    "map {} to its owner {}:{}",
+                                    label(&og.grant),
+                                    owner.uid,
+                                    owner.gid
+                                ),
+                                source: e,
+                            })?;
+                        let raw = ns.as_raw_fd();
+                        owner_namespaces.push((ids, ns));
+                        raw
+                    }
                 }
-            }
-        };
+            };
         match mount::idmap_tree(tree.as_raw_fd(), userns, &og.grant.path) {
             Ok(()) => og.mapped_owner = Some(ids),
             // The filesystem (or one mounted inside the grant) does not support idmapped
@@ -371,10 +365,11 @@ pub fn map_to_owners(
             Err(e) if matches!(e.errno, libc::EINVAL | libc::EPERM | libc::EOPNOTSUPP) => notes
                 .push(format!(
                     "{}: not mapped to its owner {}:{} ({e}); the sandbox uses it as host uid \
-                     {UNPRIVILEGED_ID}",
+                     {}",
                     label(&og.grant),
                     owner.uid,
-                    owner.gid
+                    owner.gid,
+                    sandbox_ids.0
                 )),
             Err(e) => {
                 return Err(SandboxError::Setup {
@@ -394,7 +389,7 @@ pub fn map_to_owners(
 /// own files show as 0:0 (the sandbox's ids there), anyone else's as unmapped.
 pub fn write_hints(opened: &OpenedGrants, mode: IdMode) -> Vec<String> {
     let (uid, gid) = match mode {
-        IdMode::Root => (UNPRIVILEGED_ID, UNPRIVILEGED_ID),
+        IdMode::Root { uid, gid } => (uid, gid),
         IdMode::Rootless { .. } => (0, 0),
     };
     let mut hints = Vec::new();
@@ -428,7 +423,7 @@ pub fn write_hints(opened: &OpenedGrants, mode: IdMode) -> Vec<String> {
                 "it belongs to another user (mode {:04o}), and the sandbox has only your rights",
                 owner.mode
             ),
-            (None, IdMode::Root) if !idmapped_path(&og.grant.path) => format!(
+            (None, IdMode::Root { .. }) if !idmapped_path(&og.grant.path) => format!(
                 "it is owned by {}:{} with mode {:04o}, and in a system tree ({}, or / itself) \
                  the sandbox is host uid {uid}, not mapped to the owner",
                 owner.uid,
@@ -436,7 +431,7 @@ pub fn write_hints(opened: &OpenedGrants, mode: IdMode) -> Vec<String> {
                 owner.mode,
                 NOT_IDMAPPED.join(", ")
             ),
-            (None, IdMode::Root) => format!(
+            (None, IdMode::Root { .. }) => format!(
                 "it is owned by {}:{} with mode {:04o}, and the sandbox is host uid {uid} there \
                  (it could not be mapped to its owner: see the notes)",
                 owner.uid, owner.gid, owner.mode
@@ -525,7 +520,7 @@ mod tests {
             let path = format!("/proc/self/fd/{fd}");
             fd::open(Path::new(&path), libc::O_RDONLY | libc::O_CLOEXEC, 0).unwrap()
         };
-        let got = from_message(&data, fds.iter().map(|f| dup(*f)).collect()).unwrap();
+        let got = from_message(data.clone(), fds.iter().map(|f| dup(*f)).collect()).unwrap();
         let shape: Vec<_> = got
             .grants
             .iter()
@@ -545,8 +540,14 @@ mod tests {
             ]
         );
         // A message whose fds do not match its trees is refused.
-        assert!(from_message(&data, Vec::new()).is_err());
+        assert!(from_message(data, Vec::new()).is_err());
     }
+
+    /// The ids of a sandbox of root's.
+    const ROOT: IdMode = IdMode::Root {
+        uid: 1879048192,
+        gid: 1879048192,
+    };
 
     #[test]
     fn a_hint_names_a_write_grant_the_sandbox_cannot_write() {
@@ -556,22 +557,22 @@ mod tests {
             mode: 0o755,
         };
         // Mapped to its owner: root may write a 0755 directory.
-        assert!(write_hints(&opened(true, root_0755, true), IdMode::Root).is_empty());
+        assert!(write_hints(&opened(true, root_0755, true), ROOT).is_empty());
         // Not mapped: host uid 65534 may not.
-        let h = write_hints(&opened(true, root_0755, false), IdMode::Root);
+        let h = write_hints(&opened(true, root_0755, false), ROOT);
         assert_eq!(h.len(), 1);
         assert!(
             h[0].starts_with("hint: allow.write /srv/out is not writable"),
             "{h:?}"
         );
         // Read grants get no hint.
-        assert!(write_hints(&opened(false, root_0755, false), IdMode::Root).is_empty());
+        assert!(write_hints(&opened(false, root_0755, false), ROOT).is_empty());
         // Owner without write permission, mapped or not.
         let ro = Ownership {
             mode: 0o555,
             ..root_0755
         };
-        assert_eq!(write_hints(&opened(true, ro, true), IdMode::Root).len(), 1);
+        assert_eq!(write_hints(&opened(true, ro, true), ROOT).len(), 1);
         // Rootless (owners as init sees them: the caller is 0, anyone else unmapped): the
         // caller's own directory is writable; another's 0755 one is not.
         let me = IdMode::Rootless {

@@ -19,57 +19,17 @@ use bunker_sys::{fd, SysError};
 use crate::egress::{HTTP_PROXY_PORT, SOCKS_PROXY_PORT};
 use crate::error::SandboxError;
 use crate::grants::OpenedGrants;
-use crate::idmap::{IdMode, UNPRIVILEGED_ID};
+use crate::idmap::IdMode;
 use crate::landlock::{self, SandboxPaths};
 use crate::mounts::{self, MountPlan};
 use crate::result::LayerStatus;
 use crate::{limits, seccomp};
+use protocol::SupervisorMessage;
 
-/// What init tells the supervisor, one message per datagram on a SOCK_SEQPACKET socket.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum InitMessage {
-    /// A setup step failed; nothing of the program ran.
-    SetupFailed {
-        step: String,
-        errno: i32,
-        detail: String,
-        /// `setup_failed`, or `unenforceable` for a layer this host cannot enforce.
-        code: ErrorCode,
-    },
-    /// Setup is complete and init has restricted itself; the program is about to be forked.
-    /// When `allow.net` is non-empty, the datagram carries two fds (SCM_RIGHTS): the HTTP and the
-    /// SOCKS5 proxy listeners, bound inside the sandbox's network namespace.
-    Ready {
-        landlock: LayerStatus,
-        landlock_abi: u32,
-        seccomp: LayerStatus,
-        rlimits: LayerStatus,
-        /// Partial when a deny glob could not be checked everywhere.
-        filesystem: LayerStatus,
-        /// Notes for `enforced.notes` (skipped paths, partial layers).
-        notes: Vec<String>,
-    },
-    /// The program could not be executed (not found, not allowed).
-    ExecFailed {
-        program: String,
-        errno: i32,
-        detail: String,
-    },
-    /// The program was executed (its exec succeeded).
-    Started,
-    /// The program ended (init exits right after sending this).
-    Exited {
-        code: Option<i32>,
-        signal: Option<i32>,
-    },
-    /// Init has killed every process of the sandbox at the supervisor's teardown signal and
-    /// reaps them now (then exits).
-    TearingDown,
-}
+pub mod protocol;
 
-/// Largest control datagram either side expects.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+// The supervise loop's names for these, until it imports them from `protocol`.
+pub use protocol::{teardown_signal, InitMessage, MAX_MESSAGE, TEARDOWN_REQUEST};
 
 /// Signals init passes on to the program.
 pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [
@@ -81,29 +41,13 @@ pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [
     libc::SIGUSR2,
 ];
 
-/// The signal by which the supervisor asks init to end the sandbox (a kill for a limit, the
-/// timeout or bunker's own termination): init kills and reaps everything itself, so the CPU
-/// time of what it kills reaches its rusage. (SIGKILL to init would leave that to the kernel,
-/// whose pid-namespace teardown reaps without accounting.) The first real-time signal: no
-/// program convention gives it a meaning, and init never forwards it.
-///
-/// The signal only wakes init: the request itself is [`TEARDOWN_REQUEST`] on the control
-/// socket, which the supervisor writes first. The program can signal init too, and no siginfo
-/// field tells the two apart reliably: with the signal queue full, the kernel delivers a `kill`
-/// without its siginfo, and init reads `SI_USER` from pid 0 — what a sender outside the pid
-/// namespace looks like.
-pub fn teardown_signal() -> libc::c_int {
-    libc::SIGRTMIN()
-}
-
-/// The supervisor's teardown request on the control socket (the only datagram it sends after
-/// the release). Only init and the supervisor hold the socket.
-pub const TEARDOWN_REQUEST: &[u8] = b"teardown";
-
 /// Whether the supervisor asked for the teardown: its request waits on the control socket.
 fn teardown_requested(control: RawFd) -> bool {
     matches!(fd::readable(control), Ok(true))
-        && matches!(fd::recv_with_fds(control, 64), Ok((data, _)) if data == TEARDOWN_REQUEST)
+        && matches!(
+            protocol::recv::<SupervisorMessage>(control, "read the teardown request"),
+            Ok(Some((SupervisorMessage::Teardown, _)))
+        )
 }
 
 /// Everything init needs, prepared by the supervisor before the clone (init reads its copy).
@@ -124,6 +68,8 @@ pub struct InitContext<'a> {
     /// The program leads a session whose controlling terminal is its stdin (a pty of bunker's).
     pub terminal_session: bool,
     pub id_mode: IdMode,
+    /// The namespaces init's thread makes (a subset of [`THREAD_NAMESPACES`], as clone flags).
+    pub thread_namespaces: libc::c_int,
     pub user_ns: bool,
     pub net_ns: bool,
     pub uts_ns: bool,
@@ -136,35 +82,12 @@ pub struct InitContext<'a> {
 }
 
 fn send(control: RawFd, msg: &InitMessage, fds: &[RawFd]) -> Result<(), SysError> {
-    let data = serde_json::to_vec(msg)
-        .map_err(|e| SysError::from_errno(format!("encode init message: {e}"), libc::EINVAL))?;
-    fd::send_with_fds(control, &data, fds)
+    protocol::send(control, msg, fds)
 }
 
 fn step(name: impl Into<String>) -> impl FnOnce(SysError) -> SandboxError {
     let step = name.into();
     move |source| SandboxError::Setup { step, source }
-}
-
-/// The [`InitMessage::SetupFailed`] report of an error; spawn.rs turns it back into the same
-/// kind of error (`spawn::setup_failed`).
-pub fn failure_message(e: &SandboxError) -> InitMessage {
-    let (step, errno, detail) = match e {
-        SandboxError::Setup { step, source } => (step.clone(), source.errno, source.call.clone()),
-        SandboxError::Unsupported { layer, reason } => (layer.clone(), 0, reason.clone()),
-        SandboxError::Init { step, detail } => (step.clone(), 0, detail.clone()),
-        other => (
-            other.step().unwrap_or("setup").to_string(),
-            0,
-            other.to_string(),
-        ),
-    };
-    InitMessage::SetupFailed {
-        step,
-        errno,
-        detail,
-        code: e.code(),
-    }
 }
 
 /// Init's entry point in the cloned child. Never returns.
@@ -184,7 +107,7 @@ pub fn run(ctx: &InitContext) -> ! {
             supervise_program(ctx)
         }
         Err(e) => {
-            let _ = send(ctx.control, &failure_message(&e), &[]);
+            let _ = send(ctx.control, &InitMessage::setup_failed(&e), &[]);
             process::exit_now(1)
         }
     }
@@ -198,8 +121,7 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     // change and the mounts; joined after the release, long before anything is
     // restricted. The thread keeps the ids it started with (the id syscalls below change the
     // calling thread only): it has every capability in the new user namespace, all it needs.
-    let thread_namespaces =
-        crate::spawn::clone_flags(&policy.kernel.namespaces) & THREAD_NAMESPACES;
+    let thread_namespaces = ctx.thread_namespaces;
     let namespaces = (thread_namespaces != 0)
         .then(|| NamespaceThread::start(thread_namespaces))
         .transpose();
@@ -210,7 +132,7 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
 
     if ctx.user_ns {
         process::setresgid(0).map_err(step("become gid 0 in the user namespace"))?;
-        if ctx.id_mode == IdMode::Root {
+        if ctx.id_mode.is_root() {
             // Root's supplementary groups (e.g. 0) would otherwise stay attached to the sandbox.
             process::clear_groups().map_err(step("drop supplementary groups"))?;
         }
@@ -229,7 +151,7 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     // As root, the supervisor opened the grants (with root's rights) and sends their trees
     // right after the release; rootless, build_root opens them.
     let granted = match ctx.id_mode {
-        IdMode::Root => Some(receive_grants(ctx)?),
+        IdMode::Root { .. } => Some(receive_grants(ctx)?),
         IdMode::Rootless { .. } => None,
     };
     let mut root = mounts::build_root(ctx.plan, granted.as_ref(), ctx.id_mode)?;
@@ -311,10 +233,12 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
     // keeps the uid change below from touching capabilities; the drop clears them all anyway.
     process::lock_securebits().map_err(step("lock securebits"))?;
     if !ctx.user_ns {
-        // Without a user namespace (root only), the program runs as the unprivileged host id.
+        // Without a user namespace (root only), the program runs as the sandbox's leased host
+        // ids.
+        let (uid, gid) = ctx.id_mode.host_ids();
         process::clear_groups().map_err(step("drop supplementary groups"))?;
-        process::setresgid(UNPRIVILEGED_ID).map_err(step("become gid 65534"))?;
-        process::setresuid(UNPRIVILEGED_ID).map_err(step("become uid 65534"))?;
+        process::setresgid(gid).map_err(step(format!("become gid {gid}")))?;
+        process::setresuid(uid).map_err(step(format!("become uid {uid}")))?;
     }
     process::drop_all_capabilities().map_err(step("drop capabilities"))?;
     let sc = seccomp::install_prepared(filter)?;
@@ -329,6 +253,7 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
             LayerStatus::Partial
         },
         notes,
+        proxy_listeners: !listeners.is_empty(),
     })
 }
 
@@ -403,46 +328,34 @@ fn reopen_pty_read_only() -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Prefix of the supervisor's release (spawn.rs step 6), followed by how many cgroup `tasks`
-/// files it carries.
-const JOIN_PREFIX: &str = "join ";
-
-/// The supervisor's release: init may go on (its id maps are written), and join its cgroup
-/// through the `cgroup_files` fds sent with it.
-pub fn join_message(cgroup_files: usize) -> Vec<u8> {
-    format!("{JOIN_PREFIX}{cgroup_files}").into_bytes()
-}
-
-/// Waits for the release and checks that it carries what it says: the cgroup's `tasks` files.
+/// Waits for the release (the cgroup's `tasks` files come in its slots).
 fn release(ctx: &InitContext) -> Result<Vec<OwnedFd>, SandboxError> {
-    let (data, fds) = match fd::recv_with_fds(ctx.control, 64) {
-        Ok((data, fds)) if !data.is_empty() => (data, fds),
+    match protocol::recv::<SupervisorMessage>(ctx.control, "join the sandbox's cgroup") {
+        Ok(Some((SupervisorMessage::Release { .. }, files))) => Ok(files),
+        Ok(Some((other, _))) => Err(SandboxError::Init {
+            step: "join the sandbox's cgroup".into(),
+            detail: format!("expected the release, received {other:?}"),
+        }),
         // The supervisor gave up (or died): nobody is left to report to.
-        _ => process::exit_now(1),
-    };
-    let files = std::str::from_utf8(&data)
-        .ok()
-        .and_then(|m| m.strip_prefix(JOIN_PREFIX))
-        .and_then(|n| n.parse::<usize>().ok());
-    if files == Some(fds.len()) {
-        return Ok(fds);
+        Ok(None) | Err(SandboxError::Setup { .. }) => process::exit_now(1),
+        Err(e) => Err(e),
     }
-    Err(SandboxError::Init {
-        step: "join the sandbox's cgroup".into(),
-        detail: format!(
-            "the release carried {} file(s), expected {:?}",
-            fds.len(),
-            String::from_utf8_lossy(&data)
-        ),
-    })
 }
 
-/// The grants the supervisor opened, and their trees (`grants::message`).
+/// The grants the supervisor opened, and their trees.
 fn receive_grants(ctx: &InitContext) -> Result<OpenedGrants, SandboxError> {
-    match fd::recv_with_fds(ctx.control, MAX_MESSAGE) {
-        Ok((data, fds)) if !data.is_empty() => crate::grants::from_message(&data, fds),
+    let step = "receive the grants from the supervisor";
+    match protocol::recv::<SupervisorMessage>(ctx.control, step) {
+        Ok(Some((SupervisorMessage::Grants { grants }, trees))) => {
+            crate::grants::from_message(grants, trees)
+        }
+        Ok(Some((other, _))) => Err(SandboxError::Init {
+            step: step.into(),
+            detail: format!("expected the grants, received {other:?}"),
+        }),
         // The supervisor gave up (or died): nobody is left to report to.
-        _ => process::exit_now(1),
+        Ok(None) | Err(SandboxError::Setup { .. }) => process::exit_now(1),
+        Err(e) => Err(e),
     }
 }
 

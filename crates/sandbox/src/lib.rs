@@ -1,8 +1,16 @@
 //! Builds a kernel sandbox from a [`bunker_policy::Policy`], runs a program in it, enforces the
 //! limits, and returns one structured [`RunResult`].
 //!
-//! [`spawn::run`] must be called while the process is still single-threaded (before any async runtime
-//! starts): it forks. See `spawn.rs` for the setup order.
+//! Two ways in, both given the caller's side explicitly ([`host::HostContext`]: environment,
+//! working directory, host ids):
+//! - [`spawn::run`] (the one-shot CLI): builds, runs and supervises to the end. [`spawn::start`]
+//!   is its first half, returning the [`spawn::Sandbox`] handle once init is Ready. Both fork:
+//!   call them while the process is single-threaded (before any async runtime starts).
+//! - [`spawner::Spawner`] (a daemon): a single-threaded fork server forked before the runtime,
+//!   asked for sandboxes from any thread; each comes back as a handle whose init is the
+//!   daemon's child.
+//!
+//! See `spawn.rs` for the setup order.
 #![forbid(unsafe_code)]
 
 pub mod console;
@@ -11,6 +19,7 @@ pub mod env;
 pub mod error;
 pub mod events;
 pub mod grants;
+pub mod host;
 pub mod idmap;
 pub mod init;
 pub mod landlock;
@@ -23,6 +32,7 @@ pub mod seccomp;
 #[path = "../../test-support/skip.rs"]
 mod skip;
 pub mod spawn;
+pub mod spawner;
 pub mod stdin;
 pub mod supervise;
 pub mod user_counters;
@@ -40,18 +50,18 @@ use std::sync::Arc;
 use bunker_policy::Policy;
 
 /// What to run, and under which policy.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunRequest {
     /// The effective policy.
     pub policy: Policy,
     /// The program and its arguments. `argv[0]` is looked up in the sandbox's PATH.
     pub argv: Vec<OsString>,
-    /// Working directory inside the sandbox (default: the caller's, when it is visible inside;
-    /// otherwise `/tmp`).
+    /// Working directory inside the sandbox (default: the caller's, [`host::HostContext::cwd`],
+    /// when it is visible inside; otherwise `/tmp`).
     pub cwd: Option<PathBuf>,
-    /// Whether the caller's stdin is offered to the program: passed on, relayed through a pipe
-    /// or a pty of bunker's, as `stdin.rs` decides (otherwise /dev/null).
-    pub inherit_stdin: bool,
+    /// What the program reads on stdin: `/dev/null`, a descriptor handed over, or the caller's
+    /// own stdin, passed on or relayed through a pipe or a pty of bunker's as `stdin.rs` decides.
+    pub stdin: stdin::ProgramStdin,
     /// Copy the program's output to the supervisor's own stdout/stderr as it arrives (the CLI);
     /// otherwise it is only captured into the result (the clients).
     pub stream_output: bool,

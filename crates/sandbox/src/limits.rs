@@ -108,6 +108,19 @@ impl SandboxCgroup {
         }
     }
 
+    /// The cgroup, to hand to another process (`spawner.rs`); `None` when there is none.
+    pub fn into_group(self) -> Option<SandboxGroup> {
+        self.group
+    }
+
+    /// A cgroup another process made (`spawner.rs`).
+    pub fn from_group(group: Option<SandboxGroup>) -> SandboxCgroup {
+        SandboxCgroup {
+            group,
+            stale_to_clean: RefCell::new(None),
+        }
+    }
+
     /// Runs in the supervisor (spawn.rs: while init builds its root). Creates the cgroup under
     /// the supervisor's own cgroup and writes the limits; records what is enforced into `enforced`. Fails closed when
     /// a limit cannot be enforced and is not marked best-effort.

@@ -1,5 +1,8 @@
 //! Builds the sandbox and runs the program: the one place where the setup order is written down.
 //!
+//! Every message between the supervisor and init (the release, the grants, init's reports, the
+//! teardown request) is `init::protocol`'s: typed, one encoding, named fd slots.
+//!
 //! **Supervisor** (single-threaded at this point — it clones):
 //! 1. `landlock::probe`: fail closed early when landlock is required and the kernel lacks it.
 //! 2. The mount plan, the program's environment and argv are computed (pure, before the clone).
@@ -7,9 +10,10 @@
 //!    ELF interpreter are made resident in the page cache (`prewarm.rs`), so that their pages
 //!    are charged to the supervisor's cgroup, not the sandbox's: one `cachestat` per file when
 //!    they are cached already.
-//! 3. The program's stdin (`stdin.rs`): `/dev/null`, a read-only file or FIFO passed on, or a
-//!    relay — a pipe, or with `kernel.tty` a pty of bunker's — whenever the caller's stdin is a
-//!    terminal or anything else the program could write through. Then pipes for stdout and
+//! 3. The program's stdin (`stdin.rs`), as `RunRequest::stdin` chooses: `/dev/null`, a
+//!    descriptor handed over, or the caller's own — a read-only file or FIFO passed on, or a
+//!    relay (a pipe, or with `kernel.tty` a pty of bunker's) whenever it is a terminal or
+//!    anything else the program could write through. Then pipes for stdout and
 //!    stderr; a SOCK_SEQPACKET control socket pair; a lifeline pipe whose write end only the
 //!    supervisor holds.
 //! 4. `clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWUTS | CLONE_PIDFD)` (as the policy's
@@ -17,7 +21,7 @@
 //!    affinity back right after): the child becomes the sandbox's init (pid 1). The network and
 //!    IPC namespaces are made by init instead (its step 1).
 //! 5. Id maps written (`idmap.rs`: rootless → the caller's ids with setgroups denied; as root →
-//!    65534, never host root). As root, the grants are then opened with root's rights in init's
+//!    the host ids leased for this sandbox alone, never host root). As root, the grants are then opened with root's rights in init's
 //!    mount namespace and their trees cloned detached (`grants::open_in_namespace_of`), idmapped
 //!    to their owners (`grants::map_to_owners`), and write grants the sandbox cannot write are
 //!    noted.
@@ -88,24 +92,26 @@
 //! dies with its init.
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use bunker_policy::{Namespace, Policy};
 use bunker_sys::process::{self, Forked};
-use bunker_sys::{fd, SysError};
+use bunker_sys::{event, fd, SysError};
 
 use crate::egress::Egress;
 use crate::error::SandboxError;
 use crate::events::RunEvent;
+use crate::host::HostContext;
 use crate::idmap::{self, IdMode};
-use crate::init::{self, InitContext, InitMessage};
+use crate::init::protocol::{self, InitMessage, SupervisorMessage};
+use crate::init::{self, InitContext};
 use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, LayerStatus, RunResult};
 use crate::supervise::{self, Supervised};
 use crate::{env, grants, landlock, mounts, RunRequest};
-use bunker_api::ErrorCode;
 
 /// The clone flags for the policy's namespaces (cgroup is unshared later, by init).
 pub fn clone_flags(namespaces: &[Namespace]) -> libc::c_int {
@@ -139,30 +145,123 @@ fn cstring(what: &str, bytes: Vec<u8>) -> Result<CString, SandboxError> {
 
 /// What this caller can never build under `policy`, whatever else the host offers (`bunker
 /// check` asks too): without a user namespace only root can make the sandbox's new root.
-pub fn caller_refusal(policy: &Policy) -> Option<SandboxError> {
-    (!policy.kernel.namespaces.contains(&Namespace::User) && IdMode::current() != IdMode::Root)
-        .then(|| SandboxError::Unsupported {
+pub fn caller_refusal(policy: &Policy, caller_is_root: bool) -> Option<SandboxError> {
+    (!policy.kernel.namespaces.contains(&Namespace::User) && !caller_is_root).then(|| {
+        SandboxError::Unsupported {
             layer: "kernel.namespaces".into(),
             reason: "without \"user\" in kernel.namespaces only root can build a sandbox".into(),
-        })
+        }
+    })
 }
 
-/// Builds the sandbox from `req.policy`, runs `req.argv` in it, and returns the result.
-/// Must be called while the process is single-threaded, and from a thread that lives until
-/// the sandbox has ended: init's parent-death signal fires when the *thread* that cloned it
-/// exits. `egress` serves the proxy listeners when `allow.net` is non-empty.
+/// A built sandbox whose init is Ready: the program is being started. What supervises it
+/// (`supervise::supervise`, or a service's own driver) takes `supervised`; `lifeline` must stay
+/// open until the sandbox has ended (init exits when it closes); `proxy_listeners` are to be
+/// served by an egress proxy.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub supervised: Supervised,
+    /// The write end of init's lifeline pipe, which only the supervising side holds.
+    pub lifeline: OwnedFd,
+    /// The HTTP and SOCKS5 proxy listeners init bound inside the sandbox's network namespace,
+    /// when `allow.net` is non-empty.
+    pub proxy_listeners: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// Builds the sandbox from `req.policy`, runs `req.argv` in it, and returns the result:
+/// [`start`], the egress proxy on the listeners, then the blocking driver
+/// (`supervise::supervise`) until the sandbox is gone. Must be called while the process is
+/// single-threaded, and from a thread that lives until the sandbox has ended: init's
+/// parent-death signal fires when the *thread* that cloned it exits. `egress` serves the proxy
+/// listeners when `allow.net` is non-empty.
 ///
 /// Every way a run can end is a [`RunResult`]: a sandbox that could not be built, whether the
 /// step failed before init was cloned, inside init, or as init started the program, is
 /// `status: setup_error` (or `policy_error`) with its `error_code` and `error_step`.
-pub fn run(req: &RunRequest, egress: Option<&mut dyn Egress>) -> RunResult {
-    build_and_run(req, egress).unwrap_or_else(|e| RunResult::refused(e.to_api_error()))
+pub fn run(req: &RunRequest, host: &HostContext, egress: Option<&mut dyn Egress>) -> RunResult {
+    start_and_supervise(req, host, egress).unwrap_or_else(|e| RunResult::refused(e.to_api_error()))
 }
 
-fn build_and_run(
+fn start_and_supervise(
     req: &RunRequest,
+    host: &HostContext,
     egress: Option<&mut dyn Egress>,
 ) -> Result<RunResult, SandboxError> {
+    let Sandbox {
+        mut supervised,
+        lifeline,
+        proxy_listeners,
+    } = start(req, host)?;
+    let mut egress = egress;
+    if let Some((http, socks)) = proxy_listeners {
+        match egress.as_mut() {
+            Some(eg) => {
+                if let Err(detail) = eg.start(http, socks) {
+                    let _ = event::pidfd_send_signal(supervised.pidfd.as_fd(), libc::SIGKILL);
+                    if !host.clone_parent {
+                        let _ = event::wait_pidfd(supervised.pidfd.as_fd(), true);
+                    }
+                    return Err(SandboxError::Init {
+                        step: "start the egress proxy".into(),
+                        detail,
+                    });
+                }
+            }
+            None => supervised.enforced.notes.push(
+                "allow.net is set but no egress proxy is plugged in: connections are refused"
+                    .into(),
+            ),
+        }
+    }
+    // Step 8. The lifeline's write end lives as long as this frame, i.e. until the sandbox ends.
+    // The observer hears what is enforced before the supervisor relays any of the program's
+    // output, so what it says comes first. The program may already be writing: its lines go
+    // through the relay, never blocking on a stderr the caller does not read.
+    if let (Some(console), true) = (&req.console, req.stream_output) {
+        console.start_relay();
+    }
+    if let Some(observer) = &req.observer {
+        observer.event(&RunEvent::Started {
+            enforced: supervised.enforced.clone(),
+        });
+    }
+    let outcome = supervise::supervise(supervised, &req.policy);
+    let records = egress.map(|e| e.finish()).unwrap_or_default();
+    drop(lifeline);
+    let mut result = outcome?;
+    result.http = crate::result::HttpReport::from_records(records);
+    Ok(result)
+}
+
+/// Builds the sandbox from `req.policy` and starts `req.argv` in it (steps 1–7): returns once
+/// init is Ready, with the handle to supervise it by. Must be called while the process is
+/// single-threaded (it clones). Without `host.clone_parent`, from a thread that lives until
+/// the sandbox has ended (init's parent-death signal fires when the cloning *thread* exits);
+/// with it, init's parent is the caller's parent, which must reap it — also when this fails
+/// after the clone (see [`StartFailure`]).
+pub fn start(req: &RunRequest, host: &HostContext) -> Result<Sandbox, SandboxError> {
+    start_or_hand_back(req, host).map_err(|failure| failure.error)
+}
+
+/// Why [`start_or_hand_back`] failed, with init's pidfd when init was cloned with
+/// `CLONE_PARENT`: it is dead then, but only its parent (the caller's parent) can reap it.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub error: SandboxError,
+    pub unreaped: Option<OwnedFd>,
+}
+
+impl From<SandboxError> for StartFailure {
+    fn from(error: SandboxError) -> Self {
+        StartFailure {
+            error,
+            unreaped: None,
+        }
+    }
+}
+
+/// [`start`], handing back the pidfd of an init that died unreaped (`host.clone_parent`).
+pub fn start_or_hand_back(req: &RunRequest, host: &HostContext) -> Result<Sandbox, StartFailure> {
     let policy = &req.policy;
     let ns = &policy.kernel.namespaces;
     let has = |n: Namespace| ns.contains(&n);
@@ -172,14 +271,15 @@ fn build_and_run(
         return Err(SandboxError::Unsupported {
             layer: refusal.json_path.into(),
             reason: refusal.message,
-        });
+        }
+        .into());
     }
-    let id_mode = IdMode::current();
-    if let Some(refusal) = caller_refusal(policy) {
-        return Err(refusal);
+    let id_mode = host.id_mode;
+    if let Some(refusal) = caller_refusal(policy, id_mode.is_root()) {
+        return Err(refusal.into());
     }
     if req.argv.is_empty() {
-        return Err(SandboxError::NoProgram);
+        return Err(SandboxError::NoProgram.into());
     }
 
     // Step 1.
@@ -190,15 +290,15 @@ fn build_and_run(
 
     // Step 2.
     let plan = mounts::plan(policy);
-    let env_vars = env::build(policy, std::env::vars_os());
+    let env_vars = env::build(policy, host.env.iter().cloned());
     let search_path = env_vars
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.to_string_lossy().into_owned())
         .unwrap_or_default();
     if policy.limits.memory.is_some() {
-        let cwd = req.cwd.clone().or_else(|| std::env::current_dir().ok());
-        crate::prewarm::program(&req.argv[0], &search_path, cwd.as_deref());
+        let cwd = req.cwd.as_ref().or(host.cwd.as_ref());
+        crate::prewarm::program(&req.argv[0], &search_path, cwd.map(PathBuf::as_path));
     }
     let env_c = env_vars
         .into_iter()
@@ -216,12 +316,12 @@ fn build_and_run(
         .collect::<Result<Vec<_>, _>>()?;
 
     // Step 3. The stdin first: with the caller's fd 0 closed, the first file opened is fd 0.
-    let crate::stdin::ProgramStdin {
+    let crate::stdin::PreparedStdin {
         stdin: program_stdin,
         terminal_output: [terminal_stdout, terminal_stderr],
         terminal_session,
         relay: stdin_relay,
-    } = crate::stdin::prepare(req.inherit_stdin, policy.kernel.tty, id_mode.host_uid())?;
+    } = crate::stdin::prepare(&req.stdin, policy.kernel.tty, id_mode.host_uid())?;
     let (stdout_r, stdout_w) = fd::pipe().map_err(io_err("create stdout pipe"))?;
     let (stderr_r, stderr_w) = fd::pipe().map_err(io_err("create stderr pipe"))?;
     let (control_sup, control_init) =
@@ -235,10 +335,11 @@ fn build_and_run(
         env: env_c,
         search_path,
         cwd: req.cwd.clone(),
-        caller_cwd: std::env::current_dir().ok(),
+        caller_cwd: host.cwd.clone(),
         stdin: program_stdin.as_raw_fd(),
         terminal_session,
         id_mode,
+        thread_namespaces: clone_flags(ns) & init::THREAD_NAMESPACES,
         user_ns: has(Namespace::User),
         net_ns: has(Namespace::Net),
         uts_ns: has(Namespace::Uts),
@@ -251,12 +352,17 @@ fn build_and_run(
 
     // Step 4.
     let started = Instant::now();
-    // `run` is documented to be called single-threaded (the CLI calls it before any runtime
+    // `start` is documented to be called single-threaded (the CLI calls it before any runtime
     // starts); `clone_fork` checks it and refuses otherwise.
     // The network and IPC namespaces are made by a thread of init's beside its mounts instead:
     // they are the costliest part of the clone. Init is created on this CPU (`clone_fork`): it
     // runs at once, and the other CPU wakes up for its namespace thread while init goes on.
-    let forked = process::clone_fork(clone_flags(ns) & !init::THREAD_NAMESPACES)
+    let parent = if host.clone_parent {
+        libc::CLONE_PARENT
+    } else {
+        0
+    };
+    let forked = process::clone_fork(clone_flags(ns) & !init::THREAD_NAMESPACES | parent)
         .map_err(io_err("create namespaces"))?;
     let (pid, pidfd) = match forked {
         Forked::Child => {
@@ -275,117 +381,160 @@ fn build_and_run(
     // The program's ends of its stdin relay: the pty's master reads end of file (EIO) once
     // the sandbox is gone only if no slave is left open here.
     drop((program_stdin, terminal_stdout, terminal_stderr));
-    // From here on, any early return must not leave init behind.
-    let abort = |e: SandboxError| -> SandboxError {
-        let _ = process::pidfd_kill(pidfd.as_raw_fd(), libc::SIGKILL);
-        let _ = process::waitpid(pid, false);
-        e
+    // From here on, any early return must not leave init behind: it is killed, and reaped
+    // here unless it is the caller's parent's child.
+    let released = release_until_ready(
+        policy,
+        id_mode,
+        &plan,
+        pid,
+        pidfd.as_fd(),
+        &control_sup,
+        &mut enforced,
+    );
+    let (cgroup, listeners) = match released {
+        Ok(ready) => ready,
+        Err(error) => {
+            let _ = event::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            if host.clone_parent {
+                await_exit(pidfd.as_fd());
+                return Err(StartFailure {
+                    error,
+                    unreaped: Some(pidfd),
+                });
+            }
+            let _ = event::wait_pidfd(pidfd.as_fd(), true);
+            return Err(error.into());
+        }
     };
+    fill_enforced(&mut enforced, policy);
+    Ok(Sandbox {
+        supervised: Supervised {
+            init_pid: pid,
+            pidfd,
+            control: control_sup,
+            stdout: stdout_r,
+            stderr: stderr_r,
+            cgroup,
+            started,
+            enforced,
+            output: supervise::OutputMode::streamed_if(req.stream_output),
+            console: req.console.clone(),
+            observer: req.observer.clone(),
+            stdin: stdin_relay,
+            termination: bunker_sys::event::termination_fd(),
+        },
+        lifeline: lifeline_w,
+        proxy_listeners: listeners,
+    })
+}
 
+/// Blocks until the process of `pidfd` has exited (its descriptors are closed then), without
+/// reaping it: a pidfd is readable from then on, whoever its parent is.
+fn await_exit(pidfd: BorrowedFd<'_>) {
+    let _ = event::poll(&[pidfd], None);
+}
+
+/// Steps 5–7, once init is cloned: id maps, grants (as root), cgroup, the release, and init's
+/// first message. Returns the cgroup and, when `allow.net` is non-empty, the proxy listeners.
+/// On an error init may still be alive: the caller kills it.
+fn release_until_ready(
+    policy: &Policy,
+    id_mode: IdMode,
+    plan: &mounts::MountPlan,
+    pid: i32,
+    pidfd: BorrowedFd<'_>,
+    control_sup: &OwnedFd,
+    enforced: &mut Enforced,
+) -> Result<(SandboxCgroup, Option<(OwnedFd, OwnedFd)>), SandboxError> {
+    let ns = &policy.kernel.namespaces;
+    let has = |n: Namespace| ns.contains(&n);
     // Step 5.
     if has(Namespace::User) {
-        idmap::write_maps(pid, id_mode).map_err(|e| {
-            abort(SandboxError::Setup {
-                step: "write user namespace id maps".into(),
-                source: e,
-            })
+        idmap::write_maps(pid, id_mode).map_err(|e| SandboxError::Setup {
+            step: "write user namespace id maps".into(),
+            source: e,
         })?;
     }
     // As root, the grants are opened here, with root's rights, in init's mount namespace, and
     // mapped to their owners while still detached (step 5).
     let granted = match id_mode {
-        IdMode::Root => {
-            let mut opened = grants::open_in_namespace_of(&plan, pid).map_err(abort)?;
-            let mapped = if has(Namespace::User) {
+        IdMode::Root { .. } => {
+            let mut opened = grants::open_in_namespace_of(plan, pid)?;
+            let mut notes = if has(Namespace::User) {
                 idmap::namespace_of(pid)
                     .map_err(io_err("open the sandbox's user namespace"))
-                    .and_then(|ns| grants::map_to_owners(&mut opened, &ns))
+                    .and_then(|ns| grants::map_to_owners(&mut opened, &ns, id_mode.host_ids()))?
             } else {
-                Ok(Vec::new())
+                Vec::new()
             };
-            let mut notes = mapped.map_err(abort)?;
             notes.extend(grants::write_hints(&opened, id_mode));
             enforced.notes.append(&mut opened.notes);
             enforced.notes.extend(notes);
-            Some(
-                grants::message(&opened)
-                    .map(|m| (opened, m))
-                    .map_err(abort)?,
-            )
+            let message = grants::message(&opened)?;
+            Some((opened, message))
         }
         IdMode::Rootless { .. } => None,
     };
     // Step 6.
-    let joined = SandboxCgroup::prepare(policy, &mut enforced)
+    let joined = SandboxCgroup::prepare(policy, enforced)
         .map_err(|e| (e, None))
         .and_then(|cg| match cg.prepare_join(pid) {
             Ok(files) => Ok((cg, files)),
             Err(e) => Err((e, Some(cg))),
         });
-    // Init may have failed first (it reports a failed namespace thread as soon as it is
-    // released), or died and made a cgroup write fail: its report, queued on the socket (at end
-    // of file once init is killed and reaped), is then the real cause.
-    let init_report_or = |e: SandboxError| -> SandboxError {
-        if let Ok((data, _)) = fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {
-            if let Ok(InitMessage::SetupFailed {
-                step,
-                errno,
-                detail,
-                code,
-            }) = serde_json::from_slice(&data)
-            {
-                return setup_failed(step, errno, detail, code);
-            }
-        }
-        e
-    };
     let (cgroup, join_files) = match joined {
         Ok(joined) => joined,
         Err((e, cg)) => {
-            let e = abort(e);
+            // Init may have failed first (it reports a failed namespace thread as soon as it
+            // is released), or died and made a cgroup write fail: its report, queued on the
+            // socket (at end of file once init is dead), is then the real cause.
+            let _ = event::pidfd_send_signal(pidfd, libc::SIGKILL);
+            await_exit(pidfd);
             drop(cg);
-            return Err(init_report_or(e));
+            let report =
+                protocol::recv::<InitMessage>(control_sup.as_raw_fd(), "read init's report");
+            if let Ok(Some((msg, _))) = report {
+                if let Some(reported) = msg.setup_error() {
+                    return Err(reported);
+                }
+            }
+            return Err(e);
         }
     };
     // The release. A failed send (EPIPE) means init already gave up: the message it sent
     // before exiting, read next, says why.
     let raw: Vec<RawFd> = join_files.iter().map(AsRawFd::as_raw_fd).collect();
-    let _ = fd::send_with_fds(
-        control_sup.as_raw_fd(),
-        &init::join_message(join_files.len()),
-        &raw,
-    );
+    let release = SupervisorMessage::Release {
+        cgroup_tasks: raw.len(),
+    };
+    let _ = protocol::send(control_sup.as_raw_fd(), &release, &raw);
     drop(join_files);
     // Then the grants (as root), which init reads before building its root. Once sent, init
     // holds its own copies of the detached trees.
-    if let Some((opened, (data, fds))) = granted {
-        let _ = fd::send_with_fds(control_sup.as_raw_fd(), &data, &fds);
+    if let Some((opened, (grants, trees))) = granted {
+        let grants = SupervisorMessage::Grants { grants };
+        let _ = protocol::send(control_sup.as_raw_fd(), &grants, &trees);
         drop(opened);
     }
 
     // Step 7.
-    let (data, fds) = match fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE) {
+    let step = "read init's first message";
+    let first = match protocol::recv::<InitMessage>(control_sup.as_raw_fd(), step) {
         // Init failed and exited with the release unread in its socket: the kernel
         // reports that once, then hands over what init sent before it exited.
-        Err(e) if e.errno == libc::ECONNRESET => {
-            fd::recv_with_fds(control_sup.as_raw_fd(), init::MAX_MESSAGE)
+        Err(SandboxError::Setup { source, .. }) if source.errno == libc::ECONNRESET => {
+            protocol::recv::<InitMessage>(control_sup.as_raw_fd(), step)
         }
         other => other,
-    }
-    .map_err(|e| abort(io_err("read init's first message")(e)))?;
-    let message: InitMessage = if data.is_empty() {
-        let status = process::waitpid(pid, false).ok().flatten();
+    }?;
+    let Some((message, listeners)) = first else {
+        // Reaped here only when init is our child.
+        let status = event::wait_pidfd(pidfd, true).ok().flatten();
         return Err(SandboxError::Init {
             step: "sandbox setup".into(),
             detail: format!("init ended without reporting ({status:?})"),
         });
-    } else {
-        serde_json::from_slice(&data).map_err(|e| {
-            abort(SandboxError::Init {
-                step: "read init's first message".into(),
-                detail: e.to_string(),
-            })
-        })?
     };
     match message {
         InitMessage::Ready {
@@ -395,6 +544,7 @@ fn build_and_run(
             rlimits,
             filesystem,
             notes,
+            proxy_listeners: _,
         } => {
             enforced.filesystem = filesystem;
             enforced.landlock = landlock;
@@ -403,99 +553,29 @@ fn build_and_run(
             enforced.rlimits = rlimits;
             enforced.notes.extend(notes);
         }
-        InitMessage::SetupFailed {
-            step,
-            errno,
-            detail,
-            code,
-        } => {
-            let _ = process::waitpid(pid, false);
-            return Err(setup_failed(step, errno, detail, code));
-        }
-        other => {
-            return Err(abort(SandboxError::Init {
+        failed @ InitMessage::SetupFailed { .. } => {
+            return Err(failed.setup_error().unwrap_or_else(|| SandboxError::Init {
                 step: "sandbox setup".into(),
-                detail: format!("unexpected first message from init: {other:?}"),
+                detail: "init failed".into(),
             }))
         }
-    }
-    fill_enforced(&mut enforced, policy);
-
-    let mut egress = egress;
-    if !policy.allow.net.is_empty() && has(Namespace::Net) {
-        let mut fds = fds.into_iter();
-        match (fds.next(), fds.next(), egress.as_mut()) {
-            (Some(http), Some(socks), Some(eg)) => {
-                eg.start(http, socks).map_err(|e| {
-                    abort(SandboxError::Init {
-                        step: "start the egress proxy".into(),
-                        detail: e,
-                    })
-                })?;
-            }
-            (_, _, None) => enforced.notes.push(
-                "allow.net is set but no egress proxy is plugged in: connections are refused"
-                    .into(),
-            ),
-            _ => {
-                return Err(abort(SandboxError::Init {
-                    step: "receive the proxy listeners".into(),
-                    detail: "init's Ready message carried no listeners".into(),
-                }))
-            }
+        other => {
+            return Err(SandboxError::Init {
+                step: "sandbox setup".into(),
+                detail: format!("unexpected first message from init: {other:?}"),
+            })
         }
-    } else {
-        drop(fds);
     }
-
-    // Step 8. The lifeline's write end lives as long as this frame, i.e. until the sandbox ends.
-    // The observer hears what is enforced before the supervisor relays any of the program's
-    // output, so what it says comes first. The program may already be writing: its lines go
-    // through the relay, never blocking on a stderr the caller does not read.
-    if let (Some(console), true) = (&req.console, req.stream_output) {
-        console.start_relay();
+    if policy.allow.net.is_empty() || !has(Namespace::Net) {
+        return Ok((cgroup, None));
     }
-    if let Some(observer) = &req.observer {
-        observer.event(&RunEvent::Started {
-            enforced: enforced.clone(),
-        });
-    }
-    let sandbox = Supervised {
-        init_pid: pid,
-        pidfd,
-        control: control_sup,
-        stdout: stdout_r,
-        stderr: stderr_r,
-        cgroup,
-        started,
-        enforced,
-        stream_output: req.stream_output,
-        console: req.console.clone(),
-        observer: req.observer.clone(),
-        stdin: stdin_relay,
-    };
-    let outcome = supervise::supervise(sandbox, policy);
-    let records = egress.map(|e| e.finish()).unwrap_or_default();
-    drop(lifeline_w);
-    let mut result = outcome?;
-    result.http = crate::result::HttpReport::from_records(records);
-    Ok(result)
-}
-
-/// The error for init's `SetupFailed` report (`init::failure_message` made it).
-fn setup_failed(step: String, errno: i32, detail: String, code: ErrorCode) -> SandboxError {
-    if code == ErrorCode::Unenforceable {
-        SandboxError::Unsupported {
-            layer: step,
-            reason: detail,
-        }
-    } else if errno != 0 {
-        SandboxError::Setup {
-            step,
-            source: SysError::from_errno(detail, errno),
-        }
-    } else {
-        SandboxError::Init { step, detail }
+    let mut fds = listeners.into_iter();
+    match (fds.next(), fds.next()) {
+        (Some(http), Some(socks)) => Ok((cgroup, Some((http, socks)))),
+        _ => Err(SandboxError::Init {
+            step: "receive the proxy listeners".into(),
+            detail: "init's Ready message carried no listeners".into(),
+        }),
     }
 }
 
@@ -536,40 +616,6 @@ pub fn argv<I: IntoIterator<Item = S>, S: Into<OsString>>(args: I) -> Vec<OsStri
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_setup_failure_inside_init_keeps_its_code_and_step_across_the_socket() {
-        let errors = [
-            SandboxError::Unsupported {
-                layer: "seccomp".into(),
-                reason: "no filter".into(),
-            },
-            SandboxError::Setup {
-                step: "bind mount /x → /x".into(),
-                source: SysError::from_errno("mount", libc::ENOENT),
-            },
-            SandboxError::Init {
-                step: "landlock".into(),
-                detail: "ruleset".into(),
-            },
-        ];
-        for sent in errors {
-            let wire = serde_json::to_vec(&init::failure_message(&sent)).unwrap();
-            let Ok(InitMessage::SetupFailed {
-                step,
-                errno,
-                detail,
-                code,
-            }) = serde_json::from_slice(&wire)
-            else {
-                panic!("not a SetupFailed");
-            };
-            let back = setup_failed(step, errno, detail, code);
-            assert_eq!(back.code(), sent.code(), "{sent}");
-            assert_eq!(back.step(), sent.step(), "{sent}");
-            assert_eq!(back.to_string(), sent.to_string());
-        }
-    }
 
     #[test]
     fn all_namespaces_map_to_clone_flags_except_cgroup() {

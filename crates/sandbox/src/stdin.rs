@@ -1,9 +1,14 @@
 //! The program's stdin: the caller's terminal (or anything else the program could write
 //! through) never reaches the sandbox; the supervisor relays its bytes instead.
 //!
+//! What the program reads is the request's choice ([`ProgramStdin`]): nothing (`/dev/null`), a
+//! descriptor the caller hands over (a service's client's pipe or file: the program's fd 0 is
+//! that open file itself; the caller chose to give it), or the caller's own stdin, inherited
+//! as the table says:
+//!
 //! | caller's stdin | program's fd 0 |
 //! |---|---|
-//! | not inherited, closed, `/dev/null` | `/dev/null` (read-only) |
+//! | closed, `/dev/null` | `/dev/null` (read-only) |
 //! | pipe; regular file or FIFO the sandbox's host uid neither owns nor may write; open read-only | the same open file (seeking, `fstat` work) |
 //! | terminal, `kernel.tty` true | the slave of a pty made by bunker (see below) |
 //! | terminal, socket, any other file, a file the sandbox's host uid owns or may write, anything open for writing | a pipe the supervisor fills |
@@ -14,10 +19,10 @@
 //! sandbox (landlock has no right for them). So a file the sandbox could change that way (the
 //! caller's own file rootless) is relayed like a terminal.
 //!
-//! The relay reads the caller's stdin in the supervisor's event loop (`supervise.rs`) only when
-//! poll says it is readable, and never more than `FIONREAD` says is there, so it never blocks
-//! and never touches the caller's open file description (no O_NONBLOCK on a shared terminal).
-//! End of file on the caller's side closes the pipe: the program sees end of file.
+//! The relay reads the caller's stdin in the supervisor's event loop (`supervise/machine.rs`)
+//! only when poll says it is readable, and never more than `FIONREAD` says is there, so it never
+//! blocks and never touches the caller's open file description (no O_NONBLOCK on a shared
+//! terminal). End of file on the caller's side closes the pipe: the program sees end of file.
 //!
 //! With `kernel.tty`, the program's fd 0 (and its fd 1 and 2 when the caller's are terminals)
 //! is the slave of a pseudo-terminal from the host's `/dev/ptmx`, with the caller's termios and
@@ -44,10 +49,23 @@ const BACKGROUND_RETRY: Duration = Duration::from_millis(100);
 /// Largest read from the caller's stdin at once.
 const RELAY_CHUNK: usize = 64 * 1024;
 
+/// What the program reads on its fd 0 (`RunRequest::stdin`).
+#[derive(Debug, Default)]
+pub enum ProgramStdin {
+    /// `/dev/null`.
+    #[default]
+    Null,
+    /// This open file, as it is (a pipe or file a service's client passed).
+    Fd(OwnedFd),
+    /// The calling process's own stdin, passed on or relayed as the module's table says (the
+    /// CLI).
+    Inherit,
+}
+
 /// The program's standard descriptors that come from the caller's side, prepared before the
 /// clone (spawn.rs step 3). Init makes `stdin` its own fd 0 before anything else.
 #[derive(Debug)]
-pub struct ProgramStdin {
+pub struct PreparedStdin {
     /// Becomes the program's fd 0.
     pub stdin: OwnedFd,
     /// The pty's slave, for the program's fd 1 and fd 2 when the caller's are terminals.
@@ -65,18 +83,30 @@ fn setup(step: &str) -> impl FnOnce(SysError) -> SandboxError + '_ {
     }
 }
 
-/// Decides what the program's fd 0 is (see the module's table). `inherit` is whether the
-/// caller's stdin is to be offered at all; `pty` is the policy's `kernel.tty`; `sandbox_uid`
-/// is the host uid the sandbox runs as.
-pub fn prepare(inherit: bool, pty: bool, sandbox_uid: u32) -> Result<ProgramStdin, SandboxError> {
+/// Decides what the program's fd 0 is (see the module's table). `pty` is the policy's
+/// `kernel.tty`; `sandbox_uid` is the host uid the sandbox runs as.
+pub fn prepare(
+    choice: &ProgramStdin,
+    pty: bool,
+    sandbox_uid: u32,
+) -> Result<PreparedStdin, SandboxError> {
     let caller = std::io::stdin();
     let caller = caller.as_fd();
-    let kind = if inherit {
-        tty::stdin_kind(caller, sandbox_uid)
-    } else {
-        StdinKind::Nothing
+    let kind = match choice {
+        ProgramStdin::Null => StdinKind::Nothing,
+        ProgramStdin::Inherit => tty::stdin_kind(caller, sandbox_uid),
+        ProgramStdin::Fd(given) => {
+            let stdin =
+                fd::dup_above_stdio(given.as_raw_fd()).map_err(setup("pass the given stdin on"))?;
+            return Ok(PreparedStdin {
+                stdin,
+                terminal_output: [None, None],
+                terminal_session: false,
+                relay: None,
+            });
+        }
     };
-    let plain = |stdin: OwnedFd, relay: Option<Relay>| ProgramStdin {
+    let plain = |stdin: OwnedFd, relay: Option<Relay>| PreparedStdin {
         stdin,
         terminal_output: [None, None],
         terminal_session: false,
@@ -105,7 +135,7 @@ pub fn prepare(inherit: bool, pty: bool, sandbox_uid: u32) -> Result<ProgramStdi
     }
 }
 
-fn prepare_pty(caller: BorrowedFd<'_>) -> Result<ProgramStdin, SandboxError> {
+fn prepare_pty(caller: BorrowedFd<'_>) -> Result<PreparedStdin, SandboxError> {
     let step = "create the program's pseudo-terminal";
     let (master, slave) = tty::open_pty().map_err(setup(step))?;
     let slave = fd::dup_above_stdio(slave.as_raw_fd()).map_err(setup(step))?;
@@ -126,7 +156,7 @@ fn prepare_pty(caller: BorrowedFd<'_>) -> Result<ProgramStdin, SandboxError> {
     }
     let output = File::from(fd::dup_above_stdio(master.as_raw_fd()).map_err(setup(step))?);
     let relay = Relay::new(caller, File::from(master), true, Some((saved, output)))?;
-    Ok(ProgramStdin {
+    Ok(PreparedStdin {
         stdin: slave,
         terminal_output,
         terminal_session: true,

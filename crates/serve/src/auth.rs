@@ -15,53 +15,25 @@ pub struct Peer {
     pub pid: Option<i32>,
 }
 
-/// How the sandbox gets its policy: the same document the daemon checked.
-#[derive(Debug, Clone)]
-pub enum PolicyArg {
-    /// A document (inline, or `{"extends": [profile]}`), resolved against the config's base dir.
-    Json(String),
-    /// A policy file of the config.
-    File(std::path::PathBuf),
-}
-
-/// A request's effective policy and how to hand it on.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    pub policy: Policy,
-    pub arg: PolicyArg,
-}
-
 /// The policy a request names: inline (loaded against the config's base directory), a policy
 /// of the config, or a built-in profile.
-pub fn resolve(config: &Config, choice: &PolicyChoice) -> Result<Resolved, ApiError> {
+pub fn resolve(config: &Config, choice: &PolicyChoice) -> Result<Policy, ApiError> {
     match choice {
         PolicyChoice::Inline(doc) => {
-            let text = doc.to_string();
-            let policy = bunker_policy::load_str(&text, &config.base_dir, "inline policy")
-                .map_err(|e| ApiError::from(&e))?;
-            Ok(Resolved {
-                policy,
-                arg: PolicyArg::Json(text),
-            })
+            bunker_policy::load_str(&doc.to_string(), &config.base_dir, "inline policy")
+                .map_err(|e| ApiError::from(&e))
         }
         PolicyChoice::Name(name) => {
-            if let Some((file, policy)) = config.policies.get(name) {
-                return Ok(Resolved {
-                    policy: policy.clone(),
-                    arg: PolicyArg::File(file.clone()),
-                });
+            if let Some((_, policy)) = config.policies.get(name) {
+                return Ok(policy.clone());
             }
-            let policy = bunker_policy::builtin(name).map_err(|_| {
+            bunker_policy::builtin(name).map_err(|_| {
                 let mut known: Vec<&str> = config.policies.keys().map(String::as_str).collect();
                 known.extend(["default", "runtime:bun", "runtime:python"]);
                 ApiError::new(
                     ErrorCode::NotFound,
                     format!("no policy named {name:?} (known: {})", known.join(", ")),
                 )
-            })?;
-            Ok(Resolved {
-                policy,
-                arg: PolicyArg::Json(serde_json::json!({ "extends": [name] }).to_string()),
             })
         }
     }
@@ -167,7 +139,7 @@ mod tests {
             })),
         );
         let wider = wider.unwrap_or_else(|e| panic!("{e}"));
-        let e = permit(&config, &peer(1000), 0, &wider.policy).err();
+        let e = permit(&config, &peer(1000), 0, &wider).err();
         let e = e.unwrap_or_else(|| panic!("permitted"));
         assert_eq!(e.code, ErrorCode::PolicyNotPermitted);
         assert!(e.message.contains("example.com"), "{}", e.message);
@@ -175,9 +147,9 @@ mod tests {
         // anything.
         let same = resolve(&config, &PolicyChoice::Name("default".into()));
         let same = same.unwrap_or_else(|e| panic!("{e}"));
-        assert!(permit(&config, &peer(1000), 0, &same.policy).is_ok());
-        assert!(permit(&config, &peer(0), 0, &wider.policy).is_ok());
-        assert!(permit(&config, &peer(1001), 0, &same.policy).is_err());
+        assert!(permit(&config, &peer(1000), 0, &same).is_ok());
+        assert!(permit(&config, &peer(0), 0, &wider).is_ok());
+        assert!(permit(&config, &peer(1001), 0, &same).is_err());
     }
 
     #[test]
@@ -185,7 +157,7 @@ mod tests {
         let config = config();
         assert!(may_connect(&config, &peer(1000), 0).is_ok());
         assert!(may_connect(&config, &peer(1001), 0).is_err());
-        let none = Config::without_file("/".into());
+        let none = Config::without_file("/".into()).unwrap_or_else(|e| panic!("{e}"));
         assert!(may_connect(&none, &peer(0), 0).is_ok());
         let e = may_connect(&none, &peer(65534), 0).err();
         assert!(e.is_some_and(|e| e.message.contains("only the daemon's own uid")));

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bunker_policy::Policy;
+use bunker_sandbox::idmap::IdRange;
 use serde::Deserialize;
 
 /// The file as written.
@@ -18,10 +19,18 @@ struct ConfigDoc {
     max_frame: Option<usize>,
     frame_timeout_ms: Option<u64>,
     socket_group: Option<String>,
+    host_ids: Option<HostIdsDoc>,
     #[serde(default)]
     policies: BTreeMap<String, PathBuf>,
     #[serde(default)]
     grants: Vec<GrantDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostIdsDoc {
+    first: u32,
+    count: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +67,8 @@ pub struct Config {
     pub frame_timeout: Duration,
     /// The socket's group (mode 0660) as a gid.
     pub socket_group: Option<u32>,
+    /// As root, the host ids the sandboxes are given, one leased per live sandbox.
+    pub host_ids: IdRange,
     /// Named policies: the file and the policy loaded from it.
     pub policies: BTreeMap<String, (PathBuf, Policy)>,
     /// `None`: no config file (only the daemon's own uid may connect).
@@ -69,18 +80,20 @@ fn default_max_sandboxes() -> usize {
 }
 
 impl Config {
-    /// The configuration without a file: defaults, relative paths against `cwd`.
-    pub fn without_file(cwd: PathBuf) -> Config {
-        Config {
+    /// The configuration without a file: defaults, relative paths against `cwd`, host ids from
+    /// `BUNKER_ROOT_IDS` (else the default range) as for `bunker run`.
+    pub fn without_file(cwd: PathBuf) -> Result<Config, String> {
+        Ok(Config {
             base_dir: cwd,
             max_sandboxes: default_max_sandboxes(),
             max_queue: 64,
             max_frame: bunker_api::protocol::DEFAULT_MAX_FRAME,
             frame_timeout: Duration::from_millis(5000),
             socket_group: None,
+            host_ids: IdRange::from_env()?,
             policies: BTreeMap::new(),
             grants: None,
-        }
+        })
     }
 
     /// Loads `path`. The error names the file and where in it.
@@ -112,7 +125,8 @@ impl Config {
             Some(n) => Ok(n),
             None => Ok(default),
         };
-        let mut config = Config::without_file(base_dir.clone());
+        let mut config =
+            Config::without_file(base_dir.clone()).map_err(|e| format!("{where_}: {e}"))?;
         config.max_sandboxes = positive(doc.max_sandboxes, "max_sandboxes", config.max_sandboxes)?;
         config.max_queue = doc.max_queue.unwrap_or(config.max_queue);
         config.max_frame = positive(doc.max_frame, "max_frame", config.max_frame)?;
@@ -128,6 +142,10 @@ impl Config {
         if let Some(group) = &doc.socket_group {
             config.socket_group =
                 Some(group_id(group).map_err(|e| format!("{where_}: socket_group: {e}"))?);
+        }
+        if let Some(ids) = &doc.host_ids {
+            config.host_ids = IdRange::parse(&format!("{}:{}", ids.first, ids.count))
+                .map_err(|e| format!("{where_}: host_ids: {e}"))?;
         }
         for (name, file) in &doc.policies {
             if bunker_policy::builtin(name).is_ok() {

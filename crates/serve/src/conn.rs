@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::auth::{self, Peer};
 use crate::outbox::{write_frames, Outbox};
-use crate::sandbox::{self, EventSink, Launch, OutputPlan, Pause, StdinCmd, StdinPlan};
+use crate::sandbox::{EventSink, Launch, OutputPlan, Pause, StdinCmd, StdinPlan};
 use crate::socket::{FrameReader, ReadEnd};
 use crate::state::{Shared, Slot};
 
@@ -262,9 +262,19 @@ impl Conn {
                 }
             }
         };
+        // A run's outcome is how it ended: its error code, else its status.
         let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.code.as_str(),
+            Ok(Some(ReplyOk::Result(r))) => r.error_code.map_or_else(
+                || {
+                    serde_json::to_value(r.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                },
+                |code| code.as_str().to_string(),
+            ),
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.code.as_str().to_string(),
         };
         tracing::info!(
             conn = self.number,
@@ -426,14 +436,8 @@ impl Conn {
         if spec.argv.iter().any(|a| a.contains('\0')) {
             return Err(invalid("argv: an argument contains a NUL byte".into()));
         }
-        let resolved = auth::resolve(&config, &spec.policy)?;
-        auth::permit(
-            &config,
-            &self.peer,
-            self.shared.daemon_uid,
-            &resolved.policy,
-        )?;
-        let policy = &resolved.policy;
+        let mut policy = auth::resolve(&config, &spec.policy)?;
+        auth::permit(&config, &self.peer, self.shared.daemon_uid, &policy)?;
         if let Some(name) = spec
             .env
             .keys()
@@ -472,26 +476,20 @@ impl Conn {
             OutputMode::Events => OutputPlan::Events,
             OutputMode::Fds => OutputPlan::Fds(next_fd()?, next_fd()?),
         };
-        let requested = spec.options.timeout_ms.map(Duration::from_millis);
-        let timeout = match (requested, policy.limits.timeout) {
-            (Some(r), Some(p)) if r < p => Some(r),
-            (Some(r), None) => Some(r),
-            _ => None,
-        };
+        // A request's timeout can only shorten the policy's.
+        if let Some(requested) = spec.options.timeout_ms.map(Duration::from_millis) {
+            if policy.limits.timeout.is_none_or(|t| requested < t) {
+                policy.limits.timeout = Some(requested);
+            }
+        }
         let slot = self.shared.admit(cancel).await?;
         let launch = Launch {
-            exe: self.shared.exe.clone(),
-            base_dir: config.base_dir.clone(),
-            policy: resolved.arg.clone(),
+            policy,
             argv: spec.argv,
             cwd: spec.cwd.unwrap_or_else(|| "/tmp".into()),
-            env: spec.env,
-            timeout,
-            deadline_after: timeout.or(policy.limits.timeout),
+            env: spec.env.into_iter().collect(),
             stdin,
             output,
-            output_limit: policy.limits.output,
-            report_file: self.shared.reports.path().join(format!("{sandbox}.json")),
             freezer_name: format!(
                 "bunker-{}-{}",
                 std::process::id(),
@@ -513,7 +511,7 @@ impl Conn {
         let (launch, slot) = self
             .prepare(spec, fds, &mut registration.cancel, &sandbox)
             .await?;
-        let running = sandbox::launch(launch, self.shared.layout.clone())?;
+        let running = self.shared.launch(launch).await?;
         let sink = events.then(|| EventSink {
             out: self.out.clone(),
             id,
@@ -539,7 +537,7 @@ impl Conn {
         let (launch, slot) = self
             .prepare(spec, fds, &mut registration.cancel, &sandbox)
             .await?;
-        let running = sandbox::launch(launch, self.shared.layout.clone())?;
+        let running = self.shared.launch(launch).await?;
         let (stdin_tx, stdin_rx) = if stream_stdin {
             let (tx, rx) = mpsc::channel(1);
             (Some(tx), Some(rx))

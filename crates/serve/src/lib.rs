@@ -59,22 +59,19 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let cwd = std::env::current_dir().map_err(|e| ServeError(format!("current directory: {e}")))?;
     let config = match &options.config {
         Some(path) => Config::load(path).map_err(ServeError)?,
-        None => Config::without_file(cwd),
+        None => Config::without_file(cwd).map_err(ServeError)?,
     };
-    let exe = std::env::current_exe()
-        .map_err(|e| ServeError(format!("cannot find the bunker binary: {e}")))?;
     let layout = bunker_cgroup::Layout::detect().ok().map(Arc::new);
     clean_stale(layout.as_deref());
-    let reports = tempfile::Builder::new()
-        .prefix("bunker-serve-")
-        .tempdir()
-        .map_err(|e| ServeError(format!("cannot create the daemon's private directory: {e}")))?;
+    // The fork server first, while this process is single-threaded and holds nothing a sandbox
+    // must not reach (not even the socket).
+    let spawner = bunker_sandbox::spawner::Spawner::start()
+        .map_err(|e| ServeError(format!("cannot start the spawner: {e}")))?;
     let listener = socket::bind(&options.socket, config.socket_group).map_err(ServeError)?;
     let shared = Arc::new(state::Shared::new(
         config,
         options.config.clone(),
-        exe,
-        reports,
+        spawner,
         layout,
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,30 +1,30 @@
 //! One sandbox of the daemon, from launch to its `RunResult`.
 //!
-//! Each sandbox is a `bunker run` child of the daemon (the binary the daemon runs as, so the
-//! very code the one-shot CLI uses), with the policy the daemon resolved and checked, a report
-//! file in the daemon's private directory, and `setpriv --pdeathsig KILL` so it dies with the
-//! daemon (its own init dies with it in turn). The daemon drives it on its runtime: no thread
-//! per sandbox; output is read a bounded chunk at a time and either kept (capture, bounded by
-//! `limits.output`) or sent as events (bounded by the connection's outbox, which blocks the
-//! program's pipe when the client does not read). When the library's spawner and async
-//! supervision land (issue 12, §2–3) they replace the child process here, behind the same
-//! [`launch`] / [`Running::drive`].
+//! The daemon's spawner (`bunker_sandbox::spawner`, forked before the runtime started) builds
+//! the sandbox; its init is the daemon's child (CLONE_PARENT), supervised on the daemon's
+//! runtime by the async driver (`supervise_async`): no thread per sandbox. Output is kept
+//! (capture) or sent as events, bounded by `limits.output` either way; events wait in the
+//! connection's bounded outbox, so a client that does not read holds back only its own
+//! sandboxes. The egress proxy serves the sandbox's listeners with `bunker_proxy::start`
+//! (its own thread and runtime per sandbox until `bunker_proxy::start_on` lands; then the
+//! daemon's runtime).
 
-use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bunker_api::{ApiError, Data, ErrorCode, RunEvent, RunResult};
 use bunker_cgroup::{Freezer, Layout};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, Command};
+use bunker_policy::Policy;
+use bunker_sandbox::idmap::{IdLease, IdMode, IdRange};
+use bunker_sandbox::spawner::{SpawnRequest, Spawner};
+use bunker_sandbox::supervise::{supervise_async, KillReason, OutputMode, SupervisionControl};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::auth::PolicyArg;
 use crate::outbox::Outbox;
 
 /// What the program reads.
@@ -42,25 +42,24 @@ pub enum OutputPlan {
     Fds(OwnedFd, OwnedFd),
 }
 
+/// How the daemon's sandboxes get their host ids.
+#[derive(Debug, Clone, Copy)]
+pub enum Ids {
+    /// As root: one id per sandbox, leased from this range.
+    Leased(IdRange),
+    /// Rootless: the daemon's own.
+    Own { uid: u32, gid: u32 },
+}
+
 /// Everything needed to start one sandbox.
 pub struct Launch {
-    /// The `bunker` binary.
-    pub exe: PathBuf,
-    /// The child's working directory: relative paths of an inline policy resolve here.
-    pub base_dir: PathBuf,
-    pub policy: PolicyArg,
+    /// The effective policy, a request's shorter `timeout_ms` already applied.
+    pub policy: Policy,
     pub argv: Vec<String>,
     pub cwd: String,
-    pub env: BTreeMap<String, String>,
-    /// A request's `timeout_ms`, when shorter than the policy's timeout.
-    pub timeout: Option<Duration>,
-    /// The effective wall-clock bound (for thawing a paused sandbox at its deadline).
-    pub deadline_after: Option<Duration>,
+    pub env: Vec<(String, String)>,
     pub stdin: StdinPlan,
     pub output: OutputPlan,
-    /// Most bytes kept per stream in capture mode (`limits.output`).
-    pub output_limit: u64,
-    pub report_file: PathBuf,
     /// Name of the sandbox's v1 freezer group, should it be paused.
     pub freezer_name: String,
 }
@@ -73,92 +72,74 @@ pub enum StdinCmd {
 
 /// A started sandbox, not yet driven.
 pub struct Running {
-    child: Child,
-    pid: i32,
-    stdin: Option<ChildStdin>,
-    stdin_data: Option<Vec<u8>>,
-    capture: bool,
-    output_limit: u64,
-    report_file: PathBuf,
-    deadline: Option<Instant>,
+    sandbox: bunker_sandbox::spawn::Sandbox,
+    policy: Policy,
+    stdin_write: Option<(OwnedFd, Option<Vec<u8>>)>,
+    output: OutputPlan,
+    _lease: Option<IdLease>,
     pub pause: Arc<Pause>,
 }
 
-fn spawn_failed(what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::SetupFailed, format!("{what}: {e}")).at_step("start the sandbox")
+fn setup_failed(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::SetupFailed, format!("{what}: {e}")).at_step(what.to_string())
 }
 
-/// Starts the sandbox's `bunker run`.
-pub fn launch(launch: Launch, layout: Option<Arc<Layout>>) -> Result<Running, ApiError> {
-    let mut cmd = Command::new("setpriv");
-    cmd.arg("--pdeathsig")
-        .arg("KILL")
-        .arg("--")
-        .arg(&launch.exe)
-        .args(["run", "-q", "--report-file"])
-        .arg(&launch.report_file)
-        .arg("--cwd")
-        .arg(&launch.cwd);
-    match &launch.policy {
-        PolicyArg::Json(text) => cmd.arg("--policy-json").arg(text),
-        PolicyArg::File(file) => cmd.arg("--policy").arg(file),
-    };
-    if let Some(timeout) = launch.timeout {
-        cmd.arg("--timeout")
-            .arg(format!("{}ms", timeout.as_millis()));
-    }
-    cmd.arg("--").args(&launch.argv);
-    cmd.current_dir(&launch.base_dir).env_clear();
-    for name in ["PATH", "HOME"] {
-        if let Some(value) = std::env::var_os(name) {
-            cmd.env(name, value);
-        }
-    }
-    cmd.envs(&launch.env);
-    let mut stdin_data = None;
-    match launch.stdin {
-        StdinPlan::Null => cmd.stdin(Stdio::null()),
+/// Builds the sandbox through the spawner (on a blocking thread: the spawner answers when
+/// init is Ready).
+pub async fn launch(
+    spawner: Arc<Spawner>,
+    ids: Ids,
+    layout: Option<Arc<Layout>>,
+    launch: Launch,
+) -> Result<Running, ApiError> {
+    let (program_stdin, stdin_write) = match launch.stdin {
+        StdinPlan::Null => (None, None),
+        StdinPlan::Fd(fd) => (Some(fd), None),
         StdinPlan::Data(bytes) => {
-            stdin_data = Some(bytes);
-            cmd.stdin(Stdio::piped())
+            let (r, w) = bunker_sys::fd::pipe().map_err(|e| setup_failed("stdin pipe", e))?;
+            (Some(r), Some((w, Some(bytes))))
         }
-        StdinPlan::Stream => cmd.stdin(Stdio::piped()),
-        StdinPlan::Fd(fd) => cmd.stdin(Stdio::from(fd)),
+        StdinPlan::Stream => {
+            let (r, w) = bunker_sys::fd::pipe().map_err(|e| setup_failed("stdin pipe", e))?;
+            (Some(r), Some((w, None)))
+        }
     };
-    let capture = matches!(launch.output, OutputPlan::Capture);
-    match launch.output {
-        OutputPlan::Capture | OutputPlan::Events => {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (id_mode, lease) = match ids {
+        Ids::Leased(range) => {
+            let lease = IdLease::acquire(range).map_err(|e| e.to_api_error())?;
+            (lease.id_mode(), Some(lease))
         }
-        OutputPlan::Fds(out, err) => {
-            cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
-        }
-    }
-    cmd.kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| spawn_failed(&format!("start {}", launch.exe.display()), e))?;
-    let pid = child
-        .id()
-        .and_then(|p| i32::try_from(p).ok())
-        .ok_or_else(|| spawn_failed("start the sandbox", "the child has no pid"))?;
-    let stdin = child.stdin.take();
+        Ids::Own { uid, gid } => (IdMode::Rootless { uid, gid }, None),
+    };
+    let request = SpawnRequest {
+        policy: launch.policy.clone(),
+        argv: launch.argv.into_iter().map(OsString::from).collect(),
+        cwd: Some(PathBuf::from(launch.cwd)),
+        env: launch
+            .env
+            .into_iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect(),
+        caller_cwd: None,
+        id_mode,
+    };
+    let sandbox = tokio::task::spawn_blocking(move || spawner.spawn(request, program_stdin))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::InternalError, format!("spawner task: {e}")))??;
+    let init_pid = sandbox.supervised.init_pid;
     Ok(Running {
-        pid,
-        stdin,
-        stdin_data,
-        capture,
-        output_limit: launch.output_limit,
-        report_file: launch.report_file,
-        deadline: launch.deadline_after.map(|d| Instant::now() + d),
+        policy: launch.policy,
+        stdin_write,
+        output: launch.output,
+        _lease: lease,
         pause: Arc::new(Pause {
-            supervisor: pid,
+            init_pid,
             layout,
             name: launch.freezer_name,
             freezer: Mutex::new(None),
             paused: Mutex::new(false),
         }),
-        child,
+        sandbox,
     })
 }
 
@@ -180,182 +161,32 @@ impl EventSink {
     }
 }
 
-/// Which of the program's streams.
-#[derive(Clone, Copy)]
-enum Stream {
-    Stdout,
-    Stderr,
+/// Hands the driver's events to the sandbox's task. Unbounded, but bounded in bytes by the
+/// policy: output events count against `limits.output`, and the rest are a handful per run.
+#[derive(Debug)]
+struct Forward(mpsc::UnboundedSender<RunEvent>);
+
+impl bunker_sandbox::events::Observer for Forward {
+    fn event(&self, event: &RunEvent) {
+        let _ = self.0.send(event.clone());
+    }
 }
 
-/// Reads one output pipe to its end: keeps up to `limit` bytes (capture) or sends each chunk as
-/// an event.
-async fn pump(
-    mut pipe: impl AsyncRead + Unpin,
-    which: Stream,
-    capture: bool,
-    limit: u64,
-    sink: Option<&EventSink>,
-) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    loop {
-        let n = match pipe.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if capture {
-            let room = (limit as usize).saturating_sub(kept.len());
-            kept.extend_from_slice(&chunk[..n.min(room)]);
-        } else if let Some(sink) = sink {
-            let data = Data::from_bytes(chunk[..n].to_vec());
-            let event = match which {
-                Stream::Stdout => RunEvent::Stdout { data },
-                Stream::Stderr => RunEvent::Stderr { data },
-            };
-            sink.send(event).await;
-        }
-    }
-    kept
-}
-
-/// Feeds the program's stdin: given bytes then end of file, or the client's `stdin` requests
-/// until `close_stdin` (or until the sandbox is gone).
-async fn feed(
-    mut pipe: ChildStdin,
-    data: Option<Vec<u8>>,
-    mut commands: Option<mpsc::Receiver<StdinCmd>>,
-) {
-    if let Some(data) = data {
-        let _ = pipe.write_all(&data).await;
-        return;
-    }
-    let Some(commands) = commands.as_mut() else {
+/// Writes a chunk to one of the client's descriptors, off the runtime (a descriptor the client
+/// passed may block, and must not be made non-blocking under it).
+async fn write_to(fd: &Arc<OwnedFd>, data: &Data) {
+    let Some(bytes) = data.to_bytes() else {
         return;
     };
-    while let Some(command) = commands.recv().await {
-        match command {
-            StdinCmd::Write(bytes, done) => {
-                let written = pipe.write_all(&bytes).await.map_err(|e| {
-                    ApiError::new(
-                        ErrorCode::RequestInvalid,
-                        format!("the program's stdin is closed: {e}"),
-                    )
-                });
-                let failed = written.is_err();
-                let _ = done.send(written);
-                if failed {
-                    break;
-                }
-            }
-            StdinCmd::Close => break,
-        }
-    }
-}
-
-/// Grace after SIGTERM before the sandbox's supervisor is SIGKILLed.
-const KILL_GRACE: Duration = Duration::from_secs(2);
-
-impl Running {
-    /// Runs the sandbox to its end. `cancel` becoming true kills it (the result then carries
-    /// `cancelled`).
-    pub async fn drive(
-        mut self,
-        mut cancel: watch::Receiver<bool>,
-        stdin_commands: Option<mpsc::Receiver<StdinCmd>>,
-        sink: Option<EventSink>,
-    ) -> Result<RunResult, ApiError> {
-        let feeder = self
-            .stdin
-            .take()
-            .map(|pipe| tokio::spawn(feed(pipe, self.stdin_data.take(), stdin_commands)));
-        let stdout = self.child.stdout.take();
-        let stderr = self.child.stderr.take();
-        let (capture, limit) = (self.capture, self.output_limit);
-        let sink_ref = sink.as_ref();
-        let outputs = async {
-            let out = async {
-                match stdout {
-                    Some(p) => pump(p, Stream::Stdout, capture, limit, sink_ref).await,
-                    None => Vec::new(),
-                }
-            };
-            let err = async {
-                match stderr {
-                    Some(p) => pump(p, Stream::Stderr, capture, limit, sink_ref).await,
-                    None => Vec::new(),
-                }
-            };
-            tokio::join!(out, err)
-        };
-        let pid = self.pid;
-        let pause = self.pause.clone();
-        let deadline = self.deadline;
-        let child = &mut self.child;
-        let supervise = async {
-            let mut cancelled = false;
-            let mut killed_at: Option<Instant> = None;
-            loop {
-                let thaw_at = deadline.filter(|_| pause.is_paused());
-                let grace_over = killed_at.map(|t| t + KILL_GRACE);
-                tokio::select! {
-                    status = child.wait() => return (status, cancelled),
-                    changed = cancel.changed(), if !cancelled => {
-                        if changed.is_err() || *cancel.borrow() {
-                            cancelled = true;
-                            killed_at = Some(Instant::now());
-                            let _ = bunker_sys::process::kill(pid, libc::SIGTERM);
-                            // A frozen task acts on its kill only once thawed.
-                            pause.thaw_for_kill();
-                        }
-                    }
-                    _ = sleep_until_opt(thaw_at), if thaw_at.is_some() => {
-                        // The wall-clock timeout runs while paused: the supervisor's own timer
-                        // kills the sandbox now, which needs it thawed.
-                        pause.thaw_for_kill();
-                    }
-                    _ = sleep_until_opt(grace_over), if grace_over.is_some() => {
-                        let _ = child.start_kill();
-                        killed_at = None;
-                    }
-                }
-            }
-        };
-        let ((status, cancelled), (out, err)) = tokio::join!(supervise, outputs);
-        if let Some(feeder) = feeder {
-            feeder.abort();
-        }
-        self.pause.remove();
-        let report = std::fs::read(&self.report_file);
-        let _ = std::fs::remove_file(&self.report_file);
-        let mut result: RunResult = match report
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        {
-            Some(result) => result,
-            None if cancelled => {
-                return Err(ApiError::new(
-                    ErrorCode::Cancelled,
-                    "cancelled by the client before the sandbox was up",
-                ))
-            }
-            None => {
-                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                return Err(ApiError::new(
-                    ErrorCode::InternalError,
-                    format!("the sandbox's supervisor ended ({status}) without a report"),
-                ));
-            }
-        };
-        if capture {
-            result.stdout.data = Some(Data::from_bytes(out));
-            result.stderr.data = Some(Data::from_bytes(err));
-        }
-        if cancelled {
-            result.error_code = Some(ErrorCode::Cancelled);
-            result.error = Some("cancelled by the client (kill, cancel or disconnect)".into());
-        }
-        Ok(result)
-    }
+    let fd = fd.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::from(match fd.try_clone() {
+            Ok(fd) => fd,
+            Err(_) => return,
+        });
+        let _ = file.write_all(&bytes);
+    })
+    .await;
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -365,9 +196,185 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
+impl Running {
+    /// Runs the sandbox to its end. `cancel` becoming true kills it (the result then carries
+    /// `cancelled`).
+    pub async fn drive(
+        self,
+        mut cancel: watch::Receiver<bool>,
+        stdin_commands: Option<mpsc::Receiver<StdinCmd>>,
+        sink: Option<EventSink>,
+    ) -> Result<RunResult, ApiError> {
+        let Running {
+            sandbox,
+            policy,
+            stdin_write,
+            output,
+            _lease,
+            pause,
+        } = self;
+        let bunker_sandbox::spawn::Sandbox {
+            mut supervised,
+            lifeline,
+            proxy_listeners,
+        } = sandbox;
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let fds = match output {
+            OutputPlan::Capture => {
+                supervised.output = OutputMode::Capture;
+                None
+            }
+            OutputPlan::Events => {
+                supervised.output = OutputMode::Events;
+                None
+            }
+            OutputPlan::Fds(out, err) => {
+                supervised.output = OutputMode::Events;
+                Some((Arc::new(out), Arc::new(err)))
+            }
+        };
+        supervised.observer = Some(Arc::new(Forward(events_tx.clone())));
+        let _ = events_tx.send(RunEvent::Started {
+            enforced: supervised.enforced.clone(),
+        });
+        drop(events_tx);
+        let proxy = match proxy_listeners {
+            Some((http, socks)) => {
+                let config = bunker_proxy::ProxyConfig {
+                    policy: Arc::new(policy.clone()),
+                    resolve: Vec::new(),
+                    on_decision: None,
+                };
+                match bunker_proxy::start(
+                    config,
+                    std::net::TcpListener::from(http),
+                    std::net::TcpListener::from(socks),
+                ) {
+                    Ok(handle) => Some(handle),
+                    Err(e) => {
+                        // Without its proxy the sandbox cannot be what the policy says.
+                        let _ = bunker_sys::process::kill(supervised.init_pid, libc::SIGKILL);
+                        return Err(setup_failed("start the egress proxy", e));
+                    }
+                }
+            }
+            None => None,
+        };
+        let (control, kill) = SupervisionControl::new();
+        let (control, stdin_tx) = match stdin_write {
+            Some((write_end, data)) => {
+                let (control, tx) = control.with_stdin(write_end);
+                match data {
+                    Some(bytes) => {
+                        let _ = tx.send(bytes).await;
+                        (control, None)
+                    }
+                    None => (control, Some(tx)),
+                }
+            }
+            None => (control, None),
+        };
+        let deadline = policy.limits.timeout.map(|t| Instant::now() + t);
+        let supervise = supervise_async(supervised, &policy, control);
+        tokio::pin!(supervise);
+        // Events go out from a task of their own, so the driver is never held up by a client
+        // that reads slowly (its timeouts keep running).
+        let forwarder = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match (&fds, event) {
+                    (Some((out, _)), RunEvent::Stdout { data }) => write_to(out, &data).await,
+                    (Some((_, err)), RunEvent::Stderr { data }) => write_to(err, &data).await,
+                    (_, event) => {
+                        if let Some(sink) = &sink {
+                            sink.send(event).await;
+                        }
+                    }
+                }
+            }
+        });
+        // The client's stdin requests, each answered once its chunk is taken.
+        let feeder = match (stdin_commands, stdin_tx) {
+            (Some(commands), Some(tx)) => Some(tokio::spawn(feed(commands, tx))),
+            _ => None,
+        };
+        let mut cancelled = false;
+        let outcome = loop {
+            let thaw_at = deadline.filter(|_| pause.is_paused());
+            tokio::select! {
+                outcome = &mut supervise => break outcome,
+                changed = cancel.changed(), if !cancelled => {
+                    if changed.is_err() || *cancel.borrow() {
+                        cancelled = true;
+                        let _ = kill.try_send(KillReason::Cancelled);
+                        // A frozen task acts on its kill only once thawed.
+                        pause.thaw_for_kill();
+                    }
+                }
+                _ = sleep_until_opt(thaw_at), if thaw_at.is_some() => {
+                    // The wall-clock timeout runs while paused: the driver kills the sandbox
+                    // now, which needs it thawed.
+                    pause.thaw_for_kill();
+                }
+            }
+        };
+        if let Some(feeder) = feeder {
+            feeder.abort();
+        }
+        // Every event is out before the result.
+        let _ = forwarder.await;
+        drop(lifeline);
+        pause.remove();
+        let records = match proxy {
+            Some(handle) => tokio::task::spawn_blocking(move || handle.finish())
+                .await
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut result = outcome.map_err(|e| e.to_api_error())?;
+        result.http = bunker_api::HttpReport::from_records(
+            records
+                .into_iter()
+                .map(|r| bunker_api::HttpRecord {
+                    kind: r.kind,
+                    host: r.host,
+                    port: r.port,
+                    address: r.address,
+                    allowed: r.allowed,
+                    rule: r.rule,
+                    bytes_sent: r.bytes_sent,
+                    bytes_received: r.bytes_received,
+                    duration_ms: r.duration_ms,
+                    limit: r.limit,
+                })
+                .collect(),
+        );
+        if cancelled && result.error_code.is_none() {
+            result.error_code = Some(ErrorCode::Cancelled);
+            result.error = Some("cancelled by the client (kill, cancel or disconnect)".into());
+        }
+        Ok(result)
+    }
+}
+
+/// Passes the client's stdin requests to the driver until `close_stdin` (dropping the sender
+/// closes the program's stdin) or the end of the sandbox.
+async fn feed(mut commands: mpsc::Receiver<StdinCmd>, tx: mpsc::Sender<Vec<u8>>) {
+    while let Some(command) = commands.recv().await {
+        match command {
+            StdinCmd::Write(bytes, done) => {
+                let sent = tx.send(bytes).await.map_err(|_| {
+                    ApiError::new(ErrorCode::RequestInvalid, "the program's stdin is closed")
+                });
+                let _ = done.send(sent);
+            }
+            StdinCmd::Close => return,
+        }
+    }
+}
+
 /// A sandbox's pause state: its freezer group, made on the first `pause`.
 pub struct Pause {
-    supervisor: i32,
+    init_pid: i32,
     layout: Option<Arc<Layout>>,
     name: String,
     freezer: Mutex<Option<Freezer>>,
@@ -389,9 +396,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Every descendant of `pid` (not `pid` itself), from /proc's children lists.
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut found = Vec::new();
+/// `pid` and every descendant of it, from /proc's children lists.
+fn with_descendants(pid: i32) -> Vec<i32> {
+    let mut found = vec![pid];
     let mut todo = vec![pid];
     while let Some(p) = todo.pop() {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
@@ -417,8 +424,7 @@ impl Pause {
         *lock(&self.paused)
     }
 
-    /// Freezes every process of the sandbox (its init and below; not its supervisor, whose
-    /// timeout keeps running).
+    /// Freezes every process of the sandbox: its init and all below it.
     pub async fn pause(&self) -> Result<(), ApiError> {
         if self.is_paused() {
             return Ok(());
@@ -437,18 +443,14 @@ impl Pause {
                     );
                 }
                 let freezer = slot.as_ref().ok_or_else(|| unenforceable("no freezer"))?;
-                // The sandbox is up once its init has started the program (init's child):
-                // before that the supervisor may still be making init, outside the group.
-                let wanted = descendants(self.supervisor);
-                let up = wanted.len() >= 2;
                 let inside = freezer.procs().map_err(unenforceable)?;
-                let missing: Vec<i32> =
-                    wanted.into_iter().filter(|p| !inside.contains(p)).collect();
+                let missing: Vec<i32> = with_descendants(self.init_pid)
+                    .into_iter()
+                    .filter(|p| !inside.contains(p))
+                    .collect();
                 freezer.adopt(&missing).map_err(unenforceable)?;
-                if up {
-                    freezer.set_frozen(true).map_err(unenforceable)?;
-                }
-                up && missing.is_empty() && freezer.is_frozen().map_err(unenforceable)?
+                freezer.set_frozen(true).map_err(unenforceable)?;
+                missing.is_empty() && freezer.is_frozen().map_err(unenforceable)?
             };
             if all_in {
                 *lock(&self.paused) = true;
@@ -456,9 +458,7 @@ impl Pause {
             }
             if started.elapsed() > FREEZE_WAIT {
                 self.thaw_for_kill();
-                return Err(unenforceable(
-                    "the sandbox was not up and frozen within 2 s (has it ended?)",
-                ));
+                return Err(unenforceable("the freeze did not complete within 2 s"));
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

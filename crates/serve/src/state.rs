@@ -11,7 +11,10 @@ use bunker_api::{ApiError, ErrorCode, RunResult};
 use bunker_cgroup::Layout;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+use bunker_sandbox::spawner::Spawner;
+
 use crate::config::Config;
+use crate::sandbox::{Ids, Launch, Running};
 
 pub struct Shared {
     config: RwLock<Arc<Config>>,
@@ -31,9 +34,8 @@ pub struct Shared {
     /// Turned true once a drain is over: every connection then flushes and closes.
     pub shutdown: watch::Sender<bool>,
     next_sandbox: AtomicU64,
-    pub exe: PathBuf,
-    /// The daemon's private directory (mode 0700) for the sandboxes' report files.
-    pub reports: tempfile::TempDir,
+    spawner: Arc<Spawner>,
+    ids: Ids,
     pub daemon_uid: u32,
     pub layout: Option<Arc<Layout>>,
     /// `bunker X.Y.Z`.
@@ -61,10 +63,15 @@ impl Shared {
     pub fn new(
         config: Config,
         config_path: Option<PathBuf>,
-        exe: PathBuf,
-        reports: tempfile::TempDir,
+        spawner: Spawner,
         layout: Option<Arc<Layout>>,
     ) -> Shared {
+        let (uid, gid) = bunker_sys::process::ids();
+        let ids = if bunker_sys::process::euid() == 0 {
+            Ids::Leased(config.host_ids)
+        } else {
+            Ids::Own { uid, gid }
+        };
         Shared {
             slots: Arc::new(Semaphore::new(config.max_sandboxes)),
             max_sandboxes: config.max_sandboxes,
@@ -81,8 +88,8 @@ impl Shared {
             idle: Notify::new(),
             shutdown: watch::channel(false).0,
             next_sandbox: AtomicU64::new(1),
-            exe,
-            reports,
+            spawner: Arc::new(spawner),
+            ids,
             daemon_uid: bunker_sys::process::euid(),
             layout,
             server: format!("bunker {}", env!("CARGO_PKG_VERSION")),
@@ -171,6 +178,11 @@ impl Shared {
             shared: self.clone(),
             _permit: permit,
         })
+    }
+
+    /// Builds a sandbox (a slot taken).
+    pub async fn launch(&self, launch: Launch) -> Result<Running, ApiError> {
+        crate::sandbox::launch(self.spawner.clone(), self.ids, self.layout.clone(), launch).await
     }
 
     /// Counts a finished run by its status.

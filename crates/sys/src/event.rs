@@ -375,18 +375,16 @@ pub fn termination_fd() -> Option<BorrowedFd<'static>> {
     (fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
-/// The termination signal received since the last call, if any (drains the self-pipe; a
-/// SIGWINCH byte is no termination).
-pub fn take_termination_signal() -> Option<i32> {
-    let fd = TERM_READ.load(Ordering::SeqCst);
-    if fd < 0 {
-        return None;
-    }
+/// The termination signal received since the last call, if any: drains `pipe`, the read end of
+/// the termination self-pipe ([`termination_fd`]), which the caller was given. A SIGWINCH byte
+/// is no termination.
+pub fn take_termination_signal(pipe: BorrowedFd<'_>) -> Option<i32> {
+    let fd = pipe.as_raw_fd();
     let mut buf = [0u8; 16];
     let mut last = None;
     loop {
-        // SAFETY: reads at most `buf.len()` bytes into the live buffer from the non-blocking
-        // pipe.
+        // SAFETY: reads at most `buf.len()` bytes into the live buffer from the borrowed,
+        // non-blocking pipe.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
         if n <= 0 {
             return last;

@@ -605,3 +605,19 @@ pub fn can_search(dirfd: RawFd, path: &Path) -> bool {
         ) == 0
     }
 }
+
+/// `flock(fd, LOCK_EX | LOCK_NB)`: `Ok(true)` when the lock is taken, `Ok(false)` when another
+/// open file description holds it. The lock lasts until every descriptor of this open file
+/// description is closed (the holder's exit included).
+pub fn try_lock_exclusive(fd: RawFd) -> SysResult<bool> {
+    // SAFETY: flock takes an fd and flags only.
+    let r = retry(|| unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } as libc::c_long);
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = SysError::last(format!("flock(fd {fd}, LOCK_EX|LOCK_NB)"));
+    if e.errno == libc::EWOULDBLOCK {
+        return Ok(false);
+    }
+    Err(e)
+}

@@ -12,6 +12,8 @@ pub mod landlock;
 pub mod mount;
 pub mod net;
 pub mod process;
+#[cfg(feature = "tokio")]
+pub mod reactor;
 pub mod rlimit;
 pub mod seccomp;
 #[cfg(test)]

@@ -94,6 +94,7 @@ pub fn clone_flags_str(flags: libc::c_int) -> String {
         (libc::CLONE_NEWIPC, "CLONE_NEWIPC"),
         (libc::CLONE_NEWUTS, "CLONE_NEWUTS"),
         (libc::CLONE_NEWCGROUP, "CLONE_NEWCGROUP"),
+        (libc::CLONE_PARENT, "CLONE_PARENT"),
     ]
     .map(|(bit, name)| (bit as u32 as u64, name));
     crate::error::flag_names(flags as u32 as u64, &names)

@@ -1,0 +1,552 @@
+//! The fork server: a single-threaded process that builds sandboxes for a multi-threaded one.
+//!
+//! A sandbox's init is made by a fork-like clone, which only a single-threaded process may do
+//! (`process::clone_fork` refuses otherwise). So a daemon forks its spawner with
+//! [`Spawner::start`] before it starts any thread or runtime, and asks it for each sandbox with
+//! [`Spawner::spawn`], from any thread. The spawner runs [`spawn::start_or_hand_back`] with
+//! `clone_parent`: init is cloned with `CLONE_PARENT`, so its parent is the daemon, not the
+//! spawner. The daemon reaps init through its pidfd, and init's parent-death signal follows the
+//! daemon: the spawner dying kills no sandbox, and the daemon dying kills them all (and the
+//! spawner, whose parent-death signal is SIGKILL too).
+//!
+//! The two talk over a SOCK_SEQPACKET pair, one datagram per message, JSON:
+//! - daemon → spawner: a [`SpawnRequest`], with the program's stdin attached (SCM_RIGHTS) when
+//!   the request says so;
+//! - spawner → daemon: the started sandbox as a [`SandboxTransfer`] with its fds attached in
+//!   the order of its named slots ([`FdSlot`]), or the [`ApiError`] of why not (with the pidfd
+//!   of an init that died after the clone, which only the daemon can reap).
+//!
+//! Each sandbox's cgroup is named after the daemon (`bunker-<daemon pid>-<n>`), whose death is
+//! what makes it stale. The spawner keeps every descriptor the daemon had open when it forked:
+//! start it before opening anything a sandbox must not reach.
+//!
+//! A message is at most [`MAX_SPAWN_MESSAGE`] bytes: a larger request is refused before it is
+//! sent, with an error saying so. The spawner exits when the socket closes (the daemon is gone
+//! or dropped its [`Spawner`]).
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bunker_api::{ApiError, ErrorCode};
+use bunker_cgroup::{Controller, GroupDirParts, SandboxGroup, Version};
+use bunker_policy::Policy;
+use bunker_sys::process::{self, Forked};
+use bunker_sys::{event, fd};
+
+use crate::error::SandboxError;
+use crate::host::HostContext;
+use crate::idmap::IdMode;
+use crate::limits::SandboxCgroup;
+use crate::result::Enforced;
+use crate::spawn::{self, Sandbox};
+use crate::stdin::ProgramStdin;
+use crate::supervise::Supervised;
+use crate::RunRequest;
+
+/// Largest message either side sends (a request carries the whole effective policy). Below
+/// the kernel's default socket buffer (`net.core.wmem_default`, 208 KiB), which bounds one
+/// datagram.
+pub const MAX_SPAWN_MESSAGE: usize = 128 * 1024;
+
+/// What to start: everything [`spawn::start`] needs, as data.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SpawnRequest {
+    /// The effective policy (already loaded and authorized by the daemon).
+    pub policy: Policy,
+    /// The program and its arguments.
+    pub argv: Vec<OsString>,
+    /// Working directory inside the sandbox (else the caller's, when visible; else `/tmp`).
+    pub cwd: Option<PathBuf>,
+    /// The caller's environment, which `allow.env` passes values from (`HostContext::env`).
+    pub env: Vec<(OsString, OsString)>,
+    /// The caller's working directory (`HostContext::cwd`).
+    pub caller_cwd: Option<PathBuf>,
+    /// The host ids the sandbox runs as (`HostContext::id_mode`).
+    pub id_mode: IdMode,
+}
+
+/// What a descriptor sent with a [`SandboxTransfer`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FdSlot {
+    Pidfd,
+    Control,
+    Stdout,
+    Stderr,
+    Lifeline,
+    ProxyHttp,
+    ProxySocks,
+}
+
+/// One cgroup directory of a transferred sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CgroupDirTransfer {
+    pub v2: bool,
+    pub own_dir: PathBuf,
+    pub path: PathBuf,
+    /// Controller names as in cgroup v1 (`memory`, `pids`, `cpu`, `cpuacct`).
+    pub controllers: Vec<String>,
+}
+
+/// A started [`Sandbox`] as data; its descriptors travel beside it, in the order of `fds`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SandboxTransfer {
+    pub init_pid: i32,
+    /// Time since init was cloned, when the handle was packed (wall time counts from the clone).
+    pub since_clone_ns: u64,
+    pub enforced: Enforced,
+    /// The cgroup's name and directories; `None` without one.
+    pub cgroup: Option<(String, Vec<CgroupDirTransfer>)>,
+    /// What each descriptor sent along is, in order.
+    pub fds: Vec<FdSlot>,
+}
+
+const CONTROLLERS: [Controller; 4] = [
+    Controller::Memory,
+    Controller::Pids,
+    Controller::Cpu,
+    Controller::CpuAcct,
+];
+
+fn transfer_error(detail: String) -> SandboxError {
+    SandboxError::Init {
+        step: "receive the started sandbox".into(),
+        detail,
+    }
+}
+
+impl Sandbox {
+    /// The sandbox as data plus its descriptors (named by `SandboxTransfer::fds`), to send to
+    /// another process. What cannot travel is dropped: the stdin relay, the console, the
+    /// observer (the receiving side sets its own).
+    pub fn into_transfer(self) -> (SandboxTransfer, Vec<OwnedFd>) {
+        let Sandbox {
+            supervised,
+            lifeline,
+            proxy_listeners,
+        } = self;
+        let Supervised {
+            init_pid,
+            pidfd,
+            control,
+            stdout,
+            stderr,
+            cgroup,
+            started,
+            enforced,
+            ..
+        } = supervised;
+        let mut slots = vec![
+            FdSlot::Pidfd,
+            FdSlot::Control,
+            FdSlot::Stdout,
+            FdSlot::Stderr,
+            FdSlot::Lifeline,
+        ];
+        let mut fds = vec![pidfd, control, stdout, stderr, lifeline];
+        if let Some((http, socks)) = proxy_listeners {
+            slots.extend([FdSlot::ProxyHttp, FdSlot::ProxySocks]);
+            fds.extend([http, socks]);
+        }
+        let cgroup = cgroup.into_group().map(|group| {
+            let (name, dirs) = group.into_parts();
+            let dirs = dirs
+                .into_iter()
+                .map(|d| CgroupDirTransfer {
+                    v2: d.version == Version::V2,
+                    own_dir: d.own_dir,
+                    path: d.path,
+                    controllers: d
+                        .controllers
+                        .iter()
+                        .map(|c| c.v1_name().to_string())
+                        .collect(),
+                })
+                .collect();
+            (name, dirs)
+        });
+        let transfer = SandboxTransfer {
+            init_pid,
+            since_clone_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            enforced,
+            cgroup,
+            fds: slots,
+        };
+        (transfer, fds)
+    }
+
+    /// The sandbox [`into_transfer`](Self::into_transfer) packed, in the receiving process.
+    /// Output is captured (not streamed), with no console, observer or stdin relay: set
+    /// `supervised.observer` to hear its events.
+    pub fn from_transfer(t: SandboxTransfer, fds: Vec<OwnedFd>) -> Result<Sandbox, SandboxError> {
+        if t.fds.len() != fds.len() {
+            return Err(transfer_error(format!(
+                "{} descriptor(s) arrived for {} named slot(s)",
+                fds.len(),
+                t.fds.len()
+            )));
+        }
+        let mut named: Vec<(FdSlot, Option<OwnedFd>)> = t
+            .fds
+            .iter()
+            .copied()
+            .zip(fds.into_iter().map(Some))
+            .collect();
+        let mut take = |slot: FdSlot| -> Option<OwnedFd> {
+            named
+                .iter_mut()
+                .find(|(s, fd)| *s == slot && fd.is_some())
+                .and_then(|(_, fd)| fd.take())
+        };
+        let mut required = |slot: FdSlot| {
+            take(slot).ok_or_else(|| transfer_error(format!("no descriptor for {slot:?}")))
+        };
+        let pidfd = required(FdSlot::Pidfd)?;
+        let control = required(FdSlot::Control)?;
+        let stdout = required(FdSlot::Stdout)?;
+        let stderr = required(FdSlot::Stderr)?;
+        let lifeline = required(FdSlot::Lifeline)?;
+        let proxy_listeners = match (take(FdSlot::ProxyHttp), take(FdSlot::ProxySocks)) {
+            (Some(http), Some(socks)) => Some((http, socks)),
+            (None, None) => None,
+            _ => {
+                return Err(transfer_error(
+                    "one proxy listener without the other".into(),
+                ))
+            }
+        };
+        let group = match t.cgroup {
+            None => None,
+            Some((name, dirs)) => {
+                let dirs = dirs
+                    .into_iter()
+                    .map(|d| {
+                        let controllers = d
+                            .controllers
+                            .iter()
+                            .map(|name| {
+                                CONTROLLERS
+                                    .into_iter()
+                                    .find(|c| c.v1_name() == name)
+                                    .ok_or_else(|| {
+                                        transfer_error(format!(
+                                            "unknown cgroup controller {name:?}"
+                                        ))
+                                    })
+                            })
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok(GroupDirParts {
+                            version: if d.v2 { Version::V2 } else { Version::V1 },
+                            own_dir: d.own_dir,
+                            path: d.path,
+                            controllers,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, SandboxError>>()?;
+                Some(SandboxGroup::from_parts(name, dirs))
+            }
+        };
+        let since_clone = Duration::from_nanos(t.since_clone_ns);
+        let started = Instant::now()
+            .checked_sub(since_clone)
+            .unwrap_or_else(Instant::now);
+        Ok(Sandbox {
+            supervised: Supervised {
+                init_pid: t.init_pid,
+                pidfd,
+                control,
+                stdout,
+                stderr,
+                cgroup: SandboxCgroup::from_group(group),
+                started,
+                enforced: t.enforced,
+                output: crate::supervise::OutputMode::Capture,
+                console: None,
+                observer: None,
+                stdin: None,
+                termination: None,
+            },
+            lifeline,
+            proxy_listeners,
+        })
+    }
+}
+
+/// Daemon → spawner.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct WireRequest {
+    request: SpawnRequest,
+    /// The datagram carries one descriptor: the program's stdin.
+    stdin: bool,
+}
+
+/// Spawner → daemon.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum WireReply {
+    Started {
+        sandbox: SandboxTransfer,
+    },
+    Failed {
+        error: ApiError,
+        /// The datagram carries the pidfd of an init that died after the clone: its parent
+        /// (the daemon) reaps it.
+        unreaped: bool,
+    },
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError {
+        code: ErrorCode::InternalError,
+        message,
+        step: None,
+        policy: None,
+    }
+}
+
+/// The daemon's side of the fork server.
+#[derive(Debug)]
+pub struct Spawner {
+    /// Requests are serialized on the socket: one in flight at a time.
+    socket: Mutex<Option<OwnedFd>>,
+    pid: i32,
+    pidfd: OwnedFd,
+}
+
+impl Spawner {
+    /// Forks the spawner. Must be called while the process is single-threaded (before any
+    /// runtime or thread starts); refused otherwise.
+    pub fn start() -> Result<Spawner, SandboxError> {
+        let setup = |step: &str| {
+            let step = step.to_string();
+            move |source| SandboxError::Setup { step, source }
+        };
+        let (ours, theirs) = fd::seqpacket_pair().map_err(setup("create the spawner's socket"))?;
+        match process::clone_fork(0).map_err(setup("fork the spawner"))? {
+            Forked::Child => {
+                drop(ours);
+                serve(&theirs)
+            }
+            Forked::Parent { pid, pidfd } => {
+                drop(theirs);
+                Ok(Spawner {
+                    socket: Mutex::new(Some(ours)),
+                    pid,
+                    pidfd,
+                })
+            }
+        }
+    }
+
+    /// The spawner's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Starts a sandbox (blocking until its init is Ready or the start failed). Callable from
+    /// any thread of the process that started the spawner, which becomes init's parent: it
+    /// must reap init (the supervise drivers do). `stdin` becomes the program's fd 0
+    /// (`/dev/null` without).
+    pub fn spawn(
+        &self,
+        request: SpawnRequest,
+        stdin: Option<OwnedFd>,
+    ) -> Result<Sandbox, ApiError> {
+        let wire = WireRequest {
+            request,
+            stdin: stdin.is_some(),
+        };
+        let data = serde_json::to_vec(&wire)
+            .map_err(|e| internal(format!("encode the spawn request: {e}")))?;
+        if data.len() > MAX_SPAWN_MESSAGE {
+            return Err(ApiError {
+                code: ErrorCode::RequestInvalid,
+                message: format!(
+                    "the spawn request is {} bytes, more than the spawner takes ({MAX_SPAWN_MESSAGE}): \
+                     the policy, argv or environment is too large",
+                    data.len()
+                ),
+                step: None,
+                policy: None,
+            });
+        }
+        let attached: Vec<RawFd> = stdin.iter().map(AsRawFd::as_raw_fd).collect();
+        let (reply, fds) = {
+            let guard = self
+                .socket
+                .lock()
+                .map_err(|_| internal("the spawner's socket lock is poisoned".into()))?;
+            let Some(socket) = guard.as_ref() else {
+                return Err(internal("the spawner is stopped".into()));
+            };
+            fd::send_with_fds(socket.as_raw_fd(), &data, &attached)
+                .map_err(|e| internal(format!("send to the spawner: {e}")))?;
+            drop(stdin);
+            fd::recv_with_fds(socket.as_raw_fd(), MAX_SPAWN_MESSAGE)
+                .map_err(|e| internal(format!("read the spawner's answer: {e}")))?
+        };
+        if reply.is_empty() {
+            return Err(internal(
+                "the spawner is gone (its socket closed without an answer)".into(),
+            ));
+        }
+        let reply: WireReply = serde_json::from_slice(&reply)
+            .map_err(|e| internal(format!("read the spawner's answer: {e}")))?;
+        match reply {
+            WireReply::Started { sandbox } => {
+                Sandbox::from_transfer(sandbox, fds).map_err(|e| e.to_api_error())
+            }
+            WireReply::Failed { error, unreaped } => {
+                if unreaped {
+                    for pidfd in &fds {
+                        let _ = event::wait_pidfd(pidfd.as_fd(), true);
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Drop for Spawner {
+    /// Closing the socket ends the spawner; it is reaped here.
+    fn drop(&mut self) {
+        if let Ok(mut socket) = self.socket.lock() {
+            socket.take();
+        }
+        let _ = event::wait_pidfd(self.pidfd.as_fd(), true);
+    }
+}
+
+/// The spawner's loop: one request at a time until the socket closes. Never returns.
+fn serve(socket: &OwnedFd) -> ! {
+    // The daemon dying ends the spawner (its sandboxes die of their own parent-death signal).
+    if process::set_parent_death_signal(libc::SIGKILL).is_err() {
+        process::exit_now(1);
+    }
+    // The sandboxes' cgroups are the daemon's: named after it, they stay live while it does.
+    bunker_cgroup::name_groups_after(std::os::unix::process::parent_id());
+    loop {
+        let (data, mut fds) = match fd::recv_with_fds(socket.as_raw_fd(), MAX_SPAWN_MESSAGE) {
+            Ok((data, _)) if data.is_empty() => process::exit_now(0),
+            Ok(received) => received,
+            Err(e) if e.errno == libc::EINTR => continue,
+            Err(_) => process::exit_now(1),
+        };
+        let (reply, reply_fds) = match serde_json::from_slice::<WireRequest>(&data) {
+            Err(e) => failed(
+                ApiError {
+                    code: ErrorCode::ProtocolError,
+                    message: format!("the spawner could not read a request: {e}"),
+                    step: None,
+                    policy: None,
+                },
+                None,
+            ),
+            Ok(wire) if usize::from(wire.stdin) != fds.len() => failed(
+                ApiError {
+                    code: ErrorCode::ProtocolError,
+                    message: format!(
+                        "a spawn request came with {} descriptor(s), expected {}",
+                        fds.len(),
+                        usize::from(wire.stdin)
+                    ),
+                    step: None,
+                    policy: None,
+                },
+                None,
+            ),
+            Ok(wire) => start_one(wire.request, fds.pop()),
+        };
+        let (encoded, reply_fds) = bounded(reply, reply_fds);
+        let raw: Vec<RawFd> = reply_fds.iter().map(AsRawFd::as_raw_fd).collect();
+        if fd::send_with_fds(socket.as_raw_fd(), &encoded, &raw).is_err() {
+            // The daemon is gone (or cannot be told): a sandbox just started must not run
+            // unsupervised until the daemon's death kills it.
+            if let Some(pidfd) = reply_fds.first() {
+                let _ = event::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            }
+            process::exit_now(1);
+        }
+    }
+}
+
+/// The reply, encoded; one too large for a message becomes an error, its sandbox killed and
+/// handed back unreaped.
+fn bounded(reply: WireReply, fds: Vec<OwnedFd>) -> (Vec<u8>, Vec<OwnedFd>) {
+    let encoded = serde_json::to_vec(&reply).map_err(|e| e.to_string());
+    let too_large = match &encoded {
+        Ok(bytes) if bytes.len() <= MAX_SPAWN_MESSAGE => None,
+        Ok(bytes) => Some(format!(
+            "the started sandbox's description is {} bytes, more than one message takes \
+             ({MAX_SPAWN_MESSAGE})",
+            bytes.len()
+        )),
+        Err(e) => Some(format!("encode the spawner's answer: {e}")),
+    };
+    let Some(message) = too_large else {
+        return (encoded.unwrap_or_default(), fds);
+    };
+    let unreaped = match reply {
+        WireReply::Started { sandbox } => {
+            Sandbox::from_transfer(sandbox, fds).ok().map(|sandbox| {
+                let pidfd = sandbox.supervised.pidfd;
+                let _ = event::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+                let _ = event::poll(&[pidfd.as_fd()], None);
+                // The rest (cgroup included) goes now that init is dead.
+                pidfd
+            })
+        }
+        WireReply::Failed { .. } => fds.into_iter().next(),
+    };
+    let (reply, fds) = failed(internal(message), unreaped);
+    (serde_json::to_vec(&reply).unwrap_or_default(), fds)
+}
+
+fn failed(error: ApiError, unreaped: Option<OwnedFd>) -> (WireReply, Vec<OwnedFd>) {
+    (
+        WireReply::Failed {
+            error,
+            unreaped: unreaped.is_some(),
+        },
+        unreaped.into_iter().collect(),
+    )
+}
+
+fn start_one(request: SpawnRequest, stdin: Option<OwnedFd>) -> (WireReply, Vec<OwnedFd>) {
+    let SpawnRequest {
+        policy,
+        argv,
+        cwd,
+        env,
+        caller_cwd,
+        id_mode,
+    } = request;
+    let run = RunRequest {
+        policy,
+        argv,
+        cwd,
+        stdin: stdin.map_or(ProgramStdin::Null, ProgramStdin::Fd),
+        stream_output: false,
+        console: None,
+        observer: None,
+    };
+    let host = HostContext {
+        env,
+        cwd: caller_cwd,
+        id_mode,
+        // The daemon holds the lease behind `id_mode`.
+        id_lease: None,
+        clone_parent: true,
+    };
+    match spawn::start_or_hand_back(&run, &host) {
+        Ok(sandbox) => {
+            let (sandbox, fds) = sandbox.into_transfer();
+            (WireReply::Started { sandbox }, fds)
+        }
+        Err(failure) => failed(failure.error.to_api_error(), failure.unreaped),
+    }
+}
