@@ -174,6 +174,19 @@ fn every_operation_round_trips() {
             "freezer group left"
         );
 
+        // A paused sandbox's wall-clock timeout keeps running: at it, it is thawed and killed.
+        if mode == "root" {
+            let mut short = spec(&["sleep", "30"]);
+            short["options"] = json!({"timeout_ms": 700});
+            let reply = c.call(json!({"id": 30, "op": "start", "spec": short}));
+            let paused = result_of(&reply)["sandbox"].as_str().unwrap().to_string();
+            let reply = c.call(json!({"id": 31, "op": "pause", "sandbox": paused}));
+            assert_eq!(reply["ok"], json!({}), "{reply}");
+            let reply = c.call(json!({"id": 32, "op": "wait", "sandbox": paused}));
+            assert_eq!(result_of(&reply)["error_code"], "limit_timeout", "{reply}");
+            c.events_until_end(&paused);
+        }
+
         // cancel a run in flight by its request id.
         c.send(&json!({"id": 13, "op": "run", "spec": spec(&["sleep", "30"])}));
         assert!(eventually(Duration::from_secs(5), || {
@@ -394,7 +407,8 @@ fn a_disconnect_kills_the_clients_sandboxes() {
         );
         drop(c);
         let gone_at = Instant::now();
-        let gone = eventually(Duration::from_secs(5), || {
+        // Well under the 5 s a closing connection gives its tasks before aborting them.
+        let gone = eventually(Duration::from_secs(2), || {
             sandbox.iter().all(|p| !pid_alive(*p))
         });
         eprintln!(

@@ -298,8 +298,10 @@ impl Running {
             _ => None,
         };
         let mut cancelled = false;
+        // From its deadline on, the sandbox is kept thawed (a pause then changes nothing): the
+        // driver kills it at its timeout, which a frozen task only acts on once thawed.
+        let mut thaw_at = deadline;
         let outcome = loop {
-            let thaw_at = deadline.filter(|_| pause.is_paused());
             tokio::select! {
                 outcome = &mut supervise => break outcome,
                 changed = cancel.changed(), if !cancelled => {
@@ -311,9 +313,8 @@ impl Running {
                     }
                 }
                 _ = sleep_until_opt(thaw_at), if thaw_at.is_some() => {
-                    // The wall-clock timeout runs while paused: the driver kills the sandbox
-                    // now, which needs it thawed.
                     pause.thaw_for_kill();
+                    thaw_at = Some(Instant::now() + THAW_RECHECK);
                 }
             }
         };
@@ -380,6 +381,9 @@ pub struct Pause {
     freezer: Mutex<Option<Freezer>>,
     paused: Mutex<bool>,
 }
+
+/// How often a sandbox past its deadline is thawed again (should it have been paused since).
+const THAW_RECHECK: Duration = Duration::from_millis(50);
 
 /// How long a freeze may take to complete before `pause` gives up (and thaws).
 const FREEZE_WAIT: Duration = Duration::from_secs(2);
