@@ -208,18 +208,17 @@ fn footprint(daemon_pid: i32) -> Footprint {
     }
 }
 
-/// Runs through one daemon, each checked, with the daemon's footprint taken after a warm-up and
-/// again at the end: flat. The issue asks for 10,000; a run through the daemon costs ~11 ms of
-/// this 2-core machine's CPU with the debug binary the tests use (~90 runs/s over 4
-/// connections), so 10,000 would take ~2 minutes per mode. Each mode runs `STRESS_RUNS`
-/// (default 2,400: ~30 s), set `BUNKER_STRESS_RUNS=10000` for the full count.
+/// 10,000 runs through one daemon, each checked, with the daemon's footprint taken after a
+/// warm-up and again at the end: flat. Over 4 connections a run costs ~6 ms of this 2-core
+/// machine (debug build, the daemon's spawner): ~60 s a mode, the two modes side by side.
+/// `BUNKER_STRESS_RUNS` sets another count.
 fn runs_keep_the_footprint_flat(mode: &str) {
     const CONNECTIONS: usize = 4;
     const WARM_UP: usize = 50;
     let runs: usize = std::env::var("BUNKER_STRESS_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2_400);
+        .unwrap_or(10_000);
     let daemon = daemon(mode, json!({}));
     let mut clients: Vec<Client> = (0..CONNECTIONS).map(|_| daemon.client()).collect();
     let run_all = |clients: &mut [Client], per_client: usize, base: u64| {
@@ -272,14 +271,16 @@ fn runs_keep_the_footprint_flat(mode: &str) {
         (runs / CONNECTIONS * CONNECTIONS) as f64 / took.as_secs_f64()
     );
     // Tolerances: descriptors exact (the same connections are open both times, no sandbox
-    // live); memory within 1 MiB (allocator and runtime caches settle; a leak of 0.5 KiB a run
-    // is over it); threads no more than the runtime's bounded blocking pool; no new cgroup.
+    // live); memory within 2 MiB: one more thread of the runtime's bounded blocking pool,
+    // with its own malloc arena, is ~1 MiB (seen: 7 -> 8 threads, +988 KiB over 10,000 runs),
+    // and a leak of 200 bytes a run is over it; threads no more than that bounded pool; no new
+    // cgroup.
     assert_eq!(
         end.fds, start.fds,
         "{mode}: descriptors grew: {start:?} -> {end:?}"
     );
     assert!(
-        end.rss_kib <= start.rss_kib + 1024,
+        end.rss_kib <= start.rss_kib + 2048,
         "{mode}: RSS grew: {start:?} -> {end:?}"
     );
     assert!(
@@ -367,11 +368,15 @@ fn sigkill_leaves_nothing(mode: &str, programs_running: bool, marker: &str) {
         new_mounts.is_empty(),
         "{mode}: host mounts left: {new_mounts:?}"
     );
-    eprintln!(
-        "{mode}: {} processes of {LIVE} sandboxes and {} cgroups gone after the SIGKILL",
-        everything.len().max(sandboxes.len()),
-        groups.len()
-    );
+    if programs_running {
+        eprintln!(
+            "{mode}: {} processes of {LIVE} sandboxes ({} new since idle) and {} cgroups gone \
+             after the SIGKILL",
+            everything.len(),
+            sandboxes.len(),
+            groups.len()
+        );
+    }
 }
 
 #[test]
@@ -385,16 +390,17 @@ fn a_sigkilled_daemon_leaves_no_process_cgroup_or_mount_and_a_new_one_serves() {
 }
 
 /// The same SIGKILL the moment the `start` replies are in, before the programs run: a sandbox
-/// the daemon has answered for is live too. Today this leaves a sandbox behind in about half the
-/// runs: the daemon answers `start` once `setpriv --pdeathsig KILL` is exec'd, and setpriv sets
-/// the parent-death signal only after its dynamic loading (~1 ms); a daemon killed in between
-/// leaves a `bunker run` nobody kills (reparented to init), which goes on to build and run the
-/// sandbox. (The sleeps are short so a failure leaves nothing for long.)
+/// the daemon has answered for must not outlive it either. (When the daemon ran each sandbox as
+/// a `setpriv --pdeathsig KILL -- bunker run` child, it answered before setpriv had set the
+/// parent-death signal, and a kill in between left the sandbox running in half the tries.)
+/// Short sleeps, so a failure leaves nothing for long.
 #[test]
-#[ignore = "known race in bunker serve's sandbox launch: see the comment"]
 fn a_daemon_sigkilled_right_after_its_start_replies_leaves_no_process() {
-    for trial in 0..5 {
-        sigkill_leaves_nothing("root", false, &format!("5.{}0{trial}", std::process::id()));
+    for mode in modes() {
+        for trial in 0..5 {
+            let marker = format!("5.{}0{trial}", std::process::id());
+            sigkill_leaves_nothing(mode, false, &marker);
+        }
     }
 }
 
@@ -439,8 +445,13 @@ fn a_client_that_disconnects_mid_run_loses_its_sandbox_at_once() {
             ticker["options"] = json!({"output": "events"});
             c.send(&json!({"id": 1, "op": "run", "spec": ticker}));
             // Mid-run: the program has printed.
-            let first = c.recv().unwrap();
-            assert_eq!(first["event"]["event"], "stdout", "{mode}: {first}");
+            loop {
+                let frame = c.recv().unwrap();
+                assert!(frame.get("event").is_some(), "{mode}: {frame}");
+                if frame["event"]["event"] == "stdout" {
+                    break;
+                }
+            }
             let sandbox = new_processes(daemon.pid(), &idle, "python3", &marker, 1);
             let pidfds: Vec<OwnedFd> = sandbox
                 .iter()
