@@ -87,7 +87,8 @@ lines = [
 lines += [f"| sandboxes/s, {n} client{'s' if n > 1 else ''} | {rate[n]:.0f} | |" for n in sorted(rate)]
 lines += [
     f"| CPU per daemon run: the daemon's own threads | {lat['daemon_cpu_ms_per_run']:.2f} ms | |",
-    f"| CPU per daemon run: its child processes (what runs the sandbox) | {lat['children_cpu_ms_per_run']:.2f} ms | |",
+    f"| CPU per daemon run: its live helper processes (the spawner) | {lat['helpers_cpu_ms_per_run']:.2f} ms | |",
+    f"| CPU per daemon run: the children it reaped (the sandbox) | {lat['children_cpu_ms_per_run']:.2f} ms | |",
     f"| CPU per one-shot run (`bunker run` and its sandbox) | {lat['oneshot_cpu_ms_per_run']:.2f} ms | |",
     f"| daemon RSS, idle | {mib(rss['daemon_idle_kib']):.1f} MiB | |",
     f"| daemon RSS, {rss['live']} sandboxes live | {mib(rss['daemon_live_kib']):.1f} MiB | ≤ 16 MiB |",

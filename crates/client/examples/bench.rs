@@ -6,7 +6,8 @@
 //!   floor), and, by fork/exec/wait, the one-shot `bunker run -q -- /bin/true` and `bunker check
 //!   --profile default` (the one-shot's process cost without a sandbox: exec, arguments, the
 //!   policy resolved and printed). Each round also reads the CPU time the daemon's own threads,
-//!   its children and the one-shot spent (/proc/PID/stat).
+//!   the children it reaped, its live helpers (the spawner) and the one-shot spent
+//!   (/proc/PID/stat).
 //! - `throughput`: sandboxes per second for each client count, each client a connection running
 //!   `/bin/true` back to back for `SECONDS`.
 //! - `rss`: the daemon's VmRSS idle and with `LIVE` sleeping sandboxes started, beside the
@@ -85,20 +86,33 @@ fn cpu_ms(pid: u32) -> Outcome<(f64, f64)> {
     Ok(((utime + stime) * 10.0, (cutime + cstime) * 10.0))
 }
 
+/// CPU time (ms) of the live descendants of `pid`: between runs, the daemon's long-lived helpers
+/// (its spawner), which no one reaps, so they are not in `cutime`.
+fn helpers_cpu_ms(pid: u32) -> f64 {
+    descendants(pid)
+        .into_iter()
+        .filter_map(|p| cpu_ms(p).ok())
+        .map(|(own, _)| own)
+        .sum()
+}
+
 fn latency(socket: &str, daemon_pid: u32, bunker: &str, rounds: usize) -> Outcome<Value> {
     let mut client = Client::connect(socket)?;
     let mut daemon_cpu = 0.0;
     let mut children_cpu = 0.0;
     let mut oneshot_cpu = 0.0;
+    let mut helpers_cpu = 0.0;
     let truth = spec(&["/bin/true"]);
     let (mut daemon, mut health, mut oneshot, mut check, mut beyond_wall) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds + 10 {
+        let helpers_before = helpers_cpu_ms(daemon_pid);
         let cpu_before = cpu_ms(daemon_pid)?;
         let started = Instant::now();
         let result = client.run(&truth)?;
         let run = ms(started.elapsed());
         let cpu_after = cpu_ms(daemon_pid)?;
+        let helpers_after = helpers_cpu_ms(daemon_pid);
         if result.exit_code != Some(0) {
             return Err(format!("/bin/true through the daemon: {result:?}").into());
         }
@@ -114,6 +128,7 @@ fn latency(socket: &str, daemon_pid: u32, bunker: &str, rounds: usize) -> Outcom
             daemon_cpu += cpu_after.0 - cpu_before.0;
             children_cpu += cpu_after.1 - cpu_before.1;
             oneshot_cpu += own_after.1 - own_before.1;
+            helpers_cpu += helpers_after - helpers_before;
             daemon.push(run);
             beyond_wall.push(run - result.wall_ms);
             health.push(hello);
@@ -130,6 +145,7 @@ fn latency(socket: &str, daemon_pid: u32, bunker: &str, rounds: usize) -> Outcom
         "daemon_cpu_ms_per_run": daemon_cpu / rounds as f64,
         "children_cpu_ms_per_run": children_cpu / rounds as f64,
         "oneshot_cpu_ms_per_run": oneshot_cpu / rounds as f64,
+        "helpers_cpu_ms_per_run": helpers_cpu / rounds as f64,
     }))
 }
 
