@@ -35,6 +35,7 @@ fn daemon(mode: &str, mut config: Value) -> Daemon {
     Daemon::start_with(DaemonSpec {
         config: Some(&text),
         as_nobody: mode == "rootless",
+        ..Default::default()
     })
 }
 
