@@ -280,6 +280,25 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_names_a_known_policy_and_a_size_within_the_slots() {
+        let config = parse(r#"{"max_sandboxes": 4, "pools": {"default": 3}}"#).unwrap();
+        assert_eq!(config.pools.get("default"), Some(&3));
+        let e = parse(r#"{"pools": {"nope": 1}}"#).err().unwrap_or_default();
+        assert!(e.contains("pools.nope: no policy named \"nope\""), "{e}");
+        let e = parse(r#"{"max_sandboxes": 4, "pools": {"default": 5}}"#)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("pools.default: a pool holds 1 to max_sandboxes (4)"),
+            "{e}"
+        );
+        let e = parse(r#"{"pools": {"default": 0}}"#)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("not 0"), "{e}");
+    }
+
+    #[test]
     fn the_documented_example_parses_but_for_its_files() {
         let doc = include_str!("../../../docs/protocol.md");
         let block = doc

@@ -288,3 +288,35 @@ impl Shared {
         self.pools_lock().finish(generation, pool, warm);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_the_launch_applies_may_differ_from_the_pool() {
+        let mut pooled = bunker_policy::builtin("default").unwrap();
+        pooled.limits.timeout = Some(Duration::from_secs(10));
+        pooled.allow.env = vec!["HOME".into(), "LANG".into()];
+        assert!(fits(&pooled, &pooled));
+        let mut shorter = pooled.clone();
+        shorter.limits.timeout = Some(Duration::from_millis(1));
+        assert!(fits(&pooled, &shorter));
+        let mut fewer_env = pooled.clone();
+        fewer_env.allow.env.pop();
+        assert!(fits(&pooled, &fewer_env));
+        // Anything built into the sandbox must be equal.
+        let mut more_memory = pooled.clone();
+        more_memory.limits.memory = Some(1 << 40);
+        assert!(!fits(&pooled, &more_memory));
+        let mut more_env = pooled.clone();
+        more_env.allow.env.push("SECRET".into());
+        assert!(!fits(&pooled, &more_env));
+        let mut longer = pooled.clone();
+        longer.limits.timeout = Some(Duration::from_secs(11));
+        assert!(!fits(&pooled, &longer));
+        let mut unbounded = pooled.clone();
+        unbounded.limits.timeout = None;
+        assert!(!fits(&pooled, &unbounded));
+    }
+}
