@@ -295,3 +295,46 @@ fn a_daemon_killed_while_its_pool_fills_leaves_nothing() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// The host pids of the daemon's sandbox inits (pid 1 of a pid namespace of their own).
+fn inits_of(daemon: &Daemon) -> Vec<i32> {
+    descendants(daemon.pid())
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("NSpid:") && l.split_whitespace().nth(2) == Some("1"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_pooled_sandbox_killed_while_idle_is_not_handed_out() {
+    if !common::is_root() {
+        return common::skip("killing the rootless daemon's sandboxes needs root");
+    }
+    for mode in modes() {
+        let daemon = daemon(mode, 1);
+        let mut c = daemon.client();
+        ready(&daemon, &mut c, 1);
+        let idle = inits_of(&daemon);
+        assert_eq!(idle.len(), 1, "{mode}: {idle:?}");
+        bunker_sys::event::kill(idle[0], libc::SIGKILL).unwrap();
+        assert!(eventually(Duration::from_secs(5), || !pid_alive(idle[0])
+            || std::fs::read_to_string(format!("/proc/{}/stat", idle[0]))
+                .unwrap_or_default()
+                .contains(") Z ")));
+        // The dead one is passed over: the run goes cold, and fine.
+        let reply = run(&mut c, small(&["/bin/echo", "after"]));
+        assert_eq!(
+            reply["ok"]["stdout"]["data"]["utf8"], "after\n",
+            "{mode}: {reply}"
+        );
+        assert!(reply["ok"].get("warm").is_none(), "{mode}: {reply}");
+        // And the pool refills.
+        ready(&daemon, &mut c, 1);
+        let reply = run(&mut c, small(&["/bin/echo", "warm"]));
+        assert_eq!(reply["ok"]["warm"], true, "{mode}: {reply}");
+    }
+}
