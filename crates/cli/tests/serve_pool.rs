@@ -338,3 +338,50 @@ fn a_pooled_sandbox_killed_while_idle_is_not_handed_out() {
         assert_eq!(reply["ok"]["warm"], true, "{mode}: {reply}");
     }
 }
+
+#[test]
+fn a_config_reload_rebuilds_the_pools() {
+    if !common::is_root() {
+        return common::skip("the rootless daemon is started through setpriv, which needs root");
+    }
+    let daemon = daemon("root", 1);
+    let mut c = daemon.client();
+    ready(&daemon, &mut c, 1);
+    let before = inits_of(&daemon);
+    let config = daemon.dir.path().join("serve.json");
+    std::fs::write(
+        &config,
+        r#"{"policies": {"small": "small.json"}, "grants": [], "pools": {"small": 2}}"#,
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    ready(&daemon, &mut c, 2);
+    assert_eq!(stats(&mut c)["pools"]["small"]["size"], 2);
+    // The sandboxes built under the old config are gone, the new ones are others.
+    assert!(
+        eventually(Duration::from_secs(5), || before
+            .iter()
+            .all(|p| !pid_alive(*p))),
+        "{before:?} outlived the reload"
+    );
+    let after = inits_of(&daemon);
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "{before:?} {after:?}"
+    );
+    // A reload without pools ends them.
+    std::fs::write(
+        &config,
+        r#"{"policies": {"small": "small.json"}, "grants": []}"#,
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || stats(&mut c)
+            .get("pools")
+            .is_none()
+            && inits_of(&daemon).is_empty()),
+        "{}",
+        stats(&mut c)
+    );
+}
