@@ -10,6 +10,10 @@
 //! - a request that finds no free slot first ends one ready sandbox (of the pool with the most
 //!   ready) and takes the slot it frees.
 //!
+//! Refill: one sandbox at a time, started when a run ends (a slot freed), not when a sandbox is
+//! taken, so that on a small host no build competes with the warm run it replaces; and every
+//! second while a pool is short.
+//!
 //! Single use: a sandbox leaves its pool for one request and is torn down after that run, as a
 //! cold one is. The pools are rebuilt on a config reload (their ready sandboxes ended, new ones
 //! built from the reloaded policies) and emptied when the daemon drains.

@@ -56,6 +56,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.shared.live.fetch_sub(1, Ordering::SeqCst);
         self.shared.idle.notify_waiters();
+        // A pool refills once a run is over, not while it runs: on a small host a build beside
+        // a warm run would slow that run down (pool.rs).
+        self.shared.refill.notify_one();
     }
 }
 
@@ -204,8 +207,8 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A ready pooled sandbox whose pool fits `policy`, and the slot it held; the refiller is
-    /// told.
+    /// A ready pooled sandbox whose pool fits `policy`, and the slot it held (the refiller is
+    /// told when the run ends, the slot dropped).
     pub fn take_warm(self: &Arc<Self>, policy: &bunker_policy::Policy) -> Option<(Slot, Taken)> {
         if self.is_draining() {
             return None;
@@ -216,7 +219,6 @@ impl Shared {
             lease,
             permit,
         } = self.pools_lock().take(policy)?;
-        self.refill.notify_one();
         self.live.fetch_add(1, Ordering::SeqCst);
         let slot = Slot {
             shared: self.clone(),
