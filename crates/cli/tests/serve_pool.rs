@@ -385,3 +385,32 @@ fn a_config_reload_rebuilds_the_pools() {
         stats(&mut c)
     );
 }
+
+#[test]
+fn a_full_pool_gives_its_slots_up_to_cold_requests() {
+    if !common::is_root() {
+        return common::skip("the rootless daemon is started through setpriv, which needs root");
+    }
+    // The pool holds every slot there is.
+    let daemon = Daemon::start_with(DaemonSpec {
+        config: Some(
+            r#"{"max_sandboxes": 2, "policies": {"small": "small.json"}, "grants": [],
+                "pools": {"small": 2}}"#,
+        ),
+        files: &[("small.json", SMALL)],
+        ..Default::default()
+    });
+    let mut c = daemon.client();
+    ready(&daemon, &mut c, 2);
+    // A request no pool fits still runs: a ready sandbox is ended for its slot.
+    let reply = run(
+        &mut c,
+        json!({"policy": {"name": "default"}, "argv": ["/bin/echo", "cold"]}),
+    );
+    assert_eq!(reply["ok"]["stdout"]["data"]["utf8"], "cold\n", "{reply}");
+    assert!(reply["ok"].get("warm").is_none(), "{reply}");
+    // The pool refills behind it, within the two slots.
+    ready(&daemon, &mut c, 2);
+    let s = stats(&mut c);
+    assert_eq!(s["live"], 0, "{s}");
+}
