@@ -232,6 +232,25 @@ pub struct Stats {
     pub refused_busy: u64,
     /// Milliseconds since the service started.
     pub uptime_ms: u64,
+    /// The warm pools, by policy name (absent without any).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: BTreeMap<String, PoolStats>,
+}
+
+/// One warm pool (`stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolStats {
+    /// How many ready sandboxes the pool keeps.
+    pub size: u64,
+    /// Ready sandboxes now, waiting for a request.
+    pub ready: u64,
+    /// Runs served from the pool since the service started (or the config was reloaded).
+    pub taken: u64,
+    /// The memory the ready sandboxes' cgroups use now, summed (absent where no cgroup
+    /// accounts for it, e.g. rootless without delegation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_memory_bytes: Option<u64>,
 }
 
 /// The service's state (`health`).

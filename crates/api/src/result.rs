@@ -173,6 +173,10 @@ pub struct RunResult {
     pub enforced: Enforced,
     /// What went through the egress proxy.
     pub http: HttpReport,
+    /// The sandbox came from a `bunker serve` warm pool (built before the request; see
+    /// docs/api.md, "Warm pools"). Absent for a sandbox built for the run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warm: bool,
 }
 
 /// Decisions listed one by one in [`HttpReport::requests`]; the rest are only counted, so the
@@ -207,6 +211,7 @@ impl RunResult {
             stderr: StreamResult::default(),
             enforced: Enforced::default(),
             http: HttpReport::default(),
+            warm: false,
         }
     }
 
@@ -366,6 +371,7 @@ mod tests {
                 ..Enforced::default()
             },
             http,
+            warm: false,
         }
     }
 

@@ -269,4 +269,18 @@ pub struct ServeOpts {
     /// How the daemon logs on stderr.
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Keep N sandboxes of this policy (a built-in profile or a config policy name) built
+    /// ahead of the requests (default N: 2). Repeatable; wins over the config's `pools`.
+    #[arg(long = "pool", value_name = "NAME[=N]", value_parser = parse_pool)]
+    pub pools: Vec<(String, usize)>,
+}
+
+fn parse_pool(arg: &str) -> Result<(String, usize), String> {
+    match arg.rsplit_once('=') {
+        Some((name, n)) => n
+            .parse::<usize>()
+            .map(|n| (name.to_string(), n))
+            .map_err(|_| format!("{n:?} is not a pool size (NAME=N, N a number)")),
+        None => Ok((arg.to_string(), bunker_serve::DEFAULT_POOL_SIZE)),
+    }
 }

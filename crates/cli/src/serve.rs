@@ -10,6 +10,7 @@ pub fn main(opts: ServeOpts) -> i32 {
             LogFormat::Text => bunker_serve::LogFormat::Text,
             LogFormat::Json => bunker_serve::LogFormat::Json,
         },
+        pools: opts.pools,
     };
     match bunker_serve::serve(options) {
         Ok(()) => 0,

@@ -8,10 +8,10 @@
 use std::ffi::{CString, OsStr};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use bunker_api::ErrorCode;
+use bunker_api::{Data, ErrorCode};
 use bunker_policy::Policy;
 use bunker_sys::process::{self, StdioFds, WaitStatus};
 use bunker_sys::{fd, SysError};
@@ -76,6 +76,9 @@ pub struct InitContext<'a> {
     /// Become init's fds 1 and 2, and so the program's.
     pub stdout: RawFd,
     pub stderr: RawFd,
+    /// Prepared without its program (`spawn::prepare`): `argv`, `env`, `search_path` and `cwd`
+    /// are empty and `stdin` is `/dev/null` until [`SupervisorMessage::Program`] brings them.
+    pub deferred: bool,
 }
 
 fn send(control: RawFd, msg: &InitMessage, fds: &[RawFd]) -> Result<(), SysError> {
@@ -90,8 +93,20 @@ fn step(name: impl Into<String>) -> impl FnOnce(SysError) -> SandboxError {
 /// Init's entry point in the cloned child. Never returns.
 pub fn run(ctx: &InitContext) -> ! {
     let mut listeners = Vec::new();
-    match setup(ctx, &mut listeners) {
-        Ok(ready) => {
+    let program;
+    let ready = match build(ctx, &mut listeners) {
+        Ok(built) if ctx.deferred => match wait_for_program(ctx) {
+            Ok(given) => {
+                program = given;
+                restrict(&program, built).map(|ready| (ready, &program))
+            }
+            Err(e) => Err(e),
+        },
+        Ok(built) => restrict(ctx, built).map(|ready| (ready, ctx)),
+        Err(e) => Err(e),
+    };
+    match ready {
+        Ok((ready, ctx)) => {
             let fds: Vec<RawFd> = listeners
                 .iter()
                 .map(|l: &TcpListener| l.as_raw_fd())
@@ -110,8 +125,83 @@ pub fn run(ctx: &InitContext) -> ! {
     }
 }
 
-/// Steps 1–9 of init in `spawn.rs`: everything between the clone and the program's fork.
-fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMessage, SandboxError> {
+/// What [`build`] made and [`restrict`] applies.
+struct Built {
+    landlock: landlock::Prepared,
+    filter: Option<Vec<bunker_sys::seccomp::Insn>>,
+    notes: Vec<String>,
+    root_complete: bool,
+}
+
+/// A prepared sandbox's init (spawn.rs, `prepare`): says it is waiting, then waits for the
+/// program on the control socket, or for the lifeline's end (the holder gone or done with
+/// it), which ends init. Returns init's context with the program's parts filled in.
+fn wait_for_program<'a>(ctx: &InitContext<'a>) -> Result<InitContext<'a>, SandboxError> {
+    let step_name = "wait for the program";
+    if send(ctx.control, &InitMessage::Waiting, &[]).is_err() {
+        process::exit_now(1);
+    }
+    loop {
+        fd::wait_readable(&[ctx.control, ctx.lifeline]).map_err(step(step_name))?;
+        if fd::pipe_closed(ctx.lifeline).unwrap_or(true) {
+            process::exit_now(1);
+        }
+        if matches!(fd::readable(ctx.control), Ok(true)) {
+            break;
+        }
+    }
+    let bytes = |d: Data| {
+        d.to_bytes().ok_or_else(|| SandboxError::Init {
+            step: step_name.into(),
+            detail: "invalid base64 in the program message".into(),
+        })
+    };
+    let cstr = |d: Data| {
+        CString::new(bytes(d)?).map_err(|_| SandboxError::Init {
+            step: step_name.into(),
+            detail: "an argument or environment variable contains a NUL byte".into(),
+        })
+    };
+    let path = |d: Data| bytes(d).map(|b| PathBuf::from(std::ffi::OsString::from_vec(b)));
+    match protocol::recv::<SupervisorMessage>(ctx.control, step_name) {
+        Ok(Some((
+            SupervisorMessage::Program {
+                argv,
+                env,
+                search_path,
+                cwd,
+                caller_cwd,
+                stdin: _,
+            },
+            mut fds,
+        ))) => {
+            if let Some(stdin) = fds.pop() {
+                fd::dup2(stdin.as_raw_fd(), 0).map_err(step("set up the program's stdin"))?;
+            }
+            let program = InitContext {
+                argv: argv.into_iter().map(cstr).collect::<Result<_, _>>()?,
+                env: env.into_iter().map(cstr).collect::<Result<_, _>>()?,
+                search_path,
+                cwd: cwd.map(path).transpose()?,
+                caller_cwd: caller_cwd.map(path).transpose()?,
+                deferred: false,
+                ..*ctx
+            };
+            Ok(program)
+        }
+        Ok(Some((other, _))) => Err(SandboxError::Init {
+            step: step_name.into(),
+            detail: format!("expected the program, received {other:?}"),
+        }),
+        // The supervisor gave up (or died): nobody is left to report to.
+        Ok(None) | Err(SandboxError::Setup { .. }) => process::exit_now(1),
+        Err(e) => Err(e),
+    }
+}
+
+/// Steps 1–7 of init in `spawn.rs`: the sandbox built up to its restrictions, which are
+/// compiled here and applied by [`restrict`].
+fn build(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<Built, SandboxError> {
     let policy = ctx.policy;
     take_program_stdio(ctx)?;
     // Made on a thread of init's, started first so that its ~1.5 ms of CPU overlap the id
@@ -156,7 +246,7 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         IdMode::Rootless { .. } => None,
     };
     let mut root = mounts::build_root(ctx.plan, granted.as_ref(), ctx.id_mode)?;
-    let mut notes = std::mem::take(&mut root.notes);
+    let notes = std::mem::take(&mut root.notes);
 
     // Built now, while the namespace thread may still run; enforced below, in the order the
     // restrictions need.
@@ -207,8 +297,6 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         process::sethostname(&policy.kernel.hostname).map_err(step("set hostname"))?;
     }
 
-    enter_cwd(ctx)?;
-
     join_cgroup(cgroup_files)?;
     if ctx.cgroup_ns {
         // That cgroup becomes the root of our cgroup namespace.
@@ -220,6 +308,25 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         crate::user_counters::bound(&sys_user)
             .map_err(step("bound the per-user kernel counters (/proc/sys/user)"))?;
     }
+    Ok(Built {
+        landlock,
+        filter,
+        notes,
+        root_complete: root.complete,
+    })
+}
+
+/// Steps 6 and 8 of init in `spawn.rs`, once the program is known: its working directory, then
+/// init restricts itself (seccomp last). Returns the `Ready` report.
+fn restrict(ctx: &InitContext, built: Built) -> Result<InitMessage, SandboxError> {
+    let Built {
+        landlock,
+        filter,
+        mut notes,
+        root_complete,
+    } = built;
+    let policy = ctx.policy;
+    enter_cwd(ctx)?;
 
     // Init restricts itself before the program exists, so no unrestricted process remains.
     process::set_dumpable(false).map_err(step("make init non-dumpable"))?;
@@ -248,13 +355,13 @@ fn setup(ctx: &InitContext, listeners: &mut Vec<TcpListener>) -> Result<InitMess
         landlock_abi: ll.abi,
         seccomp: sc,
         rlimits: LayerStatus::On,
-        filesystem: if root.complete {
+        filesystem: if root_complete {
             LayerStatus::On
         } else {
             LayerStatus::Partial
         },
         notes,
-        proxy_listeners: !listeners.is_empty(),
+        proxy_listeners: ctx.net_ns && !policy.allow.net.is_empty(),
     })
 }
 

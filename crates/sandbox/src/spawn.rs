@@ -63,7 +63,8 @@
 //!    (paths opened in the new root) and the seccomp filter compiled, both enforced in step 8.
 //! 5. Join the thread's namespaces (the thread has ended: init is single-threaded again); the
 //!    proxy listeners on 127.0.0.1:3128 and :1080 when `allow.net` is non-empty.
-//! 6. `sethostname(kernel.hostname)`; chdir to the working directory.
+//! 6. `sethostname(kernel.hostname)`; chdir to the working directory (once the cgroup is joined,
+//!    step 7: for a prepared sandbox the directory comes with the program).
 //! 7. Join the cgroup: "0" written to each `tasks` file of the release, the files closed; then
 //!    `unshare(CLONE_NEWCGROUP)`. Every namespace exists now: the per-user kernel counters of
 //!    the user namespace are bounded (`user_counters.rs`).
@@ -92,6 +93,15 @@
 //!     sandbox: `TearingDown` once the kill is done) kill and reap every other process of the
 //!     pid namespace, so their CPU time is in init's rusage, and exit.
 //!
+//! **A sandbox prepared without its program** (`prepare`, for a service's warm pool): the
+//! same steps with no program yet (no argv, environment or prewarm in step 2; stdin
+//! `/dev/null`). Init stops after its step 7 — namespaces, new root, cgroup joined, landlock
+//! ruleset and seccomp filter compiled, nothing applied — says `Waiting`, and waits on the
+//! control socket for `Program` (argv, the built environment, PATH, cwd; stdin in its slot),
+//! or for the lifeline's end, which ends it. `Prepared::launch` sends it; init then makes the
+//! slot its fd 0 and goes on with steps 6, 8–11 exactly as a cold start does, `Ready` read
+//! here as step 7 reads it. Wall time and the timeout count from the launch.
+//!
 //! The supervisor dying, even by SIGKILL, sends init SIGKILL (step 3), and the pid namespace
 //! dies with its init.
 
@@ -116,6 +126,7 @@ use crate::limits::SandboxCgroup;
 use crate::result::{Enforced, LayerStatus, RunResult};
 use crate::supervise::{self, Supervised};
 use crate::{env, grants, landlock, mounts, RunRequest};
+use bunker_api::Data;
 
 /// The clone flags for the policy's namespaces (cgroup is unshared later, by init).
 pub fn clone_flags(namespaces: &[Namespace]) -> libc::c_int {
@@ -267,6 +278,12 @@ impl From<SandboxError> for StartFailure {
 
 /// [`start`], handing back the pidfd of an init that died unreaped (`host.clone_parent`).
 pub fn start_or_hand_back(req: &RunRequest, host: &HostContext) -> Result<Sandbox, StartFailure> {
+    build(req, host, false)
+}
+
+/// Builds a sandbox under `req.policy` (with `deferred`, without its program: `req.argv` is
+/// ignored and init waits for [`Prepared::launch`]).
+fn build(req: &RunRequest, host: &HostContext, deferred: bool) -> Result<Sandbox, StartFailure> {
     let policy = &req.policy;
     let ns = &policy.kernel.namespaces;
     let has = |n: Namespace| ns.contains(&n);
@@ -283,7 +300,7 @@ pub fn start_or_hand_back(req: &RunRequest, host: &HostContext) -> Result<Sandbo
     if let Some(refusal) = caller_refusal(policy, id_mode.is_root()) {
         return Err(refusal.into());
     }
-    if req.argv.is_empty() {
+    if req.argv.is_empty() && !deferred {
         return Err(SandboxError::NoProgram.into());
     }
 
@@ -295,30 +312,27 @@ pub fn start_or_hand_back(req: &RunRequest, host: &HostContext) -> Result<Sandbo
 
     // Step 2.
     let plan = mounts::plan(policy);
-    let env_vars = env::build(policy, host.env.iter().cloned());
-    let search_path = env_vars
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if policy.limits.memory.is_some() {
-        let cwd = req.cwd.as_ref().or(host.cwd.as_ref());
-        crate::prewarm::program(&req.argv[0], &search_path, cwd.map(PathBuf::as_path));
-    }
-    let env_c = env_vars
-        .into_iter()
-        .map(|(k, v)| {
-            let mut b = k.into_vec();
-            b.push(b'=');
-            b.extend_from_slice(v.as_bytes());
-            cstring("an environment variable", b)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let argv_c = req
-        .argv
-        .iter()
-        .map(|a| cstring("an argument", a.as_bytes().to_vec()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (argv_c, env_c, search_path) = if deferred {
+        (Vec::new(), Vec::new(), String::new())
+    } else {
+        let program = program_env(
+            policy,
+            &host.env,
+            &req.argv,
+            req.cwd.as_ref().or(host.cwd.as_ref()),
+        )?;
+        let argv_c = program
+            .argv
+            .into_iter()
+            .map(|a| cstring("an argument", a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let env_c = program
+            .env
+            .into_iter()
+            .map(|v| cstring("an environment variable", v))
+            .collect::<Result<Vec<_>, _>>()?;
+        (argv_c, env_c, program.search_path)
+    };
 
     // Step 3. The stdin first: with the caller's fd 0 closed, the first file opened is fd 0.
     let crate::stdin::PreparedStdin {
@@ -353,6 +367,7 @@ pub fn start_or_hand_back(req: &RunRequest, host: &HostContext) -> Result<Sandbo
         lifeline: lifeline_r.as_raw_fd(),
         stdout: terminal_stdout.as_ref().unwrap_or(&stdout_w).as_raw_fd(),
         stderr: terminal_stderr.as_ref().unwrap_or(&stderr_w).as_raw_fd(),
+        deferred,
     };
 
     // Step 4.
@@ -388,7 +403,7 @@ pub fn start_or_hand_back(req: &RunRequest, host: &HostContext) -> Result<Sandbo
     drop((program_stdin, terminal_stdout, terminal_stderr));
     // From here on, any early return must not leave init behind: it is killed, and reaped
     // here unless it is the caller's parent's child.
-    let released = release_until_ready(
+    let released = release_until_first_message(
         policy,
         id_mode,
         &plan,
@@ -396,7 +411,12 @@ pub fn start_or_hand_back(req: &RunRequest, host: &HostContext) -> Result<Sandbo
         pidfd.as_fd(),
         &control_sup,
         &mut enforced,
-    );
+    )
+    .and_then(|(cgroup, message, listeners)| match message {
+        InitMessage::Waiting if deferred => Ok((cgroup, None)),
+        other if deferred => Err(unexpected(other)),
+        message => ready(policy, message, listeners, &mut enforced).map(|l| (cgroup, l)),
+    });
     let (cgroup, listeners) = match released {
         Ok(ready) => ready,
         Err(error) => {
@@ -443,9 +463,9 @@ fn await_exit(pidfd: BorrowedFd<'_>) {
 }
 
 /// Steps 5–7, once init is cloned: id maps, grants (as root), cgroup, the release, and init's
-/// first message. Returns the cgroup and, when `allow.net` is non-empty, the proxy listeners.
+/// first message. Returns the cgroup, that message and the descriptors it carried.
 /// On an error init may still be alive: the caller kills it.
-fn release_until_ready(
+fn release_until_first_message(
     policy: &Policy,
     id_mode: IdMode,
     plan: &mounts::MountPlan,
@@ -453,7 +473,7 @@ fn release_until_ready(
     pidfd: BorrowedFd<'_>,
     control_sup: &OwnedFd,
     enforced: &mut Enforced,
-) -> Result<(SandboxCgroup, Option<(OwnedFd, OwnedFd)>), SandboxError> {
+) -> Result<(SandboxCgroup, InitMessage, Vec<OwnedFd>), SandboxError> {
     let ns = &policy.kernel.namespaces;
     let has = |n: Namespace| ns.contains(&n);
     // Step 5.
@@ -526,6 +546,15 @@ fn release_until_ready(
     }
 
     // Step 7.
+    let (message, listeners) = next_message(control_sup, pidfd)?;
+    Ok((cgroup, message, listeners))
+}
+
+/// Init's next message after the release (or the program, for a prepared sandbox).
+fn next_message(
+    control_sup: &OwnedFd,
+    pidfd: BorrowedFd<'_>,
+) -> Result<(InitMessage, Vec<OwnedFd>), SandboxError> {
     let step = "read init's first message";
     let first = match protocol::recv::<InitMessage>(control_sup.as_raw_fd(), step) {
         // Init failed and exited with the release unread in its socket: the kernel
@@ -535,7 +564,7 @@ fn release_until_ready(
         }
         other => other,
     }?;
-    let Some((message, listeners)) = first else {
+    let Some(received) = first else {
         // Reaped here only when init is our child.
         let status = event::wait_pidfd(pidfd, true).ok().flatten();
         return Err(SandboxError::Init {
@@ -543,6 +572,34 @@ fn release_until_ready(
             detail: format!("init ended without reporting ({status:?})"),
         });
     };
+    Ok(received)
+}
+
+/// The error of a message where `Ready` (or `Waiting`) was due: init's setup failure, or a
+/// message out of place.
+fn unexpected(message: InitMessage) -> SandboxError {
+    match message {
+        failed @ InitMessage::SetupFailed { .. } => {
+            failed.setup_error().unwrap_or_else(|| SandboxError::Init {
+                step: "sandbox setup".into(),
+                detail: "init failed".into(),
+            })
+        }
+        other => SandboxError::Init {
+            step: "sandbox setup".into(),
+            detail: format!("unexpected first message from init: {other:?}"),
+        },
+    }
+}
+
+/// Init's `Ready` (what it enforces, into `enforced`) and, when `allow.net` is non-empty, the
+/// proxy listeners it carries.
+fn ready(
+    policy: &Policy,
+    message: InitMessage,
+    listeners: Vec<OwnedFd>,
+    enforced: &mut Enforced,
+) -> Result<Option<(OwnedFd, OwnedFd)>, SandboxError> {
     match message {
         InitMessage::Ready {
             landlock,
@@ -560,29 +617,193 @@ fn release_until_ready(
             enforced.rlimits = rlimits;
             enforced.notes.extend(notes);
         }
-        failed @ InitMessage::SetupFailed { .. } => {
-            return Err(failed.setup_error().unwrap_or_else(|| SandboxError::Init {
-                step: "sandbox setup".into(),
-                detail: "init failed".into(),
-            }))
-        }
-        other => {
-            return Err(SandboxError::Init {
-                step: "sandbox setup".into(),
-                detail: format!("unexpected first message from init: {other:?}"),
-            })
-        }
+        other => return Err(unexpected(other)),
     }
-    if policy.allow.net.is_empty() || !has(Namespace::Net) {
-        return Ok((cgroup, None));
+    if policy.allow.net.is_empty() || !policy.kernel.namespaces.contains(&Namespace::Net) {
+        return Ok(None);
     }
     let mut fds = listeners.into_iter();
     match (fds.next(), fds.next()) {
-        (Some(http), Some(socks)) => Ok((cgroup, Some((http, socks)))),
+        (Some(http), Some(socks)) => Ok(Some((http, socks))),
         _ => Err(SandboxError::Init {
             step: "receive the proxy listeners".into(),
             detail: "init's Ready message carried no listeners".into(),
         }),
+    }
+}
+
+/// The program's argv and environment as init receives them, and the PATH `argv[0]` is looked
+/// up on. With a memory limit the program is made resident in the page cache first (step 2).
+struct ProgramEnv {
+    argv: Vec<Vec<u8>>,
+    env: Vec<Vec<u8>>,
+    search_path: String,
+}
+
+fn program_env(
+    policy: &Policy,
+    caller_env: &[(OsString, OsString)],
+    argv: &[OsString],
+    cwd: Option<&PathBuf>,
+) -> Result<ProgramEnv, SandboxError> {
+    let Some(program) = argv.first() else {
+        return Err(SandboxError::NoProgram);
+    };
+    let env_vars = env::build(policy, caller_env.iter().cloned());
+    let search_path = env_vars
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if policy.limits.memory.is_some() {
+        crate::prewarm::program(program, &search_path, cwd.map(PathBuf::as_path));
+    }
+    let env = env_vars
+        .into_iter()
+        .map(|(k, v)| {
+            let mut b = k.into_vec();
+            b.push(b'=');
+            b.extend_from_slice(v.as_bytes());
+            b
+        })
+        .collect();
+    Ok(ProgramEnv {
+        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        env,
+        search_path,
+    })
+}
+
+/// A sandbox built without its program ([`prepare`]): init waits, the restrictions compiled but
+/// not applied, until [`Prepared::launch`] hands it the program. Dropped unlaunched, its init is
+/// killed (and reaped when it is this process's child) and its cgroup removed.
+#[derive(Debug)]
+pub struct Prepared {
+    sandbox: Option<Sandbox>,
+}
+
+/// What a [`Prepared`] sandbox runs.
+#[derive(Debug)]
+pub struct Program {
+    pub argv: Vec<OsString>,
+    /// The caller's environment, which `allow.env` passes values from.
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory inside the sandbox (an error if it cannot be entered).
+    pub cwd: Option<PathBuf>,
+    /// Without `cwd`: the caller's directory, used when it is visible inside; else `/tmp`.
+    pub caller_cwd: Option<PathBuf>,
+    /// The program's fd 0 (`/dev/null` without): a descriptor it may have as it is.
+    pub stdin: Option<OwnedFd>,
+}
+
+/// Builds a sandbox from `policy` without its program: steps 1–7 as [`start`] does them, but
+/// with init stopping before it restricts itself (init's steps 6 and 8–11 wait for the
+/// program). Same calling rules as [`start`]. The program's stdin is `/dev/null` until
+/// [`Prepared::launch`] sends another; a pty (`kernel.tty` with a terminal) needs a cold start.
+pub fn prepare(policy: &Policy, host: &HostContext) -> Result<Prepared, StartFailure> {
+    let req = RunRequest {
+        policy: policy.clone(),
+        argv: Vec::new(),
+        cwd: None,
+        stdin: crate::stdin::ProgramStdin::Null,
+        stream_output: false,
+        console: None,
+        observer: None,
+    };
+    build(&req, host, true).map(|sandbox| Prepared {
+        sandbox: Some(sandbox),
+    })
+}
+
+impl Prepared {
+    /// The prepared sandbox's handle (its cgroup, for its memory use).
+    pub fn sandbox(&self) -> Option<&Sandbox> {
+        self.sandbox.as_ref()
+    }
+
+    /// Runs `program` in the sandbox: init enters its directory, restricts itself (landlock,
+    /// no_new_privs, capabilities, seccomp last) and starts it. Returns the started sandbox as
+    /// [`start`] does, its wall time and timeout counted from now. `policy` is the policy the
+    /// sandbox was prepared with, or one differing from it only in what the supervisor applies
+    /// (`limits.timeout`, `limits.output`) or what is built here (`allow.env`). Must be called
+    /// by init's parent (it reaps init on a failure). Output is captured, with no console,
+    /// observer or stdin relay, as [`Sandbox::from_transfer`] gives it.
+    pub fn launch(mut self, policy: &Policy, program: Program) -> Result<Sandbox, SandboxError> {
+        let Some(mut sandbox) = self.sandbox.take() else {
+            return Err(SandboxError::Init {
+                step: "launch a prepared sandbox".into(),
+                detail: "the sandbox was handed out already".into(),
+            });
+        };
+        let launched = send_program(policy, &mut sandbox, program);
+        if let Err(error) = launched {
+            let pidfd = sandbox.supervised.pidfd.as_fd();
+            let _ = event::pidfd_send_signal(pidfd, libc::SIGKILL);
+            let _ = event::wait_pidfd(pidfd, true);
+            return Err(error);
+        }
+        Ok(sandbox)
+    }
+
+    /// The prepared sandbox as data plus its descriptors ([`Sandbox::into_transfer`]).
+    pub fn into_transfer(mut self) -> Option<(crate::spawner::SandboxTransfer, Vec<OwnedFd>)> {
+        self.sandbox.take().map(Sandbox::into_transfer)
+    }
+
+    /// The prepared sandbox [`into_transfer`](Self::into_transfer) packed.
+    pub fn from_transfer(
+        t: crate::spawner::SandboxTransfer,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Prepared, SandboxError> {
+        Sandbox::from_transfer(t, fds).map(|sandbox| Prepared {
+            sandbox: Some(sandbox),
+        })
+    }
+}
+
+fn send_program(
+    policy: &Policy,
+    sandbox: &mut Sandbox,
+    program: Program,
+) -> Result<(), SandboxError> {
+    let cwd = program.cwd.as_ref().or(program.caller_cwd.as_ref());
+    let env = program_env(policy, &program.env, &program.argv, cwd)?;
+    let path = |p: PathBuf| Data::from_bytes(p.into_os_string().into_vec());
+    let message = SupervisorMessage::Program {
+        argv: env.argv.into_iter().map(Data::from_bytes).collect(),
+        env: env.env.into_iter().map(Data::from_bytes).collect(),
+        search_path: env.search_path,
+        cwd: program.cwd.map(path),
+        caller_cwd: program.caller_cwd.map(path),
+        stdin: program.stdin.is_some(),
+    };
+    let fds: Vec<RawFd> = program.stdin.iter().map(AsRawFd::as_raw_fd).collect();
+    let supervised = &mut sandbox.supervised;
+    // The program's time starts now, not at the prepare.
+    supervised.started = Instant::now();
+    protocol::send(supervised.control.as_raw_fd(), &message, &fds).map_err(|source| {
+        SandboxError::Setup {
+            step: "send the program to a prepared sandbox".into(),
+            source,
+        }
+    })?;
+    drop(program.stdin);
+    let (message, listeners) = next_message(&supervised.control, supervised.pidfd.as_fd())?;
+    sandbox.proxy_listeners = ready(policy, message, listeners, &mut supervised.enforced)?;
+    fill_enforced(&mut supervised.enforced, policy);
+    Ok(())
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(sandbox) = self.sandbox.take() {
+            let pidfd = sandbox.supervised.pidfd.as_fd();
+            let _ = event::pidfd_send_signal(pidfd, libc::SIGKILL);
+            await_exit(pidfd);
+            // Reaped when it is this process's child (an error otherwise); its cgroup goes
+            // with the handle.
+            let _ = event::wait_pidfd(pidfd, true);
+        }
     }
 }
 

@@ -48,7 +48,7 @@ use crate::host::HostContext;
 use crate::idmap::IdMode;
 use crate::limits::SandboxCgroup;
 use crate::result::Enforced;
-use crate::spawn::{self, Sandbox};
+use crate::spawn::{self, Prepared, Sandbox};
 use crate::stdin::ProgramStdin;
 use crate::supervise::Supervised;
 use crate::RunRequest;
@@ -356,6 +356,9 @@ struct WireRequest {
     request: SpawnRequest,
     /// The datagram carries one descriptor: the program's stdin.
     stdin: bool,
+    /// Build the sandbox without its program (`spawn::prepare`; `argv` is empty).
+    #[serde(default)]
+    prepare: bool,
 }
 
 /// Spawner → daemon.
@@ -430,9 +433,37 @@ impl Spawner {
         request: SpawnRequest,
         stdin: Option<OwnedFd>,
     ) -> Result<Sandbox, ApiError> {
+        let (transfer, fds) = self.ask(request, stdin, false)?;
+        Sandbox::from_transfer(transfer, fds).map_err(|e| e.to_api_error())
+    }
+
+    /// Builds a sandbox under `policy` without its program (`spawn::prepare`; blocking until
+    /// its init waits for the program). The caller, init's parent, hands it the program with
+    /// [`Prepared::launch`]; dropping the handle unlaunched kills and reaps init.
+    pub fn prepare(&self, policy: Policy, id_mode: IdMode) -> Result<Prepared, ApiError> {
+        let request = SpawnRequest {
+            policy,
+            argv: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+            caller_cwd: None,
+            id_mode,
+        };
+        let (transfer, fds) = self.ask(request, None, true)?;
+        Prepared::from_transfer(transfer, fds).map_err(|e| e.to_api_error())
+    }
+
+    /// One request and its answer: the sandbox as data and its descriptors.
+    fn ask(
+        &self,
+        request: SpawnRequest,
+        stdin: Option<OwnedFd>,
+        prepare: bool,
+    ) -> Result<(SandboxTransfer, Vec<OwnedFd>), ApiError> {
         let wire = WireRequest {
             request,
             stdin: stdin.is_some(),
+            prepare,
         };
         let data = serde_json::to_vec(&wire)
             .map_err(|e| internal(format!("encode the spawn request: {e}")))?;
@@ -471,9 +502,7 @@ impl Spawner {
         let reply: WireReply = serde_json::from_slice(&reply)
             .map_err(|e| internal(format!("read the spawner's answer: {e}")))?;
         match reply {
-            WireReply::Started { sandbox } => {
-                Sandbox::from_transfer(sandbox, fds).map_err(|e| e.to_api_error())
-            }
+            WireReply::Started { sandbox } => Ok((sandbox, fds)),
             WireReply::Failed { error, unreaped } => {
                 if unreaped {
                     for pidfd in &fds {
@@ -534,7 +563,7 @@ fn serve(socket: &OwnedFd) -> ! {
                 },
                 None,
             ),
-            Ok(wire) => start_one(wire.request, fds.pop()),
+            Ok(wire) => start_one(wire.request, fds.pop(), wire.prepare),
         };
         let (encoded, reply_fds) = bounded(reply, reply_fds);
         let raw: Vec<RawFd> = reply_fds.iter().map(AsRawFd::as_raw_fd).collect();
@@ -591,7 +620,11 @@ fn failed(error: ApiError, unreaped: Option<OwnedFd>) -> (WireReply, Vec<OwnedFd
     )
 }
 
-fn start_one(request: SpawnRequest, stdin: Option<OwnedFd>) -> (WireReply, Vec<OwnedFd>) {
+fn start_one(
+    request: SpawnRequest,
+    stdin: Option<OwnedFd>,
+    prepare: bool,
+) -> (WireReply, Vec<OwnedFd>) {
     let SpawnRequest {
         policy,
         argv,
@@ -617,11 +650,14 @@ fn start_one(request: SpawnRequest, stdin: Option<OwnedFd>) -> (WireReply, Vec<O
         id_lease: None,
         clone_parent: true,
     };
-    match spawn::start_or_hand_back(&run, &host) {
-        Ok(sandbox) => {
-            let (sandbox, fds) = sandbox.into_transfer();
-            (WireReply::Started { sandbox }, fds)
-        }
+    let started = if prepare {
+        spawn::prepare(&run.policy, &host).map(|prepared| prepared.into_transfer())
+    } else {
+        spawn::start_or_hand_back(&run, &host).map(|sandbox| Some(sandbox.into_transfer()))
+    };
+    match started {
+        Ok(Some((sandbox, fds))) => (WireReply::Started { sandbox }, fds),
+        Ok(None) => failed(internal("the prepared sandbox is gone".into()), None),
         Err(failure) => failed(failure.error.to_api_error(), failure.unreaped),
     }
 }

@@ -38,6 +38,7 @@ fn main() {
     // First, while this process is single-threaded.
     let spawner = Spawner::start().expect("start the spawner");
     round_trip(&spawner);
+    prepared_like_cold(&spawner);
     let spawner_pid = spawner.pid();
     // A spawner that died answers with an error, not a hang.
     bunker_sys::event::kill(spawner_pid, libc::SIGKILL).unwrap();
@@ -189,6 +190,120 @@ fn round_trip(spawner: &Spawner) {
     let sandbox = spawner.spawn(still, None).unwrap();
     let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
     assert_eq!(stdout(&result), "still here\n");
+}
+
+/// A sandbox prepared without its program runs one handed later with the cold start's result;
+/// its time counts from the program's start; unlaunched, it ends with its lifeline or handle.
+fn prepared_like_cold(spawner: &Spawner) {
+    let mut policy = bunker_policy::builtin("default").unwrap();
+    policy.limits.timeout = Some(std::time::Duration::from_secs(1));
+    let host = HostContext::of_this_process().unwrap();
+    let cases: [&[&str]; 6] = [
+        &["/bin/sh", "-c", "echo \"$0 $PATH\"; echo err >&2; pwd"],
+        &["/bin/sh", "-c", "exit 3"],
+        &["no-such-command-here"],
+        // Landlock: the host's /etc is not writable; seccomp: no new user namespace.
+        &[
+            "/bin/sh",
+            "-c",
+            "echo x > /etc/bunker-warm; echo $?; unshare -U true; echo $?",
+        ],
+        &["/bin/sh", "-c", "read line; echo \"got $line\""],
+        &["/bin/sleep", "5"],
+    ];
+    for argv in cases {
+        let (cold, _lease) = request(&policy, argv);
+        let (read, write) = pipe();
+        std::fs::File::from(write).write_all(b"a line\n").unwrap();
+        let sandbox = spawner.spawn(cold, Some(read)).unwrap();
+        let cold = supervise::supervise(sandbox.supervised, &policy).unwrap();
+        drop(sandbox.lifeline);
+
+        let prepared = spawner.prepare(policy.clone(), host.id_mode).unwrap();
+        let (read, write) = pipe();
+        std::fs::File::from(write).write_all(b"a line\n").unwrap();
+        let program = bunker_sandbox::spawn::Program {
+            argv: argv.iter().map(OsString::from).collect(),
+            env: host.env.clone(),
+            cwd: None,
+            caller_cwd: host.cwd.clone(),
+            stdin: Some(read),
+        };
+        let sandbox = prepared.launch(&policy, program).unwrap();
+        let warm = supervise::supervise(sandbox.supervised, &policy).unwrap();
+        drop(sandbox.lifeline);
+        let same = |r: &bunker_sandbox::RunResult| {
+            (
+                r.status,
+                r.exit_code,
+                r.signal,
+                r.error_code,
+                r.stdout.data.clone(),
+                r.stderr.data.clone(),
+                // The notes name each sandbox's cgroup, numbered.
+                serde_json::to_string(&r.enforced)
+                    .unwrap()
+                    .replace(|c: char| c.is_ascii_digit(), ""),
+            )
+        };
+        assert_eq!(same(&warm), same(&cold), "{argv:?}:\n{warm:?}\n{cold:?}");
+    }
+
+    // The timeout counts from the program's start: a sandbox prepared longer ago than it runs a
+    // quick program to its end.
+    let prepared = spawner.prepare(policy.clone(), host.id_mode).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let program = bunker_sandbox::spawn::Program {
+        argv: vec!["/bin/true".into()],
+        env: host.env.clone(),
+        cwd: None,
+        caller_cwd: None,
+        stdin: None,
+    };
+    let sandbox = prepared.launch(&policy, program).unwrap();
+    let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+
+    // A failure once the program is known (its directory) comes back as the cold one does, and
+    // the dead init is reaped.
+    let prepared = spawner.prepare(policy.clone(), host.id_mode).unwrap();
+    let program = bunker_sandbox::spawn::Program {
+        argv: vec!["/bin/true".into()],
+        env: host.env.clone(),
+        cwd: Some("/no/such/dir".into()),
+        caller_cwd: None,
+        stdin: None,
+    };
+    let error = prepared.launch(&policy, program).unwrap_err();
+    assert!(error.to_string().contains("/no/such/dir"), "{error}");
+    assert_eq!(children(), vec![spawner.pid()], "an init was left unreaped");
+
+    // Unlaunched: dropping the handle kills and reaps init…
+    let prepared = spawner.prepare(policy.clone(), host.id_mode).unwrap();
+    let init = prepared.sandbox().unwrap().supervised.init_pid;
+    assert!(children().contains(&init));
+    drop(prepared);
+    assert_eq!(
+        children(),
+        vec![spawner.pid()],
+        "a dropped prepared init lives on"
+    );
+    // …and an idle one whose lifeline ends (its holder died) ends by itself.
+    let prepared = spawner.prepare(policy.clone(), host.id_mode).unwrap();
+    let sandbox = prepared.into_transfer().unwrap();
+    let (transfer, fds) = sandbox;
+    let idle = bunker_sandbox::spawn::Sandbox::from_transfer(transfer, fds).unwrap();
+    drop(idle.lifeline);
+    let gone = bunker_sys::event::poll(
+        &[std::os::fd::AsFd::as_fd(&idle.supervised.pidfd)],
+        Some(std::time::Duration::from_secs(30)),
+    )
+    .unwrap();
+    assert!(
+        gone[0].readable,
+        "an idle prepared sandbox outlived its lifeline"
+    );
+    bunker_sys::event::wait_pidfd(std::os::fd::AsFd::as_fd(&idle.supervised.pidfd), true).unwrap();
 }
 
 fn stdout(result: &bunker_sandbox::RunResult) -> String {

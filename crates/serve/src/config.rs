@@ -24,6 +24,9 @@ struct ConfigDoc {
     policies: BTreeMap<String, PathBuf>,
     #[serde(default)]
     grants: Vec<GrantDoc>,
+    /// Warm pools: policy name → how many ready sandboxes.
+    #[serde(default)]
+    pools: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +76,8 @@ pub struct Config {
     pub policies: BTreeMap<String, (PathBuf, Policy)>,
     /// `None`: no config file (only the daemon's own uid may connect).
     pub grants: Option<Vec<Grant>>,
+    /// Warm pools: policy name (built in or in `policies`) → size.
+    pub pools: BTreeMap<String, usize>,
 }
 
 fn default_max_sandboxes() -> usize {
@@ -93,6 +98,7 @@ impl Config {
             host_ids: IdRange::from_env()?,
             policies: BTreeMap::new(),
             grants: None,
+            pools: BTreeMap::new(),
         })
     }
 
@@ -181,7 +187,39 @@ impl Config {
             });
         }
         config.grants = Some(grants);
+        for (name, size) in doc.pools {
+            config
+                .add_pool(&name, size)
+                .map_err(|e| format!("{where_}: pools.{name}: {e}"))?;
+        }
         Ok(config)
+    }
+}
+
+impl Config {
+    /// The policy a name stands for: one of `policies`, else a built-in profile.
+    pub fn named_policy(&self, name: &str) -> Option<Policy> {
+        match self.policies.get(name) {
+            Some((_, policy)) => Some(policy.clone()),
+            None => bunker_policy::builtin(name).ok(),
+        }
+    }
+
+    /// Adds (or resizes) the warm pool of policy `name`: `size` between 1 and `max_sandboxes`.
+    pub fn add_pool(&mut self, name: &str, size: usize) -> Result<(), String> {
+        if self.named_policy(name).is_none() {
+            return Err(format!(
+                "no policy named {name:?} (neither in policies nor built in)"
+            ));
+        }
+        if size == 0 || size > self.max_sandboxes {
+            return Err(format!(
+                "a pool holds 1 to max_sandboxes ({}) sandboxes, not {size}",
+                self.max_sandboxes
+            ));
+        }
+        self.pools.insert(name.to_string(), size);
+        Ok(())
     }
 }
 
@@ -239,6 +277,25 @@ mod tests {
         assert_eq!(config.base_dir, Path::new("/etc/bunker"));
         let grants = config.grants.unwrap_or_default();
         assert_eq!(grants[0].grantee, Grantee::Gid(100));
+    }
+
+    #[test]
+    fn a_pool_names_a_known_policy_and_a_size_within_the_slots() {
+        let config = parse(r#"{"max_sandboxes": 4, "pools": {"default": 3}}"#).unwrap();
+        assert_eq!(config.pools.get("default"), Some(&3));
+        let e = parse(r#"{"pools": {"nope": 1}}"#).err().unwrap_or_default();
+        assert!(e.contains("pools.nope: no policy named \"nope\""), "{e}");
+        let e = parse(r#"{"max_sandboxes": 4, "pools": {"default": 5}}"#)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("pools.default: a pool holds 1 to max_sandboxes (4)"),
+            "{e}"
+        );
+        let e = parse(r#"{"pools": {"default": 0}}"#)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("not 0"), "{e}");
     }
 
     #[test]

@@ -493,8 +493,13 @@ impl Conn {
                 policy.limits.timeout = Some(requested);
             }
         }
-        let slot = self.shared.admit(cancel).await?;
+        // A ready pooled sandbox when one fits, else a slot for a cold one.
+        let (slot, warm) = match self.shared.take_warm(&policy) {
+            Some((slot, warm)) => (slot, Some(warm)),
+            None => (self.shared.admit(cancel).await?, None),
+        };
         let launch = Launch {
+            warm,
             policy,
             argv: spec.argv,
             cwd: spec.cwd.unwrap_or_else(|| "/tmp".into()),

@@ -9,6 +9,7 @@ mod auth;
 mod config;
 mod conn;
 mod outbox;
+mod pool;
 mod sandbox;
 mod socket;
 mod state;
@@ -34,6 +35,21 @@ pub struct ServeOptions {
     pub socket: PathBuf,
     pub config: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// `--pool NAME[=N]`: warm pools beside (and over) the config's `pools`.
+    pub pools: Vec<(String, usize)>,
+}
+
+/// The size of a `--pool NAME` given without one.
+pub const DEFAULT_POOL_SIZE: usize = 2;
+
+/// A config with the command line's pools added (they win over the file's of the same name).
+fn with_cli_pools(mut config: Config, options: &ServeOptions) -> Result<Config, String> {
+    for (name, size) in &options.pools {
+        config
+            .add_pool(name, *size)
+            .map_err(|e| format!("--pool {name}={size}: {e}"))?;
+    }
+    Ok(config)
 }
 
 /// Why the daemon could not start (once serving, it only stops on a signal).
@@ -61,6 +77,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         Some(path) => Config::load(path).map_err(ServeError)?,
         None => Config::without_file(cwd).map_err(ServeError)?,
     };
+    let config = with_cli_pools(config, &options).map_err(ServeError)?;
     let layout = bunker_cgroup::Layout::detect().ok().map(Arc::new);
     clean_stale(layout.as_deref());
     // The fork server first, while this process is single-threaded and holds nothing a sandbox
@@ -134,6 +151,7 @@ async fn run(
         config = %options.config.as_ref().map_or_else(|| "none".to_string(), |p| p.display().to_string()),
         "serving"
     );
+    let refiller = tokio::spawn(pool::refill(shared.clone()));
     let mut number = 0u64;
     loop {
         tokio::select! {
@@ -149,12 +167,13 @@ async fn run(
             },
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&shared),
+            _ = hup.recv() => reload(&shared, options),
         }
     }
     drop(listener);
     let _ = std::fs::remove_file(&options.socket);
     shared.start_draining();
+    refiller.abort();
     tracing::info!(
         live = shared.busy_count(),
         "draining: no new sandboxes, waiting for the running ones"
@@ -178,12 +197,12 @@ async fn run(
     Ok(())
 }
 
-fn reload(shared: &state::Shared) {
+fn reload(shared: &state::Shared, options: &ServeOptions) {
     let Some(path) = &shared.config_path else {
         tracing::info!("SIGHUP: no config file to reload");
         return;
     };
-    match Config::load(path) {
+    match Config::load(path).and_then(|c| with_cli_pools(c, options)) {
         Ok(config) => {
             shared.set_config(config);
             tracing::info!(config = %path.display(), "config reloaded");

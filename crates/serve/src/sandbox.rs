@@ -33,6 +33,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::outbox::Outbox;
+use crate::pool::Taken;
+use bunker_sandbox::spawn::Program;
 
 /// What the program reads.
 pub enum StdinPlan {
@@ -69,6 +71,8 @@ pub struct Launch {
     pub output: OutputPlan,
     /// Name of the sandbox's v1 freezer group, should it be paused.
     pub freezer_name: String,
+    /// A ready sandbox of a warm pool to run in, instead of building one.
+    pub warm: Option<Taken>,
 }
 
 /// What fills the program's stdin pipe, which the driver writes.
@@ -106,6 +110,8 @@ pub struct Running {
     output: OutputPlan,
     _lease: Option<IdLease>,
     pub pause: Arc<Pause>,
+    /// Taken from a warm pool (`RunResult::warm`).
+    warm: bool,
 }
 
 fn setup_failed(what: &str, e: impl std::fmt::Display) -> ApiError {
@@ -118,15 +124,25 @@ pub async fn launch(
     spawner: Arc<Spawner>,
     ids: Ids,
     layout: Option<Arc<Layout>>,
-    launch: Launch,
+    mut launch: Launch,
 ) -> Result<Running, ApiError> {
-    let (id_mode, lease) = match ids {
-        Ids::Leased(range) => {
+    let warm = launch.warm.take();
+    let (id_mode, lease, prepared) = match (warm, ids) {
+        (
+            Some(Taken {
+                prepared,
+                id_mode,
+                lease,
+            }),
+            _,
+        ) => (id_mode, lease, Some(prepared)),
+        (None, Ids::Leased(range)) => {
             let lease = IdLease::acquire(range).map_err(|e| e.to_api_error())?;
-            (lease.id_mode(), Some(lease))
+            (lease.id_mode(), Some(lease), None)
         }
-        Ids::Own { uid, gid } => (IdMode::Rootless { uid, gid }, None),
+        (None, Ids::Own { uid, gid }) => (IdMode::Rootless { uid, gid }, None, None),
     };
+    let warm = prepared.is_some();
     let pipe = || bunker_sys::fd::pipe().map_err(|e| setup_failed("stdin pipe", e));
     let piped = |fill| pipe().map(|(r, w)| (Some(r), Some((w, fill))));
     let (program_stdin, stdin_write) = match launch.stdin {
@@ -154,9 +170,25 @@ pub async fn launch(
         caller_cwd: None,
         id_mode,
     };
-    let sandbox = tokio::task::spawn_blocking(move || spawner.spawn(request, program_stdin))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::InternalError, format!("spawner task: {e}")))??;
+    let policy = launch.policy.clone();
+    let sandbox = tokio::task::spawn_blocking(move || match prepared {
+        // Sends the program: init restricts itself and starts it (a few syscalls, then Ready).
+        Some(prepared) => prepared
+            .launch(
+                &policy,
+                Program {
+                    argv: request.argv,
+                    env: request.env,
+                    cwd: request.cwd,
+                    caller_cwd: request.caller_cwd,
+                    stdin: program_stdin,
+                },
+            )
+            .map_err(|e| e.to_api_error()),
+        None => spawner.spawn(request, program_stdin),
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::InternalError, format!("spawner task: {e}")))??;
     let init_pid = sandbox.supervised.init_pid;
     // On cgroup v2 the sandbox's own group freezes it.
     let v2_group = sandbox
@@ -170,6 +202,7 @@ pub async fn launch(
         stdin_write,
         output: launch.output,
         _lease: lease,
+        warm,
         pause: Arc::new(Pause {
             init_pid,
             v2_group,
@@ -251,6 +284,7 @@ impl Running {
             output,
             _lease,
             pause,
+            warm,
         } = self;
         let bunker_sandbox::spawn::Sandbox {
             mut supervised,
@@ -391,6 +425,7 @@ impl Running {
                 .map(bunker_api::HttpRecord::from)
                 .collect(),
         );
+        result.warm = warm;
         if cancelled && result.error_code.is_none() {
             result.error_code = Some(ErrorCode::Cancelled);
             result.error = Some("cancelled by the client (kill, cancel or disconnect)".into());

@@ -14,15 +14,16 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use bunker_sandbox::spawner::Spawner;
 
 use crate::config::Config;
+use crate::pool::{Pools, Taken, Warm};
 use crate::sandbox::{Ids, Launch, Running};
 
 pub struct Shared {
     config: RwLock<Arc<Config>>,
     pub config_path: Option<PathBuf>,
-    slots: Arc<Semaphore>,
+    pub(crate) slots: Arc<Semaphore>,
     pub max_sandboxes: usize,
     pub max_queue: usize,
-    queued: AtomicU64,
+    pub(crate) queued: AtomicU64,
     live: AtomicU64,
     pub connections: AtomicU64,
     refused_busy: AtomicU64,
@@ -34,8 +35,11 @@ pub struct Shared {
     /// Turned true once a drain is over: every connection then flushes and closes.
     pub shutdown: watch::Sender<bool>,
     next_sandbox: AtomicU64,
-    spawner: Arc<Spawner>,
-    ids: Ids,
+    pub(crate) spawner: Arc<Spawner>,
+    pub(crate) ids: Ids,
+    /// The warm pools (`pool.rs`) and the refiller's wake-up.
+    pools: Mutex<Pools>,
+    pub refill: Notify,
     pub daemon_uid: u32,
     pub layout: Option<Arc<Layout>>,
     /// `bunker X.Y.Z`.
@@ -52,6 +56,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.shared.live.fetch_sub(1, Ordering::SeqCst);
         self.shared.idle.notify_waiters();
+        // A pool refills once a run is over, not while it runs: on a small host a build beside
+        // a warm run would slow that run down (pool.rs).
+        self.shared.refill.notify_one();
     }
 }
 
@@ -72,7 +79,11 @@ impl Shared {
         } else {
             Ids::Own { uid, gid }
         };
+        let mut pools = Pools::default();
+        pools.rebuild(&config);
         Shared {
+            pools: Mutex::new(pools),
+            refill: Notify::new(),
             slots: Arc::new(Semaphore::new(config.max_sandboxes)),
             max_sandboxes: config.max_sandboxes,
             max_queue: config.max_queue,
@@ -104,8 +115,11 @@ impl Shared {
             .clone()
     }
 
-    /// Puts a new config in force (SIGHUP). Slots and the queue keep their start-up sizes.
+    /// Puts a new config in force (SIGHUP), its pools rebuilt. Slots and the queue keep their
+    /// start-up sizes.
     pub fn set_config(&self, config: Config) {
+        self.pools_lock().rebuild(&config);
+        self.refill.notify_one();
         *self
             .config
             .write()
@@ -123,6 +137,8 @@ impl Shared {
 
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.pools_lock().clear();
+        self.refill.notify_one();
         self.idle.notify_waiters();
     }
 
@@ -147,6 +163,11 @@ impl Shared {
             Ok(permit) => permit,
             Err(_) => {
                 let max_queue = self.max_queue as u64;
+                // A ready pooled sandbox gives its slot up to a request that found none
+                // (pool.rs: pools never starve cold requests).
+                if self.pools_lock().evict_one() {
+                    tracing::debug!("a pooled sandbox ended to free a slot");
+                }
                 let entered = self
                     .queued
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
@@ -178,6 +199,39 @@ impl Shared {
             shared: self.clone(),
             _permit: permit,
         })
+    }
+
+    pub(crate) fn pools_lock(&self) -> std::sync::MutexGuard<'_, Pools> {
+        self.pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A ready pooled sandbox whose pool fits `policy`, and the slot it held (the refiller is
+    /// told when the run ends, the slot dropped).
+    pub fn take_warm(self: &Arc<Self>, policy: &bunker_policy::Policy) -> Option<(Slot, Taken)> {
+        if self.is_draining() {
+            return None;
+        }
+        let Warm {
+            prepared,
+            id_mode,
+            lease,
+            permit,
+        } = self.pools_lock().take(policy)?;
+        self.live.fetch_add(1, Ordering::SeqCst);
+        let slot = Slot {
+            shared: self.clone(),
+            _permit: permit,
+        };
+        Some((
+            slot,
+            Taken {
+                prepared,
+                id_mode,
+                lease,
+            },
+        ))
     }
 
     /// Builds a sandbox (a slot taken).
@@ -213,6 +267,7 @@ impl Shared {
                 .clone(),
             refused_busy: self.refused_busy.load(Ordering::Relaxed),
             uptime_ms: self.started.elapsed().as_millis() as u64,
+            pools: self.pools_lock().stats(),
         }
     }
 }

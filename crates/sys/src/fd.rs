@@ -110,6 +110,28 @@ pub fn pipe_closed(fd: RawFd) -> SysResult<bool> {
     Ok(poll_now(fd, libc::POLLIN)? & (libc::POLLHUP | libc::POLLERR) != 0)
 }
 
+/// Blocks until one of `fds` is readable or hung up (a signal ends the wait early: the caller
+/// looks again).
+pub fn wait_readable(fds: &[RawFd]) -> SysResult<()> {
+    let mut raw: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `raw` points to `raw.len()` initialised pollfd structs the kernel may write
+    // `revents` into; a negative timeout waits without a bound.
+    let r = retry(|| unsafe {
+        libc::poll(raw.as_mut_ptr(), raw.len() as libc::nfds_t, -1) as libc::c_long
+    });
+    if r < 0 {
+        return Err(SysError::last(format!("poll({fds:?}, POLLIN)")));
+    }
+    Ok(())
+}
+
 /// `dup2(old, new)`; the new fd does not have FD_CLOEXEC.
 pub fn dup2(old: RawFd, new: RawFd) -> SysResult<()> {
     // SAFETY: dup2 only manipulates the fd table; both are plain integers.

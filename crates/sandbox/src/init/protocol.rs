@@ -7,13 +7,15 @@
 //! |---|---|---|
 //! | supervisor → init | [`SupervisorMessage::Release`] | the cgroup's `tasks` files to join |
 //! | supervisor → init | [`SupervisorMessage::Grants`] (as root) | one detached tree per [`SentGrant::Tree`], in order |
+//! | supervisor → init | [`SupervisorMessage::Program`] (a prepared sandbox only) | with `stdin`: the program's stdin |
 //! | supervisor → init | [`SupervisorMessage::Teardown`] (with [`teardown_signal`]) | — |
+//! | init → supervisor | [`InitMessage::Waiting`] (a prepared sandbox only) | — |
 //! | init → supervisor | [`InitMessage::Ready`] | with `proxy_listeners`: the HTTP, then the SOCKS5 listener |
 //! | init → supervisor | every other [`InitMessage`] | — |
 
 use std::os::fd::{OwnedFd, RawFd};
 
-use bunker_api::ErrorCode;
+use bunker_api::{Data, ErrorCode};
 use bunker_sys::{fd, SysError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -37,6 +39,10 @@ pub enum InitMessage {
         /// `setup_failed`, or `unenforceable` for a layer this host cannot enforce.
         code: ErrorCode,
     },
+    /// A sandbox prepared without its program (`spawn::prepare`) is built up to its
+    /// restrictions, which are compiled but not applied, and init waits for
+    /// [`SupervisorMessage::Program`].
+    Waiting,
     /// Setup is complete and init has restricted itself; the program is about to be started.
     Ready {
         landlock: LayerStatus,
@@ -80,6 +86,21 @@ pub enum SupervisorMessage {
     /// As root, right after the release: the grants the supervisor opened with root's rights;
     /// slots: one detached tree per [`SentGrant::Tree`], in order.
     Grants { grants: Vec<SentGrant> },
+    /// To a [`InitMessage::Waiting`] init: the program to run. Init enters `cwd`, makes the
+    /// slot's descriptor (when `stdin`; else `/dev/null`) its fd 0, restricts itself and starts
+    /// the program, exactly as a cold start does from there. `env` is the program's whole
+    /// environment (already built from the policy) and `search_path` the PATH `argv[0]` is
+    /// looked up on.
+    Program {
+        argv: Vec<Data>,
+        env: Vec<Data>,
+        search_path: String,
+        /// The requested directory (an error if it cannot be entered), else `caller_cwd` when
+        /// visible inside, else `/tmp`.
+        cwd: Option<Data>,
+        caller_cwd: Option<Data>,
+        stdin: bool,
+    },
     /// End the sandbox (init kills and reaps everything, then exits): the only message after
     /// the grants, sent before [`teardown_signal`] wakes init.
     Teardown,
@@ -110,6 +131,7 @@ impl Slots for SupervisorMessage {
                 .iter()
                 .filter(|g| matches!(g, SentGrant::Tree { .. }))
                 .count(),
+            SupervisorMessage::Program { stdin, .. } => usize::from(*stdin),
             SupervisorMessage::Teardown => 0,
         }
     }

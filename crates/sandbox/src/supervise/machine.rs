@@ -737,6 +737,7 @@ impl<'p> Supervision<'p> {
             stderr,
             enforced: std::mem::take(&mut self.enforced),
             http: Default::default(),
+            warm: false,
         })
     }
 }

@@ -1,0 +1,416 @@
+//! Warm pools of `bunker serve` (docs/protocol.md, "Warm pools"), as root and rootless: a
+//! pooled run reports what a cold one does (but for its timings and `warm`), a pooled sandbox
+//! is never handed out twice, a pool refills after a burst, and a daemon SIGKILLed while it
+//! refills leaves nothing behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::serve::{descendants, eventually, pid_alive, Client, Daemon, DaemonSpec};
+use serde_json::{json, Value};
+
+/// The pooled policy: small limits, so each limit is quick to reach.
+const SMALL: &str = r#"{"extends": ["default"],
+    "limits": {"memory": "64MiB", "output": "64KB", "timeout": "20s",
+               "best_effort": ["memory", "pids"]}}"#;
+
+/// A daemon for `mode` whose config names `small` (pooled `pool` times when `pool > 0`); as
+/// rootless (uid 65534) this test's uid (root) is let in under the `default` ceiling.
+fn daemon(mode: &str, pool: usize) -> Daemon {
+    let pools = if pool > 0 {
+        format!(r#", "pools": {{"small": {pool}}}"#)
+    } else {
+        String::new()
+    };
+    let grants = if mode == "root" {
+        "[]"
+    } else {
+        r#"[{"uid": 0, "ceiling": "small"}]"#
+    };
+    let config = format!(r#"{{"policies": {{"small": "small.json"}}, "grants": {grants}{pools}}}"#);
+    Daemon::start_with(DaemonSpec {
+        config: Some(&config),
+        as_nobody: mode != "root",
+        files: &[("small.json", SMALL)],
+    })
+}
+
+fn modes() -> Vec<&'static str> {
+    if common::is_root() {
+        vec!["root", "rootless"]
+    } else {
+        vec!["root"]
+    }
+}
+
+fn stats(c: &mut Client) -> Value {
+    let reply = c.call(json!({"id": 90, "op": "stats"}));
+    reply["ok"].clone()
+}
+
+/// Waits until the pool has `n` ready sandboxes.
+fn ready(daemon: &Daemon, c: &mut Client, n: u64) {
+    let mut last = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            last = stats(c);
+            last["pools"]["small"]["ready"] == n
+        }),
+        "the pool never had {n} ready: {last}\n{}",
+        daemon.log_text()
+    );
+}
+
+fn run(c: &mut Client, spec: Value) -> Value {
+    c.call(json!({"id": 1, "op": "run", "spec": spec}))
+}
+
+/// What a pooled run must share with a cold one: everything but timings, the peak memory
+/// (which includes the build for a cold run) and `warm`; the enforced notes name each
+/// sandbox's numbered cgroup.
+fn comparable(reply: &Value) -> Value {
+    let Some(result) = reply.get("ok") else {
+        // A refusal: its error.
+        return reply["error"].clone();
+    };
+    let notes: Vec<String> = result["enforced"]["notes"]
+        .as_array()
+        .map(|n| {
+            n.iter()
+                .map(|s| {
+                    s.as_str()
+                        .unwrap_or("")
+                        .replace(|c: char| c.is_ascii_digit(), "")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut enforced = result["enforced"].clone();
+    enforced["notes"] = json!(notes);
+    json!({
+        "status": result["status"],
+        "exit_code": result["exit_code"],
+        "signal": result["signal"],
+        "error": result["error"],
+        "error_code": result["error_code"],
+        "stdout": result["stdout"],
+        "stderr": result["stderr"],
+        "enforced": enforced,
+        "http": result["http"],
+    })
+}
+
+fn small(argv: &[&str]) -> Value {
+    json!({"policy": {"name": "small"}, "argv": argv})
+}
+
+#[test]
+fn a_pooled_run_reports_what_a_cold_one_does() {
+    if !common::is_root() {
+        return common::skip("the rootless daemon is started through setpriv, which needs root");
+    }
+    let mut timeout = small(&["sleep", "5"]);
+    timeout["options"] = json!({"timeout_ms": 300});
+    let mut stdin = small(&[
+        "python3",
+        "-c",
+        "import sys; print(sys.stdin.read().upper())",
+    ]);
+    stdin["stdin"] = json!({"data": {"utf8": "through the pool"}});
+    let cases = [
+        small(&["/bin/sh", "-c", "echo out; echo err >&2; pwd; id -u"]),
+        small(&["/bin/sh", "-c", "exit 7"]),
+        timeout,
+        small(&[
+            "python3",
+            "-c",
+            "b = bytearray(512 * 1024 * 1024); print(len(b))",
+        ]),
+        small(&["no-such-command-here"]),
+        small(&["head", "-c", "1000000", "/dev/zero"]),
+        stdin,
+        // Landlock and seccomp: the host's /etc is not writable, no new user namespace.
+        small(&[
+            "/bin/sh",
+            "-c",
+            "echo x > /etc/bunker-pool; echo $?; unshare -U true; echo $?",
+        ]),
+    ];
+    for mode in modes() {
+        let cold_daemon = daemon(mode, 0);
+        let warm_daemon = daemon(mode, 2);
+        let mut cold = cold_daemon.client();
+        let mut warm = warm_daemon.client();
+        for case in &cases {
+            ready(&warm_daemon, &mut warm, 2);
+            let warm_reply = run(&mut warm, case.clone());
+            let cold_reply = run(&mut cold, case.clone());
+            assert_eq!(
+                comparable(&warm_reply),
+                comparable(&cold_reply),
+                "{mode}: {case}\nwarm: {warm_reply}\ncold: {cold_reply}"
+            );
+            if let Some(result) = warm_reply.get("ok") {
+                assert_eq!(result["warm"], true, "{mode}: {warm_reply}");
+                // A cold result says nothing of pools.
+                assert!(cold_reply["ok"].get("warm").is_none(), "{cold_reply}");
+            }
+        }
+        // The limits were really reached (the cases are not all alike); rootless, the memory
+        // limit is best effort, and off without cgroup delegation.
+        let results: Vec<Value> = cases
+            .iter()
+            .map(|case| {
+                ready(&warm_daemon, &mut warm, 2);
+                run(&mut warm, case.clone())["ok"].clone()
+            })
+            .collect();
+        let statuses: Vec<&Value> = results.iter().map(|r| &r["status"]).collect();
+        let mut expected = vec!["ok", "exit", "timeout"];
+        if mode == "root" {
+            expected.push("memory_limit");
+        }
+        for status in expected {
+            assert!(
+                statuses.contains(&&json!(status)),
+                "{mode}: no {status} in {statuses:?}"
+            );
+        }
+        assert!(
+            results.iter().any(|r| r["stdout"]["truncated"] == true),
+            "{mode}: no output cut at limits.output: {results:?}"
+        );
+    }
+}
+
+#[test]
+fn a_pooled_sandbox_is_never_handed_out_twice() {
+    if !common::is_root() {
+        return common::skip("the rootless daemon is started through setpriv, which needs root");
+    }
+    let marker = "test -e /tmp/marker && echo reused; touch /tmp/marker; echo fresh";
+    for mode in modes() {
+        let daemon = daemon(mode, 2);
+        let mut c = daemon.client();
+        // More runs than the pool holds, each from a ready pool.
+        for n in 0..6 {
+            ready(&daemon, &mut c, 2);
+            let reply = run(&mut c, small(&["/bin/sh", "-c", marker]));
+            assert_eq!(reply["ok"]["warm"], true, "{mode} run {n}: {reply}");
+            assert_eq!(
+                reply["ok"]["stdout"]["data"]["utf8"], "fresh\n",
+                "{mode} run {n}: {reply}"
+            );
+        }
+        let pool = &stats(&mut c)["pools"]["small"];
+        assert_eq!(pool["taken"], 6, "{mode}: {pool}");
+    }
+}
+
+#[test]
+fn a_pool_refills_after_a_burst_and_reports_its_idle_memory() {
+    if !common::is_root() {
+        return common::skip("the rootless daemon is started through setpriv, which needs root");
+    }
+    for mode in modes() {
+        let daemon = daemon(mode, 2);
+        let mut c = daemon.client();
+        ready(&daemon, &mut c, 2);
+        let pool = &stats(&mut c)["pools"]["small"];
+        assert_eq!(pool["size"], 2, "{mode}: {pool}");
+        if mode == "root" {
+            // Each idle sandbox's cgroup holds its init's memory.
+            assert!(
+                pool["idle_memory_bytes"].as_u64().unwrap_or(0) > 0,
+                "{pool}"
+            );
+        }
+        // A burst larger than the pool: the first ones warm, the rest cold, all fine.
+        let socket = daemon.socket.clone();
+        let replies: Vec<Value> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..5)
+                .map(|_| {
+                    let socket = socket.clone();
+                    s.spawn(move || {
+                        let mut c = Client::connect(&socket);
+                        run(&mut c, small(&["/bin/echo", "burst"]))
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for reply in &replies {
+            assert_eq!(
+                reply["ok"]["stdout"]["data"]["utf8"], "burst\n",
+                "{mode}: {reply}"
+            );
+        }
+        assert!(
+            replies.iter().any(|r| r["ok"]["warm"] == true),
+            "{mode}: none warm: {replies:?}"
+        );
+        ready(&daemon, &mut c, 2);
+        let pool = &stats(&mut c)["pools"]["small"];
+        assert!(pool["taken"].as_u64().unwrap() >= 1, "{mode}: {pool}");
+    }
+}
+
+#[test]
+fn a_daemon_killed_while_its_pool_fills_leaves_nothing() {
+    if !common::is_root() {
+        return common::skip("the cgroups a killed daemon leaves are root's");
+    }
+    let mut daemon = daemon("root", 4);
+    let mut c = daemon.client();
+    ready(&daemon, &mut c, 4);
+    // Take some, so the refill is running when the kill comes.
+    for _ in 0..2 {
+        run(&mut c, small(&["/bin/true"]));
+    }
+    let own = descendants(daemon.pid());
+    assert!(own.len() >= 4, "no pooled inits among {own:?}");
+    let daemon_pid = daemon.pid();
+    daemon.sigkill();
+    assert!(
+        eventually(Duration::from_secs(5), || own
+            .iter()
+            .all(|p| !pid_alive(*p))),
+        "the daemon's SIGKILL left {:?}",
+        own.iter().filter(|p| pid_alive(**p)).collect::<Vec<_>>()
+    );
+    daemon.restart();
+    let mut c = daemon.client();
+    ready(&daemon, &mut c, 4);
+    // The restarted daemon removed the killed one's cgroups (its own pool's are its own).
+    let layout = bunker_cgroup::Layout::detect().unwrap();
+    let leftovers: Vec<String> = layout
+        .hierarchies
+        .iter()
+        .flat_map(|h| std::fs::read_dir(&h.own_dir).into_iter().flatten())
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.contains(&format!("/bunker-{daemon_pid}-")))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The host pids of the daemon's sandbox inits (pid 1 of a pid namespace of their own).
+fn inits_of(daemon: &Daemon) -> Vec<i32> {
+    descendants(daemon.pid())
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("NSpid:") && l.split_whitespace().nth(2) == Some("1"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_pooled_sandbox_killed_while_idle_is_not_handed_out() {
+    if !common::is_root() {
+        return common::skip("killing the rootless daemon's sandboxes needs root");
+    }
+    for mode in modes() {
+        let daemon = daemon(mode, 1);
+        let mut c = daemon.client();
+        ready(&daemon, &mut c, 1);
+        let idle = inits_of(&daemon);
+        assert_eq!(idle.len(), 1, "{mode}: {idle:?}");
+        bunker_sys::event::kill(idle[0], libc::SIGKILL).unwrap();
+        assert!(eventually(Duration::from_secs(5), || !pid_alive(idle[0])
+            || std::fs::read_to_string(format!("/proc/{}/stat", idle[0]))
+                .unwrap_or_default()
+                .contains(") Z ")));
+        // The dead one is passed over: the run goes cold, and fine.
+        let reply = run(&mut c, small(&["/bin/echo", "after"]));
+        assert_eq!(
+            reply["ok"]["stdout"]["data"]["utf8"], "after\n",
+            "{mode}: {reply}"
+        );
+        assert!(reply["ok"].get("warm").is_none(), "{mode}: {reply}");
+        // And the pool refills.
+        ready(&daemon, &mut c, 1);
+        let reply = run(&mut c, small(&["/bin/echo", "warm"]));
+        assert_eq!(reply["ok"]["warm"], true, "{mode}: {reply}");
+    }
+}
+
+#[test]
+fn a_config_reload_rebuilds_the_pools() {
+    if !common::is_root() {
+        return common::skip("the rootless daemon is started through setpriv, which needs root");
+    }
+    let daemon = daemon("root", 1);
+    let mut c = daemon.client();
+    ready(&daemon, &mut c, 1);
+    let before = inits_of(&daemon);
+    let config = daemon.dir.path().join("serve.json");
+    std::fs::write(
+        &config,
+        r#"{"policies": {"small": "small.json"}, "grants": [], "pools": {"small": 2}}"#,
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    ready(&daemon, &mut c, 2);
+    assert_eq!(stats(&mut c)["pools"]["small"]["size"], 2);
+    // The sandboxes built under the old config are gone, the new ones are others.
+    assert!(
+        eventually(Duration::from_secs(5), || before
+            .iter()
+            .all(|p| !pid_alive(*p))),
+        "{before:?} outlived the reload"
+    );
+    let after = inits_of(&daemon);
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "{before:?} {after:?}"
+    );
+    // A reload without pools ends them.
+    std::fs::write(
+        &config,
+        r#"{"policies": {"small": "small.json"}, "grants": []}"#,
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || stats(&mut c)
+            .get("pools")
+            .is_none()
+            && inits_of(&daemon).is_empty()),
+        "{}",
+        stats(&mut c)
+    );
+}
+
+#[test]
+fn a_full_pool_gives_its_slots_up_to_cold_requests() {
+    if !common::is_root() {
+        return common::skip("the rootless daemon is started through setpriv, which needs root");
+    }
+    // The pool holds every slot there is.
+    let daemon = Daemon::start_with(DaemonSpec {
+        config: Some(
+            r#"{"max_sandboxes": 2, "policies": {"small": "small.json"}, "grants": [],
+                "pools": {"small": 2}}"#,
+        ),
+        files: &[("small.json", SMALL)],
+        ..Default::default()
+    });
+    let mut c = daemon.client();
+    ready(&daemon, &mut c, 2);
+    // A request no pool fits still runs: a ready sandbox is ended for its slot.
+    let reply = run(
+        &mut c,
+        json!({"policy": {"name": "default"}, "argv": ["/bin/echo", "cold"]}),
+    );
+    assert_eq!(reply["ok"]["stdout"]["data"]["utf8"], "cold\n", "{reply}");
+    assert!(reply["ok"].get("warm").is_none(), "{reply}");
+    // The pool refills behind it, within the two slots.
+    ready(&daemon, &mut c, 2);
+    let s = stats(&mut c);
+    assert_eq!(s["live"], 0, "{s}");
+}

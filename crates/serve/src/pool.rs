@@ -1,0 +1,345 @@
+//! Warm pools (docs/protocol.md, "Warm pools"): for each pooled policy, sandboxes built ahead
+//! of the requests by the spawner (`Spawner::prepare`: namespaces, root, cgroup and limits
+//! made, landlock and seccomp compiled, init waiting), each handed to one request whose
+//! effective policy fits the pool's, which sends it the program (`Prepared::launch`).
+//!
+//! The bounds. A ready sandbox holds one of the daemon's `max_sandboxes` slots, so the daemon
+//! never has more sandboxes than that. Pools never starve cold requests:
+//! - a refill never waits for a slot: it takes a free one, and only while no request waits in
+//!   the queue;
+//! - a request that finds no free slot first ends one ready sandbox (of the pool with the most
+//!   ready) and takes the slot it frees.
+//!
+//! Refill: one sandbox at a time, started when a run ends (a slot freed), not when a sandbox is
+//! taken, so that on a small host no build competes with the warm run it replaces; and every
+//! second while a pool is short.
+//!
+//! Single use: a sandbox leaves its pool for one request and is torn down after that run, as a
+//! cold one is. The pools are rebuilt on a config reload (their ready sandboxes ended, new ones
+//! built from the reloaded policies) and emptied when the daemon drains.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bunker_api::protocol::PoolStats;
+use bunker_policy::Policy;
+use bunker_sandbox::idmap::{IdLease, IdMode};
+use bunker_sandbox::spawn::Prepared;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::config::Config;
+use crate::sandbox::Ids;
+use crate::state::Shared;
+
+/// A ready sandbox and what it holds: its host ids (as root) and its daemon slot.
+pub struct Warm {
+    pub prepared: Prepared,
+    pub id_mode: IdMode,
+    pub lease: Option<IdLease>,
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// A ready sandbox taken for a request (its slot now the request's).
+pub struct Taken {
+    pub prepared: Prepared,
+    pub id_mode: IdMode,
+    pub lease: Option<IdLease>,
+}
+
+impl Warm {
+    /// Whether its init still waits (its pidfd is readable once it has exited).
+    fn alive(&self) -> bool {
+        let Some(sandbox) = self.prepared.sandbox() else {
+            return false;
+        };
+        let pidfd = std::os::fd::AsFd::as_fd(&sandbox.supervised.pidfd);
+        matches!(
+            bunker_sys::event::poll(&[pidfd], Some(Duration::ZERO)).as_deref(),
+            Ok([ready]) if !ready.readable && !ready.hangup
+        )
+    }
+
+    /// Ends the sandbox off the runtime (killing and reaping init blocks briefly), then frees
+    /// its slot and its ids.
+    fn discard(self) {
+        tokio::task::spawn_blocking(move || drop(self));
+    }
+}
+
+struct Pool {
+    name: String,
+    size: usize,
+    policy: Policy,
+    ready: VecDeque<Warm>,
+    filling: usize,
+    taken: u64,
+}
+
+/// Every pool of the config in force.
+#[derive(Default)]
+pub struct Pools {
+    /// Bumped at each rebuild: a fill begun before it is discarded.
+    generation: u64,
+    pools: Vec<Pool>,
+}
+
+/// A fill in progress.
+pub struct Fill {
+    generation: u64,
+    pool: String,
+    pub policy: Policy,
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Whether a request's effective policy may use a sandbox prepared under `pooled`: equal but
+/// where the difference is applied at the launch, after the sandbox was built — a timeout no
+/// longer than the pool's (the supervisor's), fewer `allow.env` names (the environment is
+/// built at the launch).
+pub fn fits(pooled: &Policy, wanted: &Policy) -> bool {
+    let mut wanted = wanted.clone();
+    match (pooled.limits.timeout, wanted.limits.timeout) {
+        (Some(pool), Some(asked)) if asked <= pool => wanted.limits.timeout = Some(pool),
+        (None, Some(_)) => wanted.limits.timeout = None,
+        _ => {}
+    }
+    if wanted
+        .allow
+        .env
+        .iter()
+        .all(|name| pooled.allow.env.contains(name))
+    {
+        wanted.allow.env = pooled.allow.env.clone();
+    }
+    wanted == *pooled
+}
+
+impl Pools {
+    /// The pools `config` names, replacing the current ones (whose ready sandboxes end).
+    pub fn rebuild(&mut self, config: &Config) {
+        self.generation += 1;
+        for pool in self.pools.drain(..) {
+            pool.ready.into_iter().for_each(Warm::discard);
+        }
+        self.pools = config
+            .pools
+            .iter()
+            .filter_map(|(name, &size)| {
+                Some(Pool {
+                    name: name.clone(),
+                    size,
+                    policy: config.named_policy(name)?,
+                    ready: VecDeque::new(),
+                    filling: 0,
+                    taken: 0,
+                })
+            })
+            .collect();
+    }
+
+    /// Ends every ready sandbox and keeps no pool (the drain).
+    pub fn clear(&mut self) {
+        self.generation += 1;
+        for pool in self.pools.drain(..) {
+            pool.ready.into_iter().for_each(Warm::discard);
+        }
+    }
+
+    /// A ready sandbox for `policy`, when a pool's fits it. One whose init died while it
+    /// waited (killed from outside) is ended and the next one tried.
+    pub fn take(&mut self, policy: &Policy) -> Option<Warm> {
+        let pool = self
+            .pools
+            .iter_mut()
+            .find(|p| !p.ready.is_empty() && fits(&p.policy, policy))?;
+        while let Some(warm) = pool.ready.pop_front() {
+            if warm.alive() {
+                pool.taken += 1;
+                return Some(warm);
+            }
+            warm.discard();
+        }
+        None
+    }
+
+    /// Ends one ready sandbox, of the pool with the most ready, for a request that found no
+    /// free slot: its slot goes to that request. False when none is ready.
+    pub fn evict_one(&mut self) -> bool {
+        let fullest = self
+            .pools
+            .iter_mut()
+            .filter(|p| !p.ready.is_empty())
+            .max_by_key(|p| p.ready.len());
+        match fullest.and_then(|p| p.ready.pop_back()) {
+            Some(warm) => {
+                warm.discard();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next fill due: a pool short of its size, and a free slot for it.
+    fn next_fill(&mut self, take_slot: impl Fn() -> Option<OwnedSemaphorePermit>) -> Option<Fill> {
+        let generation = self.generation;
+        let pool = self
+            .pools
+            .iter_mut()
+            .filter(|p| p.ready.len() + p.filling < p.size)
+            .min_by_key(|p| p.ready.len() + p.filling)?;
+        let permit = take_slot()?;
+        pool.filling += 1;
+        Some(Fill {
+            generation,
+            pool: pool.name.clone(),
+            policy: pool.policy.clone(),
+            permit,
+        })
+    }
+
+    /// A fill's end: its sandbox joins the pool (or is ended, the pool being gone since).
+    fn finish(&mut self, generation: u64, pool: &str, warm: Option<Warm>) {
+        let current = generation == self.generation;
+        let pool = self.pools.iter_mut().find(|p| p.name == pool);
+        match (current, pool) {
+            (true, Some(pool)) => {
+                pool.filling = pool.filling.saturating_sub(1);
+                if let Some(warm) = warm {
+                    pool.ready.push_back(warm);
+                }
+            }
+            _ => warm.into_iter().for_each(Warm::discard),
+        }
+    }
+
+    pub fn stats(&self) -> std::collections::BTreeMap<String, PoolStats> {
+        self.pools
+            .iter()
+            .map(|p| {
+                let usage: Vec<Option<u64>> = p
+                    .ready
+                    .iter()
+                    .map(|w| {
+                        w.prepared
+                            .sandbox()
+                            .and_then(|s| s.supervised.cgroup.memory_usage())
+                    })
+                    .collect();
+                let idle_memory_bytes = (!usage.is_empty() && usage.iter().all(Option::is_some))
+                    .then(|| usage.iter().flatten().sum());
+                let stats = PoolStats {
+                    size: p.size as u64,
+                    ready: p.ready.len() as u64,
+                    taken: p.taken,
+                    idle_memory_bytes,
+                };
+                (p.name.clone(), stats)
+            })
+            .collect()
+    }
+}
+
+/// How long the refiller waits after a failed fill (or, idle, between looks).
+const REFILL_PAUSE: Duration = Duration::from_secs(1);
+
+/// Keeps the pools filled, one sandbox at a time (the spawner builds one at a time anyway),
+/// until the daemon drains.
+pub async fn refill(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let woken = shared.refill.notified();
+        while let Some(fill) = shared.next_fill() {
+            let (id_mode, lease) = match shared.ids {
+                Ids::Leased(range) => match IdLease::acquire(range) {
+                    Ok(lease) => (lease.id_mode(), Some(lease)),
+                    Err(e) => {
+                        tracing::warn!(pool = %fill.pool, error = %e, "no host ids for a pooled sandbox");
+                        shared.finish_fill(fill.generation, &fill.pool, None);
+                        break;
+                    }
+                },
+                Ids::Own { uid, gid } => (IdMode::Rootless { uid, gid }, None),
+            };
+            let spawner = shared.spawner.clone();
+            let policy = fill.policy.clone();
+            let prepared =
+                tokio::task::spawn_blocking(move || spawner.prepare(policy, id_mode)).await;
+            match prepared {
+                Ok(Ok(prepared)) => {
+                    let warm = Warm {
+                        prepared,
+                        id_mode,
+                        lease,
+                        permit: fill.permit,
+                    };
+                    shared.finish_fill(fill.generation, &fill.pool, Some(warm));
+                }
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.message,
+                        Err(e) => e.to_string(),
+                        Ok(Ok(_)) => String::new(),
+                    };
+                    tracing::warn!(pool = %fill.pool, %error, "could not prepare a pooled sandbox");
+                    shared.finish_fill(fill.generation, &fill.pool, None);
+                    break;
+                }
+            }
+        }
+        if shared.is_draining() {
+            return;
+        }
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep(REFILL_PAUSE) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+impl Shared {
+    fn next_fill(&self) -> Option<Fill> {
+        if self.is_draining() || self.queued.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        self.pools_lock()
+            .next_fill(|| self.slots.clone().try_acquire_owned().ok())
+    }
+
+    fn finish_fill(&self, generation: u64, pool: &str, warm: Option<Warm>) {
+        self.pools_lock().finish(generation, pool, warm);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_the_launch_applies_may_differ_from_the_pool() {
+        let mut pooled = bunker_policy::builtin("default").unwrap();
+        pooled.limits.timeout = Some(Duration::from_secs(10));
+        pooled.allow.env = vec!["HOME".into(), "LANG".into()];
+        assert!(fits(&pooled, &pooled));
+        let mut shorter = pooled.clone();
+        shorter.limits.timeout = Some(Duration::from_millis(1));
+        assert!(fits(&pooled, &shorter));
+        let mut fewer_env = pooled.clone();
+        fewer_env.allow.env.pop();
+        assert!(fits(&pooled, &fewer_env));
+        // Anything built into the sandbox must be equal.
+        let mut more_memory = pooled.clone();
+        more_memory.limits.memory = Some(1 << 40);
+        assert!(!fits(&pooled, &more_memory));
+        let mut more_env = pooled.clone();
+        more_env.allow.env.push("SECRET".into());
+        assert!(!fits(&pooled, &more_env));
+        let mut longer = pooled.clone();
+        longer.limits.timeout = Some(Duration::from_secs(11));
+        assert!(!fits(&pooled, &longer));
+        let mut unbounded = pooled.clone();
+        unbounded.limits.timeout = None;
+        assert!(!fits(&pooled, &unbounded));
+    }
+}
