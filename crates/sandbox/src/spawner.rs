@@ -3,7 +3,8 @@
 //! A sandbox's init is made by a fork-like clone, which only a single-threaded process may do
 //! (`process::clone_fork` refuses otherwise). So a daemon forks its spawner with
 //! [`Spawner::start`] before it starts any thread or runtime, and asks it for each sandbox with
-//! [`Spawner::spawn`], from any thread. The spawner runs [`spawn::start_or_hand_back`] with
+//! [`Spawner::spawn`], from any task of its tokio runtime (no thread hand-off: the socket is
+//! on the runtime's reactor). The spawner runs [`spawn::start_or_hand_back`] with
 //! `clone_parent`: init is cloned with `CLONE_PARENT`, so its parent is the daemon, not the
 //! spawner. The daemon reaps init through its pidfd, and init's parent-death signal follows the
 //! daemon: the spawner dying kills no handed-over sandbox, and the daemon dying kills them all
@@ -34,14 +35,16 @@
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bunker_api::{ApiError, ErrorCode};
 use bunker_cgroup::{Controller, GroupDirParts, SandboxGroup, Version};
 use bunker_policy::Policy;
 use bunker_sys::process::{self, Forked};
-use bunker_sys::{event, fd};
+use bunker_sys::{event, fd, reactor};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use crate::error::SandboxError;
 use crate::host::HostContext;
@@ -385,10 +388,35 @@ fn internal(message: String) -> ApiError {
 /// The daemon's side of the fork server.
 #[derive(Debug)]
 pub struct Spawner {
-    /// Requests are serialized on the socket: one in flight at a time.
-    socket: Mutex<Option<OwnedFd>>,
+    /// Requests are serialized on the socket: one in flight at a time, its answer read before
+    /// the lock is let go. `None` once the spawner is stopped, or its socket was dropped in the
+    /// middle of a round trip (the runtime shut down under it).
+    socket: Arc<tokio::sync::Mutex<Option<Socket>>>,
     pid: i32,
     pidfd: OwnedFd,
+}
+
+/// The daemon's end of the seqpacket pair: on the runtime's reactor from the first request on
+/// (the spawner is started before the runtime is).
+#[derive(Debug)]
+enum Socket {
+    Unregistered(OwnedFd),
+    Registered(AsyncFd<OwnedFd>),
+}
+
+impl Socket {
+    fn registered(self) -> Result<AsyncFd<OwnedFd>, ApiError> {
+        match self {
+            Socket::Registered(fd) => Ok(fd),
+            Socket::Unregistered(fd) => {
+                event::set_nonblocking(fd.as_fd()).map_err(|e| {
+                    internal(format!("make the spawner's socket non-blocking: {e}"))
+                })?;
+                reactor::register(fd, Interest::READABLE | Interest::WRITABLE)
+                    .map_err(|e| internal(format!("watch the spawner's socket: {e}")))
+            }
+        }
+    }
 }
 
 impl Spawner {
@@ -408,7 +436,7 @@ impl Spawner {
             Forked::Parent { pid, pidfd } => {
                 drop(theirs);
                 Ok(Spawner {
-                    socket: Mutex::new(Some(ours)),
+                    socket: Arc::new(tokio::sync::Mutex::new(Some(Socket::Unregistered(ours)))),
                     pid,
                     pidfd,
                 })
@@ -421,11 +449,15 @@ impl Spawner {
         self.pid
     }
 
-    /// Starts a sandbox (blocking until its init is Ready or the start failed). Callable from
-    /// any thread of the process that started the spawner, which becomes init's parent: it
-    /// must reap init (the supervise drivers do). `stdin` becomes the program's fd 0
-    /// (`/dev/null` without).
-    pub fn spawn(
+    /// Starts a sandbox; done when its init is Ready or the start failed. Called on a tokio
+    /// runtime (IO driver enabled) of the process that started the spawner, which becomes
+    /// init's parent: it must reap init (the supervise drivers do). `stdin` becomes the
+    /// program's fd 0 (`/dev/null` without).
+    ///
+    /// The round trip runs in a task of its own, which the caller awaits: a caller dropped
+    /// mid-request cuts nothing off (the answer is still read, so the next request gets its
+    /// own), and the sandbox it would have got is killed and reaped.
+    pub async fn spawn(
         &self,
         request: SpawnRequest,
         stdin: Option<OwnedFd>,
@@ -448,49 +480,109 @@ impl Spawner {
                 policy: None,
             });
         }
-        let attached: Vec<RawFd> = stdin.iter().map(AsRawFd::as_raw_fd).collect();
-        let (reply, fds) = {
-            let guard = self
-                .socket
-                .lock()
-                .map_err(|_| internal("the spawner's socket lock is poisoned".into()))?;
-            let Some(socket) = guard.as_ref() else {
-                return Err(internal("the spawner is stopped".into()));
-            };
-            fd::send_with_fds(socket.as_raw_fd(), &data, &attached)
-                .map_err(|e| internal(format!("send to the spawner: {e}")))?;
-            drop(stdin);
-            fd::recv_with_fds(socket.as_raw_fd(), MAX_SPAWN_MESSAGE)
-                .map_err(|e| internal(format!("read the spawner's answer: {e}")))?
+        let socket = self.socket.clone();
+        let (answer_tx, answer) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let started = round_trip(&socket, &data, stdin).await.and_then(decode);
+            if let Err(Ok(orphan)) = answer_tx.send(started) {
+                // Its caller is gone: nobody will supervise it.
+                tokio::task::spawn_blocking(move || discard(orphan));
+            }
+        });
+        answer
+            .await
+            .map_err(|_| internal("the spawner's round trip ended without an answer".into()))?
+    }
+}
+
+/// One request and its answer, the socket locked over both. The socket is out of the lock
+/// while the round trip runs: if this future is dropped between the two (only when the runtime
+/// shuts down: callers never drop it), the socket is closed with it, so no later request can
+/// read this one's answer.
+async fn round_trip(
+    lock: &tokio::sync::Mutex<Option<Socket>>,
+    data: &[u8],
+    stdin: Option<OwnedFd>,
+) -> Result<(Vec<u8>, Vec<OwnedFd>), ApiError> {
+    let mut guard = lock.lock().await;
+    let socket = guard
+        .take()
+        .ok_or_else(|| internal("the spawner is stopped".into()))?
+        .registered()?;
+    let attached: Vec<RawFd> = stdin.iter().map(AsRawFd::as_raw_fd).collect();
+    let sent = loop {
+        let mut ready = match socket.writable().await {
+            Ok(ready) => ready,
+            Err(e) => break Err(internal(format!("wait to send to the spawner: {e}"))),
         };
-        if reply.is_empty() {
-            return Err(internal(
-                "the spawner is gone (its socket closed without an answer)".into(),
-            ));
+        match fd::send_with_fds(socket.as_raw_fd(), data, &attached) {
+            Err(e) if e.errno == libc::EAGAIN => ready.clear_ready(),
+            other => break other.map_err(|e| internal(format!("send to the spawner: {e}"))),
         }
-        let reply: WireReply = serde_json::from_slice(&reply)
-            .map_err(|e| internal(format!("read the spawner's answer: {e}")))?;
-        match reply {
-            WireReply::Started { sandbox } => {
-                Sandbox::from_transfer(sandbox, fds).map_err(|e| e.to_api_error())
-            }
-            WireReply::Failed { error, unreaped } => {
-                if unreaped {
-                    for pidfd in &fds {
-                        let _ = event::wait_pidfd(pidfd.as_fd(), true);
-                    }
+    };
+    drop(stdin);
+    let answer = match sent {
+        Err(e) => Err(e),
+        Ok(()) => loop {
+            let mut ready = match socket.readable().await {
+                Ok(ready) => ready,
+                Err(e) => break Err(internal(format!("wait for the spawner's answer: {e}"))),
+            };
+            match fd::recv_with_fds(socket.as_raw_fd(), MAX_SPAWN_MESSAGE) {
+                Err(e) if e.errno == libc::EAGAIN => ready.clear_ready(),
+                other => {
+                    break other.map_err(|e| internal(format!("read the spawner's answer: {e}")))
                 }
-                Err(error)
             }
+        },
+    };
+    *guard = Some(Socket::Registered(socket));
+    answer
+}
+
+/// The spawner's answer as the started sandbox, or its error (an init that died after the
+/// clone reaped first: its pidfd is readable, so the wait is short).
+fn decode((reply, fds): (Vec<u8>, Vec<OwnedFd>)) -> Result<Sandbox, ApiError> {
+    if reply.is_empty() {
+        return Err(internal(
+            "the spawner is gone (its socket closed without an answer)".into(),
+        ));
+    }
+    let reply: WireReply = serde_json::from_slice(&reply)
+        .map_err(|e| internal(format!("read the spawner's answer: {e}")))?;
+    match reply {
+        WireReply::Started { sandbox } => {
+            Sandbox::from_transfer(sandbox, fds).map_err(|e| e.to_api_error())
+        }
+        WireReply::Failed { error, unreaped } => {
+            if unreaped {
+                for pidfd in &fds {
+                    let _ = event::wait_pidfd(pidfd.as_fd(), true);
+                }
+            }
+            Err(error)
         }
     }
 }
 
+/// Kills and reaps a sandbox nobody will supervise, then lets go of the rest (its cgroup is
+/// removed once init is reaped). Blocking.
+fn discard(sandbox: Sandbox) {
+    let pidfd = sandbox.supervised.pidfd.as_fd();
+    let _ = event::pidfd_send_signal(pidfd, libc::SIGKILL);
+    let _ = event::wait_pidfd(pidfd, true);
+    drop(sandbox);
+}
+
 impl Drop for Spawner {
-    /// Closing the socket ends the spawner; it is reaped here.
+    /// Closing the socket ends the spawner; it is reaped here. A round trip still running (its
+    /// caller gone) holds the socket: the spawner is killed instead, which ends that too.
     fn drop(&mut self) {
-        if let Ok(mut socket) = self.socket.lock() {
-            socket.take();
+        match self.socket.try_lock() {
+            Ok(mut socket) => drop(socket.take()),
+            Err(_) => {
+                let _ = event::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+            }
         }
         let _ = event::wait_pidfd(self.pidfd.as_fd(), true);
     }

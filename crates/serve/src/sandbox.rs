@@ -112,8 +112,8 @@ fn setup_failed(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::SetupFailed, format!("{what}: {e}")).at_step(what.to_string())
 }
 
-/// Builds the sandbox through the spawner (on a blocking thread: the spawner answers when
-/// init is Ready).
+/// Builds the sandbox through the spawner (on this task: the spawner's socket is on the
+/// runtime's reactor; it answers when init is Ready).
 pub async fn launch(
     spawner: Arc<Spawner>,
     ids: Ids,
@@ -154,9 +154,7 @@ pub async fn launch(
         caller_cwd: None,
         id_mode,
     };
-    let sandbox = tokio::task::spawn_blocking(move || spawner.spawn(request, program_stdin))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::InternalError, format!("spawner task: {e}")))??;
+    let sandbox = spawner.spawn(request, program_stdin).await?;
     let init_pid = sandbox.supervised.init_pid;
     // On cgroup v2 the sandbox's own group freezes it.
     let v2_group = sandbox
