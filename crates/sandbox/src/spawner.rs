@@ -497,8 +497,8 @@ impl Spawner {
 
 /// One request and its answer, the socket locked over both. The socket is out of the lock
 /// while the round trip runs: if this future is dropped between the two (only when the runtime
-/// shuts down: callers never drop it), the socket is closed with it, so no later request can
-/// read this one's answer.
+/// shuts down: [`Spawner::spawn`] never drops it), the socket is closed with it, so no later
+/// request can read this one's answer.
 async fn round_trip(
     lock: &tokio::sync::Mutex<Option<Socket>>,
     data: &[u8],
@@ -507,7 +507,9 @@ async fn round_trip(
     let mut guard = lock.lock().await;
     let socket = guard
         .take()
-        .ok_or_else(|| internal("the spawner is stopped".into()))?
+        .ok_or_else(|| {
+            internal("the spawner is gone (stopped, or its socket failed mid-request)".into())
+        })?
         .registered()?;
     let attached: Vec<RawFd> = stdin.iter().map(AsRawFd::as_raw_fd).collect();
     let sent = loop {
@@ -522,7 +524,11 @@ async fn round_trip(
     };
     drop(stdin);
     let answer = match sent {
-        Err(e) => Err(e),
+        // Nothing went out: the socket is as it was.
+        Err(e) => {
+            *guard = Some(Socket::Registered(socket));
+            return Err(e);
+        }
         Ok(()) => loop {
             let mut ready = match socket.readable().await {
                 Ok(ready) => ready,
@@ -536,7 +542,11 @@ async fn round_trip(
             }
         },
     };
-    *guard = Some(Socket::Registered(socket));
+    // An answer not read (a failed recvmsg) could still come and be taken for the next
+    // request's: the socket goes instead, and with it the spawner.
+    if answer.is_ok() {
+        *guard = Some(Socket::Registered(socket));
+    }
     answer
 }
 
