@@ -3,7 +3,8 @@
 //! A sandbox's init is made by a fork-like clone, which only a single-threaded process may do
 //! (`process::clone_fork` refuses otherwise). So a daemon forks its spawner with
 //! [`Spawner::start`] before it starts any thread or runtime, and asks it for each sandbox with
-//! [`Spawner::spawn`], from any thread. The spawner runs [`spawn::start_or_hand_back`] with
+//! [`Spawner::spawn`], from any task of its tokio runtime (no thread hand-off: the socket is
+//! on the runtime's reactor). The spawner runs [`spawn::start_or_hand_back`] with
 //! `clone_parent`: init is cloned with `CLONE_PARENT`, so its parent is the daemon, not the
 //! spawner. The daemon reaps init through its pidfd, and init's parent-death signal follows the
 //! daemon: the spawner dying kills no handed-over sandbox, and the daemon dying kills them all
@@ -34,14 +35,16 @@
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bunker_api::{ApiError, ErrorCode};
 use bunker_cgroup::{Controller, GroupDirParts, SandboxGroup, Version};
 use bunker_policy::Policy;
 use bunker_sys::process::{self, Forked};
-use bunker_sys::{event, fd};
+use bunker_sys::{event, fd, reactor};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use crate::error::SandboxError;
 use crate::host::HostContext;
@@ -388,10 +391,35 @@ fn internal(message: String) -> ApiError {
 /// The daemon's side of the fork server.
 #[derive(Debug)]
 pub struct Spawner {
-    /// Requests are serialized on the socket: one in flight at a time.
-    socket: Mutex<Option<OwnedFd>>,
+    /// Requests are serialized on the socket: one in flight at a time, its answer read before
+    /// the lock is let go. `None` once the spawner is stopped, or its socket was dropped in the
+    /// middle of a round trip (the runtime shut down under it).
+    socket: Arc<tokio::sync::Mutex<Option<Socket>>>,
     pid: i32,
     pidfd: OwnedFd,
+}
+
+/// The daemon's end of the seqpacket pair: on the runtime's reactor from the first request on
+/// (the spawner is started before the runtime is).
+#[derive(Debug)]
+enum Socket {
+    Unregistered(OwnedFd),
+    Registered(AsyncFd<OwnedFd>),
+}
+
+impl Socket {
+    fn registered(self) -> Result<AsyncFd<OwnedFd>, ApiError> {
+        match self {
+            Socket::Registered(fd) => Ok(fd),
+            Socket::Unregistered(fd) => {
+                event::set_nonblocking(fd.as_fd()).map_err(|e| {
+                    internal(format!("make the spawner's socket non-blocking: {e}"))
+                })?;
+                reactor::register(fd, Interest::READABLE | Interest::WRITABLE)
+                    .map_err(|e| internal(format!("watch the spawner's socket: {e}")))
+            }
+        }
+    }
 }
 
 impl Spawner {
@@ -411,7 +439,7 @@ impl Spawner {
             Forked::Parent { pid, pidfd } => {
                 drop(theirs);
                 Ok(Spawner {
-                    socket: Mutex::new(Some(ours)),
+                    socket: Arc::new(tokio::sync::Mutex::new(Some(Socket::Unregistered(ours)))),
                     pid,
                     pidfd,
                 })
@@ -424,23 +452,34 @@ impl Spawner {
         self.pid
     }
 
-    /// Starts a sandbox (blocking until its init is Ready or the start failed). Callable from
-    /// any thread of the process that started the spawner, which becomes init's parent: it
-    /// must reap init (the supervise drivers do). `stdin` becomes the program's fd 0
-    /// (`/dev/null` without).
-    pub fn spawn(
+    /// Starts a sandbox; done when its init is Ready or the start failed. Called on a tokio
+    /// runtime (IO driver enabled) of the process that started the spawner, which becomes
+    /// init's parent: it must reap init (the supervise drivers do). `stdin` becomes the
+    /// program's fd 0 (`/dev/null` without).
+    ///
+    /// The round trip runs in a task of its own, which the caller awaits: a caller dropped
+    /// mid-request cuts nothing off (the answer is still read, so the next request gets its
+    /// own), and the sandbox it would have got is killed and reaped.
+    pub async fn spawn(
         &self,
         request: SpawnRequest,
         stdin: Option<OwnedFd>,
     ) -> Result<Sandbox, ApiError> {
-        let (transfer, fds) = self.ask(request, stdin, false)?;
-        Sandbox::from_transfer(transfer, fds).map_err(|e| e.to_api_error())
+        self.ask(
+            request,
+            stdin,
+            false,
+            |(t, fds)| Sandbox::from_transfer(t, fds),
+            discard,
+        )
+        .await
     }
 
-    /// Builds a sandbox under `policy` without its program (`spawn::prepare`; blocking until
-    /// its init waits for the program). The caller, init's parent, hands it the program with
-    /// [`Prepared::launch`]; dropping the handle unlaunched kills and reaps init.
-    pub fn prepare(&self, policy: Policy, id_mode: IdMode) -> Result<Prepared, ApiError> {
+    /// Builds a sandbox under `policy` without its program (`spawn::prepare`; done when its
+    /// init waits for the program). The caller, init's parent, hands it the program with
+    /// [`Prepared::launch`]; dropping the handle unlaunched kills and reaps init, which is also
+    /// what becomes of one whose caller is gone.
+    pub async fn prepare(&self, policy: Policy, id_mode: IdMode) -> Result<Prepared, ApiError> {
         let request = SpawnRequest {
             policy,
             argv: Vec::new(),
@@ -449,17 +488,28 @@ impl Spawner {
             caller_cwd: None,
             id_mode,
         };
-        let (transfer, fds) = self.ask(request, None, true)?;
-        Prepared::from_transfer(transfer, fds).map_err(|e| e.to_api_error())
+        self.ask(
+            request,
+            None,
+            true,
+            |(t, fds)| Prepared::from_transfer(t, fds),
+            drop,
+        )
+        .await
     }
 
-    /// One request and its answer: the sandbox as data and its descriptors.
-    fn ask(
+    /// One request and the handle its answer makes (`into`). The round trip runs in a task of
+    /// its own, which the caller awaits: a caller dropped mid-request cuts nothing off (the
+    /// answer is still read, so the next request gets its own), and the handle it would have
+    /// got goes to `orphan` (which kills and reaps its init).
+    async fn ask<T: Send + 'static>(
         &self,
         request: SpawnRequest,
         stdin: Option<OwnedFd>,
         prepare: bool,
-    ) -> Result<(SandboxTransfer, Vec<OwnedFd>), ApiError> {
+        into: fn((SandboxTransfer, Vec<OwnedFd>)) -> Result<T, SandboxError>,
+        orphan: fn(T),
+    ) -> Result<T, ApiError> {
         let wire = WireRequest {
             request,
             stdin: stdin.is_some(),
@@ -479,47 +529,122 @@ impl Spawner {
                 policy: None,
             });
         }
-        let attached: Vec<RawFd> = stdin.iter().map(AsRawFd::as_raw_fd).collect();
-        let (reply, fds) = {
-            let guard = self
-                .socket
-                .lock()
-                .map_err(|_| internal("the spawner's socket lock is poisoned".into()))?;
-            let Some(socket) = guard.as_ref() else {
-                return Err(internal("the spawner is stopped".into()));
-            };
-            fd::send_with_fds(socket.as_raw_fd(), &data, &attached)
-                .map_err(|e| internal(format!("send to the spawner: {e}")))?;
-            drop(stdin);
-            fd::recv_with_fds(socket.as_raw_fd(), MAX_SPAWN_MESSAGE)
-                .map_err(|e| internal(format!("read the spawner's answer: {e}")))?
-        };
-        if reply.is_empty() {
-            return Err(internal(
-                "the spawner is gone (its socket closed without an answer)".into(),
-            ));
-        }
-        let reply: WireReply = serde_json::from_slice(&reply)
-            .map_err(|e| internal(format!("read the spawner's answer: {e}")))?;
-        match reply {
-            WireReply::Started { sandbox } => Ok((sandbox, fds)),
-            WireReply::Failed { error, unreaped } => {
-                if unreaped {
-                    for pidfd in &fds {
-                        let _ = event::wait_pidfd(pidfd.as_fd(), true);
-                    }
-                }
-                Err(error)
+        let socket = self.socket.clone();
+        let (answer_tx, answer) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let started = round_trip(&socket, &data, stdin)
+                .await
+                .and_then(decode)
+                .and_then(|answer| into(answer).map_err(|e| e.to_api_error()));
+            if let Err(Ok(handle)) = answer_tx.send(started) {
+                // Its caller is gone: nobody will supervise it.
+                tokio::task::spawn_blocking(move || orphan(handle));
             }
+        });
+        answer
+            .await
+            .map_err(|_| internal("the spawner's round trip ended without an answer".into()))?
+    }
+}
+
+/// One request and its answer, the socket locked over both. The socket is out of the lock
+/// while the round trip runs: if this future is dropped between the two (only when the runtime
+/// shuts down: [`Spawner::spawn`] never drops it), the socket is closed with it, so no later
+/// request can read this one's answer.
+async fn round_trip(
+    lock: &tokio::sync::Mutex<Option<Socket>>,
+    data: &[u8],
+    stdin: Option<OwnedFd>,
+) -> Result<(Vec<u8>, Vec<OwnedFd>), ApiError> {
+    let mut guard = lock.lock().await;
+    let socket = guard
+        .take()
+        .ok_or_else(|| {
+            internal("the spawner is gone (stopped, or its socket failed mid-request)".into())
+        })?
+        .registered()?;
+    let attached: Vec<RawFd> = stdin.iter().map(AsRawFd::as_raw_fd).collect();
+    let sent = loop {
+        let mut ready = match socket.writable().await {
+            Ok(ready) => ready,
+            Err(e) => break Err(internal(format!("wait to send to the spawner: {e}"))),
+        };
+        match fd::send_with_fds(socket.as_raw_fd(), data, &attached) {
+            Err(e) if e.errno == libc::EAGAIN => ready.clear_ready(),
+            other => break other.map_err(|e| internal(format!("send to the spawner: {e}"))),
+        }
+    };
+    drop(stdin);
+    let answer = match sent {
+        // Nothing went out: the socket is as it was.
+        Err(e) => {
+            *guard = Some(Socket::Registered(socket));
+            return Err(e);
+        }
+        Ok(()) => loop {
+            let mut ready = match socket.readable().await {
+                Ok(ready) => ready,
+                Err(e) => break Err(internal(format!("wait for the spawner's answer: {e}"))),
+            };
+            match fd::recv_with_fds(socket.as_raw_fd(), MAX_SPAWN_MESSAGE) {
+                Err(e) if e.errno == libc::EAGAIN => ready.clear_ready(),
+                other => {
+                    break other.map_err(|e| internal(format!("read the spawner's answer: {e}")))
+                }
+            }
+        },
+    };
+    // An answer not read (a failed recvmsg) could still come and be taken for the next
+    // request's: the socket goes instead, and with it the spawner.
+    if answer.is_ok() {
+        *guard = Some(Socket::Registered(socket));
+    }
+    answer
+}
+
+/// The spawner's answer as the started sandbox's data and descriptors, or its error (an init that died after the
+/// clone reaped first: its pidfd is readable, so the wait is short).
+fn decode(
+    (reply, fds): (Vec<u8>, Vec<OwnedFd>),
+) -> Result<(SandboxTransfer, Vec<OwnedFd>), ApiError> {
+    if reply.is_empty() {
+        return Err(internal(
+            "the spawner is gone (its socket closed without an answer)".into(),
+        ));
+    }
+    let reply: WireReply = serde_json::from_slice(&reply)
+        .map_err(|e| internal(format!("read the spawner's answer: {e}")))?;
+    match reply {
+        WireReply::Started { sandbox } => Ok((sandbox, fds)),
+        WireReply::Failed { error, unreaped } => {
+            if unreaped {
+                for pidfd in &fds {
+                    let _ = event::wait_pidfd(pidfd.as_fd(), true);
+                }
+            }
+            Err(error)
         }
     }
 }
 
+/// Kills and reaps a sandbox nobody will supervise, then lets go of the rest (its cgroup is
+/// removed once init is reaped). Blocking.
+fn discard(sandbox: Sandbox) {
+    let pidfd = sandbox.supervised.pidfd.as_fd();
+    let _ = event::pidfd_send_signal(pidfd, libc::SIGKILL);
+    let _ = event::wait_pidfd(pidfd, true);
+    drop(sandbox);
+}
+
 impl Drop for Spawner {
-    /// Closing the socket ends the spawner; it is reaped here.
+    /// Closing the socket ends the spawner; it is reaped here. A round trip still running (its
+    /// caller gone) holds the socket: the spawner is killed instead, which ends that too.
     fn drop(&mut self) {
-        if let Ok(mut socket) = self.socket.lock() {
-            socket.take();
+        match self.socket.try_lock() {
+            Ok(mut socket) => drop(socket.take()),
+            Err(_) => {
+                let _ = event::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+            }
         }
         let _ = event::wait_pidfd(self.pidfd.as_fd(), true);
     }

@@ -1,7 +1,8 @@
 //! The fork server end to end: the spawner is forked first (this binary has no libtest
 //! harness, whose threads would make the fork refused), then real programs run in real
-//! sandboxes it builds, and this process — init's parent through `CLONE_PARENT` — supervises
-//! them with the blocking driver. As root, the same checks then run again rootless, in a copy
+//! sandboxes it builds (asked for on a tokio runtime started after the fork, as the daemon
+//! does), and this process — init's parent through `CLONE_PARENT` — supervises them with the
+//! blocking driver. As root, the same checks then run again rootless, in a copy
 //! of this binary started as nobody.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,9 +12,10 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::process::Command;
 
-use bunker_api::ErrorCode;
+use bunker_api::{ApiError, ErrorCode};
 use bunker_policy::Policy;
 use bunker_sandbox::host::HostContext;
+use bunker_sandbox::spawn::Sandbox;
 use bunker_sandbox::spawner::{SpawnRequest, Spawner};
 use bunker_sandbox::supervise;
 use bunker_sandbox::Status;
@@ -37,15 +39,23 @@ fn main() {
     }
     // First, while this process is single-threaded.
     let spawner = Spawner::start().expect("start the spawner");
-    round_trip(&spawner);
-    prepared_like_cold(&spawner);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let spawn = |request, stdin| runtime.block_on(spawner.spawn(request, stdin));
+    round_trip(&spawner, &spawn);
+    a_dropped_caller_gets_nothing_and_leaks_nothing(&spawner, &runtime);
+    prepared_like_cold(&spawner, &runtime);
     let spawner_pid = spawner.pid();
     // A spawner that died answers with an error, not a hang.
     bunker_sys::event::kill(spawner_pid, libc::SIGKILL).unwrap();
     let policy = bunker_policy::builtin("default").unwrap();
     let (late, _lease) = request(&policy, &["/bin/true"]);
-    let error = spawner.spawn(late, None).unwrap_err();
+    let error = spawn(late, None).unwrap_err();
     assert_eq!(error.code, ErrorCode::InternalError, "{error:?}");
+    drop(runtime);
     drop(spawner);
     assert!(
         !std::path::Path::new(&format!("/proc/{spawner_pid}")).exists(),
@@ -89,7 +99,10 @@ fn children() -> Vec<i32> {
         .collect()
 }
 
-fn round_trip(spawner: &Spawner) {
+/// [`Spawner::spawn`], run to its end.
+type Spawn<'a> = dyn Fn(SpawnRequest, Option<OwnedFd>) -> Result<Sandbox, ApiError> + Sync + 'a;
+
+fn round_trip(spawner: &Spawner, spawn: &Spawn<'_>) {
     let policy = bunker_policy::builtin("default").unwrap();
 
     // A real program; its init is our child (CLONE_PARENT), not the spawner's. It waits for a
@@ -103,7 +116,7 @@ fn round_trip(spawner: &Spawner) {
         ],
     );
     let (read, write) = pipe();
-    let sandbox = spawner.spawn(hello, Some(read)).unwrap();
+    let sandbox = spawn(hello, Some(read)).unwrap();
     let init = sandbox.supervised.init_pid;
     assert_eq!(parent_of(init), std::process::id() as i32);
     assert!(children().contains(&init));
@@ -133,7 +146,7 @@ fn round_trip(spawner: &Spawner) {
             "import sys; print(sys.stdin.read().upper())",
         ],
     );
-    let sandbox = spawner.spawn(upper, Some(read)).unwrap();
+    let sandbox = spawn(upper, Some(read)).unwrap();
     let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
     assert_eq!(result.status, Status::Ok, "{result:?}");
     assert_eq!(stdout(&result), "BYTES THROUGH THE SPAWNER\n");
@@ -145,7 +158,7 @@ fn round_trip(spawner: &Spawner) {
             s.spawn(move || {
                 let word = format!("thread {n}");
                 let (echo, _lease) = request(policy, &["/bin/echo", &word]);
-                let sandbox = spawner.spawn(echo, None).unwrap();
+                let sandbox = spawn(echo, None).unwrap();
                 let result = supervise::supervise(sandbox.supervised, policy).unwrap();
                 assert_eq!(stdout(&result), format!("{word}\n"));
             });
@@ -156,7 +169,7 @@ fn round_trip(spawner: &Spawner) {
     // loses a handle, or a spawner killed before handing it over, leaves nothing running).
     let (waiting, _lease) = request(&policy, &["/bin/sh", "-c", "read line; echo survived"]);
     let (read, write) = pipe();
-    let sandbox = spawner.spawn(waiting, Some(read)).unwrap();
+    let sandbox = spawn(waiting, Some(read)).unwrap();
     drop(sandbox.lifeline);
     let gone = bunker_sys::event::poll(
         &[std::os::fd::AsFd::as_fd(&sandbox.supervised.pidfd)],
@@ -172,7 +185,7 @@ fn round_trip(spawner: &Spawner) {
     // which only we can reap, is reaped.
     let (mut bad_cwd, _lease) = request(&policy, &["/bin/true"]);
     bad_cwd.cwd = Some("/no/such/dir".into());
-    let error = spawner.spawn(bad_cwd, None).unwrap_err();
+    let error = spawn(bad_cwd, None).unwrap_err();
     assert_eq!(error.code, ErrorCode::SetupFailed, "{error:?}");
     assert!(error.message.contains("/no/such/dir"), "{error:?}");
     assert_eq!(children(), vec![spawner.pid()], "an init was left unreaped");
@@ -180,21 +193,21 @@ fn round_trip(spawner: &Spawner) {
     // A request larger than one message: refused, saying so; the spawner goes on serving.
     let huge = "x".repeat(bunker_sandbox::spawner::MAX_SPAWN_MESSAGE);
     let (huge, _lease) = request(&policy, &["/bin/echo", &huge]);
-    let error = spawner.spawn(huge, None).unwrap_err();
+    let error = spawn(huge, None).unwrap_err();
     assert_eq!(error.code, ErrorCode::RequestInvalid);
     assert!(
         error.message.contains("more than the spawner takes"),
         "{error:?}"
     );
     let (still, _lease) = request(&policy, &["/bin/echo", "still here"]);
-    let sandbox = spawner.spawn(still, None).unwrap();
+    let sandbox = spawn(still, None).unwrap();
     let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
     assert_eq!(stdout(&result), "still here\n");
 }
 
 /// A sandbox prepared without its program runs one handed later with the cold start's result;
 /// its time counts from the program's start; unlaunched, it ends with its lifeline or handle.
-fn prepared_like_cold(spawner: &Spawner) {
+fn prepared_like_cold(spawner: &Spawner, runtime: &tokio::runtime::Runtime) {
     let mut policy = bunker_policy::builtin("default").unwrap();
     policy.limits.timeout = Some(std::time::Duration::from_secs(1));
     let host = HostContext::of_this_process().unwrap();
@@ -215,11 +228,13 @@ fn prepared_like_cold(spawner: &Spawner) {
         let (cold, _lease) = request(&policy, argv);
         let (read, write) = pipe();
         std::fs::File::from(write).write_all(b"a line\n").unwrap();
-        let sandbox = spawner.spawn(cold, Some(read)).unwrap();
+        let sandbox = runtime.block_on(spawner.spawn(cold, Some(read))).unwrap();
         let cold = supervise::supervise(sandbox.supervised, &policy).unwrap();
         drop(sandbox.lifeline);
 
-        let prepared = spawner.prepare(policy.clone(), host.id_mode).unwrap();
+        let prepared = runtime
+            .block_on(spawner.prepare(policy.clone(), host.id_mode))
+            .unwrap();
         let (read, write) = pipe();
         std::fs::File::from(write).write_all(b"a line\n").unwrap();
         let program = bunker_sandbox::spawn::Program {
@@ -251,7 +266,9 @@ fn prepared_like_cold(spawner: &Spawner) {
 
     // The timeout counts from the program's start: a sandbox prepared longer ago than it runs a
     // quick program to its end.
-    let prepared = spawner.prepare(policy.clone(), host.id_mode).unwrap();
+    let prepared = runtime
+        .block_on(spawner.prepare(policy.clone(), host.id_mode))
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let program = bunker_sandbox::spawn::Program {
         argv: vec!["/bin/true".into()],
@@ -266,7 +283,9 @@ fn prepared_like_cold(spawner: &Spawner) {
 
     // A failure once the program is known (its directory) comes back as the cold one does, and
     // the dead init is reaped.
-    let prepared = spawner.prepare(policy.clone(), host.id_mode).unwrap();
+    let prepared = runtime
+        .block_on(spawner.prepare(policy.clone(), host.id_mode))
+        .unwrap();
     let program = bunker_sandbox::spawn::Program {
         argv: vec!["/bin/true".into()],
         env: host.env.clone(),
@@ -279,7 +298,9 @@ fn prepared_like_cold(spawner: &Spawner) {
     assert_eq!(children(), vec![spawner.pid()], "an init was left unreaped");
 
     // Unlaunched: dropping the handle kills and reaps init…
-    let prepared = spawner.prepare(policy.clone(), host.id_mode).unwrap();
+    let prepared = runtime
+        .block_on(spawner.prepare(policy.clone(), host.id_mode))
+        .unwrap();
     let init = prepared.sandbox().unwrap().supervised.init_pid;
     assert!(children().contains(&init));
     drop(prepared);
@@ -289,7 +310,9 @@ fn prepared_like_cold(spawner: &Spawner) {
         "a dropped prepared init lives on"
     );
     // …and an idle one whose lifeline ends (its holder died) ends by itself.
-    let prepared = spawner.prepare(policy.clone(), host.id_mode).unwrap();
+    let prepared = runtime
+        .block_on(spawner.prepare(policy.clone(), host.id_mode))
+        .unwrap();
     let sandbox = prepared.into_transfer().unwrap();
     let (transfer, fds) = sandbox;
     let idle = bunker_sandbox::spawn::Sandbox::from_transfer(transfer, fds).unwrap();
@@ -304,6 +327,67 @@ fn prepared_like_cold(spawner: &Spawner) {
         "an idle prepared sandbox outlived its lifeline"
     );
     bunker_sys::event::wait_pidfd(std::os::fd::AsFd::as_fd(&idle.supervised.pidfd), true).unwrap();
+}
+
+/// A caller dropped while its request is out (sent, its answer not yet read): the next caller
+/// still gets its own sandbox, not the dropped one's, and the dropped one's sandbox is killed
+/// and reaped (no child of ours is left but the spawner).
+fn a_dropped_caller_gets_nothing_and_leaks_nothing(
+    spawner: &Spawner,
+    runtime: &tokio::runtime::Runtime,
+) {
+    let policy = bunker_policy::builtin("default").unwrap();
+    // Alive until killed: it waits on a stdin that never ends.
+    let (endless, _lease) = request(
+        &policy,
+        &["/bin/sh", "-c", "read line; echo the dropped one"],
+    );
+    let (read, write) = pipe();
+    runtime.block_on(async {
+        let dropped = spawner.spawn(endless, Some(read));
+        tokio::pin!(dropped);
+        // Polled until its request is out, then dropped: the spawner takes milliseconds to
+        // start a sandbox, far more than one poll.
+        tokio::select! {
+            biased;
+            _ = &mut dropped => panic!("a sandbox started within one poll"),
+            _ = tokio::task::yield_now() => {}
+        }
+    });
+    let (next, _lease) = request(&policy, &["/bin/echo", "the next one"]);
+    let sandbox = runtime.block_on(spawner.spawn(next, None)).unwrap();
+    // Were the dropped one's answer handed on, this is its sandbox: it would now end, saying so.
+    drop(write);
+    let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
+    drop(sandbox.lifeline);
+    assert_eq!(stdout(&result), "the next one\n", "{result:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while children() != vec![spawner.pid()] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped caller's sandbox was left: children {:?}",
+            children()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if bunker_sys::process::euid() == 0 {
+        // Its cgroup went with it: no group named after us is left in any hierarchy.
+        let ours = format!("bunker-{}-", std::process::id());
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            for entry in std::fs::read_dir(hierarchy.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                assert!(
+                    !name.starts_with(&ours),
+                    "cgroup {:?} was left",
+                    entry.path()
+                );
+            }
+        }
+    }
 }
 
 fn stdout(result: &bunker_sandbox::RunResult) -> String {

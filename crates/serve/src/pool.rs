@@ -261,12 +261,8 @@ pub async fn refill(shared: Arc<Shared>) {
                 },
                 Ids::Own { uid, gid } => (IdMode::Rootless { uid, gid }, None),
             };
-            let spawner = shared.spawner.clone();
-            let policy = fill.policy.clone();
-            let prepared =
-                tokio::task::spawn_blocking(move || spawner.prepare(policy, id_mode)).await;
-            match prepared {
-                Ok(Ok(prepared)) => {
+            match shared.spawner.prepare(fill.policy.clone(), id_mode).await {
+                Ok(prepared) => {
                     let warm = Warm {
                         prepared,
                         id_mode,
@@ -275,12 +271,8 @@ pub async fn refill(shared: Arc<Shared>) {
                     };
                     shared.finish_fill(fill.generation, &fill.pool, Some(warm));
                 }
-                failed => {
-                    let error = match failed {
-                        Ok(Err(e)) => e.message,
-                        Err(e) => e.to_string(),
-                        Ok(Ok(_)) => String::new(),
-                    };
+                Err(e) => {
+                    let error = e.message;
                     tracing::warn!(pool = %fill.pool, %error, "could not prepare a pooled sandbox");
                     shared.finish_fill(fill.generation, &fill.pool, None);
                     break;

@@ -118,8 +118,8 @@ fn setup_failed(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::SetupFailed, format!("{what}: {e}")).at_step(what.to_string())
 }
 
-/// Builds the sandbox through the spawner (on a blocking thread: the spawner answers when
-/// init is Ready).
+/// Builds the sandbox through the spawner (on this task: the spawner's socket is on the
+/// runtime's reactor; it answers when init is Ready).
 pub async fn launch(
     spawner: Arc<Spawner>,
     ids: Ids,
@@ -170,25 +170,29 @@ pub async fn launch(
         caller_cwd: None,
         id_mode,
     };
-    let policy = launch.policy.clone();
-    let sandbox = tokio::task::spawn_blocking(move || match prepared {
+    let sandbox = match prepared {
         // Sends the program: init restricts itself and starts it (a few syscalls, then Ready).
-        Some(prepared) => prepared
-            .launch(
-                &policy,
-                Program {
-                    argv: request.argv,
-                    env: request.env,
-                    cwd: request.cwd,
-                    caller_cwd: request.caller_cwd,
-                    stdin: program_stdin,
-                },
-            )
-            .map_err(|e| e.to_api_error()),
-        None => spawner.spawn(request, program_stdin),
-    })
-    .await
-    .map_err(|e| ApiError::new(ErrorCode::InternalError, format!("spawner task: {e}")))??;
+        Some(prepared) => {
+            let policy = launch.policy.clone();
+            tokio::task::spawn_blocking(move || {
+                prepared
+                    .launch(
+                        &policy,
+                        Program {
+                            argv: request.argv,
+                            env: request.env,
+                            cwd: request.cwd,
+                            caller_cwd: request.caller_cwd,
+                            stdin: program_stdin,
+                        },
+                    )
+                    .map_err(|e| e.to_api_error())
+            })
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::InternalError, format!("launch task: {e}")))??
+        }
+        None => spawner.spawn(request, program_stdin).await?,
+    };
     let init_pid = sandbox.supervised.init_pid;
     // On cgroup v2 the sandbox's own group freezes it.
     let v2_group = sandbox
