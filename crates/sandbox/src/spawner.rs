@@ -64,7 +64,8 @@ pub const MAX_SPAWN_MESSAGE: usize = 128 * 1024;
 /// What to start: everything [`spawn::start`] needs, as data.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SpawnRequest {
-    /// The effective policy (already loaded and authorized by the daemon).
+    /// The effective policy (already loaded and authorized by the daemon). Decoded only from
+    /// JSON text, the last few kept by that text (`recent_policies`).
     #[serde(deserialize_with = "recent_policies::decode")]
     pub policy: Policy,
     /// The program and its arguments.
