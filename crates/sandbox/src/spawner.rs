@@ -64,7 +64,9 @@ pub const MAX_SPAWN_MESSAGE: usize = 128 * 1024;
 /// What to start: everything [`spawn::start`] needs, as data.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SpawnRequest {
-    /// The effective policy (already loaded and authorized by the daemon).
+    /// The effective policy (already loaded and authorized by the daemon). Decoded only from
+    /// JSON text, the last few kept by that text (`recent_policies`).
+    #[serde(deserialize_with = "recent_policies::decode")]
     pub policy: Policy,
     /// The program and its arguments.
     #[serde(with = "bytes::list")]
@@ -80,6 +82,42 @@ pub struct SpawnRequest {
     pub caller_cwd: Option<PathBuf>,
     /// The host ids the sandbox runs as (`HostContext::id_mode`).
     pub id_mode: IdMode,
+}
+
+/// A daemon sends the same few policies over and over (its named ones), and decoding one
+/// parses every pattern again: the spawner keeps the last few it decoded, keyed by their exact
+/// JSON text, and a repeat is a clone of the same result.
+mod recent_policies {
+    use std::collections::VecDeque;
+    use std::sync::{Mutex, MutexGuard, PoisonError};
+
+    use bunker_policy::Policy;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::value::RawValue;
+
+    /// How many decoded policies are kept (the oldest goes first).
+    const KEPT: usize = 4;
+
+    static RECENT: Mutex<VecDeque<(Box<str>, Policy)>> = Mutex::new(VecDeque::new());
+
+    pub(super) fn recent() -> MutexGuard<'static, VecDeque<(Box<str>, Policy)>> {
+        RECENT.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn decode<'de, D: Deserializer<'de>>(d: D) -> Result<Policy, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let text = raw.get();
+        if let Some((_, policy)) = recent().iter().find(|(kept, _)| **kept == *text) {
+            return Ok(policy.clone());
+        }
+        let policy: Policy = serde_json::from_str(text).map_err(serde::de::Error::custom)?;
+        let mut recent = recent();
+        if recent.len() == KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((text.into(), policy.clone()));
+        Ok(policy)
+    }
 }
 
 /// Arguments, environment and paths are bytes, not text: they cross as [`bunker_api::Data`]
@@ -810,6 +848,41 @@ mod tests {
         assert!(wire.contains(r#"{"utf8":"/bin/echo"}"#), "{wire}");
         let back: SpawnRequest = serde_json::from_str(&wire).unwrap();
         assert_eq!(back, request);
+    }
+
+    #[test]
+    fn the_last_policies_decoded_are_kept_by_their_exact_text() {
+        let decode = |text: &str| -> Policy {
+            let mut de = serde_json::Deserializer::from_str(text);
+            recent_policies::decode(&mut de).unwrap()
+        };
+        let mut policy = Policy::default();
+        policy.limits.timeout = Some(std::time::Duration::from_millis(1));
+        let text = serde_json::to_string(&policy).unwrap();
+        // Miss: decoded, and kept.
+        assert_eq!(decode(&text), policy);
+        assert!(recent_policies::recent().iter().any(|(t, _)| **t == *text));
+        // Hit: what is kept for the text is what it decodes to (a marked entry shows it is
+        // not parsed again).
+        let mut marked = policy.clone();
+        marked.limits.timeout = Some(std::time::Duration::from_millis(2));
+        for (t, kept) in recent_policies::recent().iter_mut() {
+            if **t == *text {
+                *kept = marked.clone();
+            }
+        }
+        assert_eq!(decode(&text), marked);
+        // Other text is another key, even for an equal policy; the oldest make room.
+        let spaced = format!(" {text}");
+        for ms in 3..10 {
+            policy.limits.timeout = Some(std::time::Duration::from_millis(ms));
+            decode(&serde_json::to_string(&policy).unwrap());
+        }
+        assert!(!recent_policies::recent().iter().any(|(t, _)| **t == *text));
+        assert!(recent_policies::recent().len() <= 4);
+        policy.limits.timeout = Some(std::time::Duration::from_millis(1));
+        assert_eq!(decode(&text), policy);
+        assert_eq!(decode(&spaced), policy);
     }
 
     #[test]

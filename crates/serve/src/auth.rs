@@ -23,19 +23,14 @@ pub fn resolve(config: &Config, choice: &PolicyChoice) -> Result<Policy, ApiErro
             bunker_policy::load_str(&doc.to_string(), &config.base_dir, "inline policy")
                 .map_err(|e| ApiError::from(&e))
         }
-        PolicyChoice::Name(name) => {
-            if let Some((_, policy)) = config.policies.get(name) {
-                return Ok(policy.clone());
-            }
-            bunker_policy::builtin(name).map_err(|_| {
-                let mut known: Vec<&str> = config.policies.keys().map(String::as_str).collect();
-                known.extend(["default", "runtime:bun", "runtime:python"]);
-                ApiError::new(
-                    ErrorCode::NotFound,
-                    format!("no policy named {name:?} (known: {})", known.join(", ")),
-                )
-            })
-        }
+        PolicyChoice::Name(name) => config.named_policy(name).ok_or_else(|| {
+            let mut known: Vec<&str> = config.policies.keys().map(String::as_str).collect();
+            known.extend(["default", "runtime:bun", "runtime:python"]);
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("no policy named {name:?} (known: {})", known.join(", ")),
+            )
+        }),
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bunker_policy::Policy;
@@ -78,6 +79,40 @@ pub struct Config {
     pub grants: Option<Vec<Grant>>,
     /// Warm pools: policy name (built in or in `policies`) → size.
     pub pools: BTreeMap<String, usize>,
+    /// The built-in profiles requests have named, each loaded once per config.
+    profiles: ProfileCache,
+}
+
+/// Built-in profiles by name, loaded on first use. A profile depends on the daemon's HOME and
+/// PATH (fixed for its life) and on what is on disk (which `bun` or `python3` PATH finds, which
+/// paths exist): like the config's own policy files, disk is read when the config is loaded
+/// and again at each reload (SIGHUP), which builds a new config and so an empty cache.
+#[derive(Debug, Default)]
+struct ProfileCache(Mutex<BTreeMap<String, Policy>>);
+
+impl Clone for ProfileCache {
+    fn clone(&self) -> Self {
+        ProfileCache(Mutex::new(self.lock().clone()))
+    }
+}
+
+impl ProfileCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Policy>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The built-in profile `name`, loaded now unless already; `None`: no such profile.
+    fn get(&self, name: &str) -> Option<Policy> {
+        if let Some(policy) = self.lock().get(name) {
+            return Some(policy.clone());
+        }
+        // Loaded outside the lock: two first requests may both load it, to the same result.
+        let policy = bunker_policy::builtin(name).ok()?;
+        self.lock().insert(name.to_owned(), policy.clone());
+        Some(policy)
+    }
 }
 
 fn default_max_sandboxes() -> usize {
@@ -99,6 +134,7 @@ impl Config {
             policies: BTreeMap::new(),
             grants: None,
             pools: BTreeMap::new(),
+            profiles: ProfileCache::default(),
         })
     }
 
@@ -197,11 +233,12 @@ impl Config {
 }
 
 impl Config {
-    /// The policy a name stands for: one of `policies`, else a built-in profile.
+    /// The policy a name stands for: one of `policies`, else a built-in profile (loaded once
+    /// per config: see `ProfileCache`).
     pub fn named_policy(&self, name: &str) -> Option<Policy> {
         match self.policies.get(name) {
             Some((_, policy)) => Some(policy.clone()),
-            None => bunker_policy::builtin(name).ok(),
+            None => self.profiles.get(name),
         }
     }
 
@@ -308,5 +345,29 @@ mod tests {
             .unwrap_or_default();
         let doc: Result<ConfigDoc, _> = serde_json::from_str(block);
         assert!(doc.is_ok(), "{doc:?}: {block}");
+    }
+
+    #[test]
+    fn a_profile_loads_once_per_config_and_a_reload_loads_it_again() {
+        let config = parse("{}").unwrap();
+        let builtin = bunker_policy::builtin("default").unwrap();
+        // Miss: loaded now, and kept.
+        assert_eq!(config.named_policy("default"), Some(builtin.clone()));
+        assert!(config.profiles.lock().contains_key("default"));
+        // Hit: what the cache holds is what the name gives, without loading it again.
+        let mut marked = builtin.clone();
+        marked.limits.timeout = Some(Duration::from_millis(1234));
+        config
+            .profiles
+            .lock()
+            .insert("default".into(), marked.clone());
+        assert_eq!(config.named_policy("default"), Some(marked));
+        // Invalidation: a reload (SIGHUP) parses a new config, whose cache starts empty.
+        let reloaded = parse("{}").unwrap();
+        assert!(reloaded.profiles.lock().is_empty());
+        assert_eq!(reloaded.named_policy("default"), Some(builtin));
+        // An unknown name is no profile, and nothing is kept for it.
+        assert_eq!(config.named_policy("nope"), None);
+        assert!(!config.profiles.lock().contains_key("nope"));
     }
 }

@@ -469,10 +469,12 @@ pub const MAX_FDS_PER_MESSAGE: usize = 253;
 /// Receives one datagram (up to `max` bytes) and the fds attached to it (all made CLOEXEC).
 /// An empty Vec of bytes with no fds means the peer closed the socket.
 pub fn recv_with_fds(sock: RawFd, max: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd>)> {
-    let mut data = vec![0u8; max];
+    // Not zeroed first: `max` is often far beyond the message (128 KiB for the spawner's), and
+    // zeroing touches every page, where the kernel writes only the message's.
+    let mut data: Vec<u8> = Vec::with_capacity(max);
     let mut iov = libc::iovec {
         iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
+        iov_len: max,
     };
     // SAFETY: CMSG_SPACE is a pure computation.
     let space = unsafe {
@@ -491,7 +493,8 @@ pub fn recv_with_fds(sock: RawFd, max: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd
     if n < 0 {
         return Err(SysError::last(format!("recvmsg(fd {sock})")));
     }
-    data.truncate(n as usize);
+    // SAFETY: recvmsg wrote the first `n` bytes, and `n` is at most `max`, the capacity.
+    unsafe { data.set_len(n as usize) };
     let mut fds = Vec::new();
     // SAFETY: the kernel filled msg_control with valid cmsg headers up to msg_controllen; the
     // CMSG_* macros walk exactly that buffer, and each SCM_RIGHTS payload holds whole fds.
