@@ -1,6 +1,7 @@
 //! Warm pools of `bunker serve` (docs/protocol.md, "Warm pools"), as root and rootless: a
 //! pooled run reports what a cold one does (but for its timings and `warm`), a pooled sandbox
-//! is never handed out twice, a pool refills after a burst, and a daemon SIGKILLed while it
+//! is never handed out twice, lower memory and pids limits run warm and hold as cold, a pool
+//! refills after a burst, and a daemon SIGKILLed while it
 //! refills leaves nothing behind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 
 /// The pooled policy: small limits, so each limit is quick to reach.
 const SMALL: &str = r#"{"extends": ["default"],
-    "limits": {"memory": "64MiB", "output": "64KB", "timeout": "20s",
+    "limits": {"memory": "64MiB", "pids": 64, "output": "64KB", "timeout": "20s",
                "best_effort": ["memory", "pids"]}}"#;
 
 /// A daemon for `mode` whose config names `small` (pooled `pool` times when `pool > 0`); as
@@ -182,6 +183,87 @@ fn a_pooled_run_reports_what_a_cold_one_does() {
             results.iter().any(|r| r["stdout"]["truncated"] == true),
             "{mode}: no output cut at limits.output: {results:?}"
         );
+    }
+}
+
+/// `small` but for its memory and pids limits (`SMALL`'s others kept).
+fn small_limited(memory: &str, pids: u64) -> Value {
+    json!({"inline": {"extends": ["default"],
+        "limits": {"memory": memory, "pids": pids, "output": "64KB", "timeout": "20s",
+                   "best_effort": ["memory", "pids"]}}})
+}
+
+#[test]
+fn lower_memory_and_pids_limits_run_warm_and_are_enforced_as_cold() {
+    if !common::is_root() {
+        return common::skip("the rootless daemon is started through setpriv, which needs root");
+    }
+    // 40 MiB touched: above the request's 32 MiB, below the pool's 64 MiB.
+    let allocate = ["python3", "-c", "b = b'x' * (40 << 20); print(len(b))"];
+    // Up to 40 children (each gone quiet, holding a pid): more than 16, fewer than 64.
+    let fork = [
+        "python3",
+        "-c",
+        "import os, time\nn = 0\ntry:\n    for _ in range(40):\n        if os.fork() == 0:\n            os.close(1); os.close(2); time.sleep(20); os._exit(0)\n        n += 1\nexcept OSError as e:\n    print('fork failed', e.errno)\nprint(n)",
+    ];
+    let lower = small_limited("32MiB", 16);
+    for mode in modes() {
+        let cold_daemon = daemon(mode, 0);
+        let warm_daemon = daemon(mode, 2);
+        let mut cold = cold_daemon.client();
+        let mut warm = warm_daemon.client();
+        let mut replies = Vec::new();
+        for argv in [&allocate[..], &fork[..]] {
+            ready(&warm_daemon, &mut warm, 2);
+            let spec = json!({"policy": lower, "argv": argv});
+            let warm_reply = run(&mut warm, spec.clone());
+            let cold_reply = run(&mut cold, spec.clone());
+            assert_eq!(warm_reply["ok"]["warm"], true, "{mode}: {warm_reply}");
+            assert_eq!(
+                comparable(&warm_reply),
+                comparable(&cold_reply),
+                "{mode}: {spec}\nwarm: {warm_reply}\ncold: {cold_reply}"
+            );
+            // Under the pool's own limits the same programs fit.
+            ready(&warm_daemon, &mut warm, 2);
+            let pooled = run(&mut warm, small(argv));
+            assert_eq!(pooled["ok"]["warm"], true, "{mode}: {pooled}");
+            replies.push((warm_reply["ok"].clone(), pooled["ok"].clone()));
+        }
+        let [(memory, memory_pooled), (pids, pids_pooled)] = &replies[..] else {
+            unreachable!()
+        };
+        assert_eq!(memory_pooled["status"], "ok", "{mode}: {memory_pooled}");
+        assert_eq!(
+            pids_pooled["stdout"]["data"]["utf8"], "40\n",
+            "{mode}: {pids_pooled}"
+        );
+        // Rootless, both limits are best effort, and off without cgroup delegation.
+        if mode == "root" {
+            assert_eq!(memory["status"], "memory_limit", "{mode}: {memory}");
+            assert_eq!(memory["enforced"]["memory_limit"], "on", "{memory}");
+            let peak = memory["peak_memory_bytes"].as_u64().unwrap();
+            assert!(
+                peak <= 32 << 20,
+                "{mode}: peak above the request's limit: {memory}"
+            );
+            let out = pids["stdout"]["data"]["utf8"].as_str().unwrap_or("");
+            assert!(out.starts_with("fork failed 11\n"), "{mode}: {pids}");
+            assert_eq!(pids["enforced"]["pids_limit"], "on", "{pids}");
+        }
+        // Higher than the pool's: cold (rootless, the `small` ceiling refuses them).
+        if mode != "root" {
+            continue;
+        }
+        for policy in [small_limited("128MiB", 64), small_limited("64MiB", 65)] {
+            ready(&warm_daemon, &mut warm, 2);
+            let reply = run(&mut warm, json!({"policy": policy, "argv": ["true"]}));
+            assert_eq!(reply["ok"]["status"], "ok", "{mode}: {reply}");
+            assert!(
+                reply["ok"].get("warm").is_none(),
+                "{mode}: {policy}: {reply}"
+            );
+        }
     }
 }
 

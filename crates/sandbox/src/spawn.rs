@@ -725,7 +725,8 @@ impl Prepared {
     /// no_new_privs, capabilities, seccomp last) and starts it. Returns the started sandbox as
     /// [`start`] does, its wall time and timeout counted from now. `policy` is the policy the
     /// sandbox was prepared with, or one differing from it only in what the supervisor applies
-    /// (`limits.timeout`, `limits.output`) or what is built here (`allow.env`). Must be called
+    /// (`limits.timeout`, `limits.output`), what is built here (`allow.env`) or lower
+    /// `limits.memory` / `limits.pids` (written to the cgroup here first). Must be called
     /// by init's parent (it reaps init on a failure). Output is captured, with no console,
     /// observer or stdin relay, as [`Sandbox::from_transfer`] gives it.
     pub fn launch(mut self, policy: &Policy, program: Program) -> Result<Sandbox, SandboxError> {
@@ -735,7 +736,10 @@ impl Prepared {
                 detail: "the sandbox was handed out already".into(),
             });
         };
-        let launched = send_program(policy, &mut sandbox, program);
+        // Lowered before the program runs; a write that fails ends the sandbox and is the
+        // request's error (docs/protocol.md, "Warm pools").
+        let launched = (sandbox.supervised.cgroup.lower_limits(&policy.limits))
+            .and_then(|()| send_program(policy, &mut sandbox, program));
         if let Err(error) = launched {
             let pidfd = sandbox.supervised.pidfd.as_fd();
             let _ = event::pidfd_send_signal(pidfd, libc::SIGKILL);

@@ -96,13 +96,26 @@ pub struct Fill {
 /// Whether a request's effective policy may use a sandbox prepared under `pooled`: equal but
 /// where the difference is applied at the launch, after the sandbox was built — a timeout no
 /// longer than the pool's (the supervisor's), fewer `allow.env` names (the environment is
-/// built at the launch).
+/// built at the launch), a `limits.memory` or `limits.pids` no higher than the pool's (written
+/// to the sandbox's cgroup at the launch).
 pub fn fits(pooled: &Policy, wanted: &Policy) -> bool {
     let mut wanted = wanted.clone();
+    // Where the policy came from (a file, inline) is not built into the sandbox.
+    wanted.sources.clone_from(&pooled.sources);
     match (pooled.limits.timeout, wanted.limits.timeout) {
         (Some(pool), Some(asked)) if asked <= pool => wanted.limits.timeout = Some(pool),
         (None, Some(_)) => wanted.limits.timeout = None,
         _ => {}
+    }
+    // The cgroup's limits are lowered at the launch (`Prepared::launch`); a pool without one
+    // has no cgroup to hold it.
+    for (pool, asked) in [
+        (pooled.limits.memory, &mut wanted.limits.memory),
+        (pooled.limits.pids, &mut wanted.limits.pids),
+    ] {
+        if matches!((pool, *asked), (Some(pool), Some(lower)) if lower <= pool) {
+            *asked = pool;
+        }
     }
     if wanted
         .allow
@@ -313,6 +326,8 @@ mod tests {
         let mut pooled = bunker_policy::builtin("default").unwrap();
         pooled.limits.timeout = Some(Duration::from_secs(10));
         pooled.allow.env = vec!["HOME".into(), "LANG".into()];
+        pooled.limits.memory = Some(64 << 20);
+        pooled.limits.pids = Some(64);
         assert!(fits(&pooled, &pooled));
         let mut shorter = pooled.clone();
         shorter.limits.timeout = Some(Duration::from_millis(1));
@@ -320,6 +335,9 @@ mod tests {
         let mut fewer_env = pooled.clone();
         fewer_env.allow.env.pop();
         assert!(fits(&pooled, &fewer_env));
+        let mut inline = pooled.clone();
+        inline.sources = vec!["inline".into()];
+        assert!(fits(&pooled, &inline));
         // Anything built into the sandbox must be equal.
         let mut more_memory = pooled.clone();
         more_memory.limits.memory = Some(1 << 40);
@@ -327,6 +345,16 @@ mod tests {
         let mut more_env = pooled.clone();
         more_env.allow.env.push("SECRET".into());
         assert!(!fits(&pooled, &more_env));
+        let mut lower_limits = pooled.clone();
+        lower_limits.limits.memory = Some(32 << 20);
+        lower_limits.limits.pids = Some(8);
+        assert!(fits(&pooled, &lower_limits));
+        let mut higher_pids = pooled.clone();
+        higher_pids.limits.pids = Some(65);
+        assert!(!fits(&pooled, &higher_pids));
+        let mut without_memory = pooled.clone();
+        without_memory.limits.memory = None;
+        assert!(!fits(&pooled, &without_memory));
         let mut longer = pooled.clone();
         longer.limits.timeout = Some(Duration::from_secs(11));
         assert!(!fits(&pooled, &longer));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bunker_cgroup::{
     clean_stale_in, CgroupError, Controller, Layout, MemorySample, MemoryStats, SandboxGroup,
 };
-use bunker_policy::Policy;
+use bunker_policy::{Limits, Policy};
 
 use super::controllers::{apply, set_status, wanted, Wanted};
 use crate::error::SandboxError;
@@ -136,6 +136,32 @@ impl SandboxCgroup {
         if let Some(layout) = self.stale_to_clean.take() {
             let _ = clean_stale_in(&layout, &pid_alive);
         }
+    }
+
+    /// Writes `limits.memory` and `limits.pids` again, for a warm sandbox handed to a request
+    /// whose limits are lower than its pool's (`Prepared::launch`, before the program runs):
+    /// the same files a cold start writes (`set_memory_limit`, `set_pids_limit`). A limit the
+    /// cgroup does not hold (none, or best effort and not had) is left, as a cold start would.
+    /// Only for lowering: on v1 the memory limit is written before memsw, which must not be
+    /// below it.
+    pub fn lower_limits(&self, limits: &Limits) -> Result<(), SandboxError> {
+        let Some(g) = &self.group else {
+            return Ok(());
+        };
+        let failed = |what: &str, value: u64| {
+            let step = format!("lower the {what} limit of a warm sandbox to {value}");
+            move |source| SandboxError::Cgroup {
+                step,
+                source: Box::new(source),
+            }
+        };
+        if let Some(bytes) = limits.memory.filter(|_| self.has(Controller::Memory)) {
+            g.set_memory_limit(bytes).map_err(failed("memory", bytes))?;
+        }
+        if let Some(max) = limits.pids.filter(|_| self.has(Controller::Pids)) {
+            g.set_pids_limit(max).map_err(failed("pids", max))?;
+        }
+        Ok(())
     }
 
     /// Moves `pid` (the sandbox's init, still waiting before setup) into the cgroup.
