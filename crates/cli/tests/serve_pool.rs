@@ -1,8 +1,7 @@
 //! Warm pools of `bunker serve` (docs/protocol.md, "Warm pools"), as root and rootless: a
 //! pooled run reports what a cold one does (but for its timings and `warm`), a pooled sandbox
 //! is never handed out twice, lower memory and pids limits run warm and hold as cold, a pool
-//! refills after a burst, and a daemon SIGKILLed while it
-//! refills leaves nothing behind.
+//! refills after a burst, and a daemon SIGKILLed while it refills leaves nothing behind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
