@@ -5,7 +5,9 @@
 # full round trip from a client that keeps its connection open (request frame out, result frame
 # in), waiting before each run until the pool is full again so every run is warm. A cold run
 # through the same daemon (a policy no pool fits) is measured too. Rounds interleave the four,
-# so load changes hit all alike. Prints p50/p99 and the ratios to unshare, and writes them into
+# so load changes hit all alike. Then the refill rate (sandboxes prepared per second after a burst
+# empties the pool, from `stats`) beside cold `bunker run` in a loop. Prints p50/p99 and the
+# ratios to unshare, and writes them into
 # the "Warm pools" section of docs/benchmarks.md.
 #
 # Usage: scripts/bench-pool.sh [--runs N] [--no-write]
@@ -32,10 +34,11 @@ OUT="$(mktemp -d)"
 DAEMON=$!
 trap 'kill "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null; rm -rf "$OUT"' EXIT
 
-RESULT="$(python3 - "$OUT/bunker.sock" "$RUNS" <<'PY'
+RESULT="$(python3 - "$OUT/bunker.sock" "$RUNS" "$BUNKER" <<'PY'
 import json, os, socket, struct, sys, time
 
-path, runs = sys.argv[1], int(sys.argv[2])
+path, runs, bunker = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+refill_bursts = max(10, runs // 10)
 for _ in range(500):
     if os.path.exists(path):
         break
@@ -62,8 +65,9 @@ def call(obj):
 
 call({"op": "hello", "version": 1})
 warm_spec = {"policy": {"name": "default"}, "argv": ["/bin/true"]}
-# No pool fits a different memory limit: a cold run through the same daemon.
-cold_spec = {"policy": {"inline": {"extends": ["default"], "limits": {"memory": "512MiB"}}},
+# No pool fits a higher memory limit than its own (`default`: 1GiB): a cold run through the
+# same daemon.
+cold_spec = {"policy": {"inline": {"extends": ["default"], "limits": {"memory": "2GiB"}}},
              "argv": ["/bin/true"]}
 
 def pool_full():
@@ -108,7 +112,37 @@ def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
-print(json.dumps({k: {"p50": pct(v, 50), "p99": pct(v, 99)} for k, v in samples.items()}))
+# The refill rate: a burst takes the whole pool (2 warm runs back to back); builds are serial and
+# the first starts when the burst's first run ends, so the pool is full 2 builds after that (the
+# second run's own work competes with the first build, as it would in use). Beside it: cold
+# `bunker run -- /bin/true` in a loop, each a full build, run and teardown.
+refill_rates = []
+for i in range(refill_bursts + 2):
+    pool_full()
+    through_daemon(warm_spec, True)
+    first_end = time.perf_counter_ns()
+    through_daemon(warm_spec, True)
+    for _ in range(20000):
+        if call({"id": 2, "op": "stats"})["ok"]["pools"]["default"]["ready"] == 2:
+            break
+        time.sleep(0.0002)
+    else:
+        raise SystemExit("the pool never refilled")
+    if i >= 2:
+        refill_rates.append(2 / ((time.perf_counter_ns() - first_end) / 1e9))
+loop = []
+for i in range(refill_bursts + 2):
+    start = time.perf_counter_ns()
+    pid = os.posix_spawn(bunker, [bunker, "run", "--", "/bin/true"], os.environ)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    if i >= 2:
+        loop.append(1e9 / (time.perf_counter_ns() - start))
+
+out = {k: {"p50": pct(v, 50), "p99": pct(v, 99)} for k, v in samples.items()}
+out["refill_per_s"] = {"p50": pct(refill_rates, 50), "p1": pct(refill_rates, 1)}
+out["run_loop_per_s"] = {"p50": pct(loop, 50), "p1": pct(loop, 1)}
+print(json.dumps(out))
 PY
 )"
 
@@ -125,6 +159,13 @@ print("| what | p50 ms | p99 ms | ratio to unshare |")
 print("|---|---|---|---|")
 for label, k in rows:
     print(f"| {label} | {r[k]['p50']:.3f} | {r[k]['p99']:.3f} | {r[k]['p50'] / u:.2f}× |")
+f, l = r["refill_per_s"], r["run_loop_per_s"]
+print("\nRefill after a burst that empties the pool (2 warm runs), from the first run's end until")
+print("`stats` shows it full, against cold `bunker run -- /bin/true` in a loop; per second, p50 / p1.\n")
+print("| what | p50 per s | p1 per s |")
+print("|---|---|---|")
+print(f"| pool refill: sandboxes prepared | {f['p50']:.0f} | {f['p1']:.0f} |")
+print(f"| `bunker run -- /bin/true` in a loop: runs | {l['p50']:.0f} | {l['p1']:.0f} |")
 PY
 )"
 echo "$TABLE"
