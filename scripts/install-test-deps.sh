@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what bunker's tests need when it is missing: the system packages curl, git, openssl,
-# python3, util-linux (setpriv, prlimit, ionice), libcap2-bin (setcap, getcap) and time
-# (apt-get), Bun (from npm) and the test runner cargo-nextest (`cargo install --locked`). Idempotent; safe to run on a developer machine.
+# python3, ruby (the Ruby client's suite), util-linux (setpriv, prlimit, ionice), libcap2-bin
+# (setcap, getcap) and time (apt-get), Bun (from npm) and the test runner cargo-nextest (`cargo install --locked`). Idempotent; safe to run on a developer machine.
 # Needs root for apt-get and /usr/local/bin.
 set -euo pipefail
 
 need_apt=()
-for tool in curl git openssl python3 setpriv prlimit ionice setcap getcap; do
+for tool in curl git openssl python3 ruby setpriv prlimit ionice setcap getcap; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
