@@ -23,7 +23,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use bunker_api::protocol::ServerFrame;
-use bunker_api::{ApiError, ErrorCode, OutputMode, PolicyChoice, RunOptions, RunSpec, StdinSource};
+use bunker_api::{
+    ApiError, ErrorCode, OutputMode, PolicyChoice, RunOptions, RunSpec, StdinSource, WarmMode,
+};
 use bunker_client::{Client, StdioFds};
 use bunker_policy::Policy;
 use bunker_sandbox::events::RunEvent;
@@ -34,6 +36,24 @@ use crate::cli::RunOpts;
 
 /// The environment variable naming the daemon's socket when `--connect` is not given.
 pub const SOCKET_ENV: &str = "BUNKER_SOCKET";
+
+/// The environment variable that asks for `--warm` (value `require`).
+pub const WARM_ENV: &str = "BUNKER_WARM";
+
+/// Whether the run must start in a prepared sandbox: `--warm`, or `BUNKER_WARM=require`. Any
+/// other value of the variable is an error, so that a typo never means a silent cold run.
+pub fn warm(opts: &RunOpts) -> Result<WarmMode, String> {
+    if opts.warm {
+        return Ok(WarmMode::Require);
+    }
+    match std::env::var(WARM_ENV).as_deref() {
+        Err(_) | Ok("") => Ok(WarmMode::Auto),
+        Ok("require") => Ok(WarmMode::Require),
+        Ok(other) => Err(format!(
+            "{WARM_ENV}={other:?}: the only value is \"require\" (or unset it)"
+        )),
+    }
+}
 
 /// The daemon to run through: `--connect PATH`, else a non-empty `BUNKER_SOCKET`; none with
 /// `--local` (or when neither is set).
@@ -51,10 +71,28 @@ pub fn socket(opts: &RunOpts) -> Option<PathBuf> {
 /// Runs `request` through the daemon at `socket`. Whatever fails (the daemon cannot be reached,
 /// refuses the request, or is lost) comes back as a refused run carrying the error's code, so
 /// the caller reports it and exits with its code like any run that did not start.
-pub fn run(socket: &Path, request: &RunRequest, host: &HostContext, opts: &RunOpts) -> RunResult {
+/// With `warm` required, a run the daemon served cold is refused here (it ran, but the caller
+/// asked for the warm path and must not mistake a cold run for it).
+pub fn run(
+    socket: &Path,
+    request: &RunRequest,
+    host: &HostContext,
+    opts: &RunOpts,
+    warm: WarmMode,
+) -> RunResult {
     let mut terminated = None;
-    let outcome = Remote::prepare(request, host, opts)
-        .and_then(|remote| remote.run(socket, request, &mut terminated));
+    let outcome = Remote::prepare(request, host, opts, warm)
+        .and_then(|remote| remote.run(socket, request, &mut terminated))
+        .and_then(|result| {
+            if warm == WarmMode::Require && !result.warm {
+                return Err(ApiError::new(
+                    ErrorCode::InternalError,
+                    "the daemon served the run cold although it was asked for a warm start \
+                     (--warm / BUNKER_WARM=require)",
+                ));
+            }
+            Ok(result)
+        });
     let mut result = outcome.unwrap_or_else(RunResult::refused);
     if let Some(signal) = terminated {
         result.status = Status::Signal;
@@ -86,6 +124,7 @@ impl Remote {
         request: &RunRequest,
         host: &HostContext,
         opts: &RunOpts,
+        warm: WarmMode,
     ) -> Result<Remote, ApiError> {
         if !opts.resolve.is_empty() {
             return Err(not_sendable(
@@ -132,6 +171,7 @@ impl Remote {
                 options: RunOptions {
                     output: OutputMode::Events,
                     timeout_ms: None,
+                    warm,
                 },
             },
             stdin,

@@ -49,18 +49,6 @@ pub struct Taken {
 }
 
 impl Warm {
-    /// Whether its init still waits (its pidfd is readable once it has exited).
-    fn alive(&self) -> bool {
-        let Some(sandbox) = self.prepared.sandbox() else {
-            return false;
-        };
-        let pidfd = std::os::fd::AsFd::as_fd(&sandbox.supervised.pidfd);
-        matches!(
-            bunker_sys::event::poll(&[pidfd], Some(Duration::ZERO)).as_deref(),
-            Ok([ready]) if !ready.readable && !ready.hangup
-        )
-    }
-
     /// Ends the sandbox off the runtime (killing and reaping init blocks briefly), then frees
     /// its slot and its ids.
     fn discard(self) {
@@ -160,20 +148,16 @@ impl Pools {
     }
 
     /// A ready sandbox for `policy`, when a pool's fits it. One whose init died while it
-    /// waited (killed from outside) is ended and the next one tried.
+    /// waited (killed from outside) is found out at its launch, which then starts over
+    /// (`sandbox::launch`).
     pub fn take(&mut self, policy: &Policy) -> Option<Warm> {
         let pool = self
             .pools
             .iter_mut()
             .find(|p| !p.ready.is_empty() && fits(&p.policy, policy))?;
-        while let Some(warm) = pool.ready.pop_front() {
-            if warm.alive() {
-                pool.taken += 1;
-                return Some(warm);
-            }
-            warm.discard();
-        }
-        None
+        let warm = pool.ready.pop_front()?;
+        pool.taken += 1;
+        Some(warm)
     }
 
     /// Ends one ready sandbox, of the pool with the most ready, for a request that found no
