@@ -390,33 +390,78 @@ fn inits_of(daemon: &Daemon) -> Vec<i32> {
         .collect()
 }
 
+/// Kills the one idle pooled sandbox of `daemon` and waits until its init is dead.
+fn kill_the_idle_one(mode: &str, daemon: &Daemon, c: &mut Client) {
+    ready(daemon, c, 1);
+    let idle = inits_of(daemon);
+    assert_eq!(idle.len(), 1, "{mode}: {idle:?}");
+    bunker_sys::event::kill(idle[0], libc::SIGKILL).unwrap();
+    assert!(eventually(Duration::from_secs(5), || !pid_alive(idle[0])
+        || std::fs::read_to_string(format!("/proc/{}/stat", idle[0]))
+            .unwrap_or_default()
+            .contains(") Z ")));
+}
+
+/// A pooled sandbox whose init died while it waited is handed out (nothing checks it before),
+/// its launch finds init gone, and the request starts over: cold, or with `warm: require` in a
+/// sandbox prepared for it. The request succeeds either way; the daemon logs the start over.
 #[test]
-fn a_pooled_sandbox_killed_while_idle_is_not_handed_out() {
+fn a_pooled_sandbox_killed_while_idle_is_retried_cold() {
     if !common::is_root() {
         return common::skip("killing the rootless daemon's sandboxes needs root");
     }
     for mode in modes() {
         let daemon = daemon(mode, 1);
         let mut c = daemon.client();
-        ready(&daemon, &mut c, 1);
-        let idle = inits_of(&daemon);
-        assert_eq!(idle.len(), 1, "{mode}: {idle:?}");
-        bunker_sys::event::kill(idle[0], libc::SIGKILL).unwrap();
-        assert!(eventually(Duration::from_secs(5), || !pid_alive(idle[0])
-            || std::fs::read_to_string(format!("/proc/{}/stat", idle[0]))
-                .unwrap_or_default()
-                .contains(") Z ")));
-        // The dead one is passed over: the run goes cold, and fine.
+        kill_the_idle_one(mode, &daemon, &mut c);
         let reply = run(&mut c, small(&["/bin/echo", "after"]));
         assert_eq!(
             reply["ok"]["stdout"]["data"]["utf8"], "after\n",
             "{mode}: {reply}"
         );
         assert!(reply["ok"].get("warm").is_none(), "{mode}: {reply}");
+        assert_eq!(stats(&mut c)["pools"]["small"]["taken"], 1, "{mode}");
+        assert!(
+            daemon.log_text().contains("the request runs cold"),
+            "{mode}: no start over: {}",
+            daemon.log_text()
+        );
+        // Required warm: the start over is a sandbox prepared now, still warm.
+        kill_the_idle_one(mode, &daemon, &mut c);
+        let mut spec = small(&["/bin/echo", "required"]);
+        spec["options"] = json!({"warm": "require"});
+        let reply = run(&mut c, spec);
+        assert_eq!(
+            reply["ok"]["stdout"]["data"]["utf8"], "required\n",
+            "{mode}: {reply}"
+        );
+        assert_eq!(reply["ok"]["warm"], true, "{mode}: {reply}");
+        assert!(
+            daemon.log_text().contains("another is prepared"),
+            "{mode}: {}",
+            daemon.log_text()
+        );
         // And the pool refills.
         ready(&daemon, &mut c, 1);
         let reply = run(&mut c, small(&["/bin/echo", "warm"]));
         assert_eq!(reply["ok"]["warm"], true, "{mode}: {reply}");
+    }
+}
+
+/// `warm: require` with no pool that fits: the daemon prepares a sandbox for the request, as
+/// a refill does, and hands it the program; the result is warm and otherwise a cold one's.
+#[test]
+fn a_required_warm_run_without_a_pool_is_prepared_for_it() {
+    for mode in modes() {
+        let daemon = daemon(mode, 0);
+        let mut c = daemon.client();
+        let cold = run(&mut c, small(&["/bin/sh", "-c", "echo hi; exit 3"]));
+        let mut spec = small(&["/bin/sh", "-c", "echo hi; exit 3"]);
+        spec["options"] = json!({"warm": "require"});
+        let warm = run(&mut c, spec);
+        assert_eq!(warm["ok"]["warm"], true, "{mode}: {warm}");
+        assert_eq!(comparable(&warm), comparable(&cold), "{mode}");
+        assert!(stats(&mut c).get("pools").is_none(), "{mode}");
     }
 }
 
