@@ -540,3 +540,100 @@ fn a_full_pool_gives_its_slots_up_to_cold_requests() {
     let s = stats(&mut c);
     assert_eq!(s["live"], 0, "{s}");
 }
+
+/// A pooled policy file that grants reading `dir` (and the `small` limits).
+fn grants_read(dir: &std::path::Path) -> String {
+    format!(
+        r#"{{"extends": ["default"], "allow": {{"read": ["{}"]}},
+            "limits": {{"memory": "64MiB", "pids": 64, "timeout": "20s",
+                        "best_effort": ["memory", "pids"]}}}}"#,
+        dir.display()
+    )
+}
+
+/// A pooled policy file changed on disk: without SIGHUP, the daemon reloads the config and
+/// rebuilds that pool (new sandboxes, `taken` from 0), and the next warm request sees the new
+/// grant; a file that no longer loads is logged and the pool in force stays.
+#[test]
+fn a_changed_policy_file_rebuilds_its_pool_without_sighup() {
+    for mode in modes() {
+        let tmp = common::shared_tempdir();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        for dir in [&a, &b] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("f"), dir.display().to_string()).unwrap();
+        }
+        let grants = if mode == "root" {
+            "[]"
+        } else {
+            r#"[{"uid": 0, "ceiling": "watched"}]"#
+        };
+        let config = format!(
+            r#"{{"policies": {{"watched": "watched.json"}}, "grants": {grants}, "pools": {{"watched": 1}}}}"#
+        );
+        let daemon = Daemon::start_with(DaemonSpec {
+            config: Some(&config),
+            as_nobody: mode != "root",
+            files: &[("watched.json", &grants_read(&a))],
+        });
+        let mut c = daemon.client();
+        let ready_watched = |c: &mut Client| {
+            assert!(
+                eventually(Duration::from_secs(20), || stats(c)["pools"]["watched"]
+                    ["ready"]
+                    == 1),
+                "{mode}: {}",
+                daemon.log_text()
+            );
+        };
+        let read_both = json!({"policy": {"name": "watched"}, "argv": ["/bin/sh", "-c",
+            format!("cat {}/f {}/f", a.display(), b.display())]});
+        ready_watched(&mut c);
+        let before = run(&mut c, read_both.clone());
+        assert_eq!(before["ok"]["warm"], true, "{mode}: {before}");
+        assert_eq!(
+            before["ok"]["stdout"]["data"]["utf8"],
+            a.display().to_string()
+        );
+        ready_watched(&mut c);
+        let old_inits = inits_of(&daemon);
+        // In place, as an editor that writes the file over.
+        std::fs::write(daemon.dir.path().join("watched.json"), grants_read(&b)).unwrap();
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let pools = stats(&mut c)["pools"]["watched"].clone();
+                pools["taken"] == 0
+                    && pools["ready"] == 1
+                    && inits_of(&daemon).iter().all(|p| !old_inits.contains(p))
+            }),
+            "{mode}: the pool was not rebuilt: {}\n{}",
+            stats(&mut c),
+            daemon.log_text()
+        );
+        let after = run(&mut c, read_both.clone());
+        assert_eq!(after["ok"]["warm"], true, "{mode}: {after}");
+        assert_eq!(
+            after["ok"]["stdout"]["data"]["utf8"],
+            b.display().to_string(),
+            "{mode}: {after}"
+        );
+        // A file that no longer loads: logged, the pool in force kept (and still warm).
+        ready_watched(&mut c);
+        let kept = inits_of(&daemon);
+        std::fs::write(daemon.dir.path().join("watched.json"), "{not json").unwrap();
+        assert!(
+            eventually(Duration::from_secs(20), || daemon
+                .log_text()
+                .contains("config not reloaded")),
+            "{mode}: {}",
+            daemon.log_text()
+        );
+        assert_eq!(inits_of(&daemon), kept, "{mode}");
+        let still = run(&mut c, read_both);
+        assert_eq!(still["ok"]["warm"], true, "{mode}: {still}");
+        assert_eq!(
+            still["ok"]["stdout"]["data"]["utf8"],
+            b.display().to_string()
+        );
+    }
+}

@@ -119,24 +119,45 @@ pub fn fits(pooled: &Policy, wanted: &Policy) -> bool {
 impl Pools {
     /// The pools `config` names, replacing the current ones (whose ready sandboxes end).
     pub fn rebuild(&mut self, config: &Config) {
+        self.rebuild_keeping(config, false);
+    }
+
+    /// As [`rebuild`](Self::rebuild), but a pool whose policy and size are unchanged keeps its
+    /// ready sandboxes (a watched file changed: only its pools are rebuilt).
+    pub fn rebuild_changed(&mut self, config: &Config) {
+        self.rebuild_keeping(config, true);
+    }
+
+    fn rebuild_keeping(&mut self, config: &Config, keep_unchanged: bool) {
+        // A fill begun before is discarded when it ends, also for a pool that is kept.
         self.generation += 1;
-        for pool in self.pools.drain(..) {
-            pool.ready.into_iter().for_each(Warm::discard);
-        }
+        let mut old: Vec<Pool> = self.pools.drain(..).collect();
         self.pools = config
             .pools
             .iter()
             .filter_map(|(name, &size)| {
+                let policy = config.named_policy(name)?;
+                let same = old
+                    .iter()
+                    .position(|p| p.name == *name && p.size == size && p.policy == policy);
+                if let Some(kept) = same.filter(|_| keep_unchanged) {
+                    let mut pool = old.swap_remove(kept);
+                    pool.filling = 0;
+                    return Some(pool);
+                }
                 Some(Pool {
                     name: name.clone(),
                     size,
-                    policy: config.named_policy(name)?,
+                    policy,
                     ready: VecDeque::new(),
                     filling: 0,
                     taken: 0,
                 })
             })
             .collect();
+        for pool in old {
+            pool.ready.into_iter().for_each(Warm::discard);
+        }
     }
 
     /// Ends every ready sandbox and keeps no pool (the drain).
