@@ -114,7 +114,9 @@ pub fn main(opts: RunOpts) -> i32 {
         Ok(warm) => warm,
         Err(message) => {
             console.notice(&format!("bunker: {message}"));
-            return report_to.emit(&console, &policy_failure(message), exit::POLICY_ERROR);
+            let refused = RunResult::refused(ApiError::new(ErrorCode::RequestInvalid, message));
+            let code = exit_code(&refused);
+            return report_to.emit(&console, &refused, code);
         }
     };
     let outcome = match (crate::connect::socket(&opts), warm) {

@@ -637,3 +637,37 @@ fn a_changed_policy_file_rebuilds_its_pool_without_sighup() {
         );
     }
 }
+
+/// `bunker run --warm` through a daemon without pools: the report says warm, and the output and
+/// exit code are a local run's; without a daemon, `--warm` is an error, never a local run.
+#[test]
+fn bunker_run_warm_goes_through_a_prepared_sandbox_or_fails() {
+    let daemon = Daemon::start();
+    let run = |extra: &[&str]| {
+        common::bunker()
+            .env_remove("BUNKER_SOCKET")
+            .env_remove("BUNKER_WARM")
+            .args(["run", "--report", "json"])
+            .args(extra)
+            .args(["--", "/bin/sh", "-c", "echo out; exit 4"])
+            .output()
+            .unwrap()
+    };
+    let socket = daemon.socket.to_str().unwrap();
+    let warm = run(&["--connect", socket, "--warm"]);
+    assert_eq!(common::stdout(&warm), "out\n");
+    assert_eq!(warm.status.code(), Some(4), "{}", common::stderr(&warm));
+    assert_eq!(common::report(&warm)["warm"], true);
+    let cold = run(&["--connect", socket]);
+    assert_eq!(cold.status.code(), Some(4));
+    assert!(common::report(&cold).get("warm").is_none());
+    let nowhere = run(&["--warm"]);
+    assert_eq!(
+        nowhere.status.code(),
+        Some(2),
+        "{}",
+        common::stderr(&nowhere)
+    );
+    assert!(common::stdout(&nowhere).is_empty());
+    assert!(common::stderr(&nowhere).contains("a warm start"));
+}

@@ -97,6 +97,7 @@ struct Place {
 fn place() -> &'static Place {
     static PLACE: OnceLock<Place> = OnceLock::new();
     PLACE.get_or_init(|| {
+        remove_dead_places();
         let dir = tempfile::Builder::new()
             .prefix("bunker-warm-test-")
             .tempdir()
@@ -104,6 +105,7 @@ fn place() -> &'static Place {
             .keep();
         // The rootless daemon makes its socket here, and nobody's client must reach it.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(dir.join("owner"), std::process::id().to_string()).unwrap();
         let own_uid = own_uid();
         let wrapper = dir.join("bunker");
         let script = format!(
@@ -125,6 +127,32 @@ fn place() -> &'static Place {
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
         Place { dir, wrapper }
     })
+}
+
+/// Removes the directories of earlier test processes that are gone (their daemons died with
+/// them; only the directory stays behind).
+fn remove_dead_places() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("bunker-warm-test-")
+        {
+            continue;
+        }
+        let owner = std::fs::read_to_string(path.join("owner")).unwrap_or_default();
+        if owner
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 fn own_uid() -> u32 {
