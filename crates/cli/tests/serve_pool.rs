@@ -671,3 +671,56 @@ fn bunker_run_warm_goes_through_a_prepared_sandbox_or_fails() {
     assert!(common::stdout(&nowhere).is_empty());
     assert!(common::stderr(&nowhere).contains("a warm start"));
 }
+
+/// With the config's `frequent` rule, a policy that ran cold `after` times gets a pool of one
+/// (`seen:N`) and its next run is warm; with `max_pools` of them, a new one ends the one used
+/// longest ago. Without the rule (every other test here), nothing is pooled on its own.
+#[test]
+fn a_frequently_seen_policy_gets_a_pool_of_one_and_the_oldest_is_evicted() {
+    for mode in modes() {
+        let grants = if mode == "root" {
+            "[]"
+        } else {
+            r#"[{"uid": 0, "ceiling": "default"}]"#
+        };
+        let config = format!(
+            r#"{{"policies": {{"small": "small.json"}}, "grants": {grants},
+                "frequent": {{"after": 2, "within_ms": 600000, "max_pools": 1}}}}"#
+        );
+        let daemon = Daemon::start_with(DaemonSpec {
+            config: Some(&config),
+            as_nobody: mode != "root",
+            files: &[("small.json", SMALL)],
+        });
+        let mut c = daemon.client();
+        let echo = |policy: &str| json!({"policy": {"name": policy}, "argv": ["/bin/echo", "hi"]});
+        let warm = |reply: &Value| reply["ok"]["warm"] == true;
+        let pools = |c: &mut Client| stats(c)["pools"].clone();
+        assert!(!warm(&run(&mut c, echo("default"))), "{mode}");
+        assert!(pools(&mut c).is_null(), "{mode}: one run is not frequent");
+        assert!(!warm(&run(&mut c, echo("default"))), "{mode}");
+        assert!(
+            eventually(Duration::from_secs(20), || pools(&mut c)["seen:1"]["ready"]
+                == 1),
+            "{mode}: {}\n{}",
+            stats(&mut c),
+            daemon.log_text()
+        );
+        let third = run(&mut c, echo("default"));
+        assert!(warm(&third), "{mode}: {third}");
+        assert_eq!(third["ok"]["stdout"]["data"]["utf8"], "hi\n");
+        // Another policy, frequent too: it takes the only place, `seen:1` is ended.
+        assert!(!warm(&run(&mut c, echo("small"))), "{mode}");
+        assert!(!warm(&run(&mut c, echo("small"))), "{mode}");
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let p = pools(&mut c);
+                p["seen:2"]["ready"] == 1 && p.get("seen:1").is_none()
+            }),
+            "{mode}: {}",
+            stats(&mut c)
+        );
+        assert!(warm(&run(&mut c, echo("small"))), "{mode}");
+        assert!(!warm(&run(&mut c, echo("default"))), "{mode}");
+    }
+}

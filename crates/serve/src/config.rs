@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use bunker_policy::Policy;
 use bunker_sandbox::idmap::IdRange;
+
+use crate::frequent::FrequentRule;
 use serde::Deserialize;
 
 /// The file as written.
@@ -28,6 +30,16 @@ struct ConfigDoc {
     /// Warm pools: policy name → how many ready sandboxes.
     #[serde(default)]
     pools: BTreeMap<String, usize>,
+    /// Pools for policies seen often (off without it).
+    frequent: Option<FrequentDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrequentDoc {
+    after: usize,
+    within_ms: u64,
+    max_pools: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +91,8 @@ pub struct Config {
     pub grants: Option<Vec<Grant>>,
     /// Warm pools: policy name (built in or in `policies`) → size.
     pub pools: BTreeMap<String, usize>,
+    /// Pools of one for policies seen often (`frequent.rs`); `None`: off.
+    pub frequent: Option<FrequentRule>,
     /// The built-in profiles requests have named, each loaded once per config.
     profiles: ProfileCache,
 }
@@ -134,6 +148,7 @@ impl Config {
             policies: BTreeMap::new(),
             grants: None,
             pools: BTreeMap::new(),
+            frequent: None,
             profiles: ProfileCache::default(),
         })
     }
@@ -223,6 +238,24 @@ impl Config {
             });
         }
         config.grants = Some(grants);
+        if let Some(f) = &doc.frequent {
+            if f.after < 2 || f.within_ms == 0 {
+                return Err(format!(
+                    "{where_}: frequent: `after` must be at least 2 and `within_ms` at least 1"
+                ));
+            }
+            if f.max_pools == 0 || f.max_pools > config.max_sandboxes {
+                return Err(format!(
+                    "{where_}: frequent.max_pools: 1 to max_sandboxes ({}), not {}",
+                    config.max_sandboxes, f.max_pools
+                ));
+            }
+            config.frequent = Some(FrequentRule {
+                after: f.after,
+                within: Duration::from_millis(f.within_ms),
+                max_pools: f.max_pools,
+            });
+        }
         for (name, size) in doc.pools {
             config
                 .add_pool(&name, size)

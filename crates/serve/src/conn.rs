@@ -499,6 +499,9 @@ impl Conn {
         let (slot, warm) = match self.shared.take_warm(&policy) {
             Some((slot, warm)) => (slot, Some(warm)),
             None => {
+                if self.shared.pools_lock().cold_run(&policy) {
+                    self.shared.refill.notify_one();
+                }
                 let slot = self.shared.admit(cancel).await?;
                 let warm = if require_warm {
                     Some(

@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bunker_api::protocol::PoolStats;
 use bunker_policy::Policy;
@@ -30,6 +30,7 @@ use bunker_sandbox::spawn::Prepared;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::Config;
+use crate::frequent::{self, FrequentRule, Sightings};
 use crate::sandbox::Ids;
 use crate::state::Shared;
 
@@ -63,6 +64,25 @@ struct Pool {
     ready: VecDeque<Warm>,
     filling: usize,
     taken: u64,
+    /// Made for a policy seen often (`frequent.rs`), not named by the config.
+    on_demand: bool,
+    /// When it was made or last taken from (the on-demand pools' eviction order).
+    used: Instant,
+}
+
+impl Pool {
+    fn new(name: String, size: usize, policy: Policy, on_demand: bool) -> Pool {
+        Pool {
+            name,
+            size,
+            policy,
+            ready: VecDeque::new(),
+            filling: 0,
+            taken: 0,
+            on_demand,
+            used: Instant::now(),
+        }
+    }
 }
 
 /// Every pool of the config in force.
@@ -71,6 +91,11 @@ pub struct Pools {
     /// Bumped at each rebuild: a fill begun before it is discarded.
     generation: u64,
     pools: Vec<Pool>,
+    /// The config's rule for pools of frequently seen policies, and what it has seen.
+    frequent: Option<FrequentRule>,
+    sightings: Sightings,
+    /// The number of the next on-demand pool (`seen:N`).
+    next_on_demand: u64,
 }
 
 /// A fill in progress.
@@ -145,16 +170,12 @@ impl Pools {
                     pool.filling = 0;
                     return Some(pool);
                 }
-                Some(Pool {
-                    name: name.clone(),
-                    size,
-                    policy,
-                    ready: VecDeque::new(),
-                    filling: 0,
-                    taken: 0,
-                })
+                Some(Pool::new(name.clone(), size, policy, false))
             })
             .collect();
+        // The on-demand pools were the old config's guess: gone with it (`old`).
+        self.frequent = config.frequent;
+        self.sightings.clear();
         for pool in old {
             pool.ready.into_iter().for_each(Warm::discard);
         }
@@ -178,7 +199,40 @@ impl Pools {
             .find(|p| !p.ready.is_empty() && fits(&p.policy, policy))?;
         let warm = pool.ready.pop_front()?;
         pool.taken += 1;
+        pool.used = Instant::now();
         Some(warm)
+    }
+
+    /// Counts a run of `policy` that no pool served; with the config's `frequent` rule met,
+    /// makes it a pool of one (ending the on-demand pool used longest ago when there are
+    /// `max_pools` already). Whether a pool was made (the refiller is then due).
+    pub fn cold_run(&mut self, policy: &Policy) -> bool {
+        let Some(rule) = self.frequent else {
+            return false;
+        };
+        let Some(key) = frequent::key(policy) else {
+            return false;
+        };
+        if !self.sightings.cold_run(&rule, key, Instant::now()) {
+            return false;
+        }
+        let on_demand = self.pools.iter().filter(|p| p.on_demand).count();
+        if on_demand >= rule.max_pools {
+            let oldest = (self.pools.iter().enumerate())
+                .filter(|(_, p)| p.on_demand)
+                .min_by_key(|(_, p)| p.used)
+                .map(|(i, _)| i);
+            if let Some(i) = oldest {
+                let pool = self.pools.remove(i);
+                tracing::info!(pool = %pool.name, "on-demand pool evicted (used longest ago)");
+                pool.ready.into_iter().for_each(Warm::discard);
+            }
+        }
+        self.next_on_demand += 1;
+        let name = format!("seen:{}", self.next_on_demand);
+        tracing::info!(pool = %name, "a frequently seen policy gets a pool of one");
+        self.pools.push(Pool::new(name, 1, policy.clone(), true));
+        true
     }
 
     /// Ends one ready sandbox, of the pool with the most ready, for a request that found no
