@@ -16,7 +16,10 @@
 //!
 //! Single use: a sandbox leaves its pool for one request and is torn down after that run, as a
 //! cold one is. The pools are rebuilt on a config reload (their ready sandboxes ended, new ones
-//! built from the reloaded policies) and emptied when the daemon drains.
+//! built from the reloaded policies): all of them on SIGHUP, those whose policy or size changed
+//! when a watched file changed (`config::Watch`); and emptied when the daemon drains. Beside the
+//! config's pools, the `frequent` rule may add pools of one for policies seen often
+//! (`frequent.rs`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
