@@ -113,6 +113,8 @@ struct Remote {
     spec: RunSpec,
     /// The program's stdin, handed to the daemon.
     stdin: Option<OwnedFd>,
+    /// This process's terminal relayed into that stdin while the run lasts.
+    relay: Option<TerminalRelay>,
 }
 
 fn not_sendable(message: String) -> ApiError {
@@ -156,7 +158,7 @@ impl Remote {
                 "the current directory",
             )?,
         };
-        let stdin = program_stdin();
+        let (stdin, relay) = program_stdin()?;
         Ok(Remote {
             spec: RunSpec {
                 policy: PolicyChoice::Inline(document),
@@ -175,6 +177,7 @@ impl Remote {
                 },
             },
             stdin,
+            relay,
         })
     }
 
@@ -195,6 +198,8 @@ impl Remote {
         let id = client.send_run(&self.spec, fds)?;
         // Ours is a duplicate: the daemon holds its own now.
         drop(self.stdin);
+        // Stops reading the terminal once the run is over, however it ends.
+        let _relay = self.relay;
         let mut output = Output::new();
         let interrupt: Option<BorrowedFd<'static>> = bunker_sys::event::termination_fd();
         loop {
@@ -300,15 +305,104 @@ fn policy_document(policy: &Policy) -> Result<serde_json::Value, ApiError> {
 
 /// The program's stdin: this process's fd 0, handed to the daemon, which judges it for the
 /// sandbox's host uid as a local run judges its own (the table in `bunker_sandbox::stdin`):
-/// passed on as it is, or only its bytes through a pipe the daemon fills. A terminal is not
-/// passed (the daemon's side cannot relay it as a local run does: it is not in the terminal's
-/// session), and a closed fd 0 or `/dev/null` is the program's own `/dev/null`.
-fn program_stdin() -> Option<OwnedFd> {
+/// passed on as it is, or only its bytes through a pipe the daemon fills. A terminal is relayed
+/// by this process, which is in the terminal's session (the daemon is not), as a local run's
+/// supervisor relays it: its bytes go into a pipe whose read end is the program's stdin, read
+/// only while bunker is in the foreground. A closed fd 0 or `/dev/null` is the program's own
+/// `/dev/null`.
+fn program_stdin() -> Result<(Option<OwnedFd>, Option<TerminalRelay>), ApiError> {
     use bunker_sys::tty::StdinKind;
-    let stdin = dup_if_open(0)?;
+    let Some(stdin) = dup_if_open(0) else {
+        return Ok((None, None));
+    };
     match bunker_sys::tty::stdin_kind(stdin.as_fd(), bunker_sys::process::euid()) {
-        StdinKind::Nothing | StdinKind::Terminal => None,
-        StdinKind::ReadOnlyData | StdinKind::Other => Some(stdin),
+        StdinKind::Nothing => Ok((None, None)),
+        StdinKind::ReadOnlyData | StdinKind::Other => Ok((Some(stdin), None)),
+        StdinKind::Terminal => {
+            let euid = bunker_sys::process::euid();
+            let prepared = bunker_sandbox::stdin::prepare(
+                &bunker_sandbox::stdin::ProgramStdin::Inherit,
+                false,
+                euid,
+            )
+            .map_err(|e| e.to_api_error())?;
+            let relay = match prepared.relay {
+                Some(relay) => Some(TerminalRelay::start(relay)?),
+                None => None,
+            };
+            Ok((Some(prepared.stdin), relay))
+        }
+    }
+}
+
+/// A thread relaying this process's terminal into the program's stdin pipe (the relay of a
+/// local run, `bunker_sandbox::stdin::Relay`, driven by a poll loop of its own); stopped and
+/// joined when dropped.
+struct TerminalRelay {
+    stop: Option<OwnedFd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TerminalRelay {
+    fn start(relay: bunker_sandbox::stdin::Relay) -> Result<TerminalRelay, ApiError> {
+        let (stop_read, stop_write) = bunker_sys::fd::pipe().map_err(|e| {
+            ApiError::new(
+                ErrorCode::SetupFailed,
+                format!("the stdin relay's pipe: {e}"),
+            )
+        })?;
+        let thread = std::thread::spawn(move || pump(relay, stop_read));
+        Ok(TerminalRelay {
+            stop: Some(stop_write),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for TerminalRelay {
+    fn drop(&mut self) {
+        // Closing the write end wakes the loop.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Moves the terminal's bytes into the pipe until either ends or `stop` is closed.
+fn pump(mut relay: bunker_sandbox::stdin::Relay, stop: OwnedFd) {
+    use bunker_sys::event::Interest;
+    loop {
+        let now = std::time::Instant::now();
+        let (read, write) = {
+            let read = relay.wants_read(now);
+            let write = relay.wants_write();
+            let wake = relay.wake_at();
+            if read.is_none() && write.is_none() && wake.is_none() {
+                return;
+            }
+            let mut fds = vec![(stop.as_fd(), Interest::Read)];
+            fds.extend(read.map(|fd| (fd, Interest::Read)));
+            fds.extend(write.map(|fd| (fd, Interest::Write)));
+            let timeout = wake.map(|at| at.saturating_duration_since(now));
+            let Ok(ready) = bunker_sys::event::poll_with(&fds, timeout) else {
+                return;
+            };
+            if ready[0].any() {
+                return;
+            }
+            let mut next = ready[1..].iter();
+            let read = read.is_some() && next.next().is_some_and(|r| r.any());
+            let write = write.is_some() && next.next().is_some_and(|r| r.any());
+            (read, write)
+        };
+        // A paused relay's wake-up only makes the next round look at the terminal again.
+        if read {
+            relay.read_source();
+        }
+        if write {
+            relay.write_sink();
+        }
     }
 }
 

@@ -43,13 +43,9 @@ pub const EXCLUDED: &[(&str, &str)] = &[
         "a_stdin_file_the_sandbox_could_change_is_relayed_not_handed_over",
         "BUNKER_ROOT_IDS is the supervisor's setting",
     ),
-    // A terminal: `bunker run` through a daemon refuses `kernel.tty` on a terminal and does
-    // not relay a terminal stdin (the program's stdin is /dev/null): the daemon is not in the
-    // terminal's session (crates/cli/src/connect.rs, docs/cli.md).
-    (
-        "the_callers_terminal_is_relayed_never_handed_over",
-        "no terminal relay through a daemon",
-    ),
+    // `kernel.tty` on a terminal: `bunker run` through a daemon refuses it (the pty would be
+    // the daemon's, which is not in the caller's terminal session; crates/cli/src/connect.rs,
+    // docs/cli.md).
     (
         "with_kernel_tty_the_program_gets_a_pty_of_bunkers_and_the_terminal_comes_back",
         "kernel.tty",
