@@ -242,13 +242,29 @@ struct Output {
     /// Duplicates of fd 1 and 2; `None` once a write failed (the reader closed it): the rest of
     /// that stream is dropped, as a local run's supervisor drops output nobody reads.
     files: [Option<std::fs::File>; 2],
+    /// Each stream ends in an unfinished line.
+    mid_line: [bool; 2],
+    /// fd 1 and fd 2 are the same file (`2>&1`, a terminal): bunker's next line then also
+    /// needs a fresh line after the program's unfinished stdout line, as a local run's
+    /// supervisor sees it.
+    shared: bool,
 }
 
 impl Output {
     fn new() -> Output {
+        use std::os::unix::fs::MetadataExt;
         let file = |fd| dup_if_open(fd).map(std::fs::File::from);
+        let files = [file(1), file(2)];
+        let id = |f: &Option<std::fs::File>| {
+            f.as_ref()
+                .and_then(|f| f.metadata().ok())
+                .map(|m| (m.dev(), m.ino()))
+        };
+        let shared = id(&files[0]).is_some() && id(&files[0]) == id(&files[1]);
         Output {
-            files: [file(1), file(2)],
+            files,
+            mid_line: [false; 2],
+            shared,
         }
     }
 
@@ -263,8 +279,9 @@ impl Output {
         {
             *slot = None;
         }
-        if let (Stream::Stderr, Some(console)) = (stream, &request.console) {
-            console.program_wrote(!bytes.ends_with(b"\n"));
+        self.mid_line[stream as usize] = !bytes.ends_with(b"\n");
+        if let Some(console) = &request.console {
+            console.program_wrote(self.mid_line[1] || (self.shared && self.mid_line[0]));
         }
     }
 }
