@@ -566,15 +566,16 @@ fn a_changed_policy_file_rebuilds_its_pool_without_sighup() {
         let grants = if mode == "root" {
             "[]"
         } else {
-            r#"[{"uid": 0, "ceiling": "watched"}]"#
+            r#"[{"uid": 0, "ceiling": "watched"}, {"uid": 0, "ceiling": "small"}]"#
         };
         let config = format!(
-            r#"{{"policies": {{"watched": "watched.json"}}, "grants": {grants}, "pools": {{"watched": 1}}}}"#
+            r#"{{"policies": {{"watched": "watched.json", "small": "small.json"}}, "grants": {grants},
+                "pools": {{"watched": 1, "small": 1}}}}"#
         );
         let daemon = Daemon::start_with(DaemonSpec {
             config: Some(&config),
             as_nobody: mode != "root",
-            files: &[("watched.json", &grants_read(&a))],
+            files: &[("watched.json", &grants_read(&a)), ("small.json", SMALL)],
         });
         let mut c = daemon.client();
         let ready_watched = |c: &mut Client| {
@@ -596,20 +597,31 @@ fn a_changed_policy_file_rebuilds_its_pool_without_sighup() {
             a.display().to_string()
         );
         ready_watched(&mut c);
+        // The other pool, taken from once: it is kept through the rebuild of `watched`.
+        ready(&daemon, &mut c, 1);
+        assert_eq!(
+            run(&mut c, small(&["/bin/true"]))["ok"]["warm"],
+            true,
+            "{mode}"
+        );
+        ready(&daemon, &mut c, 1);
         let old_inits = inits_of(&daemon);
         // In place, as an editor that writes the file over.
         std::fs::write(daemon.dir.path().join("watched.json"), grants_read(&b)).unwrap();
         assert!(
             eventually(Duration::from_secs(20), || {
                 let pools = stats(&mut c)["pools"]["watched"].clone();
+                let now = inits_of(&daemon);
                 pools["taken"] == 0
                     && pools["ready"] == 1
-                    && inits_of(&daemon).iter().all(|p| !old_inits.contains(p))
+                    && now.len() == 2
+                    && now.iter().filter(|p| old_inits.contains(p)).count() == 1
             }),
             "{mode}: the pool was not rebuilt: {}\n{}",
             stats(&mut c),
             daemon.log_text()
         );
+        assert_eq!(stats(&mut c)["pools"]["small"]["taken"], 1, "{mode}: kept");
         let after = run(&mut c, read_both.clone());
         assert_eq!(after["ok"]["warm"], true, "{mode}: {after}");
         assert_eq!(
@@ -619,6 +631,7 @@ fn a_changed_policy_file_rebuilds_its_pool_without_sighup() {
         );
         // A file that no longer loads: logged, the pool in force kept (and still warm).
         ready_watched(&mut c);
+        ready(&daemon, &mut c, 1);
         let kept = inits_of(&daemon);
         std::fs::write(daemon.dir.path().join("watched.json"), "{not json").unwrap();
         assert!(
