@@ -7,3 +7,6 @@ bash scripts/install-test-deps.sh
 # The rootless tests run the binary as uid 65534, so the build tree must be reachable by it.
 chmod o+rx "$PWD" 2>/dev/null || true
 cargo nextest run --workspace --no-fail-fast "$@"
+# The same suites once more, every `bunker run` through a daemon's warm path (issue 13: warm and
+# cold give identical results; crates/cli/tests/common/warm.rs lists the tests it leaves cold).
+BUNKER_TEST_WARM=1 cargo nextest run -p bunker --no-fail-fast --test run_basic --test limits --test 'escape_*' "$@"

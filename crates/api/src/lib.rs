@@ -16,7 +16,7 @@ pub mod result;
 pub use data::Data;
 pub use error::{ApiError, ErrorCode, PolicyErrorKind, PolicyProblem};
 pub use event::{RunEvent, Violation, ViolationLayer};
-pub use request::{OutputMode, PolicyChoice, RunOptions, RunSpec, StdinSource};
+pub use request::{OutputMode, PolicyChoice, RunOptions, RunSpec, StdinSource, WarmMode};
 pub use result::*;
 
 /// The JSON Schemas of the contract, each with the name of its file in docs/.

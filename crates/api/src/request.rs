@@ -68,6 +68,29 @@ pub struct RunOptions {
     /// `limits.timeout`, never lengthen it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Whether the run must start in a prepared sandbox (docs/protocol.md, "Warm pools").
+    #[serde(default, skip_serializing_if = "WarmMode::is_auto")]
+    pub warm: WarmMode,
+}
+
+/// Whether a run may start cold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmMode {
+    /// A pooled sandbox when one fits, else a cold start.
+    #[default]
+    Auto,
+    /// A pooled sandbox when one fits, else one prepared for this request through the same
+    /// steps a pooled one takes (built without its program, then handed it): the result is
+    /// always `warm`. For testing that the warm path gives what a cold start gives.
+    Require,
+}
+
+impl WarmMode {
+    /// Whether this is the default, `auto` (left out of a serialized request).
+    pub fn is_auto(&self) -> bool {
+        *self == WarmMode::Auto
+    }
 }
 
 /// Where a run's output goes.

@@ -205,6 +205,11 @@ pub struct RunOpts {
     /// Run here even when `BUNKER_SOCKET` is set.
     #[arg(long, conflicts_with = "connect")]
     pub local: bool,
+    /// Through a daemon, start in a prepared sandbox: a pooled one that fits, else one the
+    /// daemon prepares for this run as it prepares a pooled one; a run served cold is an error.
+    /// Also set by `BUNKER_WARM=require`. For checking that warm runs behave as cold ones.
+    #[arg(long, conflicts_with = "local")]
+    pub warm: bool,
     /// The command to run and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,

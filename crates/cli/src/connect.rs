@@ -23,7 +23,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use bunker_api::protocol::ServerFrame;
-use bunker_api::{ApiError, ErrorCode, OutputMode, PolicyChoice, RunOptions, RunSpec, StdinSource};
+use bunker_api::{
+    ApiError, ErrorCode, OutputMode, PolicyChoice, RunOptions, RunSpec, StdinSource, WarmMode,
+};
 use bunker_client::{Client, StdioFds};
 use bunker_policy::Policy;
 use bunker_sandbox::events::RunEvent;
@@ -34,6 +36,24 @@ use crate::cli::RunOpts;
 
 /// The environment variable naming the daemon's socket when `--connect` is not given.
 pub const SOCKET_ENV: &str = "BUNKER_SOCKET";
+
+/// The environment variable that asks for `--warm` (value `require`).
+pub const WARM_ENV: &str = "BUNKER_WARM";
+
+/// Whether the run must start in a prepared sandbox: `--warm`, or `BUNKER_WARM=require`. Any
+/// other value of the variable is an error, so that a typo never means a silent cold run.
+pub fn warm(opts: &RunOpts) -> Result<WarmMode, String> {
+    if opts.warm {
+        return Ok(WarmMode::Require);
+    }
+    match std::env::var(WARM_ENV).as_deref() {
+        Err(_) | Ok("") => Ok(WarmMode::Auto),
+        Ok("require") => Ok(WarmMode::Require),
+        Ok(other) => Err(format!(
+            "{WARM_ENV}={other:?}: the only value is \"require\" (or unset it)"
+        )),
+    }
+}
 
 /// The daemon to run through: `--connect PATH`, else a non-empty `BUNKER_SOCKET`; none with
 /// `--local` (or when neither is set).
@@ -51,10 +71,28 @@ pub fn socket(opts: &RunOpts) -> Option<PathBuf> {
 /// Runs `request` through the daemon at `socket`. Whatever fails (the daemon cannot be reached,
 /// refuses the request, or is lost) comes back as a refused run carrying the error's code, so
 /// the caller reports it and exits with its code like any run that did not start.
-pub fn run(socket: &Path, request: &RunRequest, host: &HostContext, opts: &RunOpts) -> RunResult {
+/// With `warm` required, a run the daemon served cold is refused here (it ran, but the caller
+/// asked for the warm path and must not mistake a cold run for it).
+pub fn run(
+    socket: &Path,
+    request: &RunRequest,
+    host: &HostContext,
+    opts: &RunOpts,
+    warm: WarmMode,
+) -> RunResult {
     let mut terminated = None;
-    let outcome = Remote::prepare(request, host, opts)
-        .and_then(|remote| remote.run(socket, request, &mut terminated));
+    let outcome = Remote::prepare(request, host, opts, warm)
+        .and_then(|remote| remote.run(socket, request, &mut terminated))
+        .and_then(|result| {
+            if warm == WarmMode::Require && !result.warm {
+                return Err(ApiError::new(
+                    ErrorCode::InternalError,
+                    "the daemon served the run cold although it was asked for a warm start \
+                     (--warm / BUNKER_WARM=require)",
+                ));
+            }
+            Ok(result)
+        });
     let mut result = outcome.unwrap_or_else(RunResult::refused);
     if let Some(signal) = terminated {
         result.status = Status::Signal;
@@ -75,6 +113,8 @@ struct Remote {
     spec: RunSpec,
     /// The program's stdin, handed to the daemon.
     stdin: Option<OwnedFd>,
+    /// This process's terminal relayed into that stdin while the run lasts.
+    relay: Option<TerminalRelay>,
 }
 
 fn not_sendable(message: String) -> ApiError {
@@ -86,6 +126,7 @@ impl Remote {
         request: &RunRequest,
         host: &HostContext,
         opts: &RunOpts,
+        warm: WarmMode,
     ) -> Result<Remote, ApiError> {
         if !opts.resolve.is_empty() {
             return Err(not_sendable(
@@ -117,7 +158,7 @@ impl Remote {
                 "the current directory",
             )?,
         };
-        let stdin = program_stdin();
+        let (stdin, relay) = program_stdin()?;
         Ok(Remote {
             spec: RunSpec {
                 policy: PolicyChoice::Inline(document),
@@ -132,9 +173,11 @@ impl Remote {
                 options: RunOptions {
                     output: OutputMode::Events,
                     timeout_ms: None,
+                    warm,
                 },
             },
             stdin,
+            relay,
         })
     }
 
@@ -155,6 +198,8 @@ impl Remote {
         let id = client.send_run(&self.spec, fds)?;
         // Ours is a duplicate: the daemon holds its own now.
         drop(self.stdin);
+        // Stops reading the terminal once the run is over, however it ends.
+        let _relay = self.relay;
         let mut output = Output::new();
         let interrupt: Option<BorrowedFd<'static>> = bunker_sys::event::termination_fd();
         loop {
@@ -197,13 +242,29 @@ struct Output {
     /// Duplicates of fd 1 and 2; `None` once a write failed (the reader closed it): the rest of
     /// that stream is dropped, as a local run's supervisor drops output nobody reads.
     files: [Option<std::fs::File>; 2],
+    /// Each stream ends in an unfinished line.
+    mid_line: [bool; 2],
+    /// fd 1 and fd 2 are the same file (`2>&1`, a terminal): bunker's next line then also
+    /// needs a fresh line after the program's unfinished stdout line, as a local run's
+    /// supervisor sees it.
+    shared: bool,
 }
 
 impl Output {
     fn new() -> Output {
+        use std::os::unix::fs::MetadataExt;
         let file = |fd| dup_if_open(fd).map(std::fs::File::from);
+        let files = [file(1), file(2)];
+        let id = |f: &Option<std::fs::File>| {
+            f.as_ref()
+                .and_then(|f| f.metadata().ok())
+                .map(|m| (m.dev(), m.ino()))
+        };
+        let shared = id(&files[0]).is_some() && id(&files[0]) == id(&files[1]);
         Output {
-            files: [file(1), file(2)],
+            files,
+            mid_line: [false; 2],
+            shared,
         }
     }
 
@@ -218,8 +279,9 @@ impl Output {
         {
             *slot = None;
         }
-        if let (Stream::Stderr, Some(console)) = (stream, &request.console) {
-            console.program_wrote(!bytes.ends_with(b"\n"));
+        self.mid_line[stream as usize] = !bytes.ends_with(b"\n");
+        if let Some(console) = &request.console {
+            console.program_wrote(self.mid_line[1] || (self.shared && self.mid_line[0]));
         }
     }
 }
@@ -260,15 +322,104 @@ fn policy_document(policy: &Policy) -> Result<serde_json::Value, ApiError> {
 
 /// The program's stdin: this process's fd 0, handed to the daemon, which judges it for the
 /// sandbox's host uid as a local run judges its own (the table in `bunker_sandbox::stdin`):
-/// passed on as it is, or only its bytes through a pipe the daemon fills. A terminal is not
-/// passed (the daemon's side cannot relay it as a local run does: it is not in the terminal's
-/// session), and a closed fd 0 or `/dev/null` is the program's own `/dev/null`.
-fn program_stdin() -> Option<OwnedFd> {
+/// passed on as it is, or only its bytes through a pipe the daemon fills. A terminal is relayed
+/// by this process, which is in the terminal's session (the daemon is not), as a local run's
+/// supervisor relays it: its bytes go into a pipe whose read end is the program's stdin, read
+/// only while bunker is in the foreground. A closed fd 0 or `/dev/null` is the program's own
+/// `/dev/null`.
+fn program_stdin() -> Result<(Option<OwnedFd>, Option<TerminalRelay>), ApiError> {
     use bunker_sys::tty::StdinKind;
-    let stdin = dup_if_open(0)?;
+    let Some(stdin) = dup_if_open(0) else {
+        return Ok((None, None));
+    };
     match bunker_sys::tty::stdin_kind(stdin.as_fd(), bunker_sys::process::euid()) {
-        StdinKind::Nothing | StdinKind::Terminal => None,
-        StdinKind::ReadOnlyData | StdinKind::Other => Some(stdin),
+        StdinKind::Nothing => Ok((None, None)),
+        StdinKind::ReadOnlyData | StdinKind::Other => Ok((Some(stdin), None)),
+        StdinKind::Terminal => {
+            let euid = bunker_sys::process::euid();
+            let prepared = bunker_sandbox::stdin::prepare(
+                &bunker_sandbox::stdin::ProgramStdin::Inherit,
+                false,
+                euid,
+            )
+            .map_err(|e| e.to_api_error())?;
+            let relay = match prepared.relay {
+                Some(relay) => Some(TerminalRelay::start(relay)?),
+                None => None,
+            };
+            Ok((Some(prepared.stdin), relay))
+        }
+    }
+}
+
+/// A thread relaying this process's terminal into the program's stdin pipe (the relay of a
+/// local run, `bunker_sandbox::stdin::Relay`, driven by a poll loop of its own); stopped and
+/// joined when dropped.
+struct TerminalRelay {
+    stop: Option<OwnedFd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TerminalRelay {
+    fn start(relay: bunker_sandbox::stdin::Relay) -> Result<TerminalRelay, ApiError> {
+        let (stop_read, stop_write) = bunker_sys::fd::pipe().map_err(|e| {
+            ApiError::new(
+                ErrorCode::SetupFailed,
+                format!("the stdin relay's pipe: {e}"),
+            )
+        })?;
+        let thread = std::thread::spawn(move || pump(relay, stop_read));
+        Ok(TerminalRelay {
+            stop: Some(stop_write),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for TerminalRelay {
+    fn drop(&mut self) {
+        // Closing the write end wakes the loop.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Moves the terminal's bytes into the pipe until either ends or `stop` is closed.
+fn pump(mut relay: bunker_sandbox::stdin::Relay, stop: OwnedFd) {
+    use bunker_sys::event::Interest;
+    loop {
+        let now = std::time::Instant::now();
+        let (read, write) = {
+            let read = relay.wants_read(now);
+            let write = relay.wants_write();
+            let wake = relay.wake_at();
+            if read.is_none() && write.is_none() && wake.is_none() {
+                return;
+            }
+            let mut fds = vec![(stop.as_fd(), Interest::Read)];
+            fds.extend(read.map(|fd| (fd, Interest::Read)));
+            fds.extend(write.map(|fd| (fd, Interest::Write)));
+            let timeout = wake.map(|at| at.saturating_duration_since(now));
+            let Ok(ready) = bunker_sys::event::poll_with(&fds, timeout) else {
+                return;
+            };
+            if ready[0].any() {
+                return;
+            }
+            let mut next = ready[1..].iter();
+            let read = read.is_some() && next.next().is_some_and(|r| r.any());
+            let write = write.is_some() && next.next().is_some_and(|r| r.any());
+            (read, write)
+        };
+        // A paused relay's wake-up only makes the next round look at the terminal again.
+        if read {
+            relay.read_source();
+        }
+        if write {
+            relay.write_sink();
+        }
     }
 }
 

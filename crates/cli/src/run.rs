@@ -110,9 +110,24 @@ pub fn main(opts: RunOpts) -> i32 {
     };
     let mut egress = ProxyEgress::new(&policy, resolve, &console);
     let wants_egress = !policy.allow.net.is_empty();
-    let outcome = match crate::connect::socket(&opts) {
-        Some(socket) => crate::connect::run(&socket, &request, &host, &opts),
-        None => bunker_sandbox::spawn::run(
+    let warm = match crate::connect::warm(&opts) {
+        Ok(warm) => warm,
+        Err(message) => {
+            console.notice(&format!("bunker: {message}"));
+            let refused = RunResult::refused(ApiError::new(ErrorCode::RequestInvalid, message));
+            let code = exit_code(&refused);
+            return report_to.emit(&console, &refused, code);
+        }
+    };
+    let outcome = match (crate::connect::socket(&opts), warm) {
+        (Some(socket), _) => crate::connect::run(&socket, &request, &host, &opts, warm),
+        // Never a silent cold run in place of the warm one asked for.
+        (None, bunker_api::WarmMode::Require) => RunResult::refused(ApiError::new(
+            ErrorCode::RequestInvalid,
+            "a warm start (--warm / BUNKER_WARM=require) is made by a daemon: give --connect \
+             or BUNKER_SOCKET (and not --local)",
+        )),
+        (None, bunker_api::WarmMode::Auto) => bunker_sandbox::spawn::run(
             &request,
             &host,
             if wants_egress {

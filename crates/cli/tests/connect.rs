@@ -340,6 +340,22 @@ fn cases(data_dir: &Path) -> Vec<Case> {
             "http://other.test/",
         ],
     ));
+    // stdout and stderr on one pipe: bunker's line (the timeout) starts on a fresh line after
+    // the program's unfinished stdout line, as locally.
+    cases.push(Case {
+        merged: true,
+        ..case(
+            "an unfinished stdout line before bunker's",
+            &[
+                "--timeout",
+                "300ms",
+                "--",
+                "sh",
+                "-c",
+                "printf ounfinished; sleep 10",
+            ],
+        )
+    });
     // Relative paths (a grant, the program) resolve against the caller's directory, which the
     // program also starts in.
     cases.push(Case {
@@ -375,7 +391,7 @@ fn a_run_through_the_daemon_is_the_same_as_a_local_one() {
             // Each case is the run it says it is (and not two equal failures).
             let expected = match case.name {
                 "exit 3" => Some(3),
-                "timeout" => Some(124),
+                "timeout" | "an unfinished stdout line before bunker's" => Some(124),
                 "memory limit" if mode == "root" => Some(122),
                 "memory limit" => None, // rootless here: no memory cgroup (121, unenforceable)
                 "command not found" => Some(127),

@@ -390,33 +390,78 @@ fn inits_of(daemon: &Daemon) -> Vec<i32> {
         .collect()
 }
 
+/// Kills the one idle pooled sandbox of `daemon` and waits until its init is dead.
+fn kill_the_idle_one(mode: &str, daemon: &Daemon, c: &mut Client) {
+    ready(daemon, c, 1);
+    let idle = inits_of(daemon);
+    assert_eq!(idle.len(), 1, "{mode}: {idle:?}");
+    bunker_sys::event::kill(idle[0], libc::SIGKILL).unwrap();
+    assert!(eventually(Duration::from_secs(5), || !pid_alive(idle[0])
+        || std::fs::read_to_string(format!("/proc/{}/stat", idle[0]))
+            .unwrap_or_default()
+            .contains(") Z ")));
+}
+
+/// A pooled sandbox whose init died while it waited is handed out (nothing checks it before),
+/// its launch finds init gone, and the request starts over: cold, or with `warm: require` in a
+/// sandbox prepared for it. The request succeeds either way; the daemon logs the start over.
 #[test]
-fn a_pooled_sandbox_killed_while_idle_is_not_handed_out() {
+fn a_pooled_sandbox_killed_while_idle_is_retried_cold() {
     if !common::is_root() {
         return common::skip("killing the rootless daemon's sandboxes needs root");
     }
     for mode in modes() {
         let daemon = daemon(mode, 1);
         let mut c = daemon.client();
-        ready(&daemon, &mut c, 1);
-        let idle = inits_of(&daemon);
-        assert_eq!(idle.len(), 1, "{mode}: {idle:?}");
-        bunker_sys::event::kill(idle[0], libc::SIGKILL).unwrap();
-        assert!(eventually(Duration::from_secs(5), || !pid_alive(idle[0])
-            || std::fs::read_to_string(format!("/proc/{}/stat", idle[0]))
-                .unwrap_or_default()
-                .contains(") Z ")));
-        // The dead one is passed over: the run goes cold, and fine.
+        kill_the_idle_one(mode, &daemon, &mut c);
         let reply = run(&mut c, small(&["/bin/echo", "after"]));
         assert_eq!(
             reply["ok"]["stdout"]["data"]["utf8"], "after\n",
             "{mode}: {reply}"
         );
         assert!(reply["ok"].get("warm").is_none(), "{mode}: {reply}");
+        assert_eq!(stats(&mut c)["pools"]["small"]["taken"], 1, "{mode}");
+        assert!(
+            daemon.log_text().contains("the request runs cold"),
+            "{mode}: no start over: {}",
+            daemon.log_text()
+        );
+        // Required warm: the start over is a sandbox prepared now, still warm.
+        kill_the_idle_one(mode, &daemon, &mut c);
+        let mut spec = small(&["/bin/echo", "required"]);
+        spec["options"] = json!({"warm": "require"});
+        let reply = run(&mut c, spec);
+        assert_eq!(
+            reply["ok"]["stdout"]["data"]["utf8"], "required\n",
+            "{mode}: {reply}"
+        );
+        assert_eq!(reply["ok"]["warm"], true, "{mode}: {reply}");
+        assert!(
+            daemon.log_text().contains("another is prepared"),
+            "{mode}: {}",
+            daemon.log_text()
+        );
         // And the pool refills.
         ready(&daemon, &mut c, 1);
         let reply = run(&mut c, small(&["/bin/echo", "warm"]));
         assert_eq!(reply["ok"]["warm"], true, "{mode}: {reply}");
+    }
+}
+
+/// `warm: require` with no pool that fits: the daemon prepares a sandbox for the request, as
+/// a refill does, and hands it the program; the result is warm and otherwise a cold one's.
+#[test]
+fn a_required_warm_run_without_a_pool_is_prepared_for_it() {
+    for mode in modes() {
+        let daemon = daemon(mode, 0);
+        let mut c = daemon.client();
+        let cold = run(&mut c, small(&["/bin/sh", "-c", "echo hi; exit 3"]));
+        let mut spec = small(&["/bin/sh", "-c", "echo hi; exit 3"]);
+        spec["options"] = json!({"warm": "require"});
+        let warm = run(&mut c, spec);
+        assert_eq!(warm["ok"]["warm"], true, "{mode}: {warm}");
+        assert_eq!(comparable(&warm), comparable(&cold), "{mode}");
+        assert!(stats(&mut c).get("pools").is_none(), "{mode}");
     }
 }
 
@@ -494,4 +539,201 @@ fn a_full_pool_gives_its_slots_up_to_cold_requests() {
     ready(&daemon, &mut c, 2);
     let s = stats(&mut c);
     assert_eq!(s["live"], 0, "{s}");
+}
+
+/// A pooled policy file that grants reading `dir` (and the `small` limits).
+fn grants_read(dir: &std::path::Path) -> String {
+    format!(
+        r#"{{"extends": ["default"], "allow": {{"read": ["{}"]}},
+            "limits": {{"memory": "64MiB", "pids": 64, "timeout": "20s",
+                        "best_effort": ["memory", "pids"]}}}}"#,
+        dir.display()
+    )
+}
+
+/// A pooled policy file changed on disk: without SIGHUP, the daemon reloads the config and
+/// rebuilds that pool (new sandboxes, `taken` from 0), and the next warm request sees the new
+/// grant; a file that no longer loads is logged and the pool in force stays.
+#[test]
+fn a_changed_policy_file_rebuilds_its_pool_without_sighup() {
+    for mode in modes() {
+        let tmp = common::shared_tempdir();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        for dir in [&a, &b] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("f"), dir.display().to_string()).unwrap();
+        }
+        let grants = if mode == "root" {
+            "[]"
+        } else {
+            r#"[{"uid": 0, "ceiling": "watched"}, {"uid": 0, "ceiling": "small"}]"#
+        };
+        let config = format!(
+            r#"{{"policies": {{"watched": "watched.json", "small": "small.json"}}, "grants": {grants},
+                "pools": {{"watched": 1, "small": 1}}}}"#
+        );
+        let daemon = Daemon::start_with(DaemonSpec {
+            config: Some(&config),
+            as_nobody: mode != "root",
+            files: &[("watched.json", &grants_read(&a)), ("small.json", SMALL)],
+        });
+        let mut c = daemon.client();
+        let ready_watched = |c: &mut Client| {
+            assert!(
+                eventually(Duration::from_secs(20), || stats(c)["pools"]["watched"]
+                    ["ready"]
+                    == 1),
+                "{mode}: {}",
+                daemon.log_text()
+            );
+        };
+        let read_both = json!({"policy": {"name": "watched"}, "argv": ["/bin/sh", "-c",
+            format!("cat {}/f {}/f", a.display(), b.display())]});
+        ready_watched(&mut c);
+        let before = run(&mut c, read_both.clone());
+        assert_eq!(before["ok"]["warm"], true, "{mode}: {before}");
+        assert_eq!(
+            before["ok"]["stdout"]["data"]["utf8"],
+            a.display().to_string()
+        );
+        ready_watched(&mut c);
+        // The other pool, taken from once: it is kept through the rebuild of `watched`.
+        ready(&daemon, &mut c, 1);
+        assert_eq!(
+            run(&mut c, small(&["/bin/true"]))["ok"]["warm"],
+            true,
+            "{mode}"
+        );
+        ready(&daemon, &mut c, 1);
+        let old_inits = inits_of(&daemon);
+        // In place, as an editor that writes the file over.
+        std::fs::write(daemon.dir.path().join("watched.json"), grants_read(&b)).unwrap();
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let pools = stats(&mut c)["pools"]["watched"].clone();
+                let now = inits_of(&daemon);
+                pools["taken"] == 0
+                    && pools["ready"] == 1
+                    && now.len() == 2
+                    && now.iter().filter(|p| old_inits.contains(p)).count() == 1
+            }),
+            "{mode}: the pool was not rebuilt: {}\n{}",
+            stats(&mut c),
+            daemon.log_text()
+        );
+        assert_eq!(stats(&mut c)["pools"]["small"]["taken"], 1, "{mode}: kept");
+        let after = run(&mut c, read_both.clone());
+        assert_eq!(after["ok"]["warm"], true, "{mode}: {after}");
+        assert_eq!(
+            after["ok"]["stdout"]["data"]["utf8"],
+            b.display().to_string(),
+            "{mode}: {after}"
+        );
+        // A file that no longer loads: logged, the pool in force kept (and still warm).
+        ready_watched(&mut c);
+        ready(&daemon, &mut c, 1);
+        let kept = inits_of(&daemon);
+        std::fs::write(daemon.dir.path().join("watched.json"), "{not json").unwrap();
+        assert!(
+            eventually(Duration::from_secs(20), || daemon
+                .log_text()
+                .contains("config not reloaded")),
+            "{mode}: {}",
+            daemon.log_text()
+        );
+        assert_eq!(inits_of(&daemon), kept, "{mode}");
+        let still = run(&mut c, read_both);
+        assert_eq!(still["ok"]["warm"], true, "{mode}: {still}");
+        assert_eq!(
+            still["ok"]["stdout"]["data"]["utf8"],
+            b.display().to_string()
+        );
+    }
+}
+
+/// `bunker run --warm` through a daemon without pools: the report says warm, and the output and
+/// exit code are a local run's; without a daemon, `--warm` is an error, never a local run.
+#[test]
+fn bunker_run_warm_goes_through_a_prepared_sandbox_or_fails() {
+    let daemon = Daemon::start();
+    let run = |extra: &[&str]| {
+        common::bunker()
+            .env_remove("BUNKER_SOCKET")
+            .env_remove("BUNKER_WARM")
+            .args(["run", "--report", "json"])
+            .args(extra)
+            .args(["--", "/bin/sh", "-c", "echo out; exit 4"])
+            .output()
+            .unwrap()
+    };
+    let socket = daemon.socket.to_str().unwrap();
+    let warm = run(&["--connect", socket, "--warm"]);
+    assert_eq!(common::stdout(&warm), "out\n");
+    assert_eq!(warm.status.code(), Some(4), "{}", common::stderr(&warm));
+    assert_eq!(common::report(&warm)["warm"], true);
+    let cold = run(&["--connect", socket]);
+    assert_eq!(cold.status.code(), Some(4));
+    assert!(common::report(&cold).get("warm").is_none());
+    let nowhere = run(&["--warm"]);
+    assert_eq!(
+        nowhere.status.code(),
+        Some(2),
+        "{}",
+        common::stderr(&nowhere)
+    );
+    assert!(common::stdout(&nowhere).is_empty());
+    assert!(common::stderr(&nowhere).contains("a warm start"));
+}
+
+/// With the config's `frequent` rule, a policy that ran cold `after` times gets a pool of one
+/// (`seen:N`) and its next run is warm; with `max_pools` of them, a new one ends the one used
+/// longest ago. Without the rule (every other test here), nothing is pooled on its own.
+#[test]
+fn a_frequently_seen_policy_gets_a_pool_of_one_and_the_oldest_is_evicted() {
+    for mode in modes() {
+        let grants = if mode == "root" {
+            "[]"
+        } else {
+            r#"[{"uid": 0, "ceiling": "default"}]"#
+        };
+        let config = format!(
+            r#"{{"policies": {{"small": "small.json"}}, "grants": {grants},
+                "frequent": {{"after": 2, "within_ms": 600000, "max_pools": 1}}}}"#
+        );
+        let daemon = Daemon::start_with(DaemonSpec {
+            config: Some(&config),
+            as_nobody: mode != "root",
+            files: &[("small.json", SMALL)],
+        });
+        let mut c = daemon.client();
+        let echo = |policy: &str| json!({"policy": {"name": policy}, "argv": ["/bin/echo", "hi"]});
+        let warm = |reply: &Value| reply["ok"]["warm"] == true;
+        let pools = |c: &mut Client| stats(c)["pools"].clone();
+        assert!(!warm(&run(&mut c, echo("default"))), "{mode}");
+        assert!(pools(&mut c).is_null(), "{mode}: one run is not frequent");
+        assert!(!warm(&run(&mut c, echo("default"))), "{mode}");
+        assert!(
+            eventually(Duration::from_secs(20), || pools(&mut c)["seen:1"]["ready"]
+                == 1),
+            "{mode}: {}\n{}",
+            stats(&mut c),
+            daemon.log_text()
+        );
+        let third = run(&mut c, echo("default"));
+        assert!(warm(&third), "{mode}: {third}");
+        assert_eq!(third["ok"]["stdout"]["data"]["utf8"], "hi\n");
+        // Another policy, frequent too: it takes the only place, `seen:1` is ended.
+        assert!(!warm(&run(&mut c, echo("small"))), "{mode}");
+        assert!(!warm(&run(&mut c, echo("small"))), "{mode}");
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let p = pools(&mut c);
+                p["seen:2"]["ready"] == 1 && p.get("seen:1").is_none()
+            }),
+            "{mode}: {}",
+            stats(&mut c)
+        );
+        assert!(warm(&run(&mut c, echo("small"))), "{mode}");
+        assert!(!warm(&run(&mut c, echo("default"))), "{mode}");
+    }
 }

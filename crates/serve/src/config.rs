@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use bunker_policy::Policy;
 use bunker_sandbox::idmap::IdRange;
+
+use crate::frequent::FrequentRule;
 use serde::Deserialize;
 
 /// The file as written.
@@ -28,6 +30,16 @@ struct ConfigDoc {
     /// Warm pools: policy name → how many ready sandboxes.
     #[serde(default)]
     pools: BTreeMap<String, usize>,
+    /// Pools for policies seen often (off without it).
+    frequent: Option<FrequentDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrequentDoc {
+    after: usize,
+    within_ms: u64,
+    max_pools: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +91,8 @@ pub struct Config {
     pub grants: Option<Vec<Grant>>,
     /// Warm pools: policy name (built in or in `policies`) → size.
     pub pools: BTreeMap<String, usize>,
+    /// Pools of one for policies seen often (`frequent.rs`); `None`: off.
+    pub frequent: Option<FrequentRule>,
     /// The built-in profiles requests have named, each loaded once per config.
     profiles: ProfileCache,
 }
@@ -134,6 +148,7 @@ impl Config {
             policies: BTreeMap::new(),
             grants: None,
             pools: BTreeMap::new(),
+            frequent: None,
             profiles: ProfileCache::default(),
         })
     }
@@ -223,6 +238,24 @@ impl Config {
             });
         }
         config.grants = Some(grants);
+        if let Some(f) = &doc.frequent {
+            if f.after < 2 || f.within_ms == 0 {
+                return Err(format!(
+                    "{where_}: frequent: `after` must be at least 2 and `within_ms` at least 1"
+                ));
+            }
+            if f.max_pools == 0 || f.max_pools > config.max_sandboxes {
+                return Err(format!(
+                    "{where_}: frequent.max_pools: 1 to max_sandboxes ({}), not {}",
+                    config.max_sandboxes, f.max_pools
+                ));
+            }
+            config.frequent = Some(FrequentRule {
+                after: f.after,
+                within: Duration::from_millis(f.within_ms),
+                max_pools: f.max_pools,
+            });
+        }
         for (name, size) in doc.pools {
             config
                 .add_pool(&name, size)
@@ -257,6 +290,70 @@ impl Config {
         }
         self.pools.insert(name.to_string(), size);
         Ok(())
+    }
+}
+
+/// How often the watched files are looked at.
+pub const WATCH_PERIOD: Duration = Duration::from_secs(1);
+
+/// What a file's metadata says of its content: a write changes its size or times, a
+/// replacement (an editor's rename over it) its inode. `None`: the file is not there.
+type Stamp = Option<(u64, u64, u64, i64, i64, i64, i64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
+}
+
+/// The files a config was loaded from: the config file and every file its policies were built
+/// from (`extends` included), each with its stamp when the config was loaded. The daemon looks
+/// at them every [`WATCH_PERIOD`] (docs/protocol.md, "Warm pools": staleness): a stat of a few
+/// files costs nothing next to a sandbox, needs no descriptor or watch of the kernel's, and
+/// sees a file replaced by a rename as well as one written in place, which an inotify watch on
+/// the file itself would not.
+#[derive(Debug)]
+pub struct Watch {
+    files: BTreeMap<PathBuf, Stamp>,
+}
+
+impl Watch {
+    /// The files of `config`, loaded from `path` (no file: nothing to watch).
+    pub fn new(config: &Config, path: Option<&Path>) -> Watch {
+        let mut files = BTreeMap::new();
+        if let Some(path) = path {
+            files.insert(path.to_path_buf(), stamp(path));
+            for (file, policy) in config.policies.values() {
+                files.insert(file.clone(), stamp(file));
+                for source in policy.sources.iter().map(Path::new) {
+                    if source.is_absolute() {
+                        files.insert(source.to_path_buf(), stamp(source));
+                    }
+                }
+            }
+        }
+        Watch { files }
+    }
+
+    /// The files changed since the last look (each change reported once).
+    pub fn changed(&mut self) -> Vec<PathBuf> {
+        let mut changed = Vec::new();
+        for (path, seen) in &mut self.files {
+            let now = stamp(path);
+            if now != *seen {
+                *seen = now;
+                changed.push(path.clone());
+            }
+        }
+        changed
     }
 }
 
@@ -345,6 +442,35 @@ mod tests {
             .unwrap_or_default();
         let doc: Result<ConfigDoc, _> = serde_json::from_str(block);
         assert!(doc.is_ok(), "{doc:?}: {block}");
+    }
+
+    #[test]
+    fn a_watch_sees_a_write_a_replacement_and_a_removal_once_each() {
+        let dir = std::env::temp_dir().join(format!("bunker-watch-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = dir.join("p.json");
+        std::fs::write(&policy, r#"{"extends": ["default"]}"#).unwrap();
+        let path = dir.join("serve.json");
+        std::fs::write(&path, r#"{"policies": {"p": "p.json"}}"#).unwrap();
+        let config = Config::load(&path).unwrap();
+        let mut watch = Watch::new(&config, Some(&path));
+        assert!(watch.changed().is_empty());
+        std::fs::write(
+            &policy,
+            r#"{"extends": ["default"], "allow": {"read": ["/"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(watch.changed(), vec![policy.clone()]);
+        assert!(watch.changed().is_empty());
+        let new = dir.join("new.json");
+        std::fs::write(&new, r#"{"extends": ["default"]}"#).unwrap();
+        std::fs::rename(&new, &policy).unwrap();
+        assert_eq!(watch.changed(), vec![policy.clone()]);
+        std::fs::remove_file(&policy).unwrap();
+        assert_eq!(watch.changed(), vec![policy]);
+        // Without a config file there is nothing to watch.
+        assert!(Watch::new(&config, None).changed().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use bunker_api::protocol::{
     VERSION,
 };
 use bunker_api::{
-    ApiError, ErrorCode, OutputMode, RunEvent, RunResult, RunSpec, Status, StdinSource,
+    ApiError, ErrorCode, OutputMode, RunEvent, RunResult, RunSpec, Status, StdinSource, WarmMode,
 };
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -493,13 +493,30 @@ impl Conn {
                 policy.limits.timeout = Some(requested);
             }
         }
-        // A ready pooled sandbox when one fits, else a slot for a cold one.
+        // A ready pooled sandbox when one fits, else a slot for a cold one — or, with `warm:
+        // require`, for one prepared now as a pooled one is.
+        let require_warm = spec.options.warm == WarmMode::Require;
         let (slot, warm) = match self.shared.take_warm(&policy) {
             Some((slot, warm)) => (slot, Some(warm)),
-            None => (self.shared.admit(cancel).await?, None),
+            None => {
+                if self.shared.pools_lock().cold_run(&policy) {
+                    self.shared.refill.notify_one();
+                }
+                let slot = self.shared.admit(cancel).await?;
+                let warm = if require_warm {
+                    Some(
+                        crate::sandbox::prepare_now(&self.shared.spawner, self.shared.ids, &policy)
+                            .await?,
+                    )
+                } else {
+                    None
+                };
+                (slot, warm)
+            }
         };
         let launch = Launch {
             warm,
+            require_warm,
             policy,
             argv: spec.argv,
             cwd: spec.cwd.unwrap_or_else(|| "/tmp".into()),

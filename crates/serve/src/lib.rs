@@ -8,6 +8,7 @@
 mod auth;
 mod config;
 mod conn;
+mod frequent;
 mod outbox;
 mod pool;
 mod sandbox;
@@ -152,6 +153,11 @@ async fn run(
         "serving"
     );
     let refiller = tokio::spawn(pool::refill(shared.clone()));
+    // The config's files, looked at every WATCH_PERIOD: a change reloads the config (docs/protocol.md,
+    // "Warm pools": staleness).
+    let mut watch = config::Watch::new(&config, shared.config_path.as_deref());
+    let mut look = tokio::time::interval(config::WATCH_PERIOD);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut number = 0u64;
     loop {
         tokio::select! {
@@ -167,7 +173,22 @@ async fn run(
             },
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&shared, options),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                if reload(&shared, options, false) {
+                    watch = config::Watch::new(&shared.config(), shared.config_path.as_deref());
+                }
+            }
+            _ = look.tick() => {
+                let changed = watch.changed();
+                if !changed.is_empty() {
+                    let files: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                    tracing::info!(files = %files.join(", "), "a config file changed: reloading the config");
+                    if reload(&shared, options, true) {
+                        watch = config::Watch::new(&shared.config(), shared.config_path.as_deref());
+                    }
+                }
+            }
         }
     }
     drop(listener);
@@ -197,16 +218,23 @@ async fn run(
     Ok(())
 }
 
-fn reload(shared: &state::Shared, options: &ServeOptions) {
+/// Loads the config file again and puts it in force: its pools all rebuilt, or with
+/// `only_changed` those whose policy or size changed. Whether it loaded (if not, the old
+/// config and its pools stay, and the error is logged).
+fn reload(shared: &state::Shared, options: &ServeOptions, only_changed: bool) -> bool {
     let Some(path) = &shared.config_path else {
-        tracing::info!("SIGHUP: no config file to reload");
-        return;
+        tracing::info!("no config file to reload");
+        return false;
     };
     match Config::load(path).and_then(|c| with_cli_pools(c, options)) {
         Ok(config) => {
-            shared.set_config(config);
+            shared.set_config(config, only_changed);
             tracing::info!(config = %path.display(), "config reloaded");
+            true
         }
-        Err(e) => tracing::error!(error = %e, "config not reloaded; the old one stays in force"),
+        Err(e) => {
+            tracing::error!(error = %e, "config not reloaded; the old one stays in force");
+            false
+        }
     }
 }

@@ -16,12 +16,15 @@
 //!
 //! Single use: a sandbox leaves its pool for one request and is torn down after that run, as a
 //! cold one is. The pools are rebuilt on a config reload (their ready sandboxes ended, new ones
-//! built from the reloaded policies) and emptied when the daemon drains.
+//! built from the reloaded policies): all of them on SIGHUP, those whose policy or size changed
+//! when a watched file changed (`config::Watch`); and emptied when the daemon drains. Beside the
+//! config's pools, the `frequent` rule may add pools of one for policies seen often
+//! (`frequent.rs`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bunker_api::protocol::PoolStats;
 use bunker_policy::Policy;
@@ -30,6 +33,7 @@ use bunker_sandbox::spawn::Prepared;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::Config;
+use crate::frequent::{self, FrequentRule, Sightings};
 use crate::sandbox::Ids;
 use crate::state::Shared;
 
@@ -49,18 +53,6 @@ pub struct Taken {
 }
 
 impl Warm {
-    /// Whether its init still waits (its pidfd is readable once it has exited).
-    fn alive(&self) -> bool {
-        let Some(sandbox) = self.prepared.sandbox() else {
-            return false;
-        };
-        let pidfd = std::os::fd::AsFd::as_fd(&sandbox.supervised.pidfd);
-        matches!(
-            bunker_sys::event::poll(&[pidfd], Some(Duration::ZERO)).as_deref(),
-            Ok([ready]) if !ready.readable && !ready.hangup
-        )
-    }
-
     /// Ends the sandbox off the runtime (killing and reaping init blocks briefly), then frees
     /// its slot and its ids.
     fn discard(self) {
@@ -75,6 +67,25 @@ struct Pool {
     ready: VecDeque<Warm>,
     filling: usize,
     taken: u64,
+    /// Made for a policy seen often (`frequent.rs`), not named by the config.
+    on_demand: bool,
+    /// When it was made or last taken from (the on-demand pools' eviction order).
+    used: Instant,
+}
+
+impl Pool {
+    fn new(name: String, size: usize, policy: Policy, on_demand: bool) -> Pool {
+        Pool {
+            name,
+            size,
+            policy,
+            ready: VecDeque::new(),
+            filling: 0,
+            taken: 0,
+            on_demand,
+            used: Instant::now(),
+        }
+    }
 }
 
 /// Every pool of the config in force.
@@ -83,6 +94,11 @@ pub struct Pools {
     /// Bumped at each rebuild: a fill begun before it is discarded.
     generation: u64,
     pools: Vec<Pool>,
+    /// The config's rule for pools of frequently seen policies, and what it has seen.
+    frequent: Option<FrequentRule>,
+    sightings: Sightings,
+    /// The number of the next on-demand pool (`seen:N`).
+    next_on_demand: u64,
 }
 
 /// A fill in progress.
@@ -131,24 +147,41 @@ pub fn fits(pooled: &Policy, wanted: &Policy) -> bool {
 impl Pools {
     /// The pools `config` names, replacing the current ones (whose ready sandboxes end).
     pub fn rebuild(&mut self, config: &Config) {
+        self.rebuild_keeping(config, false);
+    }
+
+    /// As [`rebuild`](Self::rebuild), but a pool whose policy and size are unchanged keeps its
+    /// ready sandboxes (a watched file changed: only its pools are rebuilt).
+    pub fn rebuild_changed(&mut self, config: &Config) {
+        self.rebuild_keeping(config, true);
+    }
+
+    fn rebuild_keeping(&mut self, config: &Config, keep_unchanged: bool) {
+        // A fill begun before is discarded when it ends, also for a pool that is kept.
         self.generation += 1;
-        for pool in self.pools.drain(..) {
-            pool.ready.into_iter().for_each(Warm::discard);
-        }
+        let mut old: Vec<Pool> = self.pools.drain(..).collect();
         self.pools = config
             .pools
             .iter()
             .filter_map(|(name, &size)| {
-                Some(Pool {
-                    name: name.clone(),
-                    size,
-                    policy: config.named_policy(name)?,
-                    ready: VecDeque::new(),
-                    filling: 0,
-                    taken: 0,
-                })
+                let policy = config.named_policy(name)?;
+                let same = old
+                    .iter()
+                    .position(|p| p.name == *name && p.size == size && p.policy == policy);
+                if let Some(kept) = same.filter(|_| keep_unchanged) {
+                    let mut pool = old.swap_remove(kept);
+                    pool.filling = 0;
+                    return Some(pool);
+                }
+                Some(Pool::new(name.clone(), size, policy, false))
             })
             .collect();
+        // The on-demand pools were the old config's guess: gone with it (`old`).
+        self.frequent = config.frequent;
+        self.sightings.clear();
+        for pool in old {
+            pool.ready.into_iter().for_each(Warm::discard);
+        }
     }
 
     /// Ends every ready sandbox and keeps no pool (the drain).
@@ -160,20 +193,49 @@ impl Pools {
     }
 
     /// A ready sandbox for `policy`, when a pool's fits it. One whose init died while it
-    /// waited (killed from outside) is ended and the next one tried.
+    /// waited (killed from outside) is found out at its launch, which then starts over
+    /// (`sandbox::launch`).
     pub fn take(&mut self, policy: &Policy) -> Option<Warm> {
         let pool = self
             .pools
             .iter_mut()
             .find(|p| !p.ready.is_empty() && fits(&p.policy, policy))?;
-        while let Some(warm) = pool.ready.pop_front() {
-            if warm.alive() {
-                pool.taken += 1;
-                return Some(warm);
-            }
-            warm.discard();
+        let warm = pool.ready.pop_front()?;
+        pool.taken += 1;
+        pool.used = Instant::now();
+        Some(warm)
+    }
+
+    /// Counts a run of `policy` that no pool served; with the config's `frequent` rule met,
+    /// makes it a pool of one (ending the on-demand pool used longest ago when there are
+    /// `max_pools` already). Whether a pool was made (the refiller is then due).
+    pub fn cold_run(&mut self, policy: &Policy) -> bool {
+        let Some(rule) = self.frequent else {
+            return false;
+        };
+        let Some(key) = frequent::key(policy) else {
+            return false;
+        };
+        if !self.sightings.cold_run(&rule, key, Instant::now()) {
+            return false;
         }
-        None
+        let on_demand = self.pools.iter().filter(|p| p.on_demand).count();
+        if on_demand >= rule.max_pools {
+            let oldest = (self.pools.iter().enumerate())
+                .filter(|(_, p)| p.on_demand)
+                .min_by_key(|(_, p)| p.used)
+                .map(|(i, _)| i);
+            if let Some(i) = oldest {
+                let pool = self.pools.remove(i);
+                tracing::info!(pool = %pool.name, "on-demand pool evicted (used longest ago)");
+                pool.ready.into_iter().for_each(Warm::discard);
+            }
+        }
+        self.next_on_demand += 1;
+        let name = format!("seen:{}", self.next_on_demand);
+        tracing::info!(pool = %name, "a frequently seen policy gets a pool of one");
+        self.pools.push(Pool::new(name, 1, policy.clone(), true));
+        true
     }
 
     /// Ends one ready sandbox, of the pool with the most ready, for a request that found no

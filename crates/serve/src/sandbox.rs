@@ -34,7 +34,8 @@ use tokio::time::Instant;
 
 use crate::outbox::Outbox;
 use crate::pool::Taken;
-use bunker_sandbox::spawn::Program;
+use bunker_sandbox::spawn::{Prepared, Program};
+use bunker_sandbox::SandboxError;
 
 /// What the program reads.
 pub enum StdinPlan {
@@ -73,6 +74,9 @@ pub struct Launch {
     pub freezer_name: String,
     /// A ready sandbox of a warm pool to run in, instead of building one.
     pub warm: Option<Taken>,
+    /// `warm: require`: should `warm`'s init be gone, the start over is through a sandbox
+    /// prepared now, not a cold start.
+    pub require_warm: bool,
 }
 
 /// What fills the program's stdin pipe, which the driver writes.
@@ -142,7 +146,7 @@ pub async fn launch(
         }
         (None, Ids::Own { uid, gid }) => (IdMode::Rootless { uid, gid }, None, None),
     };
-    let warm = prepared.is_some();
+    let mut warm = prepared.is_some();
     let pipe = || bunker_sys::fd::pipe().map_err(|e| setup_failed("stdin pipe", e));
     let piped = |fill| pipe().map(|(r, w)| (Some(r), Some((w, fill))));
     let (program_stdin, stdin_write) = match launch.stdin {
@@ -171,25 +175,41 @@ pub async fn launch(
         id_mode,
     };
     let sandbox = match prepared {
-        // Sends the program: init restricts itself and starts it (a few syscalls, then Ready).
         Some(prepared) => {
-            let policy = launch.policy.clone();
-            tokio::task::spawn_blocking(move || {
-                prepared
-                    .launch(
-                        &policy,
-                        Program {
-                            argv: request.argv,
-                            env: request.env,
-                            cwd: request.cwd,
-                            caller_cwd: request.caller_cwd,
-                            stdin: program_stdin,
-                        },
-                    )
-                    .map_err(|e| e.to_api_error())
-            })
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::InternalError, format!("launch task: {e}")))??
+            // A copy for the start over, should this sandbox's init be gone.
+            let stdin_again = match &program_stdin {
+                Some(fd) => Some(fd.try_clone().map_err(|e| setup_failed("stdin", e))?),
+                None => None,
+            };
+            let program = program_of(&request, program_stdin);
+            match launch_prepared(prepared, launch.policy.clone(), program).await? {
+                Some(sandbox) => sandbox,
+                // It died while it waited (killed from outside): a start over is what a cold
+                // request would have got. With `warm: require`, through a sandbox prepared
+                // now; a second one gone as well is the request's error.
+                None if launch.require_warm => {
+                    tracing::info!(
+                        "a pooled sandbox's init was gone at its launch; another is prepared"
+                    );
+                    let prepared = spawner.prepare(launch.policy.clone(), id_mode).await?;
+                    let program = program_of(&request, stdin_again);
+                    launch_prepared(prepared, launch.policy.clone(), program)
+                        .await?
+                        .ok_or_else(|| {
+                            setup_failed(
+                                "launch a prepared sandbox",
+                                "its init ended before the program reached it",
+                            )
+                        })?
+                }
+                None => {
+                    tracing::info!(
+                        "a pooled sandbox's init was gone at its launch; the request runs cold"
+                    );
+                    warm = false;
+                    spawner.spawn(request, stdin_again).await?
+                }
+            }
         }
         None => spawner.spawn(request, program_stdin).await?,
     };
@@ -217,6 +237,75 @@ pub async fn launch(
         }),
         sandbox,
     })
+}
+
+/// A sandbox prepared for one request (`warm: require` with no pooled one that fits), by the
+/// same spawner step a pool's refill takes.
+pub async fn prepare_now(spawner: &Spawner, ids: Ids, policy: &Policy) -> Result<Taken, ApiError> {
+    let (id_mode, lease) = match ids {
+        Ids::Leased(range) => {
+            let lease = IdLease::acquire(range).map_err(|e| e.to_api_error())?;
+            (lease.id_mode(), Some(lease))
+        }
+        Ids::Own { uid, gid } => (IdMode::Rootless { uid, gid }, None),
+    };
+    let prepared = spawner.prepare(policy.clone(), id_mode).await?;
+    Ok(Taken {
+        prepared,
+        id_mode,
+        lease,
+    })
+}
+
+/// The program of `request` for a prepared sandbox.
+fn program_of(request: &SpawnRequest, stdin: Option<OwnedFd>) -> Program {
+    Program {
+        argv: request.argv.clone(),
+        env: request.env.clone(),
+        cwd: request.cwd.clone(),
+        caller_cwd: request.caller_cwd.clone(),
+        stdin,
+    }
+}
+
+/// Sends a prepared sandbox its program (off the runtime: init restricts itself and answers
+/// Ready, a few syscalls). `None`: its init was gone before the program reached it (it exited
+/// while it waited, or its end of the control socket is closed), which a cold start would not
+/// hit. Any other failure, a lowering write of the cgroup's limits among them, is the
+/// request's error (docs/protocol.md, "Warm pools").
+async fn launch_prepared(
+    prepared: Prepared,
+    policy: Policy,
+    program: Program,
+) -> Result<Option<bunker_sandbox::spawn::Sandbox>, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        if !init_waits(&prepared) {
+            // Dropped: reaped, its cgroup removed.
+            return Ok(None);
+        }
+        match prepared.launch(&policy, program) {
+            Ok(sandbox) => Ok(Some(sandbox)),
+            Err(SandboxError::Setup { source, .. })
+                if matches!(source.errno, libc::EPIPE | libc::ECONNRESET) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.to_api_error()),
+        }
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::InternalError, format!("launch task: {e}")))?
+}
+
+/// Whether a prepared sandbox's init still waits (its pidfd turns readable once it exited).
+fn init_waits(prepared: &Prepared) -> bool {
+    let Some(sandbox) = prepared.sandbox() else {
+        return false;
+    };
+    matches!(
+        bunker_sys::event::poll(&[sandbox.supervised.pidfd.as_fd()], Some(Duration::ZERO)).as_deref(),
+        Ok([ready]) if !ready.readable && !ready.hangup
+    )
 }
 
 /// Where a driven sandbox's events go.

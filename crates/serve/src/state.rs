@@ -115,10 +115,15 @@ impl Shared {
             .clone()
     }
 
-    /// Puts a new config in force (SIGHUP), its pools rebuilt. Slots and the queue keep their
-    /// start-up sizes.
-    pub fn set_config(&self, config: Config) {
-        self.pools_lock().rebuild(&config);
+    /// Puts a new config in force, its pools rebuilt: all of them (SIGHUP), or those whose
+    /// policy or size changed (`only_changed`: a watched file changed). Slots and the queue
+    /// keep their start-up sizes.
+    pub fn set_config(&self, config: Config, only_changed: bool) {
+        if only_changed {
+            self.pools_lock().rebuild_changed(&config);
+        } else {
+            self.pools_lock().rebuild(&config);
+        }
         self.refill.notify_one();
         *self
             .config

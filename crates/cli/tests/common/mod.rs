@@ -12,22 +12,37 @@ mod skip_rule;
 pub use skip_rule::skip;
 
 pub mod serve;
+pub mod warm;
 
 /// Path of the `bunker` binary cargo built for these tests.
-pub fn bunker_bin() -> PathBuf {
+pub fn real_bunker_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bunker"))
+}
+
+/// The `bunker` the tests run: the binary cargo built, or in the warm-suite mode
+/// (`BUNKER_TEST_WARM=1`, `warm.rs`) a wrapper that runs it through a daemon's warm path.
+pub fn bunker_bin() -> PathBuf {
+    bunker_for(true, true)
+}
+
+fn bunker_for(own: bool, nobody: bool) -> PathBuf {
+    if warm::enabled() && !warm::excluded() {
+        warm::wrapper(own, nobody)
+    } else {
+        real_bunker_bin()
+    }
 }
 
 /// `bunker` as the current user (root in CI).
 pub fn bunker() -> Command {
-    Command::new(bunker_bin())
+    Command::new(bunker_for(true, false))
 }
 
 /// `bunker` as the ordinary user 65534 (nobody), through `setpriv`: the rootless mode.
 pub fn bunker_as_nobody() -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(bunker_bin());
+        .arg(bunker_for(false, true));
     cmd
 }
 

@@ -54,10 +54,10 @@ impl Daemon {
         let mut cmd = if spec.as_nobody {
             let mut c = Command::new("setpriv");
             c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-                .arg(super::bunker_bin());
+                .arg(super::real_bunker_bin());
             c
         } else {
-            Command::new(super::bunker_bin())
+            Command::new(super::real_bunker_bin())
         };
         cmd.arg("serve").arg("--socket").arg(&socket);
         if let Some(text) = spec.config {
