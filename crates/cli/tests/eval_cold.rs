@@ -287,6 +287,8 @@ fn a_garbage_writing_worker_is_killed_as_a_protocol_error() {
             "{r}"
         );
         assert_eq!(out.status.code(), Some(125));
+        // Killed for it: the loop did not run on to the timeout.
+        assert_eq!(r["status"], "signal", "{mode} {engine}: {r}");
         // Not JSON of the reply's shape.
         let (_, r) = eval(
             make,
@@ -325,6 +327,10 @@ while True: pass"
         };
         let (_, r) = eval(make, engine, &["--timeout", "60s"], code);
         assert_eq!(kind(&r), "protocol_error", "{mode} {engine}: {r}");
+        assert_eq!(
+            r["status"], "signal",
+            "killed for it, not at the timeout: {r}"
+        );
         assert!(
             r["error"]["message"].as_str().unwrap().contains("capacity"),
             "{r}"
