@@ -428,3 +428,33 @@ fn bad_input_is_refused_with_a_clear_error() {
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     assert!(stderr(&out).contains("\"unavailable\""), "{}", stderr(&out));
 }
+
+#[test]
+fn the_worker_gets_its_channel_as_fds_3_and_4_and_nothing_else() {
+    for (mode, make) in modes() {
+        let code = "import os\n{f: os.readlink('/proc/self/fd/' + f) for f in os.listdir('/proc/self/fd')}";
+        let (_, r) = eval(make, "python", &[], code);
+        let fds = r["value"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{mode}: {r}"));
+        assert!(
+            fds["3"].as_str().unwrap().starts_with("socket:"),
+            "{mode}: {r}"
+        );
+        assert!(
+            fds["4"].as_str().unwrap().contains("memfd:bunker-worker"),
+            "{mode}: {r}"
+        );
+        for (fd, target) in fds {
+            let n: u32 = fd.parse().unwrap();
+            let target = target.as_str().unwrap();
+            // Python's mmap keeps a duplicate of fd 4; listdir has the directory open.
+            let expected =
+                n <= 4 || target.contains("memfd:bunker-worker") || target.starts_with("/proc/");
+            assert!(
+                expected,
+                "{mode}: fd {fd} -> {target} leaked into the worker: {r}"
+            );
+        }
+    }
+}
