@@ -265,6 +265,7 @@ fn program_of(request: &SpawnRequest, stdin: Option<OwnedFd>) -> Program {
         cwd: request.cwd.clone(),
         caller_cwd: request.caller_cwd.clone(),
         stdin,
+        extra_fds: Vec::new(),
     }
 }
 
