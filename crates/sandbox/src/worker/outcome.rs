@@ -65,7 +65,26 @@ pub fn eval_result(
         }
         Ok(None) => result.error = Some(ended_without_reply(run)),
     }
+    // A limit that ended the run is the cause, whatever the worker managed to say or the
+    // channel saw on the way down (an exception thrown at the memory limit, a torn channel).
+    if let (Some(error), Some(run)) = (result.error.as_mut(), run) {
+        match (error.kind, limit_kind(run)) {
+            (EvalErrorKind::Crashed, Some(_)) => *error = ended_without_reply(Some(run)),
+            (EvalErrorKind::Thrown, Some(limit)) => error.kind = limit,
+            _ => {}
+        }
+    }
     result
+}
+
+/// The error kind of a run ended by one of its limits.
+fn limit_kind(run: &RunResult) -> Option<EvalErrorKind> {
+    match run.status {
+        Status::Timeout => Some(EvalErrorKind::Timeout),
+        Status::MemoryLimit => Some(EvalErrorKind::MemoryLimit),
+        Status::OutputLimit => Some(EvalErrorKind::OutputLimit),
+        _ => None,
+    }
 }
 
 /// An exception raised while the proxy refused a request (`http_blocked`) or an HTTP limit
@@ -85,12 +104,7 @@ fn ended_without_reply(run: Option<&RunResult>) -> EvalError {
     let Some(run) = run else {
         return EvalError::new(EvalErrorKind::Crashed, "the worker ended without a result");
     };
-    let kind = match run.status {
-        Status::Timeout => EvalErrorKind::Timeout,
-        Status::MemoryLimit => EvalErrorKind::MemoryLimit,
-        Status::OutputLimit => EvalErrorKind::OutputLimit,
-        _ => EvalErrorKind::Crashed,
-    };
+    let kind = limit_kind(run).unwrap_or(EvalErrorKind::Crashed);
     let how = match (run.exit_code, run.signal) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(signal)) => format!("signal {signal}"),
@@ -123,4 +137,50 @@ fn ended_without_reply(run: Option<&RunResult>) -> EvalError {
         (None, _) => format!("the worker ended without a result ({how})"),
     };
     EvalError::new(kind, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bunker_api::{ApiError, ErrorCode};
+
+    fn ended_by(status: Status) -> RunResult {
+        let mut run = RunResult::refused(ApiError::new(ErrorCode::LimitMemory, "killed"));
+        run.status = status;
+        run.signal = Some(9);
+        run
+    }
+
+    #[test]
+    fn a_limit_that_ended_the_run_is_the_cause_of_a_torn_channel_or_an_exception() {
+        let run = ended_by(Status::MemoryLimit);
+        let torn = eval_result(Err(&ChannelError::Closed), Some(&run), 1.0, false);
+        assert_eq!(torn.error.map(|e| e.kind), Some(EvalErrorKind::MemoryLimit));
+
+        let thrown = WorkerReply {
+            value: serde_json::Value::Null,
+            console_output: String::new(),
+            console_truncated: false,
+            error: Some(super::super::WorkerError {
+                kind: WorkerErrorKind::Thrown,
+                name: Some("RangeError".into()),
+                message: "Out of memory".into(),
+                stack: None,
+            }),
+        };
+        let at_limit = eval_result(
+            Ok(Some(thrown.clone())),
+            Some(&ended_by(Status::Timeout)),
+            1.0,
+            false,
+        );
+        assert_eq!(at_limit.error.map(|e| e.kind), Some(EvalErrorKind::Timeout));
+
+        // Control: without a limit, a torn channel is a crash and an exception is thrown.
+        let exited = ended_by(Status::Exit);
+        let crashed = eval_result(Err(&ChannelError::Closed), Some(&exited), 1.0, false);
+        assert_eq!(crashed.error.map(|e| e.kind), Some(EvalErrorKind::Crashed));
+        let plain = eval_result(Ok(Some(thrown)), Some(&exited), 1.0, false);
+        assert_eq!(plain.error.map(|e| e.kind), Some(EvalErrorKind::Thrown));
+    }
 }
