@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what bunker's tests need when it is missing: the system packages curl, git, openssl,
 # python3, ruby (the Ruby client's suite), util-linux (setpriv, prlimit, ionice), libcap2-bin
-# (setcap, getcap) and time (apt-get), Bun (from npm) and the test runner cargo-nextest (`cargo install --locked`). Idempotent; safe to run on a developer machine.
+# (setcap, getcap) and time (apt-get), pip, Bun (from npm) and the test runner cargo-nextest (`cargo install --locked`). Idempotent; safe to run on a developer machine.
 # Needs root for apt-get and /usr/local/bin.
 set -euo pipefail
 
@@ -32,6 +32,16 @@ if ! command -v bun >/dev/null 2>&1; then
   ln -sf /opt/bunker-test-deps/node_modules/@oven/bun-linux-x64/bin/bun /usr/local/bin/bun
 fi
 bun --version >/dev/null
+
+# pip, for the Python client's install check: CPython's own ensurepip when it has one (offline),
+# else Debian's package (Debian disables ensurepip).
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  python3 -m ensurepip --default-pip >/dev/null 2>&1 || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  }
+fi
+python3 -m pip --version >/dev/null
 
 # The test runner scripts/test.sh uses.
 if ! cargo nextest --version >/dev/null 2>&1; then
