@@ -248,12 +248,15 @@ impl Shared {
         if self.is_draining() {
             return None;
         }
-        let Warm {
-            held: Held::Worker(worker),
-            lease,
-            permit,
-            ..
-        } = self.pools_lock().take_worker(engine, policy)?
+        let (
+            Warm {
+                held: Held::Worker(worker),
+                lease,
+                permit,
+                ..
+            },
+            lower,
+        ) = self.pools_lock().take_worker(engine, policy)?
         else {
             return None;
         };
@@ -264,7 +267,7 @@ impl Shared {
         };
         let lowered = worker
             .sandbox()
-            .map(|sandbox| sandbox.supervised.cgroup.lower_limits(&policy.limits));
+            .map(|sandbox| sandbox.supervised.cgroup.lower_limits(&lower));
         if let Some(Err(e)) = lowered {
             tracing::warn!(error = %e, "a pooled worker's cgroup refused the eval's limits; it is ended");
             tokio::task::spawn_blocking(move || drop((worker, slot, lease)));
