@@ -288,7 +288,12 @@ impl Shared {
 
     /// Counts a finished run by its status.
     pub fn count_result(&self, result: &RunResult) {
-        let status = serde_json::to_value(result.status)
+        self.count_status(result.status);
+    }
+
+    /// Counts a finished run or eval by its status.
+    pub fn count_status(&self, status: bunker_api::Status) {
+        let status = serde_json::to_value(status)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
