@@ -512,3 +512,123 @@ fn an_opened_worker_keeps_its_globals_and_dies_with_its_connection() {
         );
     }
 }
+
+/// A loopback HTTP server that answers `hello` to every request, and how many it served.
+fn http_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    (port, served)
+}
+
+/// `bunker eval` with the args, through `--connect socket` when given; its result line.
+fn cli_eval(socket: Option<&std::path::Path>, args: &[&str]) -> (std::process::Output, Value) {
+    let mut cmd = common::bunker();
+    cmd.arg("eval").env_remove("BUNKER_SOCKET");
+    if let Some(socket) = socket {
+        cmd.arg("--connect").arg(socket);
+    }
+    let out = cmd.args(args).output().unwrap();
+    let line = common::stdout(&out);
+    let value = serde_json::from_str(line.trim()).unwrap_or(Value::Null);
+    (out, value)
+}
+
+#[test]
+fn bunker_eval_through_the_daemon_prints_what_a_cold_eval_prints() {
+    if needs_root() {
+        return;
+    }
+    let (port, served) = http_server();
+    let url = format!("http://127.0.0.1:{port}/x");
+    let allow = format!("127.0.0.1:{port}");
+    let fetch = format!("fetch('{url}').then(r => r.text())");
+    let same = |r: &Value| {
+        json!({"value": r["value"], "console_output": r["console_output"],
+               "console_truncated": r["console_truncated"], "error": r["error"],
+               "status": r["status"]})
+    };
+    for mode in modes() {
+        let daemon = daemon(mode, 1);
+        let mut cases: Vec<Vec<&str>> = vec![
+            vec!["1+1"],
+            vec!["--engine", "python", "print('hi')\n6*7"],
+            vec!["--timeout", "300ms", "while (true) {}"],
+            vec!["throw new RangeError('no')"],
+        ];
+        // Rootless, the eval profiles are this test's ceiling: no network beyond them.
+        if mode == "root" {
+            cases.push(vec!["--allow-net", &allow, &fetch]);
+        }
+        for args in &cases {
+            let mut c = daemon.client();
+            ready(&daemon, &mut c, "bun", 1);
+            ready(&daemon, &mut c, "python", 1);
+            let before = served.load(std::sync::atomic::Ordering::SeqCst);
+            let (warm_out, warm) = cli_eval(Some(&daemon.socket), args);
+            let through = served.load(std::sync::atomic::Ordering::SeqCst) - before;
+            let (cold_out, cold) = cli_eval(None, args);
+            assert_eq!(
+                same(&warm),
+                same(&cold),
+                "{mode} {args:?}\ndaemon: {warm} {}\ncold: {cold} {}",
+                common::stderr(&warm_out),
+                common::stderr(&cold_out)
+            );
+            assert_eq!(
+                warm_out.status.code(),
+                cold_out.status.code(),
+                "{mode} {args:?}"
+            );
+            assert_eq!(cold["warm"], false, "{cold}");
+            if args.contains(&fetch.as_str()) {
+                // Through the daemon's proxy, and recorded: the daemon waited for the end.
+                assert_eq!(warm["value"], "hello", "{mode}: {warm}");
+                assert_eq!(
+                    warm["warm"], false,
+                    "an eval with http is never pooled: {warm}"
+                );
+                assert_eq!(warm["http_requests"][0]["allowed"], true, "{warm}");
+                assert_eq!(through, 1, "the server saw the daemon's eval");
+            } else {
+                assert_eq!(warm["warm"], true, "{mode} {args:?}: {warm}");
+            }
+        }
+        assert_eq!(
+            cli_eval(
+                Some(&daemon.socket),
+                &["--timeout", "300ms", "while (true) {}"]
+            )
+            .0
+            .status
+            .code(),
+            Some(124),
+            "{mode}: a timeout exits 124"
+        );
+    }
+    // A daemon that is not running: `unavailable`, exit 125, no result line.
+    let gone = std::env::temp_dir().join("bunker-no-daemon-here.sock");
+    let (out, value) = cli_eval(Some(&gone), &["1+1"]);
+    assert_eq!(out.status.code(), Some(125), "{}", common::stderr(&out));
+    assert_eq!(value, Value::Null);
+    assert!(
+        common::stderr(&out).contains("unavailable"),
+        "{}",
+        common::stderr(&out)
+    );
+}
