@@ -100,13 +100,21 @@ const format = (args) =>
 for (const name of ["log", "info", "warn", "error", "debug", "trace"]) {
   console[name] = (...args) => record(format(args));
 }
-for (const stream of [process.stdout, process.stderr]) {
-  stream.write = (chunk, encoding, callback) => {
-    record(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString());
-    if (typeof encoding === "function") encoding();
-    else if (typeof callback === "function") callback();
-    return true;
-  };
+// process.stdout/stderr writes are captured only for code that names them: making the streams
+// costs Bun ~10 ms of start-up (even a property descriptor materializes them), which most evals
+// should not pay. docs/workers.md says so.
+let streamsCaptured = false;
+function captureStreams(code) {
+  if (streamsCaptured || !/\bprocess\b[\s\S]*\bstd(out|err)\b|\bprocess\s*\[/.test(code)) return;
+  streamsCaptured = true;
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.write = (chunk, encoding, callback) => {
+      record(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString());
+      if (typeof encoding === "function") encoding();
+      else if (typeof callback === "function") callback();
+      return true;
+    };
+  }
 }
 
 // Value conversion (docs/workers.md): JSON as it is; undefined → null; BigInt → its decimal
@@ -165,6 +173,7 @@ async function run(request) {
   let valueJson = null;
   let error = null;
   try {
+    captureStreams(request.code);
     for (const [name, value] of Object.entries(request.globals ?? {})) globalThis[name] = value;
     let value = (0, eval)(request.code);
     if (value && typeof value.then === "function") value = await value;

@@ -123,9 +123,10 @@ const EVAL_EXAMPLES: &str = "Examples:
   bunker eval --timeout 2s --memory 64MB --console-max 1KB 'console.log(\"hi\"); 42'
   bunker eval --globals '{\"x\": 41}' 'x + 1'
   bunker eval --function add --args '[1, 2]' 'function add(a, b) { return a + b }'
-  bunker eval --allow-net example.com 'await fetch(\"https://example.com\")' # see docs/workers.md
+  bunker eval --allow-net example.com 'fetch(\"https://example.com\").then(r => r.status)'
 
-Prints one JSON line (docs/workers.md, \"The result\"); exit 0 when `error` is null.";
+Prints the result as one JSON line (docs/api.md, \"Eval\"; docs/workers.md); exit 0 when `error`
+is null.";
 
 #[derive(Debug, Args)]
 pub struct EvalOpts {

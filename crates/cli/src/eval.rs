@@ -12,8 +12,8 @@ use std::time::Instant;
 use bunker_api::{
     exit, ApiError, Engine, ErrorCode, EvalLimits, EvalResult, EvalSpec, HttpOptions, RunResult,
 };
-use bunker_policy::eval::{narrow_limits, ApplyHttp, DEFAULT_CONSOLE_BYTES};
-use bunker_policy::{HostEnv, LoadSpec, Policy, PolicyDoc, PolicySource};
+use bunker_policy::eval::{apply_eval_options, eval_load_spec, DEFAULT_CONSOLE_BYTES};
+use bunker_policy::{HostEnv, Policy, PolicySource};
 use bunker_sandbox::console::{Console, Verbosity};
 use bunker_sandbox::egress::Egress;
 use bunker_sandbox::host::HostContext;
@@ -140,7 +140,7 @@ fn spec_of(opts: &EvalOpts) -> Result<EvalSpec, ApiError> {
 
 /// The policy an eval runs under: the engine's profile (extended by `policy_file` when given),
 /// then the spec's `http` and `limits` applied (`bunker_policy::eval`).
-pub fn eval_policy(spec: &EvalSpec, policy_file: Option<&Path>) -> Result<Policy, ApiError> {
+fn eval_policy(spec: &EvalSpec, policy_file: Option<&Path>) -> Result<Policy, ApiError> {
     let policy_error = |e: bunker_policy::PolicyError| ApiError::from(&e);
     let cwd = std::env::current_dir().map_err(|e| {
         ApiError::new(
@@ -148,30 +148,12 @@ pub fn eval_policy(spec: &EvalSpec, policy_file: Option<&Path>) -> Result<Policy
             format!("cannot read the current directory: {e}"),
         )
     })?;
-    let profile = spec.engine.profile().to_string();
-    let source = match policy_file {
-        Some(file) => PolicySource::File(file.to_path_buf()),
-        None => PolicySource::Text {
-            text: serde_json::json!({ "extends": [profile] }).to_string(),
-            name: profile.clone(),
-            base: cwd.clone(),
-        },
-    };
-    let load = LoadSpec {
-        source,
-        overlay: PolicyDoc {
-            extends: vec![profile],
-            ..PolicyDoc::default()
-        },
-        overlay_base: cwd,
-    };
+    let source = policy_file.map(|f| PolicySource::File(f.to_path_buf()));
+    let load = eval_load_spec(spec.engine, source, cwd);
     let mut policy = bunker_policy::load_with_origins(&load, &HostEnv::from_process())
         .map(|(policy, _)| policy)
         .map_err(policy_error)?;
-    if let Some(http) = &spec.http {
-        http.apply_to(&mut policy).map_err(policy_error)?;
-    }
-    narrow_limits(&mut policy, &spec.limits).map_err(policy_error)?;
+    apply_eval_options(&mut policy, spec.http.as_ref(), &spec.limits).map_err(policy_error)?;
     Ok(policy)
 }
 
@@ -257,7 +239,7 @@ fn supervise(
     let run = bunker_sandbox::supervise::supervise(supervised, policy);
     drop(lifeline);
     let records = if proxied { egress.finish() } else { Vec::new() };
-    let reply = watcher.join().unwrap_or_else(|_| Err(ChannelError::Closed));
+    let reply = watcher.join().unwrap_or(Err(ChannelError::Closed));
     let mut run = run.map_err(|e| e.to_api_error())?;
     run.http = bunker_api::HttpReport::from_records(records);
     Ok((reply, run))

@@ -3,17 +3,53 @@
 
 use std::time::Duration;
 
-use bunker_api::{EvalLimits, HttpOptions};
+use std::path::PathBuf;
+
+use bunker_api::{Engine, EvalLimits, HttpOptions};
 
 use crate::error::{ErrorKind, PolicyError};
+use crate::load::{LoadSpec, PolicySource};
 use crate::net::NetRule;
-use crate::types::Policy;
+use crate::types::{Policy, PolicyDoc};
 
 /// Where errors of an eval's options say they are.
 const ORIGIN: &str = "eval request";
 
 /// Console bytes an eval keeps when `limits.console_bytes` is not given.
 pub const DEFAULT_CONSOLE_BYTES: u64 = 64 * 1024;
+
+/// What an eval of `engine` loads: `source` (a caller's policy, which may set anything) with the
+/// engine's profile (`eval:bun`, `eval:python`) added to its `extends`, or the profile alone.
+/// `base` resolves the relative paths of a text source and of the overlay (the caller's cwd).
+pub fn eval_load_spec(engine: Engine, source: Option<PolicySource>, base: PathBuf) -> LoadSpec {
+    let profile = engine.profile().to_string();
+    let source = source.unwrap_or_else(|| PolicySource::Text {
+        text: format!("{{\"extends\": [\"{profile}\"]}}"),
+        name: profile.clone(),
+        base: base.clone(),
+    });
+    LoadSpec {
+        source,
+        overlay: PolicyDoc {
+            extends: vec![profile],
+            ..PolicyDoc::default()
+        },
+        overlay_base: base,
+    }
+}
+
+/// The eval's own options on top of its loaded policy: `http` ([`ApplyHttp`]), then `limits`
+/// ([`narrow_limits`]).
+pub fn apply_eval_options(
+    policy: &mut Policy,
+    http: Option<&HttpOptions>,
+    limits: &EvalLimits,
+) -> Result<(), PolicyError> {
+    if let Some(http) = http {
+        http.apply_to(policy)?;
+    }
+    narrow_limits(policy, limits)
+}
 
 /// Maps an eval's `http` options (the first seed's Ruby key names) onto the policy: the one
 /// place this mapping lives.

@@ -133,6 +133,20 @@ pub enum Doorbell {
     Closed,
 }
 
+impl AsFd for Channel {
+    /// The control socket ([`Channel::control_fd`]).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.control.as_fd()
+    }
+}
+
+impl AsRawFd for Channel {
+    /// The control socket, e.g. for tokio's `AsyncFd<Channel>`.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.control.as_raw_fd()
+    }
+}
+
 /// bunker's end of one worker's channel.
 #[derive(Debug)]
 pub struct Channel {
@@ -338,6 +352,90 @@ mod tests {
         assert_eq!(reply.map(|r| r.value), Some(serde_json::json!(2)));
         drop(fds);
         assert_eq!(ch.poll_doorbell().ok(), Some(Doorbell::Closed));
+    }
+
+    /// The real worker libraries, outside any sandbox (started by `process::spawn_with_fds`
+    /// with their channel as fds 3 and 4): one request, and the opt-in multi-request mode
+    /// with globals persisting.
+    #[test]
+    fn the_worker_libraries_answer_and_keep_open_when_asked() {
+        use bunker_api::Engine;
+        use bunker_sys::process;
+        use std::ffi::CString;
+        for engine in Engine::ALL {
+            let (mut ch, fds) =
+                Channel::new(ChannelConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+            let argv: Vec<CString> = crate::worker::program::argv(engine)
+                .into_iter()
+                .map(|a| CString::new(a.into_encoded_bytes()).unwrap_or_default())
+                .collect();
+            let name = if engine == Engine::Bun {
+                "bun"
+            } else {
+                "python3"
+            };
+            let Some(path) = std::env::var("PATH")
+                .unwrap_or_default()
+                .split(':')
+                .map(|d| std::path::Path::new(d).join(name))
+                .find(|p| p.is_file())
+            else {
+                assert!(std::env::var_os("CI").is_none(), "{name} is not installed");
+                continue;
+            };
+            let path = CString::new(path.into_os_string().into_encoded_bytes()).unwrap_or_default();
+            let env = [CString::new("PATH=/usr/local/bin:/usr/bin:/bin").unwrap_or_default()];
+            let stdio = process::StdioFds {
+                stdin: None,
+                stdout: 1,
+                stderr: 2,
+                terminal_session: false,
+            };
+            let extra = [fds.control.as_raw_fd(), fds.memfd.as_raw_fd()];
+            let pid = process::spawn_with_fds(&path, &argv, &env, stdio, &extra)
+                .unwrap_or_else(|e| panic!("{e}"));
+            drop(fds);
+            let code = |c: &str| WorkerRequest {
+                code: c.into(),
+                keep_open: true,
+                ..request()
+            };
+            let first = if engine == Engine::Bun {
+                "var n = 40; n"
+            } else {
+                "n = 40\nn"
+            };
+            ch.send_request(&code(first))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let r = ch
+                .wait_reply(None)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("{engine}: no reply"));
+            assert_eq!(r.value, serde_json::json!(40), "{engine}: {r:?}");
+            // The same worker: `n` is still there.
+            ch.send_request(&code("n + 2"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let r = ch
+                .wait_reply(None)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("{engine}: no reply"));
+            assert_eq!(r.value, serde_json::json!(42), "{engine}: {r:?}");
+            // The last request, without keep_open: the worker answers and exits.
+            ch.send_request(&request())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let r = ch
+                .wait_reply(None)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("{engine}: no reply"));
+            assert_eq!(r.value, serde_json::json!(2), "{engine}: {r:?}");
+            assert_eq!(
+                ch.wait_reply(None).ok(),
+                Some(None),
+                "{engine}: the worker's end closed"
+            );
+            let exit = process::waitpid(pid, false).ok().flatten().map(|(_, s)| s);
+            assert_eq!(exit, Some(process::WaitStatus::Exited(0)), "{engine}");
+        }
     }
 
     #[test]
