@@ -257,8 +257,14 @@ pub fn eval(
 ) -> Result<bunker_api::EvalResult, ApiError> {
     let mut spec = spec.clone();
     if let Some(file) = policy_file {
-        let only_the_file = bunker_api::EvalSpec::new(spec.engine, "");
-        let policy = crate::eval::eval_policy(&only_the_file, Some(file))?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| not_sendable(format!("cannot read the current directory: {e}")))?;
+        let load = bunker_policy::eval::eval_load_spec(
+            spec.engine,
+            Some(bunker_policy::PolicySource::File(file.to_path_buf())),
+            cwd,
+        );
+        let policy = bunker_policy::load(&load).map_err(|e| ApiError::from(&e))?;
         spec.policy = Some(PolicyChoice::Inline(policy_document(&policy)?));
     }
     Client::connect(socket)?.eval(&spec)

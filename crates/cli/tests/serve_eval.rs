@@ -364,14 +364,21 @@ fn an_eval_pool_refills_after_a_burst_and_reports_its_idle_memory() {
         for engine in ENGINES {
             ready(&daemon, &mut c, engine, 2);
         }
-        let pools = stats(&mut c)["pools"].clone();
         if mode == "root" {
-            // An idle worker's cgroup holds its runtime: more than a bare init's.
+            // An idle worker's cgroup holds its runtime (once it has loaded): more than the
+            // few KiB of a plain pooled sandbox's waiting init.
             for engine in ENGINES {
-                let bytes = pools[format!("eval:{engine}")]["idle_memory_bytes"]
-                    .as_u64()
-                    .unwrap_or(0);
-                assert!(bytes > 2 << 20, "{engine}: {pools}");
+                let mut pools = Value::Null;
+                assert!(
+                    eventually(Duration::from_secs(10), || {
+                        pools = stats(&mut c)["pools"].clone();
+                        pools[format!("eval:{engine}")]["idle_memory_bytes"]
+                            .as_u64()
+                            .unwrap_or(0)
+                            > 2 * (1 << 20)
+                    }),
+                    "{engine}: {pools}"
+                );
             }
         }
         // A burst larger than the pool: the first ones warm, the rest cold, all fine.
@@ -558,6 +565,16 @@ fn bunker_eval_through_the_daemon_prints_what_a_cold_eval_prints() {
     let url = format!("http://127.0.0.1:{port}/x");
     let allow = format!("127.0.0.1:{port}");
     let fetch = format!("fetch('{url}').then(r => r.text())");
+    // A policy file extending the profile with a read grant (loaded by the CLI, sent inline).
+    let dir = common::shared_tempdir();
+    let data = common::write_file(dir.path(), "data.txt", "granted");
+    let policy = common::write_file(
+        dir.path(),
+        "policy.json",
+        &json!({"allow": {"read": [dir.path()]}}).to_string(),
+    );
+    let read = format!("open('{}').read()", data.display());
+    let policy = policy.display().to_string();
     let same = |r: &Value| {
         json!({"value": r["value"], "console_output": r["console_output"],
                "console_truncated": r["console_truncated"], "error": r["error"],
@@ -574,6 +591,7 @@ fn bunker_eval_through_the_daemon_prints_what_a_cold_eval_prints() {
         // Rootless, the eval profiles are this test's ceiling: no network beyond them.
         if mode == "root" {
             cases.push(vec!["--allow-net", &allow, &fetch]);
+            cases.push(vec!["--engine", "python", "--policy", &policy, &read]);
         }
         for args in &cases {
             let mut c = daemon.client();
@@ -605,6 +623,9 @@ fn bunker_eval_through_the_daemon_prints_what_a_cold_eval_prints() {
                 );
                 assert_eq!(warm["http_requests"][0]["allowed"], true, "{warm}");
                 assert_eq!(through, 1, "the server saw the daemon's eval");
+            } else if args.contains(&read.as_str()) {
+                assert_eq!(warm["value"], "granted", "{mode}: {warm}");
+                assert_eq!(warm["warm"], false, "an eval with a policy is never pooled");
             } else {
                 assert_eq!(warm["warm"], true, "{mode} {args:?}: {warm}");
             }

@@ -28,8 +28,8 @@ use std::time::Duration;
 use bunker_api::eval::{Engine, EvalLimits, EvalResult, EvalSpec, HttpOptions};
 use bunker_api::protocol::WorkerSpec;
 use bunker_api::{ApiError, ErrorCode, PolicyChoice, RunResult};
-use bunker_policy::eval::ApplyHttp;
-use bunker_policy::Policy;
+use bunker_policy::eval::{apply_eval_options, eval_load_spec};
+use bunker_policy::{Policy, PolicySource};
 use bunker_sandbox::idmap::{IdLease, IdMode};
 use bunker_sandbox::spawn::{Prepared, Program, Sandbox};
 use bunker_sandbox::supervise::{supervise_async, KillReason, OutputMode, SupervisionControl};
@@ -107,8 +107,10 @@ pub fn start_worker(
 }
 
 /// The policy an eval runs under: the engine's profile (`eval:bun`, `eval:python`), extended by
-/// `extra` (a name or an inline document, loaded with the profile first in its `extends`), with
-/// `http` mapped onto its network rules and `limits` lowering its limits (never raising them).
+/// `extra` (a name or an inline document, loaded with the profile in its `extends`:
+/// `bunker_policy::eval::eval_load_spec`, as `bunker eval` loads its `--policy`), with `http`
+/// mapped onto its network rules and `limits` lowering its limits (`apply_eval_options`).
+/// Without `extra`, the config's cached profile: nothing is loaded per request.
 pub fn effective_policy(
     config: &Config,
     engine: Engine,
@@ -125,46 +127,32 @@ pub fn effective_policy(
             )
         })?,
         Some(choice) => {
-            let invalid = |m: String| ApiError::new(ErrorCode::PolicyInvalid, m);
-            let mut doc = match choice {
-                PolicyChoice::Inline(doc) => doc.clone(),
-                PolicyChoice::Name(name) => {
-                    // A config policy by its file, a built-in profile by its name.
-                    let entry = match config.policies.get(name) {
-                        Some((file, _)) => file.display().to_string(),
-                        None if config.named_policy(name).is_some() => name.clone(),
-                        None => {
-                            return Err(ApiError::new(
-                                ErrorCode::NotFound,
-                                format!("spec.policy: no policy named {name:?}"),
-                            ))
-                        }
-                    };
-                    serde_json::json!({ "extends": [entry] })
-                }
+            let text = |text: String| PolicySource::Text {
+                text,
+                name: "spec.policy".into(),
+                base: config.base_dir.clone(),
             };
-            let object = doc.as_object_mut().ok_or_else(|| {
-                invalid("spec.policy.inline: a policy document is a JSON object".into())
-            })?;
-            let mut extends = vec![serde_json::Value::from(profile)];
-            match object.remove("extends") {
-                None => {}
-                Some(serde_json::Value::Array(more)) => extends.extend(more),
-                Some(other) => {
-                    return Err(invalid(format!(
-                        "spec.policy.inline.extends: a list of names, not {other}"
-                    )))
-                }
-            }
-            object.insert("extends".into(), serde_json::Value::Array(extends));
-            bunker_policy::load_str(&doc.to_string(), &config.base_dir, "spec.policy")
-                .map_err(|e| ApiError::from(&e))?
+            let source = match choice {
+                PolicyChoice::Inline(doc) => text(doc.to_string()),
+                // A config policy by its file, a built-in profile by its name.
+                PolicyChoice::Name(name) => match config.policies.get(name) {
+                    Some((file, _)) => PolicySource::File(file.clone()),
+                    None if config.named_policy(name).is_some() => {
+                        text(serde_json::json!({ "extends": [name] }).to_string())
+                    }
+                    None => {
+                        return Err(ApiError::new(
+                            ErrorCode::NotFound,
+                            format!("spec.policy: no policy named {name:?}"),
+                        ))
+                    }
+                },
+            };
+            let spec = eval_load_spec(engine, Some(source), config.base_dir.clone());
+            bunker_policy::load(&spec).map_err(|e| ApiError::from(&e))?
         }
     };
-    if let Some(http) = http {
-        http.apply_to(&mut policy).map_err(|e| ApiError::from(&e))?;
-    }
-    bunker_policy::eval::narrow_limits(&mut policy, limits).map_err(|e| ApiError::from(&e))?;
+    apply_eval_options(&mut policy, http, limits).map_err(|e| ApiError::from(&e))?;
     Ok(policy)
 }
 
