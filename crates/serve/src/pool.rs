@@ -14,6 +14,11 @@
 //! taken, so that on a small host no build competes with the warm run it replaces; and every
 //! second while a pool is short.
 //!
+//! Pre-started runtimes: a pool named `eval:bun` / `eval:python` holds workers (eval.rs): its
+//! sandboxes are prepared as any pool's, then handed the worker program at once, so that the
+//! runtime has started and waits on its channel when an eval takes it. Only evals take them
+//! (`take_worker`), only runs take the others (`take`); bounds, refill and rebuild are the same.
+//!
 //! Single use: a sandbox leaves its pool for one request and is torn down after that run, as a
 //! cold one is. The pools are rebuilt on a config reload (their ready sandboxes ended, new ones
 //! built from the reloaded policies): all of them on SIGHUP, those whose policy or size changed
@@ -26,6 +31,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bunker_api::eval::Engine;
 use bunker_api::protocol::PoolStats;
 use bunker_policy::Policy;
 use bunker_sandbox::idmap::{IdLease, IdMode};
@@ -33,13 +39,29 @@ use bunker_sandbox::spawn::Prepared;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::Config;
+use crate::eval::Worker;
 use crate::frequent::{self, FrequentRule, Sightings};
 use crate::sandbox::Ids;
 use crate::state::Shared;
 
+/// What a pool keeps ready: a prepared sandbox, or (an `eval:` pool) a launched worker.
+pub enum Held {
+    Prepared(Prepared),
+    Worker(Worker),
+}
+
+impl Held {
+    fn sandbox(&self) -> Option<&bunker_sandbox::spawn::Sandbox> {
+        match self {
+            Held::Prepared(prepared) => prepared.sandbox(),
+            Held::Worker(worker) => worker.sandbox(),
+        }
+    }
+}
+
 /// A ready sandbox and what it holds: its host ids (as root) and its daemon slot.
 pub struct Warm {
-    pub prepared: Prepared,
+    pub held: Held,
     pub id_mode: IdMode,
     pub lease: Option<IdLease>,
     pub permit: OwnedSemaphorePermit,
@@ -53,6 +75,19 @@ pub struct Taken {
 }
 
 impl Warm {
+    /// Whether its init still waits (its pidfd is readable once it has exited). Asked of
+    /// pre-started workers only: a prepared sandbox's death is found out at its launch.
+    fn alive(&self) -> bool {
+        let Some(sandbox) = self.held.sandbox() else {
+            return false;
+        };
+        let pidfd = std::os::fd::AsFd::as_fd(&sandbox.supervised.pidfd);
+        matches!(
+            bunker_sys::event::poll(&[pidfd], Some(Duration::ZERO)).as_deref(),
+            Ok([ready]) if !ready.readable && !ready.hangup
+        )
+    }
+
     /// Ends the sandbox off the runtime (killing and reaping init blocks briefly), then frees
     /// its slot and its ids.
     fn discard(self) {
@@ -64,6 +99,8 @@ struct Pool {
     name: String,
     size: usize,
     policy: Policy,
+    /// A pool of pre-started workers of this engine (`eval:ENGINE`).
+    engine: Option<Engine>,
     ready: VecDeque<Warm>,
     filling: usize,
     taken: u64,
@@ -76,6 +113,7 @@ struct Pool {
 impl Pool {
     fn new(name: String, size: usize, policy: Policy, on_demand: bool) -> Pool {
         Pool {
+            engine: Engine::ALL.into_iter().find(|e| e.profile() == name),
             name,
             size,
             policy,
@@ -106,6 +144,7 @@ pub struct Fill {
     generation: u64,
     pool: String,
     pub policy: Policy,
+    pub engine: Option<Engine>,
     pub permit: OwnedSemaphorePermit,
 }
 
@@ -196,14 +235,49 @@ impl Pools {
     /// waited (killed from outside) is found out at its launch, which then starts over
     /// (`sandbox::launch`).
     pub fn take(&mut self, policy: &Policy) -> Option<Warm> {
+        self.take_from(None, policy)
+    }
+
+    /// A pre-started worker of `engine` for an eval under `policy`, as [`Pools::take`], and
+    /// the cgroup limits to lower before its hand-over: only those below the pool's (a write
+    /// of the same value would only cost the eval time).
+    pub fn take_worker(
+        &mut self,
+        engine: Engine,
+        policy: &Policy,
+    ) -> Option<(Warm, bunker_policy::Limits)> {
+        let warm = self.take_from(Some(engine), policy)?;
+        let pooled = self
+            .pools
+            .iter()
+            .find(|p| p.engine == Some(engine) && fits(&p.policy, policy))
+            .map(|p| &p.policy.limits);
+        let mut lower = policy.limits.clone();
+        if let Some(pooled) = pooled {
+            if lower.memory == pooled.memory {
+                lower.memory = None;
+            }
+            if lower.pids == pooled.pids {
+                lower.pids = None;
+            }
+        }
+        Some((warm, lower))
+    }
+
+    fn take_from(&mut self, engine: Option<Engine>, policy: &Policy) -> Option<Warm> {
         let pool = self
             .pools
             .iter_mut()
-            .find(|p| !p.ready.is_empty() && fits(&p.policy, policy))?;
-        let warm = pool.ready.pop_front()?;
-        pool.taken += 1;
-        pool.used = Instant::now();
-        Some(warm)
+            .find(|p| p.engine == engine && !p.ready.is_empty() && fits(&p.policy, policy))?;
+        while let Some(warm) = pool.ready.pop_front() {
+            if engine.is_none() || warm.alive() {
+                pool.taken += 1;
+                pool.used = Instant::now();
+                return Some(warm);
+            }
+            warm.discard();
+        }
+        None
     }
 
     /// Counts a run of `policy` that no pool served; with the config's `frequent` rule met,
@@ -269,6 +343,7 @@ impl Pools {
             generation,
             pool: pool.name.clone(),
             policy: pool.policy.clone(),
+            engine: pool.engine,
             permit,
         })
     }
@@ -296,7 +371,7 @@ impl Pools {
                     .ready
                     .iter()
                     .map(|w| {
-                        w.prepared
+                        w.held
                             .sandbox()
                             .and_then(|s| s.supervised.cgroup.memory_usage())
                     })
@@ -336,10 +411,29 @@ pub async fn refill(shared: Arc<Shared>) {
                 },
                 Ids::Own { uid, gid } => (IdMode::Rootless { uid, gid }, None),
             };
-            match shared.spawner.prepare(fill.policy.clone(), id_mode).await {
-                Ok(prepared) => {
+            let prepared = shared.spawner.prepare(fill.policy.clone(), id_mode).await;
+            let held = match (prepared, fill.engine) {
+                (Ok(prepared), None) => Ok(Held::Prepared(prepared)),
+                (Ok(prepared), Some(engine)) => {
+                    let policy = fill.policy.clone();
+                    tokio::task::spawn_blocking(move || {
+                        crate::eval::start_worker(prepared, &policy, engine)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(bunker_api::ApiError::new(
+                            bunker_api::ErrorCode::InternalError,
+                            format!("launch task: {e}"),
+                        ))
+                    })
+                    .map(Held::Worker)
+                }
+                (Err(e), _) => Err(e),
+            };
+            match held {
+                Ok(held) => {
                     let warm = Warm {
-                        prepared,
+                        held,
                         id_mode,
                         lease,
                         permit: fill.permit,
