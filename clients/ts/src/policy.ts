@@ -29,7 +29,11 @@ function looksLikePath(value: string): boolean {
   return /^(\/|\.\.?\/|~\/)/.test(value) || value.endsWith(".json");
 }
 
-export function classifyPolicy(sandbox: SandboxOption | undefined, where: string): PolicySource {
+export function classifyPolicy(
+  sandbox: SandboxOption | undefined,
+  where: string,
+  { implicitDefault = true }: { implicitDefault?: boolean } = {},
+): PolicySource {
   if (sandbox === undefined || sandbox === null) return { kind: "name", name: "default" };
   if (sandbox instanceof URL) {
     if (sandbox.protocol !== "file:") throw badOption(where, `sandbox: only file: URLs name a policy file, got ${sandbox.href}`);
@@ -46,7 +50,7 @@ export function classifyPolicy(sandbox: SandboxOption | undefined, where: string
   if (typeof sandbox === "object" && !Array.isArray(sandbox)) {
     // A policy object without `extends` builds on the `default` profile (the system's binaries and
     // libraries), as `bunker run` without --policy does; `extends: []` starts from nothing.
-    return { kind: "object", policy: "extends" in sandbox ? sandbox : { extends: ["default"], ...sandbox } };
+    return { kind: "object", policy: "extends" in sandbox || !implicitDefault ? sandbox : { extends: ["default"], ...sandbox } };
   }
   throw badOption(where, `sandbox: expected a policy object, a policy file path or a policy name, got ${Array.isArray(sandbox) ? "an array" : typeof sandbox}`);
 }
