@@ -61,6 +61,12 @@ describe(`run (${MODE})`, () => {
     expect(r.stdoutText).toBe("from the policy dir\n");
   });
 
+  test("a policy object's relative paths resolve against this process's directory", async () => {
+    // The suite runs in clients/ts; the daemon runs in a directory of its own (test/setup.ts).
+    const r = await run(["cat", `${process.cwd()}/test/fixture.txt`], { sandbox: { allow: { read: ["./test"] } } });
+    expect(r.stdoutText).toBe("fixture for relative grants\n");
+  });
+
   test("a policy name the daemon knows", async () => {
     const r = await run(["true"], { sandbox: "default" });
     expect(r.status).toBe("ok");
