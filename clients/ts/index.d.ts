@@ -434,3 +434,18 @@ export declare class EvalError extends Error {
 }
 
 export declare function evalJs(code: string, options?: EvalOptions): Promise<EvalOutput>;
+
+export interface WorkerEvalOptions {
+  globals?: Record<string, unknown>;
+  function?: string;
+  args?: unknown[];
+}
+
+/** A worker serving several evals in turn, its globals kept (the daemon's `open_worker`). */
+export declare class EvalWorker {
+  readonly id: string;
+  eval(code: string, options?: WorkerEvalOptions): Promise<EvalOutput>;
+  close(): Promise<void>;
+}
+
+export declare function openEvalWorker(options?: Omit<EvalOptions, "globals" | "function" | "args">): Promise<EvalWorker>;
