@@ -278,7 +278,13 @@ function spawnCli(
         options.onEvent?.({ event: "exit", result });
         proc._settle(result);
       },
-      (error) => proc._settle(error),
+      (error) => {
+        // Killed before bunker could set up its signal handling: nothing ran and there is no
+        // report. The daemon answers a request killed before its sandbox was up the same way.
+        if (proc.killed && error instanceof BunkerError && error.code === "internal_error") {
+          proc._settle(new BunkerError("cancelled", "killed before the sandbox started (no report)", { cause: error }));
+        } else proc._settle(error);
+      },
     );
   };
 
