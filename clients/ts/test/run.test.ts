@@ -184,3 +184,20 @@ describe(`run (${MODE})`, () => {
     expect(r.report.error_code).toBe("command_not_found");
   });
 });
+
+describe(`run abort (${MODE})`, () => {
+  test("an AbortSignal ends the run: killed (cancelled / terminated)", async () => {
+    const controller = new AbortController();
+    const pending = run(["sh", "-c", "sleep 30"], { signal: controller.signal });
+    setTimeout(() => controller.abort(), 300);
+    let outcome: string;
+    try {
+      const r = await pending;
+      outcome = `${r.status} ${r.report.error_code}`;
+    } catch (error) {
+      outcome = (error as BunkerError).code;
+    }
+    // Killed while running, or (on a slow host) cancelled before the sandbox was up.
+    expect(MODE === "daemon" ? ["signal cancelled", "cancelled"] : ["signal terminated", "cancelled"]).toContain(outcome);
+  });
+});
