@@ -158,4 +158,3 @@ export async function run(cmd: string[], options: RunOptions = {}): Promise<RunO
   return output;
 }
 
-export { BunkerError };
