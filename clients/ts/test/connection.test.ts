@@ -45,9 +45,9 @@ describe(`Connection (${MODE})`, () => {
         .request("run", { spec: { policy, argv: ["sh", "-c", `echo set > ${dir}/flag; echo setter`] } })
         .then((r) => (order.push("setter"), r));
       const [w, s] = await Promise.all([waiter, setter]);
-      expect(w.status).toBe("ok");
-      expect(w.stdout.data.utf8).toBe("waited\n");
-      expect(s.stdout.data.utf8).toBe("setter\n");
+      // Whole objects, so a failure shows what the daemon said.
+      expect({ status: w.status, error: w.error, stdout: w.stdout.data }).toEqual({ status: "ok", error: undefined, stdout: { utf8: "waited\n" } });
+      expect({ status: s.status, error: s.error, stdout: s.stdout.data }).toEqual({ status: "ok", error: undefined, stdout: { utf8: "setter\n" } });
       expect(order).toEqual(["setter", "waiter"]);
     } finally {
       connection.close();
