@@ -67,6 +67,12 @@ describe(`run (${MODE})`, () => {
     expect(r.stdoutText).toBe("fixture for relative grants\n");
   });
 
+  test("cwd: the program starts there", async () => {
+    const dir = tempDir();
+    const r = await run(["pwd"], { cwd: dir, sandbox: { allow: { read: [dir] } } });
+    expect(r.stdoutText).toBe(`${dir}\n`);
+  });
+
   test("a policy name the daemon knows", async () => {
     const r = await run(["true"], { sandbox: "default" });
     expect(r.status).toBe("ok");

@@ -104,6 +104,14 @@ describe(`spawn (${MODE})`, () => {
     expect((await proc.report).status).toBe("timeout");
   });
 
+  test("stdout and stderr \"ignore\": no streams, the run still counts the bytes", async () => {
+    const proc = spawn(["sh", "-c", "echo out; echo err >&2"], { stdout: "ignore", stderr: null });
+    expect(proc.stdout).toBeUndefined();
+    expect(proc.stderr).toBeUndefined();
+    expect(await proc.exited).toBe(0);
+    expect((await proc.report).stdout.bytes).toBe(4);
+  });
+
   test("onExit hears the end", async () => {
     const heard = await new Promise<[number | null, string | null]>((resolve) => {
       spawn(["sh", "-c", "exit 5"], { onExit: (_p, code, signal) => resolve([code, signal]) });
