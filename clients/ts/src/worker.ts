@@ -313,6 +313,11 @@ export class ShimProcess {
     stdin.flush?.();
   }
 
+  /** Closes the shim's stdin: it ends once its work is done. */
+  end(): void {
+    if (!this.ended) void (this.proc.stdin as any).end();
+  }
+
   /** Kills the sandbox (every process of it). */
   kill(): void {
     if (!this.ended) this.proc.kill();
