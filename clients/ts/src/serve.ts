@@ -1,0 +1,190 @@
+// `serve`: a Bun server in this process whose request handler module runs in sandboxes. Each
+// request is serialised (method, url, headers, body) and handed to a sandbox of its own that
+// already runs bun with the handler imported (the shim's serve mode, src/worker.ts): a small pool
+// of them is started ahead so a request does not wait for bun to start. A sandbox serves one
+// request and is then killed, so nothing one request leaves behind reaches the next. A handler
+// that throws, is denied, crashes or overruns its time gives a 5xx whose JSON body names why;
+// the server goes on.
+import { dirname } from "node:path";
+import type { Server } from "bun";
+import { badOption } from "./errors";
+import type { RunResult, SandboxOption } from "./types";
+import { type ErrorInfo, endReason, modulePathOf, policyWithGrants, type SerializedResponse, ShimProcess, type Transport } from "./worker";
+
+export interface ServeOptions extends Transport {
+  /** The handler module: `export default { fetch(req) }`, `export default function (req)` or `export function fetch(req)`. */
+  handler: string | URL;
+  /** The handlers' policy: an object, a policy file path, or a built-in profile (default `runtime:bun`). */
+  sandbox?: SandboxOption;
+  /** The directory the handler may read (default: the handler module's directory). */
+  project?: string;
+  /** Sandboxes started ahead of the requests (default 2; 0: each request starts its own). */
+  pool?: number;
+  /** How long one request may take in its sandbox, in milliseconds (default 10 000). */
+  timeoutMs?: number;
+  /** Any other `Bun.serve` option (port, hostname, tls, maxRequestBodySize, development, ...). */
+  [option: string]: unknown;
+}
+
+/** Why a request got no response from its handler: the body of the 5xx. */
+export interface HandlerFailure {
+  kind: string;
+  message: string;
+  name?: string;
+}
+
+const OWN_OPTIONS = ["handler", "sandbox", "project", "pool", "timeoutMs", "socket", "bunkerBin"];
+const REFUSED_OPTIONS = ["fetch", "websocket", "routes"];
+
+/** A 5xx status for each way a handler can fail. */
+function statusFor(kind: string): number {
+  if (kind === "timeout") return 504;
+  if (kind === "thrown" || kind === "syntax") return 500;
+  return 502;
+}
+
+function failureOf(error: ErrorInfo, loading: boolean): HandlerFailure {
+  const kind = error.name === "SyntaxError" ? "syntax" : "thrown";
+  const message = loading ? `loading the handler: ${error.message}` : error.message;
+  return { kind, name: error.name, message };
+}
+
+type Outcome = { response: SerializedResponse } | { failure: HandlerFailure };
+
+/** One sandbox running the handler, waiting for its one request. */
+class HandlerSandbox {
+  readonly shim: ShimProcess;
+  /** Set once the sandbox has ended (and why, if it never answered). */
+  ended: RunResult | undefined;
+  private loadError: HandlerFailure | undefined;
+  private answer: ((outcome: Outcome) => void) | undefined;
+
+  constructor(modulePath: string, options: { policy: any; cwd: string } & Transport) {
+    this.shim = new ShimProcess({
+      mode: "serve",
+      modulePath,
+      policy: options.policy,
+      cwd: options.cwd,
+      socket: options.socket,
+      bunkerBin: options.bunkerBin,
+      onFrame: (frame) => {
+        if (frame.t === "response") this.settle({ response: frame.response });
+        else if (frame.t === "error") {
+          const failure = failureOf(frame.error, frame.phase === "load");
+          if (frame.phase === "load") this.loadError = failure;
+          this.settle({ failure });
+        }
+      },
+    });
+    this.shim.exited.then(
+      (result) => {
+        this.ended = result;
+        this.settle({ failure: this.loadError ?? endReason(result) });
+      },
+      (error: Error & { code?: string }) => {
+        this.ended = { status: "setup_error" } as RunResult;
+        this.settle({ failure: { kind: error.code ?? "setup_failed", message: error.message } });
+      },
+    );
+  }
+
+  /** Whether it can still take a request: alive, or dead with a load error every sandbox would give. */
+  get usable(): boolean {
+    return this.ended === undefined || this.loadError !== undefined;
+  }
+
+  /** Hands the request over; resolves with the handler's answer or why there is none. */
+  handle(request: unknown, timeoutMs: number): Promise<Outcome> {
+    const outcome = new Promise<Outcome>((resolve) => {
+      this.answer = resolve;
+    });
+    if (this.loadError !== undefined) this.settle({ failure: this.loadError });
+    else if (this.ended !== undefined) this.settle({ failure: endReason(this.ended) });
+    else this.shim.send({ request });
+    const timer = setTimeout(
+      () => this.settle({ failure: { kind: "timeout", message: `the handler did not answer within ${timeoutMs} ms` } }),
+      timeoutMs,
+    );
+    return outcome.finally(() => {
+      clearTimeout(timer);
+      this.shim.kill();
+    });
+  }
+
+  private settle(outcome: Outcome): void {
+    const answer = this.answer;
+    if (answer === undefined) return;
+    this.answer = undefined;
+    answer(outcome);
+  }
+}
+
+/**
+ * Starts a `Bun.serve` server whose requests the `handler` module answers inside sandboxes
+ * (bun under `runtime:bun` plus `sandbox`, reading the handler's directory). Returns the Bun
+ * server; its `stop()` also ends the pool.
+ */
+export function serve(options: ServeOptions): Server {
+  if (options === null || typeof options !== "object") throw badOption("serve()", "expected an options object");
+  if (options.handler === undefined) throw badOption("serve()", "handler: required (the path of the handler module)");
+  for (const key of REFUSED_OPTIONS) {
+    if (options[key] !== undefined) {
+      throw badOption("serve()", `${key}: not supported; the handler module answers every request (handler: "./handler.ts")`);
+    }
+  }
+  const poolSize = options.pool ?? 2;
+  if (!Number.isInteger(poolSize) || poolSize < 0) throw badOption("serve()", `pool: expected an integer >= 0, got ${poolSize}`);
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+    throw badOption("serve()", `timeoutMs: expected a positive number of milliseconds, got ${timeoutMs}`);
+  }
+  const modulePath = modulePathOf(options.handler, "serve()");
+  const project = typeof options.project === "string" ? modulePathOf(options.project, "serve()") : dirname(modulePath);
+  const policy = policyWithGrants(options.sandbox, { read: [project, modulePath] }, "serve()");
+  const sandboxOptions = { policy, cwd: project, socket: options.socket, bunkerBin: options.bunkerBin };
+
+  let stopped = false;
+  const ready: HandlerSandbox[] = [];
+  const refill = () => {
+    while (!stopped && ready.length < poolSize) ready.push(new HandlerSandbox(modulePath, sandboxOptions));
+  };
+  const take = (): HandlerSandbox => {
+    let sandbox: HandlerSandbox | undefined;
+    while ((sandbox = ready.shift()) !== undefined && !sandbox.usable);
+    refill();
+    return sandbox ?? new HandlerSandbox(modulePath, sandboxOptions);
+  };
+  refill();
+
+  const bunOptions: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(options)) if (!OWN_OPTIONS.includes(key)) bunOptions[key] = value;
+  const server = Bun.serve({
+    ...(bunOptions as object),
+    async fetch(req: Request): Promise<Response> {
+      const body = req.method === "GET" || req.method === "HEAD" ? null : Buffer.from(await req.arrayBuffer()).toString("base64");
+      const serialised = { method: req.method, url: req.url, headers: [...req.headers], body };
+      const outcome = await take().handle(serialised, timeoutMs);
+      if ("response" in outcome) {
+        const r = outcome.response;
+        return new Response(r.body === "" ? null : Buffer.from(r.body, "base64"), {
+          status: r.status,
+          statusText: r.statusText,
+          headers: r.headers,
+        });
+      }
+      return Response.json(
+        { error: outcome.failure },
+        { status: statusFor(outcome.failure.kind), headers: { "x-bunker-error": outcome.failure.kind } },
+      );
+    },
+  } as any);
+  const stopServer = server.stop.bind(server);
+  Object.defineProperty(server, "stop", {
+    value: (closeActiveConnections?: boolean) => {
+      stopped = true;
+      for (const sandbox of ready.splice(0)) sandbox.shim.kill();
+      return stopServer(closeActiveConnections);
+    },
+  });
+  return server;
+}
