@@ -44,7 +44,7 @@ function statusFor(kind: string): number {
 }
 
 function failureOf(error: ErrorInfo, loading: boolean): HandlerFailure {
-  const kind = error.name === "SyntaxError" ? "syntax" : "thrown";
+  const kind = error.syntax === true ? "syntax" : "thrown";
   const message = loading ? `loading the handler: ${error.message}` : error.message;
   return { kind, name: error.name, message };
 }

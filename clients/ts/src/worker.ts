@@ -27,6 +27,8 @@ export interface ErrorInfo {
   message: string;
   stack?: string;
   code?: string;
+  /** The module does not parse. */
+  syntax?: boolean;
 }
 
 /** A Response carried out of the sandbox (body base64). */
@@ -54,9 +56,18 @@ function shimMain(): void {
   const send = (frame: unknown): void => {
     process.stdout.write(`${mark}${JSON.stringify(frame)}\n`);
   };
+  // Bun reports a module that does not parse as an AggregateError of its build messages.
   const describe = (e: any) =>
     e instanceof Error
-      ? { name: e.name, message: e.message, stack: e.stack, code: (e as any).code }
+      ? {
+          name: e.name,
+          message: Array.isArray((e as any).errors)
+            ? `${e.message}: ${(e as any).errors.map((x: any) => x?.message ?? String(x)).join("; ")}`
+            : e.message,
+          stack: e.stack,
+          code: (e as any).code,
+          syntax: e instanceof SyntaxError || (e instanceof AggregateError && / building /.test(e.message)),
+        }
       : { name: "Error", message: String(e) };
   const listeners = new Set<(event: MessageEvent) => unknown>();
   let onmessage: ((event: MessageEvent) => unknown) | null = null;
