@@ -43,7 +43,11 @@ export function classifyPolicy(sandbox: SandboxOption | undefined, where: string
     }
     return { kind: "name", name: sandbox };
   }
-  if (typeof sandbox === "object" && !Array.isArray(sandbox)) return { kind: "object", policy: sandbox };
+  if (typeof sandbox === "object" && !Array.isArray(sandbox)) {
+    // A policy object without `extends` builds on the `default` profile (the system's binaries and
+    // libraries), as `bunker run` without --policy does; `extends: []` starts from nothing.
+    return { kind: "object", policy: "extends" in sandbox ? sandbox : { extends: ["default"], ...sandbox } };
+  }
   throw badOption(where, `sandbox: expected a policy object, a policy file path or a policy name, got ${Array.isArray(sandbox) ? "an array" : typeof sandbox}`);
 }
 
