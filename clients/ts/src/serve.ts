@@ -40,6 +40,7 @@ const REFUSED_OPTIONS = ["fetch", "websocket", "routes"];
 function statusFor(kind: string): number {
   if (kind === "timeout") return 504;
   if (kind === "thrown" || kind === "syntax") return 500;
+  if (kind === "unavailable" || kind === "busy") return 503;
   return 502;
 }
 

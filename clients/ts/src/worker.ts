@@ -318,15 +318,16 @@ export class ShimProcess {
 
   /** Sends one JSON line to the shim's stdin. */
   send(frame: unknown): void {
-    if (this.ended) return;
+    // No stdin: the sandbox never started, and `exited` rejects with why.
     const stdin = this.proc.stdin as any;
+    if (this.ended || stdin === undefined) return;
     stdin.write(`${JSON.stringify(frame)}\n`);
     stdin.flush?.();
   }
 
   /** Closes the shim's stdin: it ends once its work is done. */
   end(): void {
-    if (!this.ended) void (this.proc.stdin as any).end();
+    if (!this.ended) void (this.proc.stdin as any)?.end();
   }
 
   /** Kills the sandbox (every process of it). */
