@@ -19,7 +19,7 @@ export interface CliRunOptions {
 
 /** `bunker run`'s arguments for one run. */
 export function cliRunArgs(options: CliRunOptions): string[] {
-  const args = [bunkerBinary(options.bin), "run", "-q", "--report-fd", "3", ...policyFlags(options.policy)];
+  const args = [bunkerBinary(options.bin), "run", "--local", "-q", "--report-fd", "3", ...policyFlags(options.policy)];
   if (options.cwd !== undefined) args.push("--cwd", options.cwd);
   if (options.timeoutMs !== undefined) args.push("--timeout", `${options.timeoutMs}ms`);
   args.push("--", ...options.argv);

@@ -29,7 +29,11 @@ function looksLikePath(value: string): boolean {
   return /^(\/|\.\.?\/|~\/)/.test(value) || value.endsWith(".json");
 }
 
-export function classifyPolicy(sandbox: SandboxOption | undefined, where: string): PolicySource {
+export function classifyPolicy(
+  sandbox: SandboxOption | undefined,
+  where: string,
+  { implicitDefault = true }: { implicitDefault?: boolean } = {},
+): PolicySource {
   if (sandbox === undefined || sandbox === null) return { kind: "name", name: "default" };
   if (sandbox instanceof URL) {
     if (sandbox.protocol !== "file:") throw badOption(where, `sandbox: only file: URLs name a policy file, got ${sandbox.href}`);
@@ -46,7 +50,7 @@ export function classifyPolicy(sandbox: SandboxOption | undefined, where: string
   if (typeof sandbox === "object" && !Array.isArray(sandbox)) {
     // A policy object without `extends` builds on the `default` profile (the system's binaries and
     // libraries), as `bunker run` without --policy does; `extends: []` starts from nothing.
-    return { kind: "object", policy: "extends" in sandbox ? sandbox : { extends: ["default"], ...sandbox } };
+    return { kind: "object", policy: "extends" in sandbox || !implicitDefault ? sandbox : { extends: ["default"], ...sandbox } };
   }
   throw badOption(where, `sandbox: expected a policy object, a policy file path or a policy name, got ${Array.isArray(sandbox) ? "an array" : typeof sandbox}`);
 }
@@ -64,10 +68,14 @@ function hasRelativePaths(policy: Policy): boolean {
  * The effective policy `bunker check` prints for a file (or for `policy` on stdin), ready to
  * send inline: extends merged, relative paths resolved against this process.
  */
-export async function effectivePolicy(source: { path: string } | { policy: Policy }, bin?: string): Promise<Policy> {
+export async function effectivePolicy(
+  source: { path: string } | { policy: Policy } | { profile: string },
+  bin?: string,
+): Promise<Policy> {
   const binary = bunkerBinary(bin);
   const fromStdin = "policy" in source;
-  const proc = Bun.spawn([binary, "check", fromStdin ? "-" : source.path], {
+  const what = "profile" in source ? ["--profile", source.profile] : fromStdin ? ["-"] : [source.path];
+  const proc = Bun.spawn([binary, "check", ...what], {
     stdin: fromStdin ? new TextEncoder().encode(JSON.stringify(source.policy)) : "ignore",
     stdout: "pipe",
     stderr: "pipe",
@@ -109,5 +117,23 @@ export function policyFlags(source: PolicySource): string[] {
       return ["--policy", source.path];
     case "object":
       return ["--policy-json", JSON.stringify(source.policy)];
+  }
+}
+
+/**
+ * Refuses `env` names the policy's `allow.env` does not list, with the daemon's error
+ * (`policy_not_permitted`), so the CLI fallback does not silently drop them.
+ */
+export async function checkEnvAllowed(source: PolicySource, env: Record<string, string> | undefined, bin?: string): Promise<void> {
+  const names = Object.keys(env ?? {});
+  if (names.length === 0) return;
+  const effective = await effectivePolicy(
+    source.kind === "name" ? { profile: source.name } : source.kind === "file" ? { path: source.path } : { policy: source.policy },
+    bin,
+  );
+  const allowed = effective.allow?.env ?? [];
+  const missing = names.find((name) => !allowed.includes(name));
+  if (missing !== undefined) {
+    throw new BunkerError("policy_not_permitted", `env: ${missing} is not in the policy's allow.env`);
   }
 }

@@ -3,7 +3,7 @@
 import { daemonSocket, sharedConnection } from "./connection";
 import { BunkerError, badOption, checkKeys } from "./errors";
 import { startCli } from "./fallback";
-import { policyForDaemon } from "./policy";
+import { checkEnvAllowed, policyForDaemon } from "./policy";
 import { type BytesLike, fromData, toBytes, toData } from "./protocol";
 import { type SpawnOptions, checkCommonOptions, resultError, signalName, violationsOf } from "./spawn";
 import type { HttpRecord, RunEvent, RunResult, RunSpec, Status, Violation } from "./types";
@@ -107,6 +107,7 @@ export async function run(cmd: string[], options: RunOptions = {}): Promise<RunO
     const report = await connection.request<RunResult>("run", { spec }, { onEvent });
     output = toRunOutput(report, fromData(report.stdout.data), fromData(report.stderr.data), violations);
   } else {
+    await checkEnvAllowed(policy, options.env, options.bunkerBin);
     const cli = startCli({
       argv: cmd,
       policy,

@@ -4,7 +4,7 @@ import { constants } from "node:os";
 import { type Connection, daemonSocket, sharedConnection } from "./connection";
 import { BunkerError, badOption, checkKeys } from "./errors";
 import { startCli } from "./fallback";
-import { classifyPolicy, policyForDaemon, type PolicySource } from "./policy";
+import { checkEnvAllowed, classifyPolicy, policyForDaemon, type PolicySource } from "./policy";
 import { type BytesLike, fromData, toBytes, toData } from "./protocol";
 import type { RunEvent, RunResult, RunSpec, SandboxOption, Violation } from "./types";
 
@@ -269,35 +269,98 @@ function spawnCli(
   if (stdin === null) stdin = "ignore";
   else if (typeof stdin === "string" && !["pipe", "inherit", "ignore"].includes(stdin)) stdin = toBytes(stdin);
   else if (stdin instanceof ArrayBuffer || (ArrayBuffer.isView(stdin) && !(stdin instanceof Uint8Array))) stdin = toBytes(stdin);
-  let run;
-  try {
-    run = startCli({
-      argv,
-      policy,
-      bin: options.bunkerBin,
-      cwd: options.cwd,
-      env: options.env,
-      timeoutMs: options.timeout,
-      stdin,
-      stdout,
-      stderr,
-    });
-  } catch (error) {
-    proc._settle(error instanceof Error ? error : new Error(String(error)));
+  const start = (out: typeof stdout, err: typeof stderr) =>
+    startCli({ argv, policy, bin: options.bunkerBin, cwd: options.cwd, env: options.env, timeoutMs: options.timeout, stdin, stdout: out, stderr: err });
+  const follow = (run: ReturnType<typeof startCli>) => {
+    proc._setKiller((signal) => run.proc.kill(signal as any));
+    run.report.then(
+      (result) => {
+        options.onEvent?.({ event: "exit", result });
+        proc._settle(result);
+      },
+      (error) => proc._settle(error),
+    );
+  };
+
+  if (Object.keys(options.env ?? {}).length === 0) {
+    // bunker starts now, and its own pipes are the handle's.
+    let run;
+    try {
+      run = start(stdout, stderr);
+    } catch (error) {
+      proc._settle(error instanceof Error ? error : new Error(String(error)));
+      return proc;
+    }
+    proc.stdin = stdin === "pipe" ? (run.proc.stdin as unknown as StdinWriter) : undefined;
+    proc.stdout = stdout === "pipe" ? (run.proc.stdout as ReadableStream<Uint8Array>) : undefined;
+    proc.stderr = stderr === "pipe" ? (run.proc.stderr as ReadableStream<Uint8Array>) : undefined;
+    follow(run);
     return proc;
   }
-  proc.stdin = stdin === "pipe" ? (run.proc.stdin as unknown as StdinWriter) : undefined;
-  proc.stdout = stdout === "pipe" ? (run.proc.stdout as ReadableStream<Uint8Array>) : undefined;
-  proc.stderr = stderr === "pipe" ? (run.proc.stderr as ReadableStream<Uint8Array>) : undefined;
-  proc._setKiller((signal) => run.proc.kill(signal as any));
-  run.report.then(
-    (result) => {
-      options.onEvent?.({ event: "exit", result });
-      proc._settle(result);
+
+  // With env, the names are checked against the policy's allow.env first (as the daemon does), so
+  // bunker starts later: the handle's streams and stdin are relayed.
+  const out = outputSink(stdout, process.stdout);
+  const err = outputSink(stderr, process.stderr);
+  proc.stdout = out.stream;
+  proc.stderr = err.stream;
+  const started = (async () => {
+    await checkEnvAllowed(policy, options.env, options.bunkerBin);
+    const run = start(stdout === "ignore" ? "ignore" : "pipe", stderr === "ignore" ? "ignore" : "pipe");
+    follow(run);
+    return run;
+  })();
+  started.then(
+    async (run) => {
+      const relay = async (stream: unknown, sink: Output) => {
+        if (!(stream instanceof ReadableStream)) return sink.close();
+        try {
+          for await (const chunk of stream as ReadableStream<Uint8Array>) sink.push(chunk);
+          sink.close();
+        } catch (error) {
+          sink.fail(error as Error);
+        }
+      };
+      await Promise.all([relay(run.proc.stdout, out), relay(run.proc.stderr, err)]);
     },
-    (error) => proc._settle(error),
+    (error) => {
+      out.fail(error);
+      err.fail(error);
+      proc._settle(error instanceof Error ? error : new Error(String(error)));
+    },
   );
+  if (stdin === "pipe") proc.stdin = new DeferredStdin(started.then((run) => run.proc.stdin as unknown as StdinWriter));
   return proc;
+}
+
+/** A stdin writer whose sink comes later (bunker not started yet): writes wait for it, in order. */
+class DeferredStdin implements StdinWriter {
+  private chain: Promise<unknown>;
+  private queued = 0;
+  constructor(private readonly sink: Promise<StdinWriter>) {
+    this.chain = sink.catch(() => {});
+  }
+  write(chunk: BytesLike): number {
+    const bytes = toBytes(chunk).slice();
+    this.chain = this.chain.then(async () => {
+      const sink = await this.sink.catch(() => undefined);
+      sink?.write(bytes);
+    });
+    this.queued += bytes.length;
+    return bytes.length;
+  }
+  async flush(): Promise<number> {
+    await this.chain;
+    const sink = await this.sink.catch(() => undefined);
+    await sink?.flush();
+    return this.queued;
+  }
+  async end(): Promise<number> {
+    await this.chain;
+    const sink = await this.sink.catch(() => undefined);
+    await sink?.end();
+    return this.queued;
+  }
 }
 
 function spawnDaemon(

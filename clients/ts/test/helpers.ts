@@ -1,5 +1,5 @@
 import { expect } from "bun:test";
-import { mkdtempSync, realpathSync } from "node:fs";
+import { mkdtempSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 
 /** Which way the suite runs: through a daemon or the CLI fallback. */
@@ -15,9 +15,18 @@ export const HAS_EVAL: boolean =
 /** Skip eval tests only outside CI, when this bunker has no eval yet. */
 export const SKIP_EVAL = !HAS_EVAL && !process.env.CI;
 
+const created: string[] = [];
+
 /** A fresh host directory for one test (its real path, so grants name what the sandbox sees). */
 export function tempDir(prefix = "bunker-ts-"): string {
-  return realpathSync(mkdtempSync(`${tmpdir()}/${prefix}`));
+  const dir = realpathSync(mkdtempSync(`${tmpdir()}/${prefix}`));
+  created.push(dir);
+  return dir;
+}
+
+/** Removes the directories tempDir made (test/setup.ts, after all tests). */
+export function removeTempDirs(): void {
+  for (const dir of created.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
 /** Awaits `promise`, expecting a BunkerError with `code` whose message matches `message`. */

@@ -72,6 +72,7 @@ describe(`run (${MODE})`, () => {
       env: { GREETING: "hello" },
     });
     expect(r.stdoutText).toBe("hello\n");
+    await expectBunkerError(run(["true"], { env: { NOT_ALLOWED: "x" } }), "policy_not_permitted", /NOT_ALLOWED is not in the policy's allow\.env/);
   });
 
   test("network: a loopback server granted by allow.net answers; without the grant it is refused", async () => {

@@ -6,10 +6,11 @@ import { afterAll } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { Connection } from "bunker";
-import { BIN, HAS_EVAL, MODE } from "./helpers";
+import { BIN, HAS_EVAL, MODE, removeTempDirs } from "./helpers";
 
 process.env.BUNKER_BIN = BIN;
 delete process.env.BUNKER_SOCKET;
+afterAll(removeTempDirs);
 
 if (MODE === "daemon") {
   const dir = mkdtempSync(`${tmpdir()}/bunker-ts-daemon-`);

@@ -116,3 +116,21 @@ describe(`spawn (${MODE})`, () => {
     await expectBunkerError(proc.exited, "unavailable", /\/nonexistent\/bunker\.sock/);
   });
 });
+
+describe(`spawn env (${MODE})`, () => {
+  test("env names the policy allows reach the program; others are refused with policy_not_permitted", async () => {
+    const proc = spawn(["sh", "-c", "read x; echo $GREETING $x"], {
+      sandbox: { allow: { env: ["GREETING"] } },
+      env: { GREETING: "hello" },
+      stdin: "pipe",
+      stderr: "pipe",
+    });
+    proc.stdin!.write("world\n");
+    await proc.stdin!.end();
+    expect(await new Response(proc.stdout).text()).toBe("hello world\n");
+    expect(await proc.exited).toBe(0);
+
+    const refused = spawn(["true"], { env: { NOT_ALLOWED: "x" } });
+    await expectBunkerError(refused.exited, "policy_not_permitted", /NOT_ALLOWED is not in the policy's allow\.env/);
+  });
+});
