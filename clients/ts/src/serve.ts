@@ -5,11 +5,25 @@
 // request and is then killed, so nothing one request leaves behind reaches the next. A handler
 // that throws, is denied, crashes or overruns its time gives a 5xx whose JSON body names why;
 // the server goes on.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname } from "node:path";
 import type { Server } from "bun";
+import { build } from "./build";
 import { badOption } from "./errors";
+import { EvalError, evalJs } from "./eval";
 import type { RunResult, SandboxOption } from "./types";
-import { type ErrorInfo, endReason, modulePathOf, policyWithGrants, type SerializedResponse, ShimProcess, type Transport } from "./worker";
+import {
+  answerRequest,
+  type ErrorInfo,
+  endReason,
+  modulePathOf,
+  policyWithGrants,
+  type SerializedRequest,
+  type SerializedResponse,
+  ShimProcess,
+  type Transport,
+} from "./worker";
 
 export interface ServeOptions extends Transport {
   /** The handler module: `export default { fetch(req) }`, `export default function (req)` or `export function fetch(req)`. */
@@ -18,7 +32,14 @@ export interface ServeOptions extends Transport {
   sandbox?: SandboxOption;
   /** The directory the handler may read (default: the handler module's directory). */
   project?: string;
-  /** Sandboxes started ahead of the requests (default 2; 0: each request starts its own). */
+  /**
+   * How requests reach the handler: `"spawn"` (default), sandboxes of this client running bun
+   * with the handler module, `pool` of them started ahead; `"eval"`, the handler bundled once
+   * (by `build`, in a sandbox) and each request a daemon `eval` of it, warm from the daemon's
+   * `eval:bun` pool when `sandbox` is not given (`bunker eval` without a daemon).
+   */
+  via?: "spawn" | "eval";
+  /** Sandboxes started ahead of the requests (default 2; 0: each request starts its own). `via: "spawn"` only. */
   pool?: number;
   /** How long one request may take in its sandbox, in milliseconds (default 10 000). */
   timeoutMs?: number;
@@ -33,7 +54,7 @@ export interface HandlerFailure {
   name?: string;
 }
 
-const OWN_OPTIONS = ["handler", "sandbox", "project", "pool", "timeoutMs", "socket", "bunkerBin"];
+const OWN_OPTIONS = ["handler", "sandbox", "project", "via", "pool", "timeoutMs", "socket", "bunkerBin"];
 const REFUSED_OPTIONS = ["fetch", "websocket", "routes"];
 
 /** A 5xx status for each way a handler can fail. */
@@ -120,6 +141,110 @@ class HandlerSandbox {
   }
 }
 
+/** How the server's requests reach the handler. */
+interface RequestPath {
+  handle(request: SerializedRequest): Promise<Outcome>;
+  stop(): void;
+}
+
+/** `via: "spawn"`: a sandbox of ours per request, `poolSize` of them started ahead. */
+function spawnedHandler(modulePath: string, project: string, poolSize: number, timeoutMs: number, options: ServeOptions): RequestPath {
+  const policy = policyWithGrants(options.sandbox, { read: [project, modulePath] }, "serve()");
+  const sandboxOptions = { policy, cwd: project, socket: options.socket, bunkerBin: options.bunkerBin };
+  let stopped = false;
+  const ready: HandlerSandbox[] = [];
+  // Refilled when a request takes one, never when one dies idle: a handler that cannot load
+  // costs one sandbox per request, not a loop.
+  const refill = () => {
+    while (!stopped && ready.length < poolSize) ready.push(new HandlerSandbox(modulePath, sandboxOptions));
+  };
+  refill();
+  return {
+    handle(request) {
+      let sandbox: HandlerSandbox | undefined;
+      while ((sandbox = ready.shift()) !== undefined && !sandbox.usable);
+      refill();
+      return (sandbox ?? new HandlerSandbox(modulePath, sandboxOptions)).handle(request, timeoutMs);
+    },
+    stop() {
+      stopped = true;
+      for (const sandbox of ready.splice(0)) sandbox.shim.kill();
+    },
+  };
+}
+
+/** The name the eval bundle gives its entry point. */
+const EVAL_FUNCTION = "__bunkerServe";
+
+/**
+ * `via: "eval"`: the handler bundled once into a script defining `__bunkerServe(request)`, by
+ * `build` in a sandbox reading only the project; each request is an `eval` calling it.
+ */
+function evaluatedHandler(modulePath: string, project: string, timeoutMs: number, options: ServeOptions): RequestPath {
+  const bundled = (async (): Promise<string> => {
+    const dir = mkdtempSync(`${tmpdir()}/bunker-serve-bundle-`);
+    try {
+      writeFileSync(
+        `${dir}/entry.js`,
+        `import * as handlerModule from ${JSON.stringify(modulePath)};\n` +
+          `const __answerRequest = ${answerRequest.toString()};\n` +
+          `globalThis.${EVAL_FUNCTION} = (request) => __answerRequest(handlerModule.default ?? handlerModule, request);\n`,
+      );
+      const output = await build({
+        entrypoints: [`${dir}/entry.js`],
+        outdir: `${dir}/out`,
+        project,
+        sandbox: policyWithGrants(options.sandbox, { read: [dir] }, "serve()"),
+        // A plain script: CommonJS for node has no module wrapper and no import.meta, and its
+        // `require` calls meet the eval worker's global require.
+        target: "node",
+        format: "cjs",
+        throw: false,
+        socket: options.socket,
+        bunkerBin: options.bunkerBin,
+      });
+      if (!output.success) {
+        throw Object.assign(new Error(output.logs.map((log) => String(log.message)).join("; ")), { kind: "syntax" });
+      }
+      return await output.outputs[0]!.text();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  })();
+  bundled.catch(() => undefined);
+  return {
+    async handle(request) {
+      let code: string;
+      try {
+        code = await bundled;
+      } catch (error) {
+        const e = error as Error & { kind?: string; code?: string };
+        return { failure: { kind: e.kind ?? e.code ?? "thrown", message: `bundling the handler: ${e.message}` } };
+      }
+      try {
+        const output = await evalJs(code, {
+          function: EVAL_FUNCTION,
+          args: [request],
+          timeoutMs,
+          sandbox: options.sandbox,
+          socket: options.socket,
+          bunkerBin: options.bunkerBin,
+        });
+        return { response: output.value as SerializedResponse };
+      } catch (error) {
+        if (error instanceof EvalError) {
+          const failure: HandlerFailure = { kind: error.kind, message: error.result.error?.message ?? error.message };
+          if (error.errorName !== undefined) failure.name = error.errorName;
+          return { failure };
+        }
+        const e = error as Error & { code?: string };
+        return { failure: { kind: e.code ?? "internal_error", message: e.message } };
+      }
+    },
+    stop() {},
+  };
+}
+
 /**
  * Starts a `Bun.serve` server whose requests the `handler` module answers inside sandboxes
  * (bun under `runtime:bun` plus `sandbox`, reading the handler's directory). Returns the Bun
@@ -141,21 +266,12 @@ export function serve(options: ServeOptions): Server {
   }
   const modulePath = modulePathOf(options.handler, "serve()");
   const project = typeof options.project === "string" ? modulePathOf(options.project, "serve()") : dirname(modulePath);
-  const policy = policyWithGrants(options.sandbox, { read: [project, modulePath] }, "serve()");
-  const sandboxOptions = { policy, cwd: project, socket: options.socket, bunkerBin: options.bunkerBin };
-
-  let stopped = false;
-  const ready: HandlerSandbox[] = [];
-  const refill = () => {
-    while (!stopped && ready.length < poolSize) ready.push(new HandlerSandbox(modulePath, sandboxOptions));
-  };
-  const take = (): HandlerSandbox => {
-    let sandbox: HandlerSandbox | undefined;
-    while ((sandbox = ready.shift()) !== undefined && !sandbox.usable);
-    refill();
-    return sandbox ?? new HandlerSandbox(modulePath, sandboxOptions);
-  };
-  refill();
+  const via = options.via ?? "spawn";
+  if (via !== "spawn" && via !== "eval") throw badOption("serve()", `via: expected "spawn" or "eval", got ${JSON.stringify(via)}`);
+  const answer =
+    via === "spawn"
+      ? spawnedHandler(modulePath, project, poolSize, timeoutMs, options)
+      : evaluatedHandler(modulePath, project, timeoutMs, options);
 
   const bunOptions: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(options)) if (!OWN_OPTIONS.includes(key)) bunOptions[key] = value;
@@ -164,7 +280,7 @@ export function serve(options: ServeOptions): Server {
     async fetch(req: Request): Promise<Response> {
       const body = req.method === "GET" || req.method === "HEAD" ? null : Buffer.from(await req.arrayBuffer()).toString("base64");
       const serialised = { method: req.method, url: req.url, headers: [...req.headers], body };
-      const outcome = await take().handle(serialised, timeoutMs);
+      const outcome = await answer.handle(serialised);
       if ("response" in outcome) {
         const r = outcome.response;
         return new Response(r.body === "" ? null : Buffer.from(r.body, "base64"), {
@@ -182,8 +298,7 @@ export function serve(options: ServeOptions): Server {
   const stopServer = server.stop.bind(server);
   Object.defineProperty(server, "stop", {
     value: (closeActiveConnections?: boolean) => {
-      stopped = true;
-      for (const sandbox of ready.splice(0)) sandbox.shim.kill();
+      answer.stop();
       return stopServer(closeActiveConnections);
     },
   });

@@ -46,6 +46,36 @@ export interface SerializedBuild {
   outputs: { path: string; kind: string; hash: string | null; loader: string; size: number }[];
 }
 
+/** A Request carried into the sandbox (body base64, null for none). */
+export interface SerializedRequest {
+  method: string;
+  url: string;
+  headers: [string, string][];
+  body: string | null;
+}
+
+/**
+ * Inside the sandbox: calls the handler module's fetch with the request and serialises its
+ * Response. Self-contained (sent as source text, in the shim and in `serve`'s eval bundle).
+ */
+export async function answerRequest(handler: any, req: SerializedRequest): Promise<SerializedResponse> {
+  const init: RequestInit = { method: req.method, headers: req.headers };
+  if (req.body !== null) init.body = Buffer.from(req.body, "base64");
+  const fetch = typeof handler === "function" ? handler : handler?.fetch;
+  const response = await fetch.call(handler, new Request(req.url, init));
+  if (!(response instanceof Response)) {
+    throw new TypeError(`the handler returned ${typeof response}, not a Response`);
+  }
+  return {
+    status: response.status,
+    statusText: response.statusText,
+    headers: [...response.headers],
+    body: Buffer.from(await response.arrayBuffer()).toString("base64"),
+  };
+}
+
+declare const __answerRequest: typeof answerRequest;
+
 /**
  * The code bun runs inside the sandbox (`bun -e`). Self-contained: it is sent as its own source
  * text, so it must not refer to anything outside itself. argv: nonce, mode, module path.
@@ -110,26 +140,9 @@ function shimMain(): void {
     }
   };
 
-  const toBase64 = (buffer: ArrayBuffer) => Buffer.from(buffer).toString("base64");
-  const serveOne = async (handler: any, req: any): Promise<void> => {
-    const init: RequestInit = { method: req.method, headers: req.headers };
-    if (req.body !== null) init.body = Buffer.from(req.body, "base64");
-    const request = new Request(req.url, init);
+  const serveOne = async (handler: unknown, req: SerializedRequest): Promise<void> => {
     try {
-      const fetch = typeof handler === "function" ? handler : handler?.fetch;
-      const response = await fetch.call(handler, request);
-      if (!(response instanceof Response)) {
-        throw new TypeError(`the handler returned ${typeof response}, not a Response`);
-      }
-      send({
-        t: "response",
-        response: {
-          status: response.status,
-          statusText: response.statusText,
-          headers: [...response.headers],
-          body: toBase64(await response.arrayBuffer()),
-        },
-      });
+      send({ t: "response", response: await __answerRequest(handler, req) });
     } catch (e) {
       send({ t: "error", phase: "run", error: describe(e) });
     }
@@ -183,7 +196,7 @@ function shimMain(): void {
 }
 
 /** The shim's source text, as `bun -e` takes it. */
-const SHIM_SOURCE = `(${shimMain.toString()})();`;
+const SHIM_SOURCE = `const __answerRequest = ${answerRequest.toString()};\n(${shimMain.toString()})();`;
 
 /** Splits the shim's stdout into its frames and the module's own output. */
 export class FrameSplitter {

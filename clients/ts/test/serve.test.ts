@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import type { Server } from "bun";
 import { serve } from "../src/serve";
-import { tempDir } from "./helpers";
+import { SKIP_EVAL, tempDir } from "./helpers";
 
 const HANDLER = `
 import { readFileSync } from "node:fs";
@@ -29,110 +29,116 @@ export default {
 };
 `;
 
-let server: Server;
-let dir: string;
-let secretDir: string;
+for (const via of ["spawn", "eval"] as const) {
+  describe.skipIf(via === "eval" && SKIP_EVAL)(`serve (via ${via})`, () => {
+    let server: Server;
+    let dir: string;
+    let secretDir: string;
 
-beforeAll(() => {
-  dir = tempDir("bunker-ts-serve-");
-  secretDir = tempDir("bunker-ts-secret-");
-  writeFileSync(`${dir}/handler.ts`, HANDLER);
-  writeFileSync(`${dir}/own.txt`, "handler's own file");
-  writeFileSync(`${secretDir}/secret.txt`, "top secret");
-  server = serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    handler: `${dir}/handler.ts`,
-    timeoutMs: 1500,
-    sandbox: { limits: { memory: "128MB" } },
+    beforeAll(() => {
+      dir = tempDir("bunker-ts-serve-");
+      secretDir = tempDir("bunker-ts-secret-");
+      writeFileSync(`${dir}/handler.ts`, HANDLER);
+      writeFileSync(`${dir}/own.txt`, "handler's own file");
+      writeFileSync(`${secretDir}/secret.txt`, "top secret");
+      server = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        handler: `${dir}/handler.ts`,
+        via,
+        timeoutMs: 1500,
+        // Through eval the handler is bundled: what it reads at run time needs a grant.
+        sandbox: via === "eval" ? { allow: { read: [dir] }, limits: { memory: "128MB" } } : { limits: { memory: "128MB" } },
+      });
+    });
+
+    afterAll(() => {
+      server.stop(true);
+    });
+
+    async function get(path: string, init?: RequestInit): Promise<{ status: number; body: string; headers: Headers }> {
+      const response = await fetch(new URL(path, server.url), init);
+      return { status: response.status, body: await response.text(), headers: response.headers };
+    }
+
+    /** A 5xx's body: `{error: {kind, message}}`. */
+    function failure(body: string): { kind: string; message: string } {
+      return JSON.parse(body).error;
+    }
+
+    test("the handler answers: status, headers and body round-trip", async () => {
+      expect(await get("/")).toMatchObject({ status: 200, body: "hello from /" });
+      const echoed = await get("/echo?q=1", { method: "POST", body: "request body", headers: { "x-test": "yes" } });
+      expect(echoed.status).toBe(201);
+      expect(echoed.body).toBe("request body");
+      expect(echoed.headers.get("x-method")).toBe("POST");
+      expect(echoed.headers.get("x-seen")).toBe("yes");
+    });
+
+    test("each request gets a fresh sandbox: nothing persists between requests", async () => {
+      expect(JSON.parse((await get("/served")).body)).toEqual({ served: 1 });
+      expect(JSON.parse((await get("/served")).body)).toEqual({ served: 1 });
+    });
+
+    test("a denied read is a 500 naming the error; the handler's own directory is readable (control)", async () => {
+      expect(await get(`/read?path=${dir}/own.txt`)).toMatchObject({ status: 200, body: "handler's own file" });
+      const denied = await get(`/read?path=${secretDir}/secret.txt`);
+      expect(denied.status).toBe(500);
+      expect(denied.headers.get("x-bunker-error")).toBe("thrown");
+      expect(failure(denied.body)).toMatchObject({ kind: "thrown" });
+      expect(failure(denied.body).message).toContain("ENOENT");
+      expect(denied.body).not.toContain("top secret");
+      expect((await get("/after-denied")).status).toBe(200);
+    });
+
+    test("a crashing handler is a 502 'crashed'; the server goes on", async () => {
+      const crashed = await get("/crash");
+      expect(crashed.status).toBe(502);
+      expect(failure(crashed.body)).toMatchObject({ kind: "crashed" });
+      expect(failure(crashed.body).message).toMatch(/exit code 3|exit status 3|code 3/);
+      expect(await get("/after-crash")).toMatchObject({ status: 200, body: "hello from /after-crash" });
+    });
+
+    test("a handler past its time is a 504 'timeout'; the server goes on", async () => {
+      const slow = await get("/hang");
+      expect(slow.status).toBe(504);
+      expect(failure(slow.body)).toMatchObject({ kind: "timeout" });
+      expect(await get("/after-timeout")).toMatchObject({ status: 200 });
+    });
+
+    test("a handler over the memory limit is a 502 'memory_limit'; the server goes on", async () => {
+      const hog = await get("/hog");
+      expect(hog.status).toBe(502);
+      expect(failure(hog.body)).toMatchObject({ kind: "memory_limit" });
+      expect(await get("/after-hog")).toMatchObject({ status: 200 });
+    });
+
+    test("a handler returning something other than a Response is a 500", async () => {
+      const wrong = await get("/not-a-response");
+      expect(wrong.status).toBe(500);
+      expect(failure(wrong.body).message).toMatch(/not a Response/);
+    });
+
+    test("a handler module that does not load gives a 500 per request, and the server stays up", async () => {
+      const broken = tempDir("bunker-ts-serve-broken-");
+      writeFileSync(`${broken}/handler.ts`, "export default { fetch( }\n");
+      const other = serve({ port: 0, hostname: "127.0.0.1", handler: `${broken}/handler.ts`, pool: 1, via });
+      try {
+        for (let i = 0; i < 2; i++) {
+          const response = await fetch(other.url);
+          expect(response.status).toBe(500);
+          const error = (await response.json()).error;
+          expect(error.kind).toBe("syntax");
+          expect(error.message).toContain(via === "eval" ? "bundling the handler" : "loading the handler");
+        }
+      } finally {
+        other.stop(true);
+      }
+    });
   });
-});
-
-afterAll(() => {
-  server.stop(true);
-});
-
-async function get(path: string, init?: RequestInit): Promise<{ status: number; body: string; headers: Headers }> {
-  const response = await fetch(new URL(path, server.url), init);
-  return { status: response.status, body: await response.text(), headers: response.headers };
-}
-
-/** A 5xx's body: `{error: {kind, message}}`. */
-function failure(body: string): { kind: string; message: string } {
-  return JSON.parse(body).error;
 }
 
 describe("serve", () => {
-  test("the handler answers: status, headers and body round-trip", async () => {
-    expect(await get("/")).toMatchObject({ status: 200, body: "hello from /" });
-    const echoed = await get("/echo?q=1", { method: "POST", body: "request body", headers: { "x-test": "yes" } });
-    expect(echoed.status).toBe(201);
-    expect(echoed.body).toBe("request body");
-    expect(echoed.headers.get("x-method")).toBe("POST");
-    expect(echoed.headers.get("x-seen")).toBe("yes");
-  });
-
-  test("each request gets a fresh sandbox: nothing persists between requests", async () => {
-    expect(JSON.parse((await get("/served")).body)).toEqual({ served: 1 });
-    expect(JSON.parse((await get("/served")).body)).toEqual({ served: 1 });
-  });
-
-  test("a denied read is a 500 naming the error; the handler's own directory is readable (control)", async () => {
-    expect(await get(`/read?path=${dir}/own.txt`)).toMatchObject({ status: 200, body: "handler's own file" });
-    const denied = await get(`/read?path=${secretDir}/secret.txt`);
-    expect(denied.status).toBe(500);
-    expect(denied.headers.get("x-bunker-error")).toBe("thrown");
-    expect(failure(denied.body)).toMatchObject({ kind: "thrown" });
-    expect(failure(denied.body).message).toContain("ENOENT");
-    expect(denied.body).not.toContain("top secret");
-    expect((await get("/after-denied")).status).toBe(200);
-  });
-
-  test("a crashing handler is a 502 'crashed'; the server goes on", async () => {
-    const crashed = await get("/crash");
-    expect(crashed.status).toBe(502);
-    expect(failure(crashed.body)).toMatchObject({ kind: "crashed" });
-    expect(failure(crashed.body).message).toContain("exit code 3");
-    expect(await get("/after-crash")).toMatchObject({ status: 200, body: "hello from /after-crash" });
-  });
-
-  test("a handler past its time is a 504 'timeout'; the server goes on", async () => {
-    const slow = await get("/hang");
-    expect(slow.status).toBe(504);
-    expect(failure(slow.body)).toMatchObject({ kind: "timeout" });
-    expect(await get("/after-timeout")).toMatchObject({ status: 200 });
-  });
-
-  test("a handler over the memory limit is a 502 'memory_limit'; the server goes on", async () => {
-    const hog = await get("/hog");
-    expect(hog.status).toBe(502);
-    expect(failure(hog.body)).toMatchObject({ kind: "memory_limit" });
-    expect(await get("/after-hog")).toMatchObject({ status: 200 });
-  });
-
-  test("a handler returning something other than a Response is a 500", async () => {
-    const wrong = await get("/not-a-response");
-    expect(wrong.status).toBe(500);
-    expect(failure(wrong.body).message).toMatch(/not a Response/);
-  });
-
-  test("a handler module that does not load gives a 500 per request, and the server stays up", async () => {
-    const broken = tempDir("bunker-ts-serve-broken-");
-    writeFileSync(`${broken}/handler.ts`, "export default { fetch( }\n");
-    const other = serve({ port: 0, hostname: "127.0.0.1", handler: `${broken}/handler.ts`, pool: 1 });
-    try {
-      for (let i = 0; i < 2; i++) {
-        const response = await fetch(other.url);
-        expect(response.status).toBe(500);
-        const error = (await response.json()).error;
-        expect(error.kind).toBe("syntax");
-        expect(error.message).toContain("loading the handler");
-      }
-    } finally {
-      other.stop(true);
-    }
-  });
-
   test("bad input: no handler, a fetch function, a bad pool size", () => {
     const codeOf = (f: () => unknown): string | undefined => {
       try {
