@@ -410,7 +410,8 @@ export class SandboxedWorker extends EventTarget {
         return result;
       },
       (error: unknown) => {
-        this.fireError(error instanceof Error ? error : new Error(String(error)));
+        // After terminate() a run that ends without its report is no news to the caller.
+        if (!this.terminated) this.fireError(error instanceof Error ? error : new Error(String(error)));
         this.dispatchEvent(new Event("close"));
         throw error;
       },

@@ -138,6 +138,23 @@ for (const via of ["spawn", "eval"] as const) {
   });
 }
 
+describe.skipIf(SKIP_EVAL)("serve (via eval, no sandbox option)", () => {
+  test("the eval profile alone: the request is answered (warm from the daemon's eval:bun pool)", async () => {
+    const dir = tempDir("bunker-ts-serve-warm-");
+    writeFileSync(`${dir}/handler.ts`, HANDLER);
+    const server = serve({ port: 0, hostname: "127.0.0.1", handler: `${dir}/handler.ts`, via: "eval" });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const response = await fetch(new URL(`/warm-${i}`, server.url));
+        expect(response.status).toBe(200);
+        expect(await response.text()).toBe(`hello from /warm-${i}`);
+      }
+    } finally {
+      server.stop(true);
+    }
+  });
+});
+
 describe("serve", () => {
   test("bad input: no handler, a fetch function, a bad pool size", () => {
     const codeOf = (f: () => unknown): string | undefined => {
@@ -151,5 +168,6 @@ describe("serve", () => {
     expect(codeOf(() => serve({} as any))).toBe("request_invalid");
     expect(codeOf(() => serve({ handler: "./h.ts", fetch: () => new Response("x") }))).toBe("request_invalid");
     expect(codeOf(() => serve({ handler: "./h.ts", pool: -1 }))).toBe("request_invalid");
+    expect(codeOf(() => serve({ handler: "./h.ts", via: "thread" as any }))).toBe("request_invalid");
   });
 });
