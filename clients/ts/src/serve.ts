@@ -73,6 +73,33 @@ function failureOf(error: ErrorInfo, loading: boolean): HandlerFailure {
 
 type Outcome = { response: SerializedResponse } | { failure: HandlerFailure };
 
+/**
+ * The sandbox's answer, checked before this process builds a Response from it: the handler's
+ * code wrote it (and can forge the shim's frames), so a malformed one is a `protocol_error`.
+ */
+function checkedResponse(value: unknown): Outcome {
+  const r = value as Partial<SerializedResponse> | null;
+  const ok =
+    typeof r === "object" &&
+    r !== null &&
+    Number.isInteger(r.status) &&
+    r.status! >= 200 &&
+    r.status! <= 599 &&
+    typeof r.statusText === "string" &&
+    typeof r.body === "string" &&
+    Array.isArray(r.headers) &&
+    r.headers.every((h) => Array.isArray(h) && h.length === 2 && typeof h[0] === "string" && typeof h[1] === "string");
+  if (ok) {
+    try {
+      new Headers(r.headers);
+      return { response: r as SerializedResponse };
+    } catch {
+      // An invalid header name or value: refused below.
+    }
+  }
+  return { failure: { kind: "protocol_error", message: "the sandbox's answer is not a well-formed response" } };
+}
+
 /** One sandbox running the handler, waiting for its one request. */
 class HandlerSandbox {
   readonly shim: ShimProcess;
@@ -90,7 +117,7 @@ class HandlerSandbox {
       socket: options.socket,
       bunkerBin: options.bunkerBin,
       onFrame: (frame) => {
-        if (frame.t === "response") this.settle({ response: frame.response });
+        if (frame.t === "response") this.settle(checkedResponse(frame.response));
         else if (frame.t === "error") {
           const failure = failureOf(frame.error, frame.phase === "load");
           if (frame.phase === "load") this.loadError = failure;
@@ -150,6 +177,9 @@ interface RequestPath {
 /** `via: "spawn"`: a sandbox of ours per request, `poolSize` of them started ahead. */
 function spawnedHandler(modulePath: string, project: string, poolSize: number, timeoutMs: number, options: ServeOptions): RequestPath {
   const policy = policyWithGrants(options.sandbox, { read: [project, modulePath] }, "serve()");
+  // The answer travels in the sandbox's output: past limits.output it cannot arrive, so the
+  // sandbox is ended then (an `output_limit`) rather than left waiting for the timeout.
+  policy.limits = { kill_on_output_overflow: true, ...policy.limits };
   const sandboxOptions = { policy, cwd: project, socket: options.socket, bunkerBin: options.bunkerBin };
   let stopped = false;
   const ready: HandlerSandbox[] = [];
@@ -230,7 +260,7 @@ function evaluatedHandler(modulePath: string, project: string, timeoutMs: number
           socket: options.socket,
           bunkerBin: options.bunkerBin,
         });
-        return { response: output.value as SerializedResponse };
+        return checkedResponse(output.value);
       } catch (error) {
         if (error instanceof EvalError) {
           const failure: HandlerFailure = { kind: error.kind, message: error.result.error?.message ?? error.message };

@@ -198,6 +198,12 @@ function shimMain(): void {
 /** The shim's source text, as `bun -e` takes it. */
 const SHIM_SOURCE = `const __answerRequest = ${answerRequest.toString()};\n(${shimMain.toString()})();`;
 
+const FRAME_TYPES = new Set(["ready", "message", "error", "response", "built"]);
+
+function isFrame(value: unknown): value is ShimFrame {
+  return typeof value === "object" && value !== null && FRAME_TYPES.has((value as { t?: unknown }).t as string);
+}
+
 /** Splits the shim's stdout into its frames and the module's own output. */
 export class FrameSplitter {
   private buffer = "";
@@ -228,7 +234,16 @@ export class FrameSplitter {
       }
       const json = this.buffer.slice(at + this.mark.length, end);
       this.buffer = this.buffer.slice(end + 1);
-      this.onFrame(JSON.parse(json) as ShimFrame);
+      // The module can see the marker (it is in argv), so a frame is checked, never trusted:
+      // one that is not a JSON object with a known `t` is passed on as text.
+      let frame: unknown;
+      try {
+        frame = JSON.parse(json);
+      } catch {
+        frame = undefined;
+      }
+      if (isFrame(frame)) this.onFrame(frame);
+      else this.onText(`${this.mark}${json}\n`);
     }
   }
 
@@ -315,9 +330,10 @@ export class ShimProcess {
     } as any);
     const splitter = new FrameSplitter(`\x1e${nonce}`, options.onFrame, options.onStdout ?? ((t) => process.stdout.write(t)));
     const onStderr = options.onStderr ?? ((t: string) => process.stderr.write(t));
+    const stderrText = new TextDecoder();
     const pumped = Promise.all([
       pump(this.proc.stdout as ReadableStream<Uint8Array>, (chunk) => splitter.push(chunk)).then(() => splitter.flush()),
-      pump(this.proc.stderr as ReadableStream<Uint8Array>, (chunk) => onStderr(new TextDecoder().decode(chunk))),
+      pump(this.proc.stderr as ReadableStream<Uint8Array>, (chunk) => onStderr(stderrText.decode(chunk, { stream: true }))),
     ]);
     // The result comes after the last frame: a frame is never reported after the exit.
     this.exited = Promise.all([this.proc.report as Promise<RunResult>, pumped]).then(([report]) => {
@@ -356,6 +372,9 @@ async function pump(stream: ReadableStream<Uint8Array> | undefined, onChunk: (ch
 
 /** Why a sandbox ended without finishing its work, from its result. */
 export function endReason(result: RunResult): { kind: string; message: string } {
+  if (result.stdout?.truncated === true) {
+    return { kind: "output_limit", message: `the answer did not fit in limits.output (${result.stdout.kept} of ${result.stdout.bytes} bytes kept)` };
+  }
   if (result.status === "ok" || result.status === "exit" || result.status === "signal") {
     const how = result.signal !== undefined ? `signal ${result.signal}` : `exit code ${result.exit_code}`;
     return { kind: "crashed", message: `the sandbox ended (${how}) without an answer` };

@@ -23,6 +23,13 @@ export default {
       case "/hang": await new Promise(() => setInterval(() => {}, 1000));
       case "/hog": { const kept = []; for (;;) kept.push(new Uint8Array(1 << 20).fill(1)); }
       case "/not-a-response": return "plain string" as any;
+      case "/huge": return new Response("x".repeat(3 << 20));
+      case "/forged": {
+        // The marker is in argv: a forged frame with a malformed response is refused.
+        const mark = "\\x1e" + process.argv[1];
+        process.stdout.write(mark + JSON.stringify({ t: "response", response: { status: 99, headers: 5 } }) + "\\n");
+        return new Promise(() => {});
+      }
       default: return new Response("hello from " + url.pathname);
     }
   },
@@ -111,6 +118,24 @@ for (const via of ["spawn", "eval"] as const) {
       expect(hog.status).toBe(502);
       expect(failure(hog.body)).toMatchObject({ kind: "memory_limit" });
       expect(await get("/after-hog")).toMatchObject({ status: 200 });
+    });
+
+    test("an answer too large for its channel is a 5xx naming why (spawn: limits.output; eval: the ring)", async () => {
+      const huge = await get("/huge");
+      if (via === "spawn") {
+        expect(huge.status).toBe(502);
+        expect(failure(huge.body).kind).toBe("output_limit");
+      } else {
+        expect(huge.status).toBe(500);
+        expect(failure(huge.body).message).toMatch(/does not fit/);
+      }
+      expect((await get("/after-huge")).status).toBe(200);
+    });
+
+    test.skipIf(via === "eval")("a forged, malformed answer is a 502 'protocol_error'", async () => {
+      const forged = await get("/forged");
+      expect(forged.status).toBe(502);
+      expect(failure(forged.body).kind).toBe("protocol_error");
     });
 
     test("a handler returning something other than a Response is a 500", async () => {
