@@ -127,6 +127,21 @@ describe("SandboxedWorker", () => {
     await worker.exited;
   });
 
+  test("a worker killed by its memory limit fires error naming it, then close", async () => {
+    const { path } = workerModule(`
+      self.onmessage = () => { const kept = []; for (;;) kept.push(new Uint8Array(1 << 20).fill(1)); };
+    `);
+    const worker = new SandboxedWorker(path, { sandbox: { limits: { memory: "128MB" } } });
+    const error = nextError(worker);
+    const closed = new Promise((resolve) => worker.addEventListener("close", resolve));
+    worker.postMessage("grow");
+    const event = await error;
+    expect((event.error as { code?: string }).code).toBe("memory_limit");
+    expect(event.message).toMatch(/memory limit/);
+    await closed;
+    expect((await worker.exited).status).toBe("memory_limit");
+  });
+
   test("a module that fails to load fires error, then close", async () => {
     const { path } = workerModule("throw new TypeError('broken at load');\n");
     const worker = new SandboxedWorker(path);
