@@ -474,7 +474,12 @@ export class SandboxedWorker extends EventTarget {
   private ended(result: RunResult): void {
     if (!this.terminated && !(result.status === "ok" || (result.status === "exit" && result.exit_code === 0))) {
       const reason = endReason(result);
-      this.fireError(Object.assign(new Error(reason.message), { name: "BunkerError", code: reason.kind }));
+      // A limit or a kill is a BunkerError with the API's code; a program's own exit is not.
+      const error =
+        result.error_code !== undefined
+          ? new BunkerError(result.error_code, reason.message, { result })
+          : new Error(`the worker ended: ${result.signal !== undefined ? `signal ${result.signal}` : `exit code ${result.exit_code}`}`);
+      this.fireError(error);
     }
     this.dispatchEvent(new Event("close"));
   }
@@ -491,4 +496,3 @@ export function modulePathOf(url: string | URL, where: string): string {
   return isAbsolute(url) ? url : resolve(url);
 }
 
-export { BunkerError };

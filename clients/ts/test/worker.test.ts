@@ -136,7 +136,8 @@ describe("SandboxedWorker", () => {
     const closed = new Promise((resolve) => worker.addEventListener("close", resolve));
     worker.postMessage("grow");
     const event = await error;
-    expect((event.error as { code?: string }).code).toBe("memory_limit");
+    expect(event.error.name).toBe("BunkerError");
+    expect((event.error as { code?: string }).code).toBe("limit_memory");
     expect(event.message).toMatch(/memory limit/);
     await closed;
     expect((await worker.exited).status).toBe("memory_limit");
