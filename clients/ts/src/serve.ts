@@ -193,8 +193,9 @@ function spawnedHandler(modulePath: string, project: string, poolSize: number, t
     handle(request) {
       let sandbox: HandlerSandbox | undefined;
       while ((sandbox = ready.shift()) !== undefined && !sandbox.usable);
-      refill();
-      return (sandbox ?? new HandlerSandbox(modulePath, sandboxOptions)).handle(request, timeoutMs);
+      // Refilled once this request is answered: a bun starting meanwhile would compete with
+      // the handler for the CPU.
+      return (sandbox ?? new HandlerSandbox(modulePath, sandboxOptions)).handle(request, timeoutMs).finally(refill);
     },
     stop() {
       stopped = true;
