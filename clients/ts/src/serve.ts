@@ -171,7 +171,8 @@ class HandlerSandbox {
 /** How the server's requests reach the handler. */
 interface RequestPath {
   handle(request: SerializedRequest): Promise<Outcome>;
-  stop(): void;
+  /** Ends what is waiting for requests; resolves once it is gone. */
+  stop(): Promise<void>;
 }
 
 /** `via: "spawn"`: a sandbox of ours per request, `poolSize` of them started ahead. */
@@ -183,10 +184,19 @@ function spawnedHandler(modulePath: string, project: string, poolSize: number, t
   const sandboxOptions = { policy, cwd: project, socket: options.socket, bunkerBin: options.bunkerBin };
   let stopped = false;
   const ready: HandlerSandbox[] = [];
+  // Every sandbox not yet gone (ready, serving, or killed and ending), for stop() to wait on.
+  const live = new Set<HandlerSandbox>();
+  const start = (): HandlerSandbox => {
+    const sandbox = new HandlerSandbox(modulePath, sandboxOptions);
+    live.add(sandbox);
+    const forget = () => live.delete(sandbox);
+    sandbox.shim.exited.then(forget, forget);
+    return sandbox;
+  };
   // Refilled when a request takes one, never when one dies idle: a handler that cannot load
   // costs one sandbox per request, not a loop.
   const refill = () => {
-    while (!stopped && ready.length < poolSize) ready.push(new HandlerSandbox(modulePath, sandboxOptions));
+    while (!stopped && ready.length < poolSize) ready.push(start());
   };
   refill();
   return {
@@ -195,11 +205,14 @@ function spawnedHandler(modulePath: string, project: string, poolSize: number, t
       while ((sandbox = ready.shift()) !== undefined && !sandbox.usable);
       // Refilled once this request is answered: a bun starting meanwhile would compete with
       // the handler for the CPU.
-      return (sandbox ?? new HandlerSandbox(modulePath, sandboxOptions)).handle(request, timeoutMs).finally(refill);
+      return (sandbox ?? start()).handle(request, timeoutMs).finally(refill);
     },
-    stop() {
+    async stop() {
       stopped = true;
-      for (const sandbox of ready.splice(0)) sandbox.shim.kill();
+      ready.length = 0;
+      const ending = [...live];
+      for (const sandbox of ending) sandbox.shim.kill();
+      await Promise.all(ending.map((sandbox) => sandbox.shim.exited.catch(() => undefined)));
     },
   };
 }
@@ -272,14 +285,14 @@ function evaluatedHandler(modulePath: string, project: string, timeoutMs: number
         return { failure: { kind: e.code ?? "internal_error", message: e.message } };
       }
     },
-    stop() {},
+    async stop() {},
   };
 }
 
 /**
  * Starts a `Bun.serve` server whose requests the `handler` module answers inside sandboxes
  * (bun under `runtime:bun` plus `sandbox`, reading the handler's directory). Returns the Bun
- * server; its `stop()` also ends the pool.
+ * server; its `stop()` also ends its sandboxes (its promise resolves once they are gone).
  */
 export function serve(options: ServeOptions): Server {
   if (options === null || typeof options !== "object") throw badOption("serve()", "expected an options object");
@@ -329,8 +342,7 @@ export function serve(options: ServeOptions): Server {
   const stopServer = server.stop.bind(server);
   Object.defineProperty(server, "stop", {
     value: (closeActiveConnections?: boolean) => {
-      answer.stop();
-      return stopServer(closeActiveConnections);
+      return Promise.all([answer.stop(), stopServer(closeActiveConnections)]).then(() => undefined);
     },
   });
   return server;
