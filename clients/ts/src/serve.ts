@@ -12,7 +12,7 @@ import type { Server } from "bun";
 import { build } from "./build";
 import { badOption } from "./errors";
 import { EvalError, evalJs } from "./eval";
-import type { RunResult, SandboxOption } from "./types";
+import type { Policy, SandboxOption } from "./types";
 import {
   answerRequest,
   type ErrorInfo,
@@ -103,12 +103,12 @@ function checkedResponse(value: unknown): Outcome {
 /** One sandbox running the handler, waiting for its one request. */
 class HandlerSandbox {
   readonly shim: ShimProcess;
-  /** Set once the sandbox has ended (and why, if it never answered). */
-  ended: RunResult | undefined;
+  /** Set once the sandbox is gone: why it can no longer answer. */
+  private gone: HandlerFailure | undefined;
   private loadError: HandlerFailure | undefined;
   private answer: ((outcome: Outcome) => void) | undefined;
 
-  constructor(modulePath: string, options: { policy: any; cwd: string } & Transport) {
+  constructor(modulePath: string, options: { policy: Policy; cwd: string } & Transport) {
     this.shim = new ShimProcess({
       mode: "serve",
       modulePath,
@@ -127,19 +127,20 @@ class HandlerSandbox {
     });
     this.shim.exited.then(
       (result) => {
-        this.ended = result;
-        this.settle({ failure: this.loadError ?? endReason(result) });
+        this.gone = this.loadError ?? endReason(result);
+        this.settle({ failure: this.gone });
       },
+      // It never ran (no daemon, a policy it refused, ...): the API's code says why.
       (error: Error & { code?: string }) => {
-        this.ended = { status: "setup_error" } as RunResult;
-        this.settle({ failure: { kind: error.code ?? "setup_failed", message: error.message } });
+        this.gone = { kind: error.code ?? "internal_error", message: error.message };
+        this.settle({ failure: this.gone });
       },
     );
   }
 
   /** Whether it can still take a request: alive, or dead with a load error every sandbox would give. */
   get usable(): boolean {
-    return this.ended === undefined || this.loadError !== undefined;
+    return this.gone === undefined || this.loadError !== undefined;
   }
 
   /** Hands the request over; resolves with the handler's answer or why there is none. */
@@ -147,8 +148,8 @@ class HandlerSandbox {
     const outcome = new Promise<Outcome>((resolve) => {
       this.answer = resolve;
     });
-    if (this.loadError !== undefined) this.settle({ failure: this.loadError });
-    else if (this.ended !== undefined) this.settle({ failure: endReason(this.ended) });
+    const failure = this.loadError ?? this.gone;
+    if (failure !== undefined) this.settle({ failure });
     else this.shim.send({ request });
     const timer = setTimeout(
       () => this.settle({ failure: { kind: "timeout", message: `the handler did not answer within ${timeoutMs} ms` } }),
@@ -193,8 +194,9 @@ function spawnedHandler(modulePath: string, project: string, poolSize: number, t
     sandbox.shim.exited.then(forget, forget);
     return sandbox;
   };
-  // Refilled when a request takes one, never when one dies idle: a handler that cannot load
-  // costs one sandbox per request, not a loop.
+  // Refilled after a request is answered (a bun starting meanwhile would compete with the
+  // handler for the CPU), never when one dies idle: a handler that cannot load costs one
+  // sandbox per request, not a loop.
   const refill = () => {
     while (!stopped && ready.length < poolSize) ready.push(start());
   };
@@ -203,8 +205,6 @@ function spawnedHandler(modulePath: string, project: string, poolSize: number, t
     handle(request) {
       let sandbox: HandlerSandbox | undefined;
       while ((sandbox = ready.shift()) !== undefined && !sandbox.usable);
-      // Refilled once this request is answered: a bun starting meanwhile would compete with
-      // the handler for the CPU.
       return (sandbox ?? start()).handle(request, timeoutMs).finally(refill);
     },
     async stop() {
