@@ -209,6 +209,23 @@ describe("serve", () => {
     expect(hostProcessesNaming(`${dir}/handler.ts`)).toEqual([]);
   });
 
+  test("a daemon that is not running: each request is a 503 'unavailable', the server stays up", async () => {
+    const dir = tempDir("bunker-ts-serve-nodaemon-");
+    writeFileSync(`${dir}/handler.ts`, HANDLER);
+    const server = serve({ port: 0, hostname: "127.0.0.1", handler: `${dir}/handler.ts`, socket: `${dir}/no-daemon.sock` });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const response = await fetch(server.url);
+        expect(response.status).toBe(503);
+        const error = (await response.json()).error;
+        expect(error.kind).toBe("unavailable");
+        expect(error.message).toContain("no-daemon.sock");
+      }
+    } finally {
+      await server.stop(true);
+    }
+  });
+
   test("bad input: no handler, a fetch function, a bad pool size", () => {
     const codeOf = (f: () => unknown): string | undefined => {
       try {

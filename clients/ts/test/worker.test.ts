@@ -152,6 +152,19 @@ describe("SandboxedWorker", () => {
     await closed;
   });
 
+  test("a daemon that is not running: error with code unavailable, exited rejects", async () => {
+    const { dir, path } = workerModule();
+    const worker = new SandboxedWorker(path, { socket: `${dir}/no-daemon.sock` });
+    const event = await nextError(worker);
+    expect((event.error as { code?: string }).code).toBe("unavailable");
+    expect(event.message).toContain("no-daemon.sock");
+    let rejected: unknown;
+    await worker.exited.catch((error) => {
+      rejected = error;
+    });
+    expect((rejected as { code?: string }).code).toBe("unavailable");
+  });
+
   test("postMessage refuses what is not JSON; bad options are request_invalid", async () => {
     const { path } = workerModule();
     const worker = new SandboxedWorker(path);
