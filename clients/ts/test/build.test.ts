@@ -103,7 +103,7 @@ describe("build", () => {
     expect(String(result.logs[0]!.message)).toMatch(/Could not resolve/);
   });
 
-  test("bad input: no outdir, no entrypoints, a plugin", async () => {
+  test("bad input: no outdir, no entrypoints, a plugin, a daemon that is not running", async () => {
     const expectInvalid = async (options: any, message: RegExp) => {
       let caught: any;
       try {
@@ -117,5 +117,14 @@ describe("build", () => {
     await expectInvalid({ entrypoints: ["./x.ts"] }, /outdir: required/);
     await expectInvalid({ entrypoints: [], outdir: "/tmp/x" }, /entrypoints/);
     await expectInvalid({ entrypoints: ["./x.ts"], outdir: "/tmp/x", plugins: [{ name: "p", setup() {} }] }, /plugins/);
+    // A daemon that is not running is an error, not a fallback.
+    const dir = tempDir("bunker-ts-build-nodaemon-");
+    writeFileSync(`${dir}/index.ts`, "export {};\n");
+    let caught: any;
+    await build({ entrypoints: [`${dir}/index.ts`], outdir: `${dir}/dist`, project: dir, socket: `${dir}/no-daemon.sock` }).catch((error) => {
+      caught = error;
+    });
+    expect(caught?.code).toBe("unavailable");
+    expect(caught?.message).toContain("no-daemon.sock");
   });
 });
