@@ -107,6 +107,65 @@ async function pair(
   return [summary(names[0], times[0], warm[0]!), summary(names[1], times[1], warm[1]!), percentile(differences, 50)];
 }
 
+/**
+ * The client's own cost, without the daemon's variance: a fake daemon in this process answers
+ * every request at once with a canned result (the real one recorded above), to the raw client
+ * and to run() / evalJs() alike.
+ */
+async function fakeDaemonBench(): Promise<void> {
+  const canned: Record<string, unknown> = {
+    run: { status: "ok", exit_code: 0, wall_ms: 1, cpu_ms: 1, warm: true,
+      stdout: { bytes: 0, kept: 0, truncated: false, data: { utf8: "" } }, stderr: { bytes: 0, kept: 0, truncated: false, data: { utf8: "" } },
+      enforced: { namespaces: "on", filesystem: "on", landlock: "on", landlock_abi: 7, seccomp: "on", no_new_privs: "on", capabilities_dropped: "on",
+        memory_limit: "on", pids_limit: "on", cpu_limit: "off", cpu_time_limit: "off", rlimits: "on", network: "on", notes: [] },
+      http: { requests: [], truncated: false, allowed: 0, denied: 0, denied_by: [], limits_hit: [], bytes_sent: 0, bytes_received: 0 } },
+    eval: { value: 2, console_output: "", console_truncated: false, error: null, status: "ok", warm: true, wall_ms: 0.4, http_requests: [] },
+  };
+  const fakeSocket = `${dir}/fake.sock`;
+  let pending = new Uint8Array(0);
+  const encode = (m: unknown) => {
+    const body = new TextEncoder().encode(JSON.stringify(m));
+    const f = new Uint8Array(4 + body.length);
+    new DataView(f.buffer).setUint32(0, body.length);
+    f.set(body, 4);
+    return f;
+  };
+  const listener = Bun.listen({
+    unix: fakeSocket,
+    socket: {
+      data(socket, chunk) {
+        const merged = new Uint8Array(pending.length + chunk.length);
+        merged.set(pending);
+        merged.set(chunk, pending.length);
+        pending = merged;
+        while (pending.length >= 4) {
+          const length = new DataView(pending.buffer, pending.byteOffset).getUint32(0);
+          if (pending.length < 4 + length) break;
+          const frame = JSON.parse(new TextDecoder().decode(pending.subarray(4, 4 + length)));
+          pending = pending.slice(4 + length);
+          socket.write(encode(frame.op === "hello" ? { ok: { version: 1, server: "fake" } } : { id: frame.id, ok: canned[frame.op] }));
+        }
+      },
+    },
+  });
+  const raw = await RawClient.open(fakeSocket);
+  const none = async () => {};
+  const [rawRun, clientRun, runDiff] = await pair(["fake daemon: raw run", "fake daemon: client run()"], none, [
+    async () => (await raw.request("run", { spec: { policy: { name: "default" }, argv: ["/bin/true"] } })).ok.warm,
+    async () => (await run(["/bin/true"], { sandbox: "default", socket: fakeSocket })).warm,
+  ]);
+  const [rawEval, clientEval, evalDiff] = await pair(["fake daemon: raw eval", "fake daemon: client evalJs()"], none, [
+    async () => (await raw.request("eval", { spec: { engine: "bun", code: "1+1" } })).ok.warm,
+    async () => (await evalJs("1+1", { socket: fakeSocket })).warm,
+  ]);
+  console.log(
+    `client's own cost per call (fake daemon, paired median): run ${runDiff.toFixed(3)} ms (p50 ${(clientRun.p50 - rawRun.p50).toFixed(3)}, p99 ${(clientRun.p99 - rawRun.p99).toFixed(3)}), ` +
+      `eval ${evalDiff.toFixed(3)} ms (p50 ${(clientEval.p50 - rawEval.p50).toFixed(3)}, p99 ${(clientEval.p99 - rawEval.p99).toFixed(3)})`,
+  );
+  raw.close();
+  listener.stop(true);
+}
+
 const dir = mkdtempSync(`${tmpdir()}/bunker-ts-bench-`);
 const socket = `${dir}/bunker.sock`;
 const daemon = Bun.spawn([BIN, "serve", "--socket", socket, "--pool", "default=1", "--pool", "eval:bun=1"], {
@@ -163,6 +222,7 @@ try {
   );
   raw.close();
   control.close();
+  await fakeDaemonBench();
 } finally {
   daemon.kill("SIGTERM");
   await daemon.exited;

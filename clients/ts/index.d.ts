@@ -343,6 +343,7 @@ export interface SpawnOptions {
   bunkerBin?: string;
   onExit?: (proc: SandboxedSubprocess, exitCode: number | null, signalCode: string | null, error?: Error) => void;
   onEvent?: (event: RunEvent) => void;
+  signal?: AbortSignal;
 }
 
 export interface StdinWriter {
@@ -370,7 +371,7 @@ export declare class SandboxedSubprocess {
 export declare function spawn(cmd: string[], options?: SpawnOptions): SandboxedSubprocess;
 export declare function spawn(options: SpawnOptions & { cmd: string[] }): SandboxedSubprocess;
 
-export interface RunOptions extends Pick<SpawnOptions, "sandbox" | "cwd" | "env" | "timeout" | "socket" | "bunkerBin" | "onEvent"> {
+export interface RunOptions extends Pick<SpawnOptions, "sandbox" | "cwd" | "env" | "timeout" | "socket" | "bunkerBin" | "onEvent" | "signal"> {
   stdin?: BytesLike | null;
   check?: boolean;
 }
@@ -434,3 +435,18 @@ export declare class EvalError extends Error {
 }
 
 export declare function evalJs(code: string, options?: EvalOptions): Promise<EvalOutput>;
+
+export interface WorkerEvalOptions {
+  globals?: Record<string, unknown>;
+  function?: string;
+  args?: unknown[];
+}
+
+/** A worker serving several evals in turn, its globals kept (the daemon's `open_worker`). */
+export declare class EvalWorker {
+  readonly id: string;
+  eval(code: string, options?: WorkerEvalOptions): Promise<EvalOutput>;
+  close(): Promise<void>;
+}
+
+export declare function openEvalWorker(options?: Omit<EvalOptions, "globals" | "function" | "args">): Promise<EvalWorker>;

@@ -16,6 +16,6 @@ cd "$here"
 status=0
 for mode in daemon cli; do
   echo "== clients/ts: bun test ($mode)"
-  BUNKER_TS_MODE=$mode "$BUN" test "$@" || status=1
+  BUNKER_TS_MODE=$mode "$BUN" test --timeout 30000 "$@" || status=1
 done
 exit $status

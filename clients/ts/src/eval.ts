@@ -1,6 +1,6 @@
 // `evalJs`: code evaluated by a Bun worker in a sandbox (op `eval`, docs/protocol.md; without a
 // daemon `bunker eval`, which prints the same EvalResult).
-import { daemonSocket, sharedConnection } from "./connection";
+import { type Connection, daemonSocket, sharedConnection } from "./connection";
 import { BunkerError, badOption, checkKeys } from "./errors";
 import { bunkerBinary, classifyPolicy, policyForDaemon, type PolicySource } from "./policy";
 import { tmpdir } from "node:os";
@@ -197,17 +197,7 @@ export async function evalJs(code: string, options: EvalOptions = {}): Promise<E
   } else {
     result = await evalCli(spec, policy, options.bunkerBin);
   }
-  if (result.error !== null && result.error !== undefined) throw new EvalError(result);
-  return {
-    value: result.value,
-    consoleOutput: result.console_output,
-    consoleTruncated: result.console_truncated,
-    httpRequests: result.http_requests ?? [],
-    warm: result.warm === true,
-    wallMs: result.wall_ms,
-    status: result.status,
-    result,
-  };
+  return toOutput(result);
 }
 
 async function evalCli(spec: EvalSpec, policy: PolicySource | undefined, bin: string | undefined): Promise<EvalResult> {
@@ -249,4 +239,74 @@ async function evalCli(spec: EvalSpec, policy: PolicySource | undefined, bin: st
   } finally {
     for (const path of temporary) await Bun.file(path).delete().catch(() => {});
   }
+}
+
+/** What an opened worker's evals take: the code's own inputs (limits and policy are the worker's). */
+export interface WorkerEvalOptions {
+  globals?: Record<string, unknown>;
+  function?: string;
+  args?: unknown[];
+}
+
+const WORKER_EVAL_KEYS = ["globals", "function", "args"] as const;
+const OPEN_WORKER_KEYS = ["timeoutMs", "memoryLimitBytes", "consoleLogMaxSize", "http", "sandbox", "socket", "bunkerBin"] as const;
+
+function toOutput(result: EvalResult): EvalOutput {
+  if (result.error !== null && result.error !== undefined) throw new EvalError(result);
+  return {
+    value: result.value,
+    consoleOutput: result.console_output,
+    consoleTruncated: result.console_truncated,
+    httpRequests: result.http_requests ?? [],
+    warm: result.warm === true,
+    wallMs: result.wall_ms,
+    status: result.status,
+    result,
+  };
+}
+
+/**
+ * A worker that serves several evals, one at a time, keeping its globals between them (the
+ * daemon's opt-in multi-request mode, `open_worker`). A timeout, memory kill or crash ends it:
+ * later evals get `not_found`. It ends with `close()` or with the connection.
+ */
+export class EvalWorker {
+  private constructor(
+    private readonly connection: Connection,
+    /** The daemon's worker id. */
+    readonly id: string,
+  ) {}
+
+  /** @internal */
+  static async open(options: Omit<EvalOptions, "globals" | "function" | "args"> = {}): Promise<EvalWorker> {
+    checkKeys("openEvalWorker()", options, OPEN_WORKER_KEYS);
+    const { spec, policy } = evalSpec("", options);
+    const socket = daemonSocket(options.socket);
+    if (socket === undefined) {
+      throw new BunkerError("unavailable", "openEvalWorker(): the multi-request mode needs a daemon (the socket option or BUNKER_SOCKET)");
+    }
+    const connection = await sharedConnection(socket);
+    const { code: _code, ...workerSpec } = spec;
+    if (policy !== undefined) workerSpec.policy = await policyForDaemon(policy, options.bunkerBin);
+    const { worker } = await connection.request<{ worker: string }>("open_worker", { spec: workerSpec });
+    return new EvalWorker(connection, worker);
+  }
+
+  /** Evaluates `code` in this worker; rejects with `EvalError` when the code failed. */
+  async eval(code: string, options: WorkerEvalOptions = {}): Promise<EvalOutput> {
+    checkKeys("EvalWorker.eval()", options, WORKER_EVAL_KEYS);
+    const { spec } = evalSpec(code, options);
+    spec.worker = this.id;
+    return toOutput(await this.connection.request<EvalResult>("eval", { spec }));
+  }
+
+  /** Ends the worker and its sandbox. */
+  async close(): Promise<void> {
+    await this.connection.request("close_worker", { worker: this.id });
+  }
+}
+
+/** Opens an `EvalWorker` on the daemon (options as `evalJs`'s, without the per-eval ones). */
+export function openEvalWorker(options: Omit<EvalOptions, "globals" | "function" | "args"> = {}): Promise<EvalWorker> {
+  return EvalWorker.open(options);
 }

@@ -5,4 +5,12 @@ export { spawn, SandboxedSubprocess, type SpawnOptions, type StdinWriter, type S
 export { run, CommandError, type RunOptions, type RunOutput } from "./run";
 export { effectivePolicy } from "./policy";
 export type * from "./types";
-export { evalJs, EvalError, type EvalOptions, type EvalOutput } from "./eval";
+export {
+  evalJs,
+  EvalError,
+  EvalWorker,
+  openEvalWorker,
+  type EvalOptions,
+  type EvalOutput,
+  type WorkerEvalOptions,
+} from "./eval";

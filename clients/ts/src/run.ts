@@ -8,14 +8,14 @@ import { type BytesLike, fromData, toBytes, toData } from "./protocol";
 import { type SpawnOptions, checkCommonOptions, resultError, signalName, violationsOf } from "./spawn";
 import type { HttpRecord, RunEvent, RunResult, RunSpec, Status, Violation } from "./types";
 
-export interface RunOptions extends Pick<SpawnOptions, "sandbox" | "cwd" | "env" | "timeout" | "socket" | "bunkerBin" | "onEvent"> {
+export interface RunOptions extends Pick<SpawnOptions, "sandbox" | "cwd" | "env" | "timeout" | "socket" | "bunkerBin" | "onEvent" | "signal"> {
   /** Bytes the program reads on stdin (then end of file). Default: nothing. */
   stdin?: BytesLike | null;
   /** Throw a `CommandError` when the program does not exit 0. */
   check?: boolean;
 }
 
-export const RUN_OPTION_KEYS = ["sandbox", "cwd", "env", "timeout", "socket", "bunkerBin", "onEvent", "stdin", "check"] as const;
+export const RUN_OPTION_KEYS = ["sandbox", "cwd", "env", "timeout", "socket", "bunkerBin", "onEvent", "signal", "stdin", "check"] as const;
 
 /** A finished run. */
 export interface RunOutput {
@@ -82,6 +82,18 @@ export function toRunOutput(report: RunResult, stdout: Uint8Array, stderr: Uint8
   };
 }
 
+/** Calls `onAbort` when `signal` aborts while `work` is pending. */
+async function withAbort<T>(signal: AbortSignal | undefined, work: Promise<T>, onAbort: () => void): Promise<T> {
+  if (signal === undefined) return work;
+  if (signal.aborted) onAbort();
+  else signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    return await work;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
 /** Runs `cmd` in a sandbox to its end. A non-zero exit is a result; a run that never started throws. */
 export async function run(cmd: string[], options: RunOptions = {}): Promise<RunOutput> {
   if (!Array.isArray(cmd) || cmd.length === 0 || !cmd.every((a) => typeof a === "string")) {
@@ -104,7 +116,11 @@ export async function run(cmd: string[], options: RunOptions = {}): Promise<RunO
       if (event.event === "violation") violations.push({ layer: event.layer, rule: event.rule, attempt: event.attempt });
       options.onEvent?.(event);
     };
-    const report = await connection.request<RunResult>("run", { spec }, { onEvent });
+    const request = connection.send<RunResult>("run", { spec }, { onEvent });
+    // An abort cancels the request: a queued one never runs, a running one is killed.
+    const report = await withAbort(options.signal, request.reply, () => {
+      connection.request("cancel", { request: request.id }).catch(() => {});
+    });
     output = toRunOutput(report, fromData(report.stdout.data), fromData(report.stderr.data), violations);
   } else {
     await checkEnvAllowed(policy, options.env, options.bunkerBin);
@@ -119,11 +135,20 @@ export async function run(cmd: string[], options: RunOptions = {}): Promise<RunO
       stdout: "pipe",
       stderr: "pipe",
     });
-    const [stdout, stderr, report] = await Promise.all([
-      new Response(cli.proc.stdout as ReadableStream).bytes(),
-      new Response(cli.proc.stderr as ReadableStream).bytes(),
-      cli.report,
-    ]);
+    const [stdout, stderr, report] = await withAbort(
+      options.signal,
+      Promise.all([
+        new Response(cli.proc.stdout as ReadableStream).bytes(),
+        new Response(cli.proc.stderr as ReadableStream).bytes(),
+        cli.report,
+      ]),
+      () => cli.proc.kill(),
+    ).catch((error) => {
+      if (options.signal?.aborted && error instanceof BunkerError && error.code === "internal_error") {
+        throw new BunkerError("cancelled", "aborted before the sandbox started (no report)", { cause: error });
+      }
+      throw error;
+    });
     options.onEvent?.({ event: "exit", result: report });
     output = toRunOutput(report, stdout, stderr);
   }
@@ -133,4 +158,3 @@ export async function run(cmd: string[], options: RunOptions = {}): Promise<RunO
   return output;
 }
 
-export { BunkerError };

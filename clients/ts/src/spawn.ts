@@ -43,6 +43,8 @@ export interface SpawnOptions {
   onExit?: (proc: SandboxedSubprocess, exitCode: number | null, signalCode: string | null, error?: Error) => void;
   /** Every event the daemon sends for this sandbox (none in CLI fallback mode but the exit). */
   onEvent?: (event: RunEvent) => void;
+  /** Aborting it kills the sandbox, like `kill()` (Bun.spawn's `signal`). */
+  signal?: AbortSignal;
 }
 
 export const SPAWN_OPTION_KEYS = [
@@ -57,6 +59,7 @@ export const SPAWN_OPTION_KEYS = [
   "bunkerBin",
   "onExit",
   "onEvent",
+  "signal",
 ] as const;
 
 /** A `FileSink`-like writer for a program's stdin. */
@@ -228,6 +231,7 @@ export function checkCommonOptions(where: string, options: SpawnOptions): Policy
     }
   }
   if (options.cwd !== undefined && typeof options.cwd !== "string") throw badOption(where, "cwd: expected a string");
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw badOption(where, "signal: expected an AbortSignal");
   if (options.socket !== undefined && options.socket !== false && typeof options.socket !== "string") {
     throw badOption(where, "socket: expected a socket path or false");
   }
@@ -252,9 +256,20 @@ export function spawn(cmdOrOptions: any, maybeOptions?: SpawnOptions): Sandboxed
     throw badOption("spawn()", `stdin: expected "pipe", "inherit", "ignore", null, bytes, a Blob, a Response or a ReadableStream`);
   }
   const socket = daemonSocket(options.socket);
-  return socket === undefined
-    ? spawnCli(argv, options, policy, stdout, stderr)
-    : spawnDaemon(socket, argv, options, policy, stdout, stderr);
+  const proc =
+    socket === undefined
+      ? spawnCli(argv, options, policy, stdout, stderr)
+      : spawnDaemon(socket, argv, options, policy, stdout, stderr);
+  const abort = options.signal;
+  if (abort !== undefined) {
+    if (abort.aborted) proc.kill();
+    else {
+      const onAbort = () => proc.kill();
+      abort.addEventListener("abort", onAbort, { once: true });
+      proc.report.finally(() => abort.removeEventListener("abort", onAbort)).catch(() => {});
+    }
+  }
+  return proc;
 }
 
 function spawnCli(
@@ -278,7 +293,13 @@ function spawnCli(
         options.onEvent?.({ event: "exit", result });
         proc._settle(result);
       },
-      (error) => proc._settle(error),
+      (error) => {
+        // Killed before bunker could set up its signal handling: nothing ran and there is no
+        // report. The daemon answers a request killed before its sandbox was up the same way.
+        if (proc.killed && error instanceof BunkerError && error.code === "internal_error") {
+          proc._settle(new BunkerError("cancelled", "killed before the sandbox started (no report)", { cause: error }));
+        } else proc._settle(error);
+      },
     );
   };
 

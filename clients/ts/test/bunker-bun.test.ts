@@ -21,7 +21,7 @@ console.log("outside visible:", existsSync(${JSON.stringify(`${outside}/secret.t
 }
 
 function bunkerBun(args: string[], cwd: string) {
-  const proc = Bun.spawnSync([BUNKER_BUN, ...args], { cwd, stdout: "pipe", stderr: "pipe", env: process.env });
+  const proc = Bun.spawnSync([process.execPath, BUNKER_BUN, ...args], { cwd, stdout: "pipe", stderr: "pipe", env: process.env });
   return { code: proc.exitCode, out: proc.stdout.toString(), err: proc.stderr.toString() };
 }
 

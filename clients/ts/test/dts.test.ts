@@ -19,6 +19,12 @@ test("index.d.ts carries src/types.ts", async () => {
   expect(typesBlock(dts)).toBe(typesBlock(types));
 });
 
+test("index.d.ts parses as TypeScript", async () => {
+  const dts = await Bun.file(`${root}index.d.ts`).text();
+  // No tsc here (no npm): Bun's parser at least refuses a declaration file that does not parse.
+  expect(() => new Bun.Transpiler({ loader: "ts" }).transformSync(dts)).not.toThrow();
+});
+
 test("every runtime export is declared in index.d.ts", async () => {
   const dts = await Bun.file(`${root}index.d.ts`).text();
   const declared = new Set([...dts.matchAll(/export declare (?:class|function|const) (\w+)/g)].map((m) => m[1]));

@@ -2,7 +2,7 @@
 // `bunker eval`. Skipped only outside CI when this bunker has no eval.
 import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
-import { Connection, EvalError, evalJs } from "bunker";
+import { Connection, EvalError, evalJs, openEvalWorker } from "bunker";
 import { MODE, SKIP_EVAL, expectBunkerError, loopbackServer, tempDir } from "./helpers";
 
 async function evalError(promise: Promise<unknown>): Promise<EvalError> {
@@ -127,4 +127,27 @@ describe.skipIf(SKIP_EVAL)(`evalJs (${MODE})`, () => {
     await expectBunkerError(evalJs("1", { sandbox: { limits: { memory: "lots" } } as any }), "policy_invalid", /limits\.memory/);
     await expectBunkerError(evalJs("1", { socket: "/nonexistent/bunker.sock" }), "unavailable", /\/nonexistent\/bunker\.sock/);
   });
+});
+
+describe.skipIf(SKIP_EVAL)(`openEvalWorker (${MODE})`, () => {
+  if (MODE === "daemon") {
+    test("an opened worker keeps its globals between evals; a timeout ends it", async () => {
+      const worker = await openEvalWorker({ timeoutMs: 2000 });
+      expect(worker.id).toMatch(/^w-/);
+      await worker.eval("globalThis.counter = 41");
+      expect((await worker.eval("++counter")).value).toBe(42);
+      expect((await worker.eval("function twice(x) { return 2 * x * counter }", { function: "twice", args: [1] })).value).toBe(84);
+      await worker.close();
+      await expectBunkerError(worker.eval("1"), "not_found", /w-/);
+
+      const doomed = await openEvalWorker({ timeoutMs: 300 });
+      const e = await evalError(doomed.eval("while (true) {}"));
+      expect(e.kind).toBe("timeout");
+      await expectBunkerError(doomed.eval("1"), "not_found", /w-/);
+    });
+  } else {
+    test("needs a daemon: unavailable without one", async () => {
+      await expectBunkerError(openEvalWorker(), "unavailable", /needs a daemon/);
+    });
+  }
 });

@@ -22,7 +22,7 @@ describe(`README examples (${MODE})`, () => {
       const file = `${scratch}/block-${MODE}-${index + 1}.ts`;
       writeFileSync(file, code);
       try {
-        const proc = Bun.spawnSync(["bun", file], { cwd: root, env: process.env, stdout: "pipe", stderr: "pipe" });
+        const proc = Bun.spawnSync([process.execPath, file], { cwd: root, env: process.env, stdout: "pipe", stderr: "pipe" });
         const output = `${proc.stdout.toString()}${proc.stderr.toString()}`;
         if (proc.exitCode !== 0) console.error(`README block ${index + 1} failed:\n${output}`);
         expect(proc.exitCode).toBe(0);

@@ -61,6 +61,12 @@ describe(`run (${MODE})`, () => {
     expect(r.stdoutText).toBe("from the policy dir\n");
   });
 
+  test("a policy object's relative paths resolve against this process's directory", async () => {
+    // The suite runs in clients/ts; the daemon runs in a directory of its own (test/setup.ts).
+    const r = await run(["cat", `${process.cwd()}/test/fixture.txt`], { sandbox: { allow: { read: ["./test"] } } });
+    expect(r.stdoutText).toBe("fixture for relative grants\n");
+  });
+
   test("a policy name the daemon knows", async () => {
     const r = await run(["true"], { sandbox: "default" });
     expect(r.status).toBe("ok");
@@ -176,5 +182,22 @@ describe(`run (${MODE})`, () => {
     const r = await run(["no-such-command-xyz"]);
     expect(r.exitCode).toBe(127);
     expect(r.report.error_code).toBe("command_not_found");
+  });
+});
+
+describe(`run abort (${MODE})`, () => {
+  test("an AbortSignal ends the run: killed (cancelled / terminated)", async () => {
+    const controller = new AbortController();
+    const pending = run(["sh", "-c", "sleep 30"], { signal: controller.signal });
+    setTimeout(() => controller.abort(), 300);
+    let outcome: string;
+    try {
+      const r = await pending;
+      outcome = `${r.status} ${r.report.error_code}`;
+    } catch (error) {
+      outcome = (error as BunkerError).code;
+    }
+    // Killed while running, or (on a slow host) cancelled before the sandbox was up.
+    expect(MODE === "daemon" ? ["signal cancelled", "cancelled"] : ["signal terminated", "cancelled"]).toContain(outcome);
   });
 });

@@ -17,7 +17,8 @@ if (MODE === "daemon") {
   const socket = `${dir}/bunker.sock`;
   const args = [BIN, "serve", "--socket", socket];
   if (HAS_EVAL) args.push("--pool", "eval:bun=1");
-  const daemon = Bun.spawn(args, { stdout: "ignore", stderr: Bun.file(`${dir}/daemon.log`) });
+  // Its own working directory, so a relative path the client failed to resolve would point elsewhere.
+  const daemon = Bun.spawn(args, { cwd: dir, stdout: "ignore", stderr: Bun.file(`${dir}/daemon.log`) });
   let ready = false;
   for (let attempt = 0; attempt < 200 && !ready; attempt++) {
     try {

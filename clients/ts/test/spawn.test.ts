@@ -1,6 +1,6 @@
 // spawn(): the Bun.Subprocess-shaped handle, streaming both ways, kill.
 import { describe, expect, test } from "bun:test";
-import { spawn } from "bunker";
+import { type BunkerError, spawn } from "bunker";
 import { MODE, expectBunkerError } from "./helpers";
 
 async function readUntil(reader: ReadableStreamDefaultReader<Uint8Array>, text: string): Promise<string> {
@@ -82,6 +82,19 @@ describe(`spawn (${MODE})`, () => {
       expect(code).toBe(143);
       expect(report.error_code).toBe("terminated");
     }
+  });
+
+  test("a kill right after spawn: killed with SIGKILL, or cancelled before the sandbox was up", async () => {
+    const proc = spawn(["sleep", "30"]);
+    proc.kill();
+    let outcome: string;
+    try {
+      await proc.exited;
+      outcome = `${proc.signalCode} ${(await proc.report).error_code}`;
+    } catch (error) {
+      outcome = (error as BunkerError).code;
+    }
+    expect(["SIGKILL cancelled", "SIGTERM terminated", "cancelled"]).toContain(outcome);
   });
 
   test("the timeout option kills the sandbox", async () => {

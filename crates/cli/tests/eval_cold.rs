@@ -287,6 +287,8 @@ fn a_garbage_writing_worker_is_killed_as_a_protocol_error() {
             "{r}"
         );
         assert_eq!(out.status.code(), Some(125));
+        // Killed for it: the loop did not run on to the timeout.
+        assert_eq!(r["status"], "signal", "{mode} {engine}: {r}");
         // Not JSON of the reply's shape.
         let (_, r) = eval(
             make,
@@ -325,6 +327,10 @@ while True: pass"
         };
         let (_, r) = eval(make, engine, &["--timeout", "60s"], code);
         assert_eq!(kind(&r), "protocol_error", "{mode} {engine}: {r}");
+        assert_eq!(
+            r["status"], "signal",
+            "killed for it, not at the timeout: {r}"
+        );
         assert!(
             r["error"]["message"].as_str().unwrap().contains("capacity"),
             "{r}"
@@ -421,4 +427,34 @@ fn bad_input_is_refused_with_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     assert!(stderr(&out).contains("\"unavailable\""), "{}", stderr(&out));
+}
+
+#[test]
+fn the_worker_gets_its_channel_as_fds_3_and_4_and_nothing_else() {
+    for (mode, make) in modes() {
+        let code = "import os\n{f: os.readlink('/proc/self/fd/' + f) for f in os.listdir('/proc/self/fd')}";
+        let (_, r) = eval(make, "python", &[], code);
+        let fds = r["value"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{mode}: {r}"));
+        assert!(
+            fds["3"].as_str().unwrap().starts_with("socket:"),
+            "{mode}: {r}"
+        );
+        assert!(
+            fds["4"].as_str().unwrap().contains("memfd:bunker-worker"),
+            "{mode}: {r}"
+        );
+        for (fd, target) in fds {
+            let n: u32 = fd.parse().unwrap();
+            let target = target.as_str().unwrap();
+            // Python's mmap keeps a duplicate of fd 4; listdir has the directory open.
+            let expected =
+                n <= 4 || target.contains("memfd:bunker-worker") || target.starts_with("/proc/");
+            assert!(
+                expected,
+                "{mode}: fd {fd} -> {target} leaked into the worker: {r}"
+            );
+        }
+    }
 }
