@@ -257,7 +257,7 @@ fn supervise(
     let run = bunker_sandbox::supervise::supervise(supervised, policy);
     drop(lifeline);
     let records = if proxied { egress.finish() } else { Vec::new() };
-    let reply = watcher.join().unwrap_or_else(|_| Err(ChannelError::Closed));
+    let reply = watcher.join().unwrap_or(Err(ChannelError::Closed));
     let mut run = run.map_err(|e| e.to_api_error())?;
     run.http = bunker_api::HttpReport::from_records(records);
     Ok((reply, run))

@@ -104,7 +104,7 @@ const TABLE: &[(&str, &str, ErrorKind)] = &[
     (r#"{"allow": {"env": ["A=B"]}}"#,
      r#"policy.json: allow.env[0]: expected an environment variable name (no "=" or NUL), found "A=B""#, ErrorKind::InvalidEnvName),
     (r#"{"extends": ["strict"]}"#,
-     r#"policy.json: extends[0]: unknown profile "strict": the built-in profiles are default, runtime:bun, runtime:python; a policy file needs a "/" or a ".json" ending, like "./strict.json""#, ErrorKind::UnknownProfile),
+     r#"policy.json: extends[0]: unknown profile "strict": the built-in profiles are default, runtime:bun, runtime:python, eval:bun, eval:python; a policy file needs a "/" or a ".json" ending, like "./strict.json""#, ErrorKind::UnknownProfile),
     (r#"{"extends": ["runtime:bun"]}"#,
      "runtime:bun: no bun binary was found on PATH (/nonexistent-bin; wrapper scripts such as pyenv shims are skipped); install it, or write a policy that allows its files", ErrorKind::RuntimeNotFound),
     (r#"{"extends": ["./missing.json"]}"#,

@@ -243,6 +243,7 @@ fn prepared_like_cold(spawner: &Spawner, runtime: &tokio::runtime::Runtime) {
             cwd: None,
             caller_cwd: host.cwd.clone(),
             stdin: Some(read),
+            extra_fds: Vec::new(),
         };
         let sandbox = prepared.launch(&policy, program).unwrap();
         let warm = supervise::supervise(sandbox.supervised, &policy).unwrap();
@@ -276,6 +277,7 @@ fn prepared_like_cold(spawner: &Spawner, runtime: &tokio::runtime::Runtime) {
         cwd: None,
         caller_cwd: None,
         stdin: None,
+        extra_fds: Vec::new(),
     };
     let sandbox = prepared.launch(&policy, program).unwrap();
     let result = supervise::supervise(sandbox.supervised, &policy).unwrap();
@@ -292,6 +294,7 @@ fn prepared_like_cold(spawner: &Spawner, runtime: &tokio::runtime::Runtime) {
         cwd: Some("/no/such/dir".into()),
         caller_cwd: None,
         stdin: None,
+        extra_fds: Vec::new(),
     };
     let error = prepared.launch(&policy, program).unwrap_err();
     assert!(error.to_string().contains("/no/such/dir"), "{error}");

@@ -466,13 +466,13 @@ extern "C" fn spawn_child(arg: *mut libc::c_void) -> libc::c_int {
     // one can never overwrite another not yet placed; the moved copies go with close_range.
     let n = args.extra_len.min(MAX_EXTRA_FDS);
     let mut moved = [0 as RawFd; MAX_EXTRA_FDS];
-    for i in 0..n {
+    for (slot, &from) in moved.iter_mut().zip(args.extra.iter()).take(n) {
         // SAFETY: integer arguments only.
-        let r = unsafe { libc::fcntl(args.extra[i], libc::F_DUPFD, 3 + n as libc::c_int) };
+        let r = unsafe { libc::fcntl(from, libc::F_DUPFD, 3 + n as libc::c_int) };
         if r < 0 {
             fail();
         }
-        moved[i] = r;
+        *slot = r;
     }
     for (i, &from) in moved.iter().enumerate().take(n) {
         // SAFETY: integer arguments only; dup2 leaves close-on-exec clear on the new fd.

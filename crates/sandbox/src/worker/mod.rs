@@ -8,10 +8,13 @@
 //! - [`program`]: the argv that starts an engine's worker library.
 //! - [`outcome`]: the worker's reply and the run's result → [`bunker_api::EvalResult`].
 //!
-//! The one-shot flow (the CLI's cold path; a daemon does the same steps asynchronously):
-//! [`channel::Channel::new`], [`channel::Channel::send_request`], launch the
-//! [`program::argv`] with [`channel::WorkerFds::into_extra_fds`], supervise, then
-//! [`channel::Channel::take_reply`] and [`outcome::eval_result`].
+//! The one-shot flow (the CLI's cold path, crates/cli/src/eval.rs; a daemon does the same
+//! steps asynchronously): [`channel::Channel::new`], [`channel::Channel::send_request`] (the
+//! worker need not have started), launch [`program::argv`] with
+//! [`channel::WorkerFds::into_extra_fds`] as `Program.extra_fds`, then wait for the reply
+//! ([`channel::Channel::poll_doorbell`] when the control fd is readable, or the blocking
+//! [`channel::Channel::wait_reply`]) — killing the sandbox when
+//! [`channel::ChannelError::is_protocol_error`] — and map it with [`outcome::eval_result`].
 
 pub mod channel;
 pub mod outcome;
