@@ -179,7 +179,7 @@ class AsyncSandbox:
             returncode = await proc.wait()
             raw = await report
             try:
-                parsed = parse_cli_report(raw, returncode, self._collected()[1])
+                parsed = parse_cli_report(raw, returncode, self._collected()[1], self._killed)
             except BunkerError as e:
                 self._end(None, e)
                 return

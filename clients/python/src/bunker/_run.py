@@ -237,7 +237,9 @@ class _CliBackend:
 
         def result() -> Result:
             out, err = self._owner._collected()
-            return finish(parse_cli_report(bytes(self._report), returncode, err), out, err, [], self._killed)
+            return finish(
+                parse_cli_report(bytes(self._report), returncode, err, self._killed), out, err, [], self._killed
+            )
 
         self._owner._finish(result)
 

@@ -117,13 +117,28 @@ def cli_argv(call: Call, report_fd: int) -> List[str]:
     return cmd + ["--", *call.argv]
 
 
-def parse_cli_report(raw: bytes, returncode: int, stderr: bytes) -> Json:
+def parse_cli_report(raw: bytes, returncode: int, stderr: bytes, killed: bool = False) -> Json:
     try:
         report = json.loads(raw.decode("utf-8"))
         if isinstance(report, dict) and "status" in report:
             return report
     except (UnicodeDecodeError, ValueError):
         pass
+    if killed and returncode == -_signal.SIGTERM:
+        # kill() came before bunker had set up its signal handling (and so before it built the
+        # sandbox; what it had started dies with it): the result a kill gives otherwise.
+        empty = {"bytes": 0, "kept": 0, "truncated": False}
+        return {
+            "status": "signal",
+            "signal": int(_signal.SIGKILL),
+            "error": "killed by kill() before the sandbox was built",
+            "error_code": "cancelled",
+            "wall_ms": 0.0,
+            "cpu_ms": 0.0,
+            "stdout": dict(empty),
+            "stderr": dict(empty),
+            "http": {"requests": []},
+        }
     # No report: the CLI refused its command line (it exits 2) or died.
     message = stderr.decode("utf-8", "replace").strip() or f"bunker exited {returncode} without a report"
     code = "request_invalid" if returncode == 2 else "internal_error"
