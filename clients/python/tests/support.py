@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import List, Optional
 
 REPO = Path(__file__).resolve().parents[3]
-SRC = REPO / "clients" / "python" / "src"
+# Where `bunker` is imported from: the source tree, or (test.sh) the copy `pip install` made.
+SRC = Path(os.environ.get("BUNKER_PY_PATH") or REPO / "clients" / "python" / "src")
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
