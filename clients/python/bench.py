@@ -53,7 +53,7 @@ class Raw:
         self.sock.sendall(struct.pack(">I", len(payload)) + payload)
         while True:
             (n,) = struct.unpack(">I", self._read(4))
-            frame = json.loads(self._read(n))
+            frame: Dict[str, Any] = json.loads(self._read(n))
             if "event" not in frame:
                 return frame
 
@@ -62,7 +62,8 @@ class Raw:
         reply = self.call({"id": self.next_id, "op": op, **fields})
         if "ok" not in reply:
             raise RuntimeError(reply)
-        return reply["ok"]
+        ok: Dict[str, Any] = reply["ok"]
+        return ok
 
 
 def pct(xs: List[float], q: float) -> float:

@@ -19,7 +19,7 @@ READ_CHUNK = 65536
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: List[bytes] = []
     try:
         while True:
             chunk = os.read(fd, READ_CHUNK)

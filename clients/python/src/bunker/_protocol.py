@@ -13,7 +13,7 @@ import os
 import socket as _socket
 import struct
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from ._errors import BunkerError, ProtocolError, UnavailableError, from_api
 
@@ -116,7 +116,7 @@ class Connection:
         self._sock = sock
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
-        self._pending: Dict[int, Tuple[threading.Event, list]] = {}
+        self._pending: Dict[int, Tuple[threading.Event, List[Json]]] = {}
         self._pending_lock = threading.Lock()
         self._reader: Optional[threading.Thread] = None
         self._closed = False
@@ -209,7 +209,7 @@ class Connection:
     def call(self, op: str, **fields: Any) -> Json:
         """A request answered through the reader thread (any thread may call)."""
         request_id = self.next_id()
-        waiter: Tuple[threading.Event, list] = (threading.Event(), [])
+        waiter: Tuple[threading.Event, List[Json]] = (threading.Event(), [])
         with self._pending_lock:
             self._pending[request_id] = waiter
         self.send({"id": request_id, "op": op, **fields})
