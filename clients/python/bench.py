@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Per-call overhead of the Python client against the raw protocol (small; not run in CI).
 
-Starts its own `bunker serve --socket <tmp> --pool default=2` (plus `--pool eval:bun=1` when the
+Starts its own `bunker serve --socket <tmp> --pool default=2` (plus `--pool eval:bun=2` when the
 binary has `eval`), then alternates, N times each: the raw protocol (one connection, a frame
 written and the reply read by hand) and the client's call, for `run(["/bin/true"])` and
-`eval_js("1+1")`. Prints p50 / p99 of each, their difference, and how many calls were warm.
+`eval_js("1+1")`, each once the pool has a ready sandbox (the wait is not timed). Prints p50 / p99 of each, their difference, and how many calls were warm.
 
     python3 clients/python/bench.py [N]        # BUNKER_BIN as for the tests
 """
@@ -71,13 +71,28 @@ def pct(xs: List[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def measure(n: int, raw: Callable[[], bool], client: Callable[[], bool]) -> Tuple[List[float], List[float], int, int]:
+def wait_ready(raw: "Raw", pool: str) -> None:
+    """Until the pool has a ready sandbox (not timed): every call measures a warm path."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pools = raw.request("stats").get("pools", {})
+        if pools.get(pool, {}).get("ready", 0) > 0:
+            return
+        time.sleep(0.002)
+
+
+def measure(
+    n: int, raw: Callable[[], bool], client: Callable[[], bool], ready: Callable[[], None]
+) -> Tuple[List[float], List[float], int, int]:
     raw_ms: List[float] = []
     client_ms: List[float] = []
+    cpu = [0.0, 0.0]  # this process's CPU time in each path: the part the client adds
     warm_raw = warm_client = 0
     for i in range(n):
         # Which goes first alternates: the second of a pair finds the pool one sandbox lower.
         for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+            ready()
+            c = time.process_time()
             t = time.perf_counter()
             if which == 0:
                 warm_raw += raw()
@@ -85,6 +100,8 @@ def measure(n: int, raw: Callable[[], bool], client: Callable[[], bool]) -> Tupl
             else:
                 warm_client += client()
                 client_ms.append((time.perf_counter() - t) * 1000)
+            cpu[which] += time.process_time() - c
+    print(f"  this process's CPU per call: raw {cpu[0] / n * 1000:.3f} ms, client {cpu[1] / n * 1000:.3f} ms")
     return raw_ms, client_ms, warm_raw, warm_client
 
 
@@ -103,7 +120,7 @@ def main() -> None:
     path = os.path.join(d, "bunker.sock")
     cmd = [BIN, "serve", "--socket", path, "--pool", "default=2"]
     if has_eval:
-        cmd += ["--pool", "eval:bun=1"]
+        cmd += ["--pool", "eval:bun=2"]
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(500):
@@ -124,6 +141,7 @@ def main() -> None:
                 n,
                 lambda: bool(raw.request("run", spec=spec).get("warm")),
                 lambda: bunker.run(["/bin/true"], socket=path).warm,
+                lambda: wait_ready(raw, "default"),
             ),
         )
         if has_eval:
@@ -135,6 +153,7 @@ def main() -> None:
                     n,
                     lambda: bool(raw.request("eval", spec=espec).get("warm")),
                     lambda: bunker.eval_js("1+1", socket=path).warm,
+                    lambda: wait_ready(raw, "eval:bun"),
                 ),
             )
         else:

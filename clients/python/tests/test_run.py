@@ -178,6 +178,10 @@ class StreamingTest(unittest.TestCase):
         p.close_stdin()
         self.assertEqual(p.wait().text().strip(), "5")
 
+    def test_stdin_given_up_front(self) -> None:
+        with bunker.Sandbox(["tr", "a-z", "A-Z"], stdin="shout") as p:
+            self.assertEqual(b"".join(p.stdout_chunks()), b"SHOUT")
+
     def test_kill_ends_every_process(self) -> None:
         marker = str(100000 + uuid.uuid4().int % 800000)
         p = bunker.Sandbox(["sh", "-c", f"echo up; sleep {marker}; sleep {marker}"])
