@@ -218,18 +218,23 @@ fn limits_end_evals_through_the_daemon_as_their_kinds() {
                 assert_eq!(r["warm"], warm, "{mode} {engine}: {timeout}");
                 assert_eq!(r["error"]["kind"], "timeout", "{mode} {engine}: {timeout}");
                 assert_eq!(r["status"], "timeout", "{mode} {engine}: {timeout}");
-                ready(&daemon, &mut c, engine, 1);
-                let memory = eval(
-                    &mut c,
-                    extend(json!({"engine": engine, "code": grow,
-                                  "limits": {"memory_bytes": 128 << 20, "timeout_ms": 20000}})),
-                );
-                let r = result(&memory);
-                assert_eq!(r["warm"], warm, "{mode} {engine}: {memory}");
-                assert_eq!(
-                    r["error"]["kind"], "memory_limit",
-                    "{mode} {engine}: {memory}"
-                );
+                // Rootless, the memory limit is best effort, and off without cgroup
+                // delegation (as here).
+                if mode == "root" {
+                    ready(&daemon, &mut c, engine, 1);
+                    let memory = eval(
+                        &mut c,
+                        extend(json!({"engine": engine, "code": grow,
+                                      "limits": {"memory_bytes": 128 << 20, "timeout_ms": 20000}})),
+                    );
+                    let r = result(&memory);
+                    assert_eq!(r["warm"], warm, "{mode} {engine}: {memory}");
+                    assert_eq!(
+                        r["error"]["kind"], "memory_limit",
+                        "{mode} {engine}: {memory}"
+                    );
+                    assert_eq!(r["status"], "memory_limit", "{mode} {engine}: {memory}");
+                }
                 ready(&daemon, &mut c, engine, 1);
                 let flooded = eval(
                     &mut c,
@@ -288,7 +293,8 @@ fn a_worker_that_breaks_the_ring_protocol_is_killed_and_the_daemon_serves_on() {
                 let reply = eval(&mut c, spec);
                 let r = result(&reply);
                 assert_eq!(
-                    r["error"]["kind"], "protocol_error",
+                    r["error"]["kind"],
+                    "protocol_error",
                     "{mode} {engine}: {reply}\n{}",
                     daemon.log_text()
                 );
@@ -413,7 +419,9 @@ fn a_daemon_killed_while_an_eval_pool_fills_leaves_nothing() {
     let daemon_pid = daemon.pid();
     daemon.sigkill();
     assert!(
-        eventually(Duration::from_secs(5), || own.iter().all(|p| !pid_alive(*p))),
+        eventually(Duration::from_secs(5), || own
+            .iter()
+            .all(|p| !pid_alive(*p))),
         "the daemon's SIGKILL left {:?}",
         own.iter().filter(|p| pid_alive(**p)).collect::<Vec<_>>()
     );
@@ -444,7 +452,9 @@ fn an_opened_worker_keeps_its_globals_and_dies_with_its_connection() {
         let before = descendants(daemon.pid());
         let opened = c.call(json!({"id": 2, "op": "open_worker",
                                    "spec": {"engine": "python", "limits": {"timeout_ms": 2000}}}));
-        let worker = opened["ok"]["worker"].as_str().unwrap_or_else(|| panic!("{opened}"));
+        let worker = opened["ok"]["worker"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{opened}"));
         let first = eval(
             &mut c,
             json!({"engine": "python", "code": "x = 41\nx", "worker": worker}),
@@ -468,11 +478,16 @@ fn an_opened_worker_keeps_its_globals_and_dies_with_its_connection() {
             json!({"engine": "python", "code": "while True:\n    pass", "worker": worker}),
         );
         assert_eq!(result(&spin)["error"]["kind"], "timeout", "{mode}: {spin}");
-        let gone = eval(&mut c, json!({"engine": "python", "code": "x", "worker": worker}));
+        let gone = eval(
+            &mut c,
+            json!({"engine": "python", "code": "x", "worker": worker}),
+        );
         assert_eq!(gone["error"]["code"], "not_found", "{mode}: {gone}");
         // A second one dies with its connection.
         let opened = c.call(json!({"id": 3, "op": "open_worker", "spec": {"engine": "bun"}}));
-        let worker = opened["ok"]["worker"].as_str().unwrap_or_else(|| panic!("{opened}"));
+        let worker = opened["ok"]["worker"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{opened}"));
         let set = eval(
             &mut c,
             json!({"engine": "bun", "code": "globalThis.y = 6; y", "worker": worker}),
@@ -485,7 +500,9 @@ fn an_opened_worker_keeps_its_globals_and_dies_with_its_connection() {
         assert!(!live.is_empty(), "{mode}: no worker process");
         drop(c);
         assert!(
-            eventually(Duration::from_secs(5), || live.iter().all(|p| !pid_alive(*p))),
+            eventually(Duration::from_secs(5), || live
+                .iter()
+                .all(|p| !pid_alive(*p))),
             "{mode}: the closed connection's worker lives on: {live:?}"
         );
         assert!(
