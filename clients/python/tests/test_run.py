@@ -226,6 +226,14 @@ class BadInputTest(unittest.TestCase):
         self.assertIn("limits.memory", caught.exception.message)
         self.assertIn('"lots"', caught.exception.message)
 
+    def test_invalid_policy_for_a_streamed_sandbox(self) -> None:
+        # Raised by the constructor (daemon: `start` is refused) or by wait() (CLI: the report).
+        with self.assertRaises(bunker.PolicyError) as caught:
+            with bunker.Sandbox(["true"], policy=default_with(limits={"pids": "many"})) as p:
+                p.wait()
+        self.assertEqual(caught.exception.code, "policy_invalid")
+        self.assertIn("limits.pids", caught.exception.message)
+
     def test_invalid_policy_file(self) -> None:
         path = Path(support.shared_tempdir(), "bad.json")
         path.write_text('{"allow": {"reed": []}}')

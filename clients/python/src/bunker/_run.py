@@ -277,7 +277,9 @@ class Sandbox:
     `close_stdin()` ends it, `kill()` ends the sandbox, `wait()` returns the `Result` (with all
     the output in `stdout` / `stderr`). Leaving the `with` block closes stdin and waits; leaving
     it by an exception kills the sandbox first. `stdin` given as bytes/str is written and closed
-    at once.
+    at once. A sandbox that cannot start (an invalid policy, a setup failure) raises its
+    `BunkerError` from the constructor through the daemon (`start` is refused) and from `wait()`
+    (and leaving the `with` block) through the CLI, which only says so in its report.
     """
 
     def __init__(
