@@ -4,6 +4,8 @@ workers, or `bunker eval`), in the mode support.MODE selects."""
 from __future__ import annotations
 
 import builtins
+import os
+import time
 import unittest
 
 from tests import support
@@ -48,6 +50,21 @@ class EvalTest(unittest.TestCase):
         self.assertFalse(r.console_truncated)
         self.assertEqual(bunker.eval_js("1+1").value, 2)
         self.assertIsNone(bunker.eval_js("undefined").value)
+
+    def test_warm_through_the_daemon_cold_through_the_cli(self) -> None:
+        if support.MODE == "cli":
+            self.assertFalse(bunker.eval_js("1+1").warm)
+            return
+        from bunker._protocol import Connection
+
+        conn = Connection(os.environ["BUNKER_SOCKET"])
+        self.addCleanup(conn.close)
+        deadline = time.monotonic() + 30
+        while conn.request("stats").get("pools", {}).get("eval:bun", {}).get("ready", 0) == 0:
+            self.assertLess(time.monotonic(), deadline, "the eval:bun pool never had a ready worker")
+            time.sleep(0.02)
+        r = bunker.eval_js("1+1")
+        self.assertEqual((r.value, r.warm), (2, True))
 
     def test_function_args_and_globals(self) -> None:
         r = bunker.eval_js("function add(a, b) { return a + b + offset }", function="add", args=[1, 2], globals={"offset": 10})
