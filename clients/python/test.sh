@@ -15,6 +15,10 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 echo "== pip install ./clients/python (offline, --no-index)"
+"$PYTHON" -m pip --version >/dev/null 2>&1 || {
+    echo "test.sh: $PYTHON has no pip (Debian: apt-get install python3-pip): cannot check that the package installs" >&2
+    exit 1
+}
 "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-index --no-cache-dir \
     --target "$tmp/site" "$here" 2> >(grep -v "Running pip as the 'root' user" >&2)
 [ -f "$tmp/site/bunker/py.typed" ] || { echo "test.sh: the installed package has no py.typed" >&2; exit 1; }
