@@ -140,7 +140,7 @@ class _DaemonBackend:
     def __init__(self, owner: "Sandbox", path: str, call: Call, stdin: Optional[bytes]) -> None:
         self._owner = owner
         self.conn = Connection(path)
-        self.conn.start_reader(self._on_frame, owner._lost)
+        self.conn.start_reader(self._on_frame, owner._fail)
         try:
             ok = self.conn.call("start", spec=run_spec(call, "stream", "events"))
         except BaseException:
@@ -351,9 +351,6 @@ class Sandbox:
             if not self._done:
                 self._error, self._done = error, True
             self._cond.notify_all()
-
-    def _lost(self, error: BunkerError) -> None:
-        self._fail(error)
 
     # -- the caller's side -------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import signal as _signal
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from ._errors import ArgumentError, BunkerError, NotFoundError, from_api
+from ._errors import ArgumentError, NotFoundError, from_api
 from ._policy import BUILTIN_PROFILES, PolicyArg, bunker_bin, resolve
 from ._protocol import bytes_to_data
 from ._result import Result
