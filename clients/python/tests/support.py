@@ -13,6 +13,7 @@ import atexit
 import http.server
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -73,7 +74,7 @@ def setup_mode() -> None:
     if has_eval():
         cmd += ["--pool", "eval:bun=1", "--pool", "eval:python=1"]
     log = open(os.path.join(_daemon_dir, "serve.log"), "wb")
-    _daemon = subprocess.Popen(cmd, stdout=log, stderr=log)
+    _daemon = subprocess.Popen(cmd, stdout=log, stderr=log, preexec_fn=_die_with_parent)
     atexit.register(_stop_daemon)
     deadline = time.monotonic() + 30
     while True:
@@ -88,6 +89,15 @@ def setup_mode() -> None:
                 raise SystemExit("bunker serve did not listen within 30 s")
             time.sleep(0.02)
     os.environ["BUNKER_SOCKET"] = path
+
+
+def _die_with_parent() -> None:
+    """In the daemon's child before exec: SIGKILL when this test process dies, even by a signal
+    that skips atexit (a `timeout` around the suite)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _stop_daemon() -> None:

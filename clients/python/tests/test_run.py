@@ -188,7 +188,7 @@ class StreamingTest(unittest.TestCase):
         p = bunker.Sandbox(["sh", "-c", f"echo up; sleep {marker}; sleep {marker}"])
         self.assertEqual(next(p.lines()), "up")
         p.kill()
-        r = p.wait()
+        r = p.wait(timeout=60)  # a kill that does nothing fails here instead of hanging
         self.assertEqual((r.status, r.signal, r.error_code), ("signal", 9, "cancelled"))
         deadline = time.monotonic() + 5
         while support.alive_with(f"sleep {marker}") and time.monotonic() < deadline:
