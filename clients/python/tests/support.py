@@ -108,11 +108,18 @@ def _stop_daemon() -> None:
         shutil.rmtree(_daemon_dir, ignore_errors=True)
 
 
+_scratch: Optional[str] = None
+
+
 def shared_tempdir() -> str:
-    """A directory outside /tmp (the sandbox's /tmp is private), readable by anyone."""
-    base = REPO / "target" / "py-test"
-    base.mkdir(parents=True, exist_ok=True)
-    d = tempfile.mkdtemp(prefix="t-", dir=base)
+    """A fresh directory readable by anyone, under one scratch directory of this process
+    (removed at exit)."""
+    global _scratch
+    if _scratch is None:
+        _scratch = tempfile.mkdtemp(prefix="bunker-py-test-")
+        os.chmod(_scratch, 0o755)
+        atexit.register(shutil.rmtree, _scratch, True)
+    d = tempfile.mkdtemp(prefix="t-", dir=_scratch)
     os.chmod(d, 0o755)
     return d
 
