@@ -9,7 +9,7 @@ Gem::Specification.new do |spec|
   spec.description = "Ruby client of the bunker Linux sandbox supervisor: Bunker.eval and " \
                      "Bunker::Sandbox (the API of mquickjs-ruby, backed by sandboxed Bun or Python " \
                      "workers) and Bunker.run, through a bunker serve daemon or the bunker CLI."
-  spec.license = "MIT"
+  spec.license = "Apache-2.0"
   spec.authors = ["bunker contributors"]
   spec.required_ruby_version = ">= 3.0"
   spec.files = Dir["lib/**/*.rb"] + ["README.md", "bunker.gemspec"]
