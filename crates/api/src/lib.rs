@@ -7,6 +7,7 @@
 
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod event;
 pub mod exit;
 pub mod protocol;
@@ -15,6 +16,7 @@ pub mod result;
 
 pub use data::Data;
 pub use error::{ApiError, ErrorCode, PolicyErrorKind, PolicyProblem};
+pub use eval::{Engine, EvalError, EvalErrorKind, EvalLimits, EvalResult, EvalSpec, HttpOptions};
 pub use event::{RunEvent, Violation, ViolationLayer};
 pub use request::{OutputMode, PolicyChoice, RunOptions, RunSpec, StdinSource};
 pub use result::*;
@@ -32,6 +34,11 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("request.schema.json", value(schemars::schema_for!(RunSpec))),
         ("event.schema.json", value(schemars::schema_for!(RunEvent))),
         ("error.schema.json", value(schemars::schema_for!(ApiError))),
+        ("eval.schema.json", value(schemars::schema_for!(EvalSpec))),
+        (
+            "eval-result.schema.json",
+            value(schemars::schema_for!(EvalResult)),
+        ),
         (
             "protocol.schema.json",
             value(schemars::schema_for!(protocol::ProtocolFrame)),

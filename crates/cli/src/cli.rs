@@ -112,6 +112,60 @@ pub enum Command {
     /// Serve sandboxes on a Unix socket (docs/protocol.md).
     #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeOpts),
+    /// Evaluate code in a sandboxed Bun or Python worker; print the result as JSON.
+    #[command(after_help = EVAL_EXAMPLES)]
+    Eval(EvalOpts),
+}
+
+const EVAL_EXAMPLES: &str = "Examples:
+  bunker eval '1+1'
+  bunker eval --engine python 'sum(range(10))'
+  bunker eval --timeout 2s --memory 64MB --console-max 1KB 'console.log(\"hi\"); 42'
+  bunker eval --globals '{\"x\": 41}' 'x + 1'
+  bunker eval --function add --args '[1, 2]' 'function add(a, b) { return a + b }'
+  bunker eval --allow-net example.com 'await fetch(\"https://example.com\")' # see docs/workers.md
+
+Prints one JSON line (docs/workers.md, \"The result\"); exit 0 when `error` is null.";
+
+#[derive(Debug, Args)]
+pub struct EvalOpts {
+    /// Evaluate through the `bunker serve` daemon on this socket (default: `BUNKER_SOCKET`;
+    /// neither: cold, here).
+    #[arg(long, value_name = "SOCKET")]
+    pub connect: Option<PathBuf>,
+    /// Evaluate here even when `BUNKER_SOCKET` is set.
+    #[arg(long, conflicts_with = "connect")]
+    pub local: bool,
+    /// The engine: bun or python.
+    #[arg(long, value_name = "ENGINE", default_value = "bun")]
+    pub engine: String,
+    /// Wall-clock timeout, e.g. 2s, 250ms (only lowers the profile's 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Memory limit, e.g. 64MB (only lowers the profile's 256MiB).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Console output kept in the result, e.g. 1KB (default 64KiB).
+    #[arg(long, value_name = "SIZE")]
+    pub console_max: Option<String>,
+    /// Allow a host through the egress proxy (the eval's `http.allowlist`); repeatable.
+    #[arg(long = "allow-net", value_name = "HOST")]
+    pub allow_net: Vec<String>,
+    /// A policy file extending the engine's profile (`eval:bun`, `eval:python`).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Globals set before the code runs, as a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub globals: Option<String>,
+    /// Then call this global function with `--args`; its return is the value.
+    #[arg(long, value_name = "NAME")]
+    pub function: Option<String>,
+    /// The function's arguments, as a JSON array.
+    #[arg(long, value_name = "JSON", requires = "function")]
+    pub args: Option<String>,
+    /// The code: a script whose value is that of its last expression.
+    #[arg(value_name = "CODE")]
+    pub code: String,
 }
 
 /// How the result of a run is reported.

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod eval;
 pub mod glob;
 pub mod load;
 pub mod net;

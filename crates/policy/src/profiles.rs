@@ -10,6 +10,10 @@
 //! - `runtime:python`: `default` + the `python3` found on PATH and, when its prefix is not under
 //!   /usr, `<prefix>/bin` and `<prefix>/lib`.
 //!
+//! - `eval:bun`, `eval:python`: what an eval's worker runs under (docs/workers.md): the runtime
+//!   profile, no network, and the eval defaults: timeout 10s, memory 256MiB (best effort, as
+//!   `default`'s), pids 128 (Bun starts a thread pool), output 1MiB.
+//!
 //! Entries of `default` that do not exist on this host are left out (a bind mount of a missing
 //! path would fail the sandbox, and granting nothing is harmless).
 
@@ -25,7 +29,20 @@ use crate::types::{LimitName, LimitsDoc, PolicyDoc, RuleSetDoc};
 use crate::units::ByteSize;
 
 /// The built-in profile names.
-pub const NAMES: [&str; 3] = ["default", "runtime:bun", "runtime:python"];
+pub const NAMES: [&str; 5] = [
+    "default",
+    "runtime:bun",
+    "runtime:python",
+    "eval:bun",
+    "eval:python",
+];
+
+/// `limits.timeout` of the eval profiles.
+pub const EVAL_TIMEOUT: &str = "10s";
+/// `limits.memory` of the eval profiles.
+pub const EVAL_MEMORY: &str = "256MiB";
+/// `limits.pids` of the eval profiles.
+pub const EVAL_PIDS: u64 = 128;
 
 /// Directories whose programs and libraries `default` lets the sandbox read and execute.
 pub const DEFAULT_EXEC: [&str; 6] = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32"];
@@ -55,6 +72,8 @@ pub fn profile_doc(name: &str, env: &HostEnv) -> Result<Option<PolicyDoc>, Polic
         "default" => default_doc(),
         "runtime:bun" => bun_doc(env)?,
         "runtime:python" => python_doc(env)?,
+        "eval:bun" => eval_doc("runtime:bun"),
+        "eval:python" => eval_doc("runtime:python"),
         _ => return Ok(None),
     }))
 }
@@ -91,6 +110,21 @@ fn default_doc() -> PolicyDoc {
             ..LimitsDoc::default()
         },
         set_env,
+        ..PolicyDoc::default()
+    }
+}
+
+/// An eval profile: the runtime's, no network (nothing in `allow.net`), the eval limits.
+fn eval_doc(runtime: &str) -> PolicyDoc {
+    PolicyDoc {
+        extends: vec![runtime.to_string()],
+        limits: LimitsDoc {
+            timeout: Some(crate::units::Span::Text(EVAL_TIMEOUT.to_string())),
+            memory: Some(ByteSize::Text(EVAL_MEMORY.to_string())),
+            pids: Some(EVAL_PIDS),
+            output: Some(ByteSize::Text("1MiB".to_string())),
+            ..LimitsDoc::default()
+        },
         ..PolicyDoc::default()
     }
 }

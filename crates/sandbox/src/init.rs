@@ -76,6 +76,9 @@ pub struct InitContext<'a> {
     /// Become init's fds 1 and 2, and so the program's.
     pub stdout: RawFd,
     pub stderr: RawFd,
+    /// Become the program's fds 3, 4, ... (a prepared sandbox's `Program.extra_fds`); closed
+    /// in init once the program is started.
+    pub extra_fds: Vec<RawFd>,
     /// Prepared without its program (`spawn::prepare`): `argv`, `env`, `search_path` and `cwd`
     /// are empty and `stdin` is `/dev/null` until [`SupervisorMessage::Program`] brings them.
     pub deferred: bool,
@@ -171,19 +174,26 @@ fn wait_for_program<'a>(ctx: &InitContext<'a>) -> Result<InitContext<'a>, Sandbo
                 search_path,
                 cwd,
                 caller_cwd,
-                stdin: _,
+                stdin,
+                extra_fds: _,
             },
-            mut fds,
+            fds,
         ))) => {
-            if let Some(stdin) = fds.pop() {
-                fd::dup2(stdin.as_raw_fd(), 0).map_err(step("set up the program's stdin"))?;
+            let mut fds = fds.into_iter();
+            if stdin {
+                if let Some(stdin) = fds.next() {
+                    fd::dup2(stdin.as_raw_fd(), 0).map_err(step("set up the program's stdin"))?;
+                }
             }
+            // Held (close-on-exec) until the program is started, then closed.
+            let extra_fds = fds.map(std::os::fd::IntoRawFd::into_raw_fd).collect();
             let program = InitContext {
                 argv: argv.into_iter().map(cstr).collect::<Result<_, _>>()?,
                 env: env.into_iter().map(cstr).collect::<Result<_, _>>()?,
                 search_path,
                 cwd: cwd.map(path).transpose()?,
                 caller_cwd: caller_cwd.map(path).transpose()?,
+                extra_fds,
                 deferred: false,
                 ..*ctx
             };
@@ -620,6 +630,10 @@ fn supervise_program(ctx: &InitContext) -> ! {
         terminal_session: ctx.terminal_session,
     };
     let started = start_program(ctx, stdio);
+    for &extra in &ctx.extra_fds {
+        // The program has its copies; init's would keep the channel open after it ends.
+        let _ = fd::close(extra);
+    }
     let program = match started {
         Ok(pid) => pid,
         Err(errno) => {
@@ -730,7 +744,7 @@ fn start_program(ctx: &InitContext, stdio: StdioFds) -> Result<i32, i32> {
         let Ok(path) = fd::cstr("execve", &c) else {
             continue;
         };
-        match process::spawn(&path, &ctx.argv, &ctx.env, stdio) {
+        match process::spawn_with_fds(&path, &ctx.argv, &ctx.env, stdio, &ctx.extra_fds) {
             Ok(pid) => return Ok(pid),
             Err(e) => match e.errno {
                 libc::ENOENT | libc::ENOTDIR => {}

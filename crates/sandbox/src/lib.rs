@@ -37,6 +37,7 @@ pub mod stdin;
 pub mod supervise;
 pub mod user_counters;
 pub mod walk;
+pub mod worker;
 
 /// The result types are the API contract's (`bunker-api`), re-exported where they always were.
 pub use bunker_api::result;

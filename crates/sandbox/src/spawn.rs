@@ -367,6 +367,7 @@ fn build(req: &RunRequest, host: &HostContext, deferred: bool) -> Result<Sandbox
         lifeline: lifeline_r.as_raw_fd(),
         stdout: terminal_stdout.as_ref().unwrap_or(&stdout_w).as_raw_fd(),
         stderr: terminal_stderr.as_ref().unwrap_or(&stderr_w).as_raw_fd(),
+        extra_fds: Vec::new(),
         deferred,
     };
 
@@ -694,6 +695,10 @@ pub struct Program {
     pub caller_cwd: Option<PathBuf>,
     /// The program's fd 0 (`/dev/null` without): a descriptor it may have as it is.
     pub stdin: Option<OwnedFd>,
+    /// Descriptors the program gets as its fds 3, 4, ... (close-on-exec clear; at most
+    /// `bunker_sys::process::MAX_EXTRA_FDS`), e.g. a worker's channel (`worker::channel`).
+    /// Init holds them only until the program is started; no other descriptor is passed on.
+    pub extra_fds: Vec<OwnedFd>,
 }
 
 /// Builds a sandbox from `policy` without its program: steps 1–7 as [`start`] does them, but
@@ -780,8 +785,23 @@ fn send_program(
         cwd: program.cwd.map(path),
         caller_cwd: program.caller_cwd.map(path),
         stdin: program.stdin.is_some(),
+        extra_fds: program.extra_fds.len(),
     };
-    let fds: Vec<RawFd> = program.stdin.iter().map(AsRawFd::as_raw_fd).collect();
+    if program.extra_fds.len() > bunker_sys::process::MAX_EXTRA_FDS {
+        return Err(SandboxError::Init {
+            step: "send the program to a prepared sandbox".into(),
+            detail: format!(
+                "{} extra fds for the program, at most {}",
+                program.extra_fds.len(),
+                bunker_sys::process::MAX_EXTRA_FDS
+            ),
+        });
+    }
+    // The slots' order: stdin (when any), then the extra fds in order.
+    let fds: Vec<RawFd> = (program.stdin.iter())
+        .chain(program.extra_fds.iter())
+        .map(AsRawFd::as_raw_fd)
+        .collect();
     let supervised = &mut sandbox.supervised;
     // The program's time starts now, not at the prepare.
     supervised.started = Instant::now();
@@ -792,6 +812,7 @@ fn send_program(
         }
     })?;
     drop(program.stdin);
+    drop(program.extra_fds);
     let (message, listeners) = next_message(&supervised.control, supervised.pidfd.as_fd())?;
     sandbox.proxy_listeners = ready(policy, message, listeners, &mut supervised.enforced)?;
     fill_enforced(&mut supervised.enforced, policy);

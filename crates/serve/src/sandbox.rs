@@ -184,6 +184,7 @@ pub async fn launch(
                             cwd: request.cwd,
                             caller_cwd: request.caller_cwd,
                             stdin: program_stdin,
+                            extra_fds: Vec::new(),
                         },
                     )
                     .map_err(|e| e.to_api_error())

@@ -41,6 +41,16 @@ pub fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// `close(fd)`, for a descriptor held by number (one taken out of an `OwnedFd` with
+/// `into_raw_fd`); an `OwnedFd` closes itself.
+pub fn close(fd: RawFd) -> SysResult<()> {
+    // SAFETY: integer argument only; the caller gave up every other use of `fd`.
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(SysError::last(format!("close(fd {fd})")));
+    }
+    Ok(())
+}
+
 /// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: message boundaries are kept.
 pub fn seqpacket_pair() -> SysResult<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];

@@ -16,6 +16,7 @@ pub mod process;
 pub mod reactor;
 pub mod rlimit;
 pub mod seccomp;
+pub mod shm;
 #[cfg(test)]
 #[path = "../../test-support/skip.rs"]
 mod skip;

@@ -370,6 +370,9 @@ struct ChildArgs {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     stdio: StdioFds,
+    /// Descriptors that become the child's fds 3, 4, ... (at most [`MAX_EXTRA_FDS`]).
+    extra: [RawFd; MAX_EXTRA_FDS],
+    extra_len: usize,
     /// The caller's CPU affinity, for the child to take back (see [`spawn`]).
     affinity: Option<CpuMask>,
     /// The errno of the step that failed in the child; 0 when its exec succeeded.
@@ -459,8 +462,34 @@ extern "C" fn spawn_child(arg: *mut libc::c_void) -> libc::c_int {
             fail();
         }
     }
+    // The extra descriptors become 3, 4, ...: each first moved above that range, so placing
+    // one can never overwrite another not yet placed; the moved copies go with close_range.
+    let n = args.extra_len.min(MAX_EXTRA_FDS);
+    let mut moved = [0 as RawFd; MAX_EXTRA_FDS];
+    for i in 0..n {
+        // SAFETY: integer arguments only.
+        let r = unsafe { libc::fcntl(args.extra[i], libc::F_DUPFD, 3 + n as libc::c_int) };
+        if r < 0 {
+            fail();
+        }
+        moved[i] = r;
+    }
+    for (i, &from) in moved.iter().enumerate().take(n) {
+        // SAFETY: integer arguments only; dup2 leaves close-on-exec clear on the new fd.
+        if unsafe { libc::dup2(from, 3 + i as libc::c_int) } < 0 {
+            fail();
+        }
+    }
     // SAFETY: integer arguments only.
-    if unsafe { libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, 0) } != 0 {
+    if unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 + n as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    } != 0
+    {
         fail();
     }
     set_raw_sigmask(0);
@@ -509,6 +538,33 @@ pub fn spawn(
     envp: &[CString],
     stdio: StdioFds,
 ) -> SysResult<i32> {
+    spawn_with_fds(path, argv, envp, stdio, &[])
+}
+
+/// Most descriptors [`spawn_with_fds`] passes on beyond stdio.
+pub const MAX_EXTRA_FDS: usize = 16;
+
+/// [`spawn`], with `extra` becoming the child's fds 3, 4, ... (close-on-exec clear), every
+/// other descriptor above 2 closed.
+pub fn spawn_with_fds(
+    path: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    stdio: StdioFds,
+    extra: &[RawFd],
+) -> SysResult<i32> {
+    if extra.len() > MAX_EXTRA_FDS {
+        return Err(SysError::from_errno(
+            format!(
+                "spawn {} with {} extra fds (at most {MAX_EXTRA_FDS})",
+                path.to_string_lossy(),
+                extra.len()
+            ),
+            libc::EINVAL,
+        ));
+    }
+    let mut extra_fds = [-1 as RawFd; MAX_EXTRA_FDS];
+    extra_fds[..extra.len()].copy_from_slice(extra);
     let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
     a.push(std::ptr::null());
     let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
@@ -520,6 +576,8 @@ pub fn spawn(
         argv: a.as_ptr(),
         envp: e.as_ptr(),
         stdio,
+        extra: extra_fds,
+        extra_len: extra.len(),
         affinity,
         error: std::sync::atomic::AtomicI32::new(0),
     };

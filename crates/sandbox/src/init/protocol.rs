@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | supervisor → init | [`SupervisorMessage::Release`] | the cgroup's `tasks` files to join |
 //! | supervisor → init | [`SupervisorMessage::Grants`] (as root) | one detached tree per [`SentGrant::Tree`], in order |
-//! | supervisor → init | [`SupervisorMessage::Program`] (a prepared sandbox only) | with `stdin`: the program's stdin |
+//! | supervisor → init | [`SupervisorMessage::Program`] (a prepared sandbox only) | with `stdin`: the program's stdin; then `extra_fds` descriptors, the program's fds 3, 4, ... |
 //! | supervisor → init | [`SupervisorMessage::Teardown`] (with [`teardown_signal`]) | — |
 //! | init → supervisor | [`InitMessage::Waiting`] (a prepared sandbox only) | — |
 //! | init → supervisor | [`InitMessage::Ready`] | with `proxy_listeners`: the HTTP, then the SOCKS5 listener |
@@ -100,6 +100,9 @@ pub enum SupervisorMessage {
         cwd: Option<Data>,
         caller_cwd: Option<Data>,
         stdin: bool,
+        /// Slots after stdin's: the program's fds 3, 4, ... in order.
+        #[serde(default)]
+        extra_fds: usize,
     },
     /// End the sandbox (init kills and reaps everything, then exits): the only message after
     /// the grants, sent before [`teardown_signal`] wakes init.
@@ -131,7 +134,9 @@ impl Slots for SupervisorMessage {
                 .iter()
                 .filter(|g| matches!(g, SentGrant::Tree { .. }))
                 .count(),
-            SupervisorMessage::Program { stdin, .. } => usize::from(*stdin),
+            SupervisorMessage::Program {
+                stdin, extra_fds, ..
+            } => usize::from(*stdin) + extra_fds,
             SupervisorMessage::Teardown => 0,
         }
     }
