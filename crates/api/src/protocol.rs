@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Data;
 use crate::error::ApiError;
+use crate::eval::{Engine, EvalLimits, EvalResult, EvalSpec, HttpOptions};
 use crate::event::RunEvent;
-use crate::request::RunSpec;
+use crate::request::{PolicyChoice, RunSpec};
 use crate::result::RunResult;
 
 /// The protocol version this crate speaks.
@@ -119,10 +120,46 @@ pub enum Operation {
         /// The id of the request to cancel.
         request: u64,
     },
+    /// Evaluate code in a worker (Bun or Python) and reply with its `EvalResult`: in a
+    /// pre-started worker of an `eval:ENGINE` pool when the spec fits it, else in one started
+    /// now; in the opened worker `spec.worker` names when it does.
+    Eval {
+        /// What to evaluate.
+        spec: Box<EvalSpec>,
+    },
+    /// Open a worker of this connection's own that serves evals one at a time, its globals
+    /// kept between them (the opt-in multi-request mode, off by default); reply
+    /// `{"worker": "<id>"}`.
+    OpenWorker {
+        /// Its engine, limits, network and policy, for every eval it serves.
+        spec: Box<WorkerSpec>,
+    },
+    /// End an opened worker.
+    CloseWorker {
+        /// The worker, as `open_worker` named it.
+        worker: String,
+    },
     /// The service's counters.
     Stats,
     /// Whether the service is serving.
     Health,
+}
+
+/// What an opened worker is (`open_worker`): an `EvalSpec` without the code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSpec {
+    /// Its runtime.
+    pub engine: Engine,
+    /// The limits of each eval it serves; a timeout or memory kill ends the worker.
+    #[serde(default)]
+    pub limits: EvalLimits,
+    /// Network access through the egress proxy; absent: no network at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpOptions>,
+    /// A policy extending the engine's profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyChoice>,
 }
 
 impl Operation {
@@ -138,6 +175,9 @@ impl Operation {
             Operation::Pause { .. } => "pause",
             Operation::Resume { .. } => "resume",
             Operation::Cancel { .. } => "cancel",
+            Operation::Eval { .. } => "eval",
+            Operation::OpenWorker { .. } => "open_worker",
+            Operation::CloseWorker { .. } => "close_worker",
             Operation::Stats => "stats",
             Operation::Health => "health",
         }
@@ -189,13 +229,19 @@ pub enum ReplyOk {
     Hello(HelloOk),
     /// `start`: the new sandbox's id.
     Started(Started),
+    /// `open_worker`: the new worker's id.
+    WorkerOpened(WorkerOpened),
     /// `stats`.
     Stats(Stats),
     /// `health`.
     Health(Health),
+    /// `eval`: what came of the code (before `Result`: a `RunResult` has no
+    /// `console_output`, so it never reads as one).
+    Eval(Box<EvalResult>),
     /// `run` and `wait`: how the run ended.
     Result(Box<RunResult>),
-    /// `stdin`, `close_stdin`, `kill`, `pause`, `resume`, `cancel`: done (`{}`).
+    /// `stdin`, `close_stdin`, `kill`, `pause`, `resume`, `cancel`, `close_worker`: done
+    /// (`{}`).
     Done(Done),
 }
 
@@ -205,6 +251,14 @@ pub enum ReplyOk {
 pub struct Started {
     /// The sandbox's id, for `stdin`, `kill`, `wait`, `pause`, `resume`, and in its events.
     pub sandbox: String,
+}
+
+/// `open_worker`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerOpened {
+    /// The worker's id, for `eval`'s `spec.worker` and `close_worker`.
+    pub worker: String,
 }
 
 /// An empty answer: the operation was carried out.

@@ -15,6 +15,18 @@
 //!
 //! Prints one JSON object. Usage:
 //! `bench SOCKET DAEMON_PID BUNKER_BIN ROUNDS SECONDS CLIENTS[,CLIENTS...] LIVE`
+//!
+//! `bench pool SOCKET BUNKER_BIN ROUNDS` (scripts/bench-pool.sh, "Warm pools"): `ROUNDS`
+//! interleaved rounds of bare `/bin/true`, `unshare -Urpnmif --mount-proc /bin/true` (each
+//! spawned and waited for), a warm `run` of `/bin/true` from the `default` pool of 2 (the pool
+//! refilled before each, outside the measured time) and a cold one (a policy no pool fits);
+//! then the refill rate after bursts that empty the pool, beside `bunker run -- /bin/true` in a
+//! loop.
+//!
+//! `bench eval SOCKET ROUNDS ENGINE[,ENGINE...]` (scripts/bench-eval.sh, "Warm eval"): for each
+//! round and engine, a warm `eval` of `1+1` from the `eval:ENGINE` pool (full round trip, the
+//! pool refilled before each outside the measured time), beside `bun -e 1` / `python3 -c 1`
+//! spawned bare; then the pools' idle memory per sandbox from `stats`.
 
 use std::error::Error;
 use std::process::{Command, Stdio};
@@ -257,6 +269,11 @@ fn rss(socket: &str, daemon_pid: u32, live: usize) -> Outcome<Value> {
 
 fn main() -> Outcome<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("pool") => return pool::main(&args[1..]),
+        Some("eval") => return eval::main(&args[1..]),
+        _ => {}
+    }
     let [socket, pid, bunker, rounds, seconds, clients, live] = args.as_slice() else {
         return Err(
             "usage: bench SOCKET DAEMON_PID BUNKER_BIN ROUNDS SECONDS CLIENTS[,CLIENTS...] LIVE"
@@ -285,4 +302,214 @@ fn main() -> Outcome<()> {
         json!({"latency": latency, "throughput": rates, "rss": rss})
     );
     Ok(())
+}
+
+/// Waits (outside the measured time) until `pool` has `size` ready sandboxes.
+fn pool_full(client: &mut Client, pool: &str, size: u64) -> Outcome<()> {
+    let started = Instant::now();
+    while client.stats()?.pools.get(pool).map(|p| p.ready) != Some(size) {
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err(format!("the pool {pool} never refilled").into());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+/// `bench pool`: warm `/bin/true` beside its anchors, and the refill rate.
+mod pool {
+    use super::*;
+
+    const POOL: &str = "default";
+    const SIZE: u64 = 2;
+
+    fn warm_run(client: &mut Client, spec: &RunSpec, want_warm: bool) -> Outcome<f64> {
+        let started = Instant::now();
+        let result = client.run(spec)?;
+        let took = ms(started.elapsed());
+        if result.exit_code != Some(0) || result.warm != want_warm {
+            return Err(
+                format!("/bin/true (warm {want_warm}) through the daemon: {result:?}").into(),
+            );
+        }
+        Ok(took)
+    }
+
+    pub fn main(args: &[String]) -> Outcome<()> {
+        let [socket, bunker, rounds] = args else {
+            return Err("usage: bench pool SOCKET BUNKER_BIN ROUNDS".into());
+        };
+        let rounds: usize = rounds
+            .parse()
+            .map_err(|e| format!("ROUNDS {rounds:?}: {e}"))?;
+        let mut client = Client::connect(socket)?;
+        let warm = spec(&["/bin/true"]);
+        // No pool fits a higher memory limit than its own (`default`: 1GiB): a cold run
+        // through the same daemon.
+        let mut cold = warm.clone();
+        cold.policy = serde_json::from_value(
+            json!({"inline": {"extends": ["default"], "limits": {"memory": "2GiB"}}}),
+        )?;
+        let unshare = which("unshare")?;
+        let unshare = [unshare.as_str(), "-Urpnmif", "--mount-proc", "/bin/true"];
+        let (mut bare, mut ns, mut warm_ms, mut cold_ms) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds + 10 {
+            let b = time_process(&["/bin/true"])?;
+            let u = time_process(&unshare)?;
+            pool_full(&mut client, POOL, SIZE)?;
+            let w = warm_run(&mut client, &warm, true)?;
+            pool_full(&mut client, POOL, SIZE)?;
+            let c = warm_run(&mut client, &cold, false)?;
+            // Warm-up rounds are dropped.
+            if round >= 10 {
+                bare.push(b);
+                ns.push(u);
+                warm_ms.push(w);
+                cold_ms.push(c);
+            }
+        }
+        // The refill rate: a burst takes the whole pool (2 warm runs back to back); builds
+        // are serial and the first starts when the burst's first run ends, so the pool is
+        // full 2 builds after that (the second run's own work competes with the first build,
+        // as it would in use). Beside it: cold `bunker run -- /bin/true` in a loop, each a
+        // full build, run and teardown.
+        let bursts = (rounds / 10).max(10);
+        let mut refill = Vec::new();
+        for burst in 0..bursts + 2 {
+            pool_full(&mut client, POOL, SIZE)?;
+            warm_run(&mut client, &warm, true)?;
+            let first_end = Instant::now();
+            warm_run(&mut client, &warm, true)?;
+            pool_full(&mut client, POOL, SIZE)?;
+            if burst >= 2 {
+                refill.push(SIZE as f64 / first_end.elapsed().as_secs_f64());
+            }
+        }
+        let mut run_loop = Vec::new();
+        for i in 0..bursts + 2 {
+            let took = time_process(&[bunker, "run", "--", "/bin/true"])?;
+            if i >= 2 {
+                run_loop.push(1000.0 / took);
+            }
+        }
+        println!(
+            "{}",
+            json!({"bare": percentiles(bare), "unshare": percentiles(ns),
+                   "warm": percentiles(warm_ms), "cold": percentiles(cold_ms),
+                   "refill_per_s": rates(refill), "run_loop_per_s": rates(run_loop)})
+        );
+        Ok(())
+    }
+}
+
+/// p50 and p1 (nearest rank) of rates: the slow end of a rate is its low one.
+fn rates(mut samples: Vec<f64>) -> Value {
+    samples.sort_by(f64::total_cmp);
+    let rank = |p: f64| {
+        let i = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i]
+    };
+    json!({"p50": rank(0.50), "p1": rank(0.01), "n": samples.len()})
+}
+
+/// The absolute path of `tool` on PATH.
+fn which(tool: &str) -> Outcome<String> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| format!("{tool} is not on PATH").into())
+}
+
+/// `bench eval`: warm evals of `1+1` beside the bare runtimes, and idle memory per pooled
+/// sandbox.
+mod eval {
+    use super::*;
+    use bunker_api::eval::{Engine, EvalSpec};
+
+    /// Times one warm eval of `1+1`; fails unless it was warm and gave 2.
+    fn warm_eval(client: &mut Client, spec: &EvalSpec) -> Outcome<(f64, f64)> {
+        let started = Instant::now();
+        let result = client.eval(spec)?;
+        let took = ms(started.elapsed());
+        if result.value != json!(2) || result.error.is_some() || !result.warm {
+            return Err(format!("1+1 through a pre-started worker: {result:?}").into());
+        }
+        Ok((took, result.wall_ms))
+    }
+
+    pub fn main(args: &[String]) -> Outcome<()> {
+        let [socket, rounds, engines, plain] = args else {
+            return Err("usage: bench eval SOCKET ROUNDS ENGINE[,ENGINE...] PLAIN_POOL".into());
+        };
+        let rounds: usize = rounds
+            .parse()
+            .map_err(|e| format!("ROUNDS {rounds:?}: {e}"))?;
+        let engines = engines
+            .split(',')
+            .map(|e| Engine::parse(e).ok_or_else(|| format!("no engine {e:?}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut client = Client::connect(socket)?;
+        let bun = which("bun")?;
+        let python = which("python3")?;
+        let bare = |engine: Engine| -> Vec<&str> {
+            match engine {
+                Engine::Bun => vec![bun.as_str(), "-e", "1"],
+                Engine::Python => vec![python.as_str(), "-c", "1"],
+            }
+        };
+        let mut out = serde_json::Map::new();
+        let mut samples: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
+            engines.iter().map(|_| Default::default()).collect();
+        for round in 0..rounds + 10 {
+            for (i, &engine) in engines.iter().enumerate() {
+                let pool = engine.profile();
+                let spec = EvalSpec::new(engine, "1+1");
+                let b = time_process(&bare(engine))?;
+                pool_full(&mut client, pool, 1)?;
+                // Time for the pre-started runtime to reach its wait for `R`.
+                std::thread::sleep(Duration::from_millis(150));
+                let (w, wall) = warm_eval(&mut client, &spec)?;
+                // Warm-up rounds are dropped.
+                if round >= 10 {
+                    samples[i].0.push(w);
+                    samples[i].1.push(wall);
+                    samples[i].2.push(b);
+                }
+            }
+        }
+        for (i, engine) in engines.iter().enumerate() {
+            let (warm, wall, bare) = std::mem::take(&mut samples[i]);
+            out.insert(
+                engine.as_str().into(),
+                json!({"warm": percentiles(warm), "wall_ms": percentiles(wall),
+                       "bare": percentiles(bare)}),
+            );
+        }
+        // Idle memory per ready sandbox, each pool full and settled.
+        let mut memory = serde_json::Map::new();
+        let pools: Vec<String> = engines
+            .iter()
+            .map(|e| e.profile().to_string())
+            .chain([plain.clone()])
+            .collect();
+        for pool in &pools {
+            pool_full(&mut client, pool, 1)?;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        for (name, pool) in client.stats()?.pools {
+            if let (Some(bytes), true) = (pool.idle_memory_bytes, pool.ready > 0) {
+                memory.insert(name, json!(bytes / pool.ready));
+            }
+        }
+        out.insert(
+            "idle_memory_bytes_per_sandbox".into(),
+            Value::Object(memory),
+        );
+        println!("{}", Value::Object(out));
+        Ok(())
+    }
 }

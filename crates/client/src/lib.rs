@@ -30,8 +30,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use bunker_api::eval::{EvalResult, EvalSpec};
 use bunker_api::protocol::{
     self, EventFrame, Health, Hello, Operation, Reply, ReplyOk, Request, ServerFrame, Stats,
+    WorkerSpec,
 };
 use bunker_api::{
     ApiError, Data, ErrorCode, OutputMode, RunEvent, RunResult, RunSpec, StdinSource,
@@ -286,6 +288,45 @@ impl Client {
     /// waiting for the answer (the cancelled request's own reply says how it ended).
     pub fn cancel(&mut self, request: u64) -> Result<u64, ApiError> {
         self.send(Operation::Cancel { request }, &[])
+    }
+
+    /// Evaluates `spec` (op `eval`) and returns what came of it. A problem of the request
+    /// itself (a bad spec, a policy beyond the caller's ceiling, `busy`) is an error; one of the
+    /// code (it threw, timed out, broke the ring protocol) is the result's `error`.
+    pub fn eval(&mut self, spec: &EvalSpec) -> Result<EvalResult, ApiError> {
+        let id = self.send(
+            Operation::Eval {
+                spec: Box::new(spec.clone()),
+            },
+            &[],
+        )?;
+        match self.reply(id)? {
+            ReplyOk::Eval(result) => Ok(*result),
+            other => Err(self.unexpected("eval", &other)),
+        }
+    }
+
+    /// Opens a worker of this connection's own (the opt-in multi-request mode): evals whose
+    /// `spec.worker` names the returned id run in it one at a time, its globals kept; it ends
+    /// with [`Client::close_worker`], a timeout or memory kill, or this connection.
+    pub fn open_worker(&mut self, spec: &WorkerSpec) -> Result<String, ApiError> {
+        let id = self.send(
+            Operation::OpenWorker {
+                spec: Box::new(spec.clone()),
+            },
+            &[],
+        )?;
+        match self.reply(id)? {
+            ReplyOk::WorkerOpened(opened) => Ok(opened.worker),
+            other => Err(self.unexpected("open_worker", &other)),
+        }
+    }
+
+    /// Ends an opened worker.
+    pub fn close_worker(&mut self, worker: &str) -> Result<(), ApiError> {
+        self.done(Operation::CloseWorker {
+            worker: worker.into(),
+        })
     }
 
     /// The service's counters.

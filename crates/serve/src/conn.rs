@@ -8,9 +8,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bunker_api::eval::EvalSpec;
 use bunker_api::protocol::{
     Done, Health, HealthStatus, Hello, HelloOk, Operation, Reply, ReplyOk, Request, Started,
-    VERSION,
+    WorkerOpened, WorkerSpec, VERSION,
 };
 use bunker_api::{
     ApiError, ErrorCode, OutputMode, RunEvent, RunResult, RunSpec, Status, StdinSource,
@@ -63,6 +64,8 @@ struct Conn {
     number: u64,
     out: Outbox,
     state: Mutex<ConnState>,
+    /// The workers this connection opened (`open_worker`); they end with it.
+    workers: crate::eval::Sessions,
 }
 
 fn lock(m: &Mutex<ConnState>) -> std::sync::MutexGuard<'_, ConnState> {
@@ -105,6 +108,7 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>, number: u64) {
         number,
         out,
         state: Mutex::new(ConnState::default()),
+        workers: crate::eval::Sessions::default(),
     });
     let admitted = if open_before >= MAX_CONNECTIONS as u64 {
         Err(ApiError::new(
@@ -262,6 +266,15 @@ impl Conn {
         let result = match request.op {
             Operation::Run { spec } => self.run(id, spec, fds).await,
             Operation::Start { spec } => self.start(id, spec, fds).await,
+            Operation::Eval { spec } if fds.is_empty() => self.eval(id, *spec).await.map(Some),
+            Operation::OpenWorker { spec } if fds.is_empty() => {
+                self.open_worker(id, *spec).await.map(Some)
+            }
+            Operation::CloseWorker { worker } if fds.is_empty() => self
+                .workers
+                .close(&worker)
+                .await
+                .map(|()| Some(ReplyOk::Done(Done {}))),
             other => {
                 if !fds.is_empty() {
                     Err(ApiError::new(
@@ -284,6 +297,11 @@ impl Conn {
                 },
                 |code| code.as_str().to_string(),
             ),
+            Ok(Some(ReplyOk::Eval(r))) => r
+                .error
+                .as_ref()
+                .map_or("ok", |e| e.kind.as_str())
+                .to_string(),
             Ok(_) => "ok".to_string(),
             Err(e) => e.code.as_str().to_string(),
         };
@@ -312,11 +330,16 @@ impl Conn {
     }
 
     async fn simple(&self, op: Operation) -> Result<ReplyOk, ApiError> {
+        let name = op.name();
         let done = || ReplyOk::Done(Done {});
         match op {
-            Operation::Run { .. } | Operation::Start { .. } => Err(ApiError::new(
+            Operation::Run { .. }
+            | Operation::Start { .. }
+            | Operation::Eval { .. }
+            | Operation::OpenWorker { .. }
+            | Operation::CloseWorker { .. } => Err(ApiError::new(
                 ErrorCode::InternalError,
-                "run and start are not simple operations",
+                format!("{name} is not a simple operation"),
             )),
             Operation::Stdin { sandbox, data } => {
                 let stdin = self.entry(&sandbox, |e| e.stdin.clone())?;
@@ -621,6 +644,57 @@ impl Conn {
             }
         }
         Ok(None)
+    }
+}
+
+impl Conn {
+    /// `eval`: in the opened worker the spec names, else in a worker of its own (pre-started
+    /// when one fits: eval.rs).
+    async fn eval(self: &Arc<Self>, id: u64, spec: EvalSpec) -> Result<ReplyOk, ApiError> {
+        let mut registration = self.register(id)?;
+        let cancel = &mut registration.cancel;
+        let result = match &spec.worker {
+            Some(worker) => self.workers.eval(worker, &spec, cancel).await?,
+            None => {
+                let config = self.shared.config();
+                let policy = crate::eval::effective_policy(
+                    &config,
+                    spec.engine,
+                    spec.policy.as_ref(),
+                    spec.http.as_ref(),
+                    &spec.limits,
+                )?;
+                auth::permit(&config, &self.peer, self.shared.daemon_uid, &policy)?;
+                // Only the profile itself, narrowed, fits a pool of pre-started workers.
+                let pooled = spec.http.is_none() && spec.policy.is_none();
+                let hired = self
+                    .shared
+                    .hire(spec.engine, &policy, pooled, cancel)
+                    .await?;
+                crate::eval::eval_once(&self.shared, hired, policy, &spec, cancel).await?
+            }
+        };
+        Ok(ReplyOk::Eval(Box::new(result)))
+    }
+
+    /// `open_worker`: a worker of this connection's own (eval.rs, `Sessions`).
+    async fn open_worker(self: &Arc<Self>, id: u64, spec: WorkerSpec) -> Result<ReplyOk, ApiError> {
+        let mut registration = self.register(id)?;
+        let config = self.shared.config();
+        let permit = |policy: &bunker_policy::Policy| {
+            auth::permit(&config, &self.peer, self.shared.daemon_uid, policy)
+        };
+        let worker = self
+            .workers
+            .open(
+                &self.shared,
+                &config,
+                spec,
+                permit,
+                &mut registration.cancel,
+            )
+            .await?;
+        Ok(ReplyOk::WorkerOpened(WorkerOpened { worker }))
     }
 }
 

@@ -8,6 +8,7 @@
 mod auth;
 mod config;
 mod conn;
+mod eval;
 mod outbox;
 mod pool;
 mod sandbox;

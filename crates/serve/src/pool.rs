@@ -14,6 +14,11 @@
 //! taken, so that on a small host no build competes with the warm run it replaces; and every
 //! second while a pool is short.
 //!
+//! Pre-started runtimes: a pool named `eval:bun` / `eval:python` holds workers (eval.rs): its
+//! sandboxes are prepared as any pool's, then handed the worker program at once, so that the
+//! runtime has started and waits on its channel when an eval takes it. Only evals take them
+//! (`take_worker`), only runs take the others (`take`); bounds, refill and rebuild are the same.
+//!
 //! Single use: a sandbox leaves its pool for one request and is torn down after that run, as a
 //! cold one is. The pools are rebuilt on a config reload (their ready sandboxes ended, new ones
 //! built from the reloaded policies) and emptied when the daemon drains.
@@ -23,6 +28,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bunker_api::eval::Engine;
 use bunker_api::protocol::PoolStats;
 use bunker_policy::Policy;
 use bunker_sandbox::idmap::{IdLease, IdMode};
@@ -30,12 +36,28 @@ use bunker_sandbox::spawn::Prepared;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::Config;
+use crate::eval::Worker;
 use crate::sandbox::Ids;
 use crate::state::Shared;
 
+/// What a pool keeps ready: a prepared sandbox, or (an `eval:` pool) a launched worker.
+pub enum Held {
+    Prepared(Prepared),
+    Worker(Worker),
+}
+
+impl Held {
+    fn sandbox(&self) -> Option<&bunker_sandbox::spawn::Sandbox> {
+        match self {
+            Held::Prepared(prepared) => prepared.sandbox(),
+            Held::Worker(worker) => worker.sandbox(),
+        }
+    }
+}
+
 /// A ready sandbox and what it holds: its host ids (as root) and its daemon slot.
 pub struct Warm {
-    pub prepared: Prepared,
+    pub held: Held,
     pub id_mode: IdMode,
     pub lease: Option<IdLease>,
     pub permit: OwnedSemaphorePermit,
@@ -51,7 +73,7 @@ pub struct Taken {
 impl Warm {
     /// Whether its init still waits (its pidfd is readable once it has exited).
     fn alive(&self) -> bool {
-        let Some(sandbox) = self.prepared.sandbox() else {
+        let Some(sandbox) = self.held.sandbox() else {
             return false;
         };
         let pidfd = std::os::fd::AsFd::as_fd(&sandbox.supervised.pidfd);
@@ -72,6 +94,8 @@ struct Pool {
     name: String,
     size: usize,
     policy: Policy,
+    /// A pool of pre-started workers of this engine (`eval:ENGINE`).
+    engine: Option<Engine>,
     ready: VecDeque<Warm>,
     filling: usize,
     taken: u64,
@@ -90,6 +114,7 @@ pub struct Fill {
     generation: u64,
     pool: String,
     pub policy: Policy,
+    pub engine: Option<Engine>,
     pub permit: OwnedSemaphorePermit,
 }
 
@@ -143,6 +168,7 @@ impl Pools {
                     name: name.clone(),
                     size,
                     policy: config.named_policy(name)?,
+                    engine: Engine::ALL.into_iter().find(|e| e.profile() == name),
                     ready: VecDeque::new(),
                     filling: 0,
                     taken: 0,
@@ -162,10 +188,19 @@ impl Pools {
     /// A ready sandbox for `policy`, when a pool's fits it. One whose init died while it
     /// waited (killed from outside) is ended and the next one tried.
     pub fn take(&mut self, policy: &Policy) -> Option<Warm> {
+        self.take_from(None, policy)
+    }
+
+    /// A pre-started worker of `engine` for an eval under `policy`, as [`Pools::take`].
+    pub fn take_worker(&mut self, engine: Engine, policy: &Policy) -> Option<Warm> {
+        self.take_from(Some(engine), policy)
+    }
+
+    fn take_from(&mut self, engine: Option<Engine>, policy: &Policy) -> Option<Warm> {
         let pool = self
             .pools
             .iter_mut()
-            .find(|p| !p.ready.is_empty() && fits(&p.policy, policy))?;
+            .find(|p| p.engine == engine && !p.ready.is_empty() && fits(&p.policy, policy))?;
         while let Some(warm) = pool.ready.pop_front() {
             if warm.alive() {
                 pool.taken += 1;
@@ -207,6 +242,7 @@ impl Pools {
             generation,
             pool: pool.name.clone(),
             policy: pool.policy.clone(),
+            engine: pool.engine,
             permit,
         })
     }
@@ -234,7 +270,7 @@ impl Pools {
                     .ready
                     .iter()
                     .map(|w| {
-                        w.prepared
+                        w.held
                             .sandbox()
                             .and_then(|s| s.supervised.cgroup.memory_usage())
                     })
@@ -274,10 +310,29 @@ pub async fn refill(shared: Arc<Shared>) {
                 },
                 Ids::Own { uid, gid } => (IdMode::Rootless { uid, gid }, None),
             };
-            match shared.spawner.prepare(fill.policy.clone(), id_mode).await {
-                Ok(prepared) => {
+            let prepared = shared.spawner.prepare(fill.policy.clone(), id_mode).await;
+            let held = match (prepared, fill.engine) {
+                (Ok(prepared), None) => Ok(Held::Prepared(prepared)),
+                (Ok(prepared), Some(engine)) => {
+                    let policy = fill.policy.clone();
+                    tokio::task::spawn_blocking(move || {
+                        crate::eval::start_worker(prepared, &policy, engine)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(bunker_api::ApiError::new(
+                            bunker_api::ErrorCode::InternalError,
+                            format!("launch task: {e}"),
+                        ))
+                    })
+                    .map(Held::Worker)
+                }
+                (Err(e), _) => Err(e),
+            };
+            match held {
+                Ok(held) => {
                     let warm = Warm {
-                        prepared,
+                        held,
                         id_mode,
                         lease,
                         permit: fill.permit,

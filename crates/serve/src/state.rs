@@ -14,7 +14,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use bunker_sandbox::spawner::Spawner;
 
 use crate::config::Config;
-use crate::pool::{Pools, Taken, Warm};
+use crate::pool::{Held, Pools, Taken, Warm};
 use crate::sandbox::{Ids, Launch, Running};
 
 pub struct Shared {
@@ -214,11 +214,14 @@ impl Shared {
             return None;
         }
         let Warm {
-            prepared,
+            held: Held::Prepared(prepared),
             id_mode,
             lease,
             permit,
-        } = self.pools_lock().take(policy)?;
+        } = self.pools_lock().take(policy)?
+        else {
+            return None;
+        };
         self.live.fetch_add(1, Ordering::SeqCst);
         let slot = Slot {
             shared: self.clone(),
@@ -232,6 +235,47 @@ impl Shared {
                 lease,
             },
         ))
+    }
+
+    /// A pre-started worker of `engine` whose pool fits `policy`, with the slot it held, its
+    /// cgroup's limits lowered to the policy's first (a worker whose cgroup refuses is ended,
+    /// and the eval starts one of its own).
+    pub fn take_worker(
+        self: &Arc<Self>,
+        engine: bunker_api::eval::Engine,
+        policy: &bunker_policy::Policy,
+    ) -> Option<crate::eval::Hired> {
+        if self.is_draining() {
+            return None;
+        }
+        let Warm {
+            held: Held::Worker(worker),
+            lease,
+            permit,
+            ..
+        } = self.pools_lock().take_worker(engine, policy)?
+        else {
+            return None;
+        };
+        self.live.fetch_add(1, Ordering::SeqCst);
+        let slot = Slot {
+            shared: self.clone(),
+            _permit: permit,
+        };
+        let lowered = worker
+            .sandbox()
+            .map(|sandbox| sandbox.supervised.cgroup.lower_limits(&policy.limits));
+        if let Some(Err(e)) = lowered {
+            tracing::warn!(error = %e, "a pooled worker's cgroup refused the eval's limits; it is ended");
+            tokio::task::spawn_blocking(move || drop((worker, slot, lease)));
+            return None;
+        }
+        Some(crate::eval::Hired {
+            worker,
+            slot,
+            lease,
+            warm: true,
+        })
     }
 
     /// Builds a sandbox (a slot taken).
