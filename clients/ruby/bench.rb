@@ -1,12 +1,15 @@
 # frozen_string_literal: true
 
-# Per-call latency of the Ruby client, warm, through a daemon:
-#   Bunker.eval("1+1")           one-shot evals (a pre-started pool worker each, when ready)
+# Per-call latency of the Ruby client, warm, through a daemon (call to return, in Ruby):
+#   Bunker.eval("1+1")           one-shot evals, each from the `eval:bun` pool: before each call
+#                                the pool is full and its runtime settled (150 ms), as the Rust
+#                                bench (`bench eval`, scripts/bench-eval.sh) does
+#   ... back to back             the same without waiting (the pool refills behind)
 #   Sandbox#eval("1+1")          evals in one opened worker (open_worker)
-#   Bunker.run(["/bin/true"])    whole runs (the `default` pool)
+#   Bunker.run(["/bin/true"])    whole runs from the `default` pool, refilled before each
 # With BUNKER_SOCKET set it uses that daemon; otherwise it starts `bunker serve --pool eval:bun=2
 # --pool default=2` (BUNKER_BIN, default the repo's debug build) and stops it by PID at the end.
-#   ruby bench.rb [ITERATIONS]   (default 200)
+#   ruby bench.rb [ITERATIONS]   (default 200; use a release build for figures)
 
 $LOAD_PATH.unshift File.expand_path("lib", __dir__)
 require "bunker"
@@ -35,11 +38,23 @@ def percentile(sorted, pct)
   sorted[[(sorted.size * pct / 100.0).ceil - 1, 0].max]
 end
 
-def measure(label, iterations, pause: 0)
-  5.times { yield } # warm-up: connection, pool refill, JIT of the client's own code
+# Waits until `pool` has a ready sandbox, then lets its runtime reach its wait for work.
+def pool_ready(pool)
+  stats = Bunker::Connection.new(ENV.fetch("BUNKER_SOCKET"))
+  200.times do
+    break if stats.request("stats").dig("pools", pool, "ready").to_i.positive?
+
+    sleep 0.01
+  end
+  stats.close
+  sleep 0.15
+end
+
+def measure(label, iterations, pool: nil)
+  5.times { yield } # warm-up: connection, pool refill, the client's own code paths
   warm = 0
   times = Array.new(iterations) do
-    sleep pause
+    pool_ready(pool) if pool
     start = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     warm += 1 if yield
     (Process.clock_gettime(Process::CLOCK_MONOTONIC) - start) * 1000
@@ -50,13 +65,12 @@ end
 
 begin
   puts "#{`#{bin} --version`.strip}, ruby #{RUBY_VERSION}"
-  # A pause between one-shot calls lets the pool refill, so each call measures a warm hand-over.
-  measure("Bunker.eval(\"1+1\")", iterations, pause: 0.02) { Bunker.eval("1+1").warm? }
+  measure("Bunker.eval(\"1+1\")", iterations, pool: "eval:bun") { Bunker.eval("1+1").warm? }
   measure("Bunker.eval(\"1+1\") back2back", iterations) { Bunker.eval("1+1").warm? }
   sandbox = Bunker::Sandbox.new
   measure("Sandbox#eval(\"1+1\")", iterations) { sandbox.eval("1+1") && true }
   sandbox.close
-  measure("Bunker.run([\"/bin/true\"])", iterations, pause: 0.02) { Bunker.run(["/usr/bin/true"]).warm? }
+  measure("Bunker.run([\"/bin/true\"])", iterations, pool: "default") { Bunker.run(["/usr/bin/true"]).warm? }
 ensure
   if daemon_pid
     Process.kill("TERM", daemon_pid)
