@@ -1,11 +1,8 @@
 # frozen_string_literal: true
 
 module Bunker
-  # Which daemon a call talks to, and the process's shared connections to it.
+  # Which daemon a call talks to, and each thread's kept connection to it.
   module Daemon
-    @connections = {}
-    @lock = Mutex.new
-
     class << self
       # The socket to use: the explicit `socket:` option, else `BUNKER_SOCKET`; nil means the CLI
       # fallback. An explicit socket (or `BUNKER_SOCKET`) that does not answer is an
@@ -17,26 +14,22 @@ module Bunker
         env.empty? ? nil : env
       end
 
-      # A connection to `path` shared by the calls of this process (opened on first use, opened
-      # again after it was lost or after a fork).
+      # This thread's connection to `path`, kept for its later calls (opened on first use, and
+      # again after it was lost or in a forked child). One per thread, so threads' calls run
+      # concurrently (a connection carries one request at a time).
       def shared(path)
-        @lock.synchronize do
-          key = [path, Process.pid]
-          conn = @connections[key]
-          if conn.nil? || conn.closed?
-            conn = Connection.new(path)
-            @connections[key] = conn
-          end
-          conn
-        end
+        connections = (Thread.current[:bunker_connections] ||= {})
+        conn = connections[[path, Process.pid]]
+        return conn if conn && !conn.closed?
+
+        connections[[path, Process.pid]] = Connection.new(path)
       end
 
-      # Closes every shared connection (e.g. before the daemon is restarted).
+      # Closes this thread's kept connections (e.g. before the daemon is restarted).
       def close_all
-        @lock.synchronize do
-          @connections.each_value(&:close)
-          @connections.clear
-        end
+        connections = Thread.current[:bunker_connections] || {}
+        connections.each_value(&:close)
+        connections.clear
       end
     end
   end
