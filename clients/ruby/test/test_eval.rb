@@ -111,4 +111,15 @@ class TestEval < Minitest::Test
   ensure
     server&.close
   end
+
+  def test_python_engine
+    assert_equal 45, Bunker.eval("sum(range(10))", engine: :python).value
+    result = Bunker.eval("print('hi')\n[n * 2 for n in (1, 2)]", engine: :python,
+                                                                  memory_limit: Bunker::ENGINES[:python][:min_memory])
+    assert_equal [2, 4], result.value
+    assert_equal "hi\n", result.console_output
+    error = assert_raises(Bunker::JavascriptError) { Bunker.eval("1 / 0", engine: :python) }
+    assert_equal "ZeroDivisionError", error.js_name
+    assert_raises(Bunker::SyntaxError) { Bunker.eval("def (", engine: :python) }
+  end
 end
