@@ -132,6 +132,10 @@ function reply(valueJson, consoleOutput, truncated, error) {
   );
 }
 
+// The code runs as a global script (indirect eval), where a module's `require` is not in
+// scope: given to it as a global, like Node's REPL has it. The sandbox is the boundary.
+globalThis.require = require;
+
 const AsyncFunction = Object.getPrototypeOf(async function () {}).constructor;
 
 // A SyntaxError from eval is `syntax` when the code itself does not parse (checked by compiling

@@ -70,7 +70,9 @@ fn api_doc_examples_parse() {
         let parsed = serde_json::from_str::<bunker_api::RunSpec>(block)
             .map(|_| ())
             .or_else(|_| serde_json::from_str::<bunker_api::RunEvent>(block).map(|_| ()))
-            .or_else(|_| serde_json::from_str::<bunker_api::ApiError>(block).map(|_| ()));
+            .or_else(|_| serde_json::from_str::<bunker_api::ApiError>(block).map(|_| ()))
+            .or_else(|_| serde_json::from_str::<bunker_api::EvalSpec>(block).map(|_| ()))
+            .or_else(|_| serde_json::from_str::<bunker_api::EvalResult>(block).map(|_| ()));
         assert!(
             parsed.is_ok(),
             "docs/api.md example is none of the types: {block}"

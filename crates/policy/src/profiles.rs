@@ -123,6 +123,7 @@ fn eval_doc(runtime: &str) -> PolicyDoc {
             memory: Some(ByteSize::Text(EVAL_MEMORY.to_string())),
             pids: Some(EVAL_PIDS),
             output: Some(ByteSize::Text("1MiB".to_string())),
+            best_effort: vec![LimitName::Memory, LimitName::Pids],
             ..LimitsDoc::default()
         },
         ..PolicyDoc::default()

@@ -266,6 +266,13 @@ fn read_with(
     if available == 0 {
         return Ok(None);
     }
+    if available < LEN_PREFIX {
+        return Err(RingError::BadLength {
+            len: 0,
+            available,
+            bound,
+        });
+    }
     let mut prefix = [0u8; LEN_PREFIX as usize];
     copy_wrapped(capacity, own_head, &mut prefix, &copy)?;
     let len = check_length(u32::from_le_bytes(prefix), available, bound)?;
@@ -280,6 +287,13 @@ fn copy_wrapped(
     out: &mut [u8],
     copy: &impl Fn(u64, &mut [u8]) -> Result<(), RingError>,
 ) -> Result<(), RingError> {
+    // Never more than the ring holds (a read past it would reach the next ring's bytes).
+    if out.len() as u64 > capacity {
+        return Err(RingError::Access(format!(
+            "{} bytes from a ring of {capacity}",
+            out.len()
+        )));
+    }
     let [(a_off, a_len), (b_off, _)] = segments(capacity, pos, out.len() as u64);
     let (a, b) = out.split_at_mut(a_len as usize);
     copy(a_off, a)?;
@@ -491,5 +505,57 @@ mod tests {
             read_record_snapshot(&ok[..10], 16, 0, 100),
             Err(RingError::Short { .. })
         ));
+    }
+}
+
+/// The fuzz target's property on stable, over random rings: whatever the worker wrote, the
+/// reader never panics, and what it accepts is consistent with bunker's own positions.
+#[cfg(test)]
+mod random_rings {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn random_bytes_never_break_the_reader(
+            capacity in 1u64..200,
+            head in 0u64..400,
+            bound in 0u64..300,
+            ring in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            if let Ok(Some((record, new_head))) = read_record_snapshot(&ring, capacity, head, bound) {
+                prop_assert!(record.len() as u64 <= bound);
+                prop_assert_eq!(new_head, head + LEN_PREFIX + record.len() as u64);
+            }
+        }
+
+        #[test]
+        fn a_plausible_header_with_random_positions_is_checked(
+            capacity in 8u64..64,
+            head in 0u64..1000,
+            tail in 0u64..1000,
+            len in any::<u32>(),
+            data in proptest::collection::vec(any::<u8>(), 64),
+        ) {
+            let mut ring = encode_header(capacity).to_vec();
+            ring[OFF_HEAD..OFF_HEAD + 8].copy_from_slice(&head.to_le_bytes());
+            ring[OFF_TAIL..OFF_TAIL + 8].copy_from_slice(&tail.to_le_bytes());
+            ring.extend_from_slice(&data[..capacity as usize]);
+            for (i, b) in len.to_le_bytes().iter().enumerate() {
+                let pos = HEADER_LEN + ((head % capacity) as usize + i) % capacity as usize;
+                ring[pos] = *b;
+            }
+            match read_record_snapshot(&ring, capacity, head, 1 << 20) {
+                Ok(Some((record, _))) => {
+                    prop_assert!(tail >= head && tail - head <= capacity);
+                    prop_assert_eq!(record.len() as u64, u64::from(len));
+                    prop_assert!(LEN_PREFIX + u64::from(len) <= tail - head);
+                }
+                Ok(None) => prop_assert_eq!(head, tail),
+                Err(_) => {}
+            }
+        }
     }
 }
