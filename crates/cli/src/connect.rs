@@ -246,6 +246,24 @@ fn write_all(mut file: &std::fs::File, mut bytes: &[u8]) -> std::io::Result<()> 
     Ok(())
 }
 
+/// `bunker eval --connect` (or `BUNKER_SOCKET`): op `eval` through the daemon at `socket`, which
+/// prints the same line as a cold eval. `--policy FILE` is loaded here, as a cold eval loads it
+/// (relative to this process), and sent inline as its effective document; the daemon puts the
+/// engine's profile under it and applies the spec's `http` and `limits` as the cold path does.
+pub fn eval(
+    socket: &Path,
+    spec: &bunker_api::EvalSpec,
+    policy_file: Option<&Path>,
+) -> Result<bunker_api::EvalResult, ApiError> {
+    let mut spec = spec.clone();
+    if let Some(file) = policy_file {
+        let only_the_file = bunker_api::EvalSpec::new(spec.engine, "");
+        let policy = crate::eval::eval_policy(&only_the_file, Some(file))?;
+        spec.policy = Some(PolicyChoice::Inline(policy_document(&policy)?));
+    }
+    Client::connect(socket)?.eval(&spec)
+}
+
 /// The effective policy as a policy document that loads back to the same policy: every path
 /// absolute, `extends` merged, nothing left for the daemon to resolve.
 fn policy_document(policy: &Policy) -> Result<serde_json::Value, ApiError> {

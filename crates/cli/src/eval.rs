@@ -43,7 +43,7 @@ pub fn main(opts: EvalOpts) -> i32 {
         Err(e) => return refuse(&e),
     };
     let evaluated = match daemon_socket(&opts) {
-        Some(socket) => eval_through_daemon(&socket, &spec),
+        Some(socket) => eval_through_daemon(&socket, &spec, opts.policy.as_deref()),
         None => eval_cold(&spec, opts.policy.as_deref()),
     };
     match evaluated {
@@ -53,16 +53,14 @@ pub fn main(opts: EvalOpts) -> i32 {
 }
 
 // ---- EVALSERVE: the daemon branch ------------------------------------------------------------
-/// The `--connect` / `BUNKER_SOCKET` branch: the evalserve engineer fills this in (op `eval`
-/// through crates/client). Until then every daemon eval is `unavailable` (exit 125).
-fn eval_through_daemon(socket: &Path, _spec: &EvalSpec) -> Result<EvalResult, ApiError> {
-    Err(ApiError::new(
-        ErrorCode::Unavailable,
-        format!(
-            "{}: eval through a daemon is not available in this build",
-            socket.display()
-        ),
-    ))
+/// The `--connect` / `BUNKER_SOCKET` branch: op `eval` through the daemon (connect.rs); a
+/// daemon that does not answer is `unavailable` (exit 125).
+fn eval_through_daemon(
+    socket: &Path,
+    spec: &EvalSpec,
+    policy_file: Option<&Path>,
+) -> Result<EvalResult, ApiError> {
+    crate::connect::eval(socket, spec, policy_file)
 }
 // ---- end of the daemon branch ----------------------------------------------------------------
 
