@@ -6,8 +6,8 @@ require "json"
 module Bunker
   # One connection to a `bunker serve` daemon (docs/protocol.md): frames are a 4-byte big-endian
   # length and that many bytes of UTF-8 JSON; the first frame each way is the `hello` handshake.
-  # Requests are sent one at a time (a mutex), so the frames that arrive before a reply are that
-  # request's events.
+  # One request is in flight at a time (a mutex); the event frames read meanwhile go to the
+  # handler of the request they name.
   class Connection
     attr_reader :path, :server
 
@@ -15,6 +15,8 @@ module Bunker
       @path = path.to_s
       @next_id = 0
       @lock = Mutex.new
+      @handlers = {} # request id => the block its events go to
+      @replies = {}  # request id => its reply frame, until the request takes it
       @closed = false
       begin
         @sock = UNIXSocket.new(@path)
@@ -25,25 +27,30 @@ module Bunker
     end
 
     # Sends `{"id": N, "op": op, **fields}` and returns the reply's `ok` object; an `error` reply
-    # raises it. Each event frame of the request is yielded to the block (or dropped).
-    def request(op, fields = {}, &on_event)
+    # raises it. The request's event frames go to the block while it waits (with `keep_events`,
+    # also later, whenever this connection reads: a `start`ed sandbox's events).
+    def request(op, fields = {}, keep_events: false, &on_event)
       @lock.synchronize do
         raise UnavailableError, "the connection to #{@path} is closed" if @closed
 
         id = (@next_id += 1)
-        write_frame({ "id" => id, "op" => op }.merge(fields))
-        loop do
-          frame = read_frame
-          if frame.key?("event")
-            on_event&.call(frame["event"]) if frame["id"] == id
-            next
-          end
-          next unless frame["id"] == id || !frame.key?("id")
-          raise Bunker.error_from_api(frame["error"]) if frame.key?("error")
-
-          return frame["ok"]
+        @handlers[id] = on_event if on_event
+        begin
+          write_frame({ "id" => id, "op" => op }.merge(fields))
+          read_and_dispatch until @replies.key?(id)
+        ensure
+          @handlers.delete(id) unless keep_events
         end
+        reply = @replies.delete(id)
+        raise Bunker.error_from_api(reply["error"]) if reply.key?("error")
+
+        reply["ok"]
       end
+    end
+
+    # Reads frames (dispatching their events) until `done` is true.
+    def pump(done)
+      @lock.synchronize { read_and_dispatch until done.call }
     end
 
     def close
@@ -60,6 +67,18 @@ module Bunker
     end
 
     private
+
+    def read_and_dispatch
+      frame = read_frame
+      if frame.key?("event")
+        @handlers[frame["id"]]&.call(frame["event"])
+      elsif frame.key?("id")
+        @replies[frame["id"]] = frame
+      elsif frame.key?("error")
+        close # an error without an id is about the connection: the daemon closes it
+        raise Bunker.error_from_api(frame["error"])
+      end
+    end
 
     def handshake
       write_frame({ "op" => "hello", "version" => PROTOCOL_VERSION })

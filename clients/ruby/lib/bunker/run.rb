@@ -4,8 +4,6 @@ require "json"
 require "open3"
 
 module Bunker
-  RUN_OPTIONS = %i[policy timeout_ms stdin env cwd socket bunker_bin].freeze
-
   # Runs `argv` in a sandbox and returns a `Bunker::RunResult` once it ended. Through the daemon
   # (`socket:` or `BUNKER_SOCKET`) it is a `run` request with captured output; without one it is
   # `bunker run --report-fd 3`, with the same result.
@@ -15,58 +13,89 @@ module Bunker
   #   timeout_ms: a wall-clock timeout that can only shorten the policy's
   #   stdin:      a String given to the program as its standard input (default: none)
   #   env, cwd:   environment variables to set (Hash) and the working directory inside
-  def self.run(argv, policy: nil, timeout_ms: nil, stdin: nil, env: nil, cwd: nil, socket: nil, bunker_bin: nil)
-    argv = Array(argv).map(&:to_s)
-    raise ArgumentError, "run: argv is empty (give the program and its arguments)" if argv.empty?
-    if timeout_ms && !(timeout_ms.is_a?(Integer) && timeout_ms.positive?)
-      raise ArgumentError, "run: timeout_ms must be a positive Integer of milliseconds, got #{timeout_ms.inspect}"
+  #   on_output:  called with (:stdout or :stderr, String) for each chunk as it comes (streaming;
+  #               the result still holds all of it)
+  def self.run(argv, policy: nil, timeout_ms: nil, stdin: nil, env: nil, cwd: nil, socket: nil, bunker_bin: nil,
+               on_output: nil)
+    options = { policy: policy, timeout_ms: timeout_ms, env: env, cwd: cwd, socket: socket, bunker_bin: bunker_bin }
+    argv = checked_argv(argv, options)
+    if on_output
+      process = RunningProcess.start(argv, options, on_output)
+      process.write(stdin) if stdin
+      process.close_stdin
+      return process.wait
     end
-
     path = Daemon.socket_for(socket)
     if path
-      run_through_daemon(path, argv, policy, timeout_ms, stdin, env, cwd, bunker_bin)
+      spec = run_spec(argv, options)
+      spec["stdin"] = { "data" => data_of(stdin) } if stdin
+      RunResult.new(Daemon.shared(path).request("run", { "spec" => spec }))
     else
-      run_with_cli(argv, policy, timeout_ms, stdin, env, cwd, bunker_bin)
+      report, out, err = CLI.spawn_with_report(run_command(argv, options), stdin: stdin)
+      cli_result(report, out, err)
     end
   end
 
-  def self.run_through_daemon(path, argv, policy, timeout_ms, stdin, env, cwd, bunker_bin)
-    spec = { "policy" => Policy.choice(policy, bunker_bin: bunker_bin), "argv" => argv,
-             "options" => { "output" => "capture" } }
-    spec["options"]["timeout_ms"] = timeout_ms if timeout_ms
-    spec["stdin"] = { "data" => data_of(stdin) } if stdin
-    spec["env"] = Policy.stringify(env).transform_values(&:to_s) if env
-    spec["cwd"] = cwd.to_s if cwd
-    RunResult.new(Daemon.shared(path).request("run", { "spec" => spec }))
+  # Starts `argv` in a sandbox and returns a `Bunker::RunningProcess` at once: `write`,
+  # `close_stdin`, `next_output`, `kill`, `wait`. Options as for `Bunker.run` (no `stdin:`: write
+  # it).
+  def self.spawn(argv, policy: nil, timeout_ms: nil, env: nil, cwd: nil, socket: nil, bunker_bin: nil, on_output: nil)
+    options = { policy: policy, timeout_ms: timeout_ms, env: env, cwd: cwd, socket: socket, bunker_bin: bunker_bin }
+    RunningProcess.start(checked_argv(argv, options), options, on_output)
   end
-  private_class_method :run_through_daemon
 
-  # The CLI fallback: `bunker run -q --report-fd 3 [policy] -- argv`, output from pipes and the
-  # report (a RunResult) from fd 3.
-  def self.run_with_cli(argv, policy, timeout_ms, stdin, env, cwd, bunker_bin)
-    cmd = [Bunker.bunker_bin(bunker_bin), "run", "-q", "--report-fd", "3"]
-    cmd.push("--policy-json", JSON.generate(Policy.choice(policy, bunker_bin: bunker_bin)["inline"] || { "extends" => [policy.to_s] })) if policy
-    cmd.push("--timeout", "#{timeout_ms}ms") if timeout_ms
-    cmd.push("--cwd", cwd.to_s) if cwd
-    Policy.stringify(env || {}).each { |k, v| cmd.push("--set-env", "#{k}=#{v}") }
+  def self.checked_argv(argv, options)
+    argv = Array(argv).map(&:to_s)
+    raise ArgumentError, "argv is empty (give the program and its arguments)" if argv.empty?
+
+    timeout = options[:timeout_ms]
+    if timeout && !(timeout.is_a?(Integer) && timeout.positive?)
+      raise ArgumentError, "timeout_ms must be a positive Integer of milliseconds, got #{timeout.inspect}"
+    end
+    argv
+  end
+  private_class_method :checked_argv
+
+  # The `RunSpec` (docs/api.md) of a run through the daemon, output captured, stdin none.
+  def self.run_spec(argv, options)
+    spec = { "policy" => Policy.choice(options[:policy], bunker_bin: options[:bunker_bin]), "argv" => argv,
+             "options" => { "output" => "capture" } }
+    spec["options"]["timeout_ms"] = options[:timeout_ms] if options[:timeout_ms]
+    spec["env"] = Policy.stringify(options[:env]).transform_values(&:to_s) if options[:env]
+    spec["cwd"] = options[:cwd].to_s if options[:cwd]
+    spec
+  end
+
+  # The CLI fallback's command: `bunker run -q --report-fd 3 [policy] [limits] -- argv`.
+  def self.run_command(argv, options)
+    policy = options[:policy]
+    cmd = [Bunker.bunker_bin(options[:bunker_bin]), "run", "-q", "--report-fd", "3"]
+    if policy
+      doc = Policy.choice(policy, bunker_bin: options[:bunker_bin])["inline"] || { "extends" => [policy.to_s] }
+      cmd.push("--policy-json", JSON.generate(doc))
+    end
+    cmd.push("--timeout", "#{options[:timeout_ms]}ms") if options[:timeout_ms]
+    cmd.push("--cwd", options[:cwd].to_s) if options[:cwd]
+    Policy.stringify(options[:env] || {}).each { |k, v| cmd.push("--set-env", "#{k}=#{v}") }
     cmd.push("--", *argv)
-    report, out, err = CLI.spawn_with_report(cmd, stdin: stdin)
+  end
+
+  # A CLI run's result; a policy or setup error raises, as the daemon answers it with an error.
+  def self.cli_result(report, out, err)
     result = RunResult.new(report, stdout: out, stderr: err)
-    # The daemon answers these with an error reply instead of a result: the same here.
     if %w[policy_error setup_error].include?(result.status)
       code = report["error_code"] || "setup_failed"
       raise Bunker.error_class_for_code(code).new(report["error"].to_s, code: code, details: report)
     end
     result
   end
-  private_class_method :run_with_cli
 
+  # Bytes as the protocol's `Data`: `{"utf8": ...}` or `{"base64": ...}`.
   def self.data_of(bytes)
     bytes = bytes.to_s
     utf8 = bytes.dup.force_encoding(Encoding::UTF_8)
     utf8.valid_encoding? ? { "utf8" => utf8 } : { "base64" => [bytes].pack("m0") }
   end
-  private_class_method :data_of
 
   # Spawning the `bunker` binary with a report pipe on fd 3.
   module CLI
@@ -77,7 +106,7 @@ module Bunker
     def spawn_with_report(cmd, stdin: nil)
       report_r, report_w = IO.pipe
       begin
-        stdin_r, stdout_r, stderr_r, waiter = Open3.popen3(*cmd, 3 => report_w)
+        stdin_w, stdout_r, stderr_r, waiter = Open3.popen3(*cmd, 3 => report_w)
       rescue Errno::ENOENT => e
         raise UnavailableError, "no bunker binary at #{cmd.first} (set BUNKER_BIN or pass bunker_bin:): #{e.message}"
       ensure
@@ -85,11 +114,11 @@ module Bunker
       end
       readers = [stdout_r, stderr_r, report_r].map { |io| Thread.new { io.binmode.read } }
       begin
-        stdin_r.binmode.write(stdin.to_s) if stdin
+        stdin_w.binmode.write(stdin.to_s) if stdin
       rescue Errno::EPIPE
         nil # the program did not read all of it
       end
-      stdin_r.close
+      stdin_w.close
       out, err, report_text = readers.map(&:value)
       status = waiter.value
       [stdout_r, stderr_r, report_r].each(&:close)
