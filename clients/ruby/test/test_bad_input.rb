@@ -10,6 +10,12 @@ class TestBadInput < Minitest::Test
     assert_match(/unknown option :memory/, error.message)
   end
 
+  def test_options_as_a_positional_hash_like_mquickjs_ruby
+    assert_equal 4, Bunker.eval("2 + 2", { timeout_ms: 2000 }).value
+    assert_raises(Bunker::ArgumentError) { Bunker.eval("1", { "timeout" => 5 }) }
+    assert_raises(Bunker::ArgumentError) { Bunker::Sandbox.new({ memory_limit: 10 }) }
+  end
+
   def test_unknown_http_key_names_the_known_ones
     error = assert_raises(Bunker::ArgumentError) { Bunker.eval("1", http: { allowlist: ["a.test"], max_redirects: 2 }) }
     assert_match(/unknown key :max_redirects/, error.message)

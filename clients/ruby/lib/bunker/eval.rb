@@ -29,9 +29,19 @@ module Bunker
   # Evaluates `code` in a fresh sandboxed worker and returns a `Bunker::Result` (mquickjs-ruby's
   # `MQuickJS.eval`). Raises `Bunker::SyntaxError`, `JavascriptError`, `TimeoutError`,
   # `MemoryLimitError`, `HTTPBlockedError`, `HTTPLimitError`, ... (all `Bunker::Error`).
-  def self.eval(code, **options)
+  def self.eval(code, hash_options = nil, **options)
+    options = merged_options(hash_options, options)
     spec = EvalSpec.build(code, options)
     EvalSpec.result_or_raise(EvalSpec.submit(spec, options))
+  end
+
+  # Keyword options, plus the options Hash mquickjs-ruby callers pass positionally
+  # (`MQuickJS.eval(code, { timeout_ms: 100 })`).
+  def self.merged_options(hash_options, options)
+    return options if hash_options.nil?
+    raise ArgumentError, "options: expected a Hash, got #{hash_options.class}" unless hash_options.is_a?(Hash)
+
+    hash_options.transform_keys(&:to_sym).merge(options)
   end
 
   # Builds, submits and interprets eval specs (the eval contract, docs/protocol.md "eval").

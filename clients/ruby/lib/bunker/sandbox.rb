@@ -15,7 +15,9 @@ module Bunker
   # Without a daemon (the CLI fallback) each eval runs in a fresh worker: `set_variable` values
   # are sent with every eval, but what an eval defines is not kept for the next one.
   class Sandbox
-    def initialize(**options)
+    # Options as for `Bunker.eval` (keywords, or one Hash as mquickjs-ruby takes them).
+    def initialize(hash_options = nil, **options)
+      options = Bunker.merged_options(hash_options, options)
       @base_spec = EvalSpec.build("", options) # validates every option once, here
       @base_spec.delete("code")
       @options = options
@@ -77,12 +79,12 @@ module Bunker
         raise
       end
       @unsent = {}
-      forget_worker if %w[timeout memory_limit crashed protocol_error].include?(raw.dig("error", "kind"))
+      forget_worker if %w[timeout memory_limit output_limit crashed protocol_error].include?(raw.dig("error", "kind"))
       EvalSpec.result_or_raise(raw)
     end
 
     def open_worker
-      @connection ||= Connection.new(@socket)
+      @connection = Connection.new(@socket) if @connection.nil? || @connection.closed?
       reply = @connection.request("open_worker", { "spec" => @base_spec })
       @worker = reply["worker"]
       @unsent = @variables.dup
