@@ -14,7 +14,8 @@ class TestGemspec < Minitest::Test
     assert_includes spec.files, "lib/bunker.rb"
     assert_includes spec.files, "README.md"
     assert_equal Bunker::VERSION, spec.version.to_s
-    gem_file = Dir.chdir(ROOT) { Gem::Package.build(spec) }
+    # Quiet: building prints rubygems' notes (no homepage yet) on stdout.
+    gem_file = Gem::DefaultUserInteraction.use_ui(Gem::SilentUI.new) { Dir.chdir(ROOT) { Gem::Package.build(spec) } }
     built = File.join(ROOT, gem_file)
     assert_operator File.size(built), :>, 1000
   ensure
