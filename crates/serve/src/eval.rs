@@ -6,7 +6,7 @@
 //! A worker is a sandbox whose program, the worker library, has been launched with its channel
 //! as fds 3 and 4 ([`start_worker`]): it has restricted itself and waits for `R`. Pre-started
 //! ones wait in the `eval:ENGINE` pools (pool.rs); an eval that does not fit one starts a worker
-//! now, through the same function. Either way the hand-over is the same ([`Hired::eval`]): the
+//! now, through the same function. Either way the hand-over is the same ([`eval_once`]): the
 //! request written into `in` and `R` rung, the sandbox supervised from then (its timeout and
 //! wall time count from the hand-over), then `D` awaited on the control socket (on the
 //! runtime's reactor) or the sandbox's end. The reply is sent as soon as the `out` record has
@@ -236,7 +236,7 @@ struct Supervised {
 }
 
 /// Starts supervising a hired worker from now (its timeout and wall time count from here).
-fn supervise(shared: &Arc<Shared>, hired: Hired, policy: Policy) -> Result<Supervised, ApiError> {
+fn supervise(hired: Hired, policy: Policy) -> Result<Supervised, ApiError> {
     let Hired {
         worker,
         slot,
@@ -283,7 +283,6 @@ fn supervise(shared: &Arc<Shared>, hired: Hired, policy: Policy) -> Result<Super
     supervised.started = std::time::Instant::now();
     supervised.output = OutputMode::Capture;
     let (control, kill) = SupervisionControl::new();
-    let shared = shared.clone();
     let ended = tokio::spawn(async move {
         let outcome = supervise_async(supervised, &policy, control).await;
         drop(lifeline);
@@ -298,7 +297,6 @@ fn supervise(shared: &Arc<Shared>, hired: Hired, policy: Policy) -> Result<Super
                     .map(bunker_api::HttpRecord::from)
                     .collect(),
             );
-            shared.count_result(&result);
             result
         });
         drop(slot);
@@ -437,7 +435,7 @@ pub async fn eval_once(
 ) -> Result<EvalResult, ApiError> {
     let warm = hired.warm;
     let request = WorkerRequest::from_spec(spec, console_cap(&spec.limits), false);
-    let mut run = supervise(shared, hired, policy)?;
+    let mut run = supervise(hired, policy)?;
     let handed = Instant::now();
     if let Err(e) = run.channel.send_request(&request) {
         let _ = run.end(KillReason::Cancelled).await;
@@ -475,6 +473,8 @@ pub async fn eval_once(
             return Err(cancelled());
         }
     };
+    // Counted by the eval's status: the sandbox killed behind a reply is no run of its own.
+    shared.count_status(result.status);
     Ok(result)
 }
 
@@ -532,7 +532,7 @@ impl Sessions {
         // Each eval's timeout is applied here, from its own hand-over; the sandbox itself lives
         // until it is closed, a limit ends it, or its connection goes.
         policy.limits.timeout = None;
-        let run = supervise(shared, hired, policy)?;
+        let run = supervise(hired, policy)?;
         let id = format!("w-{}", NEXT_WORKER.fetch_add(1, Ordering::Relaxed));
         let session = Session {
             engine: spec.engine,

@@ -191,9 +191,30 @@ impl Pools {
         self.take_from(None, policy)
     }
 
-    /// A pre-started worker of `engine` for an eval under `policy`, as [`Pools::take`].
-    pub fn take_worker(&mut self, engine: Engine, policy: &Policy) -> Option<Warm> {
-        self.take_from(Some(engine), policy)
+    /// A pre-started worker of `engine` for an eval under `policy`, as [`Pools::take`], and
+    /// the cgroup limits to lower before its hand-over: only those below the pool's (a write
+    /// of the same value would only cost the eval time).
+    pub fn take_worker(
+        &mut self,
+        engine: Engine,
+        policy: &Policy,
+    ) -> Option<(Warm, bunker_policy::Limits)> {
+        let warm = self.take_from(Some(engine), policy)?;
+        let pooled = self
+            .pools
+            .iter()
+            .find(|p| p.engine == Some(engine) && fits(&p.policy, policy))
+            .map(|p| &p.policy.limits);
+        let mut lower = policy.limits.clone();
+        if let Some(pooled) = pooled {
+            if lower.memory == pooled.memory {
+                lower.memory = None;
+            }
+            if lower.pids == pooled.pids {
+                lower.pids = None;
+            }
+        }
+        Some((warm, lower))
     }
 
     fn take_from(&mut self, engine: Option<Engine>, policy: &Policy) -> Option<Warm> {

@@ -248,12 +248,15 @@ impl Shared {
         if self.is_draining() {
             return None;
         }
-        let Warm {
-            held: Held::Worker(worker),
-            lease,
-            permit,
-            ..
-        } = self.pools_lock().take_worker(engine, policy)?
+        let (
+            Warm {
+                held: Held::Worker(worker),
+                lease,
+                permit,
+                ..
+            },
+            lower,
+        ) = self.pools_lock().take_worker(engine, policy)?
         else {
             return None;
         };
@@ -264,7 +267,7 @@ impl Shared {
         };
         let lowered = worker
             .sandbox()
-            .map(|sandbox| sandbox.supervised.cgroup.lower_limits(&policy.limits));
+            .map(|sandbox| sandbox.supervised.cgroup.lower_limits(&lower));
         if let Some(Err(e)) = lowered {
             tracing::warn!(error = %e, "a pooled worker's cgroup refused the eval's limits; it is ended");
             tokio::task::spawn_blocking(move || drop((worker, slot, lease)));
@@ -285,7 +288,12 @@ impl Shared {
 
     /// Counts a finished run by its status.
     pub fn count_result(&self, result: &RunResult) {
-        let status = serde_json::to_value(result.status)
+        self.count_status(result.status);
+    }
+
+    /// Counts a finished run or eval by its status.
+    pub fn count_status(&self, status: bunker_api::Status) {
+        let status = serde_json::to_value(status)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
