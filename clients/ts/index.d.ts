@@ -450,3 +450,91 @@ export declare class EvalWorker {
 }
 
 export declare function openEvalWorker(options?: Omit<EvalOptions, "globals" | "function" | "args">): Promise<EvalWorker>;
+
+/** Where the daemon is, or the CLI fallback's binary. */
+export interface Transport {
+  /** The daemon's socket (else env BUNKER_SOCKET, else the CLI fallback); `false` forces the fallback. */
+  socket?: string | false;
+  /** The bunker binary for the CLI fallback (else env BUNKER_BIN, else `bunker` on PATH). */
+  bunkerBin?: string;
+}
+
+export interface ServeOptions extends Transport {
+  /** The handler module: `export default { fetch(req) }`, `export default function (req)` or `export function fetch(req)`. */
+  handler: string | URL;
+  /** The handlers' policy: an object, a policy file path, or a built-in profile (default `runtime:bun`). */
+  sandbox?: SandboxOption;
+  /** The directory the handler may read (default: the handler module's directory). */
+  project?: string;
+  /** `"spawn"` (default): sandboxes running bun with the handler, `pool` of them started ahead; `"eval"`: daemon evals of the bundled handler. */
+  via?: "spawn" | "eval";
+  /** Sandboxes started ahead of the requests (default 2). `via: "spawn"` only. */
+  pool?: number;
+  /** How long one request may take in its sandbox, in milliseconds (default 10 000). */
+  timeoutMs?: number;
+  /** Any other `Bun.serve` option (port, hostname, tls, ...). */
+  [option: string]: unknown;
+}
+
+/** Why a request got no response from its handler: the body of the 5xx. */
+export interface HandlerFailure {
+  kind: string;
+  message: string;
+  name?: string;
+}
+
+/** A Bun server whose handler module answers each request in a sandbox of its own. */
+export declare function serve(options: ServeOptions): import("bun").Server;
+
+export interface BuildOptions extends Transport {
+  entrypoints: string[];
+  /** Where the output goes (created if missing): the one place the sandbox may write. */
+  outdir: string;
+  sandbox?: SandboxOption;
+  /** The directory the sandbox may read (default: the current directory). */
+  project?: string;
+  /** Throw an AggregateError of the logs when the build fails (default true, like Bun.build). */
+  throw?: boolean;
+  /** Any other `Bun.build` option that is JSON (target, format, minify, ...). */
+  [option: string]: unknown;
+}
+
+export interface BuildOutputFile {
+  path: string;
+  kind: string;
+  hash: string | null;
+  loader: string;
+  size: number;
+  text(): Promise<string>;
+  arrayBuffer(): Promise<ArrayBuffer>;
+}
+
+export interface BuildOutput {
+  success: boolean;
+  outputs: BuildOutputFile[];
+  logs: Record<string, unknown>[];
+  /** The sandbox's run result. */
+  report: RunResult;
+}
+
+/** `Bun.build` (and its macros) in a sandbox that reads only the project and writes only `outdir`. */
+export declare function build(options: BuildOptions): Promise<BuildOutput>;
+
+export interface SandboxedWorkerOptions extends Transport {
+  sandbox?: SandboxOption;
+  /** A name for the worker (as Worker's `name`). */
+  name?: string;
+}
+
+/** A Worker whose module runs in its own sandbox; messages are JSON values. */
+export declare class SandboxedWorker extends EventTarget {
+  constructor(url: string | URL, options?: SandboxedWorkerOptions);
+  onmessage: ((event: MessageEvent) => void) | null;
+  onerror: ((event: ErrorEvent) => void) | null;
+  onmessageerror: ((event: MessageEvent) => void) | null;
+  readonly path: string;
+  /** The sandbox's run result, once it has ended. */
+  readonly exited: Promise<RunResult>;
+  postMessage(data: unknown): void;
+  terminate(): void;
+}

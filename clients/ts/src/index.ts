@@ -14,3 +14,6 @@ export {
   type EvalOutput,
   type WorkerEvalOptions,
 } from "./eval";
+export { serve, type ServeOptions, type HandlerFailure } from "./serve";
+export { build, type BuildOptions, type BuildOutput, type BuildOutputFile } from "./build";
+export { SandboxedWorker, type SandboxedWorkerOptions } from "./worker";
