@@ -10,7 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::serve::{descendants, eventually, pid_alive, Client, Daemon, DaemonSpec};
+use common::serve::{
+    assert_all_end_after_sigkill, assert_no_cgroups_of, descendants, eventually, pid_alive, Client,
+    Daemon, DaemonSpec,
+};
 use serde_json::{json, Value};
 
 const ENGINES: [&str; 2] = ["bun", "python"];
@@ -425,27 +428,12 @@ fn a_daemon_killed_while_an_eval_pool_fills_leaves_nothing() {
     assert!(own.len() >= 3, "no pre-started workers among {own:?}");
     let daemon_pid = daemon.pid();
     daemon.sigkill();
-    assert!(
-        eventually(Duration::from_secs(5), || own
-            .iter()
-            .all(|p| !pid_alive(*p))),
-        "the daemon's SIGKILL left {:?}",
-        own.iter().filter(|p| pid_alive(**p)).collect::<Vec<_>>()
-    );
+    assert_all_end_after_sigkill(&own);
     daemon.restart();
     let mut c = daemon.client();
     ready(&daemon, &mut c, "bun", 3);
     // The restarted daemon removed the killed one's cgroups.
-    let layout = bunker_cgroup::Layout::detect().unwrap();
-    let leftovers: Vec<String> = layout
-        .hierarchies
-        .iter()
-        .flat_map(|h| std::fs::read_dir(&h.own_dir).into_iter().flatten())
-        .flatten()
-        .map(|e| e.path().display().to_string())
-        .filter(|p| p.contains(&format!("/bunker-{daemon_pid}-")))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_no_cgroups_of(daemon_pid);
 }
 
 #[test]

@@ -8,7 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::serve::{descendants, eventually, pid_alive, Client, Daemon, DaemonSpec};
+use common::serve::{
+    assert_all_end_after_sigkill, assert_no_cgroups_of, descendants, eventually, pid_alive, Client,
+    Daemon, DaemonSpec,
+};
 use serde_json::{json, Value};
 
 /// The pooled policy: small limits, so each limit is quick to reach.
@@ -354,27 +357,12 @@ fn a_daemon_killed_while_its_pool_fills_leaves_nothing() {
     assert!(own.len() >= 4, "no pooled inits among {own:?}");
     let daemon_pid = daemon.pid();
     daemon.sigkill();
-    assert!(
-        eventually(Duration::from_secs(5), || own
-            .iter()
-            .all(|p| !pid_alive(*p))),
-        "the daemon's SIGKILL left {:?}",
-        own.iter().filter(|p| pid_alive(**p)).collect::<Vec<_>>()
-    );
+    assert_all_end_after_sigkill(&own);
     daemon.restart();
     let mut c = daemon.client();
     ready(&daemon, &mut c, 4);
     // The restarted daemon removed the killed one's cgroups (its own pool's are its own).
-    let layout = bunker_cgroup::Layout::detect().unwrap();
-    let leftovers: Vec<String> = layout
-        .hierarchies
-        .iter()
-        .flat_map(|h| std::fs::read_dir(&h.own_dir).into_iter().flatten())
-        .flatten()
-        .map(|e| e.path().display().to_string())
-        .filter(|p| p.contains(&format!("/bunker-{daemon_pid}-")))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_no_cgroups_of(daemon_pid);
 }
 
 /// The host pids of the daemon's sandbox inits (pid 1 of a pid namespace of their own).

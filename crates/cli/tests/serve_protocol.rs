@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::serve::{
-    descendants, eventually, pid_alive, spec, stdout_of, Client, Daemon, DaemonSpec,
+    assert_all_end_after_sigkill, assert_no_cgroups_of, descendants, eventually, pid_alive, spec,
+    stdout_of, Client, Daemon, DaemonSpec,
 };
 use serde_json::{json, Value};
 
@@ -519,31 +520,13 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced_after_sigkill() {
     sandbox.extend(&own);
     let daemon_pid = daemon.pid();
     daemon.sigkill();
-    assert!(
-        eventually(Duration::from_secs(5), || sandbox
-            .iter()
-            .all(|p| !pid_alive(*p))),
-        "the daemon's SIGKILL left {:?}",
-        sandbox
-            .iter()
-            .filter(|p| pid_alive(**p))
-            .collect::<Vec<_>>()
-    );
+    assert_all_end_after_sigkill(&sandbox);
     daemon.restart();
     // The restarted daemon replaced the stale socket, serves, and removed the killed
     // sandbox's cgroups.
     let reply = daemon.client().call(json!({"id": 1, "op": "health"}));
     assert_eq!(reply["ok"]["status"], "serving", "{reply}");
-    let layout = bunker_cgroup::Layout::detect().unwrap();
-    let leftovers: Vec<String> = layout
-        .hierarchies
-        .iter()
-        .flat_map(|h| std::fs::read_dir(&h.own_dir).into_iter().flatten())
-        .flatten()
-        .map(|e| e.path().display().to_string())
-        .filter(|p| p.contains(&format!("/bunker-{daemon_pid}-")))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_no_cgroups_of(daemon_pid);
 }
 
 #[test]

@@ -336,3 +336,29 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Asserts that every one of `pids` ends within 5 s of the daemon's SIGKILL.
+pub fn assert_all_end_after_sigkill(pids: &[i32]) {
+    assert!(
+        eventually(Duration::from_secs(5), || pids
+            .iter()
+            .all(|p| !pid_alive(*p))),
+        "the daemon's SIGKILL left {:?}",
+        pids.iter().filter(|p| pid_alive(**p)).collect::<Vec<_>>()
+    );
+}
+
+/// Asserts that no cgroup of the daemon `daemon_pid` (named `bunker-PID-…`) is left under this
+/// process's own cgroups: what a restarted daemon's stale sweep must have removed.
+pub fn assert_no_cgroups_of(daemon_pid: i32) {
+    let layout = bunker_cgroup::Layout::detect().unwrap();
+    let leftovers: Vec<String> = layout
+        .hierarchies
+        .iter()
+        .flat_map(|h| std::fs::read_dir(&h.own_dir).into_iter().flatten())
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.contains(&format!("/bunker-{daemon_pid}-")))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
