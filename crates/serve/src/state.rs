@@ -152,6 +152,15 @@ impl Shared {
         self.live.load(Ordering::SeqCst) + self.queued.load(Ordering::SeqCst)
     }
 
+    /// A live sandbox's slot from its permit: counted live until the slot is dropped.
+    fn occupy(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Slot {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Slot {
+            shared: self.clone(),
+            _permit: permit,
+        }
+    }
+
     /// A sandbox slot: at once when one is free, after waiting in the queue when it has room
     /// (first come, first served), otherwise `busy` at once. `cancel` turning true leaves the
     /// queue with `cancelled`.
@@ -199,11 +208,7 @@ impl Shared {
                 waited?
             }
         };
-        self.live.fetch_add(1, Ordering::SeqCst);
-        Ok(Slot {
-            shared: self.clone(),
-            _permit: permit,
-        })
+        Ok(self.occupy(permit))
     }
 
     pub(crate) fn pools_lock(&self) -> std::sync::MutexGuard<'_, Pools> {
@@ -227,11 +232,7 @@ impl Shared {
         else {
             return None;
         };
-        self.live.fetch_add(1, Ordering::SeqCst);
-        let slot = Slot {
-            shared: self.clone(),
-            _permit: permit,
-        };
+        let slot = self.occupy(permit);
         Some((
             slot,
             Taken {
@@ -265,11 +266,7 @@ impl Shared {
         else {
             return None;
         };
-        self.live.fetch_add(1, Ordering::SeqCst);
-        let slot = Slot {
-            shared: self.clone(),
-            _permit: permit,
-        };
+        let slot = self.occupy(permit);
         let lowered = worker
             .sandbox()
             .map(|sandbox| sandbox.supervised.cgroup.lower_limits(&lower));
