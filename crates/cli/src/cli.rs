@@ -298,6 +298,10 @@ pub struct CheckOpts {
     /// Also check that the policy grants nothing beyond this one.
     #[arg(long, value_name = "FILE")]
     pub subset_of: Option<PathBuf>,
+    /// Print the effective policy as a policy document to send inline (one line: no `sources`,
+    /// no null values), as `bunker run --connect` sends it.
+    #[arg(long)]
+    pub document: bool,
 }
 
 /// A `--best-effort` name, spelled as in `limits.best_effort`.

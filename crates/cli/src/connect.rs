@@ -320,7 +320,8 @@ pub fn eval(
 }
 
 /// The effective policy as a policy document that loads back to the same policy: every path
-/// absolute, `extends` merged, nothing left for the daemon to resolve.
+/// absolute, `extends` merged, nothing left for the daemon to resolve. Also what
+/// `bunker check --document` prints, for clients to send inline.
 pub(crate) fn policy_document(policy: &Policy) -> Result<serde_json::Value, ApiError> {
     let mut document = serde_json::to_value(policy)
         .map_err(|e| not_sendable(format!("cannot encode the effective policy as JSON: {e}")))?;
@@ -328,7 +329,20 @@ pub(crate) fn policy_document(policy: &Policy) -> Result<serde_json::Value, ApiE
     if let Some(map) = document.as_object_mut() {
         map.remove("sources");
     }
+    drop_nulls(&mut document);
     Ok(document)
+}
+
+/// Removes the keys whose value is null (unset options: the same as absent in a document).
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// The program's stdin: this process's fd 0, handed to the daemon, which judges it for the

@@ -357,3 +357,45 @@ fn a_spec_through_the_daemon_prints_what_a_cold_eval_prints() {
         .unwrap()
         .contains("`code`"));
 }
+
+#[test]
+fn check_document_prints_a_policy_to_send_inline() {
+    let dir = common::shared_tempdir();
+    let data = common::write_file(dir.path(), "data.txt", "granted");
+    let file = common::write_file(
+        dir.path(),
+        "policy.json",
+        &json!({"allow": {"read": ["."]}}).to_string(),
+    );
+    let out = common::bunker()
+        .args(["check", "--document"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+    let doc: Value = serde_json::from_str(text.trim()).unwrap();
+    assert!(doc.get("sources").is_none(), "{doc}");
+    fn no_nulls(v: &Value) -> bool {
+        match v {
+            Value::Null => false,
+            Value::Object(m) => m.values().all(no_nulls),
+            Value::Array(a) => a.iter().all(no_nulls),
+            _ => true,
+        }
+    }
+    assert!(no_nulls(&doc), "{doc}");
+    // Its relative grant is resolved (against the file's directory): sent inline from anywhere,
+    // it grants the file; the control without it is refused.
+    let code = format!("open('{}').read()", data.display());
+    let spec = json!({"engine": "python", "code": code, "policy": {"inline": doc}});
+    let (out, r) = eval_spec(common::bunker(), &[], &spec);
+    assert_eq!(r["value"], "granted", "{r} {}", stderr(&out));
+    let (_, r) = eval_spec(
+        common::bunker(),
+        &[],
+        &json!({"engine": "python", "code": code}),
+    );
+    assert_eq!(r["error"]["kind"], "thrown", "{r}");
+}
