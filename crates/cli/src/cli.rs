@@ -114,7 +114,7 @@ pub enum Command {
     Serve(ServeOpts),
     /// Evaluate code in a sandboxed Bun or Python worker; print the result as JSON.
     #[command(after_help = EVAL_EXAMPLES)]
-    Eval(EvalOpts),
+    Eval(Box<EvalOpts>),
 }
 
 const EVAL_EXAMPLES: &str = "Examples:
