@@ -3,9 +3,7 @@
 import { type Connection, daemonSocket, sharedConnection } from "./connection";
 import { BunkerError, badOption, checkKeys } from "./errors";
 import { bunkerBinary, classifyPolicy, policyForDaemon, type PolicySource } from "./policy";
-import { tmpdir } from "node:os";
-import { resolve } from "node:path";
-import type { ApiError, EvalHttpOptions, EvalResult, EvalSpec, HttpRecord, Policy, SandboxOption, Status } from "./types";
+import type { ApiError, EvalHttpOptions, EvalResult, EvalSpec, HttpRecord, SandboxOption, Status } from "./types";
 
 export interface EvalOptions {
   /** Wall-clock bound in milliseconds (can only lower the eval profile's). */
@@ -133,55 +131,6 @@ export function evalSpec(code: string, options: EvalOptions): { spec: EvalSpec; 
   return { spec, policy };
 }
 
-/** `allowlist` × `allowed_ports` as `allow.net` rules (as bunker_policy::eval maps them). */
-function allowRules(http: EvalHttpOptions): string[] {
-  const hosts = http.allowlist ?? [];
-  const ports = http.allowed_ports ?? [];
-  if (ports.length === 0) return hosts;
-  const withPort = (host: string, port: number) =>
-    host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
-  return hosts.flatMap((host) => ports.map((port) => withPort(host, port)));
-}
-
-/**
- * The policy layer `bunker eval` (which takes only `--allow-net` of the http options) gets for
- * the rest of them: `denylist` → `deny.net`, the limits → `http.*`, on top of `base` (a policy
- * file, or none: then the eval profile alone).
- */
-export function httpPolicyLayer(http: EvalHttpOptions | undefined, base: string | undefined): Policy | undefined {
-  const layer: Policy = base === undefined ? {} : { extends: [base] };
-  const limits: NonNullable<Policy["http"]> = {};
-  if (http?.block_private_ips !== undefined) limits.block_private_ips = http.block_private_ips;
-  if (http?.max_requests !== undefined) limits.max_requests = http.max_requests;
-  if (http?.max_request_size !== undefined) limits.max_request_bytes = http.max_request_size;
-  if (http?.max_response_size !== undefined) limits.max_response_bytes = http.max_response_size;
-  if (http?.request_timeout !== undefined) limits.request_timeout = `${http.request_timeout}ms`;
-  if (Object.keys(limits).length > 0) layer.http = limits;
-  if ((http?.denylist ?? []).length > 0) layer.deny = { net: http!.denylist };
-  if (layer.http === undefined && layer.deny === undefined) return undefined;
-  return layer;
-}
-
-/** `bunker eval`'s arguments for a spec (the CLI fallback); `policyFile` extends the eval profile. */
-export function cliEvalArgs(bin: string, spec: EvalSpec, policyFile: string | undefined): string[] {
-  const args = [bin, "eval", "--local", "--engine", spec.engine];
-  if (spec.limits?.timeout_ms !== undefined) args.push("--timeout", `${spec.limits.timeout_ms}ms`);
-  if (spec.limits?.memory_bytes !== undefined) args.push("--memory", String(spec.limits.memory_bytes));
-  if (spec.limits?.console_bytes !== undefined) args.push("--console-max", String(spec.limits.console_bytes));
-  if (spec.http !== undefined) {
-    if ((spec.http.allowed_methods ?? []).length > 0) {
-      // bunker refuses them (the proxy cannot see methods inside TLS): say so as the daemon does.
-      throw new BunkerError("policy_invalid", `http.allowed_methods: methods ${JSON.stringify(spec.http.allowed_methods)} cannot be enforced: the egress proxy does not see the method of a TLS connection; leave allowed_methods empty`);
-    }
-    for (const rule of allowRules(spec.http)) args.push("--allow-net", rule);
-  }
-  if (spec.globals !== undefined) args.push("--globals", JSON.stringify(spec.globals));
-  if (spec.function !== undefined) args.push("--function", spec.function, "--args", JSON.stringify(spec.args ?? []));
-  if (policyFile !== undefined) args.push("--policy", policyFile);
-  args.push("--", spec.code);
-  return args;
-}
-
 /** Evaluates JavaScript in a sandbox; resolves to its value, rejects with `EvalError` when the code failed. */
 export async function evalJs(code: string, options: EvalOptions = {}): Promise<EvalOutput> {
   const { spec, policy } = evalSpec(code, options);
@@ -200,45 +149,33 @@ export async function evalJs(code: string, options: EvalOptions = {}): Promise<E
   return toOutput(result);
 }
 
+/**
+ * The CLI fallback: the whole spec on `bunker eval --spec -`'s stdin, which composes its policy
+ * (the eval profile, `spec.policy`, then `http` and `limits`) as the daemon does.
+ */
 async function evalCli(spec: EvalSpec, policy: PolicySource | undefined, bin: string | undefined): Promise<EvalResult> {
   const binary = bunkerBinary(bin);
-  const temporary: string[] = [];
-  const writeTemporary = async (doc: Policy) => {
-    const path = `${tmpdir()}/bunker-eval-policy-${process.pid}-${crypto.randomUUID()}.json`;
-    await Bun.write(path, JSON.stringify(doc));
-    temporary.push(path);
-    return path;
-  };
-  try {
-    let base: string | undefined;
-    if (policy?.kind === "file") base = resolve(policy.path);
-    else if (policy?.kind === "object") {
-      // Resolved here (relative paths against this process), then written where bunker reads it.
-      const choice = await policyForDaemon(policy, bin);
-      base = await writeTemporary((choice as { inline: Policy }).inline);
-    } else if (policy?.kind === "name") {
-      throw badOption("evalJs()", `sandbox: a policy name ("${policy.name}") needs a daemon; give a policy object or file`);
-    }
-    const layer = httpPolicyLayer(spec.http, base);
-    const policyFile = layer === undefined ? base : await writeTemporary(layer);
-    const proc = Bun.spawn(cliEvalArgs(binary, spec, policyFile), { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-    const [out, err, code] = await Promise.all([
-      new Response(proc.stdout).text(),
-      new Response(proc.stderr).text(),
-      proc.exited,
-    ]);
-    const line = out.trim().split("\n").pop() ?? "";
-    if (line.startsWith("{")) return JSON.parse(line) as EvalResult;
-    // No EvalResult: a request-level error, whose ApiError is the last line on stderr.
-    const last = err.trim().split("\n").pop() ?? "";
-    if (last.startsWith("{")) {
-      const apiError = JSON.parse(last) as ApiError;
-      if (typeof apiError.code === "string") throw BunkerError.fromApi(apiError);
-    }
-    throw new BunkerError("internal_error", `bunker eval exited ${code} without a result: ${err.trim()}`);
-  } finally {
-    for (const path of temporary) await Bun.file(path).delete().catch(() => {});
+  // A file or an object with relative paths is resolved here, against this process, as for a daemon.
+  if (policy !== undefined) spec.policy = await policyForDaemon(policy, bin);
+  const proc = Bun.spawn([binary, "eval", "--local", "--spec", "-"], {
+    stdin: new TextEncoder().encode(JSON.stringify(spec)),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [out, err, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  const line = out.trim().split("\n").pop() ?? "";
+  if (line.startsWith("{")) return JSON.parse(line) as EvalResult;
+  // No EvalResult: a request-level error, whose ApiError is the last line on stderr.
+  const last = err.trim().split("\n").pop() ?? "";
+  if (last.startsWith("{")) {
+    const apiError = JSON.parse(last) as ApiError;
+    if (typeof apiError.code === "string") throw BunkerError.fromApi(apiError);
   }
+  throw new BunkerError("internal_error", `bunker eval exited ${code} without a result: ${err.trim()}`);
 }
 
 /** What an opened worker's evals take: the code's own inputs (limits and policy are the worker's). */

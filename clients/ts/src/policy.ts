@@ -75,7 +75,7 @@ export async function effectivePolicy(
   const binary = bunkerBinary(bin);
   const fromStdin = "policy" in source;
   const what = "profile" in source ? ["--profile", source.profile] : fromStdin ? ["-"] : [source.path];
-  const proc = Bun.spawn([binary, "check", ...what], {
+  const proc = Bun.spawn([binary, "check", "--document", ...what], {
     stdin: fromStdin ? new TextEncoder().encode(JSON.stringify(source.policy)) : "ignore",
     stdout: "pipe",
     stderr: "pipe",
@@ -90,10 +90,8 @@ export async function effectivePolicy(
     const message = lines.length > 0 ? lines.map((l) => l.slice("bunker: policy error: ".length)).join("; ") : err.trim();
     throw new BunkerError(code === 120 ? "policy_invalid" : "internal_error", message || `bunker check exited ${code}`);
   }
-  const effective = JSON.parse(out) as Policy & { sources?: unknown };
-  // `sources` says where the merged layers came from; it is not a policy key.
-  delete effective.sources;
-  return effective;
+  // `--document`: a policy document ready to send inline (no `sources`, no nulls).
+  return JSON.parse(out) as Policy;
 }
 
 /** The request's `policy` for the daemon. */

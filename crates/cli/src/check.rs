@@ -44,7 +44,14 @@ pub fn main(opts: CheckOpts) -> i32 {
             return exit::POLICY_ERROR;
         }
     };
-    match serde_json::to_string_pretty(&policy) {
+    let printed = if opts.document {
+        crate::connect::policy_document(&policy)
+            .map_err(|e| e.message)
+            .and_then(|doc| serde_json::to_string(&doc).map_err(|e| e.to_string()))
+    } else {
+        serde_json::to_string_pretty(&policy).map_err(|e| e.to_string())
+    };
+    match printed {
         Ok(text) => println!("{text}"),
         Err(e) => {
             eprintln!("bunker: cannot print the policy: {e}");

@@ -114,7 +114,7 @@ pub enum Command {
     Serve(ServeOpts),
     /// Evaluate code in a sandboxed Bun or Python worker; print the result as JSON.
     #[command(after_help = EVAL_EXAMPLES)]
-    Eval(EvalOpts),
+    Eval(Box<EvalOpts>),
 }
 
 const EVAL_EXAMPLES: &str = "Examples:
@@ -124,6 +124,8 @@ const EVAL_EXAMPLES: &str = "Examples:
   bunker eval --globals '{\"x\": 41}' 'x + 1'
   bunker eval --function add --args '[1, 2]' 'function add(a, b) { return a + b }'
   bunker eval --allow-net example.com 'fetch(\"https://example.com\").then(r => r.status)'
+  bunker eval --spec '{\"engine\": \"python\", \"code\": \"6*7\"}'
+  echo '{\"engine\": \"bun\", \"code\": \"1+1\", \"http\": {\"allowlist\": [\"example.com\"]}}' | bunker eval --spec -
 
 Prints the result as one JSON line (docs/api.md, \"Eval\"; docs/workers.md); exit 0 when `error`
 is null.";
@@ -137,6 +139,18 @@ pub struct EvalOpts {
     /// Evaluate here even when `BUNKER_SOCKET` is set.
     #[arg(long, conflicts_with = "connect")]
     pub local: bool,
+    /// The whole request as JSON (an EvalSpec, as the daemon's op `eval` takes it: engine,
+    /// code, function, args, globals, limits, http, policy), or `-` to read it from stdin.
+    /// Replaces every flag below and CODE: giving one of them too is a usage error.
+    #[arg(
+        long,
+        value_name = "JSON",
+        conflicts_with_all = [
+            "engine", "timeout", "memory", "console_max", "allow_net", "policy", "globals",
+            "function", "args", "code",
+        ]
+    )]
+    pub spec: Option<String>,
     /// The engine: bun or python.
     #[arg(long, value_name = "ENGINE", default_value = "bun")]
     pub engine: String,
@@ -165,8 +179,8 @@ pub struct EvalOpts {
     #[arg(long, value_name = "JSON", requires = "function")]
     pub args: Option<String>,
     /// The code: a script whose value is that of its last expression.
-    #[arg(value_name = "CODE")]
-    pub code: String,
+    #[arg(value_name = "CODE", required_unless_present = "spec")]
+    pub code: Option<String>,
 }
 
 /// How the result of a run is reported.
@@ -284,6 +298,10 @@ pub struct CheckOpts {
     /// Also check that the policy grants nothing beyond this one.
     #[arg(long, value_name = "FILE")]
     pub subset_of: Option<PathBuf>,
+    /// Print the effective policy as a policy document to send inline (one line: no `sources`,
+    /// no null values), as `bunker run --connect` sends it.
+    #[arg(long)]
+    pub document: bool,
 }
 
 /// A `--best-effort` name, spelled as in `limits.best_effort`.

@@ -309,39 +309,40 @@ fn write_all(mut file: &std::fs::File, mut bytes: &[u8]) -> std::io::Result<()> 
 }
 
 /// `bunker eval --connect` (or `BUNKER_SOCKET`): op `eval` through the daemon at `socket`, which
-/// prints the same line as a cold eval. `--policy FILE` is loaded here, as a cold eval loads it
-/// (relative to this process), and sent inline as its effective document; the daemon puts the
-/// engine's profile under it and applies the spec's `http` and `limits` as the cold path does.
+/// prints the same line as a cold eval. The spec is sent as `bunker eval` built it (a
+/// `--policy FILE` is already inline in it, loaded relative to this process); the daemon puts the
+/// engine's profile under its policy and applies its `http` and `limits` as the cold path does.
 pub fn eval(
     socket: &Path,
     spec: &bunker_api::EvalSpec,
-    policy_file: Option<&Path>,
 ) -> Result<bunker_api::EvalResult, ApiError> {
-    let mut spec = spec.clone();
-    if let Some(file) = policy_file {
-        let cwd = std::env::current_dir()
-            .map_err(|e| not_sendable(format!("cannot read the current directory: {e}")))?;
-        let load = bunker_policy::eval::eval_load_spec(
-            spec.engine,
-            Some(bunker_policy::PolicySource::File(file.to_path_buf())),
-            cwd,
-        );
-        let policy = bunker_policy::load(&load).map_err(|e| ApiError::from(&e))?;
-        spec.policy = Some(PolicyChoice::Inline(policy_document(&policy)?));
-    }
-    Client::connect(socket)?.eval(&spec)
+    Client::connect(socket)?.eval(spec)
 }
 
 /// The effective policy as a policy document that loads back to the same policy: every path
-/// absolute, `extends` merged, nothing left for the daemon to resolve.
-fn policy_document(policy: &Policy) -> Result<serde_json::Value, ApiError> {
+/// absolute, `extends` merged, nothing left for the daemon to resolve. Also what
+/// `bunker check --document` prints, for clients to send inline.
+pub(crate) fn policy_document(policy: &Policy) -> Result<serde_json::Value, ApiError> {
     let mut document = serde_json::to_value(policy)
         .map_err(|e| not_sendable(format!("cannot encode the effective policy as JSON: {e}")))?;
     // Where the policy came from is no part of a policy document.
     if let Some(map) = document.as_object_mut() {
         map.remove("sources");
     }
+    drop_nulls(&mut document);
     Ok(document)
+}
+
+/// Removes the keys whose value is null (unset options: the same as absent in a document).
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// The program's stdin: this process's fd 0, handed to the daemon, which judges it for the

@@ -6,11 +6,12 @@
 //! and the run's result mapped to the EvalResult (`bunker_sandbox::worker::outcome`).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use bunker_api::{
-    exit, ApiError, Engine, ErrorCode, EvalLimits, EvalResult, EvalSpec, HttpOptions, RunResult,
+    exit, ApiError, Engine, ErrorCode, EvalLimits, EvalResult, EvalSpec, HttpOptions, PolicyChoice,
+    RunResult,
 };
 use bunker_policy::eval::{apply_eval_options, eval_load_spec, DEFAULT_CONSOLE_BYTES};
 use bunker_policy::{HostEnv, Policy, PolicySource};
@@ -43,26 +44,14 @@ pub fn main(opts: EvalOpts) -> i32 {
         Err(e) => return refuse(&e),
     };
     let evaluated = match daemon_socket(&opts) {
-        Some(socket) => eval_through_daemon(&socket, &spec, opts.policy.as_deref()),
-        None => eval_cold(&spec, opts.policy.as_deref()),
+        Some(socket) => crate::connect::eval(&socket, &spec),
+        None => eval_cold(&spec),
     };
     match evaluated {
         Ok(result) => print_result(&result),
         Err(e) => refuse(&e),
     }
 }
-
-// ---- EVALSERVE: the daemon branch ------------------------------------------------------------
-/// The `--connect` / `BUNKER_SOCKET` branch: op `eval` through the daemon (connect.rs); a
-/// daemon that does not answer is `unavailable` (exit 125).
-fn eval_through_daemon(
-    socket: &Path,
-    spec: &EvalSpec,
-    policy_file: Option<&Path>,
-) -> Result<EvalResult, ApiError> {
-    crate::connect::eval(socket, spec, policy_file)
-}
-// ---- end of the daemon branch ----------------------------------------------------------------
 
 /// The exit code of an eval: 0 without an error, else its kind's (docs/cli.md).
 fn exit_code(result: &EvalResult) -> i32 {
@@ -95,16 +84,53 @@ fn usage(message: String) -> ApiError {
     ApiError::new(ErrorCode::RequestInvalid, message)
 }
 
-/// The EvalSpec of the command line. `--policy FILE` is not part of it: it is loaded here
-/// (relative to the caller), and sent inline by the daemon branch.
+/// The EvalSpec of the command line: `--spec` as it is, or the flags filling one. Either way
+/// the result is the spec the daemon's op `eval` takes, complete: `--connect` sends it as it is,
+/// the cold path composes its policy as the daemon does ([`eval_policy`]).
 fn spec_of(opts: &EvalOpts) -> Result<EvalSpec, ApiError> {
+    match &opts.spec {
+        Some(text) => parse_spec(text),
+        None => spec_of_flags(opts),
+    }
+}
+
+/// `--spec JSON`, or `--spec -`: the JSON read from stdin (so that large code need not go
+/// through argv). A spec that does not parse is `request_invalid`, naming the field.
+fn parse_spec(arg: &str) -> Result<EvalSpec, ApiError> {
+    let text = if arg == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| usage(format!("--spec -: cannot read the spec from stdin: {e}")))?;
+        text
+    } else {
+        arg.to_string()
+    };
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let spec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        if field == "." {
+            usage(format!("--spec: not an eval spec: {inner}"))
+        } else {
+            usage(format!("--spec: field `{field}`: {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| usage(format!("--spec: text after the spec: {e}")))?;
+    Ok(spec)
+}
+
+/// The flags' EvalSpec. `--policy FILE` is loaded here (relative to the caller, with the
+/// engine's profile in its `extends`) and carried inline as its effective document, as a
+/// `--spec` would carry it.
+fn spec_of_flags(opts: &EvalOpts) -> Result<EvalSpec, ApiError> {
     let engine = Engine::parse(&opts.engine).ok_or_else(|| {
         usage(format!(
             "--engine {:?}: expected one of bun, python",
             opts.engine
         ))
     })?;
-    let mut spec = EvalSpec::new(engine, opts.code.clone());
+    let mut spec = EvalSpec::new(engine, opts.code.clone().unwrap_or_default());
     let ms = |d: std::time::Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
     spec.limits = EvalLimits {
         timeout_ms: (opts.timeout.as_deref())
@@ -135,21 +161,58 @@ fn spec_of(opts: &EvalOpts) -> Result<EvalSpec, ApiError> {
         spec.args = serde_json::from_str(json)
             .map_err(|e| usage(format!("--args: expected a JSON array: {e}")))?;
     }
+    if let Some(file) = &opts.policy {
+        let load = eval_load_spec(
+            engine,
+            Some(PolicySource::File(file.clone())),
+            current_dir()?,
+        );
+        let policy = bunker_policy::load(&load).map_err(|e| ApiError::from(&e))?;
+        spec.policy = Some(PolicyChoice::Inline(crate::connect::policy_document(
+            &policy,
+        )?));
+    }
     Ok(spec)
 }
 
-/// The policy an eval runs under: the engine's profile (extended by `policy_file` when given),
-/// then the spec's `http` and `limits` applied (`bunker_policy::eval`).
-fn eval_policy(spec: &EvalSpec, policy_file: Option<&Path>) -> Result<Policy, ApiError> {
-    let policy_error = |e: bunker_policy::PolicyError| ApiError::from(&e);
-    let cwd = std::env::current_dir().map_err(|e| {
+fn current_dir() -> Result<PathBuf, ApiError> {
+    std::env::current_dir().map_err(|e| {
         ApiError::new(
             ErrorCode::SetupFailed,
             format!("cannot read the current directory: {e}"),
         )
-    })?;
-    let source = policy_file.map(|f| PolicySource::File(f.to_path_buf()));
-    let load = eval_load_spec(spec.engine, source, cwd);
+    })
+}
+
+/// The policy a cold eval runs under, composed as the daemon composes it
+/// (`bunker_serve::eval::effective_policy`): the engine's profile, extended by `spec.policy` (an
+/// inline document, relative paths against the current directory, or a built-in profile by
+/// name: there is no daemon config here), then the spec's `http` and `limits` applied
+/// (`bunker_policy::eval::apply_eval_options`, the one place of that mapping).
+fn eval_policy(spec: &EvalSpec) -> Result<Policy, ApiError> {
+    let policy_error = |e: bunker_policy::PolicyError| ApiError::from(&e);
+    let cwd = current_dir()?;
+    let text = |text: String| PolicySource::Text {
+        text,
+        name: "spec.policy".into(),
+        base: cwd.clone(),
+    };
+    let source = match &spec.policy {
+        None => None,
+        Some(PolicyChoice::Inline(doc)) => Some(text(doc.to_string())),
+        Some(PolicyChoice::Name(name)) => {
+            if bunker_policy::builtin(name).is_err() {
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "spec.policy: no policy named {name:?} (without a daemon only the built-in profiles have names)"
+                    ),
+                ));
+            }
+            Some(text(serde_json::json!({ "extends": [name] }).to_string()))
+        }
+    };
+    let load = eval_load_spec(spec.engine, source, cwd.clone());
     let mut policy = bunker_policy::load_with_origins(&load, &HostEnv::from_process())
         .map(|(policy, _)| policy)
         .map_err(policy_error)?;
@@ -163,8 +226,13 @@ fn setup_error(step: &str, detail: impl std::fmt::Display) -> ApiError {
 
 /// The cold path: a sandbox built for this eval, its worker started, supervised to its end.
 /// Must run while the process is single-threaded (it clones).
-fn eval_cold(spec: &EvalSpec, policy_file: Option<&Path>) -> Result<EvalResult, ApiError> {
-    let policy = eval_policy(spec, policy_file)?;
+fn eval_cold(spec: &EvalSpec) -> Result<EvalResult, ApiError> {
+    if let Some(worker) = &spec.worker {
+        return Err(usage(format!(
+            "spec.worker {worker:?}: opened workers live in a daemon; evaluate through one (--connect / BUNKER_SOCKET)"
+        )));
+    }
+    let policy = eval_policy(spec)?;
     let console_bytes = spec.limits.console_bytes.unwrap_or(DEFAULT_CONSOLE_BYTES);
     let (mut channel, worker_fds) = Channel::new(ChannelConfig::default())
         .map_err(|e| setup_error("create the worker channel", e))?;

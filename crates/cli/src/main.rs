@@ -30,7 +30,7 @@ fn main() {
         cli::Command::Schema(opts) => check::schema(opts),
         cli::Command::Doctor(opts) => doctor::main(opts),
         cli::Command::Serve(opts) => serve::main(opts),
-        cli::Command::Eval(opts) => eval::main(opts),
+        cli::Command::Eval(opts) => eval::main(*opts),
     };
     std::process::exit(code);
 }

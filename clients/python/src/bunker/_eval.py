@@ -4,14 +4,12 @@ else `bunker eval` locally) and return its value, or raise the error it ended wi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 from . import _errors as errors
-from ._policy import BUILTIN_PROFILES, PolicyArg, as_policy, bunker_bin as find_bunker_bin, load_file
+from ._policy import PolicyArg, as_policy, bunker_bin as find_bunker_bin, load_file
 from ._protocol import Json, PathArg, resolve_socket
 from ._run import daemon_request
 
@@ -165,80 +163,12 @@ def eval_spec(
     return spec
 
 
-def _cli_policy_file(spec: Json, directory: str) -> Optional[str]:
-    """The `--policy FILE` of `bunker eval` for what its flags cannot say: the spec's policy and
-    the `http` keys beyond `allowlist` / `allowed_ports` (the policy's `deny.net` and `http`
-    keys, as `bunker_policy::eval::ApplyHttp` maps them). `None` when neither is there."""
-    http = spec.get("http") or {}
-    document: Json = {}
-    choice = spec.get("policy")
-    if choice is not None:
-        if "name" in choice:
-            if choice["name"] not in BUILTIN_PROFILES:
-                raise errors.NotFoundError(
-                    f"policy {choice['name']!r} is not a built-in profile; names of a daemon's config "
-                    "need the daemon (socket= or BUNKER_SOCKET)",
-                    "not_found",
-                )
-            document["extends"] = [choice["name"]]
-        else:
-            # Already effective (a file went through `bunker check`) or the caller's dict.
-            base = os.path.join(directory, "base.json")
-            with open(base, "w", encoding="utf-8") as f:
-                json.dump(choice["inline"], f)
-            document["extends"] = [base]
-    if http.get("denylist"):
-        document["deny"] = {"net": list(http["denylist"])}
-    limits = {
-        "block_private_ips": http.get("block_private_ips"),
-        "max_requests": http.get("max_requests"),
-        "max_request_bytes": http.get("max_request_size"),
-        "max_response_bytes": http.get("max_response_size"),
-        "request_timeout": f"{http['request_timeout']}ms" if http.get("request_timeout") is not None else None,
-    }
-    limits = {k: v for k, v in limits.items() if v is not None}
-    if limits:
-        document["http"] = limits
-    if not document:
-        return None
-    path = os.path.join(directory, "eval-policy.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(document, f)
-    return path
-
-
 def _cli_eval(spec: Json, bin_path: Optional[str]) -> Json:
-    """`bunker eval --local` (cold, here): it prints the EvalResult as one JSON line, or an
-    ApiError as the last line of stderr."""
-    cmd = [find_bunker_bin(bin_path), "eval", "--local", "--engine", spec["engine"]]
-    limits = spec.get("limits", {})
-    if "timeout_ms" in limits:
-        cmd += ["--timeout", f"{limits['timeout_ms']}ms"]
-    if "memory_bytes" in limits:
-        cmd += ["--memory", str(limits["memory_bytes"])]
-    if "console_bytes" in limits:
-        cmd += ["--console-max", str(limits["console_bytes"])]
-    http = spec.get("http") or {}
-    if http.get("allowed_methods"):
-        # Refused by the daemon and the CLI alike (unenforceable): let the CLI say so.
-        raise errors.PolicyError(
-            "http.allowed_methods cannot be enforced: the egress proxy does not see the method of a "
-            "TLS connection; leave allowed_methods empty",
-            "policy_invalid",
-        )
-    ports = http.get("allowed_ports") or []
-    for host in http.get("allowlist", []):
-        for rule in [f"[{host}]:{p}" if ":" in host else f"{host}:{p}" for p in ports] or [host]:
-            cmd += ["--allow-net", rule]
-    if "globals" in spec:
-        cmd += ["--globals", json.dumps(spec["globals"])]
-    if "function" in spec:
-        cmd += ["--function", spec["function"], "--args", json.dumps(spec.get("args", []))]
-    with tempfile.TemporaryDirectory(prefix="bunker-eval-") as directory:
-        policy_file = _cli_policy_file(spec, directory)
-        if policy_file is not None:
-            cmd += ["--policy", policy_file]
-        proc = subprocess.run(cmd + ["--", spec["code"]], capture_output=True)
+    """`bunker eval --local --spec -` (cold, here), the whole spec on its stdin: bunker composes
+    its policy (the eval profile, `policy`, then `http` and `limits`) as the daemon does. It
+    prints the EvalResult as one JSON line, or an ApiError as the last line of stderr."""
+    cmd = [find_bunker_bin(bin_path), "eval", "--local", "--spec", "-"]
+    proc = subprocess.run(cmd, input=json.dumps(spec).encode("utf-8"), capture_output=True)
     out = proc.stdout.decode("utf-8", "replace").strip().splitlines()
     if out:
         try:

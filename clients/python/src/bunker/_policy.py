@@ -101,12 +101,11 @@ def load_file(path: str, bin_path: Optional[str] = None) -> Json:
     cached = _file_cache.get(key)
     if cached is not None:
         return copy.deepcopy(cached)
-    proc = subprocess.run([binary, "check", full], capture_output=True, text=True)
+    proc = subprocess.run([binary, "check", "--document", full], capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [l.removeprefix("bunker: policy error: ") for l in proc.stderr.splitlines() if l.strip()]
         raise PolicyError("; ".join(lines) or f"bunker check exited {proc.returncode}", "policy_invalid")
-    document = json.loads(proc.stdout)
-    document.pop("sources", None)  # what check reports it merged; not a policy key
+    document = json.loads(proc.stdout)  # `--document`: inline-sendable (no `sources`, no nulls)
     _file_cache[key] = document
     return copy.deepcopy(document)
 

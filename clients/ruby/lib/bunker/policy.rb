@@ -29,27 +29,17 @@ module Bunker
       policy.end_with?(".json") || policy.include?("/")
     end
 
-    # The effective policy of a file, as a document: what `bunker check` prints, without the
-    # fields a document does not have (`sources`) and without nulls (unset options).
+    # The effective policy of a file, as a document to send inline: what `bunker check --document`
+    # prints (no `sources`, no nulls).
     def load_file(path, bunker_bin)
-      out, err, status = Open3.capture3(Bunker.bunker_bin(bunker_bin), "check", path)
+      out, err, status = Open3.capture3(Bunker.bunker_bin(bunker_bin), "check", "--document", path)
       unless status.success?
         raise PolicyError.new("policy file #{path}: #{err.strip}", code: "policy_invalid")
       end
 
-      doc = JSON.parse(out)
-      doc.delete("sources")
-      drop_nulls(doc)
+      JSON.parse(out)
     rescue Errno::ENOENT => e
       raise UnavailableError, "cannot run #{Bunker.bunker_bin(bunker_bin)} to load #{path}: #{e.message}"
-    end
-
-    def drop_nulls(value)
-      case value
-      when Hash then value.each_with_object({}) { |(k, v), h| h[k] = drop_nulls(v) unless v.nil? }
-      when Array then value.map { |v| drop_nulls(v) }
-      else value
-      end
     end
 
     def stringify(value)
