@@ -338,6 +338,41 @@ while True: pass"
     });
 }
 
+#[test]
+fn the_worker_cannot_resize_its_rings() {
+    // A shrunk memfd would turn bunker's reads of its mapping into SIGBUS; a grown one would
+    // charge bunker for the worker's pages. The seals refuse both, to the worker's own fd 4;
+    // control: the same calls on a file of its own in /tmp resize it.
+    for_each(|mode, make, engine| {
+        let code = match engine {
+            "bun" => {
+                "const fs = require('node:fs');
+                 const t = (fd, n) => { try { fs.ftruncateSync(fd, n); return 'resized'; } catch (e) { return e.code; } };
+                 const own = fs.openSync('/tmp/own', 'w+');
+                 [t(4, 0), t(4, 1 << 30), t(own, 0), t(own, 4096)]"
+            }
+            _ => {
+                "import errno, os
+def t(fd, n):
+    try:
+        os.ftruncate(fd, n)
+        return 'resized'
+    except OSError as e:
+        return errno.errorcode[e.errno]
+own = os.open('/tmp/own', os.O_RDWR | os.O_CREAT)
+[t(4, 0), t(4, 1 << 30), t(own, 0), t(own, 4096)]"
+            }
+        };
+        let (out, r) = eval(make, engine, &[], code);
+        assert_eq!(
+            r["value"],
+            serde_json::json!(["EPERM", "EPERM", "resized", "resized"]),
+            "{mode} {engine}: {r} {}",
+            stderr(&out)
+        );
+    });
+}
+
 /// A loopback HTTP server answering every request with `200 hello`; counts what it served.
 fn http_server() -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
