@@ -9,6 +9,7 @@ const fs = require("node:fs");
 const HEADER = 64;
 const MAGIC = 0x474e5242;
 const CONTROL_FD = 3;
+const EXIT_DELAY_MS = 3;
 
 const mem = Bun.mmap("/proc/self/fd/4", { shared: true });
 
@@ -237,6 +238,11 @@ for (;;) {
   const request = readRequest(input);
   writeReply(output, await run(request));
   fs.writeSync(CONTROL_FD, "D");
-  if (!request.keep_open) break;
+  if (!request.keep_open) {
+    // Done: the exit waits EXIT_DELAY_MS, so that it does not compete with the reply for the
+    // CPU (a daemon kills the sandbox behind its reply meanwhile).
+    Bun.sleepSync(EXIT_DELAY_MS);
+    break;
+  }
 }
 process.exit(0);

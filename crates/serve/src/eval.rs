@@ -413,6 +413,10 @@ fn request_invalid(e: ChannelError) -> ApiError {
     ApiError::new(ErrorCode::RequestInvalid, format!("spec: {e}"))
 }
 
+/// How long a worker's sandbox outlives the reply it gave (see `eval_once`): long enough for
+/// the reply to reach the client on a busy host, short enough to be no run of its own.
+const TEARDOWN_DELAY: Duration = Duration::from_millis(2);
+
 /// Runs one eval in a hired worker, which ends with it.
 pub async fn eval_once(
     shared: &Arc<Shared>,
@@ -439,10 +443,15 @@ pub async fn eval_once(
             outcome::eval_result(Ok(Some(reply)), Some(&ended), wall_ms, warm)
         }
         Awaited::Reply(Ok(Some(reply))) => {
-            // The reply is checked: it goes now, the sandbox is killed and torn down behind it
-            // (the supervision task holds the slot until it is gone).
+            // The reply is checked: it goes now, and the sandbox is killed and torn down
+            // TEARDOWN_DELAY behind it (the supervision task holds the slot until it is gone),
+            // so that the worker's exit, the teardown and the pool's refill do not compete
+            // with the reply for the CPU. The worker waits for its channel's end meanwhile.
             let result = outcome::eval_result(Ok(Some(reply)), None, wall_ms(), warm);
-            let _ = run.kill.try_send(KillReason::Cancelled);
+            tokio::spawn(async move {
+                tokio::time::sleep(TEARDOWN_DELAY).await;
+                let _ = run.kill.try_send(KillReason::Cancelled);
+            });
             result
         }
         Awaited::Reply(Err(e)) => {
