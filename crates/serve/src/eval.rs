@@ -10,10 +10,11 @@
 //! request written into `in` and `R` rung, the sandbox supervised from then (its timeout and
 //! wall time count from the hand-over), then `D` awaited on the control socket (on the
 //! runtime's reactor) or the sandbox's end. The reply is sent as soon as the `out` record has
-//! passed the channel's checks; the sandbox is then killed and torn down in the background
-//! (with network, the end is awaited so the result carries the proxy's records). A worker that
-//! breaks the protocol is killed and its result says `protocol_error`; nothing it writes is
-//! trusted beyond what the channel checked.
+//! passed the channel's checks; the sandbox is killed and torn down in the background a
+//! moment behind it (`TEARDOWN_DELAY`, so as not to compete with the reply; with network, the
+//! end is awaited so the result carries the proxy's records). A worker that breaks the
+//! protocol is killed and its result says `protocol_error`; nothing it writes is trusted
+//! beyond what the channel checked.
 //!
 //! One tenant per worker: a worker serves one eval and ends, except in a session of the opt-in
 //! multi-request mode (`open_worker`, [`Sessions`]): one connection's worker, serving its evals
