@@ -10,10 +10,11 @@
 //! request written into `in` and `R` rung, the sandbox supervised from then (its timeout and
 //! wall time count from the hand-over), then `D` awaited on the control socket (on the
 //! runtime's reactor) or the sandbox's end. The reply is sent as soon as the `out` record has
-//! passed the channel's checks; the sandbox is then killed and torn down in the background
-//! (with network, the end is awaited so the result carries the proxy's records). A worker that
-//! breaks the protocol is killed and its result says `protocol_error`; nothing it writes is
-//! trusted beyond what the channel checked.
+//! passed the channel's checks; the sandbox is killed and torn down in the background a
+//! moment behind it (`TEARDOWN_DELAY`, so as not to compete with the reply; with network, the
+//! end is awaited so the result carries the proxy's records). A worker that breaks the
+//! protocol is killed and its result says `protocol_error`; nothing it writes is trusted
+//! beyond what the channel checked.
 //!
 //! One tenant per worker: a worker serves one eval and ends, except in a session of the opt-in
 //! multi-request mode (`open_worker`, [`Sessions`]): one connection's worker, serving its evals
@@ -413,6 +414,10 @@ fn request_invalid(e: ChannelError) -> ApiError {
     ApiError::new(ErrorCode::RequestInvalid, format!("spec: {e}"))
 }
 
+/// How long a worker's sandbox outlives the reply it gave (see `eval_once`): long enough for
+/// the reply to reach the client on a busy host, short enough to be no run of its own.
+const TEARDOWN_DELAY: Duration = Duration::from_millis(2);
+
 /// Runs one eval in a hired worker, which ends with it.
 pub async fn eval_once(
     shared: &Arc<Shared>,
@@ -439,10 +444,15 @@ pub async fn eval_once(
             outcome::eval_result(Ok(Some(reply)), Some(&ended), wall_ms, warm)
         }
         Awaited::Reply(Ok(Some(reply))) => {
-            // The reply is checked: it goes now, the sandbox is killed and torn down behind it
-            // (the supervision task holds the slot until it is gone).
+            // The reply is checked: it goes now, and the sandbox is killed and torn down
+            // TEARDOWN_DELAY behind it (the supervision task holds the slot until it is gone),
+            // so that the worker's exit, the teardown and the pool's refill do not compete
+            // with the reply for the CPU. The worker waits for its channel's end meanwhile.
             let result = outcome::eval_result(Ok(Some(reply)), None, wall_ms(), warm);
-            let _ = run.kill.try_send(KillReason::Cancelled);
+            tokio::spawn(async move {
+                tokio::time::sleep(TEARDOWN_DELAY).await;
+                let _ = run.kill.try_send(KillReason::Cancelled);
+            });
             result
         }
         Awaited::Reply(Err(e)) => {
