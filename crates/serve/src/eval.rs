@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::sandbox::Ids;
+use crate::sandbox::{start_proxy, Ids};
 use crate::state::{Shared, Slot};
 
 /// A launched worker: its sandbox (the worker library running, waiting for `R`) and bunker's
@@ -246,29 +246,7 @@ fn supervise(hired: Hired, policy: Policy) -> Result<Supervised, ApiError> {
         .and_then(|fd| bunker_sys::reactor::register(fd, tokio::io::Interest::READABLE))
         .map_err(|e| setup_failed("watch the worker's control socket", e))?;
     let network = proxy_listeners.is_some();
-    let proxy = match proxy_listeners {
-        Some((http, socks)) => {
-            let config = bunker_proxy::ProxyConfig {
-                policy: Arc::new(policy.clone()),
-                resolve: Vec::new(),
-                on_decision: None,
-            };
-            match bunker_proxy::start_on(
-                &tokio::runtime::Handle::current(),
-                config,
-                std::net::TcpListener::from(http),
-                std::net::TcpListener::from(socks),
-            ) {
-                Ok(handle) => Some(handle),
-                Err(e) => {
-                    // Without its proxy the sandbox cannot be what the policy says.
-                    let _ = bunker_sys::process::kill(supervised.init_pid, libc::SIGKILL);
-                    return Err(setup_failed("start the egress proxy", e));
-                }
-            }
-        }
-        None => None,
-    };
+    let proxy = start_proxy(&policy, proxy_listeners, supervised.init_pid)?;
     supervised.started = std::time::Instant::now();
     supervised.output = OutputMode::Capture;
     let (control, kill) = SupervisionControl::new();

@@ -405,29 +405,7 @@ impl Running {
             enforced: supervised.enforced.clone(),
         });
         drop(events_tx);
-        let proxy = match proxy_listeners {
-            Some((http, socks)) => {
-                let config = bunker_proxy::ProxyConfig {
-                    policy: Arc::new(policy.clone()),
-                    resolve: Vec::new(),
-                    on_decision: None,
-                };
-                match bunker_proxy::start_on(
-                    &tokio::runtime::Handle::current(),
-                    config,
-                    std::net::TcpListener::from(http),
-                    std::net::TcpListener::from(socks),
-                ) {
-                    Ok(handle) => Some(handle),
-                    Err(e) => {
-                        // Without its proxy the sandbox cannot be what the policy says.
-                        let _ = bunker_sys::process::kill(supervised.init_pid, libc::SIGKILL);
-                        return Err(setup_failed("start the egress proxy", e));
-                    }
-                }
-            }
-            None => None,
-        };
+        let proxy = start_proxy(&policy, proxy_listeners, supervised.init_pid)?;
         let (control, kill) = SupervisionControl::new();
         // Closed when this task is done with the sandbox: the copy of a client's stdin stops.
         let mut stop_copy = None;
@@ -695,4 +673,32 @@ impl Pause {
         }
         *lock(&self.paused) = false;
     }
+}
+
+/// Serves a sandbox's egress proxy on this runtime, when its policy gave it listeners. A proxy
+/// that cannot start kills the sandbox: without it the sandbox cannot be what the policy says.
+pub fn start_proxy(
+    policy: &Policy,
+    listeners: Option<(OwnedFd, OwnedFd)>,
+    init_pid: i32,
+) -> Result<Option<bunker_proxy::ProxyHandle>, ApiError> {
+    let Some((http, socks)) = listeners else {
+        return Ok(None);
+    };
+    let config = bunker_proxy::ProxyConfig {
+        policy: Arc::new(policy.clone()),
+        resolve: Vec::new(),
+        on_decision: None,
+    };
+    bunker_proxy::start_on(
+        &tokio::runtime::Handle::current(),
+        config,
+        std::net::TcpListener::from(http),
+        std::net::TcpListener::from(socks),
+    )
+    .map(Some)
+    .map_err(|e| {
+        let _ = bunker_sys::process::kill(init_pid, libc::SIGKILL);
+        setup_failed("start the egress proxy", e)
+    })
 }
