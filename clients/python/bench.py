@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """Per-call overhead of the Python client against the raw protocol (small; not run in CI).
 
-Starts its own `bunker serve --socket <tmp> --pool default=2` (plus `--pool eval:bun=2` when the
-binary has `eval`), then alternates, N times each: the raw protocol (one connection, a frame
+Starts its own `bunker serve --socket <tmp> --pool default=2` (and `--pool eval:bun=2`), then alternates, N times each: the raw protocol (one connection, a frame
 written and the reply read by hand) and the client's call, for `run(["/bin/true"])` and
 `eval_js("1+1")`, each once the pool has a ready sandbox (the wait is not timed). Prints p50 / p99 of each, their difference, and how many calls were warm.
 
@@ -115,12 +114,9 @@ def report(name: str, n: int, result: Tuple[List[float], List[float], int, int])
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    has_eval = "eval " in subprocess.run([BIN, "--help"], capture_output=True, text=True).stdout
     d = tempfile.mkdtemp(prefix="bunker-py-bench-")
     path = os.path.join(d, "bunker.sock")
-    cmd = [BIN, "serve", "--socket", path, "--pool", "default=2"]
-    if has_eval:
-        cmd += ["--pool", "eval:bun=2"]
+    cmd = [BIN, "serve", "--socket", path, "--pool", "default=2", "--pool", "eval:bun=2"]
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(500):
@@ -144,20 +140,17 @@ def main() -> None:
                 lambda: wait_ready(raw, "default"),
             ),
         )
-        if has_eval:
-            espec = {"engine": "bun", "code": "1+1"}
-            report(
-                'eval_js("1+1")',
+        espec = {"engine": "bun", "code": "1+1"}
+        report(
+            'eval_js("1+1")',
+            n,
+            measure(
                 n,
-                measure(
-                    n,
-                    lambda: bool(raw.request("eval", spec=espec).get("warm")),
-                    lambda: bunker.eval_js("1+1", socket=path).warm,
-                    lambda: wait_ready(raw, "eval:bun"),
-                ),
-            )
-        else:
-            print('eval_js("1+1")         not measured: this bunker has no `eval` yet')
+                lambda: bool(raw.request("eval", spec=espec).get("warm")),
+                lambda: bunker.eval_js("1+1", socket=path).warm,
+                lambda: wait_ready(raw, "eval:bun"),
+            ),
+        )
     finally:
         daemon.kill()  # the daemon this script started, by its PID
         daemon.wait()

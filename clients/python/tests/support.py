@@ -2,7 +2,7 @@
 bunker binary, a loopback HTTP server, and temporary directories the sandbox can reach.
 
 `BUNKER_PY_TEST_MODE=daemon` (the default) starts one `bunker serve --socket <tmp>` for the
-whole process (with `--pool eval:bun=1 --pool eval:python=1` when the binary has `eval`),
+whole process (with `--pool eval:bun=1 --pool eval:python=1`),
 points `BUNKER_SOCKET` at it and kills it by PID at exit; `cli` unsets `BUNKER_SOCKET`, so every
 call goes through `bunker run --report-fd` / `bunker eval`.
 """
@@ -39,7 +39,6 @@ IN_CI = bool(os.environ.get("CI"))
 
 _daemon: Optional[subprocess.Popen] = None
 _daemon_dir: Optional[str] = None
-_eval_available: Optional[bool] = None
 
 
 def require(condition: bool, what: str) -> None:
@@ -48,14 +47,6 @@ def require(condition: bool, what: str) -> None:
         if IN_CI:
             raise AssertionError(f"{what} (CI has everything installed)")
         raise unittest.SkipTest(what)
-
-
-def has_eval() -> bool:
-    global _eval_available
-    if _eval_available is None:
-        out = subprocess.run([BIN, "--help"], capture_output=True, text=True).stdout
-        _eval_available = any(line.strip().startswith("eval ") for line in out.splitlines())
-    return _eval_available
 
 
 def setup_mode() -> None:
@@ -70,9 +61,7 @@ def setup_mode() -> None:
         return
     _daemon_dir = tempfile.mkdtemp(prefix="bunker-py-daemon-")
     path = os.path.join(_daemon_dir, "bunker.sock")
-    cmd = [BIN, "serve", "--socket", path]
-    if has_eval():
-        cmd += ["--pool", "eval:bun=1", "--pool", "eval:python=1"]
+    cmd = [BIN, "serve", "--socket", path, "--pool", "eval:bun=1", "--pool", "eval:python=1"]
     log = open(os.path.join(_daemon_dir, "serve.log"), "wb")
     _daemon = subprocess.Popen(cmd, stdout=log, stderr=log, preexec_fn=_die_with_parent)
     atexit.register(_stop_daemon)

@@ -40,9 +40,6 @@ class ArgumentsTest(unittest.TestCase):
 
 
 class EvalTest(unittest.TestCase):
-    def setUp(self) -> None:
-        support.require(support.has_eval(), f"{support.BIN} has no `eval` (h-worker / h-evalserve not merged)")
-
     def test_value_and_console(self) -> None:
         r = bunker.eval_js("console.log('hi'); ({a: [1, 2], b: 'x'})")
         self.assertEqual(r.value, {"a": [1, 2], "b": "x"})
@@ -115,7 +112,6 @@ class EvalTest(unittest.TestCase):
 
 class EvalHttpTest(unittest.TestCase):
     def setUp(self) -> None:
-        support.require(support.has_eval(), f"{support.BIN} has no `eval` (h-worker / h-evalserve not merged)")
         self.server = support.LoopbackServer()
         self.addCleanup(self.server.close)
         # A refused request is an HTTP error response from the proxy (403, 429): the code throws

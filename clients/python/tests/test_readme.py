@@ -25,8 +25,6 @@ class ReadmeTest(unittest.TestCase):
         env = dict(os.environ, PYTHONPATH=str(support.SRC))
         for i, code in enumerate(BLOCKS):
             with self.subTest(block=i, first_line=code.splitlines()[0]):
-                if "eval_js" in code or "eval_python" in code:
-                    support.require(support.has_eval(), f"{support.BIN} has no `eval` (h-worker / h-evalserve not merged)")
                 proc = subprocess.run(
                     [sys.executable, "-c", code], env=env, cwd=support.shared_tempdir(), capture_output=True, text=True, timeout=60
                 )

@@ -1,9 +1,9 @@
 // evalJs(): code in a Bun worker's sandbox, through the daemon's `eval` (a warm eval:bun pool) or
-// `bunker eval`. Skipped only outside CI when this bunker has no eval.
+// `bunker eval`.
 import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { Connection, EvalError, evalJs, openEvalWorker } from "bunker";
-import { MODE, SKIP_EVAL, expectBunkerError, loopbackServer, tempDir } from "./helpers";
+import { MODE, expectBunkerError, loopbackServer, tempDir } from "./helpers";
 
 async function evalError(promise: Promise<unknown>): Promise<EvalError> {
   let caught: unknown;
@@ -16,7 +16,7 @@ async function evalError(promise: Promise<unknown>): Promise<EvalError> {
   return caught as EvalError;
 }
 
-describe.skipIf(SKIP_EVAL)(`evalJs (${MODE})`, () => {
+describe(`evalJs (${MODE})`, () => {
   test("1+1 is 2", async () => {
     const r = await evalJs("1+1");
     expect(r.value).toBe(2);
@@ -129,7 +129,7 @@ describe.skipIf(SKIP_EVAL)(`evalJs (${MODE})`, () => {
   });
 });
 
-describe.skipIf(SKIP_EVAL)(`openEvalWorker (${MODE})`, () => {
+describe(`openEvalWorker (${MODE})`, () => {
   if (MODE === "daemon") {
     test("an opened worker keeps its globals between evals; a timeout ends it", async () => {
       const worker = await openEvalWorker({ timeoutMs: 2000 });

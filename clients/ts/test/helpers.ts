@@ -9,11 +9,6 @@ const repo = new URL("../../..", import.meta.url).pathname;
 /** The bunker binary under test. */
 export const BIN: string = process.env.BUNKER_BIN || `${repo}target/x86_64-unknown-linux-gnu/debug/bunker`;
 
-/** Whether this bunker has `eval` (h-worker / h-evalserve). CI has it: there eval tests never skip. */
-export const HAS_EVAL: boolean =
-  Bun.spawnSync([BIN, "eval", "--help"], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
-/** Skip eval tests only outside CI, when this bunker has no eval yet. */
-export const SKIP_EVAL = !HAS_EVAL && !process.env.CI;
 
 const created: string[] = [];
 

@@ -2,7 +2,7 @@
 // the suite's mode: the docs cannot drift from the code.
 import { describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { MODE, SKIP_EVAL } from "./helpers";
+import { MODE } from "./helpers";
 
 const root = new URL("..", import.meta.url).pathname;
 const readme = await Bun.file(`${root}README.md`).text();
@@ -16,8 +16,7 @@ describe(`README examples (${MODE})`, () => {
   });
 
   blocks.forEach((code, index) => {
-    const usesEval = code.includes("evalJs");
-    (usesEval && SKIP_EVAL ? test.skip : test)(`block ${index + 1}: ${code.split("\n").find((l) => l.trim() && !l.startsWith("import"))?.trim().slice(0, 60)}`, () => {
+    test(`block ${index + 1}: ${code.split("\n").find((l) => l.trim() && !l.startsWith("import"))?.trim().slice(0, 60)}`, () => {
       mkdirSync(scratch, { recursive: true });
       const file = `${scratch}/block-${MODE}-${index + 1}.ts`;
       writeFileSync(file, code);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { Server } from "bun";
 import { serve } from "../src/serve";
-import { SKIP_EVAL, tempDir } from "./helpers";
+import { tempDir } from "./helpers";
 
 /** Host processes whose command line names `needle`. */
 function hostProcessesNaming(needle: string): number[] {
@@ -51,7 +51,7 @@ export default {
 `;
 
 for (const via of ["spawn", "eval"] as const) {
-  describe.skipIf(via === "eval" && SKIP_EVAL)(`serve (via ${via})`, () => {
+  describe(`serve (via ${via})`, () => {
     let server: Server;
     let dir: string;
     let secretDir: string;
@@ -180,7 +180,7 @@ for (const via of ["spawn", "eval"] as const) {
   });
 }
 
-describe.skipIf(SKIP_EVAL)("serve (via eval, no sandbox option)", () => {
+describe("serve (via eval, no sandbox option)", () => {
   test("the eval profile alone: the request is answered (warm from the daemon's eval:bun pool)", async () => {
     const dir = tempDir("bunker-ts-serve-warm-");
     writeFileSync(`${dir}/handler.ts`, HANDLER);

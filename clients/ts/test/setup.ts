@@ -6,7 +6,7 @@ import { afterAll } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { Connection } from "bunker";
-import { BIN, HAS_EVAL, MODE, removeTempDirs } from "./helpers";
+import { BIN, MODE, removeTempDirs } from "./helpers";
 
 process.env.BUNKER_BIN = BIN;
 delete process.env.BUNKER_SOCKET;
@@ -16,7 +16,7 @@ if (MODE === "daemon") {
   const dir = mkdtempSync(`${tmpdir()}/bunker-ts-daemon-`);
   const socket = `${dir}/bunker.sock`;
   const args = [BIN, "serve", "--socket", socket];
-  if (HAS_EVAL) args.push("--pool", "eval:bun=1");
+  args.push("--pool", "eval:bun=1");
   // Its own working directory, so a relative path the client failed to resolve would point elsewhere.
   const daemon = Bun.spawn(args, { cwd: dir, stdout: "ignore", stderr: Bun.file(`${dir}/daemon.log`) });
   let ready = false;
