@@ -13,7 +13,9 @@ use bunker_api::{
     exit, ApiError, Engine, ErrorCode, EvalLimits, EvalResult, EvalSpec, HttpOptions, PolicyChoice,
     RunResult,
 };
-use bunker_policy::eval::{apply_eval_options, eval_load_spec, DEFAULT_CONSOLE_BYTES};
+use bunker_policy::eval::{
+    apply_eval_options, eval_load_spec, spec_policy_source, DEFAULT_CONSOLE_BYTES,
+};
 use bunker_policy::{HostEnv, Policy, PolicySource};
 use bunker_sandbox::console::{Console, Verbosity};
 use bunker_sandbox::egress::Egress;
@@ -192,25 +194,20 @@ fn current_dir() -> Result<PathBuf, ApiError> {
 fn eval_policy(spec: &EvalSpec) -> Result<Policy, ApiError> {
     let policy_error = |e: bunker_policy::PolicyError| ApiError::from(&e);
     let cwd = current_dir()?;
-    let text = |text: String| PolicySource::Text {
-        text,
-        name: "spec.policy".into(),
-        base: cwd.clone(),
-    };
     let source = match &spec.policy {
         None => None,
-        Some(PolicyChoice::Inline(doc)) => Some(text(doc.to_string())),
-        Some(PolicyChoice::Name(name)) => {
-            if bunker_policy::builtin(name).is_err() {
-                return Err(ApiError::new(
-                    ErrorCode::NotFound,
-                    format!(
-                        "spec.policy: no policy named {name:?} (without a daemon only the built-in profiles have names)"
-                    ),
-                ));
-            }
-            Some(text(serde_json::json!({ "extends": [name] }).to_string()))
-        }
+        Some(choice) => Some(spec_policy_source(choice, &cwd, |_| None).ok_or_else(|| {
+            let name = match choice {
+                PolicyChoice::Name(name) => name.as_str(),
+                PolicyChoice::Inline(_) => "",
+            };
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "spec.policy: no policy named {name:?} (without a daemon only the built-in profiles have names)"
+                ),
+            )
+        })?),
     };
     let load = eval_load_spec(spec.engine, source, cwd.clone());
     let mut policy = bunker_policy::load_with_origins(&load, &HostEnv::from_process())

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use bunker_api::{Engine, EvalLimits, HttpOptions};
+use bunker_api::{Engine, EvalLimits, HttpOptions, PolicyChoice};
 
 use crate::error::{ErrorKind, PolicyError};
 use crate::load::{LoadSpec, PolicySource};
@@ -35,6 +35,31 @@ pub fn eval_load_spec(engine: Engine, source: Option<PolicySource>, base: PathBu
             ..PolicyDoc::default()
         },
         overlay_base: base,
+    }
+}
+
+/// The source of an eval's own policy (`spec.policy`): an inline document, its relative paths
+/// against `base`; a name, the policy file `file_of` gives for it, else a built-in profile it
+/// names. `None`: no policy by that name.
+pub fn spec_policy_source(
+    choice: &PolicyChoice,
+    base: &std::path::Path,
+    file_of: impl Fn(&str) -> Option<PathBuf>,
+) -> Option<PolicySource> {
+    let text = |text: String| PolicySource::Text {
+        text,
+        name: "spec.policy".into(),
+        base: base.to_path_buf(),
+    };
+    match choice {
+        PolicyChoice::Inline(doc) => Some(text(doc.to_string())),
+        PolicyChoice::Name(name) => match file_of(name) {
+            Some(file) => Some(PolicySource::File(file)),
+            None if crate::profiles::NAMES.contains(&name.as_str()) => {
+                Some(text(serde_json::json!({ "extends": [name] }).to_string()))
+            }
+            None => None,
+        },
     }
 }
 

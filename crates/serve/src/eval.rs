@@ -29,8 +29,8 @@ use std::time::Duration;
 use bunker_api::eval::{Engine, EvalLimits, EvalResult, EvalSpec, HttpOptions};
 use bunker_api::protocol::WorkerSpec;
 use bunker_api::{ApiError, ErrorCode, PolicyChoice, RunResult};
-use bunker_policy::eval::{apply_eval_options, eval_load_spec};
-use bunker_policy::{Policy, PolicySource};
+use bunker_policy::eval::{apply_eval_options, eval_load_spec, spec_policy_source};
+use bunker_policy::Policy;
 use bunker_sandbox::idmap::{IdLease, IdMode};
 use bunker_sandbox::spawn::{Prepared, Program, Sandbox};
 use bunker_sandbox::supervise::{supervise_async, KillReason, OutputMode, SupervisionControl};
@@ -128,27 +128,18 @@ pub fn effective_policy(
             )
         })?,
         Some(choice) => {
-            let text = |text: String| PolicySource::Text {
-                text,
-                name: "spec.policy".into(),
-                base: config.base_dir.clone(),
-            };
-            let source = match choice {
-                PolicyChoice::Inline(doc) => text(doc.to_string()),
-                // A config policy by its file, a built-in profile by its name.
-                PolicyChoice::Name(name) => match config.policies.get(name) {
-                    Some((file, _)) => PolicySource::File(file.clone()),
-                    None if config.named_policy(name).is_some() => {
-                        text(serde_json::json!({ "extends": [name] }).to_string())
-                    }
-                    None => {
-                        return Err(ApiError::new(
-                            ErrorCode::NotFound,
-                            format!("spec.policy: no policy named {name:?}"),
-                        ))
-                    }
-                },
-            };
+            let file_of = |name: &str| config.policies.get(name).map(|(file, _)| file.clone());
+            let source =
+                spec_policy_source(choice, &config.base_dir, file_of).ok_or_else(|| {
+                    let name = match choice {
+                        PolicyChoice::Name(name) => name.as_str(),
+                        PolicyChoice::Inline(_) => "",
+                    };
+                    ApiError::new(
+                        ErrorCode::NotFound,
+                        format!("spec.policy: no policy named {name:?}"),
+                    )
+                })?;
             let spec = eval_load_spec(engine, Some(source), config.base_dir.clone());
             bunker_policy::load(&spec).map_err(|e| ApiError::from(&e))?
         }
