@@ -416,7 +416,8 @@ pub async fn eval_once(
             // The reply is checked: it goes now, and the sandbox is killed and torn down
             // TEARDOWN_DELAY behind it (the supervision task holds the slot until it is gone),
             // so that the worker's exit, the teardown and the pool's refill do not compete
-            // with the reply for the CPU. The worker waits for its channel's end meanwhile.
+            // with the reply for the CPU. The Bun library itself sleeps a moment after `D`
+            // before it exits, for the same reason (docs/workers.md).
             let result = outcome::eval_result(Ok(Some(reply)), None, wall_ms(), warm);
             tokio::spawn(async move {
                 tokio::time::sleep(TEARDOWN_DELAY).await;
